@@ -1,0 +1,39 @@
+# The two commands in the README: `make run` (the main job) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PULSE := $(VENV)/bin/pulse
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test install lint stack-up stack-down clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## run: set everything up on this machine and run the pipeline (Ctrl-C stops what it started)
+run: install
+	$(PULSE) stack up
+	$(PULSE) stack status
+
+## test: set up, start the stack if needed, run the whole suite, stop what was started
+test: install
+	bash scripts/test.sh
+
+lint: install
+	$(VENV)/bin/ruff check src tests
+
+stack-up: install
+	$(PULSE) stack up
+
+stack-down: install
+	$(PULSE) stack down
+
+clean:
+	-$(PULSE) stack down
+	rm -rf $(VENV) .pulse

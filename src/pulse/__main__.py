@@ -1,0 +1,3 @@
+from pulse.cli.main import main
+
+main()

@@ -1,0 +1,53 @@
+"""The `pulse` command: a thin edge over the pipeline's modules. Operator errors print one line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from pulse.config import Settings
+from pulse.errors import PulseError
+
+
+class PulseGroup(click.Group):
+    """Turns PulseError into a one-line message and Ctrl-C into exit code 130, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except PulseError as exc:
+            click.secho(f"pulse: error: {exc}", fg="red", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("pulse: interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=PulseGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--home", type=click.Path(path_type=Path), envvar="PULSE_HOME", default=None,
+              help="Directory for downloads, data and logs [env PULSE_HOME; default .pulse/ in the repo].")
+@click.version_option(package_name="pulse")
+@click.pass_context
+def cli(ctx: click.Context, home: Path | None) -> None:
+    """Pulse: real-time interaction analytics.
+
+    Events flow generator -> Kafka -> exactly-once windowed aggregator -> Elasticsearch -> dashboards.
+    Every option can also be set by a PULSE_* environment variable.
+    """
+    ctx.obj = Settings.from_env(home=home)
+
+
+def main() -> None:
+    cli(prog_name="pulse")
+
+
+def _register() -> None:
+    """Attach the verbs; each lives in its own module so `pulse --help` stays cheap to import."""
+    from pulse.cli import stack_cmd
+
+    cli.add_command(stack_cmd.stack)
+
+
+_register()

@@ -1,0 +1,125 @@
+"""Elasticsearch as a single local node from the Maven Central integ-test distribution.
+
+Elasticsearch refuses to run as root, so when Pulse runs as root it creates (once) and uses a dedicated
+system user that owns only the node's config, data, logs and temp directories.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from pulse.errors import StackError
+from pulse.stack import artifacts
+from pulse.stack.service import Launch, Service, base_env, java_home
+
+
+class ElasticsearchService(Service):
+    name = "elasticsearch"
+    start_timeout = 150.0
+
+    @property
+    def conf_dir(self) -> Path:
+        return self.dir / "config"
+
+    @property
+    def cmdline_marker(self) -> str:
+        return str(self.conf_dir)
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.settings.es_port, self.settings.es_transport_port]
+
+    @property
+    def address(self) -> str:
+        return self.settings.es_url
+
+    @property
+    def version(self) -> str:
+        return self.settings.es_version
+
+    def install(self) -> bool:
+        return artifacts.elasticsearch_dist(self.settings)[1]
+
+    def _elasticsearch_yml(self) -> str:
+        s = self.settings
+        return "\n".join([
+            "# Written by `pulse stack up`; edit Pulse settings (PULSE_*), not this file.",
+            "cluster.name: pulse",
+            "node.name: pulse-1",
+            f"path.data: {self.dir / 'data'}",
+            f"path.logs: {self.dir / 'logs'}",
+            "network.host: 127.0.0.1",
+            f"http.port: {s.es_port}",
+            f"transport.port: {s.es_transport_port}",
+            "discovery.type: single-node",
+            "xpack.security.enabled: false",
+            # A developer disk is often fuller than a production one; do not go read-only at 90 %.
+            "cluster.routing.allocation.disk.threshold_enabled: false",
+            "action.destructive_requires_name: false",
+            "",
+        ])
+
+    def prepare(self) -> Launch:
+        dist, _ = artifacts.elasticsearch_dist(self.settings)
+        user = self._service_user()
+        for sub in ("data", "logs", "tmp"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        if not (self.conf_dir / "jvm.options").exists():
+            shutil.copytree(dist / "config", self.conf_dir, dirs_exist_ok=True)
+        (self.conf_dir / "elasticsearch.yml").write_text(self._elasticsearch_yml())
+        heap = self.settings.es_heap
+        (self.conf_dir / "jvm.options.d").mkdir(exist_ok=True)
+        (self.conf_dir / "jvm.options.d" / "pulse-heap.options").write_text(f"-Xms{heap}\n-Xmx{heap}\n")
+        if user:
+            _check_traversable(dist, user)
+            _check_traversable(self.dir, user)
+            subprocess.run(["chown", "-R", user, str(self.conf_dir), *(str(self.dir / d) for d in
+                            ("data", "logs", "tmp"))], check=True)
+        env = base_env() | {
+            "ES_JAVA_HOME": str(java_home()),
+            "ES_PATH_CONF": str(self.conf_dir),
+            "ES_TMPDIR": str(self.dir / "tmp"),
+        }
+        return Launch(argv=[str(dist / "bin" / "elasticsearch")], env=env, cwd=self.dir, user=user)
+
+    def _service_user(self) -> str | None:
+        if os.geteuid() != 0:
+            return None
+        name = self.settings.es_user
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            proc = subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                                   name], capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                raise StackError(f"Elasticsearch cannot run as root and creating user {name!r} failed: "
+                                 f"{proc.stderr.strip()}") from None
+        return name
+
+    def healthy(self) -> bool:
+        return cluster_status(self.address) in {"green", "yellow"}
+
+
+def cluster_status(url: str, timeout: float = 2.0) -> str | None:
+    """The cluster health colour at ``url``, or None if nothing answers."""
+    try:
+        with urllib.request.urlopen(f"{url}/_cluster/health", timeout=timeout) as resp:
+            return json.load(resp).get("status")
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def _check_traversable(path: Path, user: str) -> None:
+    """The service user must be able to reach ``path``: every parent needs the others' execute bit."""
+    for parent in [path, *path.parents]:
+        if parent.exists() and not parent.stat().st_mode & 0o001:
+            raise StackError(f"Elasticsearch runs as user {user!r}, which cannot enter {parent} "
+                             f"(mode {oct(parent.stat().st_mode & 0o777)}); choose a Pulse home it can "
+                             f"reach with --home or PULSE_HOME, or chmod o+x {parent}")

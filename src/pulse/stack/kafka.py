@@ -1,0 +1,114 @@
+"""Apache Kafka as one combined KRaft broker+controller, run straight from Maven Central jars."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import subprocess
+import uuid
+from importlib import resources
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient
+
+from pulse.errors import StackError
+from pulse.stack import artifacts
+from pulse.stack.service import Launch, Service, base_env, java_home
+
+_QUIET = logging.getLogger("pulse.stack.kafka.probe")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False
+
+
+class KafkaService(Service):
+    name = "kafka"
+    start_timeout = 90.0
+
+    @property
+    def config_file(self) -> Path:
+        return self.dir / "server.properties"
+
+    @property
+    def cmdline_marker(self) -> str:
+        return str(self.config_file)
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.settings.kafka_port, self.settings.kafka_controller_port]
+
+    @property
+    def address(self) -> str:
+        return self.settings.bootstrap
+
+    @property
+    def version(self) -> str:
+        return self.settings.kafka_version
+
+    def install(self) -> bool:
+        return artifacts.kafka_lib(self.settings)[1]
+
+    def _server_properties(self) -> str:
+        s = self.settings
+        return "\n".join([
+            "# Written by `pulse stack up`; edit Pulse settings (PULSE_*), not this file.",
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@127.0.0.1:{s.kafka_controller_port}",
+            f"listeners=PLAINTEXT://127.0.0.1:{s.kafka_port},CONTROLLER://127.0.0.1:{s.kafka_controller_port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{s.kafka_port}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            f"log.dirs={self.dir / 'data'}",
+            f"num.partitions={s.partitions}",
+            "auto.create.topics.enable=false",
+            # One broker: every internal topic has one replica, so transactions work.
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=10",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "transaction.state.log.num.partitions=10",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            "log.retention.hours=168",
+            "",
+        ])
+
+    def prepare(self) -> Launch:
+        lib, _ = artifacts.kafka_lib(self.settings)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(self._server_properties())
+        java = str(java_home() / "bin" / "java")
+        classpath = f"{lib}/*"
+        if not (self.dir / "data" / "meta.properties").exists():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            proc = subprocess.run(
+                [java, "-cp", classpath, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                 "-c", str(self.config_file), "--ignore-formatted"],
+                capture_output=True, text=True, check=False, timeout=120,
+            )
+            if proc.returncode != 0:
+                tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+                raise StackError(f"formatting Kafka storage failed: {tail[0]}")
+        log4j = Path(str(resources.files("pulse.stack") / "conf" / "kafka-log4j2.properties"))
+        heap = self.settings.kafka_heap
+        argv = [java, f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+                f"-Dlog4j2.configurationFile={log4j}", f"-Dkafka.logs.dir={self.dir / 'logs'}",
+                "-cp", classpath, "kafka.Kafka", str(self.config_file)]
+        return Launch(argv=argv, env=base_env(), cwd=self.dir)
+
+    def healthy(self) -> bool:
+        return broker_reachable(self.address, timeout=3.0)
+
+
+def broker_reachable(bootstrap: str, timeout: float = 5.0) -> bool:
+    """True if a Kafka broker answers a metadata request at ``bootstrap`` within ``timeout`` seconds."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _QUIET, "socket.connection.setup.timeout.ms":
+                         int(timeout * 1000)})
+    try:
+        meta = admin.list_topics(timeout=timeout)
+    except Exception:
+        return False
+    return bool(meta.brokers)
+

@@ -1,0 +1,92 @@
+"""`pulse stack up | down | status | logs`: the local Kafka + Elasticsearch pair, started idempotently."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pulse.config import Settings
+from pulse.errors import StackError
+from pulse.stack.elasticsearch import ElasticsearchService
+from pulse.stack.kafka import KafkaService
+from pulse.stack.process import port_in_use, wait_until
+from pulse.stack.service import Service
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    version: str
+    address: str
+    pid: int | None
+    healthy: bool
+
+    @property
+    def state(self) -> str:
+        if self.pid is None:
+            return "stopped"
+        return "running" if self.healthy else "starting/unhealthy"
+
+
+@dataclass(frozen=True)
+class UpResult:
+    name: str
+    address: str
+    started: bool
+    downloaded: bool
+    seconds: float
+
+
+def services(settings: Settings) -> list[Service]:
+    return [KafkaService(settings), ElasticsearchService(settings)]
+
+
+def service_by_name(settings: Settings, name: str) -> Service:
+    for svc in services(settings):
+        if svc.name == name or svc.name.startswith(name):
+            return svc
+    raise StackError(f"unknown service {name!r}; choose one of: kafka, elasticsearch")
+
+
+def up(settings: Settings, progress: Callable[[str], None] = lambda _msg: None) -> list[UpResult]:
+    """Install (cached), configure and start every service not already running; wait until all are healthy."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    settings.home.chmod(settings.home.stat().st_mode | 0o755)
+    results: list[UpResult] = []
+    launched: list[tuple[Service, float, bool, bool]] = []
+    for svc in services(settings):
+        t0 = time.monotonic()
+        if svc.process.pid() is not None:
+            progress(f"{svc.name} already running (pid {svc.process.pid()})")
+            launched.append((svc, t0, False, False))
+            continue
+        for port in svc.ports:
+            if port_in_use(port):
+                raise StackError(f"port {port} on 127.0.0.1 is already in use by another process, so "
+                                 f"{svc.name} cannot start; stop that process or pick another port "
+                                 f"(see `pulse stack up --help`)")
+        progress(f"resolving {svc.name} {svc.version} (Maven Central, cached)")
+        downloaded = svc.install()
+        launch = svc.prepare()
+        progress(f"starting {svc.name}")
+        svc.process.start(launch.argv, env=launch.env, cwd=launch.cwd, user=launch.user)
+        launched.append((svc, t0, downloaded, True))
+    for svc, t0, downloaded, started in launched:
+        wait_until(svc.healthy, timeout=svc.start_timeout, alive=lambda s=svc: s.process.pid() is not None,
+                   what=svc.name, log_tail=svc.process.log_tail)
+        results.append(UpResult(svc.name, svc.address, started, downloaded, time.monotonic() - t0))
+    return results
+
+
+def down(settings: Settings) -> list[tuple[str, bool]]:
+    """Stop exactly the processes `up` started (from their pid files); Elasticsearch first, then Kafka."""
+    return [(svc.name, svc.process.stop()) for svc in reversed(services(settings))]
+
+
+def status(settings: Settings) -> list[ServiceStatus]:
+    out = []
+    for svc in services(settings):
+        pid = svc.process.pid()
+        out.append(ServiceStatus(svc.name, svc.version, svc.address, pid, pid is not None and svc.healthy()))
+    return out

@@ -1,0 +1,55 @@
+"""Shared fixtures: the real local stack that `make test` starts, and per-test Kafka topics."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from pulse.config import Settings
+from pulse.stack.elasticsearch import cluster_status
+from pulse.stack.kafka import broker_reachable
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+@pytest.fixture(scope="session")
+def bootstrap(settings: Settings) -> str:
+    if not broker_reachable(settings.bootstrap, timeout=10):
+        pytest.fail(f"Kafka is not reachable at {settings.bootstrap}; run the suite with `make test`")
+    return settings.bootstrap
+
+
+@pytest.fixture(scope="session")
+def es_url(settings: Settings) -> str:
+    if cluster_status(settings.es_url, timeout=10) not in {"green", "yellow"}:
+        pytest.fail(f"Elasticsearch is not reachable at {settings.es_url}; run the suite with `make test`")
+    return settings.es_url
+
+
+@pytest.fixture
+def new_topic(bootstrap: str) -> Iterator[Callable[..., str]]:
+    """Create uniquely named topics for one test and delete them afterwards."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    made: list[str] = []
+
+    def make(partitions: int = 1, prefix: str = "test", config: dict[str, str] | None = None) -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        fut = admin.create_topics([NewTopic(name, partitions, 1, config=config or {})])[name]
+        fut.result(timeout=30)
+        made.append(name)
+        return name
+
+    yield make
+    if made:
+        for fut in admin.delete_topics(made).values():
+            try:
+                fut.result(timeout=30)
+            except Exception:
+                pass
