@@ -18,8 +18,7 @@ install: $(STAMP)
 
 ## run: set everything up on this machine and run the pipeline (Ctrl-C stops what it started)
 run: install
-	$(PULSE) stack up
-	$(PULSE) stack status
+	$(PULSE) run
 
 ## test: set up, start the stack if needed, run the whole suite, stop what was started
 test: install

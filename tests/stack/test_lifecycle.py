@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from pulse.config import Settings
+from tests.cli_helpers import one_line_error
 
 PORTS = {"PULSE_KAFKA_PORT": "19092", "PULSE_KAFKA_CONTROLLER_PORT": "19093", "PULSE_ES_PORT": "19200",
          "PULSE_ES_TRANSPORT_PORT": "19300", "PULSE_ES_HEAP": "512m", "PULSE_KAFKA_HEAP": "512m"}
@@ -44,14 +45,6 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr, proc.stderr
-    first = proc.stderr.strip().splitlines()[0]
-    assert first.startswith("pulse: error: "), proc.stderr
-    return first
-
-
 def test_up_is_idempotent_and_restarts_from_cache(private_env: dict[str, str]) -> None:
     first = pulse(private_env, "stack", "up")
     assert first.returncode == 0, first.stderr
@@ -78,17 +71,17 @@ def test_up_is_idempotent_and_restarts_from_cache(private_env: dict[str, str]) -
     assert sorted(p.name for p in Path(private_env["PULSE_CACHE"]).rglob("*")) == cache_before
 
 
-def test_port_taken_gives_one_line_error(private_env: dict[str, str]) -> None:
+def test_port_taken_givesone_line_error(private_env: dict[str, str]) -> None:
     with socket.socket() as squatter:
         squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", int(PORTS["PULSE_KAFKA_PORT"])))
         squatter.listen()
         proc = pulse(private_env, "stack", "up", timeout=60)
-    line = _one_line_error(proc)
+    line = one_line_error(proc)
     assert "port 19092" in line and "already in use" in line
 
 
-def test_missing_java_gives_one_line_error(private_env: dict[str, str], tmp_path: Path) -> None:
+def test_missing_java_givesone_line_error(private_env: dict[str, str], tmp_path: Path) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in ("mvn", "useradd", "chown", "tail"):  # everything but java
@@ -97,25 +90,25 @@ def test_missing_java_gives_one_line_error(private_env: dict[str, str], tmp_path
             (bin_dir / tool).symlink_to(found)
     env = private_env | {"PATH": str(bin_dir)}
     env.pop("JAVA_HOME", None)
-    line = _one_line_error(pulse(env, "stack", "up", timeout=60))
+    line = one_line_error(pulse(env, "stack", "up", timeout=60))
     assert "Java is not installed" in line
 
 
-def test_missing_maven_gives_one_line_error(private_env: dict[str, str], tmp_path: Path) -> None:
+def test_missing_maven_givesone_line_error(private_env: dict[str, str], tmp_path: Path) -> None:
     env = private_env | {"PATH": "/nonexistent", "PULSE_CACHE": str(tmp_path / "empty-cache")}
-    line = _one_line_error(pulse(env, "stack", "up", timeout=60))
+    line = one_line_error(pulse(env, "stack", "up", timeout=60))
     assert "Maven ('mvn') is not installed" in line
 
 
-def test_failed_download_gives_one_line_error(private_env: dict[str, str], tmp_path: Path) -> None:
+def test_failed_download_givesone_line_error(private_env: dict[str, str], tmp_path: Path) -> None:
     env = private_env | {"PULSE_CACHE": str(tmp_path / "cache"), "PULSE_KAFKA_VERSION": "0.0.404"}
-    line = _one_line_error(pulse(env, "stack", "up", timeout=240))
+    line = one_line_error(pulse(env, "stack", "up", timeout=240))
     assert "failed to download kafka 0.0.404 from Maven Central" in line
 
 
 def test_service_dying_on_start_shows_its_log(private_env: dict[str, str]) -> None:
     env = private_env | {"PULSE_KAFKA_HEAP": "lots"}  # the JVM refuses -Xmxlots and exits at once
     proc = pulse(env, "stack", "up", timeout=120)
-    line = _one_line_error(proc)
+    line = one_line_error(proc)
     assert "kafka exited during start-up" in line
     assert "Invalid" in proc.stderr or "heap" in proc.stderr.lower()  # the log tail names the cause

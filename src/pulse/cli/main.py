@@ -48,6 +48,15 @@ def _register() -> None:
     from pulse.cli import stack_cmd
 
     cli.add_command(stack_cmd.stack)
+    from pulse.cli import generate_cmd
+
+    for command in generate_cmd.COMMANDS:
+        cli.add_command(command)
+    from pulse.cli import bench_cmd, run_cmd
+
+    cli.add_command(run_cmd.run)
+
+    cli.add_command(bench_cmd.bench)
 
 
 _register()

@@ -1,0 +1,189 @@
+"""`pulse setup`, `pulse generate` and `pulse events`: topics, realistic traffic, and the event schema."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pulse.config import Settings
+from pulse.errors import PulseError
+from pulse.events.schema import json_schema
+from pulse.generate.chaos import Chaos, ChaosConfig
+from pulse.generate.producer import EventProducer, GenerateReport, RunLimits, open_ledger
+from pulse.generate.traffic import SHAPES, Traffic, TrafficConfig
+from pulse.topics import ensure_topics, input_topics
+
+
+def _fraction(_ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if not 0.0 <= value <= 0.9:
+        raise click.BadParameter(f"{param.name} must be between 0 and 0.9")
+    return value
+
+
+@click.command()
+@click.option("--topic", envvar="PULSE_TOPIC", default="pulse.events", show_default=True, help="Input topic.")
+@click.option("--partitions", envvar="PULSE_PARTITIONS", default=6, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--retention-hours", envvar="PULSE_RETENTION_HOURS", default=168.0, show_default=True,
+              type=click.FloatRange(0.01), help="How long Kafka keeps input, dead letters and late events.")
+@click.pass_obj
+def setup(settings: Settings, topic: str, partitions: int, retention_hours: float) -> None:
+    """Create Pulse's topics (idempotent); report existing ones whose settings differ."""
+    for name, state in ensure_topics(settings.bootstrap, input_topics(topic, partitions, retention_hours)):
+        click.echo(f"{name:<28} {state}")
+
+
+@click.command()
+@click.option("--rate", type=click.FloatRange(0), default=200.0, show_default=True, envvar="PULSE_GEN_RATE",
+              help="Events per second, paced in real time; 0 = as fast as possible.")
+@click.option("--event-rate", type=click.FloatRange(0.001), default=1000.0, show_default=True,
+              help="With --rate 0: events per second of event time (how fast the synthetic clock runs).")
+@click.option("--count", type=click.IntRange(1), default=None, help="Stop after this many records.")
+@click.option("--duration", type=click.FloatRange(0.1), default=None, help="Stop after this many seconds.")
+@click.option("--seed", type=int, default=42, show_default=True, help="Same seed + --start = same events.")
+@click.option("--start", "start_ms", type=int, default=None, help="Event time of the first event, epoch ms [now].")
+@click.option("--users", type=click.IntRange(1), default=10_000, show_default=True)
+@click.option("--items", type=click.IntRange(1), default=10_000, show_default=True)
+@click.option("--shape", type=click.Choice(SHAPES), default="steady", show_default=True, help="Rate over time.")
+@click.option("--shape-period", type=click.FloatRange(1), default=600.0, show_default=True,
+              help="Seconds per diurnal cycle or burst cycle.")
+@click.option("--click-rate", type=click.FloatRange(0, 1), default=0.35, show_default=True, help="P(click|view).")
+@click.option("--cart-rate", type=click.FloatRange(0, 1), default=0.30, show_default=True,
+              help="P(add_to_cart|click).")
+@click.option("--purchase-rate", type=click.FloatRange(0, 1), default=0.50, show_default=True,
+              help="P(purchase|add_to_cart).")
+@click.option("--error-rate", type=click.FloatRange(0, 1), default=0.02, show_default=True,
+              help="Share of steps that fail (error/timeout).")
+@click.option("--late-fraction", type=float, default=0.0, callback=_fraction, show_default=True,
+              help="Share of records whose event time is older than the grace period.")
+@click.option("--disorder-fraction", type=float, default=0.0, callback=_fraction, show_default=True,
+              help="Share of records out of order but within grace.")
+@click.option("--duplicate-fraction", type=float, default=0.0, callback=_fraction, show_default=True,
+              help="Share of records that resend a recent event_id.")
+@click.option("--invalid-fraction", type=float, default=0.0, callback=_fraction, show_default=True,
+              help="Share of invalid records (undecodable, malformed JSON, wrong types, missing fields, negative "
+                   "prices, far-future timestamps, oversized), in equal parts.")
+@click.option("--grace", type=click.FloatRange(0), default=30.0, show_default=True,
+              help="Seconds of grace the aggregator allows (late events are pushed beyond it).")
+@click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Record every produced record (gzip msgpack) for `pulse verify` and tests.")
+@click.option("--topic", envvar="PULSE_TOPIC", default="pulse.events", show_default=True)
+@click.option("--partitions", envvar="PULSE_PARTITIONS", default=None, type=int,
+              help="Partition count of the topic [read from Kafka].")
+@click.option("--progress/--no-progress", default=None, help="Progress bar [default: when stderr is a terminal].")
+@click.pass_obj
+def generate(settings: Settings, **o: object) -> None:
+    """Publish realistic user interactions (sessions walking a view→click→cart→purchase funnel) to Kafka.
+
+    Keys are user ids, partitioned with murmur2 exactly like Java clients. Ctrl-C flushes and prints a summary.
+    """
+    if o["count"] is None and o["duration"] is None and o["rate"] == 0:
+        raise click.UsageError("--rate 0 needs --count or --duration")
+    rate = float(o["rate"])  # type: ignore[arg-type]
+    start_ms = o["start_ms"] if o["start_ms"] is not None else int(time.time() * 1000)
+    try:
+        traffic_cfg = TrafficConfig(
+            seed=o["seed"], users=o["users"], items=o["items"], start_ms=start_ms,  # type: ignore[arg-type]
+            rate=rate or float(o["event_rate"]), shape=o["shape"], shape_period_s=o["shape_period"],  # type: ignore[arg-type]
+            click_rate=o["click_rate"], cart_rate=o["cart_rate"], purchase_rate=o["purchase_rate"],  # type: ignore[arg-type]
+            error_rate=o["error_rate"],  # type: ignore[arg-type]
+        )
+        chaos_cfg = ChaosConfig(late_fraction=o["late_fraction"], disorder_fraction=o["disorder_fraction"],  # type: ignore[arg-type]
+                                duplicate_fraction=o["duplicate_fraction"], invalid_fraction=o["invalid_fraction"],  # type: ignore[arg-type]
+                                grace_ms=int(float(o["grace"]) * 1000))  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    topic = str(o["topic"])
+    partitions = o["partitions"] or _partition_count(settings, topic)
+    traffic = Traffic(traffic_cfg)
+    params = {k: v for k, v in o.items() if k not in {"ledger", "progress"}} | {"start_ms": start_ms}
+    ledger = open_ledger(o["ledger"], topic, int(partitions), params)  # type: ignore[arg-type]
+    producer = EventProducer(settings.bootstrap, topic, int(partitions), ledger)
+    limits = RunLimits(count=o["count"], duration_s=o["duration"], pace=rate > 0)  # type: ignore[arg-type]
+    show_bar = sys.stderr.isatty() if o["progress"] is None else bool(o["progress"])
+    report = _run_with_feedback(producer, Chaos(traffic, chaos_cfg), limits, traffic, show_bar)
+    if ledger is not None:
+        ledger.close({"delivered": report.delivered, "failed": report.failed})
+    _print_summary(report)
+    if report.failed:
+        raise PulseError(f"{report.failed} records were not delivered: {report.first_error}")
+    if report.interrupted:
+        sys.exit(130)
+
+
+def _partition_count(settings: Settings, topic: str) -> int:
+    from confluent_kafka.admin import AdminClient
+
+    from pulse.stack.kafka import broker_reachable
+
+    if not broker_reachable(settings.bootstrap, timeout=5.0):
+        raise PulseError(f"Kafka is not reachable at {settings.bootstrap} (is the stack up? `pulse stack up`)")
+    meta = AdminClient({"bootstrap.servers": settings.bootstrap}).list_topics(topic, timeout=10)
+    info = meta.topics.get(topic)
+    if info is None or info.error is not None:
+        raise PulseError(f"topic {topic!r} does not exist; create it with `pulse setup`")
+    return len(info.partitions)
+
+
+def _run_with_feedback(producer: EventProducer, records: Chaos, limits: RunLimits, traffic: Traffic,
+                       show_bar: bool) -> GenerateReport:
+    clock = lambda: traffic.clock.elapsed_s  # noqa: E731
+    if not show_bar:
+        last = [time.monotonic()]
+
+        def log_line(r: GenerateReport) -> None:
+            if time.monotonic() - last[0] >= 5.0:
+                last[0] = time.monotonic()
+                click.echo(f"generate: {r.produced:,} produced, {r.delivered:,} delivered, "
+                           f"{r.produced / max(r.seconds, 1e-9):,.0f}/s", err=True)
+
+        return producer.run(records, limits, clock, log_line)
+    total = limits.count or (int(limits.duration_s) if limits.duration_s else None)
+    columns = [TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+               TimeElapsedColumn()]
+    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+        task = bar.add_task("generate", total=total, info="")
+
+        def update(r: GenerateReport) -> None:
+            done = r.produced if limits.count else int(r.seconds)
+            bar.update(task, completed=done,
+                       info=f"{r.produced / max(r.seconds, 1e-9):,.0f}/s · {r.delivered:,} acked")
+
+        report = producer.run(records, limits, clock, update)
+        update(report)
+        return report
+
+
+def _print_summary(r: GenerateReport) -> None:
+    table = Table(title="pulse generate", show_header=False)
+    table.add_row("produced", f"{r.produced:,}")
+    table.add_row("delivered (acked)", f"{r.delivered:,}")
+    table.add_row("failed", f"{r.failed:,}")
+    table.add_row("seconds", f"{r.seconds:.2f}")
+    table.add_row("rate", f"{r.rate:,.0f} events/s")
+    table.add_row("bytes", f"{r.bytes:,}")
+    for tag, n in sorted(r.by_tag.items()):
+        table.add_row(f"  {tag.name.lower()}", f"{n:,} ({n / max(r.produced, 1):.2%})")
+    if r.interrupted:
+        table.add_row("stopped", "interrupted (Ctrl-C); everything produced was flushed")
+    Console(stderr=True).print(table)
+
+
+@click.group()
+def events() -> None:
+    """The interaction event schema (v1)."""
+
+
+@events.command("schema")
+def events_schema() -> None:
+    """Print the JSON Schema for event v1 (the same file ships as src/pulse/events/event-v1.schema.json)."""
+    click.echo(orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+
+
+COMMANDS = [setup, generate, events]

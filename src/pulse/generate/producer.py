@@ -1,0 +1,185 @@
+"""Publish generated records to Kafka: idempotent, acks=all, murmur2-keyed, compressed and batched.
+
+The loop is the hot path of `pulse generate` and `pulse bench produce`: per record it does a cached partition
+lookup and one ``produce`` call; delivery reports are counted from a single callback.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from confluent_kafka import KafkaError, Producer
+
+from pulse.errors import BrokerUnavailable, PulseError
+from pulse.generate.chaos import Record, Tag
+from pulse.generate.ledger import LedgerWriter
+from pulse.generate.partitioner import cached_partition
+from pulse.stack.kafka import broker_reachable
+
+_LOG = logging.getLogger("pulse.generate")
+
+
+def producer_config(bootstrap: str, **overrides: object) -> dict[str, object]:
+    """The producer settings Pulse uses everywhere it writes input events."""
+    quiet = logging.getLogger("pulse.generate.librdkafka")
+    quiet.addHandler(logging.NullHandler())
+    quiet.propagate = False
+    return {
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "compression.type": "lz4",
+        "linger.ms": 20,
+        "batch.size": 1_000_000,
+        "queue.buffering.max.messages": 500_000,
+        "queue.buffering.max.kbytes": 512 * 1024,
+        "message.timeout.ms": 30_000,
+        "partitioner": "murmur2_random",  # same as Java's default for keyed records
+        "logger": quiet,
+        **overrides,
+    }
+
+
+@dataclass
+class GenerateReport:
+    requested: int | None
+    produced: int = 0
+    delivered: int = 0
+    failed: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    by_tag: Counter[Tag] = field(default_factory=Counter)
+    first_error: str | None = None
+    interrupted: bool = False
+
+    @property
+    def rate(self) -> float:
+        return self.delivered / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    count: int | None = None
+    duration_s: float | None = None
+    pace: bool = False  # follow the event clock in wall time (rate > 0) instead of running flat out
+
+
+class EventProducer:
+    """Wraps one confluent-kafka Producer with delivery accounting and an optional ledger."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int, ledger: LedgerWriter | None = None,
+                 **overrides: object) -> None:
+        if not broker_reachable(bootstrap, timeout=5.0):
+            raise BrokerUnavailable(f"Kafka is not reachable at {bootstrap} (is the stack up? `pulse stack up`)")
+        self.topic = topic
+        self.partitions = partitions
+        self.ledger = ledger
+        self.report = GenerateReport(requested=None)
+        self._fatal: str | None = None
+        # Without a ledger only failures need a Python callback: the rest are counted from the queue length.
+        self._per_record = ledger is not None
+        self._producer = Producer(producer_config(bootstrap, on_delivery=self._on_delivery,
+                                                  error_cb=self._on_error,
+                                                  **{"delivery.report.only.error": not self._per_record},
+                                                  **overrides))
+
+    def _on_delivery(self, err: KafkaError | None, msg: object) -> None:
+        if err is not None:
+            self.report.failed += 1
+            self.report.first_error = self.report.first_error or err.str()
+            return
+        self.report.delivered += 1
+        if self.ledger is not None:
+            self.ledger.delivered(msg.partition(), msg.offset())  # type: ignore[attr-defined]
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal() or err.code() == KafkaError._ALL_BROKERS_DOWN:
+            self._fatal = err.str()
+
+    def run(self, records: Iterator[Record], limits: RunLimits, clock_elapsed: Callable[[], float],
+            on_progress: Callable[[GenerateReport], None] | None = None) -> GenerateReport:
+        """Produce until the count or duration is reached, or Ctrl-C; then flush and return the report."""
+        report = self.report
+        report.requested = limits.count
+        produce, poll = self._producer.produce, self._producer.poll
+        topic, parts, ledger = self.topic, self.partitions, self.ledger
+        by_tag = report.by_tag
+        count = limits.count if limits.count is not None else 1 << 62
+        deadline = time.monotonic() + limits.duration_s if limits.duration_s else float("inf")
+        t0 = time.monotonic()
+        next_report = t0 + 0.25
+        pace = limits.pace
+        n = 0
+        try:
+            for tag, key, value, send_ms in records:
+                if n >= count:
+                    break
+                partition = cached_partition(key, parts)
+                while True:
+                    try:
+                        produce(topic, value, key, partition=partition, timestamp=send_ms)
+                        break
+                    except BufferError:
+                        poll(0.05)
+                        self._check_fatal()
+                n += 1
+                by_tag[tag] += 1
+                report.bytes += len(value)
+                if ledger is not None:
+                    ledger.produced(tag, partition, key, value, send_ms)
+                if pace:
+                    ahead = clock_elapsed() - (time.monotonic() - t0)
+                    if ahead > 0.002:
+                        poll(0)
+                        time.sleep(min(ahead, 0.5))
+                if n & 1023 == 0 or pace:
+                    if n & 1023 == 0:
+                        poll(0)
+                    now = time.monotonic()
+                    if now >= next_report:
+                        self._check_fatal()
+                        report.produced, report.seconds = n, now - t0
+                        self._count_delivered(n)
+                        if on_progress:
+                            on_progress(report)
+                        next_report = now + 0.25
+                    if now >= deadline:
+                        break
+        except KeyboardInterrupt:
+            report.interrupted = True
+        report.produced = n
+        self._flush(report)
+        self._count_delivered(n)
+        report.seconds = time.monotonic() - t0
+        return report
+
+    def _count_delivered(self, produced: int) -> None:
+        if not self._per_record:
+            self.report.delivered = produced - len(self._producer) - self.report.failed
+
+    def _check_fatal(self) -> None:
+        if self._fatal:
+            raise BrokerUnavailable(f"Kafka producer stopped: {self._fatal}")
+
+    def _flush(self, report: GenerateReport) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if self._producer.flush(1.0) == 0:
+                    return
+            except KeyboardInterrupt:
+                report.interrupted = True
+        raise PulseError(f"{len(self._producer)} records were still undelivered after 60s of flushing")
+
+
+def ledger_header(topic: str, partitions: int, params: dict[str, object]) -> dict[str, object]:
+    return {"topic": topic, "partitions": partitions, "params": params, "created_at": time.time()}
+
+
+def open_ledger(path: Path | None, topic: str, partitions: int, params: dict[str, object]) -> LedgerWriter | None:
+    return LedgerWriter(path, ledger_header(topic, partitions, params)) if path else None

@@ -1,0 +1,82 @@
+"""The Kafka topics Pulse owns, their settings, and idempotent creation for `pulse setup`."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from pulse.errors import BrokerUnavailable, PulseError
+from pulse.stack.kafka import broker_reachable
+
+_QUIET = logging.getLogger("pulse.topics")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str]
+
+
+def input_topics(topic: str, partitions: int, retention_hours: float) -> list[TopicSpec]:
+    """The input topic and its side outputs (dead letters, late events), all with the same partitioning."""
+    retention = str(int(retention_hours * 3_600_000))
+    base = {
+        "retention.ms": retention,
+        "cleanup.policy": "delete",
+        # Record timestamps are the events' send times; a fast replay of history may run ahead of the wall clock.
+        "message.timestamp.after.max.ms": str(365 * DAY_MS),
+    }
+    return [
+        TopicSpec(topic, partitions, base),
+        TopicSpec(f"{topic}.dlq", partitions, base),
+        TopicSpec(f"{topic}.late", partitions, base),
+    ]
+
+
+def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 30.0) -> list[tuple[str, str]]:
+    """Create missing topics; report existing ones whose partitions or settings differ.
+
+    Returns (topic, "created" | "exists") pairs; raises PulseError listing every difference found.
+    """
+    if not broker_reachable(bootstrap, timeout=5.0):
+        raise BrokerUnavailable(f"Kafka is not reachable at {bootstrap}; start it with `pulse stack up`")
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _QUIET})
+    existing = admin.list_topics(timeout=timeout).topics
+    results: list[tuple[str, str]] = []
+    missing = [s for s in specs if s.name not in existing]
+    if missing:
+        futures = admin.create_topics([NewTopic(s.name, s.partitions, 1, config=s.config) for s in missing])
+        for name, fut in futures.items():
+            try:
+                fut.result(timeout=timeout)
+            except KafkaException as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise PulseError(f"creating topic {name} failed: {exc.args[0].str()}") from None
+            results.append((name, "created"))
+    problems: list[str] = []
+    present = [s for s in specs if s.name in existing]
+    if present:
+        resources = [ConfigResource(ConfigResource.Type.TOPIC, s.name) for s in present]
+        configs = admin.describe_configs(resources)
+        for spec, res in zip(present, resources, strict=True):
+            actual = configs[res].result(timeout=timeout)
+            have_parts = len(existing[spec.name].partitions)
+            if have_parts != spec.partitions:
+                problems.append(f"{spec.name}: {have_parts} partitions (wanted {spec.partitions})")
+            for key, want in spec.config.items():
+                got = actual[key].value if key in actual else None
+                if got != want:
+                    problems.append(f"{spec.name}: {key}={got} (wanted {want})")
+            results.append((spec.name, "exists"))
+    if problems:
+        raise PulseError("existing topics differ from the requested settings: " + "; ".join(problems)
+                         + " (delete and re-create them, or pass matching --partitions/--retention-hours)")
+    return results

@@ -1,0 +1,95 @@
+"""`pulse setup` and `pulse generate` against the real broker: delivery, partitioning, ledger, errors."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from pulse.generate.chaos import INVALID_KINDS, Tag
+from pulse.generate.ledger import read_ledger
+from pulse.generate.partitioner import partition_for
+from tests.cli_helpers import one_line_error, run_pulse
+
+
+def read_topic(bootstrap: str, topic: str, partitions: int) -> list[tuple[int, int, bytes, bytes, int]]:
+    """Every record of the topic as (partition, offset, key, value, timestamp), read to the end."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{uuid.uuid4().hex[:6]}",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    out = []
+    deadline = time.monotonic() + 120
+    done = {p for p, end in ends.items() if end == 0}
+    while len(done) < partitions and time.monotonic() < deadline:
+        for msg in consumer.consume(10_000, 1.0):
+            if msg.error():
+                continue
+            out.append((msg.partition(), msg.offset(), msg.key(), msg.value(), msg.timestamp()[1]))
+            if msg.offset() + 1 >= ends[msg.partition()]:
+                done.add(msg.partition())
+    consumer.close()
+    return out
+
+
+def test_setup_is_idempotent_and_reports_differences(bootstrap: str) -> None:
+    topic = f"test-setup-{uuid.uuid4().hex[:8]}"
+    try:
+        first = run_pulse("setup", "--topic", topic, "--partitions", "4")
+        assert first.returncode == 0, first.stderr
+        assert first.stdout.count("created") == 3
+        again = run_pulse("setup", "--topic", topic, "--partitions", "4")
+        assert again.returncode == 0 and again.stdout.count("exists") == 3
+        differ = run_pulse("setup", "--topic", topic, "--partitions", "2", "--retention-hours", "1")
+        line = one_line_error(differ)
+        assert f"{topic}: 4 partitions (wanted 2)" in line and "retention.ms=604800000 (wanted 3600000)" in line
+    finally:
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        for fut in admin.delete_topics([topic, f"{topic}.dlq", f"{topic}.late"]).values():
+            fut.result(timeout=30)
+
+
+def test_generate_delivers_everything_to_the_java_partition_and_the_ledger_matches(
+        bootstrap: str, new_topic, tmp_path: Path) -> None:
+    topic = new_topic(partitions=6)
+    ledger_path = tmp_path / "ledger.gz"
+    count = 30_000
+    proc = run_pulse("generate", "--topic", topic, "--rate", "0", "--count", str(count), "--seed", "11",
+                     "--ledger", str(ledger_path), "--late-fraction", "0.03", "--duplicate-fraction", "0.03",
+                     "--invalid-fraction", "0.05", "--disorder-fraction", "0.02", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    ledger = read_ledger(ledger_path)
+    assert ledger.trailer["delivered"] == count and ledger.trailer["failed"] == 0
+    assert len(ledger) == count
+
+    on_topic = read_topic(bootstrap, topic, 6)
+    assert len(on_topic) == count
+    assert sorted(on_topic) == sorted((r.partition, r.offset, r.key, r.value, r.send_ms) for r in ledger)
+    for partition, _, key, _, _ in on_topic:
+        assert partition == partition_for(key, 6)
+    tags = {r.tag for r in ledger}
+    assert set(INVALID_KINDS) <= tags and {Tag.VALID, Tag.LATE, Tag.DUPLICATE, Tag.DISORDERED} <= tags
+
+
+def test_paced_generation_follows_the_rate(new_topic) -> None:
+    topic = new_topic(partitions=2)
+    t0 = time.monotonic()
+    proc = run_pulse("generate", "--topic", topic, "--rate", "500", "--duration", "4", "--no-progress")
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stderr
+    produced = int(next(ln for ln in proc.stderr.splitlines() if "produced" in ln).split("│")[2].replace(",", ""))
+    assert 1500 <= produced <= 2600, produced
+    assert elapsed < 20
+
+
+def test_unreachable_broker_fails_fast_with_one_line() -> None:
+    env = dict(os.environ) | {"PULSE_BOOTSTRAP": "127.0.0.1:1"}
+    t0 = time.monotonic()
+    proc = run_pulse("generate", "--count", "10", "--partitions", "6", env=env, timeout=60)
+    assert time.monotonic() - t0 < 20
+    line = one_line_error(proc)
+    assert "Kafka is not reachable at 127.0.0.1:1" in line
