@@ -43,7 +43,8 @@ def test_partitions_match_the_java_client(settings: Settings, tmp_path: Path) ->
           public static void main(String[] a) throws Exception {
             for (String k : Files.readAllLines(Path.of(a[0]), StandardCharsets.UTF_8)) {
               byte[] b = k.getBytes(StandardCharsets.UTF_8);
-              System.out.println(Utils.toPositive(Utils.murmur2(b)) % 6 + " " + Utils.toPositive(Utils.murmur2(b)) % 13);
+              int h = Utils.toPositive(Utils.murmur2(b));
+              System.out.println(h % 6 + " " + h % 13);
             }
           }
         }"""))

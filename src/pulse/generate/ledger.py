@@ -1,7 +1,8 @@
 """The generator's ledger: exactly what was produced, where it landed, and what it was meant to be.
 
 Tests and `pulse verify` recompute expected results from it without touching the engine. Format: a gzip
-stream of length-prefixed (u32 little-endian) msgpack objects: a header map, one array per record ``[tag, partition, key, value, send_ms]`` in
+stream of length-prefixed (u32 little-endian) msgpack objects:
+a header map, one array per record ``[tag, partition, key, value, send_ms]`` in
 production order, and a trailer map with each partition's delivered offsets (delivery order per partition
 equals production order, which the idempotent producer guarantees).
 """
@@ -36,7 +37,7 @@ class LedgerWriter:
     """Appends produced records; call :meth:`delivered` from delivery reports and :meth:`close` at the end."""
 
     def __init__(self, path: Path, header: dict[str, Any]) -> None:
-        self._file = gzip.open(path, "wb", compresslevel=1)
+        self._file = gzip.open(path, "wb", compresslevel=1)  # noqa: SIM115 - closed by close()
         self._enc = msgspec.msgpack.Encoder()
         self._offsets: dict[int, list[int]] = defaultdict(list)
         self._buf = bytearray()  # gzip is costly per call: hand it ~1 MiB at a time
