@@ -41,13 +41,27 @@ def input_topics(topic: str, partitions: int, retention_hours: float) -> list[To
     ]
 
 
+def require_broker(bootstrap: str) -> None:
+    if not broker_reachable(bootstrap, timeout=5.0):
+        raise BrokerUnavailable(f"Kafka is not reachable at {bootstrap} (is the stack up? `pulse stack up`)")
+
+
+def partition_count(bootstrap: str, topic: str) -> int:
+    """Partitions of an existing topic, with a clear error if the broker or the topic is missing."""
+    require_broker(bootstrap)
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _QUIET})
+    info = admin.list_topics(topic, timeout=10).topics.get(topic)
+    if info is None or info.error is not None:
+        raise PulseError(f"topic {topic!r} does not exist; create it with `pulse setup`")
+    return len(info.partitions)
+
+
 def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 30.0) -> list[tuple[str, str]]:
     """Create missing topics; report existing ones whose partitions or settings differ.
 
     Returns (topic, "created" | "exists") pairs; raises PulseError listing every difference found.
     """
-    if not broker_reachable(bootstrap, timeout=5.0):
-        raise BrokerUnavailable(f"Kafka is not reachable at {bootstrap}; start it with `pulse stack up`")
+    require_broker(bootstrap)
     admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _QUIET})
     existing = admin.list_topics(timeout=timeout).topics
     results: list[tuple[str, str]] = []
@@ -80,3 +94,16 @@ def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 30.0)
         raise PulseError("existing topics differ from the requested settings: " + "; ".join(problems)
                          + " (delete and re-create them, or pass matching --partitions/--retention-hours)")
     return results
+
+
+def aggregator_topics(group: str, partitions: int) -> list[TopicSpec]:
+    """The aggregator's compacted changelog (its state) and aggregates output (documents), per group.
+
+    Both are partitioned like the input: record i of input partition p only ever writes partition p.
+    """
+    compact = {"cleanup.policy": "compact", "segment.ms": str(10 * 60_000), "min.cleanable.dirty.ratio": "0.2",
+               "message.timestamp.after.max.ms": str(365 * DAY_MS)}
+    # Keep superseded aggregates for an hour so a lagging projection still sees every final document.
+    aggregates = compact | {"min.compaction.lag.ms": str(3_600_000)}
+    return [TopicSpec(f"{group}.changelog", partitions, compact), TopicSpec(f"{group}.aggregates", partitions,
+                                                                            aggregates)]

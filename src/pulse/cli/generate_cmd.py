@@ -18,7 +18,7 @@ from pulse.events.schema import json_schema
 from pulse.generate.chaos import Chaos, ChaosConfig
 from pulse.generate.producer import EventProducer, GenerateReport, RunLimits, open_ledger
 from pulse.generate.traffic import SHAPES, Traffic, TrafficConfig
-from pulse.topics import ensure_topics, input_topics
+from pulse.topics import ensure_topics, input_topics, partition_count
 
 
 def _fraction(_ctx: click.Context, param: click.Parameter, value: float) -> float:
@@ -100,7 +100,7 @@ def generate(settings: Settings, **o: object) -> None:
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     topic = str(o["topic"])
-    partitions = o["partitions"] or _partition_count(settings, topic)
+    partitions = o["partitions"] or partition_count(settings.bootstrap, topic)
     traffic = Traffic(traffic_cfg)
     params = {k: v for k, v in o.items() if k not in {"ledger", "progress"}} | {"start_ms": start_ms}
     ledger = open_ledger(o["ledger"], topic, int(partitions), params)  # type: ignore[arg-type]
@@ -115,20 +115,6 @@ def generate(settings: Settings, **o: object) -> None:
         raise PulseError(f"{report.failed} records were not delivered: {report.first_error}")
     if report.interrupted:
         sys.exit(130)
-
-
-def _partition_count(settings: Settings, topic: str) -> int:
-    from confluent_kafka.admin import AdminClient
-
-    from pulse.stack.kafka import broker_reachable
-
-    if not broker_reachable(settings.bootstrap, timeout=5.0):
-        raise PulseError(f"Kafka is not reachable at {settings.bootstrap} (is the stack up? `pulse stack up`)")
-    meta = AdminClient({"bootstrap.servers": settings.bootstrap}).list_topics(topic, timeout=10)
-    info = meta.topics.get(topic)
-    if info is None or info.error is not None:
-        raise PulseError(f"topic {topic!r} does not exist; create it with `pulse setup`")
-    return len(info.partitions)
 
 
 def _run_with_feedback(producer: EventProducer, records: Chaos, limits: RunLimits, traffic: Traffic,

@@ -55,6 +55,9 @@ def _register() -> None:
     from pulse.cli import bench_cmd, run_cmd
 
     cli.add_command(run_cmd.run)
+    from pulse.cli import aggregate_cmd
+
+    cli.add_command(aggregate_cmd.aggregate)
 
     cli.add_command(bench_cmd.bench)
 

@@ -19,7 +19,7 @@ from pulse.errors import BrokerUnavailable, PulseError
 from pulse.generate.chaos import Record, Tag
 from pulse.generate.ledger import LedgerWriter
 from pulse.generate.partitioner import cached_partition
-from pulse.stack.kafka import broker_reachable
+from pulse.topics import require_broker
 
 _LOG = logging.getLogger("pulse.generate")
 
@@ -74,8 +74,7 @@ class EventProducer:
 
     def __init__(self, bootstrap: str, topic: str, partitions: int, ledger: LedgerWriter | None = None,
                  **overrides: object) -> None:
-        if not broker_reachable(bootstrap, timeout=5.0):
-            raise BrokerUnavailable(f"Kafka is not reachable at {bootstrap} (is the stack up? `pulse stack up`)")
+        require_broker(bootstrap)
         self.topic = topic
         self.partitions = partitions
         self.ledger = ledger

@@ -1,0 +1,239 @@
+"""The aggregator loop: consume a batch → update partition state → on each flush, one Kafka transaction.
+
+A flush writes, atomically: dead letters and late events, changed state to the compacted changelog, changed
+documents to the aggregates topic, and the consumer positions (``send_offsets_to_transaction``). A crash at
+any moment therefore resumes from a consistent (state, offsets) pair; zombies are fenced by group metadata.
+Rebalance callbacks run inside ``consume()``, between batches, so no transaction is ever open in them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import orjson
+from confluent_kafka import OFFSET_STORED, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from pulse.aggregate import changelog, docs
+from pulse.aggregate.restore import restore_partition
+from pulse.aggregate.state import PartitionState, SideOutput, StateConfig
+from pulse.errors import PulseError
+
+_LOG = logging.getLogger("pulse.aggregate")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    bootstrap: str
+    topic: str
+    group: str = "pulse-aggregator"
+    instance: str = "0"  # makes the transactional id; a restarted instance reuses it and fences its past self
+    state: StateConfig = field(default_factory=StateConfig)
+    flush_interval_s: float = 1.0
+    idle_timeout_s: float = 10.0
+    batch_size: int = 20_000
+    transaction_timeout_ms: int = 20_000
+
+    @property
+    def changelog_topic(self) -> str:
+        return f"{self.group}.changelog"
+
+    @property
+    def aggregates_topic(self) -> str:
+        return f"{self.group}.aggregates"
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"{self.topic}.dlq"
+
+    @property
+    def late_topic(self) -> str:
+        return f"{self.topic}.late"
+
+
+@dataclass
+class EngineStats:
+    consumed: int = 0
+    flushes: int = 0
+    docs: int = 0
+    changelog_records: int = 0
+    restored_keys: int = 0
+    rebalances: int = 0
+
+
+class Engine:
+    """One aggregator instance. Call :meth:`run` with a stop event; it returns after a final flush."""
+
+    def __init__(self, cfg: EngineConfig, on_flush: Callable[[EngineStats], None] | None = None) -> None:
+        self.cfg = cfg
+        self.stats = EngineStats()
+        self.states: dict[int, PartitionState] = {}
+        self._last_record_wall: dict[int, float] = {}
+        self._on_flush = on_flush
+        self._consumer = Consumer({
+            "bootstrap.servers": cfg.bootstrap, "group.id": cfg.group, "enable.auto.commit": False,
+            "auto.offset.reset": "earliest", "isolation.level": "read_committed",
+            "session.timeout.ms": 10_000, "heartbeat.interval.ms": 2_000, "max.poll.interval.ms": 300_000,
+            "fetch.max.bytes": 64 * 1024 * 1024, "max.partition.fetch.bytes": 8 * 1024 * 1024,
+            "partition.assignment.strategy": "range",
+        })
+        self._producer = Producer({
+            "bootstrap.servers": cfg.bootstrap, "transactional.id": f"{cfg.group}-{cfg.instance}",
+            "transaction.timeout.ms": cfg.transaction_timeout_ms, "linger.ms": 5, "compression.type": "lz4",
+            "queue.buffering.max.messages": 1_000_000, "queue.buffering.max.kbytes": 1024 * 1024,
+            "batch.size": 1_000_000,
+        })
+
+    # -- lifecycle --------------------------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> EngineStats:
+        try:
+            self._producer.init_transactions(60)
+        except KafkaException as exc:
+            raise PulseError(f"cannot start Kafka transactions at {self.cfg.bootstrap}: {exc.args[0].str()}") from None
+        self._consumer.subscribe([self.cfg.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                 on_lost=self._on_lost)
+        last_flush = time.monotonic()
+        try:
+            while not stop.is_set():
+                batch = self._consumer.consume(self.cfg.batch_size, min(0.2, self.cfg.flush_interval_s))
+                if batch:
+                    self._process(batch)
+                if time.monotonic() - last_flush >= self.cfg.flush_interval_s:
+                    self.flush()
+                    last_flush = time.monotonic()
+            self.flush()
+        finally:
+            self._consumer.close()  # leaves the group (revoke → flush already done above)
+        return self.stats
+
+    def _process(self, batch: list) -> None:
+        states = self.states
+        now = time.monotonic()
+        for msg in batch:
+            err = msg.error()
+            if err is not None:
+                if err.fatal():
+                    raise PulseError(f"Kafka consumer error: {err.str()}")
+                continue
+            st = states.get(msg.partition())
+            offset = msg.offset()
+            if st is None or offset < st.next_offset:
+                continue  # not ours any more, or already inside the restored state
+            st.process(offset, msg.key(), msg.value(), msg.timestamp()[1])
+            self._last_record_wall[st.partition] = now
+        self.stats.consumed += len(batch)
+
+    # -- flush: one transaction -------------------------------------------------------------------------------
+    def flush(self) -> None:
+        now_wall = int(time.time() * 1000)
+        self._advance_idle(now_wall)
+        work = []
+        for st in self.states.values():
+            st.expire()
+            finals = st.final_windows()
+            records = changelog.changed_records(st, finals)
+            out = docs.changed_docs(st, finals, now_wall) if st.meta_dirty or finals or len(records) > 1 else []
+            if out or st.dead_letters or st.late_events or st.meta_dirty:
+                work.append((st, finals, records, out))
+        if not work:
+            return
+        try:
+            self._producer.begin_transaction()
+            for st, _finals, records, out in work:
+                self._write_partition(st, records, out)
+            positions = [TopicPartition(self.cfg.topic, p, st.next_offset) for p, st in self.states.items()
+                         if st.next_offset > 0]
+            if positions:
+                self._producer.send_offsets_to_transaction(positions, self._consumer.consumer_group_metadata(), 60)
+            self._producer.commit_transaction(60)
+        except KafkaException as exc:
+            self._transaction_failed(exc.args[0])
+            return
+        for st, finals, records, out in work:
+            st.drop(finals)
+            st.clear_dirty()
+            self.stats.docs += len(out)
+            self.stats.changelog_records += len(records)
+        self.stats.flushes += 1
+        if self._on_flush:
+            self._on_flush(self.stats)
+
+    def _write_partition(self, st: PartitionState, records: list, out: list) -> None:
+        p, send = st.partition, self._send
+        for so in st.dead_letters:
+            send(self.cfg.dlq_topic, so.value, so.key, p, _headers(so, self.cfg.topic, p))
+        for so in st.late_events:
+            send(self.cfg.late_topic, so.value, so.key, p, _headers(so, self.cfg.topic, p))
+        for key, value in records:
+            send(self.cfg.changelog_topic, value, key, p)
+        for doc_id, doc in out:
+            send(self.cfg.aggregates_topic, orjson.dumps(doc), doc_id.encode(), p)
+
+    def _send(self, topic: str, value: bytes | None, key: bytes | None, partition: int,
+              headers: list[tuple[str, bytes]] | None = None) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, value, key, partition=partition, headers=headers)
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+
+    def _transaction_failed(self, err: KafkaError) -> None:
+        if err.txn_requires_abort():
+            _LOG.warning("transaction aborted (%s); reloading state from the changelog", err.str())
+            self._producer.abort_transaction(60)
+            self._reload(list(self.states))
+            return
+        if err.fatal() or err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED):
+            raise PulseError(f"this aggregator was fenced ({err.str()}): another instance uses transactional id "
+                             f"{self.cfg.group}-{self.cfg.instance}; give each instance its own --instance")
+        raise PulseError(f"Kafka transaction failed: {err.str()}")
+
+    def _advance_idle(self, now_wall: int) -> None:
+        """Close windows on partitions with no input for a while, by wall clock (recorded in the changelog)."""
+        cutoff = time.monotonic() - self.cfg.idle_timeout_s
+        for p, st in self.states.items():
+            if self._last_record_wall.get(p, 0.0) < cutoff and st.watermark.advance_to(now_wall - st.cfg.grace_ms):
+                st.meta_dirty = True
+
+    # -- rebalancing ------------------------------------------------------------------------------------------
+    def _load(self, partition: int) -> PartitionState:
+        st = PartitionState(partition, self.cfg.state)
+        self.stats.restored_keys += restore_partition(st, self.cfg.bootstrap, self.cfg.changelog_topic,
+                                                      self.cfg.topic)
+        self._last_record_wall[partition] = time.monotonic()
+        return st
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.stats.rebalances += 1
+        for tp in partitions:
+            st = self.states[tp.partition] = self._load(tp.partition)
+            tp.offset = st.next_offset if st.next_offset > 0 else OFFSET_STORED
+        consumer.assign(partitions)
+        _LOG.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.flush()
+        for tp in partitions:
+            self.states.pop(tp.partition, None)
+        consumer.unassign()
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.states.pop(tp.partition, None)  # uncommitted changes are replayed by the new owner
+        consumer.unassign()
+
+    def _reload(self, partitions: list[int]) -> None:
+        for p in partitions:
+            st = self.states[p] = self._load(p)
+            if st.next_offset > 0:
+                self._consumer.seek(TopicPartition(self.cfg.topic, p, st.next_offset))
+
+
+def _headers(so: SideOutput, topic: str, partition: int) -> list[tuple[str, bytes]]:
+    return [("pulse.reason", so.reason.encode()), ("pulse.detail", so.detail.encode()[:1024]),
+            ("pulse.source.topic", topic.encode()), ("pulse.source.partition", str(partition).encode()),
+            ("pulse.source.offset", str(so.offset).encode())]

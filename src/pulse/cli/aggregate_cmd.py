@@ -1,0 +1,115 @@
+"""`pulse aggregate`: run one exactly-once aggregator instance (start more for scale-out)."""
+
+from __future__ import annotations
+
+import fcntl
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import IO
+
+import click
+
+from pulse.aggregate.engine import Engine, EngineConfig, EngineStats
+from pulse.aggregate.state import StateConfig
+from pulse.aggregate.windows import label, parse_duration, parse_sizes
+from pulse.config import Settings
+from pulse.errors import PulseError
+from pulse.topics import aggregator_topics, ensure_topics, input_topics, partition_count
+
+
+def claim_instance_slot(home: Path, group: str) -> tuple[str, IO[str]]:
+    """The lowest free slot number on this host (held by a file lock until exit): a restarted instance gets
+    its old transactional id back and fences its crashed predecessor; concurrent instances never collide."""
+    folder = home / "aggregate" / group
+    folder.mkdir(parents=True, exist_ok=True)
+    for slot in range(1024):
+        handle = (folder / f"slot-{slot}.lock").open("w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        return f"{socket.gethostname()}-{slot}", handle
+    raise PulseError(f"no free aggregator slot under {folder}")
+
+
+def _duration(_ctx: click.Context, _param: click.Parameter, value: str) -> int:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _sizes(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        return parse_sizes(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.command()
+@click.option("--topic", envvar="PULSE_TOPIC", default="pulse.events", show_default=True, help="Input topic.")
+@click.option("--group", envvar="PULSE_GROUP", default="pulse-aggregator", show_default=True,
+              help="Consumer group; also names the changelog and aggregates topics.")
+@click.option("--windows", envvar="PULSE_WINDOWS", default="10s,1m,1h", show_default=True, callback=_sizes,
+              help="Tumbling window sizes.")
+@click.option("--grace", envvar="PULSE_GRACE", default="30s", show_default=True, callback=_duration,
+              help="Allowed lateness: the watermark is the max event time seen minus this.")
+@click.option("--dedup-horizon", envvar="PULSE_DEDUP_HORIZON", default=None,
+              help="How long an event_id is remembered for de-duplication [default: the grace period].")
+@click.option("--flush-interval", envvar="PULSE_FLUSH_INTERVAL", default=1.0, show_default=True,
+              type=click.FloatRange(0.05, 60), help="Seconds between flushes (transactions).")
+@click.option("--idle-timeout", envvar="PULSE_IDLE_TIMEOUT", default=10.0, show_default=True,
+              type=click.FloatRange(0.1),
+              help="Seconds without input before a partition's windows close by wall clock.")
+@click.option("--instance", envvar="PULSE_INSTANCE", default=None,
+              help="Stable instance id for the transactional id [default: host name + a free local slot].")
+@click.option("--max-seconds", type=click.FloatRange(0.1), default=None, help="Stop after this long (for tests).")
+@click.pass_obj
+def aggregate(settings: Settings, topic: str, group: str, windows: tuple[int, ...], grace: int,
+              dedup_horizon: str | None, flush_interval: float, idle_timeout: float, instance: str | None,
+              max_seconds: float | None) -> None:
+    """Consume interactions and maintain exactly-once windowed metrics and user/item state.
+
+    Output: the compacted `<group>.changelog` (state) and `<group>.aggregates` (documents) topics, plus dead
+    letters in `<topic>.dlq` and late events in `<topic>.late`. Run more instances to scale out.
+    """
+    horizon = parse_duration(dedup_horizon) if dedup_horizon else grace
+    try:
+        state_cfg = StateConfig(window_sizes=windows, grace_ms=grace, dedup_horizon_ms=horizon)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    partitions = partition_count(settings.bootstrap, topic)
+    ensure_topics(settings.bootstrap, input_topics(topic, partitions, 168)[1:] + aggregator_topics(group, partitions))
+    lock = None
+    if instance is None:
+        instance, lock = claim_instance_slot(settings.home, group)
+    cfg = EngineConfig(bootstrap=settings.bootstrap, topic=topic, group=group, instance=instance, state=state_cfg,
+                       flush_interval_s=flush_interval, idle_timeout_s=idle_timeout)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    if max_seconds:
+        timer = threading.Timer(max_seconds, stop.set)
+        timer.daemon = True
+        timer.start()
+    click.echo(f"aggregate: instance {instance}, group {group}, windows {','.join(map(label, windows))}, "
+               f"grace {label(grace)}, flush every {flush_interval}s", err=True)
+    started = time.monotonic()
+    last_log = [started]
+
+    def progress(stats: EngineStats) -> None:
+        now = time.monotonic()
+        if now - last_log[0] >= 5:
+            last_log[0] = now
+            click.echo(f"aggregate: {stats.consumed:,} consumed ({stats.consumed / (now - started):,.0f}/s), "
+                       f"{stats.flushes} flushes, {stats.docs:,} docs", err=True)
+
+    stats = Engine(cfg, on_flush=progress).run(stop)
+    click.echo(f"aggregate: stopped after {stats.consumed:,} records, {stats.flushes} flushes, {stats.docs:,} docs",
+               err=True)
+    if lock:
+        lock.close()

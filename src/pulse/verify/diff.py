@@ -1,0 +1,66 @@
+"""Compare expected documents (from the reference recompute) with what a projection holds."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from pulse.verify.reference import Expected
+
+
+@dataclass
+class DocDiff:
+    checked: int = 0
+    matched: int = 0
+    missing: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    mismatched: list[tuple[str, str, Any, Any]] = field(default_factory=list)  # id, field, expected, actual
+    by_kind: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.extra or self.mismatched)
+
+    def summary(self, limit: int = 5) -> str:
+        parts = [f"checked {self.checked}, matched {self.matched}, missing {len(self.missing)}, "
+                 f"extra {len(self.extra)}, mismatched {len(self.mismatched)}"]
+        parts += [f"missing {m}" for m in self.missing[:limit]]
+        parts += [f"extra {m}" for m in self.extra[:limit]]
+        parts += [f"{i}.{f}: expected {e!r}, got {a!r}" for i, f, e, a in self.mismatched[:limit]]
+        return "\n".join(parts)
+
+
+COUNTER_FIELDS = ("accepted", "dead_lettered", "late", "duplicates")
+
+
+def diff_documents(expected: Expected, actual: dict[str, dict[str, Any]]) -> DocDiff:
+    """Every expected document must exist with equal values for the fields the reference defines; documents
+    of the same kinds that the reference does not expect are extra. Partition documents are compared by
+    their summed counters."""
+    out = DocDiff()
+    kinds = {doc["kind"] for doc in expected.docs.values()}
+    for doc_id, want in expected.docs.items():
+        out.checked += 1
+        out.by_kind[want["kind"]] += 1
+        have = actual.get(doc_id)
+        if have is None:
+            out.missing.append(doc_id)
+            continue
+        bad = [(doc_id, k, v, have.get(k)) for k, v in want.items() if have.get(k) != v]
+        if bad:
+            out.mismatched.extend(bad)
+        else:
+            out.matched += 1
+    out.extra = sorted(i for i, d in actual.items() if d.get("kind") in kinds and i not in expected.docs)
+    partitions = [d for d in actual.values() if d.get("kind") == "partition"]
+    if partitions:
+        for name in COUNTER_FIELDS:
+            got = sum(int(d.get(name, 0)) for d in partitions)
+            want_n = getattr(expected, name)
+            out.checked += 1
+            if got != want_n:
+                out.mismatched.append(("partition:*", name, want_n, got))
+            else:
+                out.matched += 1
+    return out
