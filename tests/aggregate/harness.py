@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -24,6 +27,31 @@ def read_latest_docs(bootstrap: str, topic: str) -> dict[str, dict[str, Any]]:
     return docs
 
 
-def expected_from_ledger(ledger: Ledger, sizes: tuple[int, ...] = (10_000, 60_000, 3_600_000),
+def expected_from_ledgers(ledgers: list[Ledger], sizes: tuple[int, ...] = (10_000, 60_000, 3_600_000),
                          grace_ms: int = 30_000, horizon_ms: int = 30_000) -> Expected:
-    return recompute(((r.partition, r.offset, r.value, r.send_ms) for r in ledger), sizes, grace_ms, horizon_ms)
+    rows = [(r.partition, r.offset, r.value, r.send_ms) for ledger in ledgers for r in ledger]
+    return recompute(rows, sizes, grace_ms, horizon_ms)
+
+
+def start_aggregator(topic: str, group: str, *extra: str, log: Path | None = None) -> subprocess.Popen[bytes]:
+    out = log.open("ab") if log else subprocess.DEVNULL
+    return subprocess.Popen([sys.executable, "-m", "pulse", "aggregate", "--topic", topic, "--group", group, *extra],
+                            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def run_aggregator_until_idle(topic: str, group: str, idle_s: float = 4.0, timeout: float = 300) -> None:
+    proc = subprocess.run([sys.executable, "-m", "pulse", "aggregate", "--topic", topic, "--group", group,
+                           "--exit-when-idle", str(idle_s)], capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def generate(topic: str, ledger: Path, count: int, *extra: str, seed: int = 1) -> None:
+    proc = subprocess.run([sys.executable, "-m", "pulse", "generate", "--topic", topic, "--count", str(count),
+                           "--seed", str(seed), "--ledger", str(ledger), "--no-progress", *extra],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr
+
+
+CHAOS = ("--late-fraction", "0.03", "--duplicate-fraction", "0.03", "--invalid-fraction", "0.03",
+         "--disorder-fraction", "0.03")

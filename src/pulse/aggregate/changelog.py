@@ -33,17 +33,17 @@ def changed_records(st: PartitionState, finals: list[WindowAgg]) -> list[Record]
         size, start = win.size, win.start
         if id(win) in final_ids:
             out.append((_k("w", size, start, "s"), None))
-            out.extend((_k("w", size, start, "i", item), None) for item in win.items)
-            out.extend((_k("w", size, start, "c", cat), None) for cat in win.cats)
+            out.extend((_k("w", size, start, "i", item), None) for item in win.items.members())
+            out.extend((_k("w", size, start, "c", cat), None) for cat in win.cats.members())
             out.extend((_k("w", size, start, "u", user), None) for user in win.users)
             continue
         if win.dirty:
             out.append((_k("w", size, start, "s"), _enc.encode((win.counts, win.status, win.rev, win.funnel))))
-        out.extend((_k("w", size, start, "i", item), _enc.encode(win.items[item])) for item in win.dirty_items)
-        out.extend((_k("w", size, start, "c", cat), _enc.encode(win.cats[cat])) for cat in win.dirty_cats)
+        out.extend((_k("w", size, start, "i", item), _enc.encode(win.items.row(item))) for item in win.items.dirty)
+        out.extend((_k("w", size, start, "c", cat), _enc.encode(win.cats.row(cat))) for cat in win.cats.dirty)
         out.extend((_k("w", size, start, "u", user), b"\x01") for user in win.new_users)
     out.extend((_k("u", user), _enc.encode(st.users[user])) for user in st.dirty_users)
-    out.extend((_k("it", item), _enc.encode(st.items[item])) for item in st.dirty_items)
+    out.extend((_k("it", item), _enc.encode(st.items.row(item))) for item in st.items.dirty)
     out.extend((_k("s", sid), _enc.encode(st.sessions[sid])) for sid in st.dirty_sessions)
     out.extend((_k("s", sid), None) for sid in st.gone_sessions)
     wm = st.watermark
@@ -76,7 +76,7 @@ def _apply(st: PartitionState, key: list, value: bytes) -> None:
     if kind == "u":
         st.users[key[1]] = _dec.decode(value)
     elif kind == "it":
-        st.items[key[1]] = _dec.decode(value)
+        st.items.load(key[1], *_dec.decode(value))
     elif kind == "s":
         st.sessions[key[1]] = _dec.decode(value)
     elif kind == "w":
@@ -85,10 +85,12 @@ def _apply(st: PartitionState, key: list, value: bytes) -> None:
         if win is None:
             win = st.windows[(size, start)] = WindowAgg(size, start)
         if part == "s":
-            win.counts, win.status, win.rev, win.funnel = _dec.decode(value)
+            counts, status, win.rev, win.funnel = _dec.decode(value)
+            win.counts.update(counts)
+            win.status.update(status)
         elif part == "i":
-            win.items[key[4]] = _dec.decode(value)
+            win.items.load(key[4], *_dec.decode(value))
         elif part == "c":
-            win.cats[key[4]] = _dec.decode(value)
+            win.cats.load(key[4], *_dec.decode(value))
         elif part == "u":
             win.users.add(key[4])

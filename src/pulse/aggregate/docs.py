@@ -30,8 +30,8 @@ def summary_doc(win: WindowAgg, p: int, final: bool, version: int) -> Doc:
     n, total, lo, hi = win.rev
     doc = _window_base("window", win, p, final, version) | {
         "events": sum(win.counts.values()),
-        "counts": dict(win.counts),
-        "status": dict(win.status),
+        "counts": {t: win.counts[t] for t in sorted(win.counts)},
+        "status": {t: win.status[t] for t in sorted(win.status)},
         "errors": sum(v for k, v in win.status.items() if k != "ok"),
         "purchases": n,
         "revenue_cents": total,
@@ -43,15 +43,16 @@ def summary_doc(win: WindowAgg, p: int, final: bool, version: int) -> Doc:
     return window_id("window", win.size, win.start, p), doc
 
 
-def item_doc(win: WindowAgg, item: str, p: int, final: bool, version: int) -> Doc:
-    cat, counts, revenue, purchases = win.items[item]
+def item_doc(st: PartitionState, win: WindowAgg, item: str, final: bool, version: int) -> Doc:
+    p = st.partition
+    cat, counts, revenue, purchases = win.items.row(item, st.items.category)
     doc = _window_base("window_item", win, p, final, version) | {
         "item_id": item, "category": cat, "counts": dict(counts), "revenue_cents": revenue, "purchases": purchases}
     return window_id("window_item", win.size, win.start, p, item), doc
 
 
 def category_doc(win: WindowAgg, cat: str, p: int, final: bool, version: int) -> Doc:
-    counts, revenue, purchases = win.cats[cat]
+    _, counts, revenue, purchases = win.cats.row(cat)
     doc = _window_base("window_category", win, p, final, version) | {
         "category": cat, "counts": dict(counts), "revenue_cents": revenue, "purchases": purchases}
     return window_id("window_category", win.size, win.start, p, cat), doc
@@ -65,7 +66,7 @@ def user_doc(st: PartitionState, user: str, version: int) -> Doc:
 
 
 def item_state_doc(st: PartitionState, item: str, version: int) -> Doc:
-    cat, counts, revenue, purchases = st.items[item]
+    cat, counts, revenue, purchases = st.items.row(item)
     return f"item:{item}:p{st.partition}", {"kind": "item", "item_id": item, "category": cat,
                                             "partition": st.partition, "counts": dict(counts),
                                             "revenue_cents": revenue, "purchases": purchases, "version": version}
@@ -89,10 +90,10 @@ def changed_docs(st: PartitionState, finals: list[WindowAgg], flushed_at: int) -
         final = id(win) in final_ids
         if final or win.dirty:
             out.append(summary_doc(win, p, final, v))
-        out.extend(item_doc(win, i, p, final, v) for i in (win.items if final else win.dirty_items))
-        out.extend(category_doc(win, c, p, final, v) for c in (win.cats if final else win.dirty_cats))
+        out.extend(item_doc(st, win, i, final, v) for i in (win.items.members() if final else win.items.dirty))
+        out.extend(category_doc(win, c, p, final, v) for c in (win.cats.members() if final else win.cats.dirty))
     out.extend(user_doc(st, u, v) for u in st.dirty_users)
-    out.extend(item_state_doc(st, i, v) for i in st.dirty_items)
+    out.extend(item_state_doc(st, i, v) for i in st.items.dirty)
     if st.meta_dirty or out:
         out.append(partition_doc(st, v, flushed_at))
     return out

@@ -18,7 +18,7 @@ import orjson
 from confluent_kafka import OFFSET_STORED, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from pulse.aggregate import changelog, docs
-from pulse.aggregate.restore import restore_partition
+from pulse.aggregate.restore import restore_partition, watermarks
 from pulse.aggregate.state import PartitionState, SideOutput, StateConfig
 from pulse.errors import PulseError
 
@@ -76,7 +76,7 @@ class Engine:
         self._consumer = Consumer({
             "bootstrap.servers": cfg.bootstrap, "group.id": cfg.group, "enable.auto.commit": False,
             "auto.offset.reset": "earliest", "isolation.level": "read_committed",
-            "session.timeout.ms": 10_000, "heartbeat.interval.ms": 2_000, "max.poll.interval.ms": 300_000,
+            "session.timeout.ms": 6_000, "heartbeat.interval.ms": 1_500, "max.poll.interval.ms": 300_000,
             "fetch.max.bytes": 64 * 1024 * 1024, "max.partition.fetch.bytes": 8 * 1024 * 1024,
             "partition.assignment.strategy": "range",
         })
@@ -88,19 +88,23 @@ class Engine:
         })
 
     # -- lifecycle --------------------------------------------------------------------------------------------
-    def run(self, stop: threading.Event) -> EngineStats:
+    def run(self, stop: threading.Event, exit_when_idle_s: float | None = None) -> EngineStats:
+        """Consume and flush until ``stop`` is set (or, if given, no input arrived for ``exit_when_idle_s``)."""
         try:
             self._producer.init_transactions(60)
         except KafkaException as exc:
             raise PulseError(f"cannot start Kafka transactions at {self.cfg.bootstrap}: {exc.args[0].str()}") from None
         self._consumer.subscribe([self.cfg.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                  on_lost=self._on_lost)
-        last_flush = time.monotonic()
+        last_flush = self._last_activity = time.monotonic()
         try:
             while not stop.is_set():
                 batch = self._consumer.consume(self.cfg.batch_size, min(0.2, self.cfg.flush_interval_s))
                 if batch:
                     self._process(batch)
+                    self._last_activity = time.monotonic()
+                elif exit_when_idle_s is not None and self._idle_for() > exit_when_idle_s and self._caught_up():
+                    break
                 if time.monotonic() - last_flush >= self.cfg.flush_interval_s:
                     self.flush()
                     last_flush = time.monotonic()
@@ -108,6 +112,20 @@ class Engine:
         finally:
             self._consumer.close()  # leaves the group (revoke → flush already done above)
         return self.stats
+
+    def _idle_for(self) -> float:
+        """Seconds without input while owning partitions (waiting for an assignment counts only after 60s)."""
+        idle = time.monotonic() - self._last_activity
+        return idle if self.states else idle - 60
+
+    def _caught_up(self) -> bool:
+        """True when every owned partition has been consumed to its end (checked only when idle)."""
+        for p, st in self.states.items():
+            _, high = watermarks(self._consumer, self.cfg.topic, p)
+            if st.next_offset < high:
+                self._last_activity = time.monotonic()
+                return False
+        return True
 
     def _process(self, batch: list) -> None:
         states = self.states
@@ -124,6 +142,8 @@ class Engine:
                 continue  # not ours any more, or already inside the restored state
             st.process(offset, msg.key(), msg.value(), msg.timestamp()[1])
             self._last_record_wall[st.partition] = now
+        for st in states.values():
+            st.apply_pending()
         self.stats.consumed += len(batch)
 
     # -- flush: one transaction -------------------------------------------------------------------------------
@@ -209,10 +229,12 @@ class Engine:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.stats.rebalances += 1
+        self._last_activity = time.monotonic()
         for tp in partitions:
             st = self.states[tp.partition] = self._load(tp.partition)
             tp.offset = st.next_offset if st.next_offset > 0 else OFFSET_STORED
         consumer.assign(partitions)
+        self._last_activity = time.monotonic()
         _LOG.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

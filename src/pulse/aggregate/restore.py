@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from pulse.aggregate import changelog
 from pulse.aggregate.state import PartitionState
@@ -29,12 +29,28 @@ def _reader(bootstrap: str) -> Consumer:
                      "enable.partition.eof": True, "fetch.max.bytes": 64 * 1024 * 1024})
 
 
+def watermarks(consumer: Consumer, topic: str, partition: int, timeout_s: float = 30.0) -> tuple[int, int]:
+    """(low, high) offsets, retrying while a new topic's leader is still being elected."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+        except KafkaException as exc:
+            if (not exc.args[0].retriable() and exc.args[0].code() not in _TRANSIENT) or time.monotonic() > deadline:
+                raise PulseError(f"cannot read offsets of {topic}[{partition}]: {exc.args[0].str()}") from None
+            time.sleep(0.5)
+
+
+_TRANSIENT = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError._UNKNOWN_PARTITION,
+              KafkaError.UNKNOWN_TOPIC_OR_PART)
+
+
 def read_range(bootstrap: str, topic: str, partition: int, start: int, end: int | None = None,
                timeout_s: float = 120.0) -> Iterator[tuple[int, bytes | None, bytes | None, int]]:
     """Yield (offset, key, value, timestamp) of committed records from ``start`` up to ``end`` (or the end)."""
     consumer = _reader(bootstrap)
     try:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+        low, high = watermarks(consumer, topic, partition)
         stop = high if end is None else min(end, high)
         if stop <= max(start, low):
             return

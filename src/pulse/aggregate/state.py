@@ -7,9 +7,10 @@ since the last flush; :mod:`pulse.aggregate.changelog` and :mod:`pulse.aggregate
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
-from pulse.aggregate.windows import Watermark, window_start
+from pulse.aggregate.windows import Watermark
 from pulse.events.schema import OK_STATUS, Event
 from pulse.events.validate import Rejection, validate
 
@@ -32,29 +33,85 @@ def cents(amount: float) -> int:
     return round(amount * 100)
 
 
+class Breakdown:
+    """Counts per (key, event type) plus revenue per key, for one dimension (item or category).
+
+    Batches are folded in with ``Counter.update`` over zipped columns, which counts in C.
+    """
+
+    __slots__ = ("category", "counts", "dirty", "revenue", "types")
+
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self.types: set[str] = set()
+        self.category: dict[str, str | None] = {}  # items only: the item's category
+        self.revenue: dict[str, list[int]] = {}  # key -> [cents, purchases]
+        self.dirty: set[str] = set()
+
+    def add(self, keys: list[str], types: list[str], categories: list[str | None] | None = None) -> None:
+        self.counts.update(zip(keys, types, strict=True))
+        self.types.update(types)
+        self.dirty.update(keys)
+        if categories is not None:
+            for key, cat in zip(keys, categories, strict=True):
+                self.category.setdefault(key, cat)
+
+    def add_revenue(self, key: str, amount: int) -> None:
+        rev = self.revenue.get(key)
+        if rev is None:
+            self.revenue[key] = [amount, 1]
+        else:
+            rev[0] += amount
+            rev[1] += 1
+
+    def members(self) -> set[str]:
+        return {key for key, _ in self.counts}
+
+    def row(self, key: str, categories: dict[str, str | None] | None = None) -> tuple[str | None, dict[str, int],
+                                                                                    int, int]:
+        """(category, counts per type, revenue cents, purchases) of one key; windows keep no categories of
+        their own and pass the partition's item → category map."""
+        counts = self.counts
+        per_type = {t: n for t in sorted(self.types) if (n := counts.get((key, t)))}
+        cents_, purchases = self.revenue.get(key, (0, 0))
+        return (categories if categories is not None else self.category).get(key), per_type, cents_, purchases
+
+    def load(self, key: str, category: str | None, per_type: dict[str, int], cents_: int, purchases: int) -> None:
+        for t, n in per_type.items():
+            self.counts[(key, t)] = n
+            self.types.add(t)
+        self.category[key] = category
+        if purchases:
+            self.revenue[key] = [cents_, purchases]
+
+
 class WindowAgg:
     """Partial aggregates of one tumbling window for one partition."""
 
-    __slots__ = ("cats", "counts", "dirty", "dirty_cats", "dirty_items", "funnel", "items", "new_users", "rev",
-                 "size", "start", "status", "users")
+    __slots__ = ("cats", "counts", "dirty", "funnel", "items", "new_users", "rev", "size", "start", "status", "users")
 
     def __init__(self, size: int, start: int) -> None:
         self.size, self.start = size, start
-        self.counts: dict[str, int] = {}
-        self.status: dict[str, int] = {}
+        self.counts: Counter[str] = Counter()
+        self.status: Counter[str] = Counter()
         self.rev: list[int] = [0, 0, 0, 0]  # purchases ok: count, sum, min, max (cents)
         self.funnel: list[int] = [0, 0, 0, 0]
         self.users: set[str] = set()
-        self.items: dict[str, list] = {}  # item -> [category, counts, revenue cents, purchases]
-        self.cats: dict[str, list] = {}  # category -> [counts, revenue cents, purchases]
+        self.items = Breakdown()
+        self.cats = Breakdown()
         self.dirty = False
-        self.dirty_items: set[str] = set()
-        self.dirty_cats: set[str] = set()
         self.new_users: list[str] = []
 
     @property
     def end(self) -> int:
         return self.start + self.size
+
+    def add_revenue(self, amount: int) -> None:
+        rev = self.rev
+        rev[2] = amount if rev[0] == 0 else min(rev[2], amount)
+        rev[3] = amount if rev[0] == 0 else max(rev[3], amount)
+        rev[0] += 1
+        rev[1] += amount
 
 
 @dataclass
@@ -90,16 +147,16 @@ class PartitionState:
     counters: Counters = field(default_factory=Counters)
     windows: dict[tuple[int, int], WindowAgg] = field(default_factory=dict)
     users: dict[str, list] = field(default_factory=dict)  # [first, last, counts, spent cents, purchases, last item]
-    items: dict[str, list] = field(default_factory=dict)  # [category, counts, revenue cents, purchases]
+    items: Breakdown = field(default_factory=Breakdown)  # current item state (this partition's partial)
     sessions: dict[str, list[int]] = field(default_factory=dict)  # [steps reached, last ts]
     seen: dict[str, int] = field(default_factory=dict)  # event_id -> ts, for duplicate detection
     dirty_users: set[str] = field(default_factory=set)
-    dirty_items: set[str] = field(default_factory=set)
     dirty_sessions: set[str] = field(default_factory=set)
     gone_sessions: set[str] = field(default_factory=set)
     meta_dirty: bool = False
     dead_letters: list[SideOutput] = field(default_factory=list)
     late_events: list[SideOutput] = field(default_factory=list)
+    pending: list[tuple[Event, int]] = field(default_factory=list)  # accepted, not yet folded in
 
     def __post_init__(self) -> None:
         self.watermark = Watermark(self.cfg.grace_ms)
@@ -128,60 +185,81 @@ class PartitionState:
             return
         self.seen[result.event_id] = ts
         self.counters.accepted += 1
-        self._apply(result)
+        step = self._advance_session(result.session_id, result.event_type, ts) if result.status == OK_STATUS else -1
+        self.pending.append((result, step))
 
-    def _apply(self, e: Event) -> None:
-        etype, ts, item, cat = e.event_type, e.ts, e.item_id, e.category
-        ok = e.status == OK_STATUS
-        paid = cents(e.amount) if etype == "purchase" and ok and e.amount is not None else None
-        step = self._advance_session(e.session_id, etype, ts) if ok else -1
+    def apply_pending(self) -> None:
+        """Fold this batch's accepted events into windows and entities, column-wise per window."""
+        batch = self.pending
+        if not batch:
+            return
+        self.pending = []
+        events = [e for e, _ in batch]
+        types = [e.event_type for e in events]
+        ts = [e.ts for e in events]
+        paid = [(i, cents(e.amount)) for i, e in enumerate(events)
+                if e.event_type == "purchase" and e.status == OK_STATUS and e.amount is not None]
+        steps = [(i, step) for i, (_, step) in enumerate(batch) if step >= 0]
         for size in self.cfg.window_sizes:
-            start = window_start(ts, size)
-            win = self.windows.get((size, start))
-            if win is None:
-                win = self.windows[(size, start)] = WindowAgg(size, start)
-            win.dirty = True
-            win.counts[etype] = win.counts.get(etype, 0) + 1
-            win.status[e.status] = win.status.get(e.status, 0) + 1
-            if paid is not None:
-                rev = win.rev
-                rev[2] = paid if rev[0] == 0 else min(rev[2], paid)
-                rev[3] = paid if rev[0] == 0 else max(rev[3], paid)
-                rev[0] += 1
-                rev[1] += paid
-            if step >= 0:
-                win.funnel[step] += 1
-            if e.user_id not in win.users:
-                win.users.add(e.user_id)
-                win.new_users.append(e.user_id)
-            if item is not None:
-                _bump(win.items, item, cat, etype, paid)
-                win.dirty_items.add(item)
-            if cat is not None:
-                agg = win.cats.get(cat)
-                if agg is None:
-                    agg = win.cats[cat] = [{}, 0, 0]
-                agg[0][etype] = agg[0].get(etype, 0) + 1
-                if paid is not None:
-                    agg[1] += paid
-                    agg[2] += 1
-                win.dirty_cats.add(cat)
-        user = self.users.get(e.user_id)
-        if user is None:
-            user = self.users[e.user_id] = [ts, ts, {}, 0, 0, None]
-        user[0] = min(user[0], ts)
-        if ts >= user[1]:
-            user[1] = ts
-            if item is not None:
-                user[5] = item
-        user[2][etype] = user[2].get(etype, 0) + 1
-        if paid is not None:
-            user[3] += paid
+            starts = [t - t % size for t in ts]
+            groups: dict[int, list[int]] = {}
+            if starts[0] == starts[-1] and len(set(starts)) == 1:
+                groups[starts[0]] = list(range(len(events)))
+            else:
+                for i, start in enumerate(starts):
+                    groups.setdefault(start, []).append(i)
+            for start, idx in groups.items():
+                win = self.windows.get((size, start))
+                if win is None:
+                    win = self.windows[(size, start)] = WindowAgg(size, start)
+                self._fold(win, [events[i] for i in idx], [types[i] for i in idx])
+            for i, amount in paid:
+                e = events[i]
+                win = self.windows[(size, starts[i])]
+                win.add_revenue(amount)
+                win.items.add_revenue(e.item_id, amount)  # type: ignore[arg-type]
+                if e.category is not None:
+                    win.cats.add_revenue(e.category, amount)
+            for i, step in steps:
+                self.windows[(size, starts[i])].funnel[step] += 1
+        with_item = [e for e in events if e.item_id is not None]
+        self.items.add([e.item_id for e in with_item], [e.event_type for e in with_item],  # type: ignore[misc]
+                       [e.category for e in with_item])
+        users = self.users
+        for e in events:
+            user = users.get(e.user_id)
+            t = e.ts
+            if user is None:
+                user = users[e.user_id] = [t, t, {}, 0, 0, None]
+            elif t < user[0]:
+                user[0] = t
+            if t >= user[1]:
+                user[1] = t
+                if e.item_id is not None:
+                    user[5] = e.item_id
+            counts = user[2]
+            counts[e.event_type] = counts.get(e.event_type, 0) + 1
+        for i, amount in paid:
+            e = events[i]
+            user = users[e.user_id]
+            user[3] += amount
             user[4] += 1
-        self.dirty_users.add(e.user_id)
-        if item is not None:
-            _bump(self.items, item, cat, etype, paid)
-            self.dirty_items.add(item)
+            self.items.add_revenue(e.item_id, amount)  # type: ignore[arg-type]
+        self.dirty_users.update(e.user_id for e in events)
+
+    @staticmethod
+    def _fold(win: WindowAgg, events: list[Event], types: list[str]) -> None:
+        win.dirty = True
+        win.counts.update(types)
+        win.status.update(e.status for e in events)
+        new_users = {e.user_id for e in events} - win.users
+        if new_users:
+            win.users |= new_users
+            win.new_users.extend(new_users)
+        with_item = [e for e in events if e.item_id is not None]
+        win.items.add([e.item_id for e in with_item], [e.event_type for e in with_item])  # type: ignore[misc]
+        with_cat = [e for e in events if e.category is not None]
+        win.cats.add([e.category for e in with_cat], [e.event_type for e in with_cat])  # type: ignore[misc]
 
     def _advance_session(self, session_id: str, etype: str, ts: int) -> int:
         """Ordered funnel: a step counts once per session, only right after the previous step was reached.
@@ -225,23 +303,13 @@ class PartitionState:
     def clear_dirty(self) -> None:
         for win in self.windows.values():
             win.dirty = False
-            win.dirty_items.clear()
-            win.dirty_cats.clear()
+            win.items.dirty.clear()
+            win.cats.dirty.clear()
             win.new_users.clear()
         self.dirty_users.clear()
-        self.dirty_items.clear()
+        self.items.dirty.clear()
         self.dirty_sessions.clear()
         self.gone_sessions.clear()
         self.dead_letters.clear()
         self.late_events.clear()
         self.meta_dirty = False
-
-
-def _bump(table: dict[str, list], item: str, cat: str | None, etype: str, paid: int | None) -> None:
-    agg = table.get(item)
-    if agg is None:
-        agg = table[item] = [cat, {}, 0, 0]
-    agg[1][etype] = agg[1].get(etype, 0) + 1
-    if paid is not None:
-        agg[2] += paid
-        agg[3] += 1

@@ -67,11 +67,13 @@ def _sizes(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[in
               help="Seconds without input before a partition's windows close by wall clock.")
 @click.option("--instance", envvar="PULSE_INSTANCE", default=None,
               help="Stable instance id for the transactional id [default: host name + a free local slot].")
-@click.option("--max-seconds", type=click.FloatRange(0.1), default=None, help="Stop after this long (for tests).")
+@click.option("--max-seconds", type=click.FloatRange(0.1), default=None, help="Stop after this long.")
+@click.option("--exit-when-idle", type=click.FloatRange(0.1), default=None,
+              help="Stop once no input has arrived for this many seconds (batch jobs, tests).")
 @click.pass_obj
 def aggregate(settings: Settings, topic: str, group: str, windows: tuple[int, ...], grace: int,
               dedup_horizon: str | None, flush_interval: float, idle_timeout: float, instance: str | None,
-              max_seconds: float | None) -> None:
+              max_seconds: float | None, exit_when_idle: float | None) -> None:
     """Consume interactions and maintain exactly-once windowed metrics and user/item state.
 
     Output: the compacted `<group>.changelog` (state) and `<group>.aggregates` (documents) topics, plus dead
@@ -108,7 +110,7 @@ def aggregate(settings: Settings, topic: str, group: str, windows: tuple[int, ..
             click.echo(f"aggregate: {stats.consumed:,} consumed ({stats.consumed / (now - started):,.0f}/s), "
                        f"{stats.flushes} flushes, {stats.docs:,} docs", err=True)
 
-    stats = Engine(cfg, on_flush=progress).run(stop)
+    stats = Engine(cfg, on_flush=progress).run(stop, exit_when_idle)
     click.echo(f"aggregate: stopped after {stats.consumed:,} records, {stats.flushes} flushes, {stats.docs:,} docs",
                err=True)
     if lock:

@@ -115,7 +115,7 @@ class Traffic:
         self.cfg = cfg
         self.clock = EventClock(cfg)
         self._rng = random.Random(cfg.seed)
-        rng = random.Random(cfg.seed ^ 0x5EED)
+        rng = random.Random(0x5EED ^ cfg.items)  # the catalogue is the same whatever the traffic seed
         weights = [1.0 / (rank ** cfg.zipf_s) for rank in range(1, cfg.items + 1)]
         total = sum(weights)
         self._item_cdf = list(accumulate(w / total for w in weights))

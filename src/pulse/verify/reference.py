@@ -89,6 +89,7 @@ def _aggregate(p: int, events: list[tuple[Event, int]], sizes: list[int], sessio
                out: Expected) -> None:
     docs = out.docs
     sessions: dict[str, list[int]] = {}
+    item_category: dict[str, str | None] = {}  # an item's category is the first one seen in the partition
     window_users: dict[str, set[str]] = defaultdict(set)
     for e, watermark in events:
         ok = e.status == "ok"
@@ -125,9 +126,10 @@ def _aggregate(p: int, events: list[tuple[Event, int]], sizes: list[int], sessio
             window_users[wid].add(e.user_id)
             w["unique_users"] = len(window_users[wid])
             if e.item_id is not None:
+                category = item_category.setdefault(e.item_id, e.category)
                 d = docs.setdefault(f"window_item:{name}:{start}:{e.item_id}:p{p}", {
                     "kind": "window_item", "window": name, "start": start, "end": start + size, "partition": p,
-                    "item_id": e.item_id, "category": e.category, "counts": {}, "revenue_cents": 0, "purchases": 0})
+                    "item_id": e.item_id, "category": category, "counts": {}, "revenue_cents": 0, "purchases": 0})
                 _count(d, e.event_type, paid)
             if e.category is not None:
                 d = docs.setdefault(f"window_category:{name}:{start}:{e.category}:p{p}", {

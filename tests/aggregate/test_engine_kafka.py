@@ -1,0 +1,145 @@
+"""The aggregator against the real broker: exact results, accounting, restart, SIGKILLs, scale-out."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from pulse.aggregate.restore import read_range
+from pulse.generate.chaos import INVALID_KINDS, Tag
+from pulse.generate.ledger import read_ledger
+from pulse.verify.diff import diff_documents
+from tests.aggregate.harness import (
+    CHAOS,
+    expected_from_ledgers,
+    generate,
+    read_latest_docs,
+    run_aggregator_until_idle,
+    start_aggregator,
+)
+
+
+@pytest.fixture
+def pipeline(new_topic):
+    """A fresh input topic (6 partitions) with its side topics, and a fresh aggregator group."""
+    topic = new_topic(partitions=6, prefix="agg")  # `pulse aggregate` creates the side topics
+    return topic, f"g-{uuid.uuid4().hex[:8]}"
+
+
+def assert_exact(bootstrap: str, group: str, ledgers: list) -> None:
+    expected = expected_from_ledgers(ledgers)
+    actual = read_latest_docs(bootstrap, f"{group}.aggregates")
+    diff = diff_documents(expected, actual)
+    assert diff.ok, diff.summary()
+    assert diff.checked > 1000
+
+
+def test_results_equal_the_reference_and_every_record_is_accounted_for(bootstrap, pipeline, tmp_path: Path) -> None:
+    topic, group = pipeline
+    generate(topic, tmp_path / "l.gz", 60_000, "--rate", "0", *CHAOS)
+    run_aggregator_until_idle(topic, group)
+    ledger = read_ledger(tmp_path / "l.gz")
+    assert_exact(bootstrap, group, [ledger])
+
+    docs = read_latest_docs(bootstrap, f"{group}.aggregates")
+    parts = [d for d in docs.values() if d["kind"] == "partition"]
+    total = {k: sum(d[k] for d in parts) for k in ("accepted", "dead_lettered", "late", "duplicates")}
+    assert sum(total.values()) == len(ledger) == 60_000
+    tags = Counter(r.tag for r in ledger)
+    assert total["dead_lettered"] == sum(tags[k] for k in INVALID_KINDS)  # generator's intent, independently
+    dlq = [rec for p in range(6) for rec in read_range(bootstrap, f"{topic}.dlq", p, 0)]
+    late = [rec for p in range(6) for rec in read_range(bootstrap, f"{topic}.late", p, 0)]
+    assert len(dlq) == total["dead_lettered"] and len(late) == total["late"]
+    assert late and tags[Tag.LATE] * 0.5 < len(late) <= tags[Tag.LATE] + tags[Tag.DISORDERED]
+
+
+def test_dead_letters_carry_reason_and_source(bootstrap, pipeline, tmp_path: Path) -> None:
+    from confluent_kafka import Consumer, TopicPartition
+
+    topic, group = pipeline
+    generate(topic, tmp_path / "l.gz", 5_000, "--rate", "0", "--invalid-fraction", "0.2")
+    run_aggregator_until_idle(topic, group)
+    originals = {(r.partition, r.offset): r.value for r in read_ledger(tmp_path / "l.gz")}
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "x-" + uuid.uuid4().hex[:6],
+                         "isolation.level": "read_committed"})
+    consumer.assign([TopicPartition(f"{topic}.dlq", p, 0) for p in range(6)])
+    reasons = Counter()
+    got = 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and got < 800:
+        for msg in consumer.consume(1000, 1.0):
+            if msg.error():
+                continue
+            h = {k: v.decode() for k, v in msg.headers()}
+            assert originals[(int(h["pulse.source.partition"]), int(h["pulse.source.offset"]))] == msg.value()
+            assert h["pulse.source.topic"] == topic and h["pulse.detail"]
+            reasons[h["pulse.reason"]] += 1
+            got += 1
+    consumer.close()
+    assert got > 800
+    assert {"undecodable", "malformed_json", "wrong_type", "missing_field", "out_of_range", "future_timestamp",
+            "oversized"} <= set(reasons)
+
+
+def test_restart_keeps_state(bootstrap, pipeline, tmp_path: Path) -> None:
+    topic, group = pipeline
+    generate(topic, tmp_path / "a.gz", 20_000, "--rate", "0", *CHAOS, seed=3)
+    run_aggregator_until_idle(topic, group)
+    first = read_ledger(tmp_path / "a.gz")
+    assert_exact(bootstrap, group, [first])
+    # more traffic for the same users and windows, continuing the event clock
+    start = max(r.send_ms for r in first)
+    generate(topic, tmp_path / "b.gz", 20_000, "--rate", "0", "--start", str(start), *CHAOS, seed=4)
+    run_aggregator_until_idle(topic, group)
+    assert_exact(bootstrap, group, [first, read_ledger(tmp_path / "b.gz")])
+
+
+@pytest.mark.slow
+def test_ten_sigkills_during_half_a_million_events(bootstrap, pipeline, tmp_path: Path) -> None:
+    topic, group = pipeline
+    generate(topic, tmp_path / "l.gz", 500_000, "--rate", "0", *CHAOS, seed=9)
+    rng = random.Random(2026)
+    log = tmp_path / "agg.log"
+    for _ in range(10):
+        proc = start_aggregator(topic, group, log=log)
+        time.sleep(rng.uniform(2.0, 9.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    run_aggregator_until_idle(topic, group, 5.0, 600)
+    assert_exact(bootstrap, group, [read_ledger(tmp_path / "l.gz")])
+
+
+@pytest.mark.slow
+def test_three_instances_joining_and_leaving_equal_one(bootstrap, pipeline, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    topic, group = pipeline
+    producer = subprocess.Popen([sys.executable, "-m", "pulse", "generate", "--topic", topic, "--count", "150000",
+                                 "--rate", "8000", "--seed", "21", "--ledger", str(tmp_path / "l.gz"), "--no-progress",
+                                 *CHAOS], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "agg.log"
+    a = start_aggregator(topic, group, log=log)
+    time.sleep(4)
+    b = start_aggregator(topic, group, log=log)
+    time.sleep(4)
+    c = start_aggregator(topic, group, log=log)
+    time.sleep(4)
+    b.send_signal(signal.SIGTERM)  # leaves cleanly mid-run
+    assert b.wait(60) == 0
+    time.sleep(3)
+    d = start_aggregator(topic, group, log=log)  # and another one joins
+    assert producer.wait(120) == 0
+    time.sleep(3)
+    for proc in (a, c, d):
+        proc.send_signal(signal.SIGTERM)
+    for proc in (a, c, d):
+        assert proc.wait(60) == 0
+    run_aggregator_until_idle(topic, group)  # finishes whatever was left
+    assert_exact(bootstrap, group, [read_ledger(tmp_path / "l.gz")])
