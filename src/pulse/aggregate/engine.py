@@ -119,10 +119,14 @@ class Engine:
         return idle if self.states else idle - 60
 
     def _caught_up(self) -> bool:
-        """True when every owned partition has been consumed to its end (checked only when idle)."""
-        for p, st in self.states.items():
-            _, high = watermarks(self._consumer, self.cfg.topic, p)
-            if st.next_offset < high:
+        """True when the whole group has committed every input partition to its end (checked only when idle),
+        so a batch run does not stop while another member's partitions still wait for reassignment."""
+        self.flush()
+        partitions = self._consumer.list_topics(self.cfg.topic, timeout=10).topics[self.cfg.topic].partitions
+        committed = self._consumer.committed([TopicPartition(self.cfg.topic, p) for p in partitions], timeout=10)
+        for tp in committed:
+            _, high = watermarks(self._consumer, self.cfg.topic, tp.partition)
+            if high > 0 and tp.offset < high:
                 self._last_activity = time.monotonic()
                 return False
         return True
@@ -213,11 +217,18 @@ class Engine:
         raise PulseError(f"Kafka transaction failed: {err.str()}")
 
     def _advance_idle(self, now_wall: int) -> None:
-        """Close windows on partitions with no input for a while, by wall clock (recorded in the changelog)."""
+        """Close windows by wall clock on partitions that are idle: no input for a while AND nothing left to
+        read (a partition with a backlog is busy, not idle). The decision is recorded in the changelog."""
         cutoff = time.monotonic() - self.cfg.idle_timeout_s
         for p, st in self.states.items():
-            if self._last_record_wall.get(p, 0.0) < cutoff and st.watermark.advance_to(now_wall - st.cfg.grace_ms):
+            target = now_wall - st.cfg.grace_ms
+            if self._last_record_wall.get(p, 0.0) >= cutoff or target <= st.watermark.value:
+                continue
+            _, high = watermarks(self._consumer, self.cfg.topic, p)
+            if st.next_offset >= high and st.watermark.advance_to(target):
                 st.meta_dirty = True
+            else:
+                self._last_record_wall[p] = time.monotonic()  # look again after another idle period
 
     # -- rebalancing ------------------------------------------------------------------------------------------
     def _load(self, partition: int) -> PartitionState:
