@@ -55,6 +55,7 @@ def pipeline_stages(settings: Settings, rate: float) -> list[Stage]:
         Stage("generate", [*py, "generate", "--rate", str(rate), "--no-progress", "--disorder-fraction", "0.01",
                            "--duplicate-fraction", "0.005", "--late-fraction", "0.002", "--invalid-fraction", "0.002"],
               logs / "generate.log"),
+        Stage("aggregate", [*py, "aggregate"], logs / "aggregate.log"),
     ]
 
 
