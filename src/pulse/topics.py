@@ -56,8 +56,9 @@ def partition_count(bootstrap: str, topic: str) -> int:
     return len(info.partitions)
 
 
-def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 30.0) -> list[tuple[str, str]]:
-    """Create missing topics; report existing ones whose partitions or settings differ.
+def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 30.0,
+                  compare_config: bool = True) -> list[tuple[str, str]]:
+    """Create missing topics; report existing ones whose partitions (or, if asked, settings) differ.
 
     Returns (topic, "created" | "exists") pairs; raises PulseError listing every difference found.
     """
@@ -85,7 +86,7 @@ def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 30.0)
             have_parts = len(existing[spec.name].partitions)
             if have_parts != spec.partitions:
                 problems.append(f"{spec.name}: {have_parts} partitions (wanted {spec.partitions})")
-            for key, want in spec.config.items():
+            for key, want in (spec.config if compare_config else {}).items():
                 got = actual[key].value if key in actual else None
                 if got != want:
                     problems.append(f"{spec.name}: {key}={got} (wanted {want})")

@@ -85,7 +85,9 @@ def aggregate(settings: Settings, topic: str, group: str, windows: tuple[int, ..
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     partitions = partition_count(settings.bootstrap, topic)
-    ensure_topics(settings.bootstrap, input_topics(topic, partitions, 168)[1:] + aggregator_topics(group, partitions))
+    # side topics must be partitioned like the input; their retention is the operator's business
+    ensure_topics(settings.bootstrap, input_topics(topic, partitions, 168)[1:] + aggregator_topics(group, partitions),
+                  compare_config=False)
     lock = None
     if instance is None:
         instance, lock = claim_instance_slot(settings.home, group)

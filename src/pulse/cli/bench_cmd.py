@@ -45,3 +45,56 @@ def produce(settings: Settings, count: int, partitions: int, rounds: int) -> Non
     ratio = ours.rate / theirs.rate  # type: ignore[attr-defined]
     verdict = "meets" if ratio >= 0.5 else "MISSES"
     click.echo(f"ratio pulse/kafka = {ratio:.2f} ({verdict} the >= 0.5 target)")
+
+
+@bench.command("aggregate")
+@click.option("--count", type=click.IntRange(1000), default=300_000, show_default=True,
+              help="Events pre-produced once and read by every contender.")
+@click.option("--contenders", "which", default="raw,pulse,quix,naive", show_default=True,
+              help="Comma-separated subset of raw, pulse, quix, naive.")
+@click.option("--timeout", type=click.FloatRange(10), default=900.0, show_default=True,
+              help="Give up on a contender after this many seconds.")
+@click.pass_obj
+def aggregate_bench(settings: Settings, count: int, which: str, timeout: float) -> None:
+    """Events/s of one aggregator process (exactly-once) vs Quix Streams, the naive design and a raw consumer.
+
+    Targets: >= 10x Quix Streams and >= 0.5x the raw ceiling.
+    """
+    import time as _time
+
+    from pulse.bench import aggregate as agg
+    from pulse.generate.chaos import Chaos, ChaosConfig
+    from pulse.generate.producer import EventProducer, RunLimits
+    from pulse.generate.traffic import Traffic, TrafficConfig
+    from pulse.topics import ensure_topics, input_topics
+
+    console = Console(stderr=True)
+    names = [n.strip() for n in which.split(",") if n.strip()]
+    quix = agg.quix_python(settings, lambda m: console.print(m)) if "quix" in names else None
+    topic = f"pulse.bench.agg-{_time.strftime('%H%M%S')}"
+    ensure_topics(settings.bootstrap, input_topics(topic, 6, 24))
+    with console.status(f"producing {count:,} events to {topic}"):
+        traffic = Traffic(TrafficConfig(seed=5, start_ms=int(_time.time() * 1000) - 600_000))
+        EventProducer(settings.bootstrap, topic, 6).run(Chaos(traffic, ChaosConfig(0.01, 0.01, 0.01, 0.01)),
+                                                        RunLimits(count=count), lambda: 0.0)
+    ends = agg.end_offsets(settings, topic)
+    log = settings.home / "logs" / "bench-aggregate.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    results = []
+    for contender in agg.contenders(settings, topic, names, quix):
+        with console.status(f"running {contender.name}"):
+            results.append(agg.measure(settings, contender, topic, ends, timeout, log))
+    agg.cleanup(settings)
+    table = Table(title=f"pulse bench aggregate: {count:,} events, 6 partitions, one process each")
+    for col in ("contender", "events/s", "seconds", "notes"):
+        table.add_column(col, justify="right" if col in ("events/s", "seconds") else "left")
+    for r in results:
+        table.add_row(r.name, f"{r.rate:,.0f}", f"{r.seconds:.1f}", r.note)
+    Console().print(table)
+    by = {r.name.split(" ")[0]: r for r in results}
+    if "pulse" in by:
+        for peer, target in (("Quix", 10.0), ("naive", None), ("raw", 0.5)):
+            if peer in by:
+                ratio = by["pulse"].rate / by[peer].rate
+                verdict = "" if target is None else (" (meets" if ratio >= target else " (MISSES") + f" >= {target}x)"
+                click.echo(f"pulse / {peer} = {ratio:.2f}x{verdict}")

@@ -1,0 +1,132 @@
+"""`pulse bench aggregate`: events/s of one aggregator process vs Quix Streams, the naive design and raw reads.
+
+Every contender is a separate process with a fresh consumer group on the same pre-produced topic. Its time
+runs from process start until the group's committed offsets reach the end of every partition (so exactly-
+once contenders are timed to their last commit) and it is then stopped.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+
+from pulse.config import Settings
+from pulse.errors import PulseError
+
+QUIX_SPEC = "quixstreams>=3.20,<4"
+
+
+@dataclass(frozen=True)
+class Contender:
+    name: str
+    argv: list[str]
+    note: str
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    events: int
+    seconds: float
+    note: str
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds
+
+
+def quix_python(settings: Settings, progress: object = print) -> Path:
+    """A virtualenv with Quix Streams (benchmark-only; it pins an older confluent-kafka than Pulse)."""
+    venv = settings.home / "bench-venv"
+    python = venv / "bin" / "python"
+    stamp = venv / ".quix-installed"
+    if not stamp.exists():
+        progress("installing Quix Streams into a benchmark virtualenv (once)")  # type: ignore[operator]
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        proc = subprocess.run([str(python), "-m", "pip", "install", "-q", QUIX_SPEC], capture_output=True, text=True,
+                              check=False)
+        if proc.returncode != 0:
+            raise PulseError(f"installing {QUIX_SPEC} failed: {proc.stderr.strip()[-300:]}")
+        stamp.write_text(QUIX_SPEC)
+    return python
+
+
+def contenders(settings: Settings, topic: str, which: list[str], quix: Path | None) -> list[Contender]:
+    tag = uuid.uuid4().hex[:6]
+    b = settings.bootstrap
+    py = [sys.executable, "-m"]
+    table = {
+        "pulse": Contender("pulse aggregate (exactly-once)", [*py, "pulse", "aggregate", "--topic", topic, "--group",
+                                                              f"bench-pulse-{tag}", "--instance", f"bench-{tag}"],
+                           "all metrics, changelog + aggregates in Kafka transactions"),
+        "raw": Contender("raw consume-and-discard (ceiling)", [*py, "pulse.bench.contenders", "raw", "--broker", b,
+                                                               "--topic", topic, "--group", f"bench-raw-{tag}"],
+                         "confluent-kafka, batches of 20k"),
+        "naive": Contender("naive (dicts, 1 ES doc/event)", [*py, "pulse.bench.contenders", "naive", "--broker", b,
+                                                             "--topic", topic, "--group", f"bench-naive-{tag}",
+                                                             "--es-url", settings.es_url],
+                           "at-least-once, bulk of 500 docs"),
+    }
+    if quix is not None:
+        app = Path(str(resources.files("pulse.bench") / "quix_app.py"))
+        state_dir = settings.home / "bench-quix-state" / tag
+        table["quix"] = Contender("Quix Streams (exactly-once)", [str(quix), str(app), "--broker", b, "--topic", topic,
+                                                                  "--group", f"bench-quix-{tag}", "--state-dir",
+                                                                  str(state_dir)],
+                                  "subset of metrics: per-type windows + user state")
+    return [table[name] for name in which if name in table]
+
+
+def _group_of(argv: list[str]) -> str:
+    return argv[argv.index("--group") + 1]
+
+
+def measure(settings: Settings, contender: Contender, topic: str, ends: dict[int, int], timeout: float,
+            log: Path) -> Result:
+    group = _group_of(contender.argv)
+    watcher = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": group, "enable.auto.commit": False})
+    parts = [TopicPartition(topic, p) for p in ends]
+    total = sum(ends.values())
+    with log.open("ab") as out:
+        t0 = time.monotonic()
+        proc = subprocess.Popen(contender.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            while True:
+                if proc.poll() is not None:
+                    raise PulseError(f"{contender.name} exited early with {proc.returncode}; see {log}")
+                if time.monotonic() - t0 > timeout:
+                    raise PulseError(f"{contender.name} did not finish within {timeout:.0f}s; see {log}")
+                committed = watcher.committed(parts, timeout=10)
+                if all(tp.offset >= ends[tp.partition] for tp in committed):
+                    elapsed = time.monotonic() - t0
+                    break
+                time.sleep(0.25)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            watcher.close()
+    return Result(contender.name, total, elapsed, contender.note)
+
+
+def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": "pulse-bench-ends"})
+    meta = consumer.list_topics(topic, timeout=10).topics[topic]
+    ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions}
+    consumer.close()
+    return ends
+
+
+def cleanup(settings: Settings) -> None:
+    shutil.rmtree(settings.home / "bench-quix-state", ignore_errors=True)

@@ -1,0 +1,77 @@
+"""Baselines for `pulse bench aggregate`, each run as its own process: ``python -m pulse.bench.contenders``.
+
+- ``raw``: confluent-kafka consume-and-discard, the ceiling for a Python consumer;
+- ``naive``: the design Pulse replaces: dict state in memory, one Elasticsearch document per event,
+  at-least-once (auto-commit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from confluent_kafka import Consumer
+
+
+def _consumer(broker: str, group: str, auto_commit: bool) -> Consumer:
+    return Consumer({"bootstrap.servers": broker, "group.id": group, "auto.offset.reset": "earliest",
+                     "enable.auto.commit": auto_commit, "auto.commit.interval.ms": 1000,
+                     "fetch.max.bytes": 64 * 1024 * 1024})
+
+
+def raw(broker: str, topic: str, group: str) -> None:
+    consumer = _consumer(broker, group, auto_commit=False)
+    consumer.subscribe([topic])
+    while True:
+        batch = consumer.consume(20_000, 0.5)
+        if batch:
+            consumer.commit(asynchronous=True)
+
+
+def naive(broker: str, topic: str, group: str, es_url: str) -> None:
+    from elasticsearch import Elasticsearch, helpers
+
+    es = Elasticsearch(es_url)
+    index = f"{group}-events"
+    consumer = _consumer(broker, group, auto_commit=True)
+    consumer.subscribe([topic])
+    per_type: dict[str, int] = {}
+    revenue = 0.0
+    users: dict[str, dict[str, int]] = {}
+    while True:
+        docs = []
+        for msg in consumer.consume(500, 0.5):
+            if msg.error():
+                continue
+            try:
+                event = json.loads(msg.value())
+            except (ValueError, UnicodeDecodeError):
+                continue
+            if not isinstance(event, dict) or "event_type" not in event:
+                continue
+            per_type[event["event_type"]] = per_type.get(event["event_type"], 0) + 1
+            if event["event_type"] == "purchase":
+                revenue += event.get("amount") or 0
+            counts = users.setdefault(str(event.get("user_id")), {})
+            counts[event["event_type"]] = counts.get(event["event_type"], 0) + 1
+            docs.append({"_index": index, "_source": event})
+        if docs:
+            helpers.bulk(es, docs, raise_on_error=False)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("kind", choices=["raw", "naive"])
+    ap.add_argument("--broker", required=True)
+    ap.add_argument("--topic", required=True)
+    ap.add_argument("--group", required=True)
+    ap.add_argument("--es-url", default="http://127.0.0.1:9200")
+    args = ap.parse_args()
+    if args.kind == "raw":
+        raw(args.broker, args.topic, args.group)
+    else:
+        naive(args.broker, args.topic, args.group, args.es_url)
+
+
+if __name__ == "__main__":
+    main()
