@@ -30,7 +30,9 @@ class ElasticsearchService(Service):
 
     @property
     def cmdline_marker(self) -> str:
-        return str(self.conf_dir)
+        # the launcher script only gets its configuration through the environment, so put the marker on its
+        # command line as a harmless custom node attribute
+        return f"-Enode.attr.pulse_home={self.dir}"
 
     @property
     def ports(self) -> list[int]:
@@ -87,7 +89,7 @@ class ElasticsearchService(Service):
             "ES_PATH_CONF": str(self.conf_dir),
             "ES_TMPDIR": str(self.dir / "tmp"),
         }
-        return Launch(argv=[str(dist / "bin" / "elasticsearch")], env=env, cwd=self.dir, user=user)
+        return Launch(argv=[str(dist / "bin" / "elasticsearch"), self.cmdline_marker], env=env, cwd=self.dir, user=user)
 
     def _service_user(self) -> str | None:
         if os.geteuid() != 0:

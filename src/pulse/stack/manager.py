@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,29 +54,44 @@ def up(settings: Settings, progress: Callable[[str], None] = lambda _msg: None) 
     """Install (cached), configure and start every service not already running; wait until all are healthy."""
     settings.home.mkdir(parents=True, exist_ok=True)
     settings.home.chmod(settings.home.stat().st_mode | 0o755)
-    results: list[UpResult] = []
-    launched: list[tuple[Service, float, bool, bool]] = []
-    for svc in services(settings):
-        t0 = time.monotonic()
-        if svc.process.pid() is not None:
-            progress(f"{svc.name} already running (pid {svc.process.pid()})")
-            launched.append((svc, t0, False, False))
-            continue
-        for port in svc.ports:
-            if port_in_use(port):
-                raise StackError(f"port {port} on 127.0.0.1 is already in use by another process, so "
-                                 f"{svc.name} cannot start; stop that process or pick another port "
-                                 f"(see `pulse stack up --help`)")
-        progress(f"resolving {svc.name} {svc.version} (Maven Central, cached)")
-        downloaded = svc.install()
-        launch = svc.prepare()
-        progress(f"starting {svc.name}")
-        svc.process.start(launch.argv, env=launch.env, cwd=launch.cwd, user=launch.user)
-        launched.append((svc, t0, downloaded, True))
-    for svc, t0, downloaded, started in launched:
-        wait_until(svc.healthy, timeout=svc.start_timeout, alive=lambda s=svc: s.process.pid() is not None,
-                   what=svc.name, log_tail=svc.process.log_tail)
-        results.append(UpResult(svc.name, svc.address, started, downloaded, time.monotonic() - t0))
+    launched: list[tuple[Service, float, bool, subprocess.Popen[bytes] | None]] = []
+    try:
+        for svc in services(settings):
+            launched.append(_launch(svc, progress))
+        return _wait_healthy(launched)
+    except BaseException:
+        for svc, _, _, proc in launched:  # a failed `up` leaves nothing of its own running
+            if proc is not None:
+                svc.process.stop(timeout=20)
+        raise
+
+
+def _launch(svc: Service, progress: Callable[[str], None]) -> tuple[Service, float, bool,
+                                                                      subprocess.Popen[bytes] | None]:
+    t0 = time.monotonic()
+    if svc.process.pid() is not None:
+        progress(f"{svc.name} already running (pid {svc.process.pid()})")
+        return svc, t0, False, None
+    for port in svc.ports:
+        if port_in_use(port):
+            raise StackError(f"port {port} on 127.0.0.1 is already in use by another process, so "
+                             f"{svc.name} cannot start; stop that process or pick another port "
+                             f"(see `pulse stack up --help`)")
+    progress(f"resolving {svc.name} {svc.version} (Maven Central, cached)")
+    downloaded = svc.install()
+    launch = svc.prepare()
+    progress(f"starting {svc.name}")
+    proc = svc.process.start(launch.argv, env=launch.env, cwd=launch.cwd, user=launch.user)
+    return svc, t0, downloaded, proc
+
+
+def _wait_healthy(launched: list[tuple[Service, float, bool, subprocess.Popen[bytes] | None]]) -> list[UpResult]:
+    results = []
+    for svc, t0, downloaded, proc in launched:
+        # while starting, ask the process handle: its command line may not show our marker yet (exec pending)
+        alive = (lambda p=proc: p.poll() is None) if proc else (lambda s=svc: s.process.pid() is not None)
+        wait_until(svc.healthy, timeout=svc.start_timeout, alive=alive, what=svc.name, log_tail=svc.process.log_tail)
+        results.append(UpResult(svc.name, svc.address, proc is not None, downloaded, time.monotonic() - t0))
     return results
 
 

@@ -40,7 +40,8 @@ class ManagedProcess:
         self.pid_file.unlink(missing_ok=True)
         return None
 
-    def start(self, argv: Sequence[str], *, env: dict[str, str], cwd: Path, user: str | None = None) -> int:
+    def start(self, argv: Sequence[str], *, env: dict[str, str], cwd: Path,
+              user: str | None = None) -> subprocess.Popen[bytes]:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_file.open("ab")
@@ -58,7 +59,7 @@ class ManagedProcess:
         finally:
             log.close()
         self.pid_file.write_text(str(proc.pid))
-        return proc.pid
+        return proc
 
     def stop(self, timeout: float = 60.0) -> bool:
         """SIGTERM the process group, wait, then SIGKILL it. Returns whether anything was running."""
