@@ -51,3 +51,13 @@ def new_topic(bootstrap: str) -> Iterator[Callable[..., str]]:
         for fut in admin.delete_topics(made).values():
             with contextlib.suppress(Exception):  # best-effort cleanup
                 fut.result(timeout=30)
+
+
+@pytest.fixture
+def index_prefix(es_url: str) -> Iterator[str]:
+    """A private set of Pulse indices for one test, deleted afterwards."""
+    from elasticsearch import Elasticsearch
+
+    name = f"t{uuid.uuid4().hex[:8]}"
+    yield name
+    Elasticsearch(es_url).indices.delete(index=f"{name}-*", ignore_unavailable=True)

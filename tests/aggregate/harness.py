@@ -55,3 +55,10 @@ def generate(topic: str, ledger: Path, count: int, *extra: str, seed: int = 1) -
 
 CHAOS = ("--late-fraction", "0.03", "--duplicate-fraction", "0.03", "--invalid-fraction", "0.03",
          "--disorder-fraction", "0.03")
+
+
+def run_store(group: str, prefix: str, idle: float = 3.0, timeout: float = 600) -> None:
+    proc = subprocess.run([sys.executable, "-m", "pulse", "store", "--group", group, "--index-prefix", prefix,
+                           "--exit-when-idle", str(idle)], capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]

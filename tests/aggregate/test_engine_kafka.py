@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import random
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from elasticsearch import Elasticsearch
 
 from pulse.aggregate.restore import read_range
 from pulse.generate.chaos import INVALID_KINDS, Tag
@@ -21,8 +24,10 @@ from tests.aggregate.harness import (
     generate,
     read_latest_docs,
     run_aggregator_until_idle,
+    run_store,
     start_aggregator,
 )
+from tests.cli_helpers import run_pulse
 
 
 @pytest.fixture
@@ -101,7 +106,7 @@ def test_restart_keeps_state(bootstrap, pipeline, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_ten_sigkills_during_half_a_million_events(bootstrap, pipeline, tmp_path: Path) -> None:
+def test_ten_sigkills_during_half_a_million_events(bootstrap, es_url, pipeline, index_prefix, tmp_path: Path) -> None:
     topic, group = pipeline
     generate(topic, tmp_path / "l.gz", 500_000, "--rate", "0", *CHAOS, seed=9)
     rng = random.Random(2026)
@@ -113,13 +118,20 @@ def test_ten_sigkills_during_half_a_million_events(bootstrap, pipeline, tmp_path
         proc.wait(10)
     run_aggregator_until_idle(topic, group, 5.0, 600)
     assert_exact(bootstrap, group, [read_ledger(tmp_path / "l.gz")])
+    # and through Elasticsearch, with the writer killed mid-way too, proven by `pulse verify`
+    writer = subprocess.Popen([sys.executable, "-m", "pulse", "store", "--group", group, "--index-prefix",
+                               index_prefix], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(rng.uniform(5.0, 10.0))
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(10)
+    run_store(group, index_prefix)
+    Elasticsearch(es_url).indices.refresh(index=f"{index_prefix}-*")
+    verify = run_pulse("verify", "--topic", topic, "--index-prefix", index_prefix, timeout=600)
+    assert verify.returncode == 0, verify.stdout[-2000:] + verify.stderr[-2000:]
 
 
 @pytest.mark.slow
 def test_three_instances_joining_and_leaving_equal_one(bootstrap, pipeline, tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
     topic, group = pipeline
     producer = subprocess.Popen([sys.executable, "-m", "pulse", "generate", "--topic", topic, "--count", "150000",
                                  "--rate", "8000", "--seed", "21", "--ledger", str(tmp_path / "l.gz"), "--no-progress",

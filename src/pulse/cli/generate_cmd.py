@@ -34,9 +34,20 @@ def _fraction(_ctx: click.Context, param: click.Parameter, value: float) -> floa
               type=click.FloatRange(0.01), help="How long Kafka keeps input, dead letters and late events.")
 @click.pass_obj
 def setup(settings: Settings, topic: str, partitions: int, retention_hours: float) -> None:
-    """Create Pulse's topics (idempotent); report existing ones whose settings differ."""
+    """Create Pulse's topics and Elasticsearch index templates (idempotent); report topics whose settings differ."""
     for name, state in ensure_topics(settings.bootstrap, input_topics(topic, partitions, retention_hours)):
         click.echo(f"{name:<28} {state}")
+    from elasticsearch import Elasticsearch
+
+    from pulse.stack.elasticsearch import cluster_status
+    from pulse.store.indices import FAMILIES, alias, ensure_indices
+
+    if cluster_status(settings.es_url, timeout=5) not in {"green", "yellow"}:
+        raise PulseError(f"Elasticsearch is not reachable at {settings.es_url} (is the stack up? `pulse stack up`)")
+    made = set(ensure_indices(Elasticsearch(settings.es_url)))
+    for family in FAMILIES:
+        state = "created" if any(m.startswith(alias(family)) for m in made) else "exists"
+        click.echo(f"{alias(family):<28} {state} (index template + alias)")
 
 
 @click.command()

@@ -58,6 +58,10 @@ def _register() -> None:
     from pulse.cli import aggregate_cmd
 
     cli.add_command(aggregate_cmd.aggregate)
+    from pulse.cli import store_cmd
+
+    cli.add_command(store_cmd.store)
+    cli.add_command(store_cmd.verify)
 
     cli.add_command(bench_cmd.bench)
 

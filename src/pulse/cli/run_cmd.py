@@ -56,6 +56,7 @@ def pipeline_stages(settings: Settings, rate: float) -> list[Stage]:
                            "--duplicate-fraction", "0.005", "--late-fraction", "0.002", "--invalid-fraction", "0.002"],
               logs / "generate.log"),
         Stage("aggregate", [*py, "aggregate"], logs / "aggregate.log"),
+        Stage("store", [*py, "store"], logs / "store.log"),
     ]
 
 

@@ -1,0 +1,131 @@
+"""Elasticsearch as an idempotent, versioned projection, against the real node; `pulse verify` as the proof."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+from elasticsearch import Elasticsearch
+
+from pulse.aggregate.restore import read_range
+from pulse.store.indices import alias, ensure_indices
+from pulse.store.writer import ElasticsearchWriter, WriterConfig
+from tests.aggregate.harness import CHAOS, generate, run_aggregator_until_idle, run_store
+from tests.cli_helpers import run_pulse
+
+
+@pytest.fixture
+def prefix(index_prefix: str) -> str:
+    return index_prefix
+
+
+def test_end_to_end_equals_independent_recompute_and_tampering_is_caught(
+        bootstrap, es_url, new_topic, prefix, tmp_path: Path) -> None:
+    topic, group = new_topic(partitions=6, prefix="st"), f"g-{uuid.uuid4().hex[:8]}"
+    generate(topic, tmp_path / "l.gz", 30_000, "--rate", "0", *CHAOS)
+    run_aggregator_until_idle(topic, group)
+    run_store(group, prefix)
+    es = Elasticsearch(es_url)
+    es.indices.refresh(index=f"{prefix}-*")
+
+    ok = run_pulse("verify", "--topic", topic, "--index-prefix", prefix)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "OK: Elasticsearch equals the independent recompute" in ok.stdout
+    from_ledger = run_pulse("verify", "--ledger", str(tmp_path / "l.gz"), "--index-prefix", prefix)
+    assert from_ledger.returncode == 0, from_ledger.stderr
+
+    # tamper: one window summary gets an extra view (a newer version, as a buggy writer would do)
+    hit = es.search(index=alias("windows", prefix), size=1, query={"term": {"kind": "window"}})["hits"]["hits"][0]
+    doc = hit["_source"] | {"counts": hit["_source"]["counts"] | {"view": hit["_source"]["counts"]["view"] + 1}}
+    es.index(index=alias("windows", prefix), id=hit["_id"], document=doc, version=doc["version"] + 1,
+             version_type="external", refresh=True)
+    bad = run_pulse("verify", "--topic", topic, "--index-prefix", prefix)
+    assert bad.returncode == 1
+    assert f"{hit['_id']}.counts" in bad.stderr
+    # and a lost document is reported as missing
+    victim = es.search(index=alias("users", prefix), size=1)["hits"]["hits"][0]["_id"]
+    es.delete(index=alias("users", prefix), id=victim, refresh=True)
+    gone = run_pulse("verify", "--topic", topic, "--index-prefix", prefix)
+    assert gone.returncode == 1 and f"missing {victim}" in gone.stderr
+
+
+def _writer(bootstrap: str, es_url: str, prefix: str) -> ElasticsearchWriter:
+    ensure_indices(Elasticsearch(es_url), prefix)
+    return ElasticsearchWriter(WriterConfig(bootstrap=bootstrap, es_url=es_url, group=f"g-{uuid.uuid4().hex[:6]}",
+                                            index_prefix=prefix))
+
+
+def test_an_older_version_never_overwrites_a_newer_one(bootstrap, es_url, prefix) -> None:
+    writer = _writer(bootstrap, es_url, prefix)
+    newer = {"kind": "user", "user_id": "u1", "partition": 0, "first_seen": 1, "last_seen": 9, "counts": {"view": 7},
+             "spent_cents": 0, "purchases": 0, "last_item": None, "version": 10}
+    older = newer | {"counts": {"view": 3}, "version": 5}
+    writer._add("user:u1", orjson.dumps(newer))
+    writer._bulk(list(writer._pending.items()))
+    writer._pending.clear()
+    writer._add("user:u1", orjson.dumps(older))
+    retry = writer._bulk(list(writer._pending.items()))
+    assert retry == [] and writer.stats.stale == 1
+    same = newer | {"counts": {"view": 7}}  # an equal version (a replay) is accepted and changes nothing
+    writer._pending.clear()
+    writer._add("user:u1", orjson.dumps(same))
+    writer._bulk(list(writer._pending.items()))
+    got = Elasticsearch(es_url).get(index=alias("users", prefix), id="user:u1")
+    assert got["_source"]["counts"] == {"view": 7} and got["_version"] == 10
+
+
+def test_a_mapping_error_goes_to_the_dead_letter_path(bootstrap, es_url, prefix) -> None:
+    writer = _writer(bootstrap, es_url, prefix)
+    good = {"kind": "item", "item_id": "i1", "category": "books", "partition": 0, "counts": {"view": 1},
+            "revenue_cents": 0, "purchases": 0, "version": 1}
+    bad = good | {"item_id": "i2", "surprise": "field"}  # strict mapping refuses it
+    writer._add("item:i1:p0", orjson.dumps(good))
+    writer._add("item:i2:p0", orjson.dumps(bad))
+    assert writer._bulk(list(writer._pending.items())) == []
+    writer._dlq.flush(10)
+    assert writer.stats.dead_lettered == 1 and writer.stats.writes == 1
+    dead = list(read_range(bootstrap, writer.cfg.dlq_topic, 0, 0))
+    assert len(dead) == 1 and dead[0][1] == b"item:i2:p0" and b"surprise" in dead[0][2]
+
+
+def test_store_waits_out_an_elasticsearch_outage_without_loss(bootstrap, es_url, settings, new_topic, prefix,
+                                                              tmp_path: Path) -> None:
+    """Stop the real node for 30+ s while documents keep coming; the writer pauses, then catches up exactly."""
+    import subprocess
+    import sys
+
+    from pulse.stack import manager
+    from pulse.stack.elasticsearch import ElasticsearchService
+
+    topic, group = new_topic(partitions=6, prefix="out"), f"g-{uuid.uuid4().hex[:8]}"
+    generate(topic, tmp_path / "a.gz", 20_000, "--rate", "0", *CHAOS, seed=5)
+    run_aggregator_until_idle(topic, group)
+    writer = subprocess.Popen([sys.executable, "-m", "pulse", "store", "--group", group, "--index-prefix", prefix],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(8)
+    es_service = ElasticsearchService(settings)
+    assert es_service.process.stop(timeout=60)
+    try:
+        # more input is aggregated while Elasticsearch is down: Kafka buffers the documents
+        generate(topic, tmp_path / "b.gz", 20_000, "--rate", "0", *CHAOS, seed=6)
+        run_aggregator_until_idle(topic, group)
+        rss = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            rss.append(int(next(ln for ln in Path(f"/proc/{writer.pid}/status").read_text().splitlines()
+                                if ln.startswith("VmRSS")).split()[1]))
+            time.sleep(1)
+        assert writer.poll() is None, "the writer must wait, not crash"
+        assert max(rss) < 400_000, f"writer RSS grew to {max(rss)} kB during the outage"
+    finally:
+        manager.up(settings)
+    time.sleep(20)
+    writer.send_signal(2)
+    assert writer.wait(120) == 0, writer.stderr.read().decode()[-2000:] if writer.stderr else ""
+    run_store(group, prefix)  # anything left
+    Elasticsearch(es_url).indices.refresh(index=f"{prefix}-*")
+    ok = run_pulse("verify", "--topic", topic, "--index-prefix", prefix)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
