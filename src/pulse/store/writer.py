@@ -22,6 +22,7 @@ from confluent_kafka import Consumer, Producer
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
 from pulse.store.indices import KIND_FAMILY, index_for
+from pulse.topics import TopicSpec, ensure_topics
 
 _LOG = logging.getLogger("pulse.store")
 RETRY_STATUSES = {429, 500, 502, 503, 504}
@@ -71,6 +72,8 @@ class ElasticsearchWriter:
             "auto.offset.reset": "earliest", "isolation.level": "read_committed",
             "fetch.max.bytes": 32 * 1024 * 1024,
         })
+        ensure_topics(cfg.bootstrap, [TopicSpec(cfg.dlq_topic, 1, {"retention.ms": str(7 * 86_400_000)})],
+                      compare_config=False)
         self._dlq = Producer({"bootstrap.servers": cfg.bootstrap, "enable.idempotence": True, "acks": "all"})
         self._pending: dict[str, tuple[int, str, bytes]] = {}  # id -> (version, index, source)
         self._pending_bytes = 0
