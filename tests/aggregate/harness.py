@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 from confluent_kafka.admin import AdminClient
 
-from pulse.aggregate.restore import read_range
 from pulse.generate.ledger import Ledger
+from pulse.kafkaio import read_range
 from pulse.verify.reference import Expected, recompute
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from elasticsearch import Elasticsearch
 
-from pulse.aggregate.restore import read_range
 from pulse.generate.chaos import INVALID_KINDS, Tag
 from pulse.generate.ledger import read_ledger
+from pulse.kafkaio import read_range
 from pulse.verify.diff import diff_documents
 from tests.aggregate.harness import (
     CHAOS,

@@ -10,7 +10,7 @@ import orjson
 import pytest
 from elasticsearch import Elasticsearch
 
-from pulse.aggregate.restore import read_range
+from pulse.kafkaio import read_range
 from pulse.store.indices import alias, ensure_indices
 from pulse.store.writer import ElasticsearchWriter, WriterConfig
 from tests.aggregate.harness import CHAOS, generate, run_aggregator_until_idle, run_store

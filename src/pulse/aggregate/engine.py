@@ -18,9 +18,10 @@ import orjson
 from confluent_kafka import OFFSET_STORED, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from pulse.aggregate import changelog, docs
-from pulse.aggregate.restore import restore_partition, watermarks
+from pulse.aggregate.restore import restore_partition
 from pulse.aggregate.state import PartitionState, SideOutput, StateConfig
 from pulse.errors import PulseError
+from pulse.kafkaio import group_caught_up, watermarks
 
 _LOG = logging.getLogger("pulse.aggregate")
 
@@ -122,14 +123,10 @@ class Engine:
         """True when the whole group has committed every input partition to its end (checked only when idle),
         so a batch run does not stop while another member's partitions still wait for reassignment."""
         self.flush()
-        partitions = self._consumer.list_topics(self.cfg.topic, timeout=10).topics[self.cfg.topic].partitions
-        committed = self._consumer.committed([TopicPartition(self.cfg.topic, p) for p in partitions], timeout=10)
-        for tp in committed:
-            _, high = watermarks(self._consumer, self.cfg.topic, tp.partition)
-            if high > 0 and tp.offset < high:
-                self._last_activity = time.monotonic()
-                return False
-        return True
+        if group_caught_up(self._consumer, self.cfg.topic, transactional=False):
+            return True
+        self._last_activity = time.monotonic()
+        return False
 
     def _process(self, batch: list) -> None:
         states = self.states

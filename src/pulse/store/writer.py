@@ -18,10 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
-from pulse.aggregate.restore import watermarks
+from pulse.kafkaio import group_caught_up
 from pulse.store.indices import KIND_FAMILY, index_for
 from pulse.topics import TopicSpec, ensure_topics
 
@@ -97,7 +97,7 @@ class ElasticsearchWriter:
                     last_flush = time.monotonic()
                 if exit_when_idle_s is not None and not batch and time.monotonic() - last_input > exit_when_idle_s:
                     self.flush(stop)
-                    if self._caught_up():
+                    if group_caught_up(self._consumer, self.cfg.source_topic, transactional=True):
                         break
                     last_input = time.monotonic()
             self.flush(stop)
@@ -105,18 +105,6 @@ class ElasticsearchWriter:
             self._consumer.close()
             self._dlq.flush(10)
         return self.stats
-
-    def _caught_up(self) -> bool:
-        """The writer group has committed every partition of the source topic to its end."""
-        topic = self.cfg.source_topic
-        partitions = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        committed = self._consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
-        for tp in committed:
-            _, high = watermarks(self._consumer, topic, tp.partition)
-            # the last record of a transactional topic is a commit marker, which a consumer never sees
-            if high > 0 and tp.offset < high - 1:
-                return False
-        return True
 
     def _add(self, doc_id: str, value: bytes) -> None:
         doc = orjson.loads(value)

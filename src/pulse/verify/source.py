@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pulse.aggregate.restore import read_range
 from pulse.generate.ledger import read_ledger
+from pulse.kafkaio import read_range
 from pulse.topics import partition_count
 
 Row = tuple[int, int, bytes | None, int]
