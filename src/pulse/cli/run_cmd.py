@@ -60,13 +60,18 @@ def pipeline_stages(settings: Settings, rate: float) -> list[Stage]:
     ]
 
 
+def _interrupt(*_args: object) -> None:
+    """SIGTERM stops the pipeline the same way as Ctrl-C."""
+    raise KeyboardInterrupt
+
+
 @click.command("run")
 @click.option("--rate", type=click.FloatRange(0.1), default=200.0, show_default=True, envvar="PULSE_GEN_RATE",
               help="Generator events per second.")
 @click.option("--keep-stack", is_flag=True, help="Leave Kafka and Elasticsearch running on exit.")
 @click.pass_obj
 def run(settings: Settings, rate: float, keep_stack: bool) -> None:
-    """Run the whole pipeline locally (stack, topics, generator, …) until Ctrl-C."""
+    """Run the whole pipeline locally (stack, topics, generator, aggregator, Elasticsearch writer) until Ctrl-C."""
     before = {s.name: s.pid for s in manager.status(settings)}
     for r in manager.up(settings, progress=lambda msg: click.echo(f"  {msg}", err=True)):
         click.echo(f"{r.name:<14} {r.address}")
@@ -75,7 +80,7 @@ def run(settings: Settings, rate: float, keep_stack: bool) -> None:
         click.echo(f"topic {name:<24} {state}")
     stages = pipeline_stages(settings, rate)
     env = dict(os.environ) | {"PULSE_HOME": str(settings.home)}
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         for stage in stages:
             stage.start(env)
