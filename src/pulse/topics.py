@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from pulse.errors import BrokerUnavailable, PulseError
-from pulse.stack.kafka import broker_reachable
-
-_QUIET = logging.getLogger("pulse.topics")
-_QUIET.addHandler(logging.NullHandler())
-_QUIET.propagate = False
+from pulse.stack.kafka import QUIET_LOG, broker_reachable
 
 DAY_MS = 86_400_000
 
@@ -49,7 +44,7 @@ def require_broker(bootstrap: str) -> None:
 def partition_count(bootstrap: str, topic: str) -> int:
     """Partitions of an existing topic, with a clear error if the broker or the topic is missing."""
     require_broker(bootstrap)
-    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _QUIET})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": QUIET_LOG})
     info = admin.list_topics(topic, timeout=10).topics.get(topic)
     if info is None or info.error is not None:
         raise PulseError(f"topic {topic!r} does not exist; create it with `pulse setup`")
@@ -63,7 +58,7 @@ def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 30.0,
     Returns (topic, "created" | "exists") pairs; raises PulseError listing every difference found.
     """
     require_broker(bootstrap)
-    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _QUIET})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": QUIET_LOG})
     existing = admin.list_topics(timeout=timeout).topics
     results: list[tuple[str, str]] = []
     missing = [s for s in specs if s.name not in existing]

@@ -81,9 +81,7 @@ def _apply(st: PartitionState, key: list, value: bytes) -> None:
         st.sessions[key[1]] = _dec.decode(value)
     elif kind == "w":
         size, start, part = key[1], key[2], key[3]
-        win = st.windows.get((size, start))
-        if win is None:
-            win = st.windows[(size, start)] = WindowAgg(size, start)
+        win = st.window(size, start)
         if part == "s":
             counts, status, win.rev, win.funnel = _dec.decode(value)
             win.counts.update(counts)

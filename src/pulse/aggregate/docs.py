@@ -45,7 +45,7 @@ def summary_doc(win: WindowAgg, p: int, final: bool, version: int) -> Doc:
 
 def item_doc(st: PartitionState, win: WindowAgg, item: str, final: bool, version: int) -> Doc:
     p = st.partition
-    cat, counts, revenue, purchases = win.items.row(item, st.items.category)
+    cat, counts, revenue, purchases = win.items.row(item)
     doc = _window_base("window_item", win, p, final, version) | {
         "item_id": item, "category": cat, "counts": dict(counts), "revenue_cents": revenue, "purchases": purchases}
     return window_id("window_item", win.size, win.start, p, item), doc

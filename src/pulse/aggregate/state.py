@@ -36,19 +36,23 @@ def cents(amount: float) -> int:
 class Breakdown:
     """Counts per (key, event type) plus revenue per key, for one dimension (item or category).
 
-    Batches are folded in with ``Counter.update`` over zipped columns, which counts in C.
+    Batches are folded in with ``Counter.update`` over zipped columns, which counts in C. Rows are rendered
+    once per flush and shared by the changelog and the documents (any change drops the cached rows).
     """
 
-    __slots__ = ("category", "counts", "dirty", "revenue", "types")
+    __slots__ = ("_rows", "category", "counts", "dirty", "revenue", "types")
 
-    def __init__(self) -> None:
+    def __init__(self, categories: dict[str, str | None] | None = None) -> None:
         self.counts: Counter[tuple[str, str]] = Counter()
         self.types: set[str] = set()
-        self.category: dict[str, str | None] = {}  # items only: the item's category
+        # item → category, first seen wins; window breakdowns share their partition's map
+        self.category: dict[str, str | None] = {} if categories is None else categories
         self.revenue: dict[str, list[int]] = {}  # key -> [cents, purchases]
         self.dirty: set[str] = set()
+        self._rows: dict[str, tuple[str | None, dict[str, int], int, int]] = {}
 
     def add(self, keys: list[str], types: list[str], categories: list[str | None] | None = None) -> None:
+        self._rows.clear()
         self.counts.update(zip(keys, types, strict=True))
         self.types.update(types)
         self.dirty.update(keys)
@@ -57,6 +61,7 @@ class Breakdown:
                 self.category.setdefault(key, cat)
 
     def add_revenue(self, key: str, amount: int) -> None:
+        self._rows.pop(key, None)
         rev = self.revenue.get(key)
         if rev is None:
             self.revenue[key] = [amount, 1]
@@ -67,22 +72,28 @@ class Breakdown:
     def members(self) -> set[str]:
         return {key for key, _ in self.counts}
 
-    def row(self, key: str, categories: dict[str, str | None] | None = None) -> tuple[str | None, dict[str, int],
-                                                                                    int, int]:
-        """(category, counts per type, revenue cents, purchases) of one key; windows keep no categories of
-        their own and pass the partition's item → category map."""
-        counts = self.counts
-        per_type = {t: n for t in sorted(self.types) if (n := counts.get((key, t)))}
-        cents_, purchases = self.revenue.get(key, (0, 0))
-        return (categories if categories is not None else self.category).get(key), per_type, cents_, purchases
+    def row(self, key: str) -> tuple[str | None, dict[str, int], int, int]:
+        """(category, counts per type, revenue cents, purchases) of one key."""
+        cached = self._rows.get(key)
+        if cached is None:
+            counts = self.counts
+            per_type = {t: n for t in sorted(self.types) if (n := counts.get((key, t)))}
+            cents_, purchases = self.revenue.get(key, (0, 0))
+            cached = self._rows[key] = (self.category.get(key), per_type, cents_, purchases)
+        return cached
 
     def load(self, key: str, category: str | None, per_type: dict[str, int], cents_: int, purchases: int) -> None:
+        self._rows.clear()
         for t, n in per_type.items():
             self.counts[(key, t)] = n
             self.types.add(t)
-        self.category[key] = category
+        self.category.setdefault(key, category)
         if purchases:
             self.revenue[key] = [cents_, purchases]
+
+    def flushed(self) -> None:
+        self.dirty.clear()
+        self._rows.clear()
 
 
 class WindowAgg:
@@ -90,14 +101,14 @@ class WindowAgg:
 
     __slots__ = ("cats", "counts", "dirty", "funnel", "items", "new_users", "rev", "size", "start", "status", "users")
 
-    def __init__(self, size: int, start: int) -> None:
+    def __init__(self, size: int, start: int, item_categories: dict[str, str | None]) -> None:
         self.size, self.start = size, start
         self.counts: Counter[str] = Counter()
         self.status: Counter[str] = Counter()
         self.rev: list[int] = [0, 0, 0, 0]  # purchases ok: count, sum, min, max (cents)
         self.funnel: list[int] = [0, 0, 0, 0]
         self.users: set[str] = set()
-        self.items = Breakdown()
+        self.items = Breakdown(item_categories)
         self.cats = Breakdown()
         self.dirty = False
         self.new_users: list[str] = []
@@ -209,9 +220,7 @@ class PartitionState:
                 for i, start in enumerate(starts):
                     groups.setdefault(start, []).append(i)
             for start, idx in groups.items():
-                win = self.windows.get((size, start))
-                if win is None:
-                    win = self.windows[(size, start)] = WindowAgg(size, start)
+                win = self.window(size, start)
                 self._fold(win, [events[i] for i in idx], [types[i] for i in idx])
             for i, amount in paid:
                 e = events[i]
@@ -246,6 +255,13 @@ class PartitionState:
             user[4] += 1
             self.items.add_revenue(e.item_id, amount)  # type: ignore[arg-type]
         self.dirty_users.update(e.user_id for e in events)
+
+    def window(self, size: int, start: int) -> WindowAgg:
+        """The window's partial, created on first use."""
+        win = self.windows.get((size, start))
+        if win is None:
+            win = self.windows[(size, start)] = WindowAgg(size, start, self.items.category)
+        return win
 
     @staticmethod
     def _fold(win: WindowAgg, events: list[Event], types: list[str]) -> None:
@@ -303,11 +319,11 @@ class PartitionState:
     def clear_dirty(self) -> None:
         for win in self.windows.values():
             win.dirty = False
-            win.items.dirty.clear()
-            win.cats.dirty.clear()
+            win.items.flushed()
+            win.cats.flushed()
             win.new_users.clear()
         self.dirty_users.clear()
-        self.items.dirty.clear()
+        self.items.flushed()
         self.dirty_sessions.clear()
         self.gone_sessions.clear()
         self.dead_letters.clear()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cache
 
 _UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _SPEC = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
@@ -22,6 +23,7 @@ def parse_duration(text: str) -> int:
     return int(match.group(1)) * _UNITS[match.group(2)]
 
 
+@cache
 def label(size_ms: int) -> str:
     """10000 -> '10s': the shortest exact spelling, used in document ids."""
     for unit in ("d", "h", "m", "s"):

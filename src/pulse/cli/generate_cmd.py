@@ -16,7 +16,8 @@ from pulse.config import Settings
 from pulse.errors import PulseError
 from pulse.events.schema import json_schema
 from pulse.generate.chaos import Chaos, ChaosConfig
-from pulse.generate.producer import EventProducer, GenerateReport, RunLimits, open_ledger
+from pulse.generate.ledger import open_ledger
+from pulse.generate.producer import EventProducer, GenerateReport, RunLimits
 from pulse.generate.traffic import SHAPES, Traffic, TrafficConfig
 from pulse.topics import ensure_topics, input_topics, partition_count
 

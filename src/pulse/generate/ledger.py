@@ -10,6 +10,7 @@ equals production order, which the idempotent producer guarantees).
 from __future__ import annotations
 
 import gzip
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -101,3 +102,10 @@ def read_ledger(path: Path) -> Ledger:
         if offset is not None:
             ledger.records.append(LedgerRecord(partition, offset, Tag(tag), key, value, send_ms))
     return ledger
+
+
+def open_ledger(path: Path | None, topic: str, partitions: int, params: dict[str, Any]) -> LedgerWriter | None:
+    """A writer for ``--ledger PATH`` (None without one), its header saying what was generated and how."""
+    if path is None:
+        return None
+    return LedgerWriter(path, {"topic": topic, "partitions": partitions, "params": params, "created_at": time.time()})

@@ -11,7 +11,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from confluent_kafka import KafkaError, Producer
 
@@ -19,6 +18,7 @@ from pulse.errors import BrokerUnavailable, PulseError
 from pulse.generate.chaos import Record, Tag
 from pulse.generate.ledger import LedgerWriter
 from pulse.generate.partitioner import cached_partition
+from pulse.stack.kafka import QUIET_LOG
 from pulse.topics import require_broker
 
 _LOG = logging.getLogger("pulse.generate")
@@ -26,9 +26,6 @@ _LOG = logging.getLogger("pulse.generate")
 
 def producer_config(bootstrap: str, **overrides: object) -> dict[str, object]:
     """The producer settings Pulse uses everywhere it writes input events."""
-    quiet = logging.getLogger("pulse.generate.librdkafka")
-    quiet.addHandler(logging.NullHandler())
-    quiet.propagate = False
     return {
         "bootstrap.servers": bootstrap,
         "enable.idempotence": True,
@@ -40,7 +37,7 @@ def producer_config(bootstrap: str, **overrides: object) -> dict[str, object]:
         "queue.buffering.max.kbytes": 512 * 1024,
         "message.timeout.ms": 30_000,
         "partitioner": "murmur2_random",  # same as Java's default for keyed records
-        "logger": quiet,
+        "logger": QUIET_LOG,
         **overrides,
     }
 
@@ -174,11 +171,3 @@ class EventProducer:
             except KeyboardInterrupt:
                 report.interrupted = True
         raise PulseError(f"{len(self._producer)} records were still undelivered after 60s of flushing")
-
-
-def ledger_header(topic: str, partitions: int, params: dict[str, object]) -> dict[str, object]:
-    return {"topic": topic, "partitions": partitions, "params": params, "created_at": time.time()}
-
-
-def open_ledger(path: Path | None, topic: str, partitions: int, params: dict[str, object]) -> LedgerWriter | None:
-    return LedgerWriter(path, ledger_header(topic, partitions, params)) if path else None

@@ -15,9 +15,10 @@ from pulse.errors import StackError
 from pulse.stack import artifacts
 from pulse.stack.service import Launch, Service, base_env, java_home
 
-_QUIET = logging.getLogger("pulse.stack.kafka.probe")
-_QUIET.addHandler(logging.NullHandler())
-_QUIET.propagate = False
+QUIET_LOG = logging.getLogger("pulse.librdkafka")
+"""Give this as a client's ``logger`` where Pulse reports errors itself (no librdkafka chatter on stderr)."""
+QUIET_LOG.addHandler(logging.NullHandler())
+QUIET_LOG.propagate = False
 
 
 class KafkaService(Service):
@@ -104,7 +105,7 @@ class KafkaService(Service):
 
 def broker_reachable(bootstrap: str, timeout: float = 5.0) -> bool:
     """True if a Kafka broker answers a metadata request at ``bootstrap`` within ``timeout`` seconds."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _QUIET, "socket.connection.setup.timeout.ms":
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": QUIET_LOG, "socket.connection.setup.timeout.ms":
                          int(timeout * 1000)})
     try:
         meta = admin.list_topics(timeout=timeout)
