@@ -6,7 +6,15 @@ import time
 import uuid
 from collections.abc import Iterator
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
 
 from pulse.errors import PulseError
 
@@ -76,3 +84,29 @@ def group_caught_up(consumer: Consumer, topic: str, transactional: bool) -> bool
         if high > 0 and tp.offset < high - slack:
             return False
     return True
+
+
+def group_lag(admin: AdminClient, consumer: Consumer, group: str, topic: str) -> int | None:
+    """Records of ``topic`` not yet committed by ``group`` (None if the topic or group is unknown yet)."""
+    try:
+        partitions = consumer.list_topics(topic, timeout=5).topics[topic].partitions
+        request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in partitions])
+        result = admin.list_consumer_group_offsets([request])[group].result(timeout=5)
+        lag = 0
+        for tp in result.topic_partitions:
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=5)
+            lag += max(0, high - max(tp.offset, 0))
+        return lag
+    except (KafkaException, KeyError):
+        return None
+
+
+def offsets_at(consumer: Consumer, topic: str, partitions: list[int], ts_ms: int) -> dict[int, int]:
+    """Per partition, the first offset whose record timestamp is ≥ ``ts_ms`` (the end if there is none).
+
+    The one rule for "from TIMESTAMP" shared by `pulse replay` and `pulse verify --from`."""
+    found = consumer.offsets_for_times([TopicPartition(topic, p, ts_ms) for p in partitions], timeout=30)
+    out = {}
+    for tp in found:
+        out[tp.partition] = tp.offset if tp.offset >= 0 else watermarks(consumer, topic, tp.partition)[1]
+    return out

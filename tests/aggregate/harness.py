@@ -57,8 +57,9 @@ CHAOS = ("--late-fraction", "0.03", "--duplicate-fraction", "0.03", "--invalid-f
          "--disorder-fraction", "0.03")
 
 
-def run_store(group: str, prefix: str, idle: float = 3.0, timeout: float = 600) -> None:
-    proc = subprocess.run([sys.executable, "-m", "pulse", "store", "--group", group, "--index-prefix", prefix,
+def run_store(topic: str, group: str, prefix: str, idle: float = 3.0, timeout: float = 600) -> None:
+    proc = subprocess.run([sys.executable, "-m", "pulse", "store", "--topic", topic, "--group", group,
+                           "--index-prefix", prefix,
                            "--exit-when-idle", str(idle)], capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -119,12 +119,12 @@ def test_ten_sigkills_during_half_a_million_events(bootstrap, es_url, pipeline, 
     run_aggregator_until_idle(topic, group, 5.0, 600)
     assert_exact(bootstrap, group, [read_ledger(tmp_path / "l.gz")])
     # and through Elasticsearch, with the writer killed mid-way too, proven by `pulse verify`
-    writer = subprocess.Popen([sys.executable, "-m", "pulse", "store", "--group", group, "--index-prefix",
-                               index_prefix], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    writer = subprocess.Popen([sys.executable, "-m", "pulse", "store", "--topic", topic, "--group", group,
+                               "--index-prefix", index_prefix], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(rng.uniform(5.0, 10.0))
     writer.send_signal(signal.SIGKILL)
     writer.wait(10)
-    run_store(group, index_prefix)
+    run_store(topic, group, index_prefix)
     Elasticsearch(es_url).indices.refresh(index=f"{index_prefix}-*")
     verify = run_pulse("verify", "--topic", topic, "--index-prefix", index_prefix, timeout=600)
     assert verify.returncode == 0, verify.stdout[-2000:] + verify.stderr[-2000:]

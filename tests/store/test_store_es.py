@@ -27,7 +27,7 @@ def test_end_to_end_equals_independent_recompute_and_tampering_is_caught(
     topic, group = new_topic(partitions=6, prefix="st"), f"g-{uuid.uuid4().hex[:8]}"
     generate(topic, tmp_path / "l.gz", 30_000, "--rate", "0", *CHAOS)
     run_aggregator_until_idle(topic, group)
-    run_store(group, prefix)
+    run_store(topic, group, prefix)
     es = Elasticsearch(es_url)
     es.indices.refresh(index=f"{prefix}-*")
 
@@ -103,7 +103,8 @@ def test_store_waits_out_an_elasticsearch_outage_without_loss(bootstrap, es_url,
     topic, group = new_topic(partitions=6, prefix="out"), f"g-{uuid.uuid4().hex[:8]}"
     generate(topic, tmp_path / "a.gz", 20_000, "--rate", "0", *CHAOS, seed=5)
     run_aggregator_until_idle(topic, group)
-    writer = subprocess.Popen([sys.executable, "-m", "pulse", "store", "--group", group, "--index-prefix", prefix],
+    writer = subprocess.Popen([sys.executable, "-m", "pulse", "store", "--topic", topic, "--group", group,
+                               "--index-prefix", prefix],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(8)
     es_service = ElasticsearchService(settings)
@@ -125,7 +126,7 @@ def test_store_waits_out_an_elasticsearch_outage_without_loss(bootstrap, es_url,
     time.sleep(20)
     writer.send_signal(2)
     assert writer.wait(120) == 0, writer.stderr.read().decode()[-2000:] if writer.stderr else ""
-    run_store(group, prefix)  # anything left
+    run_store(topic, group, prefix)  # anything left
     Elasticsearch(es_url).indices.refresh(index=f"{prefix}-*")
     ok = run_pulse("verify", "--topic", topic, "--index-prefix", prefix)
     assert ok.returncode == 0, ok.stdout + ok.stderr

@@ -21,7 +21,7 @@ from pulse.aggregate import changelog, docs
 from pulse.aggregate.restore import restore_partition
 from pulse.aggregate.state import PartitionState, SideOutput, StateConfig
 from pulse.errors import PulseError
-from pulse.kafkaio import group_caught_up, watermarks
+from pulse.kafkaio import group_caught_up, offsets_at, watermarks
 
 _LOG = logging.getLogger("pulse.aggregate")
 
@@ -37,6 +37,7 @@ class EngineConfig:
     idle_timeout_s: float = 10.0
     batch_size: int = 20_000
     transaction_timeout_ms: int = 20_000
+    start_ms: int | None = None  # a partition without committed state starts at this record time (replay)
 
     @property
     def changelog_topic(self) -> str:
@@ -238,9 +239,16 @@ class Engine:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.stats.rebalances += 1
         self._last_activity = time.monotonic()
+        fresh = []
         for tp in partitions:
             st = self.states[tp.partition] = self._load(tp.partition)
             tp.offset = st.next_offset if st.next_offset > 0 else OFFSET_STORED
+            if st.next_offset == 0 and self.cfg.start_ms is not None:
+                fresh.append(tp)
+        if fresh:
+            starts = offsets_at(consumer, self.cfg.topic, [tp.partition for tp in fresh], self.cfg.start_ms)
+            for tp in fresh:
+                tp.offset = starts[tp.partition]
         consumer.assign(partitions)
         self._last_activity = time.monotonic()
         _LOG.info("assigned partitions %s", sorted(tp.partition for tp in partitions))

@@ -41,14 +41,19 @@ def setup(settings: Settings, topic: str, partitions: int, retention_hours: floa
     from elasticsearch import Elasticsearch
 
     from pulse.stack.elasticsearch import cluster_status
-    from pulse.store.indices import FAMILIES, alias, ensure_indices
+    from pulse.store.indices import FAMILIES, alias, current_generation, ensure_indices
+    from pulse.store.lineage import check_source
 
     if cluster_status(settings.es_url, timeout=5) not in {"green", "yellow"}:
         raise PulseError(f"Elasticsearch is not reachable at {settings.es_url} (is the stack up? `pulse stack up`)")
-    made = set(ensure_indices(Elasticsearch(settings.es_url)))
+    es = Elasticsearch(settings.es_url)
+    made = set(ensure_indices(es))
     for family in FAMILIES:
         state = "created" if any(m.startswith(alias(family)) for m in made) else "exists"
         click.echo(f"{alias(family):<28} {state} (index template + alias)")
+    click.echo(f"{'pulse-events|deadletter|late':<28} templates (daily archive indices)")
+    lineage = check_source(es, settings.bootstrap, topic, "pulse-aggregator", current_generation(es))
+    click.echo(f"{'source topic id':<28} {lineage}")
 
 
 @click.command()

@@ -62,6 +62,8 @@ def _register() -> None:
 
     cli.add_command(store_cmd.store)
     cli.add_command(store_cmd.verify)
+    cli.add_command(store_cmd.archive)
+    cli.add_command(store_cmd.replay)
 
     cli.add_command(bench_cmd.bench)
 

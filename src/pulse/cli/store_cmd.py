@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import signal
 import sys
 import threading
@@ -22,7 +23,40 @@ def _require_es(settings: Settings) -> None:
         raise PulseError(f"Elasticsearch is not reachable at {settings.es_url} (is the stack up? `pulse stack up`)")
 
 
+def parse_instant(value: str) -> int:
+    """Epoch milliseconds from epoch ms, an ISO 8601 time (UTC if no zone) or a duration ago ("2h", "30m")."""
+    from pulse.aggregate.windows import parse_duration
+
+    text = value.strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        return int(time.time() * 1000) - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not epoch ms, an ISO 8601 time or a duration ago like 2h") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def _instant(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
+    return None if value is None else parse_instant(value)
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
 @click.command()
+@click.option("--topic", envvar="PULSE_TOPIC", default="pulse.events", show_default=True,
+              help="The aggregator's input topic (for the lag heartbeat and the re-created topic guard).")
 @click.option("--group", envvar="PULSE_GROUP", default="pulse-aggregator", show_default=True,
               help="The aggregator group whose `<group>.aggregates` documents are written.")
 @click.option("--index-prefix", envvar="PULSE_INDEX_PREFIX", default="pulse", show_default=True,
@@ -32,23 +66,27 @@ def _require_es(settings: Settings) -> None:
 @click.option("--exit-when-idle", type=click.FloatRange(0.1), default=None,
               help="Stop once no documents arrived for this many seconds (batch jobs, tests).")
 @click.pass_obj
-def store(settings: Settings, group: str, index_prefix: str, flush_interval: float,
+def store(settings: Settings, topic: str, group: str, index_prefix: str, flush_interval: float,
           exit_when_idle: float | None) -> None:
-    """Write the aggregator's documents to Elasticsearch with external versions (idempotent, exactly-once effect)."""
+    """Write the aggregator's documents to Elasticsearch with external versions (idempotent, exactly-once effect).
+
+    Also refreshes the pipeline heartbeat (`<prefix>-heartbeat`: freshness and lag) about once a second.
+    """
     from elasticsearch import Elasticsearch
 
-    from pulse.store.indices import ensure_indices
+    from pulse.store.indices import current_generation, ensure_indices
+    from pulse.store.lineage import check_source
     from pulse.store.writer import ElasticsearchWriter, WriterConfig
     from pulse.topics import require_broker
 
     require_broker(settings.bootstrap)
     _require_es(settings)
-    ensure_indices(Elasticsearch(settings.es_url), index_prefix)
-    cfg = WriterConfig(bootstrap=settings.bootstrap, es_url=settings.es_url, group=group,
+    es = Elasticsearch(settings.es_url)
+    ensure_indices(es, index_prefix)
+    check_source(es, settings.bootstrap, topic, group, current_generation(es, index_prefix), index_prefix)
+    cfg = WriterConfig(bootstrap=settings.bootstrap, es_url=settings.es_url, group=group, input_topic=topic,
                        flush_interval_s=flush_interval, index_prefix=index_prefix)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = _stop_on_signals()
     last = [time.monotonic()]
 
     def progress(s: object) -> None:
@@ -70,9 +108,11 @@ def store(settings: Settings, group: str, index_prefix: str, flush_interval: flo
 @click.option("--windows", envvar="PULSE_WINDOWS", default="10s,1m,1h", show_default=True)
 @click.option("--grace", envvar="PULSE_GRACE", default="30s", show_default=True)
 @click.option("--dedup-horizon", envvar="PULSE_DEDUP_HORIZON", default=None)
+@click.option("--from", "from_ms", default=None, callback=_instant,
+              help="Only input from this record time (after `pulse replay --from`): epoch ms, ISO time or 2h.")
 @click.pass_obj
 def verify(settings: Settings, topic: str, ledger: Path | None, index_prefix: str, windows: str, grace: str,
-           dedup_horizon: str | None) -> None:
+           dedup_horizon: str | None, from_ms: int | None) -> None:
     """Recompute every aggregate from the input in one independent pass and diff it against Elasticsearch.
 
     Exits non-zero on any missing, extra or mismatched document: the user's proof of exactly-once.
@@ -90,7 +130,7 @@ def verify(settings: Settings, topic: str, ledger: Path | None, index_prefix: st
     horizon = parse_duration(dedup_horizon) if dedup_horizon else grace_ms
     console = Console(stderr=True)
     with console.status("recomputing from the input"):
-        rows = ledger_rows(ledger) if ledger else topic_rows(settings.bootstrap, topic)
+        rows = ledger_rows(ledger) if ledger else topic_rows(settings.bootstrap, topic, from_ms)
         expected = recompute(rows, parse_sizes(windows), grace_ms, horizon)
     with console.status("reading Elasticsearch"):
         actual = dict(all_documents(Elasticsearch(settings.es_url), index_prefix))
@@ -109,3 +149,76 @@ def verify(settings: Settings, topic: str, ledger: Path | None, index_prefix: st
         click.echo(diff.summary(10), err=True)
         sys.exit(1)
     click.echo("OK: Elasticsearch equals the independent recompute")
+
+
+@click.command()
+@click.option("--topic", envvar="PULSE_TOPIC", default="pulse.events", show_default=True, help="Input topic.")
+@click.option("--index-prefix", envvar="PULSE_INDEX_PREFIX", default="pulse", show_default=True)
+@click.option("--retention-days", envvar="PULSE_ARCHIVE_RETENTION_DAYS", type=click.FloatRange(0.01), default=7.0,
+              show_default=True, help="Daily indices older than this are deleted by Pulse (no ILM needed).")
+@click.option("--events/--no-events", default=True, show_default=True,
+              help="Archive valid input events (dead letters and late events are always archived).")
+@click.option("--exit-when-idle", type=click.FloatRange(0.1), default=None,
+              help="Stop once nothing arrived for this many seconds (batch jobs, tests).")
+@click.pass_obj
+def archive(settings: Settings, topic: str, index_prefix: str, retention_days: float, events: bool,
+            exit_when_idle: float | None) -> None:
+    """Keep raw events, dead letters and late events in daily indices for drill-down (`<prefix>-events` etc.)."""
+    from elasticsearch import Elasticsearch
+
+    from pulse.store.archive import ArchiveConfig, ArchiveWriter
+    from pulse.store.indices import ensure_indices
+    from pulse.topics import partition_count
+
+    partition_count(settings.bootstrap, topic)  # clear error if the broker or the topic is missing
+    _require_es(settings)
+    ensure_indices(Elasticsearch(settings.es_url), index_prefix)
+    cfg = ArchiveConfig(bootstrap=settings.bootstrap, es_url=settings.es_url, topic=topic, index_prefix=index_prefix,
+                        retention_days=retention_days, events=events)
+    stats = ArchiveWriter(cfg).run(_stop_on_signals(), exit_when_idle)
+    parts = ", ".join(f"{n:,} {family}" for family, n in sorted(stats.by_family.items())) or "nothing"
+    click.echo(f"archive: stopped; {parts} archived ({stats.stale:,} already there, {stats.expired:,} past "
+               f"retention, {stats.dead_lettered} dead-lettered)", err=True)
+
+
+@click.command()
+@click.option("--from", "from_ms", required=True, callback=_instant,
+              help="Rebuild from this record time: epoch ms, ISO 8601 time, or a duration ago (2h). 0 = everything.")
+@click.option("--topic", envvar="PULSE_TOPIC", default="pulse.events", show_default=True, help="Input topic.")
+@click.option("--group", envvar="PULSE_GROUP", default="pulse-aggregator", show_default=True,
+              help="The aggregator group to rebuild (it is reset).")
+@click.option("--index-prefix", envvar="PULSE_INDEX_PREFIX", default="pulse", show_default=True)
+@click.option("--windows", envvar="PULSE_WINDOWS", default="10s,1m,1h", show_default=True)
+@click.option("--grace", envvar="PULSE_GRACE", default="30s", show_default=True)
+@click.option("--dedup-horizon", envvar="PULSE_DEDUP_HORIZON", default=None)
+@click.option("--keep-old", is_flag=True, help="Keep the previous generation's indices after the swap.")
+@click.pass_obj
+def replay(settings: Settings, from_ms: int, topic: str, group: str, index_prefix: str, windows: str, grace: str,
+           dedup_horizon: str | None, keep_old: bool) -> None:
+    """Rebuild the aggregates from the input topic into new indices, then swap the aliases atomically.
+
+    Readers see the old numbers until the swap. Stop the pipeline first; afterwards start it again as usual.
+    Use it after a mapping change, or when `pulse setup` reports that the input topic was re-created.
+    """
+    from pulse.aggregate.state import StateConfig
+    from pulse.aggregate.windows import parse_duration, parse_sizes
+    from pulse.store.replay import ReplayPlan
+    from pulse.store.replay import replay as run_replay
+    from pulse.topics import require_broker
+
+    require_broker(settings.bootstrap)
+    _require_es(settings)
+    grace_ms = parse_duration(grace)
+    state = StateConfig(window_sizes=parse_sizes(windows), grace_ms=grace_ms,
+                        dedup_horizon_ms=parse_duration(dedup_horizon) if dedup_horizon else grace_ms)
+    plan = ReplayPlan(bootstrap=settings.bootstrap, es_url=settings.es_url, topic=topic, from_ms=from_ms,
+                      group=group, index_prefix=index_prefix, state=state, keep_old=keep_old)
+    console = Console(stderr=True)
+    with console.status("replaying") as status:
+        result = run_replay(
+            plan, _stop_on_signals(), phase=lambda msg: status.update(msg),
+            on_engine=lambda s: status.update(f"aggregating: {s.consumed:,} records, {s.docs:,} documents"),
+            on_writer=lambda s: status.update(f"writing: {s.writes:,} documents written"))
+    click.echo(f"replay: {result.engine.consumed:,} records aggregated into {result.writer.writes:,} documents; "
+               f"aliases now point at generation {result.new_generation:06d}"
+               + (f"; deleted {len(result.deleted)} old indices" if result.deleted else ""))

@@ -16,6 +16,8 @@ DEFAULT_PREFIX = "pulse"
 KIND_FAMILY = {"window": "windows", "window_item": "windows", "window_category": "windows", "user": "users",
                "item": "items", "partition": "partitions"}
 FAMILIES = ("windows", "users", "items", "partitions")
+ARCHIVE_FAMILIES = ("events", "deadletter", "late")
+"""Time-based (daily) indices of raw records for drill-down; Pulse deletes them after the retention."""
 
 _COUNTS = {"type": "object", "dynamic": True}
 _WINDOW = {
@@ -40,6 +42,35 @@ _PROPERTIES: dict[str, dict[str, Any]] = {
                              "duplicates": {"type": "long"},
                              "flushed_at": {"type": "date", "format": "epoch_millis"}},
 }
+_EVENT = {
+    "event_id": {"type": "keyword"}, "event_type": {"type": "keyword"},
+    "ts": {"type": "date", "format": "epoch_millis"}, "user_id": {"type": "keyword"},
+    "session_id": {"type": "keyword"}, "item_id": {"type": "keyword"}, "category": {"type": "keyword"},
+    "price": {"type": "double"}, "quantity": {"type": "integer"}, "amount": {"type": "double"},
+    "currency": {"type": "keyword"}, "status": {"type": "keyword"}, "device": {"type": "keyword"},
+    "country": {"type": "keyword"}, "schema_version": {"type": "integer"},
+    "partition": {"type": "integer"}, "offset": {"type": "long"},
+}
+_ROUTED = {"reason": {"type": "keyword"}, "detail": {"type": "keyword", "ignore_above": 1024},
+           "routed_at": {"type": "date", "format": "epoch_millis"}}
+_ARCHIVE_PROPERTIES: dict[str, dict[str, Any]] = {
+    "events": _EVENT,
+    "late": _EVENT | _ROUTED,
+    "deadletter": _ROUTED | {"partition": {"type": "integer"}, "offset": {"type": "long"},
+                             "key": {"type": "keyword", "ignore_above": 256},
+                             "raw": {"type": "keyword", "index": False, "doc_values": False}},
+}
+_HEARTBEAT = {
+    "component": {"type": "keyword"}, "at": {"type": "date", "format": "epoch_millis"},
+    "group": {"type": "keyword"}, "topic": {"type": "keyword"}, "aggregator_lag": {"type": "long"},
+    "store_lag": {"type": "long"}, "newest_flush_at": {"type": "date", "format": "epoch_millis"},
+    "newest_event_ts": {"type": "date", "format": "epoch_millis"}, "written": {"type": "long"},
+    "stale": {"type": "long"}, "dead_lettered": {"type": "long"}, "retries": {"type": "long"},
+    "outage_s": {"type": "double"}, "expired": {"type": "long"}, "archived": {"type": "long"},
+}
+_META = {"topic": {"type": "keyword"}, "topic_id": {"type": "keyword"}, "generation": {"type": "integer"},
+         "group": {"type": "keyword"}, "recorded_at": {"type": "date", "format": "epoch_millis"},
+         "replayed_from": {"type": "date", "format": "epoch_millis"}}
 
 
 def alias(family: str, prefix: str = DEFAULT_PREFIX) -> str:
@@ -62,14 +93,65 @@ def template_body(family: str, prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
     }
 
 
-def ensure_indices(es: Elasticsearch, prefix: str = DEFAULT_PREFIX, generation: int = 1) -> list[str]:
-    """Create templates (always refreshed), and the first index behind each alias if the alias is missing."""
+def archive_template_body(family: str, prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
+    """Daily indices ``<prefix>-<family>-YYYY.MM.DD``, each joining the read alias ``<prefix>-<family>``."""
+    return {
+        "index_patterns": [f"{alias(family, prefix)}-*"],
+        "priority": 200,
+        "template": {
+            "settings": {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"},
+            "mappings": {"dynamic": "strict", "properties": _ARCHIVE_PROPERTIES[family]},
+            "aliases": {alias(family, prefix): {}},
+        },
+        "_meta": {"pulse": "daily archive index template, managed by `pulse setup`"},
+    }
+
+
+def heartbeat_index(prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{prefix}-heartbeat"
+
+
+def meta_index(prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{prefix}-meta"
+
+
+def _strict(properties: dict[str, Any]) -> dict[str, Any]:
+    return {"settings": {"number_of_shards": 1, "number_of_replicas": 0},
+            "mappings": {"dynamic": "strict", "properties": properties}}
+
+
+def create_generation(es: Elasticsearch, generation: int, prefix: str = DEFAULT_PREFIX,
+                      with_alias: bool = False) -> list[str]:
+    """Concrete indices of one generation (``<alias>-00000N``) for every aggregate family."""
     made = []
     for family in FAMILIES:
+        index = f"{alias(family, prefix)}-{generation:06d}"
+        if not es.indices.exists(index=index):
+            aliases = {alias(family, prefix): {"is_write_index": True}} if with_alias else None
+            es.indices.create(index=index, aliases=aliases)
+            made.append(index)
+    return made
+
+
+def current_generation(es: Elasticsearch, prefix: str = DEFAULT_PREFIX) -> int:
+    """The generation the aliases point at (0 when Pulse's indices do not exist yet)."""
+    name = alias(FAMILIES[0], prefix)
+    if not es.indices.exists_alias(name=name):
+        return 0
+    return max(int(index.rsplit("-", 1)[1]) for index in es.indices.get_alias(name=name))
+
+
+def ensure_indices(es: Elasticsearch, prefix: str = DEFAULT_PREFIX) -> list[str]:
+    """Create templates (always refreshed), the first generation behind the aliases if missing, and the
+    heartbeat and metadata indices. Returns the names of the indices created."""
+    for family in FAMILIES:
         es.indices.put_index_template(name=alias(family, prefix), **template_body(family, prefix))
-        if not es.indices.exists_alias(name=alias(family, prefix)):
-            index = f"{alias(family, prefix)}-{generation:06d}"
-            es.indices.create(index=index, aliases={alias(family, prefix): {"is_write_index": True}})
+    for family in ARCHIVE_FAMILIES:
+        es.indices.put_index_template(name=alias(family, prefix), **archive_template_body(family, prefix))
+    made = [] if current_generation(es, prefix) else create_generation(es, 1, prefix, with_alias=True)
+    for index, properties in ((heartbeat_index(prefix), _HEARTBEAT), (meta_index(prefix), _META)):
+        if not es.indices.exists(index=index):
+            es.indices.create(index=index, **_strict(properties))
             made.append(index)
     return made
 

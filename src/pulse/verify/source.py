@@ -5,17 +5,26 @@ from __future__ import annotations
 from pathlib import Path
 
 from pulse.generate.ledger import read_ledger
-from pulse.kafkaio import read_range
+from pulse.kafkaio import offsets_at, read_range, reader
 from pulse.topics import partition_count
 
 Row = tuple[int, int, bytes | None, int]
 
 
-def topic_rows(bootstrap: str, topic: str) -> list[Row]:
-    """Every committed record of the input topic as (partition, offset, value, timestamp)."""
+def topic_rows(bootstrap: str, topic: str, from_ms: int | None = None) -> list[Row]:
+    """Every committed record of the input topic (from a record time, if given) as
+    (partition, offset, value, timestamp)."""
+    parts = list(range(partition_count(bootstrap, topic)))
+    starts = dict.fromkeys(parts, 0)
+    if from_ms is not None:
+        consumer = reader(bootstrap)
+        try:
+            starts = offsets_at(consumer, topic, parts, from_ms)
+        finally:
+            consumer.close()
     rows: list[Row] = []
-    for p in range(partition_count(bootstrap, topic)):
-        rows.extend((p, offset, value, ts) for offset, _key, value, ts in read_range(bootstrap, topic, p, 0))
+    for p in parts:
+        rows.extend((p, offset, value, ts) for offset, _key, value, ts in read_range(bootstrap, topic, p, starts[p]))
     return rows
 
 

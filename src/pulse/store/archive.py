@@ -1,0 +1,187 @@
+"""`pulse archive`: raw events, dead letters and late events in daily Elasticsearch indices, for drill-down.
+
+Valid input events are written with ``event_id`` as ``_id`` and ``create``, so a duplicate event (or a replay
+after a crash) is a 409 and the first copy wins. Dead letters and late events come from the aggregator's
+side topics with their typed reason. Indices are ``<prefix>-events|deadletter|late-YYYY.MM.DD``; because ILM
+is not always present, Pulse deletes indices older than the retention itself (at start and hourly) and skips
+records that would land in an already expired day.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import msgspec
+import orjson
+from confluent_kafka import Consumer, Message
+from elasticsearch import Elasticsearch
+
+from pulse.events.schema import Event
+from pulse.events.validate import validate
+from pulse.kafkaio import group_caught_up
+from pulse.store.bulk import BulkOp, BulkSink, SinkStats
+from pulse.store.heartbeat import Heartbeat
+from pulse.store.indices import ARCHIVE_FAMILIES, alias
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class ArchiveConfig:
+    bootstrap: str
+    es_url: str
+    topic: str = "pulse.events"
+    index_prefix: str = "pulse"
+    retention_days: float = 7.0
+    flush_interval_s: float = 1.0
+    max_docs: int = 5_000
+    group: str = "pulse-archive"
+    events: bool = True  # archive valid input events (dead letters and late events always)
+
+    @property
+    def topics(self) -> list[str]:
+        return ([self.topic] if self.events else []) + [f"{self.topic}.dlq", f"{self.topic}.late"]
+
+
+@dataclass
+class ArchiveStats(SinkStats):
+    consumed: int = 0
+    expired: int = 0
+    by_family: dict[str, int] = field(default_factory=dict)
+
+
+def daily_index(prefix: str, family: str, ts_ms: int) -> str:
+    day = dt.datetime.fromtimestamp(ts_ms / 1000, dt.UTC)
+    return f"{alias(family, prefix)}-{day:%Y.%m.%d}"
+
+
+def expired_indices(names: list[str], prefix: str, retention_days: float, now_ms: int) -> list[str]:
+    """Daily archive indices whose whole day is older than the retention."""
+    cutoff = now_ms - retention_days * DAY_MS
+    out = []
+    for name in names:
+        for family in ARCHIVE_FAMILIES:
+            head = f"{alias(family, prefix)}-"
+            if name.startswith(head):
+                try:
+                    day = dt.datetime.strptime(name[len(head):], "%Y.%m.%d").replace(tzinfo=dt.UTC)
+                except ValueError:
+                    continue
+                if day.timestamp() * 1000 + DAY_MS <= cutoff:
+                    out.append(name)
+    return out
+
+
+def _header(msg: Message, name: str) -> str | None:
+    for k, v in msg.headers() or ():
+        if k == name:
+            return v.decode(errors="replace") if v is not None else None
+    return None
+
+
+class ArchiveWriter:
+    def __init__(self, cfg: ArchiveConfig, on_flush: Callable[[ArchiveStats], None] | None = None) -> None:
+        self.cfg = cfg
+        self.stats = ArchiveStats()
+        self._on_flush = on_flush
+        self.es = Elasticsearch(cfg.es_url, request_timeout=30, retry_on_timeout=False, max_retries=0)
+        self._consumer = Consumer({
+            "bootstrap.servers": cfg.bootstrap, "group.id": cfg.group, "enable.auto.commit": False,
+            "auto.offset.reset": "earliest", "isolation.level": "read_committed",
+            "session.timeout.ms": 6_000, "heartbeat.interval.ms": 1_500,
+        })
+        self._sink = BulkSink(self.es, self._consumer, cfg.bootstrap, f"{cfg.group}.store-dlq", self.stats)
+        self._heartbeat = Heartbeat(cfg.bootstrap, self._consumer, f"archive:{cfg.topic}")
+        self._ops: list[BulkOp] = []
+        self._last_cleanup = 0.0
+
+    def run(self, stop: threading.Event, exit_when_idle_s: float | None = None) -> ArchiveStats:
+        self._consumer.subscribe(self.cfg.topics)
+        last_flush = last_input = time.monotonic()
+        try:
+            while not stop.is_set():
+                if time.monotonic() - self._last_cleanup > 3600:
+                    self.delete_expired()
+                batch = self._consumer.consume(5_000, 0.2)
+                for msg in batch:
+                    if msg.error() is None:
+                        self._add(msg)
+                if batch:
+                    last_input = time.monotonic()
+                    self.stats.consumed += len(batch)
+                if len(self._ops) >= self.cfg.max_docs or time.monotonic() - last_flush >= self.cfg.flush_interval_s:
+                    self.flush(stop)
+                    last_flush = time.monotonic()
+                if exit_when_idle_s is not None and not batch and time.monotonic() - last_input > exit_when_idle_s:
+                    self.flush(stop)
+                    if all(group_caught_up(self._consumer, t, transactional=t != self.cfg.topic)
+                           for t in self.cfg.topics):
+                        break
+                    last_input = time.monotonic()
+            self.flush(stop, final=True)
+        finally:
+            self._consumer.close()
+            self._sink.close()
+        return self.stats
+
+    def delete_expired(self) -> list[str]:
+        self._last_cleanup = time.monotonic()
+        pattern = ",".join(f"{alias(f, self.cfg.index_prefix)}-*" for f in ARCHIVE_FAMILIES)
+        names = list(self.es.indices.get(index=pattern, expand_wildcards="open", ignore_unavailable=True))
+        gone = expired_indices(names, self.cfg.index_prefix, self.cfg.retention_days, int(time.time() * 1000))
+        if gone:
+            self.es.indices.delete(index=",".join(gone))
+        return gone
+
+    def _add(self, msg: Message) -> None:
+        topic, value = msg.topic(), msg.value()
+        if topic == self.cfg.topic:
+            if value is None:
+                return
+            event = validate(value, msg.timestamp()[1])
+            if isinstance(event, Event):
+                self._emit("events", event.ts, event.event_id, self._event_doc(event, msg.partition(), msg.offset()))
+            return
+        routed = {"reason": _header(msg, "pulse.reason") or "unknown", "detail": _header(msg, "pulse.detail"),
+                  "routed_at": msg.timestamp()[1]}
+        partition, offset = int(_header(msg, "pulse.source.partition") or -1), int(
+            _header(msg, "pulse.source.offset") or -1)
+        if topic.endswith(".late"):
+            event = validate(value or b"", 2**62)
+            if isinstance(event, Event):
+                self._emit("late", event.ts, event.event_id, self._event_doc(event, partition, offset) | routed)
+                return
+        key = msg.key()
+        self._emit("deadletter", msg.timestamp()[1], f"{partition}:{offset}", routed | {
+            "partition": partition, "offset": offset, "key": key.decode(errors="replace") if key else None,
+            "raw": (value or b"")[:4096].decode(errors="replace")})
+
+    @staticmethod
+    def _event_doc(event: Event, partition: int, offset: int) -> dict[str, object]:
+        return msgspec.to_builtins(event) | {"partition": partition, "offset": offset}
+
+    def _emit(self, family: str, ts_ms: int, doc_id: str, doc: dict[str, object]) -> None:
+        if ts_ms < time.time() * 1000 - self.cfg.retention_days * DAY_MS:
+            self.stats.expired += 1
+            return
+        self.stats.by_family[family] = self.stats.by_family.get(family, 0) + 1
+        self._ops.append(BulkOp(daily_index(self.cfg.index_prefix, family, ts_ms), doc_id, orjson.dumps(doc),
+                                create=True))
+
+    def flush(self, stop: threading.Event | None = None, final: bool = False) -> None:
+        if self._ops:
+            ops, self._ops = self._ops, []
+            self._sink.write(ops, stop)
+            self._consumer.commit(asynchronous=False)
+            if self._on_flush:
+                self._on_flush(self.stats)
+        if final or self._heartbeat.due():
+            cfg, s = self.cfg, self.stats
+            s.last_error = self._heartbeat.publish(
+                self.es, cfg.index_prefix, group=cfg.group, topic=cfg.topic,
+                store_lag=self._heartbeat.lag(cfg.group, cfg.topic), archived=s.writes, stale=s.stale,
+                expired=s.expired, dead_lettered=s.dead_lettered, retries=s.retries) or s.last_error

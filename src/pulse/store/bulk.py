@@ -1,0 +1,131 @@
+"""Bulk writes that never give up on a document: retry what is retriable, dead-letter what is not.
+
+Shared by the aggregates writer and the event archive. A version conflict (409) means Elasticsearch already
+holds the same or a newer version (or, for ``create``, the same event id): that is success. 429, 5xx and
+connection errors are retried with exponential backoff and jitter while the caller's consumer is paused, so
+Kafka is the buffer and memory stays bounded by one batch. Mapping and other document errors go to a
+dead-letter topic with the error, and never crash the writer.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+
+import orjson
+from confluent_kafka import Consumer, Producer
+from elasticsearch import ApiError, Elasticsearch, TransportError
+
+from pulse.topics import TopicSpec, ensure_topics
+
+RETRY_STATUSES = {429, 500, 502, 503, 504}
+SHUTDOWN_PATIENCE_S = 30.0
+
+
+@dataclass(frozen=True)
+class BulkOp:
+    """One document write. ``version`` set = external_gte versioning; ``create`` = first write wins."""
+
+    index: str
+    doc_id: str
+    source: bytes
+    version: int | None = None
+    create: bool = False
+
+    def action(self) -> bytes:
+        meta: dict[str, object] = {"_index": self.index, "_id": self.doc_id}
+        if self.version is not None:
+            meta |= {"version": self.version, "version_type": "external_gte"}
+        return orjson.dumps({"create" if self.create else "index": meta})
+
+
+@dataclass
+class SinkStats:
+    writes: int = 0
+    stale: int = 0  # 409: already newer (or, for create, already there)
+    dead_lettered: int = 0
+    bulks: int = 0
+    requests: int = 0
+    retries: int = 0
+    outage_s: float = 0.0
+    last_error: str | None = None
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class BulkSink:
+    def __init__(self, es: Elasticsearch, consumer: Consumer, bootstrap: str, dlq_topic: str,
+                 stats: SinkStats) -> None:
+        self.es, self.stats, self.dlq_topic = es, stats, dlq_topic
+        self._consumer = consumer
+        ensure_topics(bootstrap, [TopicSpec(dlq_topic, 1, {"retention.ms": str(7 * 86_400_000)})],
+                      compare_config=False)
+        self._dlq = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all"})
+
+    def write(self, ops: list[BulkOp], stop: threading.Event | None = None) -> None:
+        """Write every op: returns once each one succeeded, was stale, or was dead-lettered."""
+        todo, delay, outage_started = ops, 0.2, None
+        while todo:
+            try:
+                todo = self._bulk(todo)
+            except (TransportError, ApiError) as exc:  # the whole request failed: node down or overloaded
+                self.stats.last_error = str(exc)[:200]
+            if not todo:
+                break
+            outage_started = outage_started or time.monotonic()
+            self.stats.retries += 1
+            self._wait(delay)
+            delay = min(delay * 2, 10.0)
+            if stop is not None and stop.is_set() and time.monotonic() - outage_started > SHUTDOWN_PATIENCE_S:
+                raise RuntimeError(f"Elasticsearch still failing after {SHUTDOWN_PATIENCE_S:.0f}s at shutdown: "
+                                   f"{self.stats.last_error}")
+        if outage_started is not None:
+            self.stats.outage_s += time.monotonic() - outage_started
+        if ops:
+            self.stats.bulks += 1
+
+    def close(self) -> None:
+        self._dlq.flush(10)
+
+    def _wait(self, seconds: float) -> None:
+        """Back off with jitter, keeping the consumer in its group without fetching (Kafka buffers)."""
+        assignment = self._consumer.assignment()
+        if assignment:
+            self._consumer.pause(assignment)
+        end = time.monotonic() + seconds * random.uniform(0.5, 1.5)
+        while time.monotonic() < end:
+            self._consumer.poll(0.1)
+        if assignment:
+            self._consumer.resume(assignment)
+
+    def _bulk(self, ops: list[BulkOp]) -> list[BulkOp]:
+        """One bulk request; returns the ops to retry."""
+        lines = []
+        for op in ops:
+            lines.append(op.action())
+            lines.append(op.source)
+        self.stats.requests += 1
+        resp = self.es.bulk(operations=b"\n".join(lines) + b"\n", refresh=False)
+        retry = []
+        for op, item in zip(ops, resp["items"], strict=True):
+            result = next(iter(item.values()))
+            status = result.get("status", 500)
+            if status < 300:
+                self.stats.writes += 1
+            elif status == 409:
+                self.stats.stale += 1
+            elif status in RETRY_STATUSES:
+                retry.append(op)
+                self.stats.last_error = str(result.get("error"))[:200]
+            else:
+                self._dead_letter(op, result.get("error"))
+        return retry
+
+    def _dead_letter(self, op: BulkOp, error: object) -> None:
+        self.stats.dead_lettered += 1
+        reason = error.get("type", "error") if isinstance(error, dict) else "error"
+        self._dlq.produce(self.dlq_topic, op.source, op.doc_id.encode(), headers=[
+            ("pulse.reason", str(reason).encode()), ("pulse.detail", orjson.dumps(error)[:2048]),
+            ("pulse.index", op.index.encode())])
+        self._dlq.poll(0)
