@@ -11,6 +11,7 @@ import pytest
 from elasticsearch import Elasticsearch
 
 from pulse.kafkaio import read_range
+from pulse.store.bulk import BulkOp
 from pulse.store.indices import alias, ensure_indices
 from pulse.store.writer import ElasticsearchWriter, WriterConfig
 from tests.aggregate.harness import CHAOS, generate, run_aggregator_until_idle, run_store
@@ -58,21 +59,26 @@ def _writer(bootstrap: str, es_url: str, prefix: str) -> ElasticsearchWriter:
                                             index_prefix=prefix))
 
 
+def _bulk(writer: ElasticsearchWriter) -> list[BulkOp]:
+    """Send what the writer has pending as one bulk request; returns the ops it would retry."""
+    ops = [BulkOp(index, doc_id, source, version) for doc_id, (version, index, source) in writer._pending.items()]
+    writer._pending.clear()
+    return writer._sink._bulk(ops)
+
+
 def test_an_older_version_never_overwrites_a_newer_one(bootstrap, es_url, prefix) -> None:
     writer = _writer(bootstrap, es_url, prefix)
     newer = {"kind": "user", "user_id": "u1", "partition": 0, "first_seen": 1, "last_seen": 9, "counts": {"view": 7},
              "spent_cents": 0, "purchases": 0, "last_item": None, "version": 10}
     older = newer | {"counts": {"view": 3}, "version": 5}
     writer._add("user:u1", orjson.dumps(newer))
-    writer._bulk(list(writer._pending.items()))
-    writer._pending.clear()
+    _bulk(writer)
     writer._add("user:u1", orjson.dumps(older))
-    retry = writer._bulk(list(writer._pending.items()))
+    retry = _bulk(writer)
     assert retry == [] and writer.stats.stale == 1
     same = newer | {"counts": {"view": 7}}  # an equal version (a replay) is accepted and changes nothing
-    writer._pending.clear()
     writer._add("user:u1", orjson.dumps(same))
-    writer._bulk(list(writer._pending.items()))
+    _bulk(writer)
     got = Elasticsearch(es_url).get(index=alias("users", prefix), id="user:u1")
     assert got["_source"]["counts"] == {"view": 7} and got["_version"] == 10
 
@@ -84,8 +90,8 @@ def test_a_mapping_error_goes_to_the_dead_letter_path(bootstrap, es_url, prefix)
     bad = good | {"item_id": "i2", "surprise": "field"}  # strict mapping refuses it
     writer._add("item:i1:p0", orjson.dumps(good))
     writer._add("item:i2:p0", orjson.dumps(bad))
-    assert writer._bulk(list(writer._pending.items())) == []
-    writer._dlq.flush(10)
+    assert _bulk(writer) == []
+    writer._sink.close()
     assert writer.stats.dead_lettered == 1 and writer.stats.writes == 1
     dead = list(read_range(bootstrap, writer.cfg.dlq_topic, 0, 0))
     assert len(dead) == 1 and dead[0][1] == b"item:i2:p0" and b"surprise" in dead[0][2]

@@ -75,6 +75,7 @@ def _apply(st: PartitionState, key: list, value: bytes) -> None:
         return
     if kind == "u":
         st.users[key[1]] = _dec.decode(value)
+        st.unpublished_users.add(key[1])
     elif kind == "it":
         st.items.load(key[1], *_dec.decode(value))
     elif kind == "s":

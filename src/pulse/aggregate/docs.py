@@ -81,8 +81,9 @@ def partition_doc(st: PartitionState, version: int, flushed_at: int) -> Doc:
         "flushed_at": flushed_at}
 
 
-def changed_docs(st: PartitionState, finals: list[WindowAgg], flushed_at: int) -> list[Doc]:
-    """Documents to publish for this flush: changed ones provisionally, closing windows in full as final."""
+def changed_docs(st: PartitionState, finals: list[WindowAgg], flushed_at: int, details: bool = True) -> list[Doc]:
+    """Documents to publish for this flush: changed summaries and categories provisionally, closing windows in
+    full as final, and (on a details flush) every item and user document changed since it was last published."""
     v, p = st.next_offset, st.partition
     out: list[Doc] = []
     final_ids = {id(w) for w in finals}
@@ -90,10 +91,14 @@ def changed_docs(st: PartitionState, finals: list[WindowAgg], flushed_at: int) -
         final = id(win) in final_ids
         if final or win.dirty:
             out.append(summary_doc(win, p, final, v))
-        out.extend(item_doc(st, win, i, final, v) for i in (win.items.members() if final else win.items.dirty))
+        if final:
+            out.extend(item_doc(st, win, i, True, v) for i in win.items.members())
+        elif details:
+            out.extend(item_doc(st, win, i, False, v) for i in win.items.to_publish())
         out.extend(category_doc(win, c, p, final, v) for c in (win.cats.members() if final else win.cats.dirty))
-    out.extend(user_doc(st, u, v) for u in st.dirty_users)
-    out.extend(item_state_doc(st, i, v) for i in st.items.dirty)
+    if details:
+        out.extend(user_doc(st, u, v) for u in st.users_to_publish())
+        out.extend(item_state_doc(st, i, v) for i in st.items.to_publish())
     if st.meta_dirty or out:
         out.append(partition_doc(st, v, flushed_at))
     return out

@@ -34,10 +34,12 @@ class EngineConfig:
     instance: str = "0"  # makes the transactional id; a restarted instance reuses it and fences its past self
     state: StateConfig = field(default_factory=StateConfig)
     flush_interval_s: float = 1.0
+    detail_interval_s: float = 5.0  # item and user documents are published at most this often (coalesced)
     idle_timeout_s: float = 10.0
     batch_size: int = 20_000
     transaction_timeout_ms: int = 20_000
     start_ms: int | None = None  # a partition without committed state starts at this record time (replay)
+    flush_records: int | None = None  # also flush after this many records (benchmarks simulating a live rate)
 
     @property
     def changelog_topic(self) -> str:
@@ -74,6 +76,7 @@ class Engine:
         self.stats = EngineStats()
         self.states: dict[int, PartitionState] = {}
         self._last_record_wall: dict[int, float] = {}
+        self._last_details = time.monotonic()
         self._on_flush = on_flush
         self._consumer = Consumer({
             "bootstrap.servers": cfg.bootstrap, "group.id": cfg.group, "enable.auto.commit": False,
@@ -99,18 +102,21 @@ class Engine:
         self._consumer.subscribe([self.cfg.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                  on_lost=self._on_lost)
         last_flush = self._last_activity = time.monotonic()
+        since_flush, flush_records = 0, self.cfg.flush_records or 2**62
+        batch_size = min(self.cfg.batch_size, flush_records)
         try:
             while not stop.is_set():
-                batch = self._consumer.consume(self.cfg.batch_size, min(0.2, self.cfg.flush_interval_s))
+                batch = self._consumer.consume(batch_size, min(0.2, self.cfg.flush_interval_s))
                 if batch:
                     self._process(batch)
                     self._last_activity = time.monotonic()
                 elif exit_when_idle_s is not None and self._idle_for() > exit_when_idle_s and self._caught_up():
                     break
-                if time.monotonic() - last_flush >= self.cfg.flush_interval_s:
+                since_flush += len(batch)
+                if time.monotonic() - last_flush >= self.cfg.flush_interval_s or since_flush >= flush_records:
                     self.flush()
-                    last_flush = time.monotonic()
-            self.flush()
+                    last_flush, since_flush = time.monotonic(), 0
+            self.flush(details=True)
         finally:
             self._consumer.close()  # leaves the group (revoke → flush already done above)
         return self.stats
@@ -123,7 +129,7 @@ class Engine:
     def _caught_up(self) -> bool:
         """True when the whole group has committed every input partition to its end (checked only when idle),
         so a batch run does not stop while another member's partitions still wait for reassignment."""
-        self.flush()
+        self.flush(details=True)
         if group_caught_up(self._consumer, self.cfg.topic, transactional=False):
             return True
         self._last_activity = time.monotonic()
@@ -149,15 +155,20 @@ class Engine:
         self.stats.consumed += len(batch)
 
     # -- flush: one transaction -------------------------------------------------------------------------------
-    def flush(self) -> None:
+    def flush(self, details: bool = False) -> None:
+        """One transaction. Item and user documents go out on a details flush (``details`` or when the detail
+        interval has passed); in between their changes are only in the changelog, so a crash loses nothing
+        (restore re-publishes restored state)."""
         now_wall = int(time.time() * 1000)
         self._advance_idle(now_wall)
+        details = details or time.monotonic() - self._last_details >= self.cfg.detail_interval_s
         work = []
         for st in self.states.values():
             st.expire()
             finals = st.final_windows()
             records = changelog.changed_records(st, finals)
-            out = docs.changed_docs(st, finals, now_wall) if st.meta_dirty or finals or len(records) > 1 else []
+            busy = st.meta_dirty or finals or len(records) > 1 or (details and st.has_unpublished())
+            out = docs.changed_docs(st, finals, now_wall, details) if busy else []
             if out or st.dead_letters or st.late_events or st.meta_dirty:
                 work.append((st, finals, records, out))
         if not work:
@@ -176,10 +187,12 @@ class Engine:
             return
         for st, finals, records, out in work:
             st.drop(finals)
-            st.clear_dirty()
+            st.clear_dirty(published=details)
             self.stats.docs += len(out)
             self.stats.changelog_records += len(records)
         self.stats.flushes += 1
+        if details:
+            self._last_details = time.monotonic()
         if self._on_flush:
             self._on_flush(self.stats)
 
@@ -254,7 +267,7 @@ class Engine:
         _LOG.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.flush()
+        self.flush(details=True)
         for tp in partitions:
             self.states.pop(tp.partition, None)
         consumer.unassign()

@@ -40,7 +40,7 @@ class Breakdown:
     once per flush and shared by the changelog and the documents (any change drops the cached rows).
     """
 
-    __slots__ = ("_rows", "category", "counts", "dirty", "revenue", "types")
+    __slots__ = ("_rows", "category", "counts", "dirty", "revenue", "types", "unpublished")
 
     def __init__(self, categories: dict[str, str | None] | None = None) -> None:
         self.counts: Counter[tuple[str, str]] = Counter()
@@ -48,7 +48,8 @@ class Breakdown:
         # item → category, first seen wins; window breakdowns share their partition's map
         self.category: dict[str, str | None] = {} if categories is None else categories
         self.revenue: dict[str, list[int]] = {}  # key -> [cents, purchases]
-        self.dirty: set[str] = set()
+        self.dirty: set[str] = set()  # changed since the last flush (changelog)
+        self.unpublished: set[str] = set()  # changed since their document was last published
         self._rows: dict[str, tuple[str | None, dict[str, int], int, int]] = {}
 
     def add(self, keys: list[str], types: list[str], categories: list[str | None] | None = None) -> None:
@@ -90,8 +91,16 @@ class Breakdown:
         self.category.setdefault(key, category)
         if purchases:
             self.revenue[key] = [cents_, purchases]
+        self.unpublished.add(key)  # restored state is re-published: its last document may have been lost
 
-    def flushed(self) -> None:
+    def to_publish(self) -> set[str]:
+        return self.dirty | self.unpublished
+
+    def flushed(self, published: bool) -> None:
+        if published:
+            self.unpublished.clear()
+        else:
+            self.unpublished |= self.dirty
         self.dirty.clear()
         self._rows.clear()
 
@@ -162,6 +171,7 @@ class PartitionState:
     sessions: dict[str, list[int]] = field(default_factory=dict)  # [steps reached, last ts]
     seen: dict[str, int] = field(default_factory=dict)  # event_id -> ts, for duplicate detection
     dirty_users: set[str] = field(default_factory=set)
+    unpublished_users: set[str] = field(default_factory=set)
     dirty_sessions: set[str] = field(default_factory=set)
     gone_sessions: set[str] = field(default_factory=set)
     meta_dirty: bool = False
@@ -316,14 +326,26 @@ class PartitionState:
         for win in finals:
             del self.windows[(win.size, win.start)]
 
-    def clear_dirty(self) -> None:
+    def users_to_publish(self) -> set[str]:
+        return self.dirty_users | self.unpublished_users
+
+    def has_unpublished(self) -> bool:
+        return bool(self.unpublished_users or self.items.unpublished
+                    or any(w.items.unpublished for w in self.windows.values()))
+
+    def clear_dirty(self, published: bool = True) -> None:
+        """After a committed flush. ``published``: the item and user documents went out too (details flush)."""
         for win in self.windows.values():
             win.dirty = False
-            win.items.flushed()
-            win.cats.flushed()
+            win.items.flushed(published)
+            win.cats.flushed(True)
             win.new_users.clear()
+        if published:
+            self.unpublished_users.clear()
+        else:
+            self.unpublished_users |= self.dirty_users
         self.dirty_users.clear()
-        self.items.flushed()
+        self.items.flushed(published)
         self.dirty_sessions.clear()
         self.gone_sessions.clear()
         self.dead_letters.clear()

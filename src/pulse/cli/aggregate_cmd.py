@@ -62,6 +62,9 @@ def _sizes(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[in
               help="How long an event_id is remembered for de-duplication [default: the grace period].")
 @click.option("--flush-interval", envvar="PULSE_FLUSH_INTERVAL", default=1.0, show_default=True,
               type=click.FloatRange(0.05, 60), help="Seconds between flushes (transactions).")
+@click.option("--detail-interval", envvar="PULSE_DETAIL_INTERVAL", default=5.0, show_default=True,
+              type=click.FloatRange(0.05, 600),
+              help="Seconds between publishing item and user documents (coalesced; summaries go every flush).")
 @click.option("--idle-timeout", envvar="PULSE_IDLE_TIMEOUT", default=10.0, show_default=True,
               type=click.FloatRange(0.1),
               help="Seconds without input before a partition's windows close by wall clock.")
@@ -72,8 +75,8 @@ def _sizes(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[in
               help="Stop once no input has arrived for this many seconds (batch jobs, tests).")
 @click.pass_obj
 def aggregate(settings: Settings, topic: str, group: str, windows: tuple[int, ...], grace: int,
-              dedup_horizon: str | None, flush_interval: float, idle_timeout: float, instance: str | None,
-              max_seconds: float | None, exit_when_idle: float | None) -> None:
+              dedup_horizon: str | None, flush_interval: float, detail_interval: float, idle_timeout: float,
+              instance: str | None, max_seconds: float | None, exit_when_idle: float | None) -> None:
     """Consume interactions and maintain exactly-once windowed metrics and user/item state.
 
     Output: the compacted `<group>.changelog` (state) and `<group>.aggregates` (documents) topics, plus dead
@@ -92,7 +95,7 @@ def aggregate(settings: Settings, topic: str, group: str, windows: tuple[int, ..
     if instance is None:
         instance, lock = claim_instance_slot(settings.home, group)
     cfg = EngineConfig(bootstrap=settings.bootstrap, topic=topic, group=group, instance=instance, state=state_cfg,
-                       flush_interval_s=flush_interval, idle_timeout_s=idle_timeout)
+                       flush_interval_s=flush_interval, detail_interval_s=detail_interval, idle_timeout_s=idle_timeout)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -66,6 +66,9 @@ def _register() -> None:
     cli.add_command(store_cmd.replay)
 
     cli.add_command(bench_cmd.bench)
+    from pulse.cli import dashboard_cmd
+
+    cli.add_command(dashboard_cmd.dashboard)
 
 
 _register()

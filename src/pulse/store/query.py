@@ -1,21 +1,67 @@
 """The one query module: exact reads over Pulse's documents, merging per-partition partials.
 
-Used by `pulse verify`, the tests and (later) the dashboard. Filter values reach Elasticsearch only inside
-structured ``term``/``terms``/``range`` clauses, never as query strings.
+Used by `pulse verify`, the dashboard's JSON API and the tests. Every document is a partial owned by one input
+partition, so reads merge: Σcount, Σsum, min of mins, max of maxes, avg = Σsum/Σcount, unique users = Σ
+per-partition uniques (users are partitioned by key, so partials never overlap), top-N = Σ per item, then rank.
+
+Which documents answer depends on the filters:
+- none or an event type: window summaries (``kind=window``);
+- an item and/or category: the per-window item or category breakdowns;
+- a user, status or country: the raw event archive (``<prefix>-events``), which holds every valid event
+  (late ones included, since they did happen) — the aggregates are not broken down by those dimensions.
+Filter values reach Elasticsearch only inside structured ``term``/``range`` clauses, never as query strings.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from elasticsearch import Elasticsearch, helpers
+from elasticsearch import Elasticsearch, NotFoundError, helpers
 
-from pulse.store.indices import DEFAULT_PREFIX, FAMILIES, alias
+from pulse.store.indices import DEFAULT_PREFIX, FAMILIES, alias, heartbeat_index
+
+STEPS = ("view", "click", "add_to_cart", "purchase")
+WINDOW_MS = {"10s": 10_000, "1m": 60_000, "1h": 3_600_000}
+MAX_BUCKETS = 400
+
+
+@dataclass(frozen=True)
+class Filters:
+    """A time range [start_ms, end_ms) plus optional dimension filters."""
+
+    start_ms: int
+    end_ms: int
+    event_type: str | None = None
+    item_id: str | None = None
+    category: str | None = None
+    user_id: str | None = None
+    status: str | None = None
+    country: str | None = None
+
+    @property
+    def source(self) -> str:
+        if self.user_id or self.status or self.country:
+            return "events"
+        if self.item_id:
+            return "items"
+        if self.category:
+            return "categories"
+        return "windows"
+
+    def window(self) -> str:
+        """The smallest window size that keeps the series under MAX_BUCKETS points."""
+        span = self.end_ms - self.start_ms
+        for name, ms in WINDOW_MS.items():
+            if span / ms <= MAX_BUCKETS:
+                return name
+        return "1h"
 
 
 def all_documents(es: Elasticsearch, prefix: str = DEFAULT_PREFIX) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every Pulse document as (id, source), across all families."""
+    """Every Pulse aggregate document as (id, source), across all families."""
     for family in FAMILIES:
         name = alias(family, prefix)
         if not es.indices.exists_alias(name=name):
@@ -24,54 +70,243 @@ def all_documents(es: Elasticsearch, prefix: str = DEFAULT_PREFIX) -> Iterator[t
             yield hit["_id"], hit["_source"]
 
 
-def _filters(window: str | None = None, start_from: int | None = None, start_to: int | None = None,
-             **terms: str | None) -> list[dict[str, Any]]:
-    clauses: list[dict[str, Any]] = []
-    if window is not None:
-        clauses.append({"term": {"window": window}})
-    if start_from is not None or start_to is not None:
-        rng: dict[str, int] = {}
-        if start_from is not None:
-            rng["gte"] = start_from
-        if start_to is not None:
-            rng["lt"] = start_to
-        clauses.append({"range": {"start": rng}})
-    clauses.extend({"term": {field: value}} for field, value in terms.items() if value is not None)
-    return clauses
+def _terms(**values: str | None) -> list[dict[str, Any]]:
+    return [{"term": {field: value}} for field, value in values.items() if value is not None]
 
 
-def window_totals(es: Elasticsearch, window: str, start_from: int | None = None, start_to: int | None = None,
-                  prefix: str = DEFAULT_PREFIX) -> dict[int, dict[str, Any]]:
-    """Merged window summaries per window start: Σcounts, Σrevenue, min/max fold, avg, Σunique users, funnel."""
+def _scan(es: Elasticsearch, index: str, filters: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    if not es.indices.exists_alias(name=index):
+        return
+    for hit in helpers.scan(es, index=index, query={"query": {"bool": {"filter": filters}}}, size=5000):
+        yield hit["_source"]
+
+
+def _empty_bucket() -> dict[str, Any]:
+    return {"events": 0, "counts": {}, "errors": 0, "purchases": 0, "revenue_cents": 0, "min_cents": None,
+            "max_cents": None, "unique_users": 0, "funnel": dict.fromkeys(STEPS, 0)}
+
+
+def _merge(m: dict[str, Any], d: dict[str, Any]) -> None:
+    """Fold one partial (a window summary, item or category breakdown) into a merged bucket."""
+    counts = d.get("counts", {})
+    m["events"] += d.get("events", sum(counts.values()))
+    m["errors"] += d.get("errors", 0)
+    m["purchases"] += d["purchases"]
+    m["revenue_cents"] += d["revenue_cents"]
+    m["unique_users"] += d.get("unique_users", 0)
+    for k, v in counts.items():
+        m["counts"][k] = m["counts"].get(k, 0) + v
+    for k, v in d.get("funnel", {}).items():
+        m["funnel"][k] = m["funnel"].get(k, 0) + v
+    for name, fold in (("min_cents", min), ("max_cents", max)):
+        if d.get(name) is not None:
+            m[name] = d[name] if m[name] is None else fold(m[name], d[name])
+
+
+def window_buckets(es: Elasticsearch, f: Filters, window: str | None = None,
+                   prefix: str = DEFAULT_PREFIX) -> dict[int, dict[str, Any]]:
+    """Merged partials per window start in [start, end): from summaries, item or category breakdowns."""
+    window = window or f.window()
+    kind = {"windows": "window", "items": "window_item", "categories": "window_category"}[f.source]
+    clauses = [{"term": {"kind": kind}}, {"term": {"window": window}},
+               {"range": {"start": {"gte": f.start_ms, "lt": f.end_ms}}},
+               *_terms(item_id=f.item_id, category=f.category)]
     out: dict[int, dict[str, Any]] = {}
-    query = {"bool": {"filter": [{"term": {"kind": "window"}}, *_filters(window, start_from, start_to)]}}
-    for hit in helpers.scan(es, index=alias("windows", prefix), query={"query": query}, size=2000):
-        d = hit["_source"]
-        m = out.setdefault(d["start"], {"events": 0, "counts": {}, "errors": 0, "purchases": 0, "revenue_cents": 0,
-                                        "min_cents": None, "max_cents": None, "unique_users": 0, "funnel": {}})
-        m["events"] += d["events"]
-        m["errors"] += d["errors"]
-        m["purchases"] += d["purchases"]
-        m["revenue_cents"] += d["revenue_cents"]
-        m["unique_users"] += d["unique_users"]
-        for name in ("counts", "funnel"):
-            for k, v in d[name].items():
-                m[name][k] = m[name].get(k, 0) + v
-        for name, fold in (("min_cents", min), ("max_cents", max)):
-            if d[name] is not None:
-                m[name] = d[name] if m[name] is None else fold(m[name], d[name])
+    for d in _scan(es, alias("windows", prefix), clauses):
+        _merge(out.setdefault(d["start"], _empty_bucket()), d)
     for m in out.values():
         m["avg_cents"] = m["revenue_cents"] / m["purchases"] if m["purchases"] else None
     return out
 
 
-def top_items(es: Elasticsearch, window: str, start_from: int, start_to: int, by: str = "view", size: int = 10,
-              category: str | None = None, prefix: str = DEFAULT_PREFIX) -> list[tuple[str, int]]:
-    """Top-N items by the summed count of one event type over a time range (terms aggregation on partials)."""
-    query = {"bool": {"filter": [{"term": {"kind": "window_item"}},
-                                 *_filters(window, start_from, start_to, category=category)]}}
-    field = f"counts.{by}"
+def window_totals(es: Elasticsearch, window: str, start_from: int | None = None, start_to: int | None = None,
+                  prefix: str = DEFAULT_PREFIX) -> dict[int, dict[str, Any]]:
+    """Merged window summaries per window start (all dimensions)."""
+    f = Filters(start_from if start_from is not None else 0, start_to if start_to is not None else 2**62)
+    return window_buckets(es, f, window, prefix)
+
+
+def _events_filters(f: Filters) -> list[dict[str, Any]]:
+    return [{"range": {"ts": {"gte": f.start_ms, "lt": f.end_ms}}},
+            *_terms(event_type=f.event_type, item_id=f.item_id, category=f.category, user_id=f.user_id,
+                    status=f.status, country=f.country)]
+
+
+def event_buckets(es: Elasticsearch, f: Filters, window: str | None = None,
+                  prefix: str = DEFAULT_PREFIX) -> dict[int, dict[str, Any]]:
+    """The same bucket shape, computed from the raw event archive (for user, status and country filters)."""
+    window = window or f.window()
+    index = alias("events", prefix)
+    if not es.indices.exists_alias(name=index):
+        return {}
+    ok_purchase = {"bool": {"filter": [{"term": {"event_type": "purchase"}}, {"term": {"status": "ok"}}]}}
+    resp = es.search(index=index, size=0, query={"bool": {"filter": _events_filters(f)}}, aggs={"t": {
+        "date_histogram": {"field": "ts", "fixed_interval": window, "min_doc_count": 1},
+        "aggs": {"types": {"terms": {"field": "event_type", "size": 50}},
+                 "errors": {"filter": {"bool": {"must_not": {"term": {"status": "ok"}}}}},
+                 "paid": {"filter": ok_purchase, "aggs": {"sum": {"sum": {"field": "amount"}},
+                                                          "min": {"min": {"field": "amount"}},
+                                                          "max": {"max": {"field": "amount"}}}},
+                 "users": {"cardinality": {"field": "user_id", "precision_threshold": 40000}}}}})
+    out: dict[int, dict[str, Any]] = {}
+    for b in resp["aggregations"]["t"]["buckets"]:
+        paid = b["paid"]
+        m = out[int(b["key"])] = _empty_bucket() | {"funnel": None}
+        m["counts"] = {t["key"]: t["doc_count"] for t in b["types"]["buckets"]}
+        m["events"] = b["doc_count"]
+        m["errors"] = b["errors"]["doc_count"]
+        m["purchases"] = paid["doc_count"]
+        m["revenue_cents"] = round(paid["sum"]["value"] * 100)
+        m["min_cents"] = round(paid["min"]["value"] * 100) if paid["doc_count"] else None
+        m["max_cents"] = round(paid["max"]["value"] * 100) if paid["doc_count"] else None
+        m["unique_users"] = b["users"]["value"]
+        m["avg_cents"] = m["revenue_cents"] / m["purchases"] if m["purchases"] else None
+    return out
+
+
+def top_items(es: Elasticsearch, f: Filters, by: str = "view", size: int = 10,
+              prefix: str = DEFAULT_PREFIX) -> list[dict[str, Any]]:
+    """Top-N items by one event type's count over the range: Σ partials per item, then rank (exact)."""
+    if f.source == "events":
+        resp = es.search(index=alias("events", prefix), size=0, query={"bool": {"filter": [
+            *_events_filters(Filters(**asdict(f) | {"event_type": None})), {"term": {"event_type": by}}]}},
+            aggs={"items": {"terms": {"field": "item_id", "size": size}}}) if es.indices.exists_alias(
+            name=alias("events", prefix)) else {"aggregations": {"items": {"buckets": []}}}
+        return [{"item_id": b["key"], "count": b["doc_count"]} for b in resp["aggregations"]["items"]["buckets"]]
+    window = f.window()
+    query = {"bool": {"filter": [{"term": {"kind": "window_item"}}, {"term": {"window": window}},
+                                 {"range": {"start": {"gte": f.start_ms, "lt": f.end_ms}}},
+                                 *_terms(item_id=f.item_id, category=f.category)]}}
     resp = es.search(index=alias("windows", prefix), size=0, query=query, aggs={
-        "items": {"terms": {"field": "item_id", "size": size, "order": {"n": "desc"}},
-                  "aggs": {"n": {"sum": {"field": field}}}}})
-    return [(b["key"], int(b["n"]["value"])) for b in resp["aggregations"]["items"]["buckets"]]
+        "items": {"terms": {"field": "item_id", "size": size, "order": [{"n": "desc"}, {"_key": "asc"}],
+                            "shard_size": max(size * 20, 200)},
+                  "aggs": {"n": {"sum": {"field": f"counts.{by}"}}, "revenue": {"sum": {"field": "revenue_cents"}},
+                           "category": {"terms": {"field": "category", "size": 1}}}}})
+    out = []
+    for b in resp["aggregations"]["items"]["buckets"]:
+        if b["n"]["value"] <= 0:
+            continue
+        cats = b["category"]["buckets"]
+        out.append({"item_id": b["key"], "count": int(b["n"]["value"]), "revenue_cents": int(b["revenue"]["value"]),
+                    "category": cats[0]["key"] if cats else None})
+    return out
+
+
+def pipeline_health(es: Elasticsearch, prefix: str = DEFAULT_PREFIX, now_ms: int | None = None) -> dict[str, Any]:
+    """Freshness (age of the newest aggregate), lag, and the record accounting summed over partitions."""
+    now_ms = now_ms or int(time.time() * 1000)
+    totals = {"accepted": 0, "dead_lettered": 0, "late": 0, "duplicates": 0}
+    newest_flush = newest_event = None
+    partitions = 0
+    for d in _scan(es, alias("partitions", prefix), [{"term": {"kind": "partition"}}]):
+        partitions += 1
+        for k in totals:
+            totals[k] += d[k]
+        newest_flush = max(newest_flush or 0, d["flushed_at"])
+        newest_event = max(newest_event or 0, d["max_event_ts"] or 0) or None
+    beat: dict[str, Any] = {}
+    if es.indices.exists(index=heartbeat_index(prefix)):
+        hits = es.search(index=heartbeat_index(prefix), size=20, query={"prefix": {"component": "store:"}},
+                         sort=[{"at": "desc"}])["hits"]["hits"]
+        beat = hits[0]["_source"] if hits else {}
+    return {"partitions": partitions, **totals,
+            "newest_flush_at": newest_flush, "newest_event_ts": newest_event,
+            "freshness_s": (now_ms - newest_flush) / 1000 if newest_flush else None,
+            "aggregator_lag": beat.get("aggregator_lag"), "store_lag": beat.get("store_lag"),
+            "heartbeat_at": beat.get("at")}
+
+
+def overview(es: Elasticsearch, f: Filters, prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
+    """Everything the dashboard shows for one filter: KPIs, series per event type, revenue, errors, funnel."""
+    window = f.window()
+    buckets = event_buckets(es, f, window, prefix) if f.source == "events" else window_buckets(es, f, window,
+                                                                                              prefix)
+    starts = sorted(buckets)
+    types = sorted({t for b in buckets.values() for t in b["counts"]}, key=lambda t: (t not in STEPS, t))
+    if f.event_type:
+        types = [f.event_type]
+    total = _empty_bucket() | {"funnel": dict.fromkeys(STEPS, 0) if f.source == "windows" else None}
+    for start in starts:
+        b = buckets[start]
+        view = b if not f.event_type else _only_type(b, f.event_type)
+        for key in ("events", "errors", "purchases", "revenue_cents"):
+            total[key] += view[key]
+        if total["funnel"] is not None:
+            for k in STEPS:
+                total["funnel"][k] += b["funnel"][k]
+    span_s = max(1.0, (min(f.end_ms, int(time.time() * 1000)) - f.start_ms) / 1000)
+    latest = buckets[starts[-1]] if starts else None
+    errors_known = f.source in ("windows", "events") and not f.event_type
+    funnel = total["funnel"]
+    return {
+        "source": f.source, "window": window, "window_ms": WINDOW_MS[window],
+        "filters": asdict(f),
+        "kpis": {
+            "events": total["events"],
+            "events_per_s": total["events"] / span_s,
+            "revenue_cents": total["revenue_cents"],
+            "revenue_per_min": total["revenue_cents"] / 100 / (span_s / 60),
+            "purchases": total["purchases"],
+            "active_users": latest["unique_users"] if latest and f.source in ("windows", "events") else None,
+            "conversion_rate": funnel["purchase"] / funnel["view"] if funnel and funnel["view"] else None,
+            "error_rate": total["errors"] / total["events"] if errors_known and total["events"] else None,
+        },
+        "funnel": funnel,
+        "series": {
+            "t": starts,
+            "types": {t: [buckets[s]["counts"].get(t, 0) for s in starts] for t in types},
+            "revenue": [buckets[s]["revenue_cents"] / 100 for s in starts],
+            "errors": [buckets[s]["errors"] for s in starts] if errors_known else None,
+        },
+    }
+
+
+def _only_type(b: dict[str, Any], event_type: str) -> dict[str, Any]:
+    n = b["counts"].get(event_type, 0)
+    paid = event_type == "purchase"
+    return {"events": n, "errors": 0, "purchases": b["purchases"] if paid else 0,
+            "revenue_cents": b["revenue_cents"] if paid else 0}
+
+
+def item_detail(es: Elasticsearch, item_id: str, prefix: str = DEFAULT_PREFIX) -> dict[str, Any] | None:
+    """An item's current state, merged over partitions (None if Pulse never saw it)."""
+    merged: dict[str, Any] | None = None
+    for d in _scan(es, alias("items", prefix), [{"term": {"kind": "item"}}, {"term": {"item_id": item_id}}]):
+        if merged is None:
+            merged = {"item_id": item_id, "category": d["category"], "counts": {}, "revenue_cents": 0,
+                      "purchases": 0, "partitions": 0}
+        merged["partitions"] += 1
+        merged["revenue_cents"] += d["revenue_cents"]
+        merged["purchases"] += d["purchases"]
+        for k, v in d["counts"].items():
+            merged["counts"][k] = merged["counts"].get(k, 0) + v
+    if merged is not None:
+        views = merged["counts"].get("view", 0)
+        merged["conversion_rate"] = merged["counts"].get("purchase", 0) / views if views else None
+    return merged
+
+
+def user_detail(es: Elasticsearch, user_id: str, limit: int = 200,
+                prefix: str = DEFAULT_PREFIX) -> dict[str, Any] | None:
+    """A user's current state and the newest raw events of their timeline."""
+    try:
+        state = es.get(index=alias("users", prefix), id=f"user:{user_id}")["_source"]
+    except NotFoundError:
+        state = None
+    timeline: list[dict[str, Any]] = []
+    if es.indices.exists_alias(name=alias("events", prefix)):
+        hits = es.search(index=alias("events", prefix), size=limit, query={"term": {"user_id": user_id}},
+                         sort=[{"ts": "desc"}, {"event_id": "asc"}])["hits"]["hits"]
+        timeline = [h["_source"] for h in hits]
+    if state is None and not timeline:
+        return None
+    return {"user_id": user_id, "state": state, "timeline": timeline}
+
+
+def categories(es: Elasticsearch, prefix: str = DEFAULT_PREFIX) -> list[str]:
+    """Known categories (for the filter list)."""
+    if not es.indices.exists_alias(name=alias("items", prefix)):
+        return []
+    resp = es.search(index=alias("items", prefix), size=0,
+                     aggs={"c": {"terms": {"field": "category", "size": 200, "order": {"_key": "asc"}}}})
+    return [b["key"] for b in resp["aggregations"]["c"]["buckets"]]

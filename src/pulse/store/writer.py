@@ -32,8 +32,10 @@ class WriterConfig:
     group: str = "pulse-aggregator"  # the aggregator group whose documents are projected
     input_topic: str = "pulse.events"  # for the heartbeat's aggregator lag
     flush_interval_s: float = 1.0
-    max_docs: int = 5_000
-    max_bytes: int = 8 * 1024 * 1024
+    max_docs: int = 5_000  # per bulk request
+    max_bytes: int = 8 * 1024 * 1024  # per bulk request
+    max_pending_docs: int = 100_000  # coalescing buffer: when behind, more newer versions replace older ones
+    max_pending_bytes: int = 64 * 1024 * 1024
     index_prefix: str = "pulse"
     generation: int | None = None  # write concrete indices of this generation (replay), not the aliases
 
@@ -85,7 +87,8 @@ class ElasticsearchWriter:
                 if batch:
                     last_input = time.monotonic()
                     self.stats.consumed += len(batch)
-                full = len(self._pending) >= self.cfg.max_docs or self._pending_bytes >= self.cfg.max_bytes
+                full = (len(self._pending) >= self.cfg.max_pending_docs
+                        or self._pending_bytes >= self.cfg.max_pending_bytes)
                 if full or time.monotonic() - last_flush >= self.cfg.flush_interval_s:
                     self.flush(stop)
                     last_flush = time.monotonic()
@@ -124,8 +127,15 @@ class ElasticsearchWriter:
     def flush(self, stop: threading.Event | None = None, final: bool = False) -> None:
         if self._pending:
             docs, self._pending, self._pending_bytes = self._pending, {}, 0
-            self._sink.write([BulkOp(index, doc_id, source, version)
-                              for doc_id, (version, index, source) in docs.items()], stop)
+            chunk: list[BulkOp] = []
+            size = 0
+            for doc_id, (version, index, source) in docs.items():
+                chunk.append(BulkOp(index, doc_id, source, version))
+                size += len(source)
+                if len(chunk) >= self.cfg.max_docs or size >= self.cfg.max_bytes:
+                    self._sink.write(chunk, stop)
+                    chunk, size = [], 0
+            self._sink.write(chunk, stop)
             self._consumer.commit(asynchronous=False)
             if self._on_flush:
                 self._on_flush(self.stats)

@@ -1,0 +1,31 @@
+"""`pulse dashboard`: serve the built-in live page and its JSON API on 127.0.0.1."""
+
+from __future__ import annotations
+
+import click
+
+from pulse.config import Settings
+from pulse.errors import PulseError
+
+
+@click.command()
+@click.option("--host", envvar="PULSE_DASHBOARD_HOST", default="127.0.0.1", show_default=True,
+              help="Interface to bind (keep 127.0.0.1 unless you mean to expose it).")
+@click.option("--port", envvar="PULSE_DASHBOARD_PORT", type=click.IntRange(1, 65535), default=8050,
+              show_default=True)
+@click.option("--index-prefix", envvar="PULSE_INDEX_PREFIX", default="pulse", show_default=True)
+@click.option("--push-interval", type=click.FloatRange(0.2, 60), default=1.0, show_default=True,
+              help="Seconds between live updates pushed to each open page.")
+@click.pass_obj
+def dashboard(settings: Settings, host: str, port: int, index_prefix: str, push_interval: float) -> None:
+    """Serve the live dashboard (KPIs, charts, top items, funnel, drill-down) and its OpenAPI-documented JSON API."""
+    import uvicorn
+
+    from pulse.dashboard.app import DashboardConfig, create_app
+    from pulse.stack.process import port_in_use
+
+    if port_in_use(port, host):
+        raise PulseError(f"port {port} on {host} is already in use (pass --port or set PULSE_DASHBOARD_PORT)")
+    app = create_app(DashboardConfig(es_url=settings.es_url, index_prefix=index_prefix, push_interval_s=push_interval))
+    click.echo(f"dashboard: http://{host}:{port}/  (API docs: http://{host}:{port}/docs; Ctrl-C stops)", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)

@@ -1,0 +1,153 @@
+"""`pulse dashboard`: the built-in live page and its JSON API (FastAPI; OpenAPI at /docs and /openapi.json).
+
+Every number comes from :mod:`pulse.store.query`, so the page, the API, `pulse verify` and the tests agree.
+Inputs are validated here (lengths, characters, ranges) and reach Elasticsearch only as term/range clauses.
+Live updates are server-sent events, about one per second; browsers reconnect to them by themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from enum import StrEnum
+from importlib import resources
+from typing import Annotated, Any
+
+import orjson
+from elasticsearch import ApiError, Elasticsearch, TransportError
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+
+from pulse.store import query
+
+STATIC = resources.files("pulse.dashboard") / "static"
+MAX_RANGE_MS = 31 * 86_400_000
+PRESETS_MS = {"5m": 300_000, "15m": 900_000, "1h": 3_600_000, "6h": 21_600_000, "24h": 86_400_000,
+              "7d": 604_800_000}
+Token = Annotated[str | None, Query(min_length=1, max_length=64, pattern=r"^[\w.:@\-]+$")]
+
+
+class Preset(StrEnum):
+    m5 = "5m"
+    m15 = "15m"
+    h1 = "1h"
+    h6 = "6h"
+    h24 = "24h"
+    d7 = "7d"
+
+
+@dataclass(frozen=True)
+class DashboardConfig:
+    es_url: str
+    index_prefix: str = "pulse"
+    push_interval_s: float = 1.0
+
+
+def filters(
+    range: Annotated[Preset, Query(description="A preset ending now (ignored with from/to).")] = Preset.m15,
+    from_ms: Annotated[int | None, Query(alias="from", ge=0, description="Custom range start, epoch ms.")] = None,
+    to_ms: Annotated[int | None, Query(alias="to", ge=0, description="Custom range end, epoch ms.")] = None,
+    event_type: Token = None, item: Token = None, category: Token = None, user: Token = None, status: Token = None,
+    country: Annotated[str | None, Query(pattern=r"^[A-Z]{2}$")] = None,
+) -> query.Filters:
+    """Query parameters → validated filters (422 with a reason otherwise)."""
+    now = int(time.time() * 1000)
+    if from_ms is not None or to_ms is not None:
+        start = from_ms if from_ms is not None else (to_ms or now) - PRESETS_MS["15m"]
+        end = to_ms if to_ms is not None else now
+    else:
+        start, end = now - PRESETS_MS[range.value], now + 1
+    if end <= start:
+        raise HTTPException(422, "the range must end after it starts")
+    if end - start > MAX_RANGE_MS:
+        raise HTTPException(422, "the range may span at most 31 days")
+    return query.Filters(start, end, event_type=event_type, item_id=item, category=category, user_id=user,
+                         status=status, country=country)
+
+
+Selected = Annotated[query.Filters, Depends(filters)]
+
+
+def create_app(cfg: DashboardConfig) -> FastAPI:
+    es = Elasticsearch(cfg.es_url, request_timeout=10)
+    prefix = cfg.index_prefix
+    app = FastAPI(title="Pulse", version="1", description="Live interaction analytics from Pulse's Elasticsearch "
+                  "indices. Numbers are exact merges of per-partition partials (see pulse.store.query).")
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+
+    @app.exception_handler(TransportError)
+    @app.exception_handler(ApiError)
+    async def es_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": f"Elasticsearch at {cfg.es_url} failed: {str(exc)[:200]}"}, status_code=503)
+
+    def snapshot(f: query.Filters, top: int = 10) -> dict[str, Any]:
+        return query.overview(es, f, prefix) | {"top_items": query.top_items(es, f, size=top, prefix=prefix),
+                                                "health": query.pipeline_health(es, prefix)}
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(str(STATIC / "index.html"))
+
+    @app.get("/items/{item_id}", include_in_schema=False)
+    @app.get("/users/{user_id}", include_in_schema=False)
+    def detail_page() -> FileResponse:
+        return FileResponse(str(STATIC / "detail.html"))
+
+    @app.get("/api/overview", summary="KPIs, series, funnel, top items and pipeline health for one filter")
+    def api_overview(f: Selected, top: Annotated[int, Query(ge=1, le=100)] = 10) -> dict[str, Any]:
+        return snapshot(f, top)
+
+    @app.get("/api/top-items", summary="Top items by the count of one event type")
+    def api_top(f: Selected, by: Annotated[str, Query(pattern=r"^[a-z_]{1,32}$")] = "view",
+                size: Annotated[int, Query(ge=1, le=100)] = 10) -> list[dict[str, Any]]:
+        return query.top_items(es, f, by, size, prefix)
+
+    @app.get("/api/health", summary="Freshness, consumer lag, dead-letter and late counts")
+    def api_health() -> dict[str, Any]:
+        return query.pipeline_health(es, prefix)
+
+    @app.get("/api/categories", summary="Known categories")
+    def api_categories() -> list[str]:
+        return query.categories(es, prefix)
+
+    @app.get("/api/items/{item_id}", summary="An item's current state and its series")
+    def api_item(item_id: Annotated[str, Path(max_length=64)], f: Selected) -> dict[str, Any]:
+        state = query.item_detail(es, item_id, prefix)
+        if state is None:
+            raise HTTPException(404, f"no item {item_id!r}")
+        scoped = query.Filters(f.start_ms, f.end_ms, item_id=item_id)
+        return {"state": state, "overview": query.overview(es, scoped, prefix)}
+
+    @app.get("/api/users/{user_id}", summary="A user's current state and timeline from the raw events")
+    def api_user(user_id: Annotated[str, Path(max_length=64)],
+                 limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> dict[str, Any]:
+        found = query.user_detail(es, user_id, limit, prefix)
+        if found is None:
+            raise HTTPException(404, f"no user {user_id!r}")
+        return found
+
+    @app.get("/api/stream", summary="Server-sent events: an `overview` snapshot about once a second")
+    async def api_stream(request: Request, f: Selected) -> StreamingResponse:
+        preset = request.query_params.get("from") is None and request.query_params.get("to") is None
+        span = f.end_ms - f.start_ms
+
+        async def events() -> AsyncIterator[bytes]:
+            yield b"retry: 2000\n\n"
+            while not await request.is_disconnected():
+                now = int(time.time() * 1000)
+                current = query.Filters(**(vars(f) | ({"start_ms": now - span + 1, "end_ms": now + 1}
+                                                       if preset else {})))
+                try:
+                    data = await asyncio.to_thread(snapshot, current)
+                    yield b"event: overview\ndata: " + orjson.dumps(data) + b"\n\n"
+                except (TransportError, ApiError) as exc:
+                    yield b"event: failure\ndata: " + orjson.dumps({"detail": str(exc)[:200]}) + b"\n\n"
+                await asyncio.sleep(cfg.push_interval_s)
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    return app

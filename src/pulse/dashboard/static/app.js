@@ -1,0 +1,147 @@
+"use strict";
+// The overview page: filters live in the URL; the first render uses /api/overview, then /api/stream pushes.
+(() => {
+  const { fmt, chart, text, showError, getJSON } = Pulse;
+  const form = document.getElementById("filters");
+  const FIELDS = ["event_type", "item", "category", "user", "status", "country"];
+  const KPI = {
+    events_per_s: fmt.count, revenue_per_min: fmt.money, active_users: fmt.count,
+    conversion_rate: fmt.pct, error_rate: fmt.pct,
+  };
+  let source = null;
+  let updates = 0;
+
+  const toLocal = (ms) => new Date(ms - new Date(ms).getTimezoneOffset() * 60000).toISOString().slice(0, 19);
+  const fromLocal = (v) => (v ? String(new Date(v).getTime()) : "");
+
+  function params() { return new URLSearchParams(location.search); }
+
+  function fillForm() {
+    const p = params();
+    for (const f of FIELDS) form.elements[f].value = p.get(f) || "";
+    form.elements.from.value = p.get("from") ? toLocal(Number(p.get("from"))) : "";
+    form.elements.to.value = p.get("to") ? toLocal(Number(p.get("to"))) : "";
+    const range = p.get("range") || "15m";
+    for (const b of form.querySelectorAll("[data-range]")) {
+      b.classList.toggle("active", !p.get("from") && b.dataset.range === range);
+    }
+  }
+
+  function navigate(p) {
+    for (const [k, v] of [...p.entries()]) if (!v) p.delete(k);
+    history.pushState(null, "", p.toString() ? "?" + p : location.pathname);
+    start();
+  }
+
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const p = params();
+    for (const f of FIELDS) p.set(f, form.elements[f].value.trim());
+    p.set("from", fromLocal(form.elements.from.value));
+    p.set("to", fromLocal(form.elements.to.value));
+    if (p.get("from")) p.delete("range");
+    navigate(p);
+  });
+  document.getElementById("clear").addEventListener("click", () => navigate(new URLSearchParams()));
+  for (const b of form.querySelectorAll("[data-range]")) {
+    b.addEventListener("click", () => {
+      const p = params();
+      p.delete("from"); p.delete("to"); p.set("range", b.dataset.range);
+      navigate(p);
+    });
+  }
+  window.addEventListener("popstate", start);
+
+  function setKpi(name, value, format) {
+    const el = document.getElementById("kpi-" + name);
+    el.dataset.value = value == null ? "" : String(value);
+    el.querySelector(".value").textContent = format(value);
+  }
+
+  function render(o) {
+    for (const [name, format] of Object.entries(KPI)) setKpi(name, o.kpis[name], format);
+    setKpi("freshness_s", o.health.freshness_s, fmt.secs);
+    setKpi("aggregator_lag", o.health.aggregator_lag, fmt.count);
+    const s = o.series;
+    chart(document.getElementById("chart-types"), s.t, s.types);
+    chart(document.getElementById("chart-revenue"), s.t, { revenue: s.revenue });
+    const errEl = document.getElementById("chart-errors");
+    errEl.parentElement.hidden = s.errors == null;
+    if (s.errors != null) chart(errEl, s.t, { errors: s.errors });
+
+    const tbody = document.querySelector("#top-items tbody");
+    tbody.replaceChildren(...o.top_items.map((it) => {
+      const tr = document.createElement("tr");
+      const td = document.createElement("td");
+      const a = text("a", it.item_id);
+      a.href = "/items/" + encodeURIComponent(it.item_id);
+      td.append(a);
+      tr.append(td, text("td", it.category || "–"), text("td", fmt.count(it.count), "n"),
+        text("td", it.revenue_cents == null ? "–" : fmt.money(it.revenue_cents / 100), "n"));
+      return tr;
+    }));
+
+    const funnel = document.getElementById("funnel");
+    if (o.funnel) {
+      const top = Math.max(1, o.funnel.view);
+      funnel.replaceChildren(...Object.entries(o.funnel).map(([step, n]) => {
+        const row = text("div", "", "step");
+        const bar = text("div", "", "bar");
+        bar.style.width = (100 * n / top).toFixed(1) + "%";
+        const wrap = document.createElement("div");
+        wrap.append(bar);
+        row.append(text("span", step), wrap, text("span", fmt.count(n), "n"));
+        row.dataset.step = step; row.dataset.value = String(n);
+        return row;
+      }));
+    } else {
+      funnel.replaceChildren(text("p", "The ordered funnel is per session; it is not available under this filter."));
+    }
+
+    const h = o.health;
+    const rows = [["accepted", h.accepted], ["dead-lettered", h.dead_lettered], ["late", h.late],
+      ["duplicates", h.duplicates], ["writer lag (documents)", h.store_lag], ["partitions", h.partitions]];
+    document.querySelector("#health tbody").replaceChildren(...rows.map(([k, v]) => {
+      const tr = document.createElement("tr");
+      tr.append(text("th", k), text("td", fmt.count(v), "n"));
+      tr.dataset.key = k; tr.dataset.value = v == null ? "" : String(v);
+      return tr;
+    }));
+    document.getElementById("source").textContent = o.source;
+    document.getElementById("window").textContent = o.window;
+    for (const el of document.querySelectorAll(".window")) el.textContent = o.window;
+    document.getElementById("updated").textContent = fmt.time(Date.now());
+    document.body.dataset.rendered = "1";
+  }
+
+  async function start() {
+    fillForm();
+    if (source) source.close();
+    const qs = params().toString();
+    try {
+      render(await getJSON("/api/overview?" + qs));
+      showError("");
+    } catch (err) {
+      showError(String(err.message || err));
+      return;
+    }
+    const live = document.getElementById("live");
+    source = new EventSource("/api/stream?" + qs);
+    source.addEventListener("overview", (ev) => {
+      render(JSON.parse(ev.data));
+      updates += 1;
+      live.dataset.updates = String(updates);
+      live.textContent = "live";
+      live.classList.add("on");
+    });
+    source.addEventListener("failure", (ev) => showError(JSON.parse(ev.data).detail));
+    source.onerror = () => { live.textContent = "reconnecting…"; live.classList.remove("on"); };
+  }
+
+  getJSON("/api/categories").then((cats) => {
+    const sel = form.elements.category;
+    for (const c of cats) sel.append(new Option(c, c));
+    sel.value = params().get("category") || "";
+  }).catch(() => {});
+  start();
+})();
