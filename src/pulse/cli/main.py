@@ -23,6 +23,10 @@ class PulseGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("pulse: interrupted", err=True)
             sys.exit(130)
+        except OSError as exc:  # files and sockets: the operator can act on the one line
+            click.secho(f"pulse: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), fg="red",
+                        err=True)
+            sys.exit(1)
 
 
 @click.group(cls=PulseGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -69,6 +73,9 @@ def _register() -> None:
     from pulse.cli import dashboard_cmd
 
     cli.add_command(dashboard_cmd.dashboard)
+    from pulse.cli import kibana_cmd
+
+    cli.add_command(kibana_cmd.kibana)
 
 
 _register()

@@ -15,10 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
+from elasticsearch import Elasticsearch
 
 from pulse.config import Settings
 from pulse.errors import PulseError
 from pulse.stack import manager
+from pulse.stack.process import port_in_use
+from pulse.store.indices import current_generation, ensure_indices
+from pulse.store.lineage import check_source
 from pulse.topics import ensure_topics, input_topics
 
 
@@ -48,7 +52,7 @@ class Stage:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
-def pipeline_stages(settings: Settings, rate: float) -> list[Stage]:
+def pipeline_stages(settings: Settings, rate: float, dashboard_port: int) -> list[Stage]:
     logs = settings.home / "logs"
     py = [sys.executable, "-m", "pulse"]
     return [
@@ -57,6 +61,8 @@ def pipeline_stages(settings: Settings, rate: float) -> list[Stage]:
               logs / "generate.log"),
         Stage("aggregate", [*py, "aggregate"], logs / "aggregate.log"),
         Stage("store", [*py, "store"], logs / "store.log"),
+        Stage("archive", [*py, "archive"], logs / "archive.log"),
+        Stage("dashboard", [*py, "dashboard", "--port", str(dashboard_port)], logs / "dashboard.log"),
     ]
 
 
@@ -68,23 +74,39 @@ def _interrupt(*_args: object) -> None:
 @click.command("run")
 @click.option("--rate", type=click.FloatRange(0.1), default=200.0, show_default=True, envvar="PULSE_GEN_RATE",
               help="Generator events per second.")
+@click.option("--dashboard-port", envvar="PULSE_DASHBOARD_PORT", type=click.IntRange(1, 65535), default=8050,
+              show_default=True)
+@click.option("--group", envvar="PULSE_GROUP", default="pulse-aggregator", show_default=True,
+              help="Aggregator consumer group (names its changelog and aggregates topics).")
+@click.option("--index-prefix", envvar="PULSE_INDEX_PREFIX", default="pulse", show_default=True)
 @click.option("--keep-stack", is_flag=True, help="Leave Kafka and Elasticsearch running on exit.")
 @click.pass_obj
-def run(settings: Settings, rate: float, keep_stack: bool) -> None:
-    """Run the whole pipeline locally (stack, topics, generator, aggregator, Elasticsearch writer) until Ctrl-C."""
+def run(settings: Settings, rate: float, dashboard_port: int, group: str, index_prefix: str,
+        keep_stack: bool) -> None:
+    """Run the whole pipeline locally until Ctrl-C: stack, setup, generator, aggregator, Elasticsearch writer,
+    event archive and the live dashboard (its URL is printed)."""
     before = {s.name: s.pid for s in manager.status(settings)}
     for r in manager.up(settings, progress=lambda msg: click.echo(f"  {msg}", err=True)):
         click.echo(f"{r.name:<14} {r.address}")
     started_stack = any(before[n] is None for n in before)
+    if port_in_use(dashboard_port):
+        raise PulseError(f"port {dashboard_port} is already in use (pass --dashboard-port or set PULSE_DASHBOARD_PORT)")
     for name, state in ensure_topics(settings.bootstrap, input_topics(settings.topic, settings.partitions, 168)):
         click.echo(f"topic {name:<24} {state}")
-    stages = pipeline_stages(settings, rate)
-    env = dict(os.environ) | {"PULSE_HOME": str(settings.home)}
+    es = Elasticsearch(settings.es_url)
+    ensure_indices(es, index_prefix)
+    lineage = check_source(es, settings.bootstrap, settings.topic, group, current_generation(es, index_prefix),
+                           index_prefix)
+    click.echo(f"source topic id {lineage}")
+    stages = pipeline_stages(settings, rate, dashboard_port)
+    env = dict(os.environ) | {"PULSE_HOME": str(settings.home), "PULSE_TOPIC": settings.topic, "PULSE_GROUP": group,
+                              "PULSE_INDEX_PREFIX": index_prefix}
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         for stage in stages:
             stage.start(env)
             click.echo(f"{stage.name:<14} running (log: {stage.log})")
+        click.echo(f"\ndashboard: http://127.0.0.1:{dashboard_port}/   (Kibana-free; API docs at /docs)")
         click.echo("pipeline running; Ctrl-C stops it")
         while True:
             for stage in stages:

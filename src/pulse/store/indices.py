@@ -60,7 +60,7 @@ _ARCHIVE_PROPERTIES: dict[str, dict[str, Any]] = {
                              "key": {"type": "keyword", "ignore_above": 256},
                              "raw": {"type": "keyword", "index": False, "doc_values": False}},
 }
-_HEARTBEAT = {
+HEARTBEAT_PROPERTIES = {
     "component": {"type": "keyword"}, "at": {"type": "date", "format": "epoch_millis"},
     "group": {"type": "keyword"}, "topic": {"type": "keyword"}, "aggregator_lag": {"type": "long"},
     "store_lag": {"type": "long"}, "newest_flush_at": {"type": "date", "format": "epoch_millis"},
@@ -149,7 +149,7 @@ def ensure_indices(es: Elasticsearch, prefix: str = DEFAULT_PREFIX) -> list[str]
     for family in ARCHIVE_FAMILIES:
         es.indices.put_index_template(name=alias(family, prefix), **archive_template_body(family, prefix))
     made = [] if current_generation(es, prefix) else create_generation(es, 1, prefix, with_alias=True)
-    for index, properties in ((heartbeat_index(prefix), _HEARTBEAT), (meta_index(prefix), _META)):
+    for index, properties in ((heartbeat_index(prefix), HEARTBEAT_PROPERTIES), (meta_index(prefix), _META)):
         if not es.indices.exists(index=index):
             es.indices.create(index=index, **_strict(properties))
             made.append(index)

@@ -111,10 +111,12 @@
     document.getElementById("window").textContent = o.window;
     for (const el of document.querySelectorAll(".window")) el.textContent = o.window;
     document.getElementById("updated").textContent = fmt.time(Date.now());
+    if (!document.body.dataset.firstRenderMs) document.body.dataset.firstRenderMs = String(performance.now());
     document.body.dataset.rendered = "1";
   }
 
   async function start() {
+    document.body.dataset.rendered = "0";
     fillForm();
     if (source) source.close();
     const qs = params().toString();

@@ -17,6 +17,8 @@ const Pulse = (() => {
     const names = Object.keys(series);
     const data = [t.map((ms) => ms / 1000), ...names.map((n) => series[n])];
     const key = el.id + "|" + names.join(",");
+    el.dataset.points = String(t.length);
+    el.dataset.total = String(names.reduce((sum, n) => sum + series[n].reduce((a, b) => a + (b || 0), 0), 0));
     const existing = charts.get(el.id);
     if (existing && existing.key === key) { existing.plot.setData(data); return existing.plot; }
     if (existing) existing.plot.destroy();
@@ -27,7 +29,6 @@ const Pulse = (() => {
     };
     const plot = new uPlot(opts, data, el);
     charts.set(el.id, { key, plot });
-    el.dataset.points = String(t.length);
     return plot;
   }
   function text(tag, value, cls) {

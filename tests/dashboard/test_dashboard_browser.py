@@ -1,0 +1,256 @@
+"""The live dashboard in real headless Chromium, against the real pipeline started by `pulse run`.
+
+One `pulse run` (generator, aggregator, writer, archive, dashboard) feeds every test in this module. Numbers on
+the page are compared with :mod:`pulse.store.query` over a time range that is already final (older than the
+grace period), so they cannot move while we compare.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from elasticsearch import Elasticsearch
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import Select
+
+from pulse.store import query
+from pulse.store.indices import alias
+
+ARTIFACTS = Path(os.environ.get("PULSE_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+KPIS = ("events_per_s", "revenue_per_min", "active_users", "conversion_rate", "error_rate")
+
+
+@dataclass
+class Pipeline:
+    url: str
+    prefix: str
+    topic: str
+    es: Elasticsearch
+    proc: subprocess.Popen[bytes]
+    started_ms: int
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def pipeline(es_url: str, bootstrap: str) -> Iterator[Pipeline]:
+    tag = uuid.uuid4().hex[:8]
+    port = _free_port()
+    env = dict(os.environ) | {"PULSE_TOPIC": f"dash-{tag}", "PULSE_GROUP": f"dash-{tag}",
+                              "PULSE_INDEX_PREFIX": f"d{tag}", "PULSE_DASHBOARD_PORT": str(port),
+                              "PULSE_GEN_RATE": "300"}
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    log = (ARTIFACTS / "pulse-run.log").open("wb")
+    started = int(time.time() * 1000)
+    proc = subprocess.Popen([sys.executable, "-m", "pulse", "run", "--keep-stack"], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    es = Elasticsearch(es_url)
+    p = Pipeline(f"http://127.0.0.1:{port}", f"d{tag}", f"dash-{tag}", es, proc, started)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (ARTIFACTS / "pulse-run.log").read_text()[-3000:]
+            try:
+                if httpx.get(f"{p.url}/api/health", timeout=2).json().get("partitions", 0) >= 1:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        else:
+            pytest.fail("the pipeline did not produce aggregates within 120s")
+        yield p
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        log.close()
+        es.indices.delete(index=f"d{tag}-*", ignore_unavailable=True)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    if not (CHROMIUM and DRIVER):
+        pytest.fail("chromium and chromium-driver (Debian packages) are required; .ci/run installs them")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--window-size=1400,1100", "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(DRIVER))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _wait(driver: WebDriver, script: str, timeout: float = 20) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = driver.execute_script(script)
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for: {script}")
+
+
+def _rendered(driver: WebDriver) -> None:
+    _wait(driver, "return document.body.dataset.rendered === '1'")
+
+
+def _kpi(driver: WebDriver, name: str) -> float | None:
+    raw = driver.find_element(By.ID, f"kpi-{name}").get_attribute("data-value")
+    return None if raw in (None, "") else float(raw)
+
+
+def _same(page: float | None, ours: float | None) -> bool:
+    if page is None or ours is None:
+        return page is None and ours is None
+    return math.isclose(page, ours, rel_tol=1e-9, abs_tol=1e-9)
+
+
+def _final_range(p: Pipeline) -> tuple[int, int]:
+    """A range that is complete and already final: from the pipeline start to 45 s ago (grace is 30 s)."""
+    while time.time() * 1000 - p.started_ms < 80_000:
+        time.sleep(1)
+    end = (int(time.time() * 1000) - 45_000) // 10_000 * 10_000
+    return p.started_ms - 60_000, end
+
+
+def _severe(driver: WebDriver) -> list[dict[str, object]]:
+    return [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def test_kpis_equal_the_query_module_and_filters_apply(pipeline: Pipeline, browser: WebDriver) -> None:
+    start, end = _final_range(pipeline)
+    t0 = time.monotonic()
+    browser.get(f"{pipeline.url}/?from={start}&to={end}")
+    _rendered(browser)
+    load_s = time.monotonic() - t0
+    first_render_ms = float(browser.execute_script("return document.body.dataset.firstRenderMs"))
+    (ARTIFACTS / "dashboard-timing.txt").write_text(
+        f"time to first render (performance.now at first render): {first_render_ms:.0f} ms\n"
+        f"navigation start to rendered, seen by the test: {load_s * 1000:.0f} ms\n")
+    expected = query.overview(pipeline.es, query.Filters(start, end), pipeline.prefix)
+    assert expected["kpis"]["events"] > 1000
+    for name in KPIS:
+        assert _same(_kpi(browser, name), expected["kpis"][name]), name
+    for step, n in expected["funnel"].items():
+        shown = browser.find_element(By.CSS_SELECTOR, f'#funnel [data-step="{step}"]').get_attribute("data-value")
+        assert int(shown) == n
+    top = query.top_items(pipeline.es, query.Filters(start, end), prefix=pipeline.prefix)
+    rows = browser.find_elements(By.CSS_SELECTOR, "#top-items tbody tr")
+    assert [r.find_element(By.TAG_NAME, "a").text for r in rows] == [t["item_id"] for t in top]
+    health = query.pipeline_health(pipeline.es, pipeline.prefix)
+    assert _kpi(browser, "freshness_s") is not None and _kpi(browser, "freshness_s") >= 0
+    assert health["partitions"] == 6
+
+    # filter by event type through the form: the URL and the numbers follow
+    Select(browser.find_element(By.NAME, "event_type")).select_by_visible_text("purchase")
+    browser.find_element(By.ID, "apply").click()
+    _wait(browser, "return location.search.includes('event_type=purchase')")
+    _rendered(browser)
+    bought = query.overview(pipeline.es, query.Filters(start, end, event_type="purchase"), pipeline.prefix)
+    assert _same(_kpi(browser, "revenue_per_min"), bought["kpis"]["revenue_per_min"])
+    assert _same(_kpi(browser, "events_per_s"), bought["kpis"]["events_per_s"])
+    assert browser.find_element(By.ID, "source").text == "windows"
+
+    # by item (per-item window partials) and by country (raw event archive)
+    item = top[0]["item_id"]
+    for field, value, source in (("item", item, "items"), ("country", "DE", "events")):
+        browser.get(f"{pipeline.url}/?from={start}&to={end}&{field}={value}")
+        _rendered(browser)
+        assert browser.find_element(By.ID, "source").text == source
+        key = {"item": "item_id"}.get(field, field)
+        want = query.overview(pipeline.es, query.Filters(start, end, **{key: value}), pipeline.prefix)
+        assert want["kpis"]["events"] > 0
+        assert _same(_kpi(browser, "events_per_s"), want["kpis"]["events_per_s"]), field
+    assert _severe(browser) == []
+
+
+def test_charts_update_live(pipeline: Pipeline, browser: WebDriver) -> None:
+    browser.get(f"{pipeline.url}/?range=5m")
+    _rendered(browser)
+    _wait(browser, "return Number(document.getElementById('live').dataset.updates) >= 1")
+    before = float(browser.find_element(By.ID, "chart-types").get_attribute("data-total"))
+    updates = int(browser.find_element(By.ID, "live").get_attribute("data-updates"))
+    _wait(browser, f"return Number(document.getElementById('chart-types').dataset.total) > {before}", 30)
+    assert int(browser.find_element(By.ID, "live").get_attribute("data-updates")) > updates
+    browser.save_screenshot(str(ARTIFACTS / "dashboard.png"))
+    assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
+    assert _severe(browser) == []
+
+
+def test_drill_down_to_item_and_user(pipeline: Pipeline, browser: WebDriver) -> None:
+    browser.get(f"{pipeline.url}/?range=15m")
+    _rendered(browser)
+    link = browser.find_element(By.CSS_SELECTOR, "#top-items tbody tr a")
+    item = link.text
+    views_before = (query.item_detail(pipeline.es, item, pipeline.prefix) or {"counts": {}})["counts"].get("view", 0)
+    link.click()
+    _wait(browser, f"return location.pathname === '/items/{item}'")
+    _rendered(browser)
+    shown = browser.find_element(By.CSS_SELECTOR, '#state tr[data-key="view"] td').text.replace(",", "")
+    views_after = query.item_detail(pipeline.es, item, pipeline.prefix)["counts"]["view"]  # type: ignore[index]
+    assert views_before <= float(shown) <= views_after  # counts only grow while the pipeline runs
+    assert int(browser.find_element(By.ID, "chart-types").get_attribute("data-points")) >= 1
+
+    pipeline.es.indices.refresh(index=alias("events", pipeline.prefix))
+    user = pipeline.es.search(index=alias("events", pipeline.prefix), size=1,
+                              sort=[{"ts": "asc"}])["hits"]["hits"][0]["_source"]["user_id"]
+    browser.get(f"{pipeline.url}/users/{user}")
+    _rendered(browser)
+    rows = browser.find_elements(By.CSS_SELECTOR, "#timeline tbody tr")
+    archived = pipeline.es.count(index=alias("events", pipeline.prefix), query={"term": {"user_id": user}})["count"]
+    assert 1 <= len(rows) <= max(archived, 1) and len(rows) <= 200
+    first = rows[0].get_attribute("data-event-id")
+    assert pipeline.es.exists(index=alias("events", pipeline.prefix), id=first) or pipeline.es.count(
+        index=alias("events", pipeline.prefix), query={"term": {"event_id": first}})["count"] == 1
+    assert _severe(browser) == []
+
+
+def test_api_validates_inputs_and_documents_itself(pipeline: Pipeline) -> None:
+    api = httpx.Client(base_url=pipeline.url, timeout=10)
+    spec = api.get("/openapi.json").json()
+    for path in ("/api/overview", "/api/top-items", "/api/health", "/api/items/{item_id}", "/api/users/{user_id}",
+                 "/api/stream"):
+        assert path in spec["paths"], path
+    assert api.get("/api/overview", params={"country": "de"}).status_code == 422
+    assert api.get("/api/overview", params={"item": "x" * 65}).status_code == 422
+    assert api.get("/api/overview", params={"user": '" OR 1=1'}).status_code == 422
+    assert api.get("/api/overview", params={"from": 2000, "to": 1000}).status_code == 422
+    assert api.get("/api/overview", params={"range": "2y"}).status_code == 422
+    assert api.get("/api/items/no-such-item").status_code == 404
+    body = api.get("/api/overview", params={"range": "15m"}).json()
+    assert body["kpis"]["events"] > 0 and body["health"]["partitions"] == 6
+
+
+def test_ctrl_c_stops_everything_it_started(pipeline: Pipeline) -> None:
+    pipeline.proc.send_signal(signal.SIGINT)
+    assert pipeline.proc.wait(60) == 0
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{pipeline.url}/api/health", timeout=2)
