@@ -1,0 +1,117 @@
+"""Static checks of docker-compose.yml and the Dockerfile (no Docker engine on these machines)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import click
+import pytest
+import yaml
+
+from pulse.cli.main import cli
+from pulse.config import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def _known_env() -> set[str]:
+    """Every environment variable Pulse reads: Settings fields, URL overrides and CLI options' envvars."""
+    names = {f"PULSE_{f.name.upper()}" for f in fields(Settings)} | {"PULSE_BOOTSTRAP", "PULSE_ES_URL"}
+
+    def walk(cmd: click.Command) -> None:
+        for p in cmd.params:
+            for env in [p.envvar] if isinstance(p.envvar, str) else (p.envvar or []):
+                names.add(env)
+        for sub in getattr(cmd, "commands", {}).values():
+            walk(sub)
+
+    walk(cli)
+    return names
+
+
+def _pulse_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {n: s for n, s in compose["services"].items() if s.get("build")}
+
+
+def test_services_and_one_shot_setup(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert {"kafka", "elasticsearch", "kibana", "setup", "generator", "aggregator", "dashboard"} <= set(services)
+    assert services["kafka"]["image"].startswith("apache/kafka:")
+    assert "broker,controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]  # KRaft, no ZooKeeper
+    assert services["setup"]["restart"] == "no"
+    for name in ("generator", "aggregator", "store", "archive", "dashboard"):
+        assert services[name]["depends_on"]["setup"]["condition"] == "service_completed_successfully"
+    # scalable: the aggregator has no fixed name or host port
+    assert "container_name" not in services["aggregator"] and "ports" not in services["aggregator"]
+
+
+def test_every_healthy_dependency_has_a_healthcheck(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    checked = 0
+    for svc in services.values():
+        for dep, cond in (svc.get("depends_on") or {}).items():
+            assert dep in services
+            if cond["condition"] == "service_healthy":
+                assert "healthcheck" in services[dep], dep
+                checked += 1
+    assert checked >= 4
+
+
+def test_images_are_pinned(compose: dict[str, Any]) -> None:
+    for name, svc in compose["services"].items():
+        image = svc["image"]
+        assert re.search(r":\d+(\.\d+)+$", image), f"{name}: {image} is not pinned to a version"
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    base = re.search(r"^FROM (\S+)", dockerfile, re.M).group(1)  # type: ignore[union-attr]
+    assert re.search(r":\d+\.\d+\.\d+", base), base
+
+
+def test_environment_uses_pulse_config_names(compose: dict[str, Any]) -> None:
+    known = _known_env()
+    used = set()
+    for svc in _pulse_services(compose).values():
+        for key in svc.get("environment") or {}:
+            if key.startswith("PULSE_"):
+                used.add(key)
+                assert key in known, f"{key} is not a setting Pulse reads"
+    assert {"PULSE_BOOTSTRAP", "PULSE_ES_URL"} <= used
+
+
+def test_ports_match_the_configuration(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    env = _pulse_services(compose)["aggregator"]["environment"]
+    kafka_port = int(env["PULSE_BOOTSTRAP"].rsplit(":", 1)[1])
+    assert f"kafka:{kafka_port}" in services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    es = urlparse(env["PULSE_ES_URL"])
+    assert es.hostname == "elasticsearch" and f"{es.port}:{es.port}" in services["elasticsearch"]["ports"][0]
+    dash = services["dashboard"]
+    port = dash["environment"]["PULSE_DASHBOARD_PORT"]
+    assert dash["ports"] == [f"127.0.0.1:{port}:{port}"] and port in " ".join(dash["healthcheck"]["test"])
+    for svc in services.values():
+        for mapping in svc.get("ports", []):
+            assert mapping.startswith("127.0.0.1:"), f"{mapping} would listen on every interface"
+
+
+def test_commands_are_pulse_commands(compose: dict[str, Any]) -> None:
+    for name, svc in _pulse_services(compose).items():
+        command = svc["command"]
+        verbs = re.findall(r"pulse ([a-z]+)", command[-1]) if command[0] == "sh" else [command[0]]
+        for verb in verbs:
+            assert verb in cli.commands, f"{name}: unknown pulse command {verb!r}"
+
+
+def test_dockerfile_installs_the_package() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^RUN pip install \.", text, re.M)
+    assert "COPY pyproject.toml" in text and "COPY src" in text
+    assert 'ENTRYPOINT ["pulse"]' in text
+    assert re.search(r"^USER (?!root)", text, re.M)  # not as root
