@@ -122,8 +122,15 @@ def _rendered(driver: WebDriver) -> None:
     _wait(driver, "return document.body.dataset.rendered === '1'")
 
 
+def _attrs(driver: WebDriver, selector: str, attr: str) -> list[str | None]:
+    """Read in one script call: the page re-renders every second, so element handles go stale."""
+    return driver.execute_script(  # type: ignore[no-any-return]
+        "return [...document.querySelectorAll(arguments[0])].map(e => arguments[1] === 'text' ? e.textContent "
+        ": e.getAttribute(arguments[1]))", selector, attr)
+
+
 def _kpi(driver: WebDriver, name: str) -> float | None:
-    raw = driver.find_element(By.ID, f"kpi-{name}").get_attribute("data-value")
+    raw = _attrs(driver, f"#kpi-{name}", "data-value")[0]
     return None if raw in (None, "") else float(raw)
 
 
@@ -138,7 +145,7 @@ def _final_range(p: Pipeline) -> tuple[int, int]:
     while time.time() * 1000 - p.started_ms < 80_000:
         time.sleep(1)
     end = (int(time.time() * 1000) - 45_000) // 10_000 * 10_000
-    return p.started_ms - 60_000, end
+    return (p.started_ms - 60_000) // 10_000 * 10_000, end  # whole seconds: the form's datetime fields have no ms
 
 
 def _severe(driver: WebDriver) -> list[dict[str, object]]:
@@ -160,11 +167,9 @@ def test_kpis_equal_the_query_module_and_filters_apply(pipeline: Pipeline, brows
     for name in KPIS:
         assert _same(_kpi(browser, name), expected["kpis"][name]), name
     for step, n in expected["funnel"].items():
-        shown = browser.find_element(By.CSS_SELECTOR, f'#funnel [data-step="{step}"]').get_attribute("data-value")
-        assert int(shown) == n
+        assert int(_attrs(browser, f'#funnel [data-step="{step}"]', "data-value")[0]) == n  # type: ignore[arg-type]
     top = query.top_items(pipeline.es, query.Filters(start, end), prefix=pipeline.prefix)
-    rows = browser.find_elements(By.CSS_SELECTOR, "#top-items tbody tr")
-    assert [r.find_element(By.TAG_NAME, "a").text for r in rows] == [t["item_id"] for t in top]
+    assert _attrs(browser, "#top-items tbody tr a", "text") == [t["item_id"] for t in top]
     health = query.pipeline_health(pipeline.es, pipeline.prefix)
     assert _kpi(browser, "freshness_s") is not None and _kpi(browser, "freshness_s") >= 0
     assert health["partitions"] == 6
@@ -177,14 +182,14 @@ def test_kpis_equal_the_query_module_and_filters_apply(pipeline: Pipeline, brows
     bought = query.overview(pipeline.es, query.Filters(start, end, event_type="purchase"), pipeline.prefix)
     assert _same(_kpi(browser, "revenue_per_min"), bought["kpis"]["revenue_per_min"])
     assert _same(_kpi(browser, "events_per_s"), bought["kpis"]["events_per_s"])
-    assert browser.find_element(By.ID, "source").text == "windows"
+    assert _attrs(browser, "#source", "text") == ["windows"]
 
     # by item (per-item window partials) and by country (raw event archive)
     item = top[0]["item_id"]
     for field, value, source in (("item", item, "items"), ("country", "DE", "events")):
         browser.get(f"{pipeline.url}/?from={start}&to={end}&{field}={value}")
         _rendered(browser)
-        assert browser.find_element(By.ID, "source").text == source
+        assert _attrs(browser, "#source", "text") == [source]
         key = {"item": "item_id"}.get(field, field)
         want = query.overview(pipeline.es, query.Filters(start, end, **{key: value}), pipeline.prefix)
         assert want["kpis"]["events"] > 0
@@ -196,10 +201,10 @@ def test_charts_update_live(pipeline: Pipeline, browser: WebDriver) -> None:
     browser.get(f"{pipeline.url}/?range=5m")
     _rendered(browser)
     _wait(browser, "return Number(document.getElementById('live').dataset.updates) >= 1")
-    before = float(browser.find_element(By.ID, "chart-types").get_attribute("data-total"))
-    updates = int(browser.find_element(By.ID, "live").get_attribute("data-updates"))
+    before = float(_attrs(browser, "#chart-types", "data-total")[0])  # type: ignore[arg-type]
+    updates = int(_attrs(browser, "#live", "data-updates")[0])  # type: ignore[arg-type]
     _wait(browser, f"return Number(document.getElementById('chart-types').dataset.total) > {before}", 30)
-    assert int(browser.find_element(By.ID, "live").get_attribute("data-updates")) > updates
+    assert int(_attrs(browser, "#live", "data-updates")[0]) > updates  # type: ignore[arg-type]
     browser.save_screenshot(str(ARTIFACTS / "dashboard.png"))
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
     assert _severe(browser) == []
@@ -208,10 +213,9 @@ def test_charts_update_live(pipeline: Pipeline, browser: WebDriver) -> None:
 def test_drill_down_to_item_and_user(pipeline: Pipeline, browser: WebDriver) -> None:
     browser.get(f"{pipeline.url}/?range=15m")
     _rendered(browser)
-    link = browser.find_element(By.CSS_SELECTOR, "#top-items tbody tr a")
-    item = link.text
+    item = _attrs(browser, "#top-items tbody tr a", "text")[0]
     views_before = (query.item_detail(pipeline.es, item, pipeline.prefix) or {"counts": {}})["counts"].get("view", 0)
-    link.click()
+    browser.execute_script("document.querySelector('#top-items tbody tr a').click()")  # a real click on the link
     _wait(browser, f"return location.pathname === '/items/{item}'")
     _rendered(browser)
     shown = browser.find_element(By.CSS_SELECTOR, '#state tr[data-key="view"] td').text.replace(",", "")
