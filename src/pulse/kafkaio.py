@@ -14,7 +14,7 @@ from confluent_kafka import (
     KafkaException,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from pulse.errors import PulseError
 
@@ -86,17 +86,18 @@ def group_caught_up(consumer: Consumer, topic: str, transactional: bool) -> bool
     return True
 
 
-def group_lag(admin: AdminClient, consumer: Consumer, group: str, topic: str) -> int | None:
-    """Records of ``topic`` not yet committed by ``group`` (None if the topic or group is unknown yet)."""
+def group_lag(admin: AdminClient, group: str, topic: str, timeout_s: float = 5.0) -> int | None:
+    """Records of ``topic`` not yet committed by ``group`` (None if the topic or group is unknown yet).
+
+    Admin requests only (batched, never blocked behind a consumer's fetches)."""
     try:
-        partitions = consumer.list_topics(topic, timeout=5).topics[topic].partitions
+        partitions = admin.list_topics(topic, timeout=timeout_s).topics[topic].partitions
         request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in partitions])
-        result = admin.list_consumer_group_offsets([request])[group].result(timeout=5)
-        lag = 0
-        for tp in result.topic_partitions:
-            _, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=5)
-            lag += max(0, high - max(tp.offset, 0))
-        return lag
+        committed = admin.list_consumer_group_offsets([request])[group].result(timeout=timeout_s)
+        ends = admin.list_offsets({TopicPartition(topic, p): OffsetSpec.latest() for p in partitions},
+                                  request_timeout=timeout_s)
+        high = {tp.partition: fut.result(timeout=timeout_s).offset for tp, fut in ends.items()}
+        return sum(max(0, high[tp.partition] - max(tp.offset, 0)) for tp in committed.topic_partitions)
     except (KafkaException, KeyError):
         return None
 

@@ -35,6 +35,7 @@ class EngineConfig:
     state: StateConfig = field(default_factory=StateConfig)
     flush_interval_s: float = 1.0
     detail_interval_s: float = 5.0  # item and user documents are published at most this often (coalesced)
+    detail_flushes: int | None = None  # instead: every Nth flush (deterministic cadence for benchmarks)
     idle_timeout_s: float = 10.0
     batch_size: int = 20_000
     transaction_timeout_ms: int = 20_000
@@ -161,7 +162,10 @@ class Engine:
         (restore re-publishes restored state)."""
         now_wall = int(time.time() * 1000)
         self._advance_idle(now_wall)
-        details = details or time.monotonic() - self._last_details >= self.cfg.detail_interval_s
+        if self.cfg.detail_flushes:
+            details = details or (self.stats.flushes + 1) % self.cfg.detail_flushes == 0
+        else:
+            details = details or time.monotonic() - self._last_details >= self.cfg.detail_interval_s
         work = []
         for st in self.states.values():
             st.expire()

@@ -62,7 +62,7 @@ def _stop_on_signals() -> threading.Event:
 @click.option("--index-prefix", envvar="PULSE_INDEX_PREFIX", default="pulse", show_default=True,
               help="Indices are <prefix>-windows, -users, -items, -partitions (aliases).")
 @click.option("--flush-interval", envvar="PULSE_STORE_FLUSH_INTERVAL", type=click.FloatRange(0.05, 60),
-              default=1.0, show_default=True, help="Seconds between bulk writes.")
+              default=0.25, show_default=True, help="Seconds between bulk writes (more when behind: coalesced).")
 @click.option("--exit-when-idle", type=click.FloatRange(0.1), default=None,
               help="Stop once no documents arrived for this many seconds (batch jobs, tests).")
 @click.pass_obj

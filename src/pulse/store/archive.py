@@ -95,7 +95,7 @@ class ArchiveWriter:
             "session.timeout.ms": 6_000, "heartbeat.interval.ms": 1_500,
         })
         self._sink = BulkSink(self.es, self._consumer, cfg.bootstrap, f"{cfg.group}.store-dlq", self.stats)
-        self._heartbeat = Heartbeat(cfg.bootstrap, self._consumer, f"archive:{cfg.topic}")
+        self._heartbeat = Heartbeat(cfg.bootstrap, f"archive:{cfg.topic}")
         self._ops: list[BulkOp] = []
         self._last_cleanup = 0.0
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
@@ -21,17 +20,16 @@ from pulse.store.indices import heartbeat_index
 class Heartbeat:
     """Throttled heartbeat document for one writer; lag lookups cost a few broker round trips."""
 
-    def __init__(self, bootstrap: str, consumer: Consumer, component: str, every_s: float = 1.0) -> None:
+    def __init__(self, bootstrap: str, component: str, every_s: float = 1.0) -> None:
         self.component, self.every_s = component, every_s
         self._admin = AdminClient({"bootstrap.servers": bootstrap, "logger": QUIET_LOG})
-        self._consumer = consumer
         self._last = 0.0
 
     def due(self) -> bool:
         return time.monotonic() - self._last >= self.every_s
 
     def lag(self, group: str, topic: str) -> int | None:
-        return group_lag(self._admin, self._consumer, group, topic)
+        return group_lag(self._admin, group, topic)
 
     def publish(self, es: Elasticsearch, prefix: str, **fields: Any) -> str | None:
         """Write the heartbeat document; returns an error text instead of raising (best effort)."""

@@ -31,7 +31,7 @@ class WriterConfig:
     es_url: str
     group: str = "pulse-aggregator"  # the aggregator group whose documents are projected
     input_topic: str = "pulse.events"  # for the heartbeat's aggregator lag
-    flush_interval_s: float = 1.0
+    flush_interval_s: float = 0.25  # the aggregator already coalesces per second; this only adds latency
     max_docs: int = 5_000  # per bulk request
     max_bytes: int = 8 * 1024 * 1024  # per bulk request
     max_pending_docs: int = 100_000  # coalescing buffer: when behind, more newer versions replace older ones
@@ -71,7 +71,7 @@ class ElasticsearchWriter:
             "fetch.max.bytes": 32 * 1024 * 1024, "session.timeout.ms": 6_000, "heartbeat.interval.ms": 1_500,
         })
         self._sink = BulkSink(self.es, self._consumer, cfg.bootstrap, cfg.dlq_topic, self.stats)
-        self._heartbeat = Heartbeat(cfg.bootstrap, self._consumer, f"store:{cfg.group}")
+        self._heartbeat = Heartbeat(cfg.bootstrap, f"store:{cfg.group}")
         self._pending: dict[str, tuple[int, str, bytes]] = {}  # id -> (version, index, source)
         self._pending_bytes = 0
 
