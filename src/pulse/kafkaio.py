@@ -73,17 +73,21 @@ def read_range(bootstrap: str, topic: str, partition: int, start: int, end: int 
         consumer.close()
 
 
-def group_caught_up(consumer: Consumer, topic: str, transactional: bool) -> bool:
+def end_offsets(admin: AdminClient, topic: str, partitions: list[int], timeout_s: float = 10.0) -> dict[int, int]:
+    """High watermarks in one batched admin request (a busy consumer's own lookups wait behind its fetches)."""
+    ends = admin.list_offsets({TopicPartition(topic, p): OffsetSpec.latest() for p in partitions},
+                              request_timeout=timeout_s)
+    return {tp.partition: fut.result(timeout=timeout_s).offset for tp, fut in ends.items()}
+
+
+def group_caught_up(consumer: Consumer, admin: AdminClient, topic: str, transactional: bool) -> bool:
     """True when the consumer's group has committed every partition of ``topic`` to its end. On a
     transactional topic the last record is a commit marker, which no consumer ever sees."""
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    partitions = list(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
     committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+    high = end_offsets(admin, topic, partitions)
     slack = 1 if transactional else 0
-    for tp in committed:
-        _, high = watermarks(consumer, topic, tp.partition)
-        if high > 0 and tp.offset < high - slack:
-            return False
-    return True
+    return all(high[tp.partition] <= 0 or tp.offset >= high[tp.partition] - slack for tp in committed)
 
 
 def group_lag(admin: AdminClient, group: str, topic: str, timeout_s: float = 5.0) -> int | None:
@@ -94,9 +98,7 @@ def group_lag(admin: AdminClient, group: str, topic: str, timeout_s: float = 5.0
         partitions = admin.list_topics(topic, timeout=timeout_s).topics[topic].partitions
         request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in partitions])
         committed = admin.list_consumer_group_offsets([request])[group].result(timeout=timeout_s)
-        ends = admin.list_offsets({TopicPartition(topic, p): OffsetSpec.latest() for p in partitions},
-                                  request_timeout=timeout_s)
-        high = {tp.partition: fut.result(timeout=timeout_s).offset for tp, fut in ends.items()}
+        high = end_offsets(admin, topic, list(partitions), timeout_s)
         return sum(max(0, high[tp.partition] - max(tp.offset, 0)) for tp in committed.topic_partitions)
     except (KafkaException, KeyError):
         return None

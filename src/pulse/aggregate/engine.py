@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 
 import orjson
 from confluent_kafka import OFFSET_STORED, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from pulse.aggregate import changelog, docs
 from pulse.aggregate.restore import restore_partition
 from pulse.aggregate.state import PartitionState, SideOutput, StateConfig
 from pulse.errors import PulseError
 from pulse.kafkaio import group_caught_up, offsets_at, watermarks
+from pulse.stack.kafka import QUIET_LOG
 
 _LOG = logging.getLogger("pulse.aggregate")
 
@@ -78,6 +80,7 @@ class Engine:
         self.states: dict[int, PartitionState] = {}
         self._last_record_wall: dict[int, float] = {}
         self._last_details = time.monotonic()
+        self._admin = AdminClient({"bootstrap.servers": cfg.bootstrap, "logger": QUIET_LOG})
         self._on_flush = on_flush
         self._consumer = Consumer({
             "bootstrap.servers": cfg.bootstrap, "group.id": cfg.group, "enable.auto.commit": False,
@@ -131,7 +134,7 @@ class Engine:
         """True when the whole group has committed every input partition to its end (checked only when idle),
         so a batch run does not stop while another member's partitions still wait for reassignment."""
         self.flush(details=True)
-        if group_caught_up(self._consumer, self.cfg.topic, transactional=False):
+        if group_caught_up(self._consumer, self._admin, self.cfg.topic, transactional=False):
             return True
         self._last_activity = time.monotonic()
         return False
@@ -239,7 +242,10 @@ class Engine:
             target = now_wall - st.cfg.grace_ms
             if self._last_record_wall.get(p, 0.0) >= cutoff or target <= st.watermark.value:
                 continue
-            _, high = watermarks(self._consumer, self.cfg.topic, p)
+            # the fetcher's cached high watermark: a broker lookup would wait behind in-flight fetches
+            _, high = self._consumer.get_watermark_offsets(TopicPartition(self.cfg.topic, p), cached=True)
+            if high < 0:
+                _, high = watermarks(self._consumer, self.cfg.topic, p)
             if st.next_offset >= high and st.watermark.advance_to(target):
                 st.meta_dirty = True
             else:

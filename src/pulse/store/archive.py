@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 import msgspec
 import orjson
 from confluent_kafka import Consumer, Message
+from confluent_kafka.admin import AdminClient
 from elasticsearch import Elasticsearch
 
 from pulse.events.schema import Event
 from pulse.events.validate import validate
 from pulse.kafkaio import group_caught_up
+from pulse.stack.kafka import QUIET_LOG
 from pulse.store.bulk import BulkOp, BulkSink, SinkStats
 from pulse.store.heartbeat import Heartbeat
 from pulse.store.indices import ARCHIVE_FAMILIES, alias
@@ -95,7 +97,8 @@ class ArchiveWriter:
             "session.timeout.ms": 6_000, "heartbeat.interval.ms": 1_500,
         })
         self._sink = BulkSink(self.es, self._consumer, cfg.bootstrap, f"{cfg.group}.store-dlq", self.stats)
-        self._heartbeat = Heartbeat(cfg.bootstrap, f"archive:{cfg.topic}")
+        self._admin = AdminClient({"bootstrap.servers": cfg.bootstrap, "logger": QUIET_LOG})
+        self._heartbeat = Heartbeat(self._admin, f"archive:{cfg.topic}")
         self._ops: list[BulkOp] = []
         self._last_cleanup = 0.0
 
@@ -118,7 +121,7 @@ class ArchiveWriter:
                     last_flush = time.monotonic()
                 if exit_when_idle_s is not None and not batch and time.monotonic() - last_input > exit_when_idle_s:
                     self.flush(stop)
-                    if all(group_caught_up(self._consumer, t, transactional=t != self.cfg.topic)
+                    if all(group_caught_up(self._consumer, self._admin, t, transactional=t != self.cfg.topic)
                            for t in self.cfg.topics):
                         break
                     last_input = time.monotonic()

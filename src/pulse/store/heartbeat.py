@@ -13,16 +13,15 @@ from confluent_kafka.admin import AdminClient
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
 from pulse.kafkaio import group_lag
-from pulse.stack.kafka import QUIET_LOG
 from pulse.store.indices import heartbeat_index
 
 
 class Heartbeat:
     """Throttled heartbeat document for one writer; lag lookups cost a few broker round trips."""
 
-    def __init__(self, bootstrap: str, component: str, every_s: float = 1.0) -> None:
+    def __init__(self, admin: AdminClient, component: str, every_s: float = 1.0) -> None:
         self.component, self.every_s = component, every_s
-        self._admin = AdminClient({"bootstrap.servers": bootstrap, "logger": QUIET_LOG})
+        self._admin = admin
         self._last = 0.0
 
     def due(self) -> bool:

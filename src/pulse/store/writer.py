@@ -17,9 +17,11 @@ from dataclasses import dataclass
 
 import orjson
 from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient
 from elasticsearch import Elasticsearch
 
 from pulse.kafkaio import group_caught_up
+from pulse.stack.kafka import QUIET_LOG
 from pulse.store.bulk import BulkOp, BulkSink, SinkStats
 from pulse.store.heartbeat import Heartbeat
 from pulse.store.indices import KIND_FAMILY, index_for
@@ -71,7 +73,8 @@ class ElasticsearchWriter:
             "fetch.max.bytes": 32 * 1024 * 1024, "session.timeout.ms": 6_000, "heartbeat.interval.ms": 1_500,
         })
         self._sink = BulkSink(self.es, self._consumer, cfg.bootstrap, cfg.dlq_topic, self.stats)
-        self._heartbeat = Heartbeat(cfg.bootstrap, f"store:{cfg.group}")
+        self._admin = AdminClient({"bootstrap.servers": cfg.bootstrap, "logger": QUIET_LOG})
+        self._heartbeat = Heartbeat(self._admin, f"store:{cfg.group}")
         self._pending: dict[str, tuple[int, str, bytes]] = {}  # id -> (version, index, source)
         self._pending_bytes = 0
 
@@ -94,7 +97,7 @@ class ElasticsearchWriter:
                     last_flush = time.monotonic()
                 if exit_when_idle_s is not None and not batch and time.monotonic() - last_input > exit_when_idle_s:
                     self.flush(stop)
-                    if group_caught_up(self._consumer, self.cfg.source_topic, transactional=True):
+                    if group_caught_up(self._consumer, self._admin, self.cfg.source_topic, transactional=True):
                         break
                     last_input = time.monotonic()
             self.flush(stop, final=True)
