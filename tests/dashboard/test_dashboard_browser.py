@@ -29,6 +29,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 
+from pulse.stack.process import interrupt
 from pulse.store import query
 from pulse.store.indices import alias
 
@@ -81,12 +82,7 @@ def pipeline(es_url: str, bootstrap: str) -> Iterator[Pipeline]:
             pytest.fail("the pipeline did not produce aggregates within 120s")
         yield p
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        interrupt(proc, 60)
         log.close()
         es.indices.delete(index=f"d{tag}-*", ignore_unavailable=True)
 

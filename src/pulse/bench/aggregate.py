@@ -8,7 +8,6 @@ once contenders are timed to their last commit) and it is then stopped.
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from pulse.config import Settings
 from pulse.errors import PulseError
+from pulse.stack.process import interrupt
 
 QUIX_SPEC = "quixstreams>=3.20,<4"
 
@@ -111,11 +111,7 @@ def measure(settings: Settings, contender: Contender, topic: str, ends: dict[int
                     break
                 time.sleep(0.25)
         finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            interrupt(proc)
             watcher.close()
     return Result(contender.name, total, elapsed, contender.note)
 

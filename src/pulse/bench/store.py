@@ -13,7 +13,6 @@ visible in search. Budget: flush interval + refresh interval + 1 s.
 from __future__ import annotations
 
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from pulse.errors import PulseError
 from pulse.generate.chaos import Chaos, ChaosConfig
 from pulse.generate.producer import EventProducer, RunLimits
 from pulse.generate.traffic import Traffic, TrafficConfig
+from pulse.stack.process import interrupt
 from pulse.store.indices import alias, ensure_indices
 from pulse.topics import aggregator_topics, ensure_topics, input_topics
 
@@ -111,13 +111,7 @@ def freshness(settings: Settings, rate: float, seconds: float, log: Path, warmup
                 time.sleep(0.2)
     finally:
         for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        for p in procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+            interrupt(p)
         es.indices.delete(index=f"{prefix}-*", ignore_unavailable=True)
     if len(samples) < 10:
         raise PulseError(f"too few freshness samples ({len(samples)}); is the pipeline producing? see {log}")

@@ -20,7 +20,7 @@ from elasticsearch import Elasticsearch
 from pulse.config import Settings
 from pulse.errors import PulseError
 from pulse.stack import manager
-from pulse.stack.process import port_in_use
+from pulse.stack.process import interrupt, port_in_use
 from pulse.store.indices import current_generation, ensure_indices
 from pulse.store.lineage import check_source
 from pulse.topics import ensure_topics, input_topics
@@ -40,13 +40,8 @@ class Stage:
                                          env=env, start_new_session=True)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        if self.proc:
+            interrupt(self.proc, 20)
 
     def tail(self, lines: int = 10) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])

@@ -135,3 +135,15 @@ def wait_until(check: Callable[[], bool], *, timeout: float, alive: Callable[[],
             raise StackError(f"{what} exited during start-up; last log lines:\n{log_tail()}")
         time.sleep(0.5)
     raise StackError(f"{what} did not become healthy within {timeout:.0f}s; last log lines:\n{log_tail()}")
+
+
+def interrupt(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
+    """Stop a child we started like Ctrl-C would (SIGINT), killing it if it does not exit in time."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode

@@ -10,24 +10,19 @@ records that would land in an already expired day.
 from __future__ import annotations
 
 import datetime as dt
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import msgspec
 import orjson
-from confluent_kafka import Consumer, Message
-from confluent_kafka.admin import AdminClient
-from elasticsearch import Elasticsearch
+from confluent_kafka import Message
 
 from pulse.events.schema import Event
 from pulse.events.validate import validate
-from pulse.kafkaio import group_caught_up
-from pulse.stack.kafka import QUIET_LOG
-from pulse.store.bulk import BulkOp, BulkSink, SinkStats
-from pulse.store.heartbeat import Heartbeat
+from pulse.store.bulk import BulkOp, SinkStats
 from pulse.store.indices import ARCHIVE_FAMILIES, alias
+from pulse.store.projection import Projection
 
 DAY_MS = 86_400_000
 
@@ -51,7 +46,6 @@ class ArchiveConfig:
 
 @dataclass
 class ArchiveStats(SinkStats):
-    consumed: int = 0
     expired: int = 0
     by_family: dict[str, int] = field(default_factory=dict)
 
@@ -85,51 +79,24 @@ def _header(msg: Message, name: str) -> str | None:
     return None
 
 
-class ArchiveWriter:
+class ArchiveWriter(Projection[ArchiveStats]):
     def __init__(self, cfg: ArchiveConfig, on_flush: Callable[[ArchiveStats], None] | None = None) -> None:
+        super().__init__(cfg.bootstrap, cfg.es_url, cfg.group, f"{cfg.group}.store-dlq", ArchiveStats(),
+                         f"archive:{cfg.topic}", cfg.flush_interval_s, on_flush)
         self.cfg = cfg
-        self.stats = ArchiveStats()
-        self._on_flush = on_flush
-        self.es = Elasticsearch(cfg.es_url, request_timeout=30, retry_on_timeout=False, max_retries=0)
-        self._consumer = Consumer({
-            "bootstrap.servers": cfg.bootstrap, "group.id": cfg.group, "enable.auto.commit": False,
-            "auto.offset.reset": "earliest", "isolation.level": "read_committed",
-            "session.timeout.ms": 6_000, "heartbeat.interval.ms": 1_500,
-        })
-        self._sink = BulkSink(self.es, self._consumer, cfg.bootstrap, f"{cfg.group}.store-dlq", self.stats)
-        self._admin = AdminClient({"bootstrap.servers": cfg.bootstrap, "logger": QUIET_LOG})
-        self._heartbeat = Heartbeat(self._admin, f"archive:{cfg.topic}")
         self._ops: list[BulkOp] = []
         self._last_cleanup = 0.0
 
-    def run(self, stop: threading.Event, exit_when_idle_s: float | None = None) -> ArchiveStats:
-        self._consumer.subscribe(self.cfg.topics)
-        last_flush = last_input = time.monotonic()
-        try:
-            while not stop.is_set():
-                if time.monotonic() - self._last_cleanup > 3600:
-                    self.delete_expired()
-                batch = self._consumer.consume(5_000, 0.2)
-                for msg in batch:
-                    if msg.error() is None:
-                        self._add(msg)
-                if batch:
-                    last_input = time.monotonic()
-                    self.stats.consumed += len(batch)
-                if len(self._ops) >= self.cfg.max_docs or time.monotonic() - last_flush >= self.cfg.flush_interval_s:
-                    self.flush(stop)
-                    last_flush = time.monotonic()
-                if exit_when_idle_s is not None and not batch and time.monotonic() - last_input > exit_when_idle_s:
-                    self.flush(stop)
-                    if all(group_caught_up(self._consumer, self._admin, t, transactional=t != self.cfg.topic)
-                           for t in self.cfg.topics):
-                        break
-                    last_input = time.monotonic()
-            self.flush(stop, final=True)
-        finally:
-            self._consumer.close()
-            self._sink.close()
-        return self.stats
+    def sources(self) -> dict[str, bool]:
+        """The input topic (plain producers) and the aggregator's side topics (transactional)."""
+        return {t: t != self.cfg.topic for t in self.cfg.topics}
+
+    def on_tick(self) -> None:
+        if time.monotonic() - self._last_cleanup > 3600:
+            self.delete_expired()
+
+    def full(self) -> bool:
+        return len(self._ops) >= self.cfg.max_docs
 
     def delete_expired(self) -> list[str]:
         self._last_cleanup = time.monotonic()
@@ -140,7 +107,7 @@ class ArchiveWriter:
             self.es.indices.delete(index=",".join(gone))
         return gone
 
-    def _add(self, msg: Message) -> None:
+    def add(self, msg: Message) -> None:
         topic, value = msg.topic(), msg.value()
         if topic == self.cfg.topic:
             if value is None:
@@ -151,8 +118,8 @@ class ArchiveWriter:
             return
         routed = {"reason": _header(msg, "pulse.reason") or "unknown", "detail": _header(msg, "pulse.detail"),
                   "routed_at": msg.timestamp()[1]}
-        partition, offset = int(_header(msg, "pulse.source.partition") or -1), int(
-            _header(msg, "pulse.source.offset") or -1)
+        partition = int(_header(msg, "pulse.source.partition") or -1)
+        offset = int(_header(msg, "pulse.source.offset") or -1)
         if topic.endswith(".late"):
             event = validate(value or b"", 2**62)
             if isinstance(event, Event):
@@ -175,16 +142,13 @@ class ArchiveWriter:
         self._ops.append(BulkOp(daily_index(self.cfg.index_prefix, family, ts_ms), doc_id, orjson.dumps(doc),
                                 create=True))
 
-    def flush(self, stop: threading.Event | None = None, final: bool = False) -> None:
-        if self._ops:
-            ops, self._ops = self._ops, []
-            self._sink.write(ops, stop)
-            self._consumer.commit(asynchronous=False)
-            if self._on_flush:
-                self._on_flush(self.stats)
-        if final or self._heartbeat.due():
-            cfg, s = self.cfg, self.stats
-            s.last_error = self._heartbeat.publish(
-                self.es, cfg.index_prefix, group=cfg.group, topic=cfg.topic,
-                store_lag=self._heartbeat.lag(cfg.group, cfg.topic), archived=s.writes, stale=s.stale,
-                expired=s.expired, dead_lettered=s.dead_lettered, retries=s.retries) or s.last_error
+    def take(self) -> list[list[BulkOp]]:
+        ops, self._ops = self._ops, []
+        return [ops] if ops else []
+
+    def beat(self) -> None:
+        cfg, s = self.cfg, self.stats
+        s.last_error = self.heartbeat.publish(
+            self.es, cfg.index_prefix, group=cfg.group, topic=cfg.topic,
+            store_lag=self.heartbeat.lag(cfg.group, cfg.topic), archived=s.writes, stale=s.stale,
+            expired=s.expired, dead_lettered=s.dead_lettered, retries=s.retries) or s.last_error

@@ -43,6 +43,7 @@ class BulkOp:
 
 @dataclass
 class SinkStats:
+    consumed: int = 0
     writes: int = 0
     stale: int = 0  # 409: already newer (or, for create, already there)
     dead_lettered: int = 0

@@ -77,34 +77,29 @@ def alias(family: str, prefix: str = DEFAULT_PREFIX) -> str:
     return f"{prefix}-{family}"
 
 
-def template_body(family: str, prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
-    return {
-        "index_patterns": [f"{alias(family, prefix)}-*"],
-        "priority": 200,
-        "template": {
-            "settings": {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"},
-            "mappings": {
-                "dynamic": "strict",
-                "dynamic_templates": [{"counts_as_long": {"path_match": "*.*", "mapping": {"type": "long"}}}],
-                "properties": _PROPERTIES[family],
-            },
-        },
-        "_meta": {"pulse": "index template, managed by `pulse setup`"},
+def _template(family: str, prefix: str, mappings: dict[str, Any], meta: str,
+              aliases: dict[str, Any] | None = None) -> dict[str, Any]:
+    template: dict[str, Any] = {
+        "settings": {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"},
+        "mappings": {"dynamic": "strict", **mappings},
     }
+    if aliases:
+        template["aliases"] = aliases
+    return {"index_patterns": [f"{alias(family, prefix)}-*"], "priority": 200, "template": template,
+            "_meta": {"pulse": f"{meta}, managed by `pulse setup`"}}
+
+
+def template_body(family: str, prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
+    """Generations ``<prefix>-<family>-00000N`` of an aggregate family; the per-type maps hold longs."""
+    return _template(family, prefix, {
+        "dynamic_templates": [{"counts_as_long": {"path_match": "*.*", "mapping": {"type": "long"}}}],
+        "properties": _PROPERTIES[family]}, "index template")
 
 
 def archive_template_body(family: str, prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
     """Daily indices ``<prefix>-<family>-YYYY.MM.DD``, each joining the read alias ``<prefix>-<family>``."""
-    return {
-        "index_patterns": [f"{alias(family, prefix)}-*"],
-        "priority": 200,
-        "template": {
-            "settings": {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"},
-            "mappings": {"dynamic": "strict", "properties": _ARCHIVE_PROPERTIES[family]},
-            "aliases": {alias(family, prefix): {}},
-        },
-        "_meta": {"pulse": "daily archive index template, managed by `pulse setup`"},
-    }
+    return _template(family, prefix, {"properties": _ARCHIVE_PROPERTIES[family]}, "daily archive index template",
+                     aliases={alias(family, prefix): {}})
 
 
 def heartbeat_index(prefix: str = DEFAULT_PREFIX) -> str:

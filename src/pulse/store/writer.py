@@ -10,21 +10,15 @@ buffer), so memory stays bounded by one flush. Each flush also refreshes the pip
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
-from confluent_kafka import Consumer
-from confluent_kafka.admin import AdminClient
-from elasticsearch import Elasticsearch
+from confluent_kafka import Message
 
-from pulse.kafkaio import group_caught_up
-from pulse.stack.kafka import QUIET_LOG
-from pulse.store.bulk import BulkOp, BulkSink, SinkStats
-from pulse.store.heartbeat import Heartbeat
+from pulse.store.bulk import BulkOp, SinkStats
 from pulse.store.indices import KIND_FAMILY, index_for
+from pulse.store.projection import Projection
 
 
 @dataclass(frozen=True)
@@ -56,55 +50,23 @@ class WriterConfig:
 
 @dataclass
 class WriterStats(SinkStats):
-    consumed: int = 0
     newest_flush_ms: int = 0  # newest aggregator flush written (freshness)
     newest_event_ms: int = 0
 
 
-class ElasticsearchWriter:
+class ElasticsearchWriter(Projection[WriterStats]):
     def __init__(self, cfg: WriterConfig, on_flush: Callable[[WriterStats], None] | None = None) -> None:
+        super().__init__(cfg.bootstrap, cfg.es_url, cfg.consumer_group, cfg.dlq_topic, WriterStats(),
+                         f"store:{cfg.group}", cfg.flush_interval_s, on_flush)
         self.cfg = cfg
-        self.stats = WriterStats()
-        self._on_flush = on_flush
-        self.es = Elasticsearch(cfg.es_url, request_timeout=30, retry_on_timeout=False, max_retries=0)
-        self._consumer = Consumer({
-            "bootstrap.servers": cfg.bootstrap, "group.id": cfg.consumer_group, "enable.auto.commit": False,
-            "auto.offset.reset": "earliest", "isolation.level": "read_committed",
-            "fetch.max.bytes": 32 * 1024 * 1024, "session.timeout.ms": 6_000, "heartbeat.interval.ms": 1_500,
-        })
-        self._sink = BulkSink(self.es, self._consumer, cfg.bootstrap, cfg.dlq_topic, self.stats)
-        self._admin = AdminClient({"bootstrap.servers": cfg.bootstrap, "logger": QUIET_LOG})
-        self._heartbeat = Heartbeat(self._admin, f"store:{cfg.group}")
         self._pending: dict[str, tuple[int, str, bytes]] = {}  # id -> (version, index, source)
         self._pending_bytes = 0
 
-    def run(self, stop: threading.Event, exit_when_idle_s: float | None = None) -> WriterStats:
-        self._consumer.subscribe([self.cfg.source_topic])
-        last_flush = last_input = time.monotonic()
-        try:
-            while not stop.is_set():
-                batch = self._consumer.consume(5_000, 0.2)
-                for msg in batch:
-                    if msg.error() is None and msg.value() is not None:
-                        self._add(msg.key().decode(), msg.value())
-                if batch:
-                    last_input = time.monotonic()
-                    self.stats.consumed += len(batch)
-                full = (len(self._pending) >= self.cfg.max_pending_docs
-                        or self._pending_bytes >= self.cfg.max_pending_bytes)
-                if full or time.monotonic() - last_flush >= self.cfg.flush_interval_s:
-                    self.flush(stop)
-                    last_flush = time.monotonic()
-                if exit_when_idle_s is not None and not batch and time.monotonic() - last_input > exit_when_idle_s:
-                    self.flush(stop)
-                    if group_caught_up(self._consumer, self._admin, self.cfg.source_topic, transactional=True):
-                        break
-                    last_input = time.monotonic()
-            self.flush(stop, final=True)
-        finally:
-            self._consumer.close()
-            self._sink.close()
-        return self.stats
+    def sources(self) -> dict[str, bool]:
+        return {self.cfg.source_topic: True}
+
+    def full(self) -> bool:
+        return len(self._pending) >= self.cfg.max_pending_docs or self._pending_bytes >= self.cfg.max_pending_bytes
 
     def _index(self, kind: str) -> str:
         prefix = self.cfg.index_prefix
@@ -112,6 +74,10 @@ class ElasticsearchWriter:
             return f"{prefix}-unknown"  # not a Pulse kind: the strict mappings dead-letter it
         name = index_for(kind, prefix)
         return name if self.cfg.generation is None else f"{name}-{self.cfg.generation:06d}"
+
+    def add(self, msg: Message) -> None:
+        if msg.value() is not None:
+            self._add(msg.key().decode(), msg.value())
 
     def _add(self, doc_id: str, value: bytes) -> None:
         doc = orjson.loads(value)
@@ -127,30 +93,30 @@ class ElasticsearchWriter:
             self._pending[doc_id] = (version, self._index(kind), value)
             self._pending_bytes += len(value)
 
-    def flush(self, stop: threading.Event | None = None, final: bool = False) -> None:
-        if self._pending:
-            docs, self._pending, self._pending_bytes = self._pending, {}, 0
-            chunk: list[BulkOp] = []
-            size = 0
-            for doc_id, (version, index, source) in docs.items():
-                chunk.append(BulkOp(index, doc_id, source, version))
-                size += len(source)
-                if len(chunk) >= self.cfg.max_docs or size >= self.cfg.max_bytes:
-                    self._sink.write(chunk, stop)
-                    chunk, size = [], 0
-            self._sink.write(chunk, stop)
-            self._consumer.commit(asynchronous=False)
-            if self._on_flush:
-                self._on_flush(self.stats)
-        if (final or self._heartbeat.due()) and self.cfg.generation is None:
-            self._beat()
+    def take(self) -> list[list[BulkOp]]:
+        """The coalesced documents, as bulk requests within the count and byte limits."""
+        docs, self._pending, self._pending_bytes = self._pending, {}, 0
+        requests: list[list[BulkOp]] = []
+        chunk: list[BulkOp] = []
+        size = 0
+        for doc_id, (version, index, source) in docs.items():
+            chunk.append(BulkOp(index, doc_id, source, version))
+            size += len(source)
+            if len(chunk) >= self.cfg.max_docs or size >= self.cfg.max_bytes:
+                requests.append(chunk)
+                chunk, size = [], 0
+        if chunk:
+            requests.append(chunk)
+        return requests
 
-    def _beat(self) -> None:
+    def beat(self) -> None:
+        if self.cfg.generation is not None:
+            return  # a replay's writer is not the pipeline's
         s, cfg = self.stats, self.cfg
-        s.last_error = self._heartbeat.publish(
+        s.last_error = self.heartbeat.publish(
             self.es, cfg.index_prefix, group=cfg.group, topic=cfg.input_topic,
-            aggregator_lag=self._heartbeat.lag(cfg.group, cfg.input_topic),
-            store_lag=self._heartbeat.lag(cfg.consumer_group, cfg.source_topic),
+            aggregator_lag=self.heartbeat.lag(cfg.group, cfg.input_topic),
+            store_lag=self.heartbeat.lag(cfg.consumer_group, cfg.source_topic),
             newest_flush_at=s.newest_flush_ms or None, newest_event_ts=s.newest_event_ms or None,
             written=s.writes, stale=s.stale, dead_lettered=s.dead_lettered, retries=s.retries,
             outage_s=round(s.outage_s, 3)) or s.last_error
