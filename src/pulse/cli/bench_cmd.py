@@ -139,3 +139,24 @@ def store_bench(settings: Settings, rate: float, count: int, live_rates: str, se
     click.echo(f"write cost: {cost.documents:,} documents for {cost.events:,} events in {cost.flushes} flushes "
                f"(item and user documents every 5th flush); freshness samples: "
                + ", ".join(str(len(f.samples)) for f in fresh_runs))
+
+
+@bench.command("memory")
+@click.option("--count", type=click.IntRange(10_000), default=3_000_000, show_default=True,
+              help="Events to aggregate (short sessions, so most carry a new user).")
+@click.option("--users", type=click.IntRange(1000), default=2_000_000, show_default=True,
+              help="User population the generator draws from (uniformly).")
+@click.pass_obj
+def memory_bench(settings: Settings, count: int, users: int) -> None:
+    """Peak RSS of one aggregator holding about a million distinct users (limit: 2 GiB per 1M users)."""
+    from pulse.bench import memory
+
+    log = settings.home / "logs" / "bench-memory.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with Console(stderr=True).status(f"producing {count:,} events over {users:,} users, then aggregating"):
+        r = memory.run(settings, count, users, log)
+    limit = 2 * 1024**3 * r.distinct_users / 1_000_000
+    peak_mib = r.peak_rss_bytes / 1024**2
+    click.echo(f"{r.events:,} events, {r.distinct_users:,} distinct users: peak RSS {peak_mib:,.0f} MiB "
+               f"in {r.seconds:.0f}s; limit for this many users {limit / 1024**2:,.0f} MiB "
+               f"({'meets' if r.peak_rss_bytes <= limit else 'MISSES'})")

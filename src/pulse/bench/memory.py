@@ -1,0 +1,91 @@
+"""`pulse bench memory`: peak RSS of one aggregator process holding state for about a million distinct users.
+
+Events are pre-produced with short sessions over a large user population (users drawn uniformly), then one
+`pulse aggregate` process consumes them; its resident set size is sampled from /proc until its group has
+committed every partition to the end. The limit (2 GiB for 1M users) is checked against the peak.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+
+from pulse.config import Settings
+from pulse.errors import PulseError
+from pulse.generate.chaos import Chaos, ChaosConfig
+from pulse.generate.producer import EventProducer, RunLimits
+from pulse.generate.traffic import Traffic, TrafficConfig
+from pulse.stack.process import interrupt
+from pulse.topics import ensure_topics, input_topics
+
+
+@dataclass(frozen=True)
+class MemoryResult:
+    events: int
+    distinct_users: int
+    peak_rss_bytes: int
+    seconds: float
+
+
+class _CountingUsers:
+    """Wraps the generator's records, remembering each distinct user key on the way to Kafka."""
+
+    def __init__(self, records: Chaos) -> None:
+        self._records = records
+        self.users: set[bytes] = set()
+
+    def __iter__(self) -> _CountingUsers:
+        return self
+
+    def __next__(self) -> tuple:
+        record = next(self._records)
+        if record[1] is not None:
+            self.users.add(record[1])
+        return record
+
+
+def _rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def run(settings: Settings, events: int, users: int, log: Path, timeout: float = 1800) -> MemoryResult:
+    topic = f"pulse.bench.mem-{uuid.uuid4().hex[:6]}"
+    ensure_topics(settings.bootstrap, input_topics(topic, 6, 24))
+    traffic = Traffic(TrafficConfig(seed=21, users=users, items_per_session=1.0, open_sessions=5_000, rate=5_000,
+                                    start_ms=int(time.time() * 1000) - events // 5))
+    records = _CountingUsers(Chaos(traffic, ChaosConfig()))
+    EventProducer(settings.bootstrap, topic, 6).run(records, RunLimits(count=events), lambda: 0.0)  # type: ignore[arg-type]
+    group = f"bench-mem-{uuid.uuid4().hex[:6]}"
+    watcher = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": group, "enable.auto.commit": False})
+    parts = [TopicPartition(topic, p) for p in range(6)]
+    ends = {p.partition: watcher.get_watermark_offsets(p, timeout=10)[1] for p in parts}
+    peak = 0
+    with log.open("ab") as out:
+        t0 = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "-m", "pulse", "aggregate", "--topic", topic, "--group", group,
+                                 "--instance", group], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            while True:
+                if proc.poll() is not None:
+                    raise PulseError(f"the aggregator exited early with {proc.returncode}; see {log}")
+                if time.monotonic() - t0 > timeout:
+                    raise PulseError(f"the aggregator did not finish within {timeout:.0f}s; see {log}")
+                peak = max(peak, _rss(proc.pid))
+                committed = watcher.committed(parts, timeout=10)
+                if all(tp.offset >= ends[tp.partition] for tp in committed):
+                    break
+                time.sleep(0.5)
+            elapsed = time.monotonic() - t0
+        finally:
+            interrupt(proc)
+            watcher.close()
+    return MemoryResult(events, len(records.users), peak, elapsed)
