@@ -1,0 +1,43 @@
+"""Operator mistakes around the dashboard: a taken port, Elasticsearch unreachable."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+
+from pulse.stack.process import interrupt
+from tests.cli_helpers import one_line_error, run_pulse
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_elasticsearch_is_a_503_with_a_reason_and_a_taken_port_one_line() -> None:
+    port = _free_port()
+    env = dict(os.environ) | {"PULSE_ES_URL": "http://127.0.0.1:9"}  # nothing listens on port 9
+    proc = subprocess.Popen([sys.executable, "-m", "pulse", "dashboard", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                resp = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=10)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.3)
+        assert resp.status_code == 503
+        assert "Elasticsearch at http://127.0.0.1:9 failed" in resp.json()["detail"]
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 200  # the page itself still loads
+        taken = run_pulse("dashboard", "--port", str(port))
+        assert "already in use" in one_line_error(taken)
+    finally:
+        assert interrupt(proc, 10) is not None
