@@ -6,7 +6,6 @@ COPY pyproject.toml README.md ./
 COPY src ./src
 RUN pip install . \
  && useradd --system --home-dir /var/lib/pulse --create-home pulse
-COPY deploy/kibana/pulse-kibana.ndjson /opt/pulse/pulse-kibana.ndjson
 USER pulse
 ENTRYPOINT ["pulse"]
 CMD ["--help"]
