@@ -12,15 +12,20 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
+from pulse import kafkaio
 from pulse.config import Settings
 from pulse.errors import PulseError
+from pulse.stack.kafka import QUIET_LOG
 from pulse.stack.process import interrupt
+from pulse.topics import partition_count
 
 QUIX_SPEC = "quixstreams>=3.20,<4"
 
@@ -90,38 +95,44 @@ def _group_of(argv: list[str]) -> str:
     return argv[argv.index("--group") + 1]
 
 
-def measure(settings: Settings, contender: Contender, topic: str, ends: dict[int, int], timeout: float,
-            log: Path) -> Result:
-    group = _group_of(contender.argv)
+def run_until_committed(settings: Settings, name: str, argv: list[str], group: str, topic: str,
+                        ends: dict[int, int], timeout: float, log: Path,
+                        on_poll: Callable[[int], None] | None = None) -> float:
+    """Start a consumer process and return the seconds until its group committed every partition to ``ends``
+    (so exactly-once contenders are timed to their last commit); then stop it. ``on_poll`` gets its pid."""
     watcher = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": group, "enable.auto.commit": False})
     parts = [TopicPartition(topic, p) for p in ends]
-    total = sum(ends.values())
     with log.open("ab") as out:
         t0 = time.monotonic()
-        proc = subprocess.Popen(contender.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
             while True:
                 if proc.poll() is not None:
-                    raise PulseError(f"{contender.name} exited early with {proc.returncode}; see {log}")
+                    raise PulseError(f"{name} exited early with {proc.returncode}; see {log}")
                 if time.monotonic() - t0 > timeout:
-                    raise PulseError(f"{contender.name} did not finish within {timeout:.0f}s; see {log}")
+                    raise PulseError(f"{name} did not finish within {timeout:.0f}s; see {log}")
+                if on_poll is not None:
+                    on_poll(proc.pid)
                 committed = watcher.committed(parts, timeout=10)
                 if all(tp.offset >= ends[tp.partition] for tp in committed):
-                    elapsed = time.monotonic() - t0
-                    break
+                    return time.monotonic() - t0
                 time.sleep(0.25)
         finally:
             interrupt(proc)
             watcher.close()
-    return Result(contender.name, total, elapsed, contender.note)
+
+
+def measure(settings: Settings, contender: Contender, topic: str, ends: dict[int, int], timeout: float,
+            log: Path) -> Result:
+    elapsed = run_until_committed(settings, contender.name, contender.argv, _group_of(contender.argv), topic, ends,
+                                  timeout, log)
+    return Result(contender.name, sum(ends.values()), elapsed, contender.note)
 
 
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": "pulse-bench-ends"})
-    meta = consumer.list_topics(topic, timeout=10).topics[topic]
-    ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions}
-    consumer.close()
-    return ends
+    """Where every contender must have committed to: the end of each partition of the pre-produced topic."""
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap, "logger": QUIET_LOG})
+    return kafkaio.end_offsets(admin, topic, list(range(partition_count(settings.bootstrap, topic))))
 
 
 def cleanup(settings: Settings) -> None:

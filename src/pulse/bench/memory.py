@@ -7,21 +7,17 @@ committed every partition to the end. The limit (2 GiB for 1M users) is checked 
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka import Consumer, TopicPartition
-
+from pulse.bench.aggregate import end_offsets, run_until_committed
 from pulse.config import Settings
-from pulse.errors import PulseError
 from pulse.generate.chaos import Chaos, ChaosConfig
 from pulse.generate.producer import EventProducer, RunLimits
 from pulse.generate.traffic import Traffic, TrafficConfig
-from pulse.stack.process import interrupt
 from pulse.topics import ensure_topics, input_topics
 
 
@@ -65,27 +61,12 @@ def run(settings: Settings, events: int, users: int, log: Path, timeout: float =
     records = _CountingUsers(Chaos(traffic, ChaosConfig()))
     EventProducer(settings.bootstrap, topic, 6).run(records, RunLimits(count=events), lambda: 0.0)  # type: ignore[arg-type]
     group = f"bench-mem-{uuid.uuid4().hex[:6]}"
-    watcher = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": group, "enable.auto.commit": False})
-    parts = [TopicPartition(topic, p) for p in range(6)]
-    ends = {p.partition: watcher.get_watermark_offsets(p, timeout=10)[1] for p in parts}
-    peak = 0
-    with log.open("ab") as out:
-        t0 = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-m", "pulse", "aggregate", "--topic", topic, "--group", group,
-                                 "--instance", group], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        try:
-            while True:
-                if proc.poll() is not None:
-                    raise PulseError(f"the aggregator exited early with {proc.returncode}; see {log}")
-                if time.monotonic() - t0 > timeout:
-                    raise PulseError(f"the aggregator did not finish within {timeout:.0f}s; see {log}")
-                peak = max(peak, _rss(proc.pid))
-                committed = watcher.committed(parts, timeout=10)
-                if all(tp.offset >= ends[tp.partition] for tp in committed):
-                    break
-                time.sleep(0.5)
-            elapsed = time.monotonic() - t0
-        finally:
-            interrupt(proc)
-            watcher.close()
-    return MemoryResult(events, len(records.users), peak, elapsed)
+    ends = end_offsets(settings, topic)
+    peak = [0]
+
+    def sample(pid: int) -> None:
+        peak[0] = max(peak[0], _rss(pid))
+
+    argv = [sys.executable, "-m", "pulse", "aggregate", "--topic", topic, "--group", group, "--instance", group]
+    elapsed = run_until_committed(settings, "the aggregator", argv, group, topic, ends, timeout, log, sample)
+    return MemoryResult(events, len(records.users), peak[0], elapsed)

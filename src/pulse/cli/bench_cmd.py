@@ -155,7 +155,7 @@ def memory_bench(settings: Settings, count: int, users: int) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     with Console(stderr=True).status(f"producing {count:,} events over {users:,} users, then aggregating"):
         r = memory.run(settings, count, users, log)
-    limit = 2 * 1024**3 * r.distinct_users / 1_000_000
+    limit = 2 * 1024**3 * max(1.0, r.distinct_users / 1_000_000)  # 2 GiB for 1M users, pro rata beyond
     peak_mib = r.peak_rss_bytes / 1024**2
     click.echo(f"{r.events:,} events, {r.distinct_users:,} distinct users: peak RSS {peak_mib:,.0f} MiB "
                f"in {r.seconds:.0f}s; limit for this many users {limit / 1024**2:,.0f} MiB "
