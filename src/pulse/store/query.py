@@ -119,13 +119,6 @@ def window_buckets(es: Elasticsearch, f: Filters, window: str | None = None,
     return out
 
 
-def window_totals(es: Elasticsearch, window: str, start_from: int | None = None, start_to: int | None = None,
-                  prefix: str = DEFAULT_PREFIX) -> dict[int, dict[str, Any]]:
-    """Merged window summaries per window start (all dimensions)."""
-    f = Filters(start_from if start_from is not None else 0, start_to if start_to is not None else 2**62)
-    return window_buckets(es, f, window, prefix)
-
-
 def _events_filters(f: Filters) -> list[dict[str, Any]]:
     return [{"range": {"ts": {"gte": f.start_ms, "lt": f.end_ms}}},
             *_terms(event_type=f.event_type, item_id=f.item_id, category=f.category, user_id=f.user_id,
