@@ -92,6 +92,19 @@ def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 30.0,
     return results
 
 
+def changelog_topic(group: str) -> str:
+    return f"{group}.changelog"
+
+
+def aggregates_topic(group: str) -> str:
+    return f"{group}.aggregates"
+
+
+def store_group(group: str) -> str:
+    """The consumer group of the Elasticsearch writer projecting an aggregator group's documents."""
+    return f"{group}-store"
+
+
 def aggregator_topics(group: str, partitions: int) -> list[TopicSpec]:
     """The aggregator's compacted changelog (its state) and aggregates output (documents), per group.
 
@@ -101,5 +114,5 @@ def aggregator_topics(group: str, partitions: int) -> list[TopicSpec]:
                "message.timestamp.after.max.ms": str(365 * DAY_MS)}
     # Keep superseded aggregates for an hour so a lagging projection still sees every final document.
     aggregates = compact | {"min.compaction.lag.ms": str(3_600_000)}
-    return [TopicSpec(f"{group}.changelog", partitions, compact), TopicSpec(f"{group}.aggregates", partitions,
-                                                                            aggregates)]
+    return [TopicSpec(changelog_topic(group), partitions, compact),
+            TopicSpec(aggregates_topic(group), partitions, aggregates)]

@@ -24,6 +24,7 @@ from pulse.aggregate.state import PartitionState, SideOutput, StateConfig
 from pulse.errors import PulseError
 from pulse.kafkaio import group_caught_up, offsets_at, watermarks
 from pulse.stack.kafka import QUIET_LOG
+from pulse.topics import aggregates_topic, changelog_topic
 
 _LOG = logging.getLogger("pulse.aggregate")
 
@@ -46,11 +47,11 @@ class EngineConfig:
 
     @property
     def changelog_topic(self) -> str:
-        return f"{self.group}.changelog"
+        return changelog_topic(self.group)
 
     @property
     def aggregates_topic(self) -> str:
-        return f"{self.group}.aggregates"
+        return aggregates_topic(self.group)
 
     @property
     def dlq_topic(self) -> str:

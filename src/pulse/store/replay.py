@@ -24,7 +24,7 @@ from pulse.stack.kafka import QUIET_LOG
 from pulse.store import lineage
 from pulse.store.indices import FAMILIES, alias, create_generation, current_generation, ensure_indices
 from pulse.store.writer import ElasticsearchWriter, WriterConfig, WriterStats
-from pulse.topics import aggregator_topics, ensure_topics, partition_count
+from pulse.topics import aggregator_topics, ensure_topics, partition_count, store_group
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def _active_groups(admin: AdminClient, groups: list[str]) -> list[str]:
 
 def _reset_group(admin: AdminClient, plan: ReplayPlan, partitions: int) -> None:
     """Forget the group's state: committed offsets of aggregator and writer, changelog and aggregates topics."""
-    for fut in admin.delete_consumer_groups([plan.group, f"{plan.group}-store"]).values():
+    for fut in admin.delete_consumer_groups([plan.group, store_group(plan.group)]).values():
         try:
             fut.result(timeout=30)
         except KafkaException as exc:
@@ -110,7 +110,7 @@ def replay(plan: ReplayPlan, stop: threading.Event, phase: Callable[[str], None]
            on_engine: Callable[[EngineStats], None] | None = None,
            on_writer: Callable[[WriterStats], None] | None = None) -> ReplayResult:
     admin = AdminClient({"bootstrap.servers": plan.bootstrap, "logger": QUIET_LOG})
-    busy = _active_groups(admin, [plan.group, f"{plan.group}-store"])
+    busy = _active_groups(admin, [plan.group, store_group(plan.group)])
     if busy:
         raise PulseError(f"consumer groups {busy} have running members; stop `pulse aggregate` and `pulse store` "
                          "(or `pulse run`) before replaying")

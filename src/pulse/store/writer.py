@@ -19,6 +19,7 @@ from confluent_kafka import Message
 from pulse.store.bulk import BulkOp, SinkStats
 from pulse.store.indices import KIND_FAMILY, index_for
 from pulse.store.projection import Projection
+from pulse.topics import aggregates_topic, store_group
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class WriterConfig:
 
     @property
     def source_topic(self) -> str:
-        return f"{self.group}.aggregates"
+        return aggregates_topic(self.group)
 
     @property
     def dlq_topic(self) -> str:
@@ -45,7 +46,7 @@ class WriterConfig:
 
     @property
     def consumer_group(self) -> str:
-        return f"{self.group}-store"
+        return store_group(self.group)
 
 
 @dataclass
