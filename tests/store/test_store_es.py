@@ -85,16 +85,16 @@ def test_an_older_version_never_overwrites_a_newer_one(bootstrap, es_url, prefix
 
 def test_a_mapping_error_goes_to_the_dead_letter_path(bootstrap, es_url, prefix) -> None:
     writer = _writer(bootstrap, es_url, prefix)
-    good = {"kind": "item", "item_id": "i1", "category": "books", "partition": 0, "counts": {"view": 1},
-            "revenue_cents": 0, "purchases": 0, "version": 1}
-    bad = good | {"item_id": "i2", "surprise": "field"}  # strict mapping refuses it
-    writer._add("item:i1:p0", orjson.dumps(good))
-    writer._add("item:i2:p0", orjson.dumps(bad))
+    row = {"item_id": "i1", "category": "books", "counts": {"view": 1}, "revenue_cents": 0, "purchases": 0}
+    good = {"kind": "items", "partition": 0, "shard": 1, "items": [row], "version": 1}
+    bad = good | {"shard": 2, "items": [row | {"surprise": "field"}]}  # strict mapping refuses it
+    writer._add("items:s1:p0", orjson.dumps(good))
+    writer._add("items:s2:p0", orjson.dumps(bad))
     assert _bulk(writer) == []
     writer._sink.close()
     assert writer.stats.dead_lettered == 1 and writer.stats.writes == 1
     dead = list(read_range(bootstrap, writer.cfg.dlq_topic, 0, 0))
-    assert len(dead) == 1 and dead[0][1] == b"item:i2:p0" and b"surprise" in dead[0][2]
+    assert len(dead) == 1 and dead[0][1] == b"items:s2:p0" and b"surprise" in dead[0][2]
 
 
 def test_store_waits_out_an_elasticsearch_outage_without_loss(bootstrap, es_url, settings, new_topic, prefix,

@@ -3,17 +3,47 @@
 Every document is owned by one input partition, has a deterministic id, and carries ``version`` = the
 owning partition's input position after the batch that produced it, so a projection (Elasticsearch) can
 apply them idempotently with external versioning. Readers merge partials across partitions.
+
+Item partials are packed: per window (and for the item state) one document per partition × item shard holds
+its items as a nested list, so a busy catalogue costs tens of writes per flush instead of one per item.
+:func:`expand` turns packed documents back into one logical row per item (what `pulse verify` compares).
 """
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from pulse.aggregate.state import PartitionState, WindowAgg
+from pulse.aggregate.state import Breakdown, PartitionState, WindowAgg
 from pulse.aggregate.windows import label
 
 Doc = tuple[str, dict[str, Any]]
 FUNNEL_NAMES = ("view", "click", "add_to_cart", "purchase")
+ITEM_SHARDS = 32  # item documents per window × partition; 10k items → ~300 per document
+
+
+def item_shard(item: str) -> int:
+    """Stable across processes and versions (not Python's salted ``hash``)."""
+    return zlib.crc32(item.encode()) % ITEM_SHARDS
+
+
+def _shards(items: Iterable[str], only: set[int] | None) -> dict[int, list[str]]:
+    groups: dict[int, list[str]] = {}
+    for item in items:
+        shard = item_shard(item)
+        if only is None or shard in only:
+            groups.setdefault(shard, []).append(item)
+    return groups
+
+
+def _item_rows(b: Breakdown, items: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for item in sorted(items):
+        cat, counts, revenue, purchases = b.row(item)
+        rows.append({"item_id": item, "category": cat, "counts": counts, "revenue_cents": revenue,
+                     "purchases": purchases})
+    return rows
 
 
 def window_id(kind: str, size: int, start: int, partition: int, dim: str | None = None) -> str:
@@ -43,12 +73,16 @@ def summary_doc(win: WindowAgg, p: int, final: bool, version: int) -> Doc:
     return window_id("window", win.size, win.start, p), doc
 
 
-def item_doc(st: PartitionState, win: WindowAgg, item: str, final: bool, version: int) -> Doc:
-    p = st.partition
-    cat, counts, revenue, purchases = win.items.row(item)
-    doc = _window_base("window_item", win, p, final, version) | {
-        "item_id": item, "category": cat, "counts": dict(counts), "revenue_cents": revenue, "purchases": purchases}
-    return window_id("window_item", win.size, win.start, p, item), doc
+def window_item_docs(win: WindowAgg, p: int, final: bool, version: int, changed: set[str] | None) -> list[Doc]:
+    """The window's item partials, one document per item shard; ``changed``: only shards holding these items
+    (None: all shards)."""
+    only = None if changed is None else {item_shard(i) for i in changed}
+    out = []
+    for shard, items in sorted(_shards(win.items.members(), only).items()):
+        doc = _window_base("window_items", win, p, final, version) | {
+            "shard": shard, "items": _item_rows(win.items, items)}
+        out.append((window_id("window_items", win.size, win.start, p, f"s{shard}"), doc))
+    return out
 
 
 def category_doc(win: WindowAgg, cat: str, p: int, final: bool, version: int) -> Doc:
@@ -65,11 +99,12 @@ def user_doc(st: PartitionState, user: str, version: int) -> Doc:
                             "last_item": last_item, "version": version}
 
 
-def item_state_doc(st: PartitionState, item: str, version: int) -> Doc:
-    cat, counts, revenue, purchases = st.items.row(item)
-    return f"item:{item}:p{st.partition}", {"kind": "item", "item_id": item, "category": cat,
-                                            "partition": st.partition, "counts": dict(counts),
-                                            "revenue_cents": revenue, "purchases": purchases, "version": version}
+def item_state_docs(st: PartitionState, changed: set[str], version: int) -> list[Doc]:
+    """Current item state (this partition's partial), one document per item shard holding a changed item."""
+    only = {item_shard(i) for i in changed}
+    return [(f"items:s{shard}:p{st.partition}", {"kind": "items", "partition": st.partition, "shard": shard,
+                                                  "items": _item_rows(st.items, items), "version": version})
+            for shard, items in sorted(_shards(st.items.members(), only).items())]
 
 
 def partition_doc(st: PartitionState, version: int, flushed_at: int) -> Doc:
@@ -81,9 +116,11 @@ def partition_doc(st: PartitionState, version: int, flushed_at: int) -> Doc:
         "flushed_at": flushed_at}
 
 
-def changed_docs(st: PartitionState, finals: list[WindowAgg], flushed_at: int, details: bool = True) -> list[Doc]:
+def changed_docs(st: PartitionState, finals: list[WindowAgg], flushed_at: int, details: bool = True,
+                 users: bool | None = None) -> list[Doc]:
     """Documents to publish for this flush: changed summaries and categories provisionally, closing windows in
-    full as final, and (on a details flush) every item and user document changed since it was last published."""
+    full as final, on a details flush every item shard changed since it was last published, and when ``users``
+    (default: ``details``) every user document changed since then."""
     v, p = st.next_offset, st.partition
     out: list[Doc] = []
     final_ids = {id(w) for w in finals}
@@ -92,13 +129,32 @@ def changed_docs(st: PartitionState, finals: list[WindowAgg], flushed_at: int, d
         if final or win.dirty:
             out.append(summary_doc(win, p, final, v))
         if final:
-            out.extend(item_doc(st, win, i, True, v) for i in win.items.members())
-        elif details:
-            out.extend(item_doc(st, win, i, False, v) for i in win.items.to_publish())
+            out.extend(window_item_docs(win, p, True, v, None))
+        elif details and (changed := win.items.to_publish()):
+            out.extend(window_item_docs(win, p, False, v, changed))
         out.extend(category_doc(win, c, p, final, v) for c in (win.cats.members() if final else win.cats.dirty))
-    if details:
+    if details if users is None else users:
         out.extend(user_doc(st, u, v) for u in st.users_to_publish())
-        out.extend(item_state_doc(st, i, v) for i in st.items.to_publish())
+    if details and (changed_items := st.items.to_publish()):
+        out.extend(item_state_docs(st, changed_items, v))
     if st.meta_dirty or out:
         out.append(partition_doc(st, v, flushed_at))
     return out
+
+
+def expand(docs: Iterable[Doc]) -> Iterator[Doc]:
+    """Packed item documents as one logical document per item (ids ``window_item:…`` and ``item:…``); every
+    other document as it is."""
+    for doc_id, doc in docs:
+        kind = doc.get("kind")
+        if kind == "window_items":
+            base = {k: doc[k] for k in ("window", "window_ms", "start", "end", "partition", "final", "version")}
+            for row in doc["items"]:
+                yield (window_id("window_item", doc["window_ms"], doc["start"], doc["partition"], row["item_id"]),
+                       {"kind": "window_item", **base, **row})
+        elif kind == "items":
+            for row in doc["items"]:
+                yield (f"item:{row['item_id']}:p{doc['partition']}",
+                       {"kind": "item", "partition": doc["partition"], "version": doc["version"], **row})
+        else:
+            yield doc_id, doc

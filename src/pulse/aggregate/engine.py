@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -39,6 +40,11 @@ class EngineConfig:
     flush_interval_s: float = 1.0
     detail_interval_s: float = 5.0  # item and user documents are published at most this often (coalesced)
     detail_flushes: int | None = None  # instead: every Nth flush (deterministic cadence for benchmarks)
+    # User documents go out with the details while at most `user_batch` changed per partition; beyond that
+    # (heavy traffic: one write per active user) at most every `user_interval_s`, to bound write cost.
+    user_batch: int = 1000
+    user_interval_s: float = 30.0
+    user_flushes: int | None = None  # instead: every Nth flush (benchmarks)
     idle_timeout_s: float = 10.0
     batch_size: int = 20_000
     transaction_timeout_ms: int = 20_000
@@ -67,6 +73,7 @@ class EngineStats:
     consumed: int = 0
     flushes: int = 0
     docs: int = 0
+    docs_by_kind: Counter[str] = field(default_factory=Counter)
     changelog_records: int = 0
     restored_keys: int = 0
     rebalances: int = 0
@@ -81,6 +88,7 @@ class Engine:
         self.states: dict[int, PartitionState] = {}
         self._last_record_wall: dict[int, float] = {}
         self._last_details = time.monotonic()
+        self._users_at: dict[int, float] = {}  # partition → when its user documents last went out
         self._admin = AdminClient({"bootstrap.servers": cfg.bootstrap, "logger": QUIET_LOG})
         self._on_flush = on_flush
         self._consumer = Consumer({
@@ -166,6 +174,7 @@ class Engine:
         (restore re-publishes restored state)."""
         now_wall = int(time.time() * 1000)
         self._advance_idle(now_wall)
+        complete = details  # stop, revoke, caught up: publish everything
         if self.cfg.detail_flushes:
             details = details or (self.stats.flushes + 1) % self.cfg.detail_flushes == 0
         else:
@@ -176,14 +185,15 @@ class Engine:
             finals = st.final_windows()
             records = changelog.changed_records(st, finals)
             busy = st.meta_dirty or finals or len(records) > 1 or (details and st.has_unpublished())
-            out = docs.changed_docs(st, finals, now_wall, details) if busy else []
+            users = complete or (details and self._users_due(st))
+            out = docs.changed_docs(st, finals, now_wall, details, users) if busy else []
             if out or st.dead_letters or st.late_events or st.meta_dirty:
-                work.append((st, finals, records, out))
+                work.append((st, finals, records, out, users))
         if not work:
             return
         try:
             self._producer.begin_transaction()
-            for st, _finals, records, out in work:
+            for st, _finals, records, out, _users in work:
                 self._write_partition(st, records, out)
             positions = [TopicPartition(self.cfg.topic, p, st.next_offset) for p, st in self.states.items()
                          if st.next_offset > 0]
@@ -193,16 +203,27 @@ class Engine:
         except KafkaException as exc:
             self._transaction_failed(exc.args[0])
             return
-        for st, finals, records, out in work:
+        for st, finals, records, out, users in work:
             st.drop(finals)
-            st.clear_dirty(published=details)
+            st.clear_dirty(published=details, users_published=users)
+            if users:
+                self._users_at[st.partition] = time.monotonic()
             self.stats.docs += len(out)
+            self.stats.docs_by_kind.update(doc["kind"] for _, doc in out)
             self.stats.changelog_records += len(records)
         self.stats.flushes += 1
         if details:
             self._last_details = time.monotonic()
         if self._on_flush:
             self._on_flush(self.stats)
+
+    def _users_due(self, st: PartitionState) -> bool:
+        if len(st.dirty_users) + len(st.unpublished_users) <= self.cfg.user_batch:
+            return True
+        if self.cfg.user_flushes:
+            return (self.stats.flushes + 1) % self.cfg.user_flushes == 0
+        last = self._users_at.setdefault(st.partition, time.monotonic())
+        return time.monotonic() - last >= self.cfg.user_interval_s
 
     def _write_partition(self, st: PartitionState, records: list, out: list) -> None:
         p, send = st.partition, self._send

@@ -333,14 +333,15 @@ class PartitionState:
         return bool(self.unpublished_users or self.items.unpublished
                     or any(w.items.unpublished for w in self.windows.values()))
 
-    def clear_dirty(self, published: bool = True) -> None:
-        """After a committed flush. ``published``: the item and user documents went out too (details flush)."""
+    def clear_dirty(self, published: bool = True, users_published: bool | None = None) -> None:
+        """After a committed flush. ``published``: the item documents went out too (details flush);
+        ``users_published``: so did the user documents (default: with the items)."""
         for win in self.windows.values():
             win.dirty = False
             win.items.flushed(published)
             win.cats.flushed(True)
             win.new_users.clear()
-        if published:
+        if published if users_published is None else users_published:
             self.unpublished_users.clear()
         else:
             self.unpublished_users |= self.dirty_users

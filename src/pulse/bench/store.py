@@ -2,8 +2,9 @@
 
 Write cost: events are pre-produced with event time advancing at the target rate (default 50k/s), and the
 aggregator flushes every ``rate × flush interval`` records, exactly what a live pipeline flushing once per
-interval would do at that rate. Every document it publishes is one Elasticsearch bulk item, so documents per
-1000 events is the write cost (the naive design: 1000). The writer can only coalesce further.
+interval would do at that rate (item shards every 5 s, busy partitions' users every 30 s). Every document it
+publishes is one Elasticsearch bulk item, so documents per 1000 events is the write cost (the naive design:
+1000), the final flush at stop included. The writer can only coalesce further.
 
 Freshness: a live pipeline (generator paced in real time → aggregator → writer) at a rate this machine
 sustains; a sampler searches the partition documents every 200 ms and records the age of the newest event
@@ -43,6 +44,7 @@ class WriteCost:
     documents: int
     flushes: int
     rate: float
+    by_kind: dict[str, int]
 
     @property
     def per_1000(self) -> float:
@@ -64,7 +66,8 @@ def _topic(settings: Settings, name: str) -> str:
     return name
 
 
-def write_cost(settings: Settings, events: int, rate: float, flush_s: float = 1.0, detail_s: float = 5.0) -> WriteCost:
+def write_cost(settings: Settings, events: int, rate: float, flush_s: float = 1.0, detail_s: float = 5.0,
+               user_s: float = 30.0) -> WriteCost:
     topic = _topic(settings, f"pulse.bench.store-{uuid.uuid4().hex[:6]}")
     traffic = Traffic(TrafficConfig(seed=11, rate=rate, start_ms=int(time.time() * 1000) - 3_600_000))
     EventProducer(settings.bootstrap, topic, 6).run(Chaos(traffic, ChaosConfig()), RunLimits(count=events),
@@ -72,10 +75,11 @@ def write_cost(settings: Settings, events: int, rate: float, flush_s: float = 1.
     per_flush = max(1, round(rate * flush_s))
     engine = Engine(EngineConfig(bootstrap=settings.bootstrap, topic=topic, group=f"bench-store-{uuid.uuid4().hex[:6]}",
                                  instance="bench", flush_interval_s=3600, batch_size=min(10_000, per_flush),
-                                 flush_records=per_flush, detail_flushes=max(1, round(detail_s / flush_s))))
+                                 flush_records=per_flush, detail_flushes=max(1, round(detail_s / flush_s)),
+                                 user_flushes=max(1, round(user_s / flush_s))))
     ensure_topics(settings.bootstrap, aggregator_topics(engine.cfg.group, 6))
     stats = engine.run(threading.Event(), exit_when_idle_s=2.0)
-    return WriteCost(stats.consumed, stats.docs, stats.flushes, rate)
+    return WriteCost(stats.consumed, stats.docs, stats.flushes, rate, dict(stats.docs_by_kind.most_common()))
 
 
 def freshness(settings: Settings, rate: float, seconds: float, log: Path, warmup_s: float = 8.0) -> Freshness:

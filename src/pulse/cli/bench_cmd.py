@@ -103,8 +103,8 @@ def aggregate_bench(settings: Settings, count: int, which: str, timeout: float) 
 @bench.command("store")
 @click.option("--rate", type=click.FloatRange(100), default=50_000.0, show_default=True,
               help="Events/s the write cost is measured at (event time; the aggregator flushes once per second).")
-@click.option("--count", type=click.IntRange(10_000), default=500_000, show_default=True,
-              help="Events for the write-cost measurement.")
+@click.option("--count", type=click.IntRange(10_000), default=3_000_000, show_default=True,
+              help="Events for the write-cost measurement (the default spans two 30 s user intervals at 50k/s).")
 @click.option("--live-rates", default="500,2000", show_default=True,
               help="Comma-separated real-time events/s for the freshness measurement (what this machine sustains).")
 @click.option("--seconds", type=click.FloatRange(5), default=30.0, show_default=True,
@@ -137,7 +137,8 @@ def store_bench(settings: Settings, rate: float, count: int, live_rates: str, se
                           "meets" if value <= budget else "MISSES")
     Console().print(table)
     click.echo(f"write cost: {cost.documents:,} documents for {cost.events:,} events in {cost.flushes} flushes "
-               f"(item and user documents every 5th flush); freshness samples: "
+               f"(item shards every 5th, users of busy partitions every 30th): "
+               + ", ".join(f"{kind} {n:,}" for kind, n in cost.by_kind.items()) + "; freshness samples: "
                + ", ".join(str(len(f.samples)) for f in fresh_runs))
 
 

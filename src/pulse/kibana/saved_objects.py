@@ -106,7 +106,6 @@ def _table(oid: str, title: str, view: str, kql: str, columns: dict[str, dict[st
 
 
 SUMMARY = 'kind : "window" and window : "1m"'
-ITEMS_1M = 'kind : "window_item" and window : "1m"'
 
 
 def visualisations() -> list[dict[str, Any]]:
@@ -128,9 +127,9 @@ def visualisations() -> list[dict[str, Any]]:
             series="line"),
         _xy("pulse-funnel", "Ordered funnel per minute (sessions)", w, SUMMARY, "start",
             {f"y-{t}": _sum(f"funnel.{t}", t) for t in STEPS}, series="line"),
-        _table("pulse-top-items", "Top items (views)", w, ITEMS_1M, {
-            "item": _terms("item_id", "views"), "views": _sum("counts.view", "views"),
-            "purchases": _sum("purchases", "purchases"), "revenue": _sum("revenue_cents", "revenue (cents)")}),
+        # Pulse packs item partials into nested rows, which Lens cannot aggregate: top items come from raw events
+        _table("pulse-top-items", "Top items (views, raw events)", "pulse-events", 'event_type : "view"', {
+            "item": _terms("item_id", "views"), "views": _count("views")}),
         _xy("pulse-raw-events", "Raw events by type (filter by user, item, type)", "pulse-events", "", "ts",
             {"y": _count("events")}, split=_terms("event_type", "y", 8)),
         _table("pulse-pipeline-status", "Pipeline status (heartbeat)", "pulse-heartbeat", "", {

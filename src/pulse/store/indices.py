@@ -13,8 +13,8 @@ from typing import Any
 from elasticsearch import Elasticsearch
 
 DEFAULT_PREFIX = "pulse"
-KIND_FAMILY = {"window": "windows", "window_item": "windows", "window_category": "windows", "user": "users",
-               "item": "items", "partition": "partitions"}
+KIND_FAMILY = {"window": "windows", "window_items": "windows", "window_category": "windows", "user": "users",
+               "items": "items", "partition": "partitions"}
 FAMILIES = ("windows", "users", "items", "partitions")
 ARCHIVE_FAMILIES = ("events", "deadletter", "late")
 """Time-based (daily) indices of raw records for drill-down; Pulse deletes them after the retention."""
@@ -25,16 +25,21 @@ _WINDOW = {
     "start": {"type": "date", "format": "epoch_millis"}, "end": {"type": "date", "format": "epoch_millis"},
     "final": {"type": "boolean"}, "events": {"type": "long"}, "errors": {"type": "long"},
     "min_cents": {"type": "long"}, "max_cents": {"type": "long"}, "unique_users": {"type": "long"},
-    "funnel": _COUNTS, "status": _COUNTS, "item_id": {"type": "keyword"}, "category": {"type": "keyword"},
+    "funnel": _COUNTS, "status": _COUNTS, "category": {"type": "keyword"},
 }
-_COMMON = {"kind": {"type": "keyword"}, "partition": {"type": "integer"}, "version": {"type": "long"},
-           "counts": _COUNTS, "revenue_cents": {"type": "long"}, "purchases": {"type": "long"}}
+_OWNED = {"kind": {"type": "keyword"}, "partition": {"type": "integer"}, "version": {"type": "long"}}
+_TOTALS = {"counts": _COUNTS, "revenue_cents": {"type": "long"}, "purchases": {"type": "long"}}
+_COMMON = _OWNED | _TOTALS
+# Packed item partials: one document per item shard, its items nested so terms aggregations stay exact.
+_ITEMS = {"shard": {"type": "integer"}, "items": {"type": "nested", "properties": _TOTALS | {
+    "item_id": {"type": "keyword"}, "category": {"type": "keyword"}}}}
+NESTED_LIMIT = 50_000  # items per packed document (Elasticsearch's default is 10,000)
 _PROPERTIES: dict[str, dict[str, Any]] = {
-    "windows": _COMMON | _WINDOW,
+    "windows": _COMMON | _WINDOW | _ITEMS,
     "users": _COMMON | {"user_id": {"type": "keyword"}, "first_seen": {"type": "date", "format": "epoch_millis"},
                         "last_seen": {"type": "date", "format": "epoch_millis"}, "spent_cents": {"type": "long"},
                         "last_item": {"type": "keyword"}},
-    "items": _COMMON | {"item_id": {"type": "keyword"}, "category": {"type": "keyword"}},
+    "items": _OWNED | _ITEMS,
     "partitions": _COMMON | {"watermark": {"type": "date", "format": "epoch_millis"},
                              "max_event_ts": {"type": "date", "format": "epoch_millis"},
                              "next_offset": {"type": "long"}, "accepted": {"type": "long"},
@@ -91,9 +96,11 @@ def _template(family: str, prefix: str, mappings: dict[str, Any], meta: str,
 
 def template_body(family: str, prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
     """Generations ``<prefix>-<family>-00000N`` of an aggregate family; the per-type maps hold longs."""
-    return _template(family, prefix, {
+    body = _template(family, prefix, {
         "dynamic_templates": [{"counts_as_long": {"path_match": "*.*", "mapping": {"type": "long"}}}],
         "properties": _PROPERTIES[family]}, "index template")
+    body["template"]["settings"]["index.mapping.nested_objects.limit"] = NESTED_LIMIT
+    return body
 
 
 def archive_template_body(family: str, prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:

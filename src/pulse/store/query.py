@@ -6,7 +6,8 @@ per-partition uniques (users are partitioned by key, so partials never overlap),
 
 Which documents answer depends on the filters:
 - none or an event type: window summaries (``kind=window``);
-- an item and/or category: the per-window item or category breakdowns;
+- an item and/or category: the per-window item breakdowns (packed per item shard, read through nested
+  queries and aggregations) or category breakdowns;
 - a user, status or country: the raw event archive (``<prefix>-events``), which holds every valid event
   (late ones included, since they did happen) — the aggregates are not broken down by those dimensions.
 Filter values reach Elasticsearch only inside structured ``term``/``range`` clauses, never as query strings.
@@ -103,17 +104,31 @@ def _merge(m: dict[str, Any], d: dict[str, Any]) -> None:
             m[name] = d[name] if m[name] is None else fold(m[name], d[name])
 
 
+def _item_rows(f: Filters) -> dict[str, Any]:
+    """Packed item documents holding a row of the filtered item and/or category (``inner_hits``: those rows)."""
+    rows = _terms(**{"items.item_id": f.item_id, "items.category": f.category})
+    return {"nested": {"path": "items", "query": {"bool": {"filter": rows}}, "inner_hits": {"size": 100}}}
+
+
 def window_buckets(es: Elasticsearch, f: Filters, window: str | None = None,
                    prefix: str = DEFAULT_PREFIX) -> dict[int, dict[str, Any]]:
     """Merged partials per window start in [start, end): from summaries, item or category breakdowns."""
     window = window or f.window()
-    kind = {"windows": "window", "items": "window_item", "categories": "window_category"}[f.source]
+    kind = {"windows": "window", "items": "window_items", "categories": "window_category"}[f.source]
     clauses = [{"term": {"kind": kind}}, {"term": {"window": window}},
-               {"range": {"start": {"gte": f.start_ms, "lt": f.end_ms}}},
-               *_terms(item_id=f.item_id, category=f.category)]
+               {"range": {"start": {"gte": f.start_ms, "lt": f.end_ms}}}]
     out: dict[int, dict[str, Any]] = {}
-    for d in _scan(es, alias("windows", prefix), clauses):
-        _merge(out.setdefault(d["start"], _empty_bucket()), d)
+    if f.source == "items":
+        index = alias("windows", prefix)
+        if es.indices.exists_alias(name=index):
+            query = {"query": {"bool": {"filter": [*clauses, _item_rows(f)]}}, "_source": ["start"]}
+            for hit in helpers.scan(es, index=index, query=query, size=1000):
+                bucket = out.setdefault(hit["_source"]["start"], _empty_bucket())
+                for row in hit["inner_hits"]["items"]["hits"]["hits"]:
+                    _merge(bucket, row["_source"])
+    else:
+        for d in _scan(es, alias("windows", prefix), [*clauses, *_terms(category=f.category)]):
+            _merge(out.setdefault(d["start"], _empty_bucket()), d)
     for m in out.values():
         m["avg_cents"] = m["revenue_cents"] / m["purchases"] if m["purchases"] else None
     return out
@@ -166,17 +181,20 @@ def top_items(es: Elasticsearch, f: Filters, by: str = "view", size: int = 10,
             aggs={"items": {"terms": {"field": "item_id", "size": size}}}) if es.indices.exists_alias(
             name=alias("events", prefix)) else {"aggregations": {"items": {"buckets": []}}}
         return [{"item_id": b["key"], "count": b["doc_count"]} for b in resp["aggregations"]["items"]["buckets"]]
-    window = f.window()
-    query = {"bool": {"filter": [{"term": {"kind": "window_item"}}, {"term": {"window": window}},
-                                 {"range": {"start": {"gte": f.start_ms, "lt": f.end_ms}}},
-                                 *_terms(item_id=f.item_id, category=f.category)]}}
-    resp = es.search(index=alias("windows", prefix), size=0, query=query, aggs={
-        "items": {"terms": {"field": "item_id", "size": size, "order": [{"n": "desc"}, {"_key": "asc"}],
-                            "shard_size": max(size * 20, 200)},
-                  "aggs": {"n": {"sum": {"field": f"counts.{by}"}}, "revenue": {"sum": {"field": "revenue_cents"}},
-                           "category": {"terms": {"field": "category", "size": 1}}}}})
+    query = {"bool": {"filter": [{"term": {"kind": "window_items"}}, {"term": {"window": f.window()}},
+                                 {"range": {"start": {"gte": f.start_ms, "lt": f.end_ms}}}]}}
+    rows = _terms(**{"items.item_id": f.item_id, "items.category": f.category})
+    if not es.indices.exists_alias(name=alias("windows", prefix)):
+        return []
+    resp = es.search(index=alias("windows", prefix), size=0, query=query, aggs={"rows": {
+        "nested": {"path": "items"}, "aggs": {"match": {"filter": {"bool": {"filter": rows}}, "aggs": {
+            "items": {"terms": {"field": "items.item_id", "size": size, "order": [{"n": "desc"}, {"_key": "asc"}],
+                                "shard_size": max(size * 20, 200)},
+                      "aggs": {"n": {"sum": {"field": f"items.counts.{by}"}},
+                               "revenue": {"sum": {"field": "items.revenue_cents"}},
+                               "category": {"terms": {"field": "items.category", "size": 1}}}}}}}}})
     out = []
-    for b in resp["aggregations"]["items"]["buckets"]:
+    for b in resp["aggregations"]["rows"]["match"]["items"]["buckets"]:
         if b["n"]["value"] <= 0:
             continue
         cats = b["category"]["buckets"]
@@ -264,15 +282,22 @@ def _only_type(b: dict[str, Any], event_type: str) -> dict[str, Any]:
 def item_detail(es: Elasticsearch, item_id: str, prefix: str = DEFAULT_PREFIX) -> dict[str, Any] | None:
     """An item's current state, merged over partitions (None if Pulse never saw it)."""
     merged: dict[str, Any] | None = None
-    for d in _scan(es, alias("items", prefix), [{"term": {"kind": "item"}}, {"term": {"item_id": item_id}}]):
-        if merged is None:
-            merged = {"item_id": item_id, "category": d["category"], "counts": {}, "revenue_cents": 0,
-                      "purchases": 0, "partitions": 0}
-        merged["partitions"] += 1
-        merged["revenue_cents"] += d["revenue_cents"]
-        merged["purchases"] += d["purchases"]
-        for k, v in d["counts"].items():
-            merged["counts"][k] = merged["counts"].get(k, 0) + v
+    index = alias("items", prefix)
+    if not es.indices.exists_alias(name=index):
+        return None
+    query = {"query": {"bool": {"filter": [{"term": {"kind": "items"}}, _item_rows(Filters(0, 0, item_id=item_id))]}},
+             "_source": False}
+    for hit in helpers.scan(es, index=index, query=query, size=100):
+        for row in hit["inner_hits"]["items"]["hits"]["hits"]:
+            d = row["_source"]
+            if merged is None:
+                merged = {"item_id": item_id, "category": d["category"], "counts": {}, "revenue_cents": 0,
+                          "purchases": 0, "partitions": 0}
+            merged["partitions"] += 1
+            merged["revenue_cents"] += d["revenue_cents"]
+            merged["purchases"] += d["purchases"]
+            for k, v in d["counts"].items():
+                merged["counts"][k] = merged["counts"].get(k, 0) + v
     if merged is not None:
         views = merged["counts"].get("view", 0)
         merged["conversion_rate"] = merged["counts"].get("purchase", 0) / views if views else None
@@ -300,6 +325,6 @@ def categories(es: Elasticsearch, prefix: str = DEFAULT_PREFIX) -> list[str]:
     """Known categories (for the filter list)."""
     if not es.indices.exists_alias(name=alias("items", prefix)):
         return []
-    resp = es.search(index=alias("items", prefix), size=0,
-                     aggs={"c": {"terms": {"field": "category", "size": 200, "order": {"_key": "asc"}}}})
-    return [b["key"] for b in resp["aggregations"]["c"]["buckets"]]
+    resp = es.search(index=alias("items", prefix), size=0, aggs={"rows": {"nested": {"path": "items"}, "aggs": {
+        "c": {"terms": {"field": "items.category", "size": 200, "order": {"_key": "asc"}}}}}})
+    return [b["key"] for b in resp["aggregations"]["rows"]["c"]["buckets"]]

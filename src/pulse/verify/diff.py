@@ -6,6 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from pulse.aggregate.docs import expand
 from pulse.verify.reference import Expected
 
 
@@ -37,7 +38,8 @@ COUNTER_FIELDS = ("accepted", "dead_lettered", "late", "duplicates")
 def diff_documents(expected: Expected, actual: dict[str, dict[str, Any]]) -> DocDiff:
     """Every expected document must exist with equal values for the fields the reference defines; documents
     of the same kinds that the reference does not expect are extra. Partition documents are compared by
-    their summed counters."""
+    their summed counters. Packed item documents are compared item by item."""
+    actual = dict(expand(actual.items()))
     out = DocDiff()
     kinds = {doc["kind"] for doc in expected.docs.values()}
     for doc_id, want in expected.docs.items():
