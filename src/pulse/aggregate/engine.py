@@ -119,7 +119,8 @@ class Engine:
         batch_size = min(self.cfg.batch_size, flush_records)
         try:
             while not stop.is_set():
-                batch = self._consumer.consume(batch_size, min(0.2, self.cfg.flush_interval_s))
+                due = last_flush + self.cfg.flush_interval_s - time.monotonic()  # flush on time, not 0.2 s late
+                batch = self._consumer.consume(batch_size, max(0.01, min(0.2, due)))
                 if batch:
                     self._process(batch)
                     self._last_activity = time.monotonic()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -103,10 +104,9 @@ def generate(settings: Settings, **o: object) -> None:
     if o["count"] is None and o["duration"] is None and o["rate"] == 0:
         raise click.UsageError("--rate 0 needs --count or --duration")
     rate = float(o["rate"])  # type: ignore[arg-type]
-    start_ms = o["start_ms"] if o["start_ms"] is not None else int(time.time() * 1000)
     try:
         traffic_cfg = TrafficConfig(
-            seed=o["seed"], users=o["users"], items=o["items"], start_ms=start_ms,  # type: ignore[arg-type]
+            seed=o["seed"], users=o["users"], items=o["items"],  # type: ignore[arg-type]
             rate=rate or float(o["event_rate"]), shape=o["shape"], shape_period_s=o["shape_period"],  # type: ignore[arg-type]
             click_rate=o["click_rate"], cart_rate=o["cart_rate"], purchase_rate=o["purchase_rate"],  # type: ignore[arg-type]
             error_rate=o["error_rate"],  # type: ignore[arg-type]
@@ -118,7 +118,9 @@ def generate(settings: Settings, **o: object) -> None:
         raise click.UsageError(str(exc)) from None
     topic = str(o["topic"])
     partitions = o["partitions"] or partition_count(settings.bootstrap, topic)
-    traffic = Traffic(traffic_cfg)
+    # "now" is taken after the broker answered, so event time matches the moment records go out
+    start_ms = o["start_ms"] if o["start_ms"] is not None else int(time.time() * 1000)
+    traffic = Traffic(replace(traffic_cfg, start_ms=start_ms))  # type: ignore[arg-type]
     params = {k: v for k, v in o.items() if k not in {"ledger", "progress"}} | {"start_ms": start_ms}
     ledger = open_ledger(o["ledger"], topic, int(partitions), params)  # type: ignore[arg-type]
     producer = EventProducer(settings.bootstrap, topic, int(partitions), ledger)

@@ -97,6 +97,8 @@ def run(settings: Settings, rate: float, dashboard_port: int, group: str, index_
     env = dict(os.environ) | {"PULSE_HOME": str(settings.home), "PULSE_TOPIC": settings.topic, "PULSE_GROUP": group,
                               "PULSE_INDEX_PREFIX": index_prefix}
     signal.signal(signal.SIGTERM, _interrupt)
+    # A shell's background job (`cmd &`) inherits SIGINT as ignored; an explicit SIGINT must still stop us.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         for stage in stages:
             stage.start(env)

@@ -37,6 +37,8 @@ class Projection(Generic[S]):
             "bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False,
             "auto.offset.reset": "earliest", "isolation.level": "read_committed",
             "fetch.max.bytes": 32 * 1024 * 1024, "session.timeout.ms": 6_000, "heartbeat.interval.ms": 1_500,
+            # documents arrive in one burst per aggregator flush: do not park fetches for the default 500 ms
+            "fetch.wait.max.ms": 50,
         })
         self._admin = AdminClient({"bootstrap.servers": bootstrap, "logger": QUIET_LOG})
         self._sink = BulkSink(self.es, self._consumer, bootstrap, dlq_topic, stats)
@@ -68,7 +70,7 @@ class Projection(Generic[S]):
         try:
             while not stop.is_set():
                 self.on_tick()
-                batch = self._consumer.consume(5_000, 0.2)
+                batch = self._consumer.consume(5_000, 0.05)
                 for msg in batch:
                     if msg.error() is None:
                         self.add(msg)
