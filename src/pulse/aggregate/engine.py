@@ -227,15 +227,17 @@ class Engine:
         return time.monotonic() - last >= self.cfg.user_interval_s
 
     def _write_partition(self, st: PartitionState, records: list, out: list) -> None:
-        p, send = st.partition, self._send
+        p, send, cfg = st.partition, self._send, self.cfg
         for so in st.dead_letters:
-            send(self.cfg.dlq_topic, so.value, so.key, p, _headers(so, self.cfg.topic, p))
+            send(cfg.dlq_topic, so.value, so.key, p, _headers(so, cfg.topic, p))
         for so in st.late_events:
-            send(self.cfg.late_topic, so.value, so.key, p, _headers(so, self.cfg.topic, p))
+            send(cfg.late_topic, so.value, so.key, p, _headers(so, cfg.topic, p))
+        topic = cfg.changelog_topic
         for key, value in records:
-            send(self.cfg.changelog_topic, value, key, p)
+            send(topic, value, key, p)
+        topic = cfg.aggregates_topic
         for doc_id, doc in out:
-            send(self.cfg.aggregates_topic, orjson.dumps(doc), doc_id.encode(), p)
+            send(topic, orjson.dumps(doc), doc_id.encode(), p)
 
     def _send(self, topic: str, value: bytes | None, key: bytes | None, partition: int,
               headers: list[tuple[str, bytes]] | None = None) -> None:

