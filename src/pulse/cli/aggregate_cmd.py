@@ -65,7 +65,13 @@ def _sizes(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[in
               type=click.FloatRange(0.05, 60), help="Seconds between flushes (transactions).")
 @click.option("--detail-interval", envvar="PULSE_DETAIL_INTERVAL", default=5.0, show_default=True,
               type=click.FloatRange(0.05, 600),
-              help="Seconds between publishing item and user documents (coalesced; summaries go every flush).")
+              help="Seconds between publishing item shards and user documents (coalesced; summaries go every "
+                   "flush).")
+@click.option("--user-interval", envvar="PULSE_USER_INTERVAL", default=30.0, show_default=True,
+              type=click.FloatRange(0.05, 3600),
+              help="Seconds between user documents of a busy partition (more than --user-batch users changed).")
+@click.option("--user-batch", envvar="PULSE_USER_BATCH", default=1000, show_default=True, type=click.IntRange(0),
+              help="Changed users per partition that still go out with every details flush.")
 @click.option("--idle-timeout", envvar="PULSE_IDLE_TIMEOUT", default=10.0, show_default=True,
               type=click.FloatRange(0.1),
               help="Seconds without input before a partition's windows close by wall clock.")
@@ -76,7 +82,8 @@ def _sizes(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[in
               help="Stop once no input has arrived for this many seconds (batch jobs, tests).")
 @click.pass_obj
 def aggregate(settings: Settings, topic: str, group: str, windows: tuple[int, ...], grace: int,
-              dedup_horizon: str | None, flush_interval: float, detail_interval: float, idle_timeout: float,
+              dedup_horizon: str | None, flush_interval: float, detail_interval: float, user_interval: float,
+              user_batch: int, idle_timeout: float,
               instance: str | None, max_seconds: float | None, exit_when_idle: float | None) -> None:
     """Consume interactions and maintain exactly-once windowed metrics and user/item state.
 
@@ -96,7 +103,8 @@ def aggregate(settings: Settings, topic: str, group: str, windows: tuple[int, ..
     if instance is None:
         instance, lock = claim_instance_slot(settings.home, group)
     cfg = EngineConfig(bootstrap=settings.bootstrap, topic=topic, group=group, instance=instance, state=state_cfg,
-                       flush_interval_s=flush_interval, detail_interval_s=detail_interval, idle_timeout_s=idle_timeout)
+                       flush_interval_s=flush_interval, detail_interval_s=detail_interval,
+                       user_interval_s=user_interval, user_batch=user_batch, idle_timeout_s=idle_timeout)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
