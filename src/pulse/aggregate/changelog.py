@@ -19,6 +19,10 @@ _dec = msgspec.msgpack.Decoder()
 Record = tuple[bytes, bytes | None]
 
 META = _enc.encode(("m",))
+# Written after a flush published every pending item shard / user document: on restore, state logged before
+# the marker's offset is already in Elasticsearch's input, and only what came after is re-published.
+ITEMS_PUBLISHED = _enc.encode(("pub", "items"))
+USERS_PUBLISHED = _enc.encode(("pub", "users"))
 
 
 def _k(*parts: object) -> bytes:
@@ -51,20 +55,28 @@ def changed_records(st: PartitionState, finals: list[WindowAgg]) -> list[Record]
     return out
 
 
-def restore(st: PartitionState, records: Iterable[tuple[bytes, bytes | None]]) -> int:
-    """Apply changelog records (in offset order) to an empty state; returns how many keys are live."""
-    latest: dict[bytes, bytes] = {}
-    for key, value in records:
+def published_markers(items: bool, users: bool) -> list[Record]:
+    """Markers for a flush that published all pending item shards (``items``) and/or user documents."""
+    return [(marker, b"") for marker, done in ((ITEMS_PUBLISHED, items), (USERS_PUBLISHED, users)) if done]
+
+
+def restore(st: PartitionState, records: Iterable[tuple[int, bytes, bytes | None]]) -> int:
+    """Apply changelog records ``(offset, key, value)`` in offset order to an empty state; returns how many
+    keys are live. Item and user state logged after the last matching published marker is marked unpublished."""
+    latest: dict[bytes, tuple[int, bytes]] = {}
+    for offset, key, value in records:
         if value is None:
             latest.pop(key, None)
         else:
-            latest[key] = value
-    for key, value in latest.items():
-        _apply(st, _dec.decode(key), value)
+            latest[key] = (offset, value)
+    items_at = latest.pop(ITEMS_PUBLISHED, (-1, b""))[0]
+    users_at = latest.pop(USERS_PUBLISHED, (-1, b""))[0]
+    for key, (offset, value) in latest.items():
+        _apply(st, _dec.decode(key), value, offset > items_at, offset > users_at)
     return len(latest)
 
 
-def _apply(st: PartitionState, key: list, value: bytes) -> None:
+def _apply(st: PartitionState, key: list, value: bytes, items_pending: bool, users_pending: bool) -> None:
     kind = key[0]
     if kind == "m":
         next_offset, max_ts, floor, counters = _dec.decode(value)
@@ -75,9 +87,10 @@ def _apply(st: PartitionState, key: list, value: bytes) -> None:
         return
     if kind == "u":
         st.users[key[1]] = _dec.decode(value)
-        st.unpublished_users.add(key[1])
+        if users_pending:
+            st.unpublished_users.add(key[1])
     elif kind == "it":
-        st.items.load(key[1], *_dec.decode(value))
+        st.items.load(key[1], *_dec.decode(value), unpublished=items_pending)
     elif kind == "s":
         st.sessions[key[1]] = _dec.decode(value)
     elif kind == "w":
@@ -88,8 +101,8 @@ def _apply(st: PartitionState, key: list, value: bytes) -> None:
             win.counts.update(counts)
             win.status.update(status)
         elif part == "i":
-            win.items.load(key[4], *_dec.decode(value))
+            win.items.load(key[4], *_dec.decode(value), unpublished=items_pending)
         elif part == "c":
-            win.cats.load(key[4], *_dec.decode(value))
+            win.cats.load(key[4], *_dec.decode(value), unpublished=False)  # published on every flush
         elif part == "u":
             win.users.add(key[4])

@@ -172,7 +172,7 @@ class Engine:
     def flush(self, details: bool = False) -> None:
         """One transaction. Item and user documents go out on a details flush (``details`` or when the detail
         interval has passed); in between their changes are only in the changelog, so a crash loses nothing
-        (restore re-publishes restored state)."""
+        (restore re-publishes what was logged after the last published marker)."""
         now_wall = int(time.time() * 1000)
         self._advance_idle(now_wall)
         complete = details  # stop, revoke, caught up: publish everything
@@ -188,6 +188,8 @@ class Engine:
             busy = st.meta_dirty or finals or len(records) > 1 or (details and st.has_unpublished())
             users = complete or (details and self._users_due(st))
             out = docs.changed_docs(st, finals, now_wall, details, users) if busy else []
+            if out:
+                records.extend(changelog.published_markers(details, users))
             if out or st.dead_letters or st.late_events or st.meta_dirty:
                 work.append((st, finals, records, out, users))
         if not work:

@@ -21,8 +21,8 @@ RESTORE_SLACK_MS = 5_000
 
 def restore_partition(st: PartitionState, bootstrap: str, changelog_topic: str, input_topic: str) -> int:
     """Load ``st`` from its changelog partition, then refill its duplicate-detection ids. Returns live keys."""
-    records = ((key, value) for _, key, value, _ in read_range(bootstrap, changelog_topic, st.partition, 0)
-               if key is not None)
+    records = ((offset, key, value) for offset, key, value, _ in read_range(bootstrap, changelog_topic,
+                                                                            st.partition, 0) if key is not None)
     live = changelog.restore(st, records)
     if st.next_offset > 0:
         _refill_seen(st, bootstrap, input_topic)

@@ -86,7 +86,8 @@ class Breakdown:
             cached = self._rows[key] = (self.category.get(key), per_type, cents_, purchases)
         return cached
 
-    def load(self, key: str, category: str | None, per_type: dict[str, int], cents_: int, purchases: int) -> None:
+    def load(self, key: str, category: str | None, per_type: dict[str, int], cents_: int, purchases: int,
+             unpublished: bool = True) -> None:
         self._rows.clear()
         for t, n in per_type.items():
             self.counts[(key, t)] = n
@@ -94,7 +95,8 @@ class Breakdown:
         self.category.setdefault(key, category)
         if purchases:
             self.revenue[key] = [cents_, purchases]
-        self.unpublished.add(key)  # restored state is re-published: its last document may have been lost
+        if unpublished:  # logged after the last flush that published this dimension: its document is behind
+            self.unpublished.add(key)
 
     def to_publish(self) -> set[str]:
         return self.dirty | self.unpublished
