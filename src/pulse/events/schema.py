@@ -29,11 +29,10 @@ Label = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Money = Annotated[float, msgspec.Meta(ge=0, le=1_000_000)]
 
 
+# Only scalars inside, so an event is never part of a reference cycle: ``gc=False`` keeps the hundreds of
+# thousands decoded per second out of the cyclic garbage collector's bookkeeping.
 class Event(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, gc=False):
-    """One user interaction. ``ts`` is event time in UTC epoch milliseconds.
-
-    Only scalars inside, so it can never be part of a reference cycle: ``gc=False`` keeps the hundreds of
-    thousands decoded per second out of the cyclic garbage collector's bookkeeping."""
+    """One user interaction. ``ts`` is event time in UTC epoch milliseconds."""
 
     event_id: Annotated[Id, msgspec.Meta(description="Unique, client-generated; duplicates count once.")]
     event_type: Annotated[Name, msgspec.Meta(description="view, click, add_to_cart, purchase, or another.")]
