@@ -28,22 +28,23 @@ def item_shard(item: str) -> int:
     return zlib.crc32(item.encode()) % ITEM_SHARDS
 
 
-def _shards(items: Iterable[str], only: set[int] | None) -> dict[int, list[str]]:
+def _packed(b: Breakdown, changed: set[str] | None) -> list[tuple[int, list[dict[str, Any]]]]:
+    """(shard, rendered rows) of every item shard of ``b``, or only of shards holding a ``changed`` item."""
+    only = None if changed is None else {item_shard(i) for i in changed}
     groups: dict[int, list[str]] = {}
-    for item in items:
+    for item in b.members():
         shard = item_shard(item)
         if only is None or shard in only:
             groups.setdefault(shard, []).append(item)
-    return groups
-
-
-def _item_rows(b: Breakdown, items: list[str]) -> list[dict[str, Any]]:
-    rows = []
-    for item in sorted(items):
-        cat, counts, revenue, purchases = b.row(item)
-        rows.append({"item_id": item, "category": cat, "counts": counts, "revenue_cents": revenue,
-                     "purchases": purchases})
-    return rows
+    packed = []
+    for shard, items in sorted(groups.items()):
+        rows = []
+        for item in sorted(items):
+            cat, counts, revenue, purchases = b.row(item)
+            rows.append({"item_id": item, "category": cat, "counts": counts, "revenue_cents": revenue,
+                         "purchases": purchases})
+        packed.append((shard, rows))
+    return packed
 
 
 def window_id(kind: str, size: int, start: int, partition: int, dim: str | None = None) -> str:
@@ -76,13 +77,9 @@ def summary_doc(win: WindowAgg, p: int, final: bool, version: int) -> Doc:
 def window_item_docs(win: WindowAgg, p: int, final: bool, version: int, changed: set[str] | None) -> list[Doc]:
     """The window's item partials, one document per item shard; ``changed``: only shards holding these items
     (None: all shards)."""
-    only = None if changed is None else {item_shard(i) for i in changed}
-    out = []
-    for shard, items in sorted(_shards(win.items.members(), only).items()):
-        doc = _window_base("window_items", win, p, final, version) | {
-            "shard": shard, "items": _item_rows(win.items, items)}
-        out.append((window_id("window_items", win.size, win.start, p, f"s{shard}"), doc))
-    return out
+    return [(window_id("window_items", win.size, win.start, p, f"s{shard}"),
+             _window_base("window_items", win, p, final, version) | {"shard": shard, "items": rows})
+            for shard, rows in _packed(win.items, changed)]
 
 
 def category_doc(win: WindowAgg, cat: str, p: int, final: bool, version: int) -> Doc:
@@ -101,10 +98,9 @@ def user_doc(st: PartitionState, user: str, version: int) -> Doc:
 
 def item_state_docs(st: PartitionState, changed: set[str], version: int) -> list[Doc]:
     """Current item state (this partition's partial), one document per item shard holding a changed item."""
-    only = {item_shard(i) for i in changed}
     return [(f"items:s{shard}:p{st.partition}", {"kind": "items", "partition": st.partition, "shard": shard,
-                                                  "items": _item_rows(st.items, items), "version": version})
-            for shard, items in sorted(_shards(st.items.members(), only).items())]
+                                                  "items": rows, "version": version})
+            for shard, rows in _packed(st.items, changed)]
 
 
 def partition_doc(st: PartitionState, version: int, flushed_at: int) -> Doc:

@@ -104,10 +104,14 @@ def _merge(m: dict[str, Any], d: dict[str, Any]) -> None:
             m[name] = d[name] if m[name] is None else fold(m[name], d[name])
 
 
+def _row_terms(f: Filters) -> list[dict[str, Any]]:
+    """The item and category filters, on the nested rows of packed item documents."""
+    return _terms(**{"items.item_id": f.item_id, "items.category": f.category})
+
+
 def _item_rows(f: Filters) -> dict[str, Any]:
     """Packed item documents holding a row of the filtered item and/or category (``inner_hits``: those rows)."""
-    rows = _terms(**{"items.item_id": f.item_id, "items.category": f.category})
-    return {"nested": {"path": "items", "query": {"bool": {"filter": rows}}, "inner_hits": {"size": 100}}}
+    return {"nested": {"path": "items", "query": {"bool": {"filter": _row_terms(f)}}, "inner_hits": {"size": 100}}}
 
 
 def window_buckets(es: Elasticsearch, f: Filters, window: str | None = None,
@@ -183,7 +187,7 @@ def top_items(es: Elasticsearch, f: Filters, by: str = "view", size: int = 10,
         return [{"item_id": b["key"], "count": b["doc_count"]} for b in resp["aggregations"]["items"]["buckets"]]
     query = {"bool": {"filter": [{"term": {"kind": "window_items"}}, {"term": {"window": f.window()}},
                                  {"range": {"start": {"gte": f.start_ms, "lt": f.end_ms}}}]}}
-    rows = _terms(**{"items.item_id": f.item_id, "items.category": f.category})
+    rows = _row_terms(f)
     if not es.indices.exists_alias(name=alias("windows", prefix)):
         return []
     resp = es.search(index=alias("windows", prefix), size=0, query=query, aggs={"rows": {
