@@ -5,10 +5,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PULSE := $(VENV)/bin/pulse
 STAMP := $(VENV)/.installed-stamp
+# cargo builds the native aggregation core; rustup installs it under ~/.cargo/bin
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+NATIVE := $(wildcard native/Cargo.toml native/Cargo.lock native/src/*.rs)
 
 .PHONY: run test install lint stack-up stack-down clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(NATIVE)
+	@command -v cargo >/dev/null 2>&1 || { echo "error: cargo (Rust) is needed to build Pulse's native core: install it with rustup (https://rustup.rs)" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -e ".[test]"

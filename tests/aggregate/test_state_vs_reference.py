@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from itertools import islice
 
+import msgspec
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pulse.aggregate import changelog, docs
-from pulse.aggregate.state import PartitionState, StateConfig
-from pulse.events.validate import validate
+from pulse.aggregate import docs
+from pulse.aggregate.state import Partition, StateConfig, decide, new_partition, remember_recent, route
 from pulse.generate.chaos import Chaos, ChaosConfig
 from pulse.generate.partitioner import partition_for
 from pulse.generate.traffic import Traffic, TrafficConfig
@@ -24,27 +24,43 @@ from pulse.verify.reference import recompute
 SIZES = (10_000, 60_000, 3_600_000)
 
 
+def flush(st_: Partition, out: dict, details: bool = True, users: bool = True, log: list | None = None) -> list:
+    """One flush as the engine does it, "committed" at once; documents land in ``out``, records in ``log``."""
+    flushed = st_.flush(details, users, 0)
+    if flushed is None:
+        return []
+    records, documents, _dead, _late = flushed
+    out.update((doc_id, orjson.loads(value)) for doc_id, _kind, value in documents)
+    if log is not None:
+        log.extend(records)
+    st_.committed(details, users)
+    return documents
+
+
+def restored(partition: int, cfg: StateConfig, log: list, before: list) -> Partition:
+    """A fresh state from the changelog ``log``, with the ids of ``before`` (rows already consumed) re-read for
+    duplicate detection, as restore_partition does from Kafka."""
+    st_ = new_partition(partition, cfg)
+    st_.restore([(offset, k, v) for offset, (k, v) in enumerate(log)])
+    remember_recent(st_, ((value, ts) for _, _, value, ts in before), st_.watermark - cfg.dedup_horizon_ms)
+    return st_
+
+
 def run_engine(rows: list[tuple[int, int, bytes, int]], batch: int, cfg: StateConfig, detail_every: int = 1,
-               user_every: int = 1) -> dict:
+               user_every: int = 1, fast: bool = True) -> dict:
     """Feed ``rows`` in batches, flushing after each; item shards go out every ``detail_every``th flush and users
-    every ``user_every``th (as the engine coalesces them), and the last flush publishes everything."""
-    states = {p: PartitionState(p, cfg) for p in {r[0] for r in rows}}
+    every ``user_every``th (as the engine coalesces them), and the last flush publishes everything.
+    ``fast=False`` sends every record through the contract's validator instead of the native fast path."""
+    states = {p: new_partition(p, cfg) for p in {r[0] for r in rows}}
     out: dict = {}
     starts = range(0, len(rows), batch)
     for n, i in enumerate(starts, 1):
         for p, offset, value, ts in rows[i:i + batch]:
-            states[p].process(offset, None, value, ts)
+            (route if fast else decide)(states[p], offset, None, value, ts)
         last = n == len(starts)
         details, users = last or n % detail_every == 0, last or n % user_every == 0
         for st_ in states.values():
-            st_.apply_pending()
-            st_.expire()
-            finals = st_.final_windows()
-            changelog.changed_records(st_, finals)
-            published = docs.changed_docs(st_, finals, 0, details, users and details)
-            out.update((k, orjson.loads(orjson.dumps(v))) for k, v in published)
-            st_.drop(finals)
-            st_.clear_dirty(published=details, users_published=users and details)
+            flush(st_, out, details, users and details)
     return out
 
 
@@ -80,28 +96,15 @@ def test_restored_state_continues_exactly() -> None:
     rows = [r for r in rows if r[0] == 0]
     cfg = StateConfig(window_sizes=SIZES)
     half = len(rows) // 2
-    st_ = PartitionState(0, cfg)
+    st_ = new_partition(0, cfg)
     log: list = []
     out: dict = {}
     for chunk in (rows[:half], rows[half:]):
         if chunk is rows[half:]:
-            st_ = PartitionState(0, cfg)
-            changelog.restore(st_, [(offset, k, v) for offset, (k, v) in enumerate(log)])
-            # the re-read of recent ids that restore_partition performs from Kafka
-            for _, _offset, value, ts in rows[:half]:
-                e = validate(value, ts)
-                if hasattr(e, "event_id") and e.ts >= st_.watermark.value - cfg.dedup_horizon_ms:
-                    st_.seen.setdefault(e.event_id, e.ts)
+            st_ = restored(0, cfg, log, rows[:half])
         for _, offset, value, ts in chunk:
-            st_.process(offset, None, value, ts)
-        st_.apply_pending()
-        st_.expire()
-        finals = st_.final_windows()
-        log.extend(changelog.changed_records(st_, finals))
-        out.update((k, orjson.loads(orjson.dumps(v))) for k, v in docs.changed_docs(st_, finals, 0))
-        log.extend(changelog.published_markers(True, True))
-        st_.drop(finals)
-        st_.clear_dirty()
+            route(st_, offset, None, value, ts)
+        flush(st_, out, log=log)
     diff = diff_documents(recompute(rows, SIZES, 30_000, 30_000), out)
     assert diff.ok, diff.summary()
 
@@ -120,58 +123,90 @@ def test_coalesced_item_and_user_documents_still_equal_the_reference(seed: int, 
 
 
 def test_item_shards_hold_each_item_once_and_only_changed_shards_are_rendered() -> None:
-    rows = make_rows(3000, 9, ChaosConfig())
-    st_ = PartitionState(0, StateConfig(window_sizes=(3_600_000,)))
-    for _, offset, value, ts in (r for r in rows if r[0] == 0):
-        st_.process(offset, None, value, ts)
-    st_.apply_pending()
-    (win,) = st_.windows.values()
-    every = docs.window_item_docs(win, 0, False, 1, None)
+    rows = [r for r in make_rows(3000, 9, ChaosConfig()) if r[0] == 0]
+    st_ = new_partition(0, StateConfig(window_sizes=(3_600_000,)))
+    for _, offset, value, ts in rows[:-20]:
+        route(st_, offset, None, value, ts)
+    out: dict = {}
+    every = [(i, orjson.loads(v)) for i, kind, v in flush(st_, out) if kind == "window_items"]
     items = [row["item_id"] for _, d in every for row in d["items"]]
-    assert sorted(items) == sorted(win.items.members()) and len(set(items)) == len(items)
+    assert len(set(items)) == len(items) > 50
     assert all(docs.item_shard(row["item_id"]) == d["shard"] for _, d in every for row in d["items"])
-    changed = set(sorted(win.items.members())[:3])
-    some = docs.window_item_docs(win, 0, False, 1, changed)
-    assert {d["shard"] for _, d in some} == {docs.item_shard(i) for i in changed}
+    changed = set()
+    for _, offset, value, ts in rows[-20:]:
+        route(st_, offset, None, value, ts)
+        if (item := orjson.loads(value).get("item_id")) is not None:
+            changed.add(item)
+    some = [orjson.loads(v) for _, kind, v in flush(st_, out) if kind == "window_items"]
+    assert {d["shard"] for d in some} == {docs.item_shard(i) for i in changed}
     expanded = dict(docs.expand(every))
     assert len(expanded) == len(items) and all(d["kind"] == "window_item" for d in expanded.values())
 
 
 @settings(max_examples=12, deadline=None)
 @given(seed=st.integers(0, 10_000), batch=st.integers(30, 300), detail_every=st.integers(1, 5),
-       user_every=st.integers(1, 5), crash_at=st.floats(0.2, 0.8))
+       user_every=st.integers(1, 5), crash_at=st.floats(0.2, 0.8), compact_after=st.sampled_from([5, 200, 50_000]))
 def test_a_crash_between_coalesced_publications_loses_no_document(seed: int, batch: int, detail_every: int,
-                                                                  user_every: int, crash_at: float) -> None:
-    """Flush as the engine does (item shards and users only every few flushes, published markers in the log),
-    stop without a final flush, restore from the log and finish: every document still equals the reference."""
+                                                                  user_every: int, crash_at: float,
+                                                                  compact_after: int) -> None:
+    """Flush as the engine does (item shards and users only every few flushes, published markers in the log,
+    user/session snapshots every few flushes), stop without a final flush, restore from the log and finish:
+    every document still equals the reference."""
     rows = [r for r in make_rows(3000, seed, ChaosConfig(0.02, 0.02, 0.02, 0.02)) if r[0] == 1]
-    cfg = StateConfig(window_sizes=SIZES)
+    cfg = StateConfig(window_sizes=SIZES, compact_after=compact_after)
     cut = int(len(rows) * crash_at)
     log: list = []
     out: dict = {}
-    st_ = PartitionState(1, cfg)
+    st_ = new_partition(1, cfg)
     for second, part in enumerate((rows[:cut], rows[cut:])):
         if second:
-            st_ = PartitionState(1, cfg)  # the crash: only the log survives
-            changelog.restore(st_, [(offset, k, v) for offset, (k, v) in enumerate(log)])
-            st_.seen.update({e.event_id: e.ts for _, _, value, ts in rows[:cut]
-                             if hasattr(e := validate(value, ts), "event_id")})
+            st_ = restored(1, cfg, log, rows[:cut])  # the crash: only the log survives
         chunks = range(0, len(part), batch)
         for n, i in enumerate(chunks, 1):
             for _, offset, value, ts in part[i:i + batch]:
-                st_.process(offset, None, value, ts)
-            st_.apply_pending()
-            st_.expire()
-            finals = st_.final_windows()
+                route(st_, offset, None, value, ts)
             done = bool(second) and n == len(chunks)
             details = done or n % detail_every == 0
-            users = done or (details and n % user_every == 0)
-            log.extend(changelog.changed_records(st_, finals))
-            published = docs.changed_docs(st_, finals, 0, details, users)
-            out.update((k, orjson.loads(orjson.dumps(v))) for k, v in published)
-            if published:
-                log.extend(changelog.published_markers(details, users))
-            st_.drop(finals)
-            st_.clear_dirty(published=details, users_published=users)
+            flush(st_, out, details, done or (details and n % user_every == 0), log)
     diff = diff_documents(recompute(rows, SIZES, 30_000, 30_000), out)
     assert diff.ok, diff.summary()
+
+
+def test_snapshots_keep_the_changelog_to_live_state() -> None:
+    """Users and sessions are folded into snapshots: after many flushes the live (compacted) log holds about one
+    entry per live user and session, not one per change, and restoring from it equals the reference."""
+    rows = [r for r in make_rows(6000, 3, ChaosConfig()) if r[0] == 2]
+    cfg = StateConfig(window_sizes=SIZES, compact_after=100)
+    st_, log, out = new_partition(2, cfg), [], {}
+    for i in range(0, len(rows), 25):
+        for _, offset, value, ts in rows[i:i + 25]:
+            route(st_, offset, None, value, ts)
+        flush(st_, out, log=log)
+    live: dict = {}
+    for key, value in log:
+        if value is None:
+            live.pop(key, None)
+        else:
+            live[key] = value
+    deltas = [k for k in live if k.startswith((b"e/", b"S/"))]
+    written = [k for k, _ in log if k.startswith((b"e/", b"S/"))]
+    assert len(deltas) < len(written) / 3
+    _, users, sessions, _ = st_.sizes
+    entries = sum(len(msgspec.msgpack.decode(live[k])) for k in deltas)
+    assert entries <= 3 * (users + sessions) + 100
+    again = restored(2, cfg, log, rows)
+    again_out: dict = {}
+    flush(again, again_out)  # a restored state publishes what it holds as pending: nothing, after a full flush
+    assert again.counters == st_.counters and again.sizes[1:3] == st_.sizes[1:3]
+    diff = diff_documents(recompute(rows, SIZES, 30_000, 30_000), out)
+    assert diff.ok, diff.summary()
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), bad=st.floats(0, 0.3))
+def test_the_native_fast_path_decides_as_the_contract_validator(seed: int, bad: float) -> None:
+    """Every record through the fast path, or every record through `pulse.events.validate`: the same documents
+    (including the dead-letter accounting)."""
+    rows = make_rows(800, seed, ChaosConfig(late_fraction=0.02, duplicate_fraction=0.02, invalid_fraction=bad))
+    cfg = StateConfig(window_sizes=SIZES)
+    assert run_engine(rows, 100, cfg, fast=True) == run_engine(rows, 100, cfg, fast=False)

@@ -15,13 +15,11 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import orjson
 from confluent_kafka import OFFSET_STORED, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from pulse.aggregate import changelog, docs
 from pulse.aggregate.restore import restore_partition
-from pulse.aggregate.state import PartitionState, SideOutput, StateConfig
+from pulse.aggregate.state import Partition, StateConfig, new_partition, route_batch
 from pulse.errors import PulseError
 from pulse.kafkaio import group_caught_up, offsets_at, watermarks
 from pulse.stack.kafka import QUIET_LOG
@@ -85,7 +83,7 @@ class Engine:
     def __init__(self, cfg: EngineConfig, on_flush: Callable[[EngineStats], None] | None = None) -> None:
         self.cfg = cfg
         self.stats = EngineStats()
-        self.states: dict[int, PartitionState] = {}
+        self.states: dict[int, Partition] = {}
         self._last_record_wall: dict[int, float] = {}
         self._last_details = time.monotonic()
         self._users_at: dict[int, float] = {}  # partition → when its user documents last went out
@@ -151,21 +149,12 @@ class Engine:
 
     def _process(self, batch: list) -> None:
         states = self.states
+        before = {p: st.processed for p, st in states.items()}
+        route_batch(states, batch)
         now = time.monotonic()
-        for msg in batch:
-            err = msg.error()
-            if err is not None:
-                if err.fatal():
-                    raise PulseError(f"Kafka consumer error: {err.str()}")
-                continue
-            st = states.get(msg.partition())
-            offset = msg.offset()
-            if st is None or offset < st.next_offset:
-                continue  # not ours any more, or already inside the restored state
-            st.process(offset, msg.key(), msg.value(), msg.timestamp()[1])
-            self._last_record_wall[st.partition] = now
-        for st in states.values():
-            st.apply_pending()
+        for p, st in states.items():
+            if st.processed != before.get(p):
+                self._last_record_wall[p] = now
         self.stats.consumed += len(batch)
 
     # -- flush: one transaction -------------------------------------------------------------------------------
@@ -182,22 +171,16 @@ class Engine:
             details = details or time.monotonic() - self._last_details >= self.cfg.detail_interval_s
         work = []
         for st in self.states.values():
-            st.expire()
-            finals = st.final_windows()
-            records = changelog.changed_records(st, finals)
-            busy = st.meta_dirty or finals or len(records) > 1 or (details and st.has_unpublished())
             users = complete or (details and self._users_due(st))
-            out = docs.changed_docs(st, finals, now_wall, details, users) if busy else []
-            if out:
-                records.extend(changelog.published_markers(details, users))
-            if out or st.dead_letters or st.late_events or st.meta_dirty:
-                work.append((st, finals, records, out, users))
+            flushed = st.flush(details, users, now_wall)
+            if flushed is not None:
+                work.append((st, users, *flushed))
         if not work:
             return
         try:
             self._producer.begin_transaction()
-            for st, _finals, records, out, _users in work:
-                self._write_partition(st, records, out)
+            for st, _users, records, out, dead, late in work:
+                self._write_partition(st.partition, records, out, dead, late)
             positions = [TopicPartition(self.cfg.topic, p, st.next_offset) for p, st in self.states.items()
                          if st.next_offset > 0]
             if positions:
@@ -206,13 +189,12 @@ class Engine:
         except KafkaException as exc:
             self._transaction_failed(exc.args[0])
             return
-        for st, finals, records, out, users in work:
-            st.drop(finals)
-            st.clear_dirty(published=details, users_published=users)
+        for st, users, records, out, _dead, _late in work:
+            st.committed(details, users)
             if users:
                 self._users_at[st.partition] = time.monotonic()
             self.stats.docs += len(out)
-            self.stats.docs_by_kind.update(doc["kind"] for _, doc in out)
+            self.stats.docs_by_kind.update(kind for _, kind, _ in out)
             self.stats.changelog_records += len(records)
         self.stats.flushes += 1
         if details:
@@ -220,26 +202,25 @@ class Engine:
         if self._on_flush:
             self._on_flush(self.stats)
 
-    def _users_due(self, st: PartitionState) -> bool:
-        if len(st.dirty_users) + len(st.unpublished_users) <= self.cfg.user_batch:
+    def _users_due(self, st: Partition) -> bool:
+        if st.pending_users() <= self.cfg.user_batch:
             return True
         if self.cfg.user_flushes:
             return (self.stats.flushes + 1) % self.cfg.user_flushes == 0
         last = self._users_at.setdefault(st.partition, time.monotonic())
         return time.monotonic() - last >= self.cfg.user_interval_s
 
-    def _write_partition(self, st: PartitionState, records: list, out: list) -> None:
-        p, send, cfg = st.partition, self._send, self.cfg
-        for so in st.dead_letters:
-            send(cfg.dlq_topic, so.value, so.key, p, _headers(so, cfg.topic, p))
-        for so in st.late_events:
-            send(cfg.late_topic, so.value, so.key, p, _headers(so, cfg.topic, p))
+    def _write_partition(self, p: int, records: list, out: list, dead: list, late: list) -> None:
+        send, cfg = self._send, self.cfg
+        for topic, sides in ((cfg.dlq_topic, dead), (cfg.late_topic, late)):
+            for offset, key, value, reason, detail in sides:
+                send(topic, value, key, p, _headers(offset, reason, detail, cfg.topic, p))
         topic = cfg.changelog_topic
         for key, value in records:
             send(topic, value, key, p)
         topic = cfg.aggregates_topic
-        for doc_id, doc in out:
-            send(topic, orjson.dumps(doc), doc_id.encode(), p)
+        for doc_id, _kind, value in out:
+            send(topic, value, doc_id.encode(), p)
 
     def _send(self, topic: str, value: bytes | None, key: bytes | None, partition: int,
               headers: list[tuple[str, bytes]] | None = None) -> None:
@@ -266,23 +247,21 @@ class Engine:
         read (a partition with a backlog is busy, not idle). The decision is recorded in the changelog."""
         cutoff = time.monotonic() - self.cfg.idle_timeout_s
         for p, st in self.states.items():
-            target = now_wall - st.cfg.grace_ms
-            if self._last_record_wall.get(p, 0.0) >= cutoff or target <= st.watermark.value:
+            target = now_wall - self.cfg.state.grace_ms
+            if self._last_record_wall.get(p, 0.0) >= cutoff or target <= st.watermark:
                 continue
             # the fetcher's cached high watermark: a broker lookup would wait behind in-flight fetches
             _, high = self._consumer.get_watermark_offsets(TopicPartition(self.cfg.topic, p), cached=True)
             if high < 0:
                 _, high = watermarks(self._consumer, self.cfg.topic, p)
-            if st.next_offset >= high and st.watermark.advance_to(target):
-                st.meta_dirty = True
-            else:
+            if not (st.next_offset >= high and st.advance_to(target)):
                 self._last_record_wall[p] = time.monotonic()  # look again after another idle period
 
     # -- rebalancing ------------------------------------------------------------------------------------------
-    def _load(self, partition: int) -> PartitionState:
-        st = PartitionState(partition, self.cfg.state)
-        self.stats.restored_keys += restore_partition(st, self.cfg.bootstrap, self.cfg.changelog_topic,
-                                                      self.cfg.topic)
+    def _load(self, partition: int) -> Partition:
+        st = new_partition(partition, self.cfg.state)
+        self.stats.restored_keys += restore_partition(st, self.cfg.state, self.cfg.bootstrap,
+                                                      self.cfg.changelog_topic, self.cfg.topic)
         self._last_record_wall[partition] = time.monotonic()
         return st
 
@@ -321,7 +300,7 @@ class Engine:
                 self._consumer.seek(TopicPartition(self.cfg.topic, p, st.next_offset))
 
 
-def _headers(so: SideOutput, topic: str, partition: int) -> list[tuple[str, bytes]]:
-    return [("pulse.reason", so.reason.encode()), ("pulse.detail", so.detail.encode()[:1024]),
+def _headers(offset: int, reason: str, detail: str, topic: str, partition: int) -> list[tuple[str, bytes]]:
+    return [("pulse.reason", reason.encode()), ("pulse.detail", detail.encode()[:1024]),
             ("pulse.source.topic", topic.encode()), ("pulse.source.partition", str(partition).encode()),
-            ("pulse.source.offset", str(so.offset).encode())]
+            ("pulse.source.offset", str(offset).encode())]

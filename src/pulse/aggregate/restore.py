@@ -9,28 +9,29 @@ from __future__ import annotations
 
 from confluent_kafka import TopicPartition
 
-from pulse.aggregate import changelog
-from pulse.aggregate.state import PartitionState
-from pulse.events.schema import Event
-from pulse.events.validate import validate
+from pulse.aggregate.state import Partition, StateConfig, remember_recent
+from pulse.errors import PulseError
 from pulse.kafkaio import read_range, reader
 
 RESTORE_SLACK_MS = 5_000
 """How far before the horizon to start re-reading, for records whose event time is ahead of their timestamp."""
 
 
-def restore_partition(st: PartitionState, bootstrap: str, changelog_topic: str, input_topic: str) -> int:
+def restore_partition(st: Partition, cfg: StateConfig, bootstrap: str, changelog_topic: str, input_topic: str) -> int:
     """Load ``st`` from its changelog partition, then refill its duplicate-detection ids. Returns live keys."""
-    records = ((offset, key, value) for offset, key, value, _ in read_range(bootstrap, changelog_topic,
-                                                                            st.partition, 0) if key is not None)
-    live = changelog.restore(st, records)
+    records = [(offset, key, value) for offset, key, value, _ in read_range(bootstrap, changelog_topic, st.partition, 0)
+               if key is not None]
+    try:
+        live = st.restore(records)
+    except ValueError as exc:
+        raise PulseError(f"{changelog_topic} partition {st.partition}: {exc}") from None
     if st.next_offset > 0:
-        _refill_seen(st, bootstrap, input_topic)
+        _refill_seen(st, cfg, bootstrap, input_topic)
     return live
 
 
-def _refill_seen(st: PartitionState, bootstrap: str, input_topic: str) -> None:
-    horizon = st.watermark.value - st.cfg.dedup_horizon_ms
+def _refill_seen(st: Partition, cfg: StateConfig, bootstrap: str, input_topic: str) -> None:
+    horizon = st.watermark - cfg.dedup_horizon_ms
     consumer = reader(bootstrap)
     try:
         found = consumer.offsets_for_times([TopicPartition(input_topic, st.partition,
@@ -38,11 +39,5 @@ def _refill_seen(st: PartitionState, bootstrap: str, input_topic: str) -> None:
         start = found[0].offset if found and found[0].offset >= 0 else st.next_offset
     finally:
         consumer.close()
-    seen = st.seen
-    for _, _, value, ts in read_range(bootstrap, input_topic, st.partition, min(start, st.next_offset),
-                                      st.next_offset):
-        event = validate(value or b"", ts)
-        if isinstance(event, Event) and event.ts >= horizon:
-            first = seen.get(event.event_id)
-            if first is None or first < horizon:
-                seen[event.event_id] = event.ts
+    records = read_range(bootstrap, input_topic, st.partition, min(start, st.next_offset), st.next_offset)
+    remember_recent(st, ((value, ts) for _, _, value, ts in records), horizon)

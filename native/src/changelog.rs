@@ -1,0 +1,328 @@
+//! The partition's compacted changelog: what changed since the last flush, and restore from it.
+//!
+//! Keys are short ASCII paths (deterministic, so compaction keeps one value per piece of state); values are
+//! msgpack. Windows and item state are logged per item shard (the whole shard), window user sets as append-only
+//! chunks, and users and sessions as a log-structured pair: a delta record per flush, folded into a fresh
+//! snapshot (and the deltas tombstoned) once deltas outgrow the live state, so restore time follows live state.
+//! A tombstone (no value) removes state that is final and already emitted.
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::{bump, Counts, Names, Row, Session, State, Window, ABSENT, ITEM_SHARDS};
+
+pub type Record = (Vec<u8>, Option<Vec<u8>>);
+
+pub const ITEMS_PUBLISHED: &[u8] = b"pub/items";
+pub const USERS_PUBLISHED: &[u8] = b"pub/users";
+const META: &[u8] = b"m";
+const CHUNK: usize = 5_000; // ids or entries per record: well under the broker's 1 MB message limit
+
+const USER: u8 = 0; // user entry, already published
+const USER_PENDING: u8 = 3; // user entry, unpublished unless a users marker follows it
+const SESSION: u8 = 1;
+const SESSION_GONE: u8 = 2;
+
+type Named<'a> = Vec<(&'a str, u64)>;
+type RowOut<'a> = (&'a str, Option<&'a str>, Named<'a>, i64, u64);
+type RowIn = (String, Option<String>, Vec<(String, u64)>, i64, u64);
+type UserOut<'a> = (i64, i64, Named<'a>, i64, u64, Option<&'a str>);
+type UserIn = (i64, i64, Vec<(String, u64)>, i64, u64, Option<String>);
+type EntryOut<'a> = (u8, &'a str, Option<UserOut<'a>>, Option<(u8, i64)>);
+type EntryIn = (u8, String, Option<UserIn>, Option<(u8, i64)>);
+type Meta = (i64, i64, i64, [u64; 4], u64, u64, u64, u64, u64);
+
+fn enc<T: Serialize>(value: &T) -> Vec<u8> {
+    rmp_serde::to_vec(value).expect("msgpack encoding of plain data")
+}
+
+fn named<'a>(names: &'a Names, counts: &Counts) -> Named<'a> {
+    counts.iter().map(|&(id, n)| (names.name(id), n)).collect()
+}
+
+fn shard_rows<'a>(st: &'a State, map: &rustc_hash::FxHashMap<u32, Row>) -> Vec<RowOut<'a>> {
+    map.iter()
+        .map(|(&it, row)| {
+            let cat = st.item_cat.get(it as usize).copied().flatten().flatten().map(|c| st.cats.name(c));
+            (st.items.name(it), cat, named(&st.types, &row.counts), row.cents, row.purchases)
+        })
+        .collect()
+}
+
+fn bits(mask: u32) -> impl Iterator<Item = usize> {
+    (0..ITEM_SHARDS).filter(move |s| mask & (1 << s) != 0)
+}
+
+fn window_records(st: &State, win: &Window, is_final: bool, out: &mut Vec<Record>) -> u32 {
+    let (size, start) = (win.size, win.start);
+    let key = |rest: &str| format!("w/{size}/{start}/{rest}").into_bytes();
+    if is_final {
+        out.push((key("s"), None));
+        out.extend(bits(win.items.occupied()).map(|s| (key(&format!("i/{s}")), None)));
+        out.extend(win.cats.keys().map(|&c| (key(&format!("c/{}", st.cats.name(c))), None)));
+        out.extend((0..win.user_chunks).map(|seq| (key(&format!("u/{seq}")), None)));
+        return 0;
+    }
+    if win.dirty {
+        let value = (named(&st.types, &win.counts), named(&st.types, &win.status), win.rev, win.funnel);
+        out.push((key("s"), Some(enc(&value))));
+    }
+    for s in bits(win.items.dirty) {
+        out.push((key(&format!("i/{s}")), Some(enc(&shard_rows(st, &win.items.maps[s])))));
+    }
+    for (&c, (row, dirty)) in &win.cats {
+        if *dirty {
+            let value = (named(&st.types, &row.counts), row.cents, row.purchases);
+            out.push((key(&format!("c/{}", st.cats.name(c))), Some(enc(&value))));
+        }
+    }
+    let mut chunks = 0;
+    for ids in win.new_users.chunks(CHUNK) {
+        let names: Vec<&str> = ids.iter().map(|&u| st.user_ids.name(u)).collect();
+        out.push((key(&format!("u/{}", win.user_chunks + chunks)), Some(enc(&names))));
+        chunks += 1;
+    }
+    chunks
+}
+
+fn user_entry(st: &State, id: u32, kind: u8) -> Option<EntryOut<'_>> {
+    let u = &st.users[id as usize];
+    if u.first == ABSENT {
+        return None;
+    }
+    let last_item = u.last_item.map(|i| st.items.name(i));
+    let rec = (u.first, u.last, named(&st.types, &u.counts), u.spent, u.purchases, last_item);
+    Some((kind, st.user_ids.name(id), Some(rec), None))
+}
+
+/// Records for everything that changed since the last flush (`users_published`: this flush publishes the user
+/// documents too), tombstones for the `finals` windows, and the partition's position. Advances the log counters.
+pub fn changed_records(st: &mut State, finals: &[(i64, i64)], users_published: bool) -> Vec<Record> {
+    let mut out = Vec::new();
+    let mut chunks = Vec::new();
+    for (key, win) in &st.windows {
+        chunks.push((*key, window_records(st, win, finals.contains(key), &mut out)));
+    }
+    for (key, n) in chunks {
+        if let Some(win) = st.windows.get_mut(&key) {
+            win.user_chunks += n;
+        }
+    }
+    for s in bits(st.item_state.dirty) {
+        out.push((format!("it/{s}").into_bytes(), Some(enc(&shard_rows(st, &st.item_state.maps[s])))));
+    }
+    entity_records(st, users_published, &mut out);
+    let meta: Meta = (st.next_offset, st.max_ts, st.floor, st.counters, st.snap_epoch, st.snap_chunks,
+                      st.delta_first, st.delta_next, st.log_entries);
+    out.push((META.to_vec(), Some(enc(&meta))));
+    out
+}
+
+fn entity_records(st: &mut State, users_published: bool, out: &mut Vec<Record>) {
+    let changed = st.dirty_users.len() + st.dirty_sessions.len() + st.gone_sessions.len();
+    if changed == 0 {
+        return;
+    }
+    st.log_entries += changed as u64;
+    let live = (st.users.len() + st.sessions.len()) as u64;
+    if st.log_entries > st.cfg.compact_after && st.log_entries > 2 * live {
+        return snapshot(st, users_published, out);
+    }
+    let mut entries: Vec<EntryOut> = st.dirty_users.iter().filter_map(|&u| user_entry(st, u, USER_PENDING)).collect();
+    for sid in &st.dirty_sessions {
+        if let Some(s) = st.sessions.get(sid) {
+            entries.push((SESSION, sid, None, Some((s.steps, s.last))));
+        }
+    }
+    entries.extend(st.gone_sessions.iter().map(|sid| (SESSION_GONE, sid.as_str(), None, None)));
+    let mut seq = st.delta_next;
+    for chunk in entries.chunks(CHUNK) {
+        out.push((format!("e/{seq}").into_bytes(), Some(enc(&chunk))));
+        seq += 1;
+    }
+    st.delta_next = seq;
+}
+
+/// Every live user and session in fresh chunks; the deltas and the previous snapshot are tombstoned.
+fn snapshot(st: &mut State, users_published: bool, out: &mut Vec<Record>) {
+    let epoch = st.snap_epoch + 1;
+    let mut entries: Vec<EntryOut> = (0..st.users.len() as u32)
+        .filter_map(|u| {
+            let kind = if st.users[u as usize].pending && !users_published { USER_PENDING } else { USER };
+            user_entry(st, u, kind)
+        })
+        .collect();
+    entries.extend(st.sessions.iter().map(|(sid, s)| (SESSION, sid.as_str(), None, Some((s.steps, s.last)))));
+    let mut n = 0;
+    for chunk in entries.chunks(CHUNK) {
+        out.push((format!("S/{epoch}/{n}").into_bytes(), Some(enc(&chunk))));
+        n += 1;
+    }
+    out.extend((st.delta_first..st.delta_next).map(|seq| (format!("e/{seq}").into_bytes(), None)));
+    if st.snap_epoch > 0 {
+        out.extend((0..st.snap_chunks).map(|i| (format!("S/{}/{i}", st.snap_epoch).into_bytes(), None)));
+    }
+    st.snap_epoch = epoch;
+    st.snap_chunks = n;
+    st.delta_first = st.delta_next;
+    st.log_entries = 0;
+}
+
+/// Markers for a flush that published every pending item shard (`items`) and/or user document (`users`).
+pub fn published_markers(items: bool, users: bool) -> Vec<Record> {
+    let mut out = Vec::new();
+    if items {
+        out.push((ITEMS_PUBLISHED.to_vec(), Some(Vec::new())));
+    }
+    if users {
+        out.push((USERS_PUBLISHED.to_vec(), Some(Vec::new())));
+    }
+    out
+}
+
+fn bad(key: &[u8], why: impl std::fmt::Display) -> String {
+    format!(
+        "changelog record {:?} is not readable ({why}): it was written by another Pulse version; \
+         rebuild with `pulse replay`",
+        String::from_utf8_lossy(key)
+    )
+}
+
+fn dec<'a, T: Deserialize<'a>>(key: &[u8], value: &'a [u8]) -> Result<T, String> {
+    rmp_serde::from_slice(value).map_err(|e| bad(key, e))
+}
+
+fn load_counts(types: &mut Names, named: Vec<(String, u64)>) -> Counts {
+    let mut counts = Counts::new();
+    for (name, n) in named {
+        bump(&mut counts, types.id(&name), n);
+    }
+    counts
+}
+
+fn load_rows(st: &mut State, rows: Vec<RowIn>) -> Vec<(u32, Row)> {
+    rows.into_iter()
+        .map(|(item, cat, counts, cents, purchases)| {
+            let it = st.items.id(&item);
+            let cat = cat.map(|c| st.cats.id(&c));
+            if st.item_cat.len() <= it as usize {
+                st.item_cat.resize(it as usize + 1, None);
+            }
+            st.item_cat[it as usize].get_or_insert(cat);
+            (it, Row { counts: load_counts(&mut st.types, counts), cents, purchases })
+        })
+        .collect()
+}
+
+/// Apply changelog records `(offset, key, value)` (in offset order) to an empty state; returns the live keys.
+/// Item and user state logged after the last matching published marker is marked unpublished.
+pub fn restore(st: &mut State, records: Vec<(i64, Vec<u8>, Option<Vec<u8>>)>) -> Result<usize, String> {
+    let mut latest: rustc_hash::FxHashMap<Vec<u8>, (i64, Vec<u8>)> = Default::default();
+    for (offset, key, value) in records {
+        match value {
+            Some(v) => latest.insert(key, (offset, v)),
+            None => latest.remove(&key),
+        };
+    }
+    let items_at = latest.remove(ITEMS_PUBLISHED).map_or(-1, |r| r.0);
+    let users_at = latest.remove(USERS_PUBLISHED).map_or(-1, |r| r.0);
+    let n = latest.len();
+    let mut live: Vec<(Vec<u8>, (i64, Vec<u8>))> = latest.into_iter().collect();
+    live.sort_by_key(|(_, (offset, _))| *offset);
+    for (key, (offset, value)) in live {
+        apply(st, &key, &value, offset > items_at, offset > users_at)?;
+    }
+    st.pending_users = (0..st.users.len() as u32).filter(|&u| st.users[u as usize].pending).collect();
+    Ok(n)
+}
+
+fn apply(st: &mut State, key: &[u8], value: &[u8], items_pending: bool, users_pending: bool) -> Result<(), String> {
+    let path = std::str::from_utf8(key).map_err(|e| bad(key, e))?;
+    let parts: Vec<&str> = path.splitn(5, '/').collect();
+    let num = |i: usize| -> Result<i64, String> {
+        parts.get(i).and_then(|p| p.parse().ok()).ok_or_else(|| bad(key, "malformed key"))
+    };
+    match parts[0] {
+        "m" => {
+            let m: Meta = dec(key, value)?;
+            (st.next_offset, st.max_ts, st.floor, st.counters) = (m.0, m.1, m.2, m.3);
+            (st.snap_epoch, st.snap_chunks, st.delta_first, st.delta_next, st.log_entries) = (m.4, m.5, m.6, m.7, m.8);
+        }
+        "it" => {
+            let shard = num(1)? as usize % ITEM_SHARDS;
+            let rows: Vec<RowIn> = dec(key, value)?;
+            let rows = load_rows(st, rows);
+            st.item_state.maps[shard].extend(rows);
+            if items_pending {
+                st.item_state.unpublished |= 1 << shard;
+            }
+        }
+        "e" | "S" => {
+            let entries: Vec<EntryIn> = dec(key, value)?;
+            for (kind, id, user, session) in entries {
+                match (kind, user, session) {
+                    (USER | USER_PENDING, Some((first, last, counts, spent, purchases, last_item)), _) => {
+                        let uid = st.user_ids.id(&id);
+                        let counts = load_counts(&mut st.types, counts);
+                        let last_item = last_item.map(|i| st.items.id(&i));
+                        let u = st.user_mut(uid);
+                        (u.first, u.last, u.counts, u.spent, u.purchases) = (first, last, counts, spent, purchases);
+                        u.last_item = last_item;
+                        u.pending = kind == USER_PENDING && users_pending;
+                    }
+                    (SESSION, _, Some((steps, last))) => {
+                        st.sessions.insert(id, Session { steps, last, dirty: false });
+                    }
+                    (SESSION_GONE, _, _) => {
+                        st.sessions.remove(&id);
+                    }
+                    _ => return Err(bad(key, "unknown entry")),
+                }
+            }
+        }
+        "w" => {
+            let (size, start) = (num(1)?, num(2)?);
+            let part = parts.get(3).copied().unwrap_or("");
+            match part {
+                "s" => {
+                    let (counts, status, rev, funnel): (Vec<(String, u64)>, Vec<(String, u64)>, [i64; 4], [u64; 4]) =
+                        dec(key, value)?;
+                    let counts = load_counts(&mut st.types, counts);
+                    let status = load_counts(&mut st.types, status);
+                    let win = window(st, size, start);
+                    (win.counts, win.status, win.rev, win.funnel) = (counts, status, rev, funnel);
+                }
+                "i" => {
+                    let shard = num(4)? as usize % ITEM_SHARDS;
+                    let rows: Vec<RowIn> = dec(key, value)?;
+                    let rows = load_rows(st, rows);
+                    let win = window(st, size, start);
+                    win.items.maps[shard].extend(rows);
+                    if items_pending {
+                        win.items.unpublished |= 1 << shard;
+                    }
+                }
+                "c" => {
+                    let (counts, cents, purchases): (Vec<(String, u64)>, i64, u64) = dec(key, value)?;
+                    let cat = st.cats.id(parts.get(4).copied().unwrap_or(""));
+                    let counts = load_counts(&mut st.types, counts);
+                    window(st, size, start).cats.insert(cat, (Row { counts, cents, purchases }, false));
+                }
+                "u" => {
+                    let seq = num(4)? as u32;
+                    let names: Vec<String> = dec(key, value)?;
+                    let ids: Vec<u32> = names.iter().map(|n| st.user_ids.id(n)).collect();
+                    let win = window(st, size, start);
+                    win.users.extend(ids);
+                    win.user_chunks = win.user_chunks.max(seq + 1);
+                }
+                _ => return Err(bad(key, "unknown window part")),
+            }
+        }
+        _ => return Err(bad(key, "unknown kind")),
+    }
+    Ok(())
+}
+
+fn window(st: &mut State, size: i64, start: i64) -> &mut Window {
+    st.windows.entry((size, start)).or_insert_with(|| Window { size, start, ..Default::default() })
+}

@@ -1,0 +1,201 @@
+//! The documents Pulse publishes (JSON), one per window × dimension × owning partition, per item shard and per
+//! user, each with a deterministic id and `version` = the owning partition's input position. The field layout is
+//! the contract with `pulse.store` (index templates, queries) and `pulse verify`; see `pulse.aggregate.docs`.
+
+use std::io::Write;
+
+use crate::state::{Counts, Names, Row, State, Window, ABSENT, FUNNEL, ITEM_SHARDS};
+
+pub type Doc = (String, &'static str, Vec<u8>);
+
+/// 10000 -> "10s": the shortest exact spelling, used in document ids.
+pub fn label(size: i64) -> String {
+    for (unit, ms) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+        if size % ms == 0 {
+            return format!("{}{unit}", size / ms);
+        }
+    }
+    format!("{size}ms")
+}
+
+/// A JSON object under construction.
+struct Obj(Vec<u8>);
+
+impl Obj {
+    fn new() -> Self {
+        Obj(Vec::with_capacity(256))
+    }
+    fn key(&mut self, k: &str) -> &mut Self {
+        self.0.push(if self.0.is_empty() { b'{' } else { b',' });
+        self.str(k);
+        self.0.push(b':');
+        self
+    }
+    fn str(&mut self, s: &str) -> &mut Self {
+        serde_json::to_writer(&mut self.0, s).expect("string to JSON");
+        self
+    }
+    fn opt_str(&mut self, s: Option<&str>) -> &mut Self {
+        match s {
+            Some(s) => self.str(s),
+            None => self.raw("null"),
+        }
+    }
+    fn int(&mut self, n: impl std::fmt::Display) -> &mut Self {
+        write!(self.0, "{n}").expect("write to a vector");
+        self
+    }
+    fn raw(&mut self, s: &str) -> &mut Self {
+        self.0.extend_from_slice(s.as_bytes());
+        self
+    }
+    fn counts(&mut self, names: &Names, counts: &Counts) -> &mut Self {
+        let mut sorted: Vec<(&str, u64)> = counts.iter().map(|&(id, n)| (names.name(id), n)).collect();
+        sorted.sort_unstable();
+        self.0.push(b'{');
+        for (i, (name, n)) in sorted.into_iter().enumerate() {
+            if i > 0 {
+                self.0.push(b',');
+            }
+            self.str(name).raw(":").int(n);
+        }
+        self.raw("}")
+    }
+    fn done(mut self) -> Vec<u8> {
+        self.0.push(b'}');
+        self.0
+    }
+}
+
+fn window_base(kind: &str, win: &Window, p: i32, is_final: bool, version: i64) -> Obj {
+    let mut o = Obj::new();
+    o.key("kind").str(kind).key("window").str(&label(win.size)).key("window_ms").int(win.size);
+    o.key("start").int(win.start).key("end").int(win.end()).key("partition").int(p);
+    o.key("final").raw(if is_final { "true" } else { "false" }).key("version").int(version);
+    o
+}
+
+fn window_id(kind: &str, win: &Window, p: i32, dim: Option<&str>) -> String {
+    let middle = dim.map_or(String::new(), |d| format!("{d}:"));
+    format!("{kind}:{}:{}:{middle}p{p}", label(win.size), win.start)
+}
+
+fn summary(st: &State, win: &Window, is_final: bool, v: i64) -> Doc {
+    let mut o = window_base("window", win, st.partition, is_final, v);
+    let events: u64 = win.counts.iter().map(|c| c.1).sum();
+    let errors: u64 = win.status.iter().filter(|c| st.types.name(c.0) != "ok").map(|c| c.1).sum();
+    let [n, total, lo, hi] = win.rev;
+    o.key("events").int(events).key("counts").counts(&st.types, &win.counts);
+    o.key("status").counts(&st.types, &win.status).key("errors").int(errors);
+    o.key("purchases").int(n).key("revenue_cents").int(total);
+    if n > 0 {
+        o.key("min_cents").int(lo).key("max_cents").int(hi);
+    } else {
+        o.key("min_cents").raw("null").key("max_cents").raw("null");
+    }
+    o.key("unique_users").int(win.users.len()).key("funnel");
+    for (i, step) in FUNNEL.iter().enumerate() {
+        o.raw(if i == 0 { "{" } else { "," }).str(step).raw(":").int(win.funnel[i]);
+    }
+    o.raw("}");
+    (window_id("window", win, st.partition, None), "window", o.done())
+}
+
+fn rows(st: &State, map: &rustc_hash::FxHashMap<u32, Row>, o: &mut Obj) {
+    let mut items: Vec<(&str, &Row, u32)> = map.iter().map(|(&it, row)| (st.items.name(it), row, it)).collect();
+    items.sort_unstable_by_key(|r| r.0);
+    o.raw("[");
+    for (i, (name, row, it)) in items.into_iter().enumerate() {
+        if i > 0 {
+            o.raw(",");
+        }
+        let cat = st.item_cat.get(it as usize).copied().flatten().flatten().map(|c| st.cats.name(c));
+        let mut r = Obj::new();
+        r.key("item_id").str(name).key("category").opt_str(cat);
+        r.key("counts").counts(&st.types, &row.counts).key("revenue_cents").int(row.cents);
+        r.key("purchases").int(row.purchases);
+        o.0.extend(r.done());
+    }
+    o.raw("]");
+}
+
+fn shard_docs(st: &State, win: &Window, is_final: bool, v: i64, mask: u32, out: &mut Vec<Doc>) {
+    for s in (0..ITEM_SHARDS).filter(|s| mask & (1 << s) != 0 && !win.items.maps[*s].is_empty()) {
+        let mut o = window_base("window_items", win, st.partition, is_final, v);
+        o.key("shard").int(s).key("items");
+        rows(st, &win.items.maps[s], &mut o);
+        out.push((window_id("window_items", win, st.partition, Some(&format!("s{s}"))), "window_items", o.done()));
+    }
+}
+
+fn category(st: &State, win: &Window, cat: u32, row: &Row, is_final: bool, v: i64) -> Doc {
+    let name = st.cats.name(cat);
+    let mut o = window_base("window_category", win, st.partition, is_final, v);
+    o.key("category").str(name).key("counts").counts(&st.types, &row.counts);
+    o.key("revenue_cents").int(row.cents).key("purchases").int(row.purchases);
+    (window_id("window_category", win, st.partition, Some(name)), "window_category", o.done())
+}
+
+fn user(st: &State, id: u32, v: i64) -> Option<Doc> {
+    let u = &st.users[id as usize];
+    if u.first == ABSENT {
+        return None;
+    }
+    let name = st.user_ids.name(id);
+    let mut o = Obj::new();
+    o.key("kind").str("user").key("user_id").str(name).key("partition").int(st.partition);
+    o.key("first_seen").int(u.first).key("last_seen").int(u.last).key("counts").counts(&st.types, &u.counts);
+    o.key("spent_cents").int(u.spent).key("purchases").int(u.purchases);
+    o.key("last_item").opt_str(u.last_item.map(|i| st.items.name(i))).key("version").int(v);
+    Some((format!("user:{name}"), "user", o.done()))
+}
+
+fn partition(st: &State, v: i64, flushed_at: i64) -> Doc {
+    let c = st.counters;
+    let mut o = Obj::new();
+    o.key("kind").str("partition").key("partition").int(st.partition).key("watermark").int(st.watermark());
+    o.key("max_event_ts").int(st.max_ts).key("next_offset").int(st.next_offset);
+    o.key("accepted").int(c[0]).key("dead_lettered").int(c[1]).key("late").int(c[2]).key("duplicates").int(c[3]);
+    o.key("version").int(v).key("flushed_at").int(flushed_at);
+    (format!("partition:{}", st.partition), "partition", o.done())
+}
+
+/// Documents for this flush: changed summaries and categories provisionally, closing windows in full as final;
+/// on a `details` flush every item shard changed since it was last published; with `users` every user document
+/// changed since then; and the partition document when anything moved.
+pub fn changed_docs(st: &State, finals: &[(i64, i64)], flushed_at: i64, details: bool, users: bool) -> Vec<Doc> {
+    let (v, mut out) = (st.next_offset, Vec::new());
+    for (key, win) in &st.windows {
+        let is_final = finals.contains(key);
+        if is_final || win.dirty {
+            out.push(summary(st, win, is_final, v));
+        }
+        if is_final {
+            shard_docs(st, win, true, v, u32::MAX, &mut out);
+        } else if details && win.items.to_publish() != 0 {
+            shard_docs(st, win, false, v, win.items.to_publish(), &mut out);
+        }
+        for (&c, (row, dirty)) in &win.cats {
+            if is_final || *dirty {
+                out.push(category(st, win, c, row, is_final, v));
+            }
+        }
+    }
+    if users {
+        out.extend(st.pending_users.iter().filter_map(|&u| user(st, u, v)));
+    }
+    let items = st.item_state.to_publish();
+    if details && items != 0 {
+        for s in (0..ITEM_SHARDS).filter(|s| items & (1 << s) != 0 && !st.item_state.maps[*s].is_empty()) {
+            let mut o = Obj::new();
+            o.key("kind").str("items").key("partition").int(st.partition).key("shard").int(s).key("items");
+            rows(st, &st.item_state.maps[s], &mut o);
+            o.key("version").int(v);
+            out.push((format!("items:s{s}:p{}", st.partition), "items", o.done()));
+        }
+    }
+    if st.meta_dirty || !out.is_empty() {
+        out.push(partition(st, v, flushed_at));
+    }
+    out
+}

@@ -1,0 +1,263 @@
+//! `pulse.aggregate._core`: the aggregator's per-partition state in native code.
+//!
+//! Python keeps the edges (Kafka clients, transactions, rebalancing, classifying rejections); this module owns
+//! the per-record hot path and everything derived from state: folding, the changelog, and the documents.
+
+use pyo3::exceptions::PyValueError;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use std::borrow::Cow;
+
+pub mod changelog;
+pub mod docs;
+pub mod event;
+pub mod state;
+
+use event::{fast_validate, Event};
+use state::{Config, Outcome, State};
+
+/// A record routed away from the aggregates, to the dead-letter or late-events topic.
+struct Side {
+    offset: i64,
+    key: PyObject,
+    value: PyObject,
+    reason: String,
+    detail: String,
+}
+
+impl Side {
+    fn into_py_tuple<'py>(self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, [self.offset.into_pyobject(py)?.into_any(), self.key.into_bound(py), self.value.into_bound(py),
+                          self.reason.into_pyobject(py)?.into_any(), self.detail.into_pyobject(py)?.into_any()])
+    }
+}
+
+/// One input partition's aggregation state (see `pulse.aggregate.state` for the Python side of the protocol).
+#[pyclass(unsendable, module = "pulse.aggregate._core")]
+pub struct Partition {
+    st: State,
+    dead: Vec<Side>,
+    late: Vec<Side>,
+    finals: Vec<(i64, i64)>,
+}
+
+impl Partition {
+    fn route(&mut self, py: Python<'_>, offset: i64, key: impl FnOnce() -> PyResult<PyObject>, value: PyObject,
+             e: &Event) -> PyResult<()> {
+        self.st.begin(offset);
+        if let Outcome::Late(detail) = self.st.accept(e) {
+            self.late.push(Side { offset, key: key()?, value, reason: "late".into(), detail });
+        }
+        let _ = py;
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl Partition {
+    #[new]
+    #[pyo3(signature = (partition, window_sizes, grace_ms, dedup_horizon_ms, session_timeout_ms, compact_after = 50_000))]
+    fn new(partition: i32, window_sizes: Vec<i64>, grace_ms: i64, dedup_horizon_ms: i64, session_timeout_ms: i64,
+           compact_after: u64) -> PyResult<Self> {
+        if window_sizes.iter().any(|&s| s <= 0) {
+            return Err(PyValueError::new_err("window sizes must be positive"));
+        }
+        let cfg = Config { sizes: window_sizes, grace: grace_ms, horizon: dedup_horizon_ms,
+                           session_timeout: session_timeout_ms, compact_after };
+        Ok(Partition { st: State::new(partition, cfg), dead: Vec::new(), late: Vec::new(), finals: Vec::new() })
+    }
+
+    #[getter]
+    fn partition(&self) -> i32 {
+        self.st.partition
+    }
+    #[getter]
+    fn next_offset(&self) -> i64 {
+        self.st.next_offset
+    }
+    #[getter]
+    fn watermark(&self) -> i64 {
+        self.st.watermark()
+    }
+    /// Records routed so far by this object (changes whenever a batch touched the partition).
+    #[getter]
+    fn processed(&self) -> u64 {
+        self.st.processed
+    }
+    /// (accepted, dead_lettered, late, duplicates): every record lands in exactly one.
+    #[getter]
+    fn counters(&self) -> (u64, u64, u64, u64) {
+        let c = self.st.counters;
+        (c[0], c[1], c[2], c[3])
+    }
+    /// Sizes of the live state: (open windows, users, sessions, remembered event ids).
+    #[getter]
+    fn sizes(&self) -> (usize, usize, usize, usize) {
+        (self.st.windows.len(), self.st.users.len(), self.st.sessions.len(), self.st.seen.len())
+    }
+
+    /// Route one record on the fast path; False when Python must validate it (then `accept` or `reject`).
+    fn process(&mut self, py: Python<'_>, offset: i64, key: PyObject, value: Bound<'_, PyAny>, record_ts: i64)
+               -> PyResult<bool> {
+        let Ok(bytes) = value.downcast::<PyBytes>() else { return Ok(false) };
+        let Some(e) = fast_validate(bytes.as_bytes(), record_ts) else { return Ok(false) };
+        self.route(py, offset, || Ok(key), value.clone().unbind(), &e)?;
+        Ok(true)
+    }
+
+    /// Route one record that Python's validator accepted.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (offset, key, value, event_id, event_type, ts, user_id, session_id, item_id, category, amount,
+                        status))]
+    fn accept(&mut self, py: Python<'_>, offset: i64, key: PyObject, value: PyObject, event_id: &str, event_type: &str,
+              ts: i64, user_id: &str, session_id: &str, item_id: Option<&str>, category: Option<&str>,
+              amount: Option<f64>, status: &str) -> PyResult<()> {
+        let e = Event {
+            event_id: Cow::Borrowed(event_id), event_type: Cow::Borrowed(event_type), ts,
+            user_id: Cow::Borrowed(user_id), session_id: Cow::Borrowed(session_id),
+            item_id: item_id.map(Cow::Borrowed), category: category.map(Cow::Borrowed), amount,
+            status: Cow::Borrowed(status),
+        };
+        self.route(py, offset, || Ok(key), value, &e)
+    }
+
+    /// Dead-letter one record that Python's validator rejected (with its typed reason).
+    fn reject(&mut self, offset: i64, key: PyObject, value: PyObject, reason: String, detail: String) {
+        self.st.rejected(offset);
+        self.dead.push(Side { offset, key, value, reason, detail });
+    }
+
+    /// Restore: remember a consumed record's event id for duplicate detection if its time is within `horizon`.
+    /// False when Python must validate it (then `remember_id` if valid).
+    fn remember(&mut self, value: &[u8], record_ts: i64, horizon: i64) -> bool {
+        match fast_validate(value, record_ts) {
+            Some(e) => {
+                self.remember_id(&e.event_id, e.ts, horizon);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn remember_id(&mut self, event_id: &str, ts: i64, horizon: i64) {
+        if ts < horizon {
+            return;
+        }
+        match self.st.seen.get_mut(event_id) {
+            Some(first) if *first >= horizon => {}
+            Some(first) => *first = ts,
+            None => {
+                self.st.seen.insert(event_id.to_owned(), ts);
+            }
+        }
+    }
+
+    /// Idle partitions: raise the watermark to `value` by wall clock (recorded in the changelog); True if it moved.
+    fn advance_to(&mut self, value: i64) -> bool {
+        self.st.advance_to(value)
+    }
+
+    /// Users whose documents are behind their state.
+    fn pending_users(&self) -> usize {
+        self.st.pending_users.len()
+    }
+
+    /// One flush's output, or None when nothing changed: (changelog records, documents (id, kind, JSON),
+    /// dead letters, late events), side outputs as (offset, key, value, reason, detail). `details`: publish item
+    /// shards; `users`: publish user documents. Call `committed` once they are written.
+    #[allow(clippy::type_complexity)]
+    fn flush<'py>(&mut self, py: Python<'py>, details: bool, users: bool, flushed_at: i64)
+                  -> PyResult<Option<(Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>)>> {
+        let st = &mut self.st;
+        st.expire();
+        let finals = st.final_windows();
+        let mut records = changelog::changed_records(st, &finals, users);
+        let busy = st.meta_dirty || !finals.is_empty() || records.len() > 1 || (details && st.has_unpublished());
+        let out = if busy { docs::changed_docs(st, &finals, flushed_at, details, users) } else { Vec::new() };
+        if !out.is_empty() {
+            records.extend(changelog::published_markers(details, users));
+        }
+        self.finals = finals;
+        if out.is_empty() && records.len() <= 1 && !st.meta_dirty && self.dead.is_empty() && self.late.is_empty() {
+            return Ok(None);
+        }
+        let recs = PyList::empty(py);
+        for (k, v) in records {
+            recs.append((PyBytes::new(py, &k), v.map(|v| PyBytes::new(py, &v))))?;
+        }
+        let documents = PyList::empty(py);
+        for (id, kind, json) in out {
+            documents.append((id, kind, PyBytes::new(py, &json)))?;
+        }
+        let dead = PyList::empty(py);
+        for side in self.dead.drain(..) {
+            dead.append(side.into_py_tuple(py)?)?;
+        }
+        let late = PyList::empty(py);
+        for side in self.late.drain(..) {
+            late.append(side.into_py_tuple(py)?)?;
+        }
+        Ok(Some((recs, documents, dead, late)))
+    }
+
+    /// After the flush's transaction committed: evict final windows and clear what was written.
+    fn committed(&mut self, details: bool, users: bool) {
+        let finals = std::mem::take(&mut self.finals);
+        self.st.committed(&finals, details, users);
+    }
+
+    /// Rebuild from changelog records `(offset, key, value)` on an empty state; returns the live keys.
+    fn restore(&mut self, records: Vec<(i64, Vec<u8>, Option<Vec<u8>>)>) -> PyResult<usize> {
+        changelog::restore(&mut self.st, records).map_err(PyValueError::new_err)
+    }
+}
+
+/// Route a consumed batch (confluent-kafka messages) into `states` (partition → Partition), starting at `start`.
+/// Returns -1 when done, or the index of the first message Python must handle (an error, or a value the fast
+/// path cannot decide); Python handles it and calls again from the next index.
+#[pyfunction]
+fn process_batch(py: Python<'_>, states: &Bound<'_, PyDict>, batch: &Bound<'_, PyList>, start: usize)
+                 -> PyResult<isize> {
+    let mut current: Option<(i64, Option<PyRefMut<'_, Partition>>)> = None;
+    for i in start..batch.len() {
+        let msg = batch.get_item(i)?;
+        if !msg.call_method0(intern!(py, "error"))?.is_none() {
+            return Ok(i as isize);
+        }
+        let p: i64 = msg.call_method0(intern!(py, "partition"))?.extract()?;
+        if current.as_ref().is_none_or(|c| c.0 != p) {
+            let part = match states.get_item(p)? {
+                Some(obj) => Some(obj.downcast_into::<Partition>()?.borrow_mut()),
+                None => None,
+            };
+            current = Some((p, part));
+        }
+        let Some((_, Some(part))) = current.as_mut() else { continue };
+        let offset: i64 = msg.call_method0(intern!(py, "offset"))?.extract()?;
+        if offset < part.st.next_offset {
+            continue; // already inside the restored state
+        }
+        let value = msg.call_method0(intern!(py, "value"))?;
+        let Ok(bytes) = value.downcast::<PyBytes>() else { return Ok(i as isize) };
+        let ts: i64 = msg.call_method0(intern!(py, "timestamp"))?.downcast::<PyTuple>()?.get_item(1)?.extract()?;
+        let Some(e) = fast_validate(bytes.as_bytes(), ts) else { return Ok(i as isize) };
+        part.route(py, offset, || Ok(msg.call_method0(intern!(py, "key"))?.unbind()), value.clone().unbind(), &e)?;
+    }
+    Ok(-1)
+}
+
+/// The item shard of an item id (CRC-32 mod 32), as the documents use.
+#[pyfunction]
+fn item_shard(item: &str) -> usize {
+    state::item_shard(item)
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Partition>()?;
+    m.add_function(wrap_pyfunction!(process_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(item_shard, m)?)?;
+    m.add("ITEM_SHARDS", state::ITEM_SHARDS)?;
+    Ok(())
+}

@@ -1,0 +1,475 @@
+//! One input partition's aggregation state: late check → de-duplicate → session funnel → windows → entities.
+//!
+//! Deterministic in the partition's offset order, so a replay after a crash makes the same decisions. Money is
+//! integer cents. Names (event types, statuses, items, categories, users) are interned per partition, so the
+//! hot path counts small integers and a million users cost a few hundred bytes each.
+
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use crate::event::{cents, Event};
+
+pub const ITEM_SHARDS: usize = 32;
+pub const FUNNEL: [&str; 4] = ["view", "click", "add_to_cart", "purchase"];
+pub const ACCEPTED: usize = 0;
+pub const DEAD_LETTERED: usize = 1;
+pub const LATE: usize = 2;
+pub const DUPLICATES: usize = 3;
+
+/// Stable across processes and versions: CRC-32 of the item id (as `pulse.aggregate.docs.item_shard`).
+pub fn item_shard(item: &str) -> usize {
+    crc32fast::hash(item.as_bytes()) as usize % ITEM_SHARDS
+}
+
+/// Strings interned to dense ids; the id is an index into `list`.
+#[derive(Default)]
+pub struct Names {
+    pub list: Vec<Rc<str>>,
+    ids: FxHashMap<Rc<str>, u32>,
+}
+
+impl Names {
+    pub fn id(&mut self, s: &str) -> u32 {
+        if let Some(&id) = self.ids.get(s) {
+            return id;
+        }
+        let id = self.list.len() as u32;
+        let rc: Rc<str> = Rc::from(s);
+        self.list.push(rc.clone());
+        self.ids.insert(rc, id);
+        id
+    }
+    pub fn name(&self, id: u32) -> &str {
+        &self.list[id as usize]
+    }
+}
+
+/// Counts per interned name; a handful of entries, so a vector beats a map.
+pub type Counts = Vec<(u32, u64)>;
+
+pub fn bump(counts: &mut Counts, name: u32, n: u64) {
+    for entry in counts.iter_mut() {
+        if entry.0 == name {
+            entry.1 += n;
+            return;
+        }
+    }
+    counts.push((name, n));
+}
+
+/// Counts per event type plus revenue, for one item or category.
+#[derive(Default, Clone)]
+pub struct Row {
+    pub counts: Counts,
+    pub cents: i64,
+    pub purchases: u64,
+}
+
+/// Item rows split into the 32 shards that are each one changelog record and one document.
+pub struct Shards {
+    pub maps: Vec<FxHashMap<u32, Row>>,
+    pub dirty: u32,       // bit per shard changed since the last flush (changelog)
+    pub unpublished: u32, // bit per shard changed since its document was last published
+}
+
+impl Default for Shards {
+    fn default() -> Self {
+        Shards { maps: (0..ITEM_SHARDS).map(|_| FxHashMap::default()).collect(), dirty: 0, unpublished: 0 }
+    }
+}
+
+impl Shards {
+    pub fn row(&mut self, shard: usize, item: u32) -> &mut Row {
+        self.dirty |= 1 << shard;
+        self.maps[shard].entry(item).or_default()
+    }
+    pub fn to_publish(&self) -> u32 {
+        self.dirty | self.unpublished
+    }
+    pub fn occupied(&self) -> u32 {
+        (0..ITEM_SHARDS).filter(|&s| !self.maps[s].is_empty()).fold(0, |m, s| m | 1 << s)
+    }
+    pub fn flushed(&mut self, published: bool) {
+        if published {
+            self.unpublished = 0;
+        } else {
+            self.unpublished |= self.dirty;
+        }
+        self.dirty = 0;
+    }
+}
+
+/// Partial aggregates of one tumbling window for one partition.
+#[derive(Default)]
+pub struct Window {
+    pub size: i64,
+    pub start: i64,
+    pub counts: Counts,
+    pub status: Counts,
+    pub rev: [i64; 4], // ok purchases: count, sum, min, max (cents)
+    pub funnel: [u64; 4],
+    pub users: FxHashSet<u32>,
+    pub new_users: Vec<u32>,
+    pub user_chunks: u32, // changelog records holding this window's user ids so far
+    pub items: Shards,
+    pub cats: FxHashMap<u32, (Row, bool)>, // (row, changed since the last flush)
+    pub dirty: bool,
+}
+
+impl Window {
+    pub fn end(&self) -> i64 {
+        self.start + self.size
+    }
+    pub fn add_revenue(&mut self, amount: i64) {
+        let r = &mut self.rev;
+        r[2] = if r[0] == 0 { amount } else { r[2].min(amount) };
+        r[3] = if r[0] == 0 { amount } else { r[3].max(amount) };
+        r[0] += 1;
+        r[1] += amount;
+    }
+}
+
+#[derive(Default, Clone)]
+pub struct User {
+    pub first: i64,
+    pub last: i64,
+    pub counts: Counts,
+    pub spent: i64,
+    pub purchases: u64,
+    pub last_item: Option<u32>,
+    pub dirty: bool,   // changed since the last flush (changelog)
+    pub pending: bool, // changed since its document was last published
+}
+
+pub struct Session {
+    pub steps: u8,
+    pub last: i64,
+    pub dirty: bool,
+}
+
+pub struct Config {
+    pub sizes: Vec<i64>,
+    pub grace: i64,
+    pub horizon: i64,
+    pub session_timeout: i64,
+    pub compact_after: u64,
+}
+
+/// What happened to one record, for the caller's side outputs.
+pub enum Outcome {
+    Accepted,
+    Duplicate,
+    Late(String),
+}
+
+pub struct State {
+    pub cfg: Config,
+    pub partition: i32,
+    pub next_offset: i64,
+    pub max_ts: i64,
+    pub floor: i64,
+    pub counters: [u64; 4],
+    pub windows: BTreeMap<(i64, i64), Window>,
+    pub types: Names, // event types and statuses
+    pub items: Names,
+    pub cats: Names,
+    pub user_ids: Names,
+    pub item_cat: Vec<Option<Option<u32>>>, // item → category, first seen wins (shared by all windows)
+    pub users: Vec<User>,
+    pub dirty_users: Vec<u32>,
+    pub pending_users: Vec<u32>,
+    pub item_state: Shards,
+    pub sessions: FxHashMap<String, Session>,
+    pub dirty_sessions: Vec<String>,
+    pub gone_sessions: Vec<String>,
+    pub seen: FxHashMap<String, i64>,
+    pub meta_dirty: bool,
+    pub processed: u64,
+    // the entity log (users and sessions): snapshot chunks plus delta records since
+    pub snap_epoch: u64,
+    pub snap_chunks: u64,
+    pub delta_first: u64,
+    pub delta_next: u64,
+    pub log_entries: u64,
+}
+
+pub const NEVER: i64 = -(1 << 62);
+/// `User::first` of an interned id without user state (seen only in a window's user set so far).
+pub const ABSENT: i64 = i64::MIN;
+
+impl State {
+    pub fn new(partition: i32, cfg: Config) -> Self {
+        State {
+            cfg,
+            partition,
+            next_offset: 0,
+            max_ts: NEVER,
+            floor: NEVER,
+            counters: [0; 4],
+            windows: BTreeMap::new(),
+            types: Names::default(),
+            items: Names::default(),
+            cats: Names::default(),
+            user_ids: Names::default(),
+            item_cat: Vec::new(),
+            users: Vec::new(),
+            dirty_users: Vec::new(),
+            pending_users: Vec::new(),
+            item_state: Shards::default(),
+            sessions: FxHashMap::default(),
+            dirty_sessions: Vec::new(),
+            gone_sessions: Vec::new(),
+            seen: FxHashMap::default(),
+            meta_dirty: false,
+            processed: 0,
+            snap_epoch: 0,
+            snap_chunks: 0,
+            delta_first: 0,
+            delta_next: 0,
+            log_entries: 0,
+        }
+    }
+
+    pub fn watermark(&self) -> i64 {
+        (self.max_ts - self.cfg.grace).max(self.floor)
+    }
+
+    /// Raise the watermark to at least `value` (idle partitions, by wall clock); true if it moved.
+    pub fn advance_to(&mut self, value: i64) -> bool {
+        if value > self.watermark() {
+            self.floor = value;
+            self.meta_dirty = true;
+            return true;
+        }
+        false
+    }
+
+    pub fn begin(&mut self, offset: i64) {
+        self.next_offset = offset + 1;
+        self.meta_dirty = true;
+        self.processed += 1;
+    }
+
+    pub fn rejected(&mut self, offset: i64) {
+        self.begin(offset);
+        self.counters[DEAD_LETTERED] += 1;
+    }
+
+    /// Route one valid event (after `begin`): late, duplicate, or folded into windows and entities.
+    pub fn accept(&mut self, e: &Event) -> Outcome {
+        let ts = e.ts;
+        let wm = self.watermark();
+        if ts < wm {
+            self.counters[LATE] += 1;
+            if !self.seen.contains_key(e.event_id.as_ref()) {
+                self.seen.insert(e.event_id.to_string(), ts);
+            }
+            return Outcome::Late(format!("ts {ts} < watermark {wm}"));
+        }
+        if ts > self.max_ts {
+            self.max_ts = ts;
+        }
+        let wm = self.watermark();
+        match self.seen.get_mut(e.event_id.as_ref()) {
+            Some(first) if *first >= wm - self.cfg.horizon => {
+                self.counters[DUPLICATES] += 1;
+                return Outcome::Duplicate;
+            }
+            Some(first) => *first = ts,
+            None => {
+                self.seen.insert(e.event_id.to_string(), ts);
+            }
+        }
+        self.counters[ACCEPTED] += 1;
+        let ok = e.status == "ok";
+        let step = if ok { self.advance_session(&e.session_id, &e.event_type, ts, wm) } else { -1 };
+        self.fold(e, ok, step);
+        Outcome::Accepted
+    }
+
+    /// Ordered funnel: a step counts once per session, only right after the previous step. A session idle past
+    /// the timeout (judged against the watermark on arrival, so replays agree) starts over.
+    fn advance_session(&mut self, sid: &str, etype: &str, ts: i64, wm: i64) -> i32 {
+        let step = FUNNEL.iter().position(|&s| s == etype).map_or(-1, |i| i as i32);
+        let timeout = self.cfg.session_timeout;
+        let session = match self.sessions.get_mut(sid) {
+            Some(s) => s,
+            None => self.sessions.entry(sid.to_owned()).or_insert(Session { steps: 0, last: ts, dirty: false }),
+        };
+        if session.last < wm - timeout {
+            session.steps = 0;
+            session.last = ts;
+        }
+        session.last = session.last.max(ts);
+        if !session.dirty {
+            session.dirty = true;
+            self.dirty_sessions.push(sid.to_owned());
+        }
+        if step >= 0 && session.steps as i32 == step {
+            session.steps = step as u8 + 1;
+            return step;
+        }
+        -1
+    }
+
+    fn fold(&mut self, e: &Event, ok: bool, step: i32) {
+        let ts = e.ts;
+        let etype = self.types.id(&e.event_type);
+        let status = self.types.id(&e.status);
+        let user = self.user_ids.id(&e.user_id);
+        let item = e.item_id.as_deref().map(|i| self.items.id(i));
+        let cat = e.category.as_deref().map(|c| self.cats.id(c));
+        let shard = e.item_id.as_deref().map_or(0, item_shard);
+        let paid = if ok && e.event_type == "purchase" { e.amount.map(cents) } else { None };
+        if let Some(it) = item {
+            let it = it as usize;
+            if self.item_cat.len() <= it {
+                self.item_cat.resize(it + 1, None);
+            }
+            if self.item_cat[it].is_none() {
+                self.item_cat[it] = Some(cat);
+            }
+        }
+        for i in 0..self.cfg.sizes.len() {
+            let size = self.cfg.sizes[i];
+            let start = ts - ts.rem_euclid(size);
+            let win = self.windows.entry((size, start)).or_insert_with(|| Window { size, start, ..Default::default() });
+            win.dirty = true;
+            bump(&mut win.counts, etype, 1);
+            bump(&mut win.status, status, 1);
+            if win.users.insert(user) {
+                win.new_users.push(user);
+            }
+            if let Some(it) = item {
+                let row = win.items.row(shard, it);
+                bump(&mut row.counts, etype, 1);
+                if let Some(amount) = paid {
+                    row.cents += amount;
+                    row.purchases += 1;
+                }
+            }
+            if let Some(c) = cat {
+                let (row, dirty) = win.cats.entry(c).or_default();
+                *dirty = true;
+                bump(&mut row.counts, etype, 1);
+                if let Some(amount) = paid {
+                    row.cents += amount;
+                    row.purchases += 1;
+                }
+            }
+            if let Some(amount) = paid {
+                win.add_revenue(amount);
+            }
+            if step >= 0 {
+                win.funnel[step as usize] += 1;
+            }
+        }
+        if let Some(it) = item {
+            let row = self.item_state.row(shard, it);
+            bump(&mut row.counts, etype, 1);
+            if let Some(amount) = paid {
+                row.cents += amount;
+                row.purchases += 1;
+            }
+        }
+        let u = self.user_mut(user);
+        if u.first == ABSENT {
+            u.first = ts;
+            u.last = ts;
+        } else if ts < u.first {
+            u.first = ts;
+        }
+        if ts >= u.last {
+            u.last = ts;
+            if item.is_some() {
+                u.last_item = item;
+            }
+        }
+        bump(&mut u.counts, etype, 1);
+        if let Some(amount) = paid {
+            u.spent += amount;
+            u.purchases += 1;
+        }
+        let (was_dirty, was_pending) = (u.dirty, u.pending);
+        (u.dirty, u.pending) = (true, true);
+        if !was_dirty {
+            self.dirty_users.push(user);
+        }
+        if !was_pending {
+            self.pending_users.push(user);
+        }
+    }
+
+    /// The user's state, created (with `first` = `ABSENT`) when the id is new.
+    pub fn user_mut(&mut self, user: u32) -> &mut User {
+        let ux = user as usize;
+        if ux >= self.users.len() {
+            self.users.resize(ux + 1, User { first: ABSENT, ..Default::default() });
+        }
+        &mut self.users[ux]
+    }
+
+    /// Forget idle sessions (tombstoned on this flush) and duplicate ids past the horizon.
+    pub fn expire(&mut self) {
+        let wm = self.watermark();
+        let horizon = wm - self.cfg.horizon;
+        if self.seen.len() > 4096 {
+            self.seen.retain(|_, ts| *ts >= horizon);
+        }
+        let idle = wm - self.cfg.session_timeout;
+        let gone = &mut self.gone_sessions;
+        self.sessions.retain(|sid, s| {
+            if s.last < idle {
+                gone.push(sid.clone());
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    pub fn final_windows(&self) -> Vec<(i64, i64)> {
+        let wm = self.watermark();
+        self.windows.values().filter(|w| w.end() <= wm).map(|w| (w.size, w.start)).collect()
+    }
+
+    pub fn has_unpublished(&self) -> bool {
+        !self.pending_users.is_empty()
+            || self.item_state.to_publish() != 0
+            || self.windows.values().any(|w| w.items.to_publish() != 0)
+    }
+
+    /// After a committed flush: `details` (item shards went out) and `users` (user documents went out).
+    pub fn committed(&mut self, finals: &[(i64, i64)], details: bool, users: bool) {
+        for key in finals {
+            self.windows.remove(key);
+        }
+        for win in self.windows.values_mut() {
+            win.dirty = false;
+            win.items.flushed(details);
+            for (_, dirty) in win.cats.values_mut() {
+                *dirty = false;
+            }
+            win.new_users.clear();
+        }
+        self.item_state.flushed(details);
+        for &u in &self.dirty_users {
+            self.users[u as usize].dirty = false;
+        }
+        self.dirty_users.clear();
+        if users {
+            for &u in &self.pending_users {
+                self.users[u as usize].pending = false;
+            }
+            self.pending_users.clear();
+        }
+        for sid in self.dirty_sessions.drain(..) {
+            if let Some(s) = self.sessions.get_mut(&sid) {
+                s.dirty = false;
+            }
+        }
+        self.gone_sessions.clear();
+        self.meta_dirty = false;
+    }
+}
