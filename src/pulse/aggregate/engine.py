@@ -89,6 +89,8 @@ class Engine:
         self._users_at: dict[int, float] = {}  # partition → when its user documents last went out
         self._admin = AdminClient({"bootstrap.servers": cfg.bootstrap, "logger": QUIET_LOG})
         self._on_flush = on_flush
+        self._txn_init: threading.Thread | None = None
+        self._txn_error: KafkaError | None = None
         self._consumer = Consumer({
             "bootstrap.servers": cfg.bootstrap, "group.id": cfg.group, "enable.auto.commit": False,
             "auto.offset.reset": "earliest", "isolation.level": "read_committed",
@@ -106,32 +108,60 @@ class Engine:
     # -- lifecycle --------------------------------------------------------------------------------------------
     def run(self, stop: threading.Event, exit_when_idle_s: float | None = None) -> EngineStats:
         """Consume and flush until ``stop`` is set (or, if given, no input arrived for ``exit_when_idle_s``)."""
-        try:
-            self._producer.init_transactions(60)
-        except KafkaException as exc:
-            raise PulseError(f"cannot start Kafka transactions at {self.cfg.bootstrap}: {exc.args[0].str()}") from None
+        # fencing our predecessor's transactions overlaps the group join; restore waits for it (_on_assign)
+        self._txn_init = threading.Thread(target=self._init_transactions, name="pulse-txn-init", daemon=True)
+        self._txn_init.start()
         self._consumer.subscribe([self.cfg.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                  on_lost=self._on_lost)
         last_flush = self._last_activity = time.monotonic()
         since_flush, flush_records = 0, self.cfg.flush_records or 2**62
         batch_size = min(self.cfg.batch_size, flush_records)
+        full = False
         try:
             while not stop.is_set():
                 due = last_flush + self.cfg.flush_interval_s - time.monotonic()  # flush on time, not 0.2 s late
-                batch = self._consumer.consume(batch_size, max(0.01, min(0.2, due)))
+                # reading a backlog: take what has arrived rather than wait for a full batch at its tail
+                batch = self._consumer.consume(batch_size, 0.02 if full else max(0.01, min(0.2, due)))
+                full = len(batch) >= batch_size
                 if batch:
                     self._process(batch)
                     self._last_activity = time.monotonic()
                 elif exit_when_idle_s is not None and self._idle_for() > exit_when_idle_s and self._caught_up():
                     break
                 since_flush += len(batch)
-                if time.monotonic() - last_flush >= self.cfg.flush_interval_s or since_flush >= flush_records:
+                # publish on the flush interval, and at once when a backlog has just been read to its end
+                caught_up = since_flush > 0 and not full and self._at_end()
+                if time.monotonic() - last_flush >= self.cfg.flush_interval_s or since_flush >= flush_records \
+                        or caught_up:
                     self.flush()
                     last_flush, since_flush = time.monotonic(), 0
             self.flush(details=True)
         finally:
             self._consumer.close()  # leaves the group (revoke → flush already done above)
         return self.stats
+
+    def _init_transactions(self) -> None:
+        try:
+            self._producer.init_transactions(60)
+        except KafkaException as exc:
+            self._txn_error = exc.args[0]
+
+    def _transactions_ready(self) -> None:
+        """Wait for init_transactions (which aborts a crashed predecessor's open transaction): before restoring
+        state, since read_committed reads stop at an open transaction, and before the first flush."""
+        if self._txn_init is not None:
+            self._txn_init.join()
+            self._txn_init = None
+            if self._txn_error is not None:
+                raise PulseError(f"cannot start Kafka transactions at {self.cfg.bootstrap}: {self._txn_error.str()}")
+
+    def _at_end(self) -> bool:
+        """Every owned partition read to its high watermark as last fetched (a local lookup, no request)."""
+        for p, st in self.states.items():
+            _, high = self._consumer.get_watermark_offsets(TopicPartition(self.cfg.topic, p), cached=True)
+            if high < 0 or st.next_offset < high:
+                return False
+        return True
 
     def _idle_for(self) -> float:
         """Seconds without input while owning partitions (waiting for an assignment counts only after 60s)."""
@@ -162,6 +192,7 @@ class Engine:
         """One transaction. Item and user documents go out on a details flush (``details`` or when the detail
         interval has passed); in between their changes are only in the changelog, so a crash loses nothing
         (restore re-publishes what was logged after the last published marker)."""
+        self._transactions_ready()
         now_wall = int(time.time() * 1000)
         self._advance_idle(now_wall)
         complete = details  # stop, revoke, caught up: publish everything
@@ -266,6 +297,7 @@ class Engine:
         return st
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._transactions_ready()
         self.stats.rebalances += 1
         self._last_activity = time.monotonic()
         fresh = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
@@ -11,8 +12,30 @@ from pulse.config import Settings
 from pulse.errors import PulseError
 
 
+# verb -> "module:attribute" under pulse.cli; imported only when used, so `pulse aggregate` does not pay for
+# Elasticsearch, FastAPI and the rest at start-up (about a second)
+VERBS = {
+    "stack": "stack_cmd:stack", "setup": "generate_cmd:setup", "generate": "generate_cmd:generate",
+    "events": "generate_cmd:events", "run": "run_cmd:run", "aggregate": "aggregate_cmd:aggregate",
+    "store": "store_cmd:store", "verify": "store_cmd:verify", "archive": "store_cmd:archive",
+    "replay": "store_cmd:replay", "bench": "bench_cmd:bench", "dashboard": "dashboard_cmd:dashboard",
+    "kibana": "kibana_cmd:kibana",
+}
+
+
 class PulseGroup(click.Group):
-    """Turns PulseError into a one-line message and Ctrl-C into exit code 130, never a traceback."""
+    """Turns PulseError into a one-line message and Ctrl-C into exit code 130, never a traceback. Verbs load
+    lazily from :data:`VERBS`."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(VERBS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in VERBS:
+            return None
+        module, attr = VERBS[cmd_name].split(":")
+        command: click.Command = getattr(importlib.import_module(f"pulse.cli.{module}"), attr)
+        return command
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -45,37 +68,3 @@ def cli(ctx: click.Context, home: Path | None) -> None:
 
 def main() -> None:
     cli(prog_name="pulse")
-
-
-def _register() -> None:
-    """Attach the verbs; each lives in its own module so `pulse --help` stays cheap to import."""
-    from pulse.cli import stack_cmd
-
-    cli.add_command(stack_cmd.stack)
-    from pulse.cli import generate_cmd
-
-    for command in generate_cmd.COMMANDS:
-        cli.add_command(command)
-    from pulse.cli import bench_cmd, run_cmd
-
-    cli.add_command(run_cmd.run)
-    from pulse.cli import aggregate_cmd
-
-    cli.add_command(aggregate_cmd.aggregate)
-    from pulse.cli import store_cmd
-
-    cli.add_command(store_cmd.store)
-    cli.add_command(store_cmd.verify)
-    cli.add_command(store_cmd.archive)
-    cli.add_command(store_cmd.replay)
-
-    cli.add_command(bench_cmd.bench)
-    from pulse.cli import dashboard_cmd
-
-    cli.add_command(dashboard_cmd.dashboard)
-    from pulse.cli import kibana_cmd
-
-    cli.add_command(kibana_cmd.kibana)
-
-
-_register()
