@@ -11,7 +11,6 @@ import click
 from pulse.config import Settings
 from pulse.errors import PulseError
 
-
 # verb -> "module:attribute" under pulse.cli; imported only when used, so `pulse aggregate` does not pay for
 # Elasticsearch, FastAPI and the rest at start-up (about a second)
 VERBS = {
