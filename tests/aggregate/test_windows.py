@@ -1,12 +1,14 @@
-"""Window math and the watermark rule (pure logic)."""
+"""Window sizes, and the watermark rule as the native core applies it."""
 
 from __future__ import annotations
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pulse.aggregate.windows import Watermark, label, parse_duration, parse_sizes, window_start
+from pulse.aggregate.state import StateConfig, new_partition, route
+from pulse.aggregate.windows import label, parse_duration, parse_sizes
 
 
 def test_parse_and_label_round_trip() -> None:
@@ -17,29 +19,26 @@ def test_parse_and_label_round_trip() -> None:
             parse_duration(bad)
 
 
-@given(st.integers(0, 4_000_000_000_000), st.sampled_from([1000, 10_000, 60_000, 3_600_000, 7_000]))
-def test_every_timestamp_falls_in_exactly_its_window(ts: int, size: int) -> None:
-    start = window_start(ts, size)
-    assert start <= ts < start + size
-    assert start % size == 0
+def _event(ts: int, n: int) -> bytes:
+    return orjson.dumps({"event_id": f"e{n}", "event_type": "view", "ts": ts, "user_id": "u", "session_id": "s"})
 
 
-@given(st.lists(st.integers(0, 10_000_000), min_size=1, max_size=200), st.integers(0, 100_000))
-def test_a_final_window_never_receives_an_on_time_event(stamps: list[int], grace: int) -> None:
-    wm = Watermark(grace)
-    for ts in stamps:
-        if wm.is_late(ts):
-            continue
-        # the event's window cannot already be final
-        assert not wm.is_final(window_start(ts, 10_000), 10_000)
-        wm.observe(ts)
-    assert wm.value == max(stamps) - grace or wm.value >= max(stamps) - grace
+@given(st.lists(st.integers(1_800_000_000_000, 1_800_000_100_000), min_size=1, max_size=60), st.integers(0, 20_000))
+def test_the_watermark_is_the_largest_time_seen_minus_grace(stamps: list[int], grace: int) -> None:
+    part = new_partition(0, StateConfig(window_sizes=(10_000,), grace_ms=grace, dedup_horizon_ms=grace))
+    late = 0
+    for n, ts in enumerate(stamps):
+        late += ts < part.watermark
+        route(part, n, None, _event(ts, n), 1_800_000_100_000)
+    assert part.watermark == max(stamps) - grace
+    assert part.counters[2] == late and part.counters[0] == len(stamps) - late
 
 
 def test_idle_advance_never_moves_backwards() -> None:
-    wm = Watermark(30_000)
-    wm.observe(100_000)
-    assert not wm.advance_to(50_000)
-    assert wm.advance_to(90_000) and wm.value == 90_000
-    wm.observe(200_000)
-    assert wm.value == 170_000
+    part = new_partition(0, StateConfig(grace_ms=30_000))
+    route(part, 0, None, _event(1_800_000_100_000, 0), 1_800_000_100_000)
+    assert part.watermark == 1_800_000_070_000
+    assert not part.advance_to(1_800_000_050_000)
+    assert part.advance_to(1_800_000_090_000) and part.watermark == 1_800_000_090_000
+    route(part, 1, None, _event(1_800_000_200_000, 1), 1_800_000_200_000)
+    assert part.watermark == 1_800_000_170_000

@@ -21,7 +21,6 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pulse.aggregate._core import ITEM_SHARDS, item_shard
-from pulse.aggregate.windows import label
 
 __all__ = ["ITEM_SHARDS", "Doc", "expand", "item_shard"]
 
@@ -36,7 +35,7 @@ def expand(docs: Iterable[Doc]) -> Iterator[Doc]:
         if kind == "window_items":
             base = {k: doc[k] for k in ("window", "window_ms", "start", "end", "partition", "final", "version")}
             for row in doc["items"]:
-                item_id = f"window_item:{label(doc['window_ms'])}:{doc['start']}:{row['item_id']}:p{doc['partition']}"
+                item_id = f"window_item:{doc['window']}:{doc['start']}:{row['item_id']}:p{doc['partition']}"
                 yield item_id, {"kind": "window_item", **base, **row}
         elif kind == "items":
             for row in doc["items"]:
