@@ -66,6 +66,17 @@ pub struct Row {
     pub purchases: u64,
 }
 
+impl Row {
+    /// One event of type `etype`; `paid`: the cents of an ok purchase.
+    pub fn add(&mut self, etype: u32, paid: Option<i64>) {
+        bump(&mut self.counts, etype, 1);
+        if let Some(amount) = paid {
+            self.cents += amount;
+            self.purchases += 1;
+        }
+    }
+}
+
 /// Item rows split into the 32 shards that are each one changelog record and one document.
 pub struct Shards {
     pub maps: Vec<FxHashMap<u32, Row>>,
@@ -342,21 +353,12 @@ impl State {
                 win.new_users.push(user);
             }
             if let Some(it) = item {
-                let row = win.items.row(shard, it);
-                bump(&mut row.counts, etype, 1);
-                if let Some(amount) = paid {
-                    row.cents += amount;
-                    row.purchases += 1;
-                }
+                win.items.row(shard, it).add(etype, paid);
             }
             if let Some(c) = cat {
                 let (row, dirty) = win.cats.entry(c).or_default();
                 *dirty = true;
-                bump(&mut row.counts, etype, 1);
-                if let Some(amount) = paid {
-                    row.cents += amount;
-                    row.purchases += 1;
-                }
+                row.add(etype, paid);
             }
             if let Some(amount) = paid {
                 win.add_revenue(amount);
@@ -366,12 +368,7 @@ impl State {
             }
         }
         if let Some(it) = item {
-            let row = self.item_state.row(shard, it);
-            bump(&mut row.counts, etype, 1);
-            if let Some(amount) = paid {
-                row.cents += amount;
-                row.purchases += 1;
-            }
+            self.item_state.row(shard, it).add(etype, paid);
         }
         let u = self.user_mut(user);
         if u.first == ABSENT {

@@ -6,6 +6,7 @@ while tests/aggregate/test_engine_kafka.py proves the same through the real brok
 
 from __future__ import annotations
 
+import json
 from itertools import islice
 
 import msgspec
@@ -210,3 +211,46 @@ def test_the_native_fast_path_decides_as_the_contract_validator(seed: int, bad: 
     rows = make_rows(800, seed, ChaosConfig(late_fraction=0.02, duplicate_fraction=0.02, invalid_fraction=bad))
     cfg = StateConfig(window_sizes=SIZES)
     assert run_engine(rows, 100, cfg, fast=True) == run_engine(rows, 100, cfg, fast=False)
+
+
+_ODD_TEXT = st.one_of(st.text(max_size=70), st.sampled_from(["", "ok", "view", "purchase", "add_to_cart", "US",
+                                                             "usd", "ÄÖ", "É", "\u00e9t\u00e9", "a" * 64, "b" * 65]))
+_ODD_VALUE = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=False), _ODD_TEXT,
+                       st.lists(st.integers(), max_size=2), st.just({"x": 1}))
+_FIELDS = ("event_id", "event_type", "ts", "user_id", "session_id", "item_id", "category", "price", "quantity",
+           "amount", "currency", "status", "device", "country", "schema_version")
+
+
+@st.composite
+def _near_valid_events(draw: st.DrawFn) -> bytes:
+    event = {"event_id": "e1", "event_type": draw(st.sampled_from(["view", "click", "add_to_cart", "purchase", "x"])),
+             "ts": 1_800_000_000_000, "user_id": "u1", "session_id": "s1", "item_id": "i1", "category": "books",
+             "price": 9.99, "quantity": 1, "amount": 19.99, "currency": "USD", "status": "ok", "device": "web",
+             "country": "US", "schema_version": 1}
+    for field in draw(st.lists(st.sampled_from(_FIELDS), max_size=3)):
+        if draw(st.booleans()):
+            event.pop(field, None)
+        else:
+            event[field] = draw(_ODD_VALUE)
+    if draw(st.booleans()):
+        event[draw(st.text(min_size=1, max_size=8))] = draw(_ODD_VALUE)
+    raw = json.dumps(event, ensure_ascii=draw(st.booleans())).encode()  # big ints, Infinity, raw UTF-8 too
+    if draw(st.booleans()):  # the same field twice, or escapes in names and values
+        raw = raw.replace(b'"user_id"', draw(st.sampled_from([b'"user_id":"u2","user_id"', b'"user\\u005fid"'])))
+    return raw
+
+
+@settings(max_examples=400, deadline=None)
+@given(raw=_near_valid_events())
+def test_the_fast_path_never_accepts_what_the_contract_rejects(raw: bytes) -> None:
+    """Odd but almost valid records: whenever the native fast path accepts one, the contract's validator accepts
+    it too and the two paths give the same documents; everything else goes to the validator."""
+    fast, slow = new_partition(0, StateConfig()), new_partition(0, StateConfig())
+    accepted = fast.process(0, None, raw, 1_800_000_000_000)
+    decide(slow, 0, None, raw, 1_800_000_000_000)
+    if accepted:
+        assert slow.counters[1] == 0, raw  # not dead-lettered by the contract
+        fast_docs, slow_docs = {}, {}
+        flush(fast, fast_docs)
+        flush(slow, slow_docs)
+        assert fast_docs == slow_docs

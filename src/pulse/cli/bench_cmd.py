@@ -10,8 +10,19 @@ from pulse.config import Settings
 
 
 @click.group()
-def bench() -> None:
-    """Benchmarks against peers on the real local stack. They print ratios; no absolute targets."""
+@click.pass_context
+def bench(ctx: click.Context) -> None:
+    """Benchmarks against peers on the real local stack. They print ratios; no absolute targets.
+
+    Each run deletes the topics and indices it created when it ends.
+    """
+    if ctx.invoked_subcommand is not None and not ctx.resilient_parsing:
+        from pulse.bench.scratch import scratch
+        from pulse.topics import require_broker
+
+        settings: Settings = ctx.obj
+        require_broker(settings.bootstrap)
+        ctx.with_resource(scratch(settings))
 
 
 @bench.command()
