@@ -1,9 +1,10 @@
 //! The partition's compacted changelog: what changed since the last flush, and restore from it.
 //!
 //! Keys are short ASCII paths (deterministic, so compaction keeps one value per piece of state); values are
-//! msgpack. Windows and item state are logged per item shard (the whole shard), window user sets as append-only
-//! chunks, and users and sessions as a log-structured pair: a delta record per flush, folded into a fresh
-//! snapshot (and the deltas tombstoned) once deltas outgrow the live state, so restore time follows live state.
+//! msgpack. Item partials are logged per item shard (the whole shard), a window's categories as one record,
+//! window user sets as append-only chunks, and users and sessions as a log-structured pair: a delta record per
+//! flush, folded into a fresh snapshot (and the deltas tombstoned) once deltas outgrow the live state, so
+//! restore time follows live state.
 //! A tombstone (no value) removes state that is final and already emitted.
 
 use serde::{Deserialize, Serialize};
@@ -25,6 +26,8 @@ const SESSION_GONE: u8 = 2;
 type Named<'a> = Vec<(&'a str, u64)>;
 type RowOut<'a> = (&'a str, Option<&'a str>, Named<'a>, i64, u64);
 type RowIn = (String, Option<String>, Vec<(String, u64)>, i64, u64);
+type CatOut<'a> = (&'a str, Named<'a>, i64, u64);
+type CatIn = (String, Vec<(String, u64)>, i64, u64);
 type UserOut<'a> = (i64, i64, Named<'a>, i64, u64, Option<&'a str>);
 type UserIn = (i64, i64, Vec<(String, u64)>, i64, u64, Option<String>);
 type EntryOut<'a> = (u8, &'a str, Option<UserOut<'a>>, Option<(u8, i64)>);
@@ -58,7 +61,9 @@ fn window_records(st: &State, win: &Window, is_final: bool, out: &mut Vec<Record
     if is_final {
         out.push((key("s"), None));
         out.extend(bits(win.items.occupied()).map(|s| (key(&format!("i/{s}")), None)));
-        out.extend(win.cats.keys().map(|&c| (key(&format!("c/{}", st.cats.name(c))), None)));
+        if !win.cats.is_empty() {
+            out.push((key("c"), None));
+        }
         out.extend((0..win.user_chunks).map(|seq| (key(&format!("u/{seq}")), None)));
         return 0;
     }
@@ -69,11 +74,12 @@ fn window_records(st: &State, win: &Window, is_final: bool, out: &mut Vec<Record
     for s in bits(win.items.dirty) {
         out.push((key(&format!("i/{s}")), Some(enc(&shard_rows(st, &win.items.maps[s])))));
     }
-    for (&c, (row, dirty)) in &win.cats {
-        if *dirty {
-            let value = (named(&st.types, &row.counts), row.cents, row.purchases);
-            out.push((key(&format!("c/{}", st.cats.name(c))), Some(enc(&value))));
-        }
+    if win.cats.values().any(|(_, dirty)| *dirty) {
+        // a few dozen categories: the whole set is one record, not one per category
+        let rows: Vec<CatOut> = win.cats.iter()
+            .map(|(&c, (row, _))| (st.cats.name(c), named(&st.types, &row.counts), row.cents, row.purchases))
+            .collect();
+        out.push((key("c"), Some(enc(&rows))));
     }
     let mut chunks = 0;
     for ids in win.new_users.chunks(CHUNK) {
@@ -302,10 +308,12 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], items_pending: bool, users_pe
                     }
                 }
                 "c" => {
-                    let (counts, cents, purchases): (Vec<(String, u64)>, i64, u64) = dec(key, value)?;
-                    let cat = st.cats.id(parts.get(4).copied().unwrap_or(""));
-                    let counts = load_counts(&mut st.types, counts);
-                    window(st, size, start).cats.insert(cat, (Row { counts, cents, purchases }, false));
+                    let rows: Vec<CatIn> = dec(key, value)?;
+                    for (name, counts, cents, purchases) in rows {
+                        let cat = st.cats.id(&name);
+                        let counts = load_counts(&mut st.types, counts);
+                        window(st, size, start).cats.insert(cat, (Row { counts, cents, purchases }, false));
+                    }
                 }
                 "u" => {
                     let seq = num(4)? as u32;

@@ -36,9 +36,15 @@ def input_topics(topic: str, partitions: int, retention_hours: float) -> list[To
     ]
 
 
+_REACHED: set[str] = set()  # brokers this process already reached (start-up runs several checks in a row)
+
+
 def require_broker(bootstrap: str) -> None:
+    if bootstrap in _REACHED:
+        return
     if not broker_reachable(bootstrap, timeout=5.0):
         raise BrokerUnavailable(f"Kafka is not reachable at {bootstrap} (is the stack up? `pulse stack up`)")
+    _REACHED.add(bootstrap)
 
 
 def partition_count(bootstrap: str, topic: str) -> int:
