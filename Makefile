@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PULSE := $(VENV)/bin/pulse
 STAMP := $(VENV)/.installed-stamp
 # cargo builds the native aggregation core; rustup installs it under ~/.cargo/bin
-export PATH := $(HOME)/.cargo/bin:$(PATH)
+export PATH := $(or $(CARGO_HOME),$(or $(HOME),/root)/.cargo)/bin:$(PATH)
 NATIVE := $(wildcard native/Cargo.toml native/Cargo.lock native/src/*.rs)
 
 .PHONY: run test install lint stack-up stack-down clean
