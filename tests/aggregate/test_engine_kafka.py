@@ -155,3 +155,42 @@ def test_three_instances_joining_and_leaving_equal_one(bootstrap, pipeline, tmp_
         assert proc.wait(60) == 0
     run_aggregator_until_idle(topic, group)  # finishes whatever was left
     assert_exact(bootstrap, group, [read_ledger(tmp_path / "l.gz")])
+
+
+def test_a_live_stream_flushes_on_the_interval_and_a_backlog_at_its_end(bootstrap, pipeline, tmp_path: Path) -> None:
+    """Live traffic (never a full batch) gets one transaction per flush interval, not one per poll; a backlog
+    that has just been read to its end is published at once, not at the next interval."""
+    topic, group = pipeline
+    log = tmp_path / "agg.log"
+    agg = start_aggregator(topic, group, "--flush-interval", "2", "--max-seconds", "14", log=log)
+    try:
+        time.sleep(4)  # joined and idle
+        generate(topic, tmp_path / "live.gz", 1_600, "--rate", "200", seed=7)  # 8 s of live traffic
+    finally:
+        agg.wait(timeout=60)
+    flushes = int(log.read_text().strip().splitlines()[-1].split(" flushes")[0].rsplit(" ", 1)[-1])
+    assert 3 <= flushes <= 8, log.read_text()  # ~8 s / 2 s (+ the stop flush); per-poll flushing gives ~40
+    # a backlog: 60k events already waiting; the first commit covering all of them comes before the interval
+    generate(topic, tmp_path / "backlog.gz", 60_000, "--rate", "0", seed=8)
+    backlog_group = f"{group}-b"
+    agg = start_aggregator(topic, backlog_group, "--flush-interval", "30", log=tmp_path / "b.log")
+    try:
+        deadline = time.monotonic() + 25
+        while time.monotonic() < deadline and not _committed_to_end(bootstrap, topic, backlog_group):
+            time.sleep(0.5)
+        assert _committed_to_end(bootstrap, topic, backlog_group), "the backlog waited for the 30 s interval"
+    finally:
+        agg.send_signal(signal.SIGINT)
+        agg.wait(timeout=60)
+
+
+def _committed_to_end(bootstrap: str, topic: str, group: str) -> bool:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        parts = [TopicPartition(topic, p) for p in range(6)]
+        ends = [consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts]
+        return all(tp.offset >= end for tp, end in zip(consumer.committed(parts, timeout=10), ends, strict=True))
+    finally:
+        consumer.close()

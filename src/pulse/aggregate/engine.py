@@ -116,25 +116,27 @@ class Engine:
         last_flush = self._last_activity = time.monotonic()
         since_flush, flush_records = 0, self.cfg.flush_records or 2**62
         batch_size = min(self.cfg.batch_size, flush_records)
-        full = False
+        full = behind = False  # behind: a full batch since the last flush, i.e. reading a backlog
         try:
             while not stop.is_set():
                 due = last_flush + self.cfg.flush_interval_s - time.monotonic()  # flush on time, not 0.2 s late
                 # reading a backlog: take what has arrived rather than wait for a full batch at its tail
                 batch = self._consumer.consume(batch_size, 0.02 if full else max(0.01, min(0.2, due)))
                 full = len(batch) >= batch_size
+                behind = behind or full
                 if batch:
                     self._process(batch)
                     self._last_activity = time.monotonic()
                 elif exit_when_idle_s is not None and self._idle_for() > exit_when_idle_s and self._caught_up():
                     break
                 since_flush += len(batch)
-                # publish on the flush interval, and at once when a backlog has just been read to its end
-                caught_up = since_flush > 0 and not full and self._at_end()
+                # publish on the flush interval, and at once when a backlog has just been read to its end (a live
+                # stream, never behind, keeps the interval: more flushes would cost more writes downstream)
+                caught_up = behind and not full and self._at_end()
                 if time.monotonic() - last_flush >= self.cfg.flush_interval_s or since_flush >= flush_records \
                         or caught_up:
                     self.flush()
-                    last_flush, since_flush = time.monotonic(), 0
+                    last_flush, since_flush, behind = time.monotonic(), 0, False
             self.flush(details=True)
         finally:
             self._consumer.close()  # leaves the group (revoke → flush already done above)
