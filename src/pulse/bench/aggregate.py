@@ -116,7 +116,7 @@ def run_until_committed(settings: Settings, name: str, argv: list[str], group: s
                 committed = watcher.committed(parts, timeout=10)
                 if all(tp.offset >= ends[tp.partition] for tp in committed):
                     return time.monotonic() - t0
-                time.sleep(0.25)
+                time.sleep(0.05)  # fine-grained: the fastest contenders finish in about 2 s
         finally:
             interrupt(proc)
             watcher.close()
