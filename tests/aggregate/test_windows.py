@@ -42,3 +42,13 @@ def test_idle_advance_never_moves_backwards() -> None:
     assert part.advance_to(1_800_000_090_000) and part.watermark == 1_800_000_090_000
     route(part, 1, None, _event(1_800_000_200_000, 1), 1_800_000_200_000)
     assert part.watermark == 1_800_000_170_000
+
+
+def test_an_event_exactly_at_the_watermark_is_on_time() -> None:
+    part = new_partition(0, StateConfig(grace_ms=30_000))
+    now = 1_800_000_100_000
+    route(part, 0, None, _event(now, 0), now)
+    route(part, 1, None, _event(now - 30_000, 1), now)  # == watermark: on time
+    route(part, 2, None, _event(now - 30_001, 2), now)  # below it: late
+    accepted, _, late, _ = part.counters
+    assert (accepted, late) == (2, 1)
