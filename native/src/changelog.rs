@@ -28,6 +28,8 @@ type RowOut<'a> = (&'a str, Option<&'a str>, Named<'a>, i64, u64);
 type RowIn = (String, Option<String>, Vec<(String, u64)>, i64, u64);
 type CatOut<'a> = (&'a str, Named<'a>, i64, u64);
 type CatIn = (String, Vec<(String, u64)>, i64, u64);
+type SummaryIn = (Vec<(String, u64)>, Vec<(String, u64)>, [i64; 4], [u64; 4]);
+type Logged = (Vec<u8>, (i64, Vec<u8>)); // key, (offset, value)
 type UserOut<'a> = (i64, i64, Named<'a>, i64, u64, Option<&'a str>);
 type UserIn = (i64, i64, Vec<(String, u64)>, i64, u64, Option<String>);
 type EntryOut<'a> = (u8, &'a str, Option<UserOut<'a>>, Option<(u8, i64)>);
@@ -76,7 +78,9 @@ fn window_records(st: &State, win: &Window, is_final: bool, out: &mut Vec<Record
     }
     if win.cats.values().any(|(_, dirty)| *dirty) {
         // a few dozen categories: the whole set is one record, not one per category
-        let rows: Vec<CatOut> = win.cats.iter()
+        let rows: Vec<CatOut> = win
+            .cats
+            .iter()
             .map(|(&c, (row, _))| (st.cats.name(c), named(&st.types, &row.counts), row.cents, row.purchases))
             .collect();
         out.push((key("c"), Some(enc(&rows))));
@@ -117,8 +121,17 @@ pub fn changed_records(st: &mut State, finals: &[(i64, i64)], users_published: b
         out.push((format!("it/{s}").into_bytes(), Some(enc(&shard_rows(st, &st.item_state.maps[s])))));
     }
     entity_records(st, users_published, &mut out);
-    let meta: Meta = (st.next_offset, st.max_ts, st.floor, st.counters, st.snap_epoch, st.snap_chunks,
-                      st.delta_first, st.delta_next, st.log_entries);
+    let meta: Meta = (
+        st.next_offset,
+        st.max_ts,
+        st.floor,
+        st.counters,
+        st.snap_epoch,
+        st.snap_chunks,
+        st.delta_first,
+        st.delta_next,
+        st.log_entries,
+    );
     out.push((META.to_vec(), Some(enc(&meta))));
     out
 }
@@ -232,7 +245,7 @@ pub fn restore(st: &mut State, records: Vec<(i64, Vec<u8>, Option<Vec<u8>>)>) ->
     let items_at = latest.remove(ITEMS_PUBLISHED).map_or(-1, |r| r.0);
     let users_at = latest.remove(USERS_PUBLISHED).map_or(-1, |r| r.0);
     let n = latest.len();
-    let mut live: Vec<(Vec<u8>, (i64, Vec<u8>))> = latest.into_iter().collect();
+    let mut live: Vec<Logged> = latest.into_iter().collect();
     live.sort_by_key(|(_, (offset, _))| *offset);
     for (key, (offset, value)) in live {
         apply(st, &key, &value, offset > items_at, offset > users_at)?;
@@ -290,8 +303,7 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], items_pending: bool, users_pe
             let part = parts.get(3).copied().unwrap_or("");
             match part {
                 "s" => {
-                    let (counts, status, rev, funnel): (Vec<(String, u64)>, Vec<(String, u64)>, [i64; 4], [u64; 4]) =
-                        dec(key, value)?;
+                    let (counts, status, rev, funnel): SummaryIn = dec(key, value)?;
                     let counts = load_counts(&mut st.types, counts);
                     let status = load_counts(&mut st.types, status);
                     let win = window(st, size, start);

@@ -33,8 +33,16 @@ struct Side {
 
 impl Side {
     fn into_py_tuple<'py>(self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        PyTuple::new(py, [self.offset.into_pyobject(py)?.into_any(), self.key.into_bound(py), self.value.into_bound(py),
-                          self.reason.into_pyobject(py)?.into_any(), self.detail.into_pyobject(py)?.into_any()])
+        PyTuple::new(
+            py,
+            [
+                self.offset.into_pyobject(py)?.into_any(),
+                self.key.into_bound(py),
+                self.value.into_bound(py),
+                self.reason.into_pyobject(py)?.into_any(),
+                self.detail.into_pyobject(py)?.into_any(),
+            ],
+        )
     }
 }
 
@@ -48,13 +56,18 @@ pub struct Partition {
 }
 
 impl Partition {
-    fn route(&mut self, py: Python<'_>, offset: i64, key: impl FnOnce() -> PyResult<PyObject>, value: PyObject,
-             e: &Event) -> PyResult<()> {
+    /// Route one valid record; `key` is fetched only for a late event (it goes to the late-events topic).
+    fn route(
+        &mut self,
+        offset: i64,
+        key: impl FnOnce() -> PyResult<PyObject>,
+        value: PyObject,
+        e: &Event,
+    ) -> PyResult<()> {
         self.st.begin(offset);
         if let Outcome::Late(detail) = self.st.accept(e) {
             self.late.push(Side { offset, key: key()?, value, reason: "late".into(), detail });
         }
-        let _ = py;
         Ok(())
     }
 }
@@ -63,13 +76,24 @@ impl Partition {
 impl Partition {
     #[new]
     #[pyo3(signature = (partition, window_sizes, grace_ms, dedup_horizon_ms, session_timeout_ms, compact_after = 50_000))]
-    fn new(partition: i32, window_sizes: Vec<i64>, grace_ms: i64, dedup_horizon_ms: i64, session_timeout_ms: i64,
-           compact_after: u64) -> PyResult<Self> {
+    fn new(
+        partition: i32,
+        window_sizes: Vec<i64>,
+        grace_ms: i64,
+        dedup_horizon_ms: i64,
+        session_timeout_ms: i64,
+        compact_after: u64,
+    ) -> PyResult<Self> {
         if window_sizes.iter().any(|&s| s <= 0) {
             return Err(PyValueError::new_err("window sizes must be positive"));
         }
-        let cfg = Config { sizes: window_sizes, grace: grace_ms, horizon: dedup_horizon_ms,
-                           session_timeout: session_timeout_ms, compact_after };
+        let cfg = Config {
+            sizes: window_sizes,
+            grace: grace_ms,
+            horizon: dedup_horizon_ms,
+            session_timeout: session_timeout_ms,
+            compact_after,
+        };
         Ok(Partition { st: State::new(partition, cfg), dead: Vec::new(), late: Vec::new(), finals: Vec::new() })
     }
 
@@ -103,11 +127,10 @@ impl Partition {
     }
 
     /// Route one record on the fast path; False when Python must validate it (then `accept` or `reject`).
-    fn process(&mut self, py: Python<'_>, offset: i64, key: PyObject, value: Bound<'_, PyAny>, record_ts: i64)
-               -> PyResult<bool> {
+    fn process(&mut self, offset: i64, key: PyObject, value: Bound<'_, PyAny>, record_ts: i64) -> PyResult<bool> {
         let Ok(bytes) = value.downcast::<PyBytes>() else { return Ok(false) };
         let Some(e) = fast_validate(bytes.as_bytes(), record_ts) else { return Ok(false) };
-        self.route(py, offset, || Ok(key), value.clone().unbind(), &e)?;
+        self.route(offset, || Ok(key), value.clone().unbind(), &e)?;
         Ok(true)
     }
 
@@ -115,16 +138,33 @@ impl Partition {
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (offset, key, value, event_id, event_type, ts, user_id, session_id, item_id, category, amount,
                         status))]
-    fn accept(&mut self, py: Python<'_>, offset: i64, key: PyObject, value: PyObject, event_id: &str, event_type: &str,
-              ts: i64, user_id: &str, session_id: &str, item_id: Option<&str>, category: Option<&str>,
-              amount: Option<f64>, status: &str) -> PyResult<()> {
+    fn accept(
+        &mut self,
+        offset: i64,
+        key: PyObject,
+        value: PyObject,
+        event_id: &str,
+        event_type: &str,
+        ts: i64,
+        user_id: &str,
+        session_id: &str,
+        item_id: Option<&str>,
+        category: Option<&str>,
+        amount: Option<f64>,
+        status: &str,
+    ) -> PyResult<()> {
         let e = Event {
-            event_id: Cow::Borrowed(event_id), event_type: Cow::Borrowed(event_type), ts,
-            user_id: Cow::Borrowed(user_id), session_id: Cow::Borrowed(session_id),
-            item_id: item_id.map(Cow::Borrowed), category: category.map(Cow::Borrowed), amount,
+            event_id: Cow::Borrowed(event_id),
+            event_type: Cow::Borrowed(event_type),
+            ts,
+            user_id: Cow::Borrowed(user_id),
+            session_id: Cow::Borrowed(session_id),
+            item_id: item_id.map(Cow::Borrowed),
+            category: category.map(Cow::Borrowed),
+            amount,
             status: Cow::Borrowed(status),
         };
-        self.route(py, offset, || Ok(key), value, &e)
+        self.route(offset, || Ok(key), value, &e)
     }
 
     /// Dead-letter one record that Python's validator rejected (with its typed reason).
@@ -172,8 +212,13 @@ impl Partition {
     /// dead letters, late events), side outputs as (offset, key, value, reason, detail). `details`: publish item
     /// shards; `users`: publish user documents. Call `committed` once they are written.
     #[allow(clippy::type_complexity)]
-    fn flush<'py>(&mut self, py: Python<'py>, details: bool, users: bool, flushed_at: i64)
-                  -> PyResult<Option<(Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>)>> {
+    fn flush<'py>(
+        &mut self,
+        py: Python<'py>,
+        details: bool,
+        users: bool,
+        flushed_at: i64,
+    ) -> PyResult<Option<(Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>)>> {
         let st = &mut self.st;
         st.expire();
         let finals = st.final_windows();
@@ -222,8 +267,12 @@ impl Partition {
 /// Returns -1 when done, or the index of the first message Python must handle (an error, or a value the fast
 /// path cannot decide); Python handles it and calls again from the next index.
 #[pyfunction]
-fn process_batch(py: Python<'_>, states: &Bound<'_, PyDict>, batch: &Bound<'_, PyList>, start: usize)
-                 -> PyResult<isize> {
+fn process_batch(
+    py: Python<'_>,
+    states: &Bound<'_, PyDict>,
+    batch: &Bound<'_, PyList>,
+    start: usize,
+) -> PyResult<isize> {
     let mut current: Option<(i64, Option<PyRefMut<'_, Partition>>)> = None;
     for i in start..batch.len() {
         let msg = batch.get_item(i)?;
@@ -247,7 +296,7 @@ fn process_batch(py: Python<'_>, states: &Bound<'_, PyDict>, batch: &Bound<'_, P
         let Ok(bytes) = value.downcast::<PyBytes>() else { return Ok(i as isize) };
         let ts: i64 = msg.call_method0(intern!(py, "timestamp"))?.downcast::<PyTuple>()?.get_item(1)?.extract()?;
         let Some(e) = fast_validate(bytes.as_bytes(), ts) else { return Ok(i as isize) };
-        part.route(py, offset, || Ok(msg.call_method0(intern!(py, "key"))?.unbind()), value.clone().unbind(), &e)?;
+        part.route(offset, || Ok(msg.call_method0(intern!(py, "key"))?.unbind()), value.clone().unbind(), &e)?;
     }
     Ok(-1)
 }
