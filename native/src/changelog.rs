@@ -46,15 +46,8 @@ fn named<'a>(names: &'a Names, counts: &Counts) -> Named<'a> {
 
 fn shard_rows<'a>(st: &'a State, map: &rustc_hash::FxHashMap<u32, Row>) -> Vec<RowOut<'a>> {
     map.iter()
-        .map(|(&it, row)| {
-            let cat = st.item_cat.get(it as usize).copied().flatten().flatten().map(|c| st.cats.name(c));
-            (st.items.name(it), cat, named(&st.types, &row.counts), row.cents, row.purchases)
-        })
+        .map(|(&it, row)| (st.items.name(it), st.category(it), named(&st.types, &row.counts), row.cents, row.purchases))
         .collect()
-}
-
-fn bits(mask: u32) -> impl Iterator<Item = usize> {
-    (0..ITEM_SHARDS).filter(move |s| mask & (1 << s) != 0)
 }
 
 fn window_records(st: &State, win: &Window, is_final: bool, out: &mut Vec<Record>) -> u32 {
@@ -62,7 +55,7 @@ fn window_records(st: &State, win: &Window, is_final: bool, out: &mut Vec<Record
     let key = |rest: &str| format!("w/{size}/{start}/{rest}").into_bytes();
     if is_final {
         out.push((key("s"), None));
-        out.extend(bits(win.items.occupied()).map(|s| (key(&format!("i/{s}")), None)));
+        out.extend(win.items.shards(u32::MAX).map(|s| (key(&format!("i/{s}")), None)));
         if !win.cats.is_empty() {
             out.push((key("c"), None));
         }
@@ -73,7 +66,7 @@ fn window_records(st: &State, win: &Window, is_final: bool, out: &mut Vec<Record
         let value = (named(&st.types, &win.counts), named(&st.types, &win.status), win.rev, win.funnel);
         out.push((key("s"), Some(enc(&value))));
     }
-    for s in bits(win.items.dirty) {
+    for s in win.items.shards(win.items.dirty) {
         out.push((key(&format!("i/{s}")), Some(enc(&shard_rows(st, &win.items.maps[s])))));
     }
     if win.cats.values().any(|(_, dirty)| *dirty) {
@@ -117,7 +110,7 @@ pub fn changed_records(st: &mut State, finals: &[(i64, i64)], users_published: b
             win.user_chunks += n;
         }
     }
-    for s in bits(st.item_state.dirty) {
+    for s in st.item_state.shards(st.item_state.dirty) {
         out.push((format!("it/{s}").into_bytes(), Some(enc(&shard_rows(st, &st.item_state.maps[s])))));
     }
     entity_records(st, users_published, &mut out);
@@ -223,10 +216,7 @@ fn load_rows(st: &mut State, rows: Vec<RowIn>) -> Vec<(u32, Row)> {
         .map(|(item, cat, counts, cents, purchases)| {
             let it = st.items.id(&item);
             let cat = cat.map(|c| st.cats.id(&c));
-            if st.item_cat.len() <= it as usize {
-                st.item_cat.resize(it as usize + 1, None);
-            }
-            st.item_cat[it as usize].get_or_insert(cat);
+            st.set_category(it, cat);
             (it, Row { counts: load_counts(&mut st.types, counts), cents, purchases })
         })
         .collect()

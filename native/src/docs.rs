@@ -4,7 +4,7 @@
 
 use std::io::Write;
 
-use crate::state::{Counts, Names, Row, State, Window, ABSENT, FUNNEL, ITEM_SHARDS};
+use crate::state::{Counts, Names, Row, State, Window, ABSENT, FUNNEL};
 
 pub type Doc = (String, &'static str, Vec<u8>);
 
@@ -109,9 +109,8 @@ fn rows(st: &State, map: &rustc_hash::FxHashMap<u32, Row>, o: &mut Obj) {
         if i > 0 {
             o.raw(",");
         }
-        let cat = st.item_cat.get(it as usize).copied().flatten().flatten().map(|c| st.cats.name(c));
         let mut r = Obj::new();
-        r.key("item_id").str(name).key("category").opt_str(cat);
+        r.key("item_id").str(name).key("category").opt_str(st.category(it));
         r.key("counts").counts(&st.types, &row.counts).key("revenue_cents").int(row.cents);
         r.key("purchases").int(row.purchases);
         o.0.extend(r.done());
@@ -120,7 +119,7 @@ fn rows(st: &State, map: &rustc_hash::FxHashMap<u32, Row>, o: &mut Obj) {
 }
 
 fn shard_docs(st: &State, win: &Window, is_final: bool, v: i64, mask: u32, out: &mut Vec<Doc>) {
-    for s in (0..ITEM_SHARDS).filter(|s| mask & (1 << s) != 0 && !win.items.maps[*s].is_empty()) {
+    for s in win.items.shards(mask) {
         let mut o = window_base("window_items", win, st.partition, is_final, v);
         o.key("shard").int(s).key("items");
         rows(st, &win.items.maps[s], &mut o);
@@ -184,9 +183,8 @@ pub fn changed_docs(st: &State, finals: &[(i64, i64)], flushed_at: i64, details:
     if users {
         out.extend(st.pending_users.iter().filter_map(|&u| user(st, u, v)));
     }
-    let items = st.item_state.to_publish();
-    if details && items != 0 {
-        for s in (0..ITEM_SHARDS).filter(|s| items & (1 << s) != 0 && !st.item_state.maps[*s].is_empty()) {
+    if details {
+        for s in st.item_state.shards(st.item_state.to_publish()) {
             let mut o = Obj::new();
             o.key("kind").str("items").key("partition").int(st.partition).key("shard").int(s).key("items");
             rows(st, &st.item_state.maps[s], &mut o);

@@ -70,6 +70,20 @@ impl Partition {
         }
         Ok(())
     }
+
+    /// The fast path: route `value` if it is certainly valid; false (nothing changed) when Python must decide.
+    fn fast_route(
+        &mut self,
+        offset: i64,
+        key: impl FnOnce() -> PyResult<PyObject>,
+        value: &Bound<'_, PyAny>,
+        record_ts: i64,
+    ) -> PyResult<bool> {
+        let Ok(bytes) = value.downcast::<PyBytes>() else { return Ok(false) };
+        let Some(e) = fast_validate(bytes.as_bytes(), record_ts) else { return Ok(false) };
+        self.route(offset, key, value.clone().unbind(), &e)?;
+        Ok(true)
+    }
 }
 
 #[pymethods]
@@ -128,10 +142,7 @@ impl Partition {
 
     /// Route one record on the fast path; False when Python must validate it (then `accept` or `reject`).
     fn process(&mut self, offset: i64, key: PyObject, value: Bound<'_, PyAny>, record_ts: i64) -> PyResult<bool> {
-        let Ok(bytes) = value.downcast::<PyBytes>() else { return Ok(false) };
-        let Some(e) = fast_validate(bytes.as_bytes(), record_ts) else { return Ok(false) };
-        self.route(offset, || Ok(key), value.clone().unbind(), &e)?;
-        Ok(true)
+        self.fast_route(offset, || Ok(key), &value, record_ts)
     }
 
     /// Route one record that Python's validator accepted.
@@ -178,7 +189,7 @@ impl Partition {
     fn remember(&mut self, value: &[u8], record_ts: i64, horizon: i64) -> bool {
         match fast_validate(value, record_ts) {
             Some(e) => {
-                self.remember_id(&e.event_id, e.ts, horizon);
+                self.st.remember(&e.event_id, e.ts, horizon);
                 true
             }
             None => false,
@@ -186,16 +197,7 @@ impl Partition {
     }
 
     fn remember_id(&mut self, event_id: &str, ts: i64, horizon: i64) {
-        if ts < horizon {
-            return;
-        }
-        match self.st.seen.get_mut(event_id) {
-            Some(first) if *first >= horizon => {}
-            Some(first) => *first = ts,
-            None => {
-                self.st.seen.insert(event_id.to_owned(), ts);
-            }
-        }
+        self.st.remember(event_id, ts, horizon);
     }
 
     /// Idle partitions: raise the watermark to `value` by wall clock (recorded in the changelog); True if it moved.
@@ -293,12 +295,18 @@ fn process_batch(
             continue; // already inside the restored state
         }
         let value = msg.call_method0(intern!(py, "value"))?;
-        let Ok(bytes) = value.downcast::<PyBytes>() else { return Ok(i as isize) };
         let ts: i64 = msg.call_method0(intern!(py, "timestamp"))?.downcast::<PyTuple>()?.get_item(1)?.extract()?;
-        let Some(e) = fast_validate(bytes.as_bytes(), ts) else { return Ok(i as isize) };
-        part.route(offset, || Ok(msg.call_method0(intern!(py, "key"))?.unbind()), value.clone().unbind(), &e)?;
+        if !part.fast_route(offset, || Ok(msg.call_method0(intern!(py, "key"))?.unbind()), &value, ts)? {
+            return Ok(i as isize);
+        }
     }
     Ok(-1)
+}
+
+/// A window size as document ids spell it: 10000 -> "10s" (the shortest exact unit).
+#[pyfunction]
+fn label(size_ms: i64) -> String {
+    docs::label(size_ms)
 }
 
 /// The item shard of an item id (CRC-32 mod 32), as the documents use.
@@ -312,6 +320,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Partition>()?;
     m.add_function(wrap_pyfunction!(process_batch, m)?)?;
     m.add_function(wrap_pyfunction!(item_shard, m)?)?;
+    m.add_function(wrap_pyfunction!(label, m)?)?;
     m.add("ITEM_SHARDS", state::ITEM_SHARDS)?;
     Ok(())
 }

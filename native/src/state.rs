@@ -98,8 +98,9 @@ impl Shards {
     pub fn to_publish(&self) -> u32 {
         self.dirty | self.unpublished
     }
-    pub fn occupied(&self) -> u32 {
-        (0..ITEM_SHARDS).filter(|&s| !self.maps[s].is_empty()).fold(0, |m, s| m | 1 << s)
+    /// The non-empty shards among `mask` (a bit per shard), in order.
+    pub fn shards(&self, mask: u32) -> impl Iterator<Item = usize> + '_ {
+        (0..ITEM_SHARDS).filter(move |&s| mask & (1 << s) != 0 && !self.maps[s].is_empty())
     }
     pub fn flushed(&mut self, published: bool) {
         if published {
@@ -334,13 +335,7 @@ impl State {
         let shard = e.item_id.as_deref().map_or(0, item_shard);
         let paid = if ok && e.event_type == "purchase" { e.amount.map(cents) } else { None };
         if let Some(it) = item {
-            let it = it as usize;
-            if self.item_cat.len() <= it {
-                self.item_cat.resize(it + 1, None);
-            }
-            if self.item_cat[it].is_none() {
-                self.item_cat[it] = Some(cat);
-            }
+            self.set_category(it, cat);
         }
         for i in 0..self.cfg.sizes.len() {
             let size = self.cfg.sizes[i];
@@ -395,6 +390,33 @@ impl State {
         }
         if !was_pending {
             self.pending_users.push(user);
+        }
+    }
+
+    /// An item's category: the first one seen wins (an event without one counts as seen).
+    pub fn set_category(&mut self, item: u32, cat: Option<u32>) {
+        let it = item as usize;
+        if self.item_cat.len() <= it {
+            self.item_cat.resize(it + 1, None);
+        }
+        self.item_cat[it].get_or_insert(cat);
+    }
+
+    pub fn category(&self, item: u32) -> Option<&str> {
+        self.item_cat.get(item as usize).copied().flatten().flatten().map(|c| self.cats.name(c))
+    }
+
+    /// Restore's duplicate detection: remember an id consumed before the restored position, if within `horizon`.
+    pub fn remember(&mut self, event_id: &str, ts: i64, horizon: i64) {
+        if ts < horizon {
+            return;
+        }
+        match self.seen.get_mut(event_id) {
+            Some(first) if *first >= horizon => {}
+            Some(first) => *first = ts,
+            None => {
+                self.seen.insert(event_id.to_owned(), ts);
+            }
         }
     }
 

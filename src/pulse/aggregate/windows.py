@@ -9,7 +9,10 @@ is final once the watermark reaches its end, so by that rule it can never change
 from __future__ import annotations
 
 import re
-from functools import cache
+
+from pulse.aggregate._core import label
+
+__all__ = ["label", "parse_duration", "parse_sizes"]
 
 _UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _SPEC = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
@@ -21,15 +24,6 @@ def parse_duration(text: str) -> int:
     if not match or int(match.group(1)) <= 0:
         raise ValueError(f"not a duration: {text!r} (use e.g. 500ms, 10s, 1m, 1h)")
     return int(match.group(1)) * _UNITS[match.group(2)]
-
-
-@cache
-def label(size_ms: int) -> str:
-    """10000 -> '10s': the shortest exact spelling, used in document ids."""
-    for unit in ("d", "h", "m", "s"):
-        if size_ms % _UNITS[unit] == 0:
-            return f"{size_ms // _UNITS[unit]}{unit}"
-    return f"{size_ms}ms"
 
 
 def parse_sizes(text: str) -> tuple[int, ...]:
