@@ -19,6 +19,23 @@ def settings() -> Settings:
     return Settings.from_env()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_leftover_topics(settings: Settings) -> Iterator[None]:
+    """Delete the topics the session created (aggregator changelogs, side topics, ...): on a long-lived local
+    broker every run would otherwise leave a few hundred partitions behind and slow it down."""
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap})
+    up = broker_reachable(settings.bootstrap, timeout=5)
+    before = set(admin.list_topics(timeout=10).topics) if up else set()
+    yield
+    if not up:
+        return
+    made = [t for t in admin.list_topics(timeout=10).topics if t not in before and not t.startswith("__")]
+    if made:
+        for fut in admin.delete_topics(made, operation_timeout=60).values():
+            with contextlib.suppress(Exception):  # best-effort cleanup
+                fut.result(timeout=60)
+
+
 @pytest.fixture(scope="session")
 def bootstrap(settings: Settings) -> str:
     if not broker_reachable(settings.bootstrap, timeout=10):
