@@ -91,6 +91,7 @@ class Engine:
         self._on_flush = on_flush
         self._txn_init: threading.Thread | None = None
         self._txn_error: KafkaError | None = None
+        self._commit: _Commit | None = None
         self._consumer = Consumer({
             "bootstrap.servers": cfg.bootstrap, "group.id": cfg.group, "enable.auto.commit": False,
             "auto.offset.reset": "earliest", "isolation.level": "read_committed",
@@ -98,11 +99,14 @@ class Engine:
             "fetch.max.bytes": 64 * 1024 * 1024, "max.partition.fetch.bytes": 8 * 1024 * 1024,
             "partition.assignment.strategy": "range",
         })
+        # A transaction begun right after a commit is refused with CONCURRENT_TRANSACTIONS until the broker has
+        # written the previous one's markers; librdkafka retries on retry.backoff.ms, doubling up to its max (1 s by
+        # default), which turned a ~50 ms wait into 0.5-2 s. Retry as the Java client does for this case (20 ms).
         self._producer = Producer({
             "bootstrap.servers": cfg.bootstrap, "transactional.id": f"{cfg.group}-{cfg.instance}",
             "transaction.timeout.ms": cfg.transaction_timeout_ms, "linger.ms": 5, "compression.type": "lz4",
             "queue.buffering.max.messages": 1_000_000, "queue.buffering.max.kbytes": 1024 * 1024,
-            "batch.size": 1_000_000,
+            "batch.size": 1_000_000, "retry.backoff.ms": 20, "retry.backoff.max.ms": 250,
         })
 
     # -- lifecycle --------------------------------------------------------------------------------------------
@@ -135,7 +139,7 @@ class Engine:
                 caught_up = behind and not full and self._at_end()
                 if time.monotonic() - last_flush >= self.cfg.flush_interval_s or since_flush >= flush_records \
                         or caught_up:
-                    self.flush()
+                    self.flush(wait=False)  # the commit overlaps the next batches
                     last_flush, since_flush, behind = time.monotonic(), 0, False
             self.flush(details=True)
         finally:
@@ -190,10 +194,15 @@ class Engine:
         self.stats.consumed += len(batch)
 
     # -- flush: one transaction -------------------------------------------------------------------------------
-    def flush(self, details: bool = False) -> None:
+    def flush(self, details: bool = False, wait: bool = True) -> None:
         """One transaction. Item and user documents go out on a details flush (``details`` or when the detail
         interval has passed); in between their changes are only in the changelog, so a crash loses nothing
-        (restore re-publishes what was logged after the last published marker)."""
+        (restore re-publishes what was logged after the last published marker).
+
+        With ``wait=False`` the commit runs in the background while the caller goes on consuming: the state
+        hands its changes over when they are sent, and a failed commit reloads every partition from the
+        changelog and seeks back, which discards whatever was processed meanwhile as well."""
+        self._settle()
         self._transactions_ready()
         now_wall = int(time.time() * 1000)
         self._advance_idle(now_wall)
@@ -207,7 +216,8 @@ class Engine:
             users = complete or (details and self._users_due(st))
             flushed = st.flush(details, users, now_wall)
             if flushed is not None:
-                work.append((st, users, *flushed))
+                st.committed(details, users)  # handed over; a failed transaction reloads the state (_settle)
+                work.append((st.partition, users, *flushed))
         if not work:
             return
         try:
@@ -217,22 +227,34 @@ class Engine:
                          if st.next_offset > 0]
             if positions:
                 self._producer.send_offsets_to_transaction(positions, self._consumer.consumer_group_metadata(), 60)
-            for st, _users, records, out, dead, late in work:
-                self._write_partition(st.partition, records, out, dead, late)
-            self._producer.commit_transaction(60)
+            for partition, _users, records, out, dead, late in work:
+                self._write_partition(partition, records, out, dead, late)
         except KafkaException as exc:
             self._transaction_failed(exc.args[0])
             return
-        for st, users, records, out, _dead, _late in work:
-            st.committed(details, users)
-            if users:
-                self._users_at[st.partition] = time.monotonic()
-            self.stats.docs += len(out)
-            self.stats.docs_by_kind.update(kind for _, kind, _ in out)
-            self.stats.changelog_records += len(records)
-        self.stats.flushes += 1
         if details:
             self._last_details = time.monotonic()
+        self._commit = _Commit(self._producer, [(p, users, len(records), [kind for _, kind, _ in out])
+                                                for p, users, records, out, _dead, _late in work])
+        if wait:
+            self._settle()
+
+    def _settle(self) -> None:
+        """Wait for the commit in flight, if any; count it, or recover from its failure."""
+        commit, self._commit = self._commit, None
+        if commit is None:
+            return
+        commit.thread.join()
+        if commit.error is not None:
+            self._transaction_failed(commit.error)
+            return
+        for partition, users, records, kinds in commit.work:
+            if users:
+                self._users_at[partition] = time.monotonic()
+            self.stats.docs += len(kinds)
+            self.stats.docs_by_kind.update(kinds)
+            self.stats.changelog_records += records
+        self.stats.flushes += 1
         if self._on_flush:
             self._on_flush(self.stats)
 
@@ -332,6 +354,23 @@ class Engine:
             st = self.states[p] = self._load(p)
             if st.next_offset > 0:
                 self._consumer.seek(TopicPartition(self.cfg.topic, p, st.next_offset))
+
+
+class _Commit:
+    """A transaction whose records are all sent, committing on its own thread (librdkafka releases the GIL)."""
+
+    def __init__(self, producer: Producer, work: list[tuple[int, bool, int, list[str]]]) -> None:
+        self.work = work
+        self.error: KafkaError | None = None
+        self._producer = producer
+        self.thread = threading.Thread(target=self._run, name="pulse-commit", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._producer.commit_transaction(60)
+        except KafkaException as exc:
+            self.error = exc.args[0]
 
 
 def _headers(offset: int, reason: str, detail: str, topic: str, partition: int) -> list[tuple[str, bytes]]:

@@ -129,6 +129,12 @@ def measure(settings: Settings, contender: Contender, topic: str, ends: dict[int
     return Result(contender.name, sum(ends.values()), elapsed, contender.note)
 
 
+def per_round_ratios(rounds: list[dict[str, Result]], ours: str, peer: str) -> list[float]:
+    """``ours``/``peer`` events/s within each round: contenders of one round ran minutes apart at most, so the
+    machine's slow phases (this is a shared 2-core VM) hit both sides of a ratio more evenly than across rounds."""
+    return [r[ours].rate / r[peer].rate for r in rounds if ours in r and peer in r]
+
+
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     """Where every contender must have committed to: the end of each partition of the pre-produced topic."""
     admin = AdminClient({"bootstrap.servers": settings.bootstrap, "logger": QUIET_LOG})
