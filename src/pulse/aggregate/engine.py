@@ -21,7 +21,7 @@ from confluent_kafka.admin import AdminClient
 from pulse.aggregate.restore import restore_partition
 from pulse.aggregate.state import Partition, StateConfig, new_partition, route_batch
 from pulse.errors import PulseError
-from pulse.kafkaio import group_caught_up, offsets_at, watermarks
+from pulse.kafkaio import end_offsets, group_caught_up, offsets_at, watermarks
 from pulse.stack.kafka import QUIET_LOG
 from pulse.topics import aggregates_topic, changelog_topic
 
@@ -314,19 +314,30 @@ class Engine:
                 self._last_record_wall[p] = time.monotonic()  # look again after another idle period
 
     # -- rebalancing ------------------------------------------------------------------------------------------
-    def _load(self, partition: int) -> Partition:
+    def _load(self, partition: int, logged: bool = True) -> Partition:
         st = new_partition(partition, self.cfg.state)
-        self.stats.restored_keys += restore_partition(st, self.cfg.state, self.cfg.bootstrap,
-                                                      self.cfg.changelog_topic, self.cfg.topic)
+        if logged:
+            self.stats.restored_keys += restore_partition(st, self.cfg.state, self.cfg.bootstrap,
+                                                          self.cfg.changelog_topic, self.cfg.topic)
         self._last_record_wall[partition] = time.monotonic()
         return st
+
+    def _logged(self, partitions: list[int]) -> set[int]:
+        """The partitions whose changelog ever had a record (one batched request). A fresh group skips restore,
+        which opens a reader per partition (about 0.1 s each); if the lookup fails, restore them all."""
+        try:
+            ends = end_offsets(self._admin, self.cfg.changelog_topic, partitions)
+        except KafkaException:
+            return set(partitions)
+        return {p for p, end in ends.items() if end != 0}
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.stats.rebalances += 1
         self._last_activity = time.monotonic()
+        logged = self._logged([tp.partition for tp in partitions])
         fresh = []
         for tp in partitions:
-            st = self.states[tp.partition] = self._load(tp.partition)
+            st = self.states[tp.partition] = self._load(tp.partition, tp.partition in logged)
             tp.offset = st.next_offset if st.next_offset > 0 else OFFSET_STORED
             if st.next_offset == 0 and self.cfg.start_ms is not None:
                 fresh.append(tp)

@@ -14,9 +14,10 @@ from confluent_kafka import Consumer
 
 
 def _consumer(broker: str, group: str, auto_commit: bool) -> Consumer:
+    # the fetch sizes of Pulse's own consumer (pulse.aggregate.engine), so the ceiling is not set lower than Pulse
     return Consumer({"bootstrap.servers": broker, "group.id": group, "auto.offset.reset": "earliest",
                      "enable.auto.commit": auto_commit, "auto.commit.interval.ms": 1000,
-                     "fetch.max.bytes": 64 * 1024 * 1024})
+                     "fetch.max.bytes": 64 * 1024 * 1024, "max.partition.fetch.bytes": 8 * 1024 * 1024})
 
 
 def raw(broker: str, topic: str, group: str) -> None:
