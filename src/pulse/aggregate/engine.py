@@ -21,7 +21,7 @@ from confluent_kafka.admin import AdminClient
 from pulse.aggregate.restore import restore_partition
 from pulse.aggregate.state import Partition, StateConfig, new_partition, route_batch
 from pulse.errors import PulseError
-from pulse.kafkaio import end_offsets, group_caught_up, offsets_at, watermarks
+from pulse.kafkaio import BULK_FETCH, end_offsets, group_caught_up, offsets_at, watermarks
 from pulse.stack.kafka import QUIET_LOG
 from pulse.topics import aggregates_topic, changelog_topic
 
@@ -96,8 +96,7 @@ class Engine:
             "bootstrap.servers": cfg.bootstrap, "group.id": cfg.group, "enable.auto.commit": False,
             "auto.offset.reset": "earliest", "isolation.level": "read_committed",
             "session.timeout.ms": 6_000, "heartbeat.interval.ms": 1_500, "max.poll.interval.ms": 300_000,
-            "fetch.max.bytes": 64 * 1024 * 1024, "max.partition.fetch.bytes": 8 * 1024 * 1024,
-            "partition.assignment.strategy": "range",
+            "partition.assignment.strategy": "range", **BULK_FETCH,
         })
         # A transaction begun right after a commit is refused with CONCURRENT_TRANSACTIONS until the broker has
         # written the previous one's markers; librdkafka retries on retry.backoff.ms, doubling up to its max (1 s by

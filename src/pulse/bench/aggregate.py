@@ -7,6 +7,7 @@ once contenders are timed to their last commit) and it is then stopped.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -69,16 +70,17 @@ def contenders(settings: Settings, topic: str, which: list[str], quix: Path | No
     tag = uuid.uuid4().hex[:6]
     b = settings.bootstrap
     py = [sys.executable, "-m"]
+    fetch = ["--config", json.dumps(kafkaio.BULK_FETCH)]  # the baselines read with Pulse's fetch sizes
     table = {
         "pulse": Contender("pulse aggregate (exactly-once)", [*py, "pulse", "aggregate", "--topic", topic, "--group",
                                                               f"bench-pulse-{tag}", "--instance", f"bench-{tag}"],
                            "all metrics, changelog + aggregates in Kafka transactions"),
         "raw": Contender("raw consume-and-discard (ceiling)", [*py, "pulse.bench.contenders", "raw", "--broker", b,
-                                                               "--topic", topic, "--group", f"bench-raw-{tag}"],
+                                                               "--topic", topic, "--group", f"bench-raw-{tag}", *fetch],
                          "confluent-kafka, batches of 20k"),
         "naive": Contender("naive (dicts, 1 ES doc/event)", [*py, "pulse.bench.contenders", "naive", "--broker", b,
                                                              "--topic", topic, "--group", f"bench-naive-{tag}",
-                                                             "--es-url", settings.es_url],
+                                                             "--es-url", settings.es_url, *fetch],
                            "at-least-once, bulk of 500 docs"),
     }
     if quix is not None:

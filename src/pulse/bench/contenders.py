@@ -29,12 +29,12 @@ def raw(broker: str, topic: str, group: str) -> None:
             consumer.commit(asynchronous=True)
 
 
-def naive(broker: str, topic: str, group: str, es_url: str) -> None:
+def naive(broker: str, topic: str, group: str, es_url: str, config: dict[str, object]) -> None:
     from elasticsearch import Elasticsearch, helpers
 
     es = Elasticsearch(es_url)
     index = f"{group}-events"
-    consumer = _consumer(broker, group, auto_commit=True)
+    consumer = _consumer(broker, group, True, config)
     consumer.subscribe([topic])
     per_type: dict[str, int] = {}
     revenue = 0.0
@@ -67,11 +67,13 @@ def main() -> None:
     ap.add_argument("--topic", required=True)
     ap.add_argument("--group", required=True)
     ap.add_argument("--es-url", default="http://127.0.0.1:9200")
+    ap.add_argument("--config", type=json.loads, default={},
+                    help="Extra consumer settings as JSON (the benchmark passes the fetch sizes Pulse uses).")
     args = ap.parse_args()
     if args.kind == "raw":
-        raw(args.broker, args.topic, args.group)
+        raw(args.broker, args.topic, args.group, args.config)
     else:
-        naive(args.broker, args.topic, args.group, args.es_url)
+        naive(args.broker, args.topic, args.group, args.es_url, args.config)
 
 
 if __name__ == "__main__":
