@@ -20,13 +20,14 @@ from pulse.errors import PulseError
 
 BULK_FETCH = {"fetch.max.bytes": 64 * 1024 * 1024, "max.partition.fetch.bytes": 8 * 1024 * 1024}
 """Fetch sizes for consumers that read backlogs: librdkafka's 1 MiB per partition caps one consumer at about
-140k events/s here; 8 MiB lets it reach about 350k/s. The aggregator and the benchmarks' raw ceiling share it."""
+140k events/s here; 8 MiB lets it reach about 350k/s. The aggregator, restore and the benchmarks' raw ceiling
+share it."""
 
 
 def reader(bootstrap: str) -> Consumer:
     return Consumer({"bootstrap.servers": bootstrap, "group.id": f"pulse-restore-{uuid.uuid4().hex[:8]}",
                      "enable.auto.commit": False, "isolation.level": "read_committed",
-                     "enable.partition.eof": True, "fetch.max.bytes": 64 * 1024 * 1024})
+                     "enable.partition.eof": True, **BULK_FETCH})
 
 
 def watermarks(consumer: Consumer, topic: str, partition: int, timeout_s: float = 30.0) -> tuple[int, int]:
