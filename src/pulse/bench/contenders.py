@@ -13,15 +13,13 @@ import json
 from confluent_kafka import Consumer
 
 
-def _consumer(broker: str, group: str, auto_commit: bool) -> Consumer:
-    # the fetch sizes of Pulse's own consumer (pulse.aggregate.engine), so the ceiling is not set lower than Pulse
+def _consumer(broker: str, group: str, auto_commit: bool, config: dict[str, object]) -> Consumer:
     return Consumer({"bootstrap.servers": broker, "group.id": group, "auto.offset.reset": "earliest",
-                     "enable.auto.commit": auto_commit, "auto.commit.interval.ms": 1000,
-                     "fetch.max.bytes": 64 * 1024 * 1024, "max.partition.fetch.bytes": 8 * 1024 * 1024})
+                     "enable.auto.commit": auto_commit, "auto.commit.interval.ms": 1000, **config})
 
 
-def raw(broker: str, topic: str, group: str) -> None:
-    consumer = _consumer(broker, group, auto_commit=False)
+def raw(broker: str, topic: str, group: str, config: dict[str, object]) -> None:
+    consumer = _consumer(broker, group, False, config)
     consumer.subscribe([topic])
     while True:
         batch = consumer.consume(20_000, 0.5)
@@ -70,10 +68,13 @@ def main() -> None:
     ap.add_argument("--config", type=json.loads, default={},
                     help="Extra consumer settings as JSON (the benchmark passes the fetch sizes Pulse uses).")
     args = ap.parse_args()
-    if args.kind == "raw":
-        raw(args.broker, args.topic, args.group, args.config)
-    else:
-        naive(args.broker, args.topic, args.group, args.es_url, args.config)
+    try:
+        if args.kind == "raw":
+            raw(args.broker, args.topic, args.group, args.config)
+        else:
+            naive(args.broker, args.topic, args.group, args.es_url, args.config)
+    except KeyboardInterrupt:  # how the benchmark stops a contender once it has committed everything
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":
