@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
+
+from elasticsearch import Elasticsearch
 
 from pulse.bench import aggregate as agg
 from pulse.bench.scratch import scratch
@@ -14,7 +17,7 @@ from pulse.generate.traffic import Traffic, TrafficConfig
 from pulse.topics import ensure_topics, input_topics
 
 
-def test_raw_naive_and_pulse_each_read_the_topic_to_its_end_and_commit(settings: Settings, tmp_path) -> None:
+def test_raw_naive_and_pulse_each_read_the_topic_to_its_end_and_commit(settings: Settings, tmp_path: Path) -> None:
     count = 3_000
     with scratch(settings):  # deletes the topics, changelogs and the naive design's index it creates
         topic = f"pulse.bench.contenders-{int(time.time() * 1000)}"
@@ -25,8 +28,11 @@ def test_raw_naive_and_pulse_each_read_the_topic_to_its_end_and_commit(settings:
         ends = agg.end_offsets(settings, topic)
         assert sum(ends.values()) == count
         log = tmp_path / "contenders.log"
+        es = Elasticsearch(settings.es_url)
         for contender in agg.contenders(settings, topic, ["raw", "naive", "pulse"], None):
             result = agg.measure(settings, contender, topic, ends, 120, log)
             assert result.events == count
             assert 0 < result.seconds < 120, (contender.name, log.read_text()[-2000:])
+            if contender.index is not None:  # the naive design's index of every event goes as soon as it is timed
+                assert not es.indices.exists(index=contender.index)
         assert "Traceback" not in log.read_text()

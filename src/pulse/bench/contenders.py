@@ -27,11 +27,15 @@ def raw(broker: str, topic: str, group: str, config: dict[str, object]) -> None:
             consumer.commit(asynchronous=True)
 
 
+def naive_index(group: str) -> str:
+    return f"{group}-events"
+
+
 def naive(broker: str, topic: str, group: str, es_url: str, config: dict[str, object]) -> None:
     from elasticsearch import Elasticsearch, helpers
 
     es = Elasticsearch(es_url)
-    index = f"{group}-events"
+    index = naive_index(group)
     consumer = _consumer(broker, group, True, config)
     consumer.subscribe([topic])
     per_type: dict[str, int] = {}
