@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -61,6 +62,11 @@ def new_topic(bootstrap: str) -> Iterator[Callable[..., str]]:
         fut = admin.create_topics([NewTopic(name, partitions, 1, config=config or {})])[name]
         fut.result(timeout=30)
         made.append(name)
+        # the create call returns once the controller has the topic; the broker's metadata can lag behind it,
+        # and a test that lists topics right away (the benchmarks' scratch snapshot) would miss it
+        deadline = time.monotonic() + 10
+        while name not in admin.list_topics(timeout=10).topics and time.monotonic() < deadline:
+            time.sleep(0.05)
         return name
 
     yield make
