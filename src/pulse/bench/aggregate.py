@@ -151,6 +151,21 @@ def per_round_ratios(rounds: list[dict[str, Result]], ours: str, peer: str) -> l
     return [r[ours].rate / r[peer].rate for r in rounds if ours in r and peer in r]
 
 
+def prepare_input(settings: Settings, topic: str, count: int, partitions: int) -> dict[int, int]:
+    """Produce the input every contender reads: generated traffic with 1 % each of invalid, duplicate, late and
+    out-of-order events, starting 10 minutes back. Returns the end offsets each contender must commit to."""
+    from pulse.generate.chaos import Chaos, ChaosConfig
+    from pulse.generate.producer import EventProducer, RunLimits
+    from pulse.generate.traffic import Traffic, TrafficConfig
+    from pulse.topics import ensure_topics, input_topics
+
+    ensure_topics(settings.bootstrap, input_topics(topic, partitions, 24))
+    traffic = Traffic(TrafficConfig(seed=5, start_ms=int(time.time() * 1000) - 600_000))
+    EventProducer(settings.bootstrap, topic, partitions).run(Chaos(traffic, ChaosConfig(0.01, 0.01, 0.01, 0.01)),
+                                                             RunLimits(count=count), lambda: 0.0)
+    return end_offsets(settings, topic)
+
+
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     """Where every contender must have committed to: the end of each partition of the pre-produced topic."""
     admin = AdminClient({"bootstrap.servers": settings.bootstrap, "logger": QUIET_LOG})

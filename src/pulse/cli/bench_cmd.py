@@ -92,21 +92,13 @@ def aggregate_bench(settings: Settings, count: int, which: str, rounds: int, tim
     import time as _time
 
     from pulse.bench import aggregate as agg
-    from pulse.generate.chaos import Chaos, ChaosConfig
-    from pulse.generate.producer import EventProducer, RunLimits
-    from pulse.generate.traffic import Traffic, TrafficConfig
-    from pulse.topics import ensure_topics, input_topics
 
     console = Console(stderr=True)
     names = [n.strip() for n in which.split(",") if n.strip()]
     quix = agg.quix_python(settings, lambda m: console.print(m)) if "quix" in names else None
     topic = f"pulse.bench.agg-{_time.strftime('%H%M%S')}"
-    ensure_topics(settings.bootstrap, input_topics(topic, 6, 24))
     with console.status(f"producing {count:,} events to {topic}"):
-        traffic = Traffic(TrafficConfig(seed=5, start_ms=int(_time.time() * 1000) - 600_000))
-        EventProducer(settings.bootstrap, topic, 6).run(Chaos(traffic, ChaosConfig(0.01, 0.01, 0.01, 0.01)),
-                                                        RunLimits(count=count), lambda: 0.0)
-    ends = agg.end_offsets(settings, topic)
+        ends = agg.prepare_input(settings, topic, count, 6)
     log = settings.home / "logs" / "bench-aggregate.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with console.status("warm-up (untimed): raw consumer and pulse aggregate"):
