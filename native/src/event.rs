@@ -88,12 +88,204 @@ fn money(v: Option<f64>) -> bool {
     v.is_none_or(|x| (0.0..=1_000_000.0).contains(&x))
 }
 
+/// Where `scan` is in a JSON text.
+struct Cursor<'a> {
+    s: &'a str,
+    i: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn ws(&mut self) {
+        let b = self.s.as_bytes();
+        while self.i < b.len() && matches!(b[self.i], b' ' | b'\t' | b'\n' | b'\r') {
+            self.i += 1;
+        }
+    }
+    fn eat(&mut self, c: u8) -> Option<()> {
+        self.ws();
+        (self.s.as_bytes().get(self.i) == Some(&c)).then(|| self.i += 1)
+    }
+    /// A string without escapes or control characters (anything else: None).
+    fn string(&mut self) -> Option<&'a str> {
+        self.eat(b'"')?;
+        let b = self.s.as_bytes();
+        let start = self.i;
+        while self.i < b.len() {
+            match b[self.i] {
+                b'"' => {
+                    self.i += 1;
+                    return Some(&self.s[start..self.i - 1]);
+                }
+                b'\\' | 0..=0x1f => return None,
+                _ => self.i += 1,
+            }
+        }
+        None
+    }
+    /// A JSON number's text (grammar checked); `integer`: only -?(0|[1-9][0-9]*).
+    fn number(&mut self, integer: bool) -> Option<&'a str> {
+        self.ws();
+        let b = self.s.as_bytes();
+        let start = self.i;
+        let digits = |i: &mut usize| {
+            let from = *i;
+            while *i < b.len() && b[*i].is_ascii_digit() {
+                *i += 1;
+            }
+            *i - from
+        };
+        let mut i = self.i;
+        if b.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        let lead = i;
+        let n = digits(&mut i);
+        if n == 0 || (b[lead] == b'0' && n > 1) {
+            return None;
+        }
+        if !integer {
+            if b.get(i) == Some(&b'.') {
+                i += 1;
+                if digits(&mut i) == 0 {
+                    return None;
+                }
+            }
+            if matches!(b.get(i), Some(b'e' | b'E')) {
+                i += 1;
+                if matches!(b.get(i), Some(b'+' | b'-')) {
+                    i += 1;
+                }
+                if digits(&mut i) == 0 {
+                    return None;
+                }
+            }
+        } else if matches!(b.get(i), Some(b'.' | b'e' | b'E')) {
+            return None;
+        }
+        self.i = i;
+        Some(&self.s[start..i])
+    }
+    fn int(&mut self) -> Option<i64> {
+        self.number(true)?.parse().ok()
+    }
+    fn float(&mut self) -> Option<f64> {
+        self.number(false)?.parse().ok() // correctly rounded, as Python's float()
+    }
+}
+
+/// The fast parse of the shape producers write: one flat object of the contract's fields, with plain strings
+/// and numbers. None for anything else (escapes, null, nesting, duplicated or unknown fields), which serde then
+/// parses; the result is the same as serde's wherever both succeed.
+fn scan(text: &str) -> Option<Raw<'_>> {
+    let mut c = Cursor { s: text, i: 0 };
+    let mut r = Raw {
+        event_id: Cow::Borrowed(""),
+        event_type: Cow::Borrowed(""),
+        ts: 0,
+        user_id: Cow::Borrowed(""),
+        session_id: Cow::Borrowed(""),
+        item_id: None,
+        category: None,
+        price: None,
+        quantity: one(),
+        amount: None,
+        currency: usd(),
+        status: ok(),
+        device: unknown(),
+        country: zz(),
+        schema_version: one(),
+    };
+    let mut seen = 0u16;
+    c.eat(b'{')?;
+    loop {
+        let key = c.string()?;
+        c.eat(b':')?;
+        let bit = match key {
+            "event_id" => {
+                r.event_id = Cow::Borrowed(c.string()?);
+                0
+            }
+            "event_type" => {
+                r.event_type = Cow::Borrowed(c.string()?);
+                1
+            }
+            "ts" => {
+                r.ts = c.int()?;
+                2
+            }
+            "user_id" => {
+                r.user_id = Cow::Borrowed(c.string()?);
+                3
+            }
+            "session_id" => {
+                r.session_id = Cow::Borrowed(c.string()?);
+                4
+            }
+            "item_id" => {
+                r.item_id = Some(Cow::Borrowed(c.string()?));
+                5
+            }
+            "category" => {
+                r.category = Some(Cow::Borrowed(c.string()?));
+                6
+            }
+            "price" => {
+                r.price = Some(c.float()?);
+                7
+            }
+            "quantity" => {
+                r.quantity = c.int()?;
+                8
+            }
+            "amount" => {
+                r.amount = Some(c.float()?);
+                9
+            }
+            "currency" => {
+                r.currency = Cow::Borrowed(c.string()?);
+                10
+            }
+            "status" => {
+                r.status = Cow::Borrowed(c.string()?);
+                11
+            }
+            "device" => {
+                r.device = Cow::Borrowed(c.string()?);
+                12
+            }
+            "country" => {
+                r.country = Cow::Borrowed(c.string()?);
+                13
+            }
+            "schema_version" => {
+                r.schema_version = c.int()?;
+                14
+            }
+            _ => return None,
+        };
+        if seen & (1 << bit) != 0 {
+            return None;
+        }
+        seen |= 1 << bit;
+        if c.eat(b',').is_none() {
+            break;
+        }
+    }
+    c.eat(b'}')?;
+    c.ws();
+    (c.i == text.len() && seen & 0b11111 == 0b11111).then_some(r)
+}
+
 /// `Some(event)` when the record is certainly valid; `None` when Python must decide.
 pub fn fast_validate(raw: &[u8], ref_ts_ms: i64) -> Option<Event<'_>> {
     if raw.len() > MAX_EVENT_BYTES {
         return None;
     }
-    let r: Raw = serde_json::from_str(std::str::from_utf8(raw).ok()?).ok()?; // one UTF-8 check, not one per string
+    let text = std::str::from_utf8(raw).ok()?; // one UTF-8 check, not one per string
+    let r: Raw = match scan(text) {
+        Some(r) => r,
+        None => serde_json::from_str(text).ok()?, // escapes, spacing or types the scanner leaves alone
+    };
     let ids_ok = chars_between(&r.event_id, 1, 64)
         && chars_between(&r.user_id, 1, 64)
         && chars_between(&r.session_id, 1, 64)

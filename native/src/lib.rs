@@ -4,9 +4,8 @@
 //! the per-record hot path and everything derived from state: folding, the changelog, and the documents.
 
 use pyo3::exceptions::PyValueError;
-use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyList, PyTuple};
 use std::borrow::Cow;
 
 // Millions of small, short-lived strings per second (event and session ids): mimalloc is much faster at that
@@ -17,6 +16,7 @@ use std::borrow::Cow;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+pub mod batch;
 pub mod changelog;
 pub mod docs;
 pub mod event;
@@ -26,12 +26,12 @@ use event::{fast_validate, Event};
 use state::{Config, Outcome, State};
 
 /// A record routed away from the aggregates, to the dead-letter or late-events topic.
-struct Side {
-    offset: i64,
-    key: PyObject,
-    value: PyObject,
-    reason: String,
-    detail: String,
+pub(crate) struct Side {
+    pub(crate) offset: i64,
+    pub(crate) key: PyObject,
+    pub(crate) value: PyObject,
+    pub(crate) reason: String,
+    pub(crate) detail: String,
 }
 
 impl Side {
@@ -52,9 +52,9 @@ impl Side {
 /// One input partition's aggregation state (see `pulse.aggregate.state` for the Python side of the protocol).
 #[pyclass(unsendable, module = "pulse.aggregate._core")]
 pub struct Partition {
-    st: State,
-    dead: Vec<Side>,
-    late: Vec<Side>,
+    pub(crate) st: State,
+    pub(crate) dead: Vec<Side>,
+    pub(crate) late: Vec<Side>,
     finals: Vec<(i64, i64)>,
 }
 
@@ -115,36 +115,43 @@ impl Partition {
     }
 
     #[getter]
-    fn partition(&self) -> i32 {
-        self.st.partition
+    fn partition(&self) -> PyResult<i32> {
+        batch::ready()?;
+        Ok(self.st.partition)
     }
     #[getter]
-    fn next_offset(&self) -> i64 {
-        self.st.next_offset
+    fn next_offset(&self) -> PyResult<i64> {
+        batch::ready()?;
+        Ok(self.st.next_offset)
     }
     #[getter]
-    fn watermark(&self) -> i64 {
-        self.st.watermark()
+    fn watermark(&self) -> PyResult<i64> {
+        batch::ready()?;
+        Ok(self.st.watermark())
     }
     /// Records routed so far by this object (changes whenever a batch touched the partition).
     #[getter]
-    fn processed(&self) -> u64 {
-        self.st.processed
+    fn processed(&self) -> PyResult<u64> {
+        batch::ready()?;
+        Ok(self.st.processed)
     }
     /// (accepted, dead_lettered, late, duplicates): every record lands in exactly one.
     #[getter]
-    fn counters(&self) -> (u64, u64, u64, u64) {
+    fn counters(&self) -> PyResult<(u64, u64, u64, u64)> {
+        batch::ready()?;
         let c = self.st.counters;
-        (c[0], c[1], c[2], c[3])
+        Ok((c[0], c[1], c[2], c[3]))
     }
     /// Sizes of the live state: (open windows, users, sessions, remembered event ids).
     #[getter]
-    fn sizes(&self) -> (usize, usize, usize, usize) {
-        (self.st.windows.len(), self.st.users.len(), self.st.sessions.len(), self.st.seen.len())
+    fn sizes(&self) -> PyResult<(usize, usize, usize, usize)> {
+        batch::ready()?;
+        Ok((self.st.windows.len(), self.st.users.len(), self.st.sessions.len(), self.st.seen.len()))
     }
 
     /// Route one record on the fast path; False when Python must validate it (then `accept` or `reject`).
     fn process(&mut self, offset: i64, key: PyObject, value: Bound<'_, PyAny>, record_ts: i64) -> PyResult<bool> {
+        batch::ready()?;
         self.fast_route(offset, || Ok(key), &value, record_ts)
     }
 
@@ -167,6 +174,7 @@ impl Partition {
         amount: Option<f64>,
         status: &str,
     ) -> PyResult<()> {
+        batch::ready()?;
         let e = Event {
             event_id: Cow::Borrowed(event_id),
             event_type: Cow::Borrowed(event_type),
@@ -182,35 +190,42 @@ impl Partition {
     }
 
     /// Dead-letter one record that Python's validator rejected (with its typed reason).
-    fn reject(&mut self, offset: i64, key: PyObject, value: PyObject, reason: String, detail: String) {
+    fn reject(&mut self, offset: i64, key: PyObject, value: PyObject, reason: String, detail: String) -> PyResult<()> {
+        batch::ready()?;
         self.st.rejected(offset);
         self.dead.push(Side { offset, key, value, reason, detail });
+        Ok(())
     }
 
     /// Restore: remember a consumed record's event id for duplicate detection if its time is within `horizon`.
     /// False when Python must validate it (then `remember_id` if valid).
-    fn remember(&mut self, value: &[u8], record_ts: i64, horizon: i64) -> bool {
-        match fast_validate(value, record_ts) {
+    fn remember(&mut self, value: &[u8], record_ts: i64, horizon: i64) -> PyResult<bool> {
+        batch::ready()?;
+        Ok(match fast_validate(value, record_ts) {
             Some(e) => {
                 self.st.remember(&e.event_id, e.ts, horizon);
                 true
             }
             None => false,
-        }
+        })
     }
 
-    fn remember_id(&mut self, event_id: &str, ts: i64, horizon: i64) {
+    fn remember_id(&mut self, event_id: &str, ts: i64, horizon: i64) -> PyResult<()> {
+        batch::ready()?;
         self.st.remember(event_id, ts, horizon);
+        Ok(())
     }
 
     /// Idle partitions: raise the watermark to `value` by wall clock (recorded in the changelog); True if it moved.
-    fn advance_to(&mut self, value: i64) -> bool {
-        self.st.advance_to(value)
+    fn advance_to(&mut self, value: i64) -> PyResult<bool> {
+        batch::ready()?;
+        Ok(self.st.advance_to(value))
     }
 
     /// Users whose documents are behind their state.
-    fn pending_users(&self) -> usize {
-        self.st.pending_users.len()
+    fn pending_users(&self) -> PyResult<usize> {
+        batch::ready()?;
+        Ok(self.st.pending_users.len())
     }
 
     /// One flush's output, or None when nothing changed: (changelog records, documents (id, kind, JSON),
@@ -224,6 +239,7 @@ impl Partition {
         users: bool,
         flushed_at: i64,
     ) -> PyResult<Option<(Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>)>> {
+        batch::ready()?;
         let st = &mut self.st;
         st.expire();
         let finals = st.final_windows();
@@ -257,53 +273,18 @@ impl Partition {
     }
 
     /// After the flush's transaction committed: evict final windows and clear what was written.
-    fn committed(&mut self, details: bool, users: bool) {
+    fn committed(&mut self, details: bool, users: bool) -> PyResult<()> {
+        batch::ready()?;
         let finals = std::mem::take(&mut self.finals);
         self.st.committed(&finals, details, users);
+        Ok(())
     }
 
     /// Rebuild from changelog records `(offset, key, value)` on an empty state; returns the live keys.
     fn restore(&mut self, records: Vec<(i64, Vec<u8>, Option<Vec<u8>>)>) -> PyResult<usize> {
+        batch::ready()?;
         changelog::restore(&mut self.st, records).map_err(PyValueError::new_err)
     }
-}
-
-/// Route a consumed batch (confluent-kafka messages) into `states` (partition → Partition), starting at `start`.
-/// Returns -1 when done, or the index of the first message Python must handle (an error, or a value the fast
-/// path cannot decide); Python handles it and calls again from the next index.
-#[pyfunction]
-fn process_batch(
-    py: Python<'_>,
-    states: &Bound<'_, PyDict>,
-    batch: &Bound<'_, PyList>,
-    start: usize,
-) -> PyResult<isize> {
-    let mut current: Option<(i64, Option<PyRefMut<'_, Partition>>)> = None;
-    for i in start..batch.len() {
-        let msg = batch.get_item(i)?;
-        if !msg.call_method0(intern!(py, "error"))?.is_none() {
-            return Ok(i as isize);
-        }
-        let p: i64 = msg.call_method0(intern!(py, "partition"))?.extract()?;
-        if current.as_ref().is_none_or(|c| c.0 != p) {
-            let part = match states.get_item(p)? {
-                Some(obj) => Some(obj.downcast_into::<Partition>()?.borrow_mut()),
-                None => None,
-            };
-            current = Some((p, part));
-        }
-        let Some((_, Some(part))) = current.as_mut() else { continue };
-        let offset: i64 = msg.call_method0(intern!(py, "offset"))?.extract()?;
-        if offset < part.st.next_offset {
-            continue; // already inside the restored state
-        }
-        let value = msg.call_method0(intern!(py, "value"))?;
-        let ts: i64 = msg.call_method0(intern!(py, "timestamp"))?.downcast::<PyTuple>()?.get_item(1)?.extract()?;
-        if !part.fast_route(offset, || Ok(msg.call_method0(intern!(py, "key"))?.unbind()), &value, ts)? {
-            return Ok(i as isize);
-        }
-    }
-    Ok(-1)
 }
 
 /// A window size as document ids spell it: 10000 -> "10s" (the shortest exact unit).
@@ -321,7 +302,8 @@ fn item_shard(item: &str) -> usize {
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Partition>()?;
-    m.add_function(wrap_pyfunction!(process_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(batch::process_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(batch::settle, m)?)?;
     m.add_function(wrap_pyfunction!(item_shard, m)?)?;
     m.add_function(wrap_pyfunction!(label, m)?)?;
     m.add("ITEM_SHARDS", state::ITEM_SHARDS)?;

@@ -6,7 +6,7 @@
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::BTreeMap;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::event::{cents, Event};
 
@@ -25,8 +25,8 @@ pub fn item_shard(item: &str) -> usize {
 /// Strings interned to dense ids; the id is an index into `list`.
 #[derive(Default)]
 pub struct Names {
-    pub list: Vec<Rc<str>>,
-    ids: FxHashMap<Rc<str>, u32>,
+    pub list: Vec<Arc<str>>,
+    ids: FxHashMap<Arc<str>, u32>,
 }
 
 impl Names {
@@ -35,7 +35,7 @@ impl Names {
             return id;
         }
         let id = self.list.len() as u32;
-        let rc: Rc<str> = Rc::from(s);
+        let rc: Arc<str> = Arc::from(s);
         self.list.push(rc.clone());
         self.ids.insert(rc, id);
         id

@@ -79,19 +79,19 @@ def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 30.0,
             results.append((name, "created"))
     problems: list[str] = []
     present = [s for s in specs if s.name in existing]
-    if present:
-        resources = [ConfigResource(ConfigResource.Type.TOPIC, s.name) for s in present]
-        configs = admin.describe_configs(resources)
-        for spec, res in zip(present, resources, strict=True):
-            actual = configs[res].result(timeout=timeout)
-            have_parts = len(existing[spec.name].partitions)
-            if have_parts != spec.partitions:
-                problems.append(f"{spec.name}: {have_parts} partitions (wanted {spec.partitions})")
-            for key, want in (spec.config if compare_config else {}).items():
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, s.name) for s in present] if compare_config else []
+    configs = admin.describe_configs(resources) if resources else {}
+    for spec in present:
+        have_parts = len(existing[spec.name].partitions)
+        if have_parts != spec.partitions:
+            problems.append(f"{spec.name}: {have_parts} partitions (wanted {spec.partitions})")
+        if compare_config:
+            actual = configs[ConfigResource(ConfigResource.Type.TOPIC, spec.name)].result(timeout=timeout)
+            for key, want in spec.config.items():
                 got = actual[key].value if key in actual else None
                 if got != want:
                     problems.append(f"{spec.name}: {key}={got} (wanted {want})")
-            results.append((spec.name, "exists"))
+        results.append((spec.name, "exists"))
     if problems:
         raise PulseError("existing topics differ from the requested settings: " + "; ".join(problems)
                          + " (delete and re-create them, or pass matching --partitions/--retention-hours)")

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from elasticsearch import Elasticsearch
@@ -182,6 +183,60 @@ def test_a_live_stream_flushes_on_the_interval_and_a_backlog_at_its_end(bootstra
     finally:
         agg.send_signal(signal.SIGINT)
         agg.wait(timeout=60)
+
+
+def test_a_backlog_is_published_at_its_end_after_flushes_on_the_way(bootstrap, pipeline, tmp_path: Path) -> None:
+    """Flushes while a backlog is read (here one per full batch) must not make its end wait for the interval: the
+    engine once forgot it was behind at each flush, so a backlog whose last full batch met a flush waited a whole
+    interval for its final commit."""
+    topic, group = pipeline
+    generate(topic, tmp_path / "l.gz", 20_500, "--rate", "0", seed=9)  # 20 full batches of 1,000 and a partial
+    _engine, stop, runner = _start_engine(bootstrap, topic, group, batch_size=1_000, flush_records=1_000,
+                                          flush_interval_s=60, backlog_flush_interval_s=60)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not _committed_to_end(bootstrap, topic, group):
+            time.sleep(0.5)
+        assert _committed_to_end(bootstrap, topic, group), "the end of the backlog waited for the 60 s interval"
+    finally:
+        stop.set()
+        runner.join(timeout=60)
+    assert not runner.is_alive()
+    assert_exact(bootstrap, group, [read_ledger(tmp_path / "l.gz")])
+
+
+def test_a_backlog_is_flushed_on_the_backlog_interval(bootstrap, pipeline, tmp_path: Path) -> None:
+    """While reading a backlog (full batches) the engine flushes on the backlog interval, not the live one, and
+    still publishes the backlog as soon as it is read to its end."""
+    topic, group = pipeline
+    generate(topic, tmp_path / "l.gz", 50_500, "--rate", "0", seed=10)
+    engine, stop, runner = _start_engine(bootstrap, topic, group, batch_size=250, flush_interval_s=0.05,
+                                         backlog_flush_interval_s=60)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not _committed_to_end(bootstrap, topic, group):
+            time.sleep(0.2)
+        assert _committed_to_end(bootstrap, topic, group)
+        assert engine.stats.flushes <= 2, engine.stats  # the caught-up flush (+ one after it); 0.05 s gives ~20
+    finally:
+        stop.set()
+        runner.join(timeout=60)
+    assert_exact(bootstrap, group, [read_ledger(tmp_path / "l.gz")])
+
+
+def _start_engine(bootstrap: str, topic: str, group: str, **cfg: Any) -> tuple[Any, Any, Any]:
+    """An engine in this process (to set what the command line does not expose), running on a thread."""
+    import threading
+
+    from pulse.aggregate.engine import Engine, EngineConfig
+    from pulse.topics import aggregator_topics, ensure_topics, input_topics
+
+    ensure_topics(bootstrap, input_topics(topic, 6, 168)[1:] + aggregator_topics(group, 6), compare_config=False)
+    engine = Engine(EngineConfig(bootstrap=bootstrap, topic=topic, group=group, instance="t", **cfg))
+    stop = threading.Event()
+    runner = threading.Thread(target=engine.run, args=(stop,), daemon=True)
+    runner.start()
+    return engine, stop, runner
 
 
 def _committed_to_end(bootstrap: str, topic: str, group: str) -> bool:

@@ -18,12 +18,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pulse.aggregate._core import Partition, process_batch
+from pulse.aggregate._core import Partition, process_batch, settle
 from pulse.errors import PulseError
 from pulse.events.schema import Event
 from pulse.events.validate import Rejection, validate
 
-__all__ = ["Partition", "StateConfig", "decide", "new_partition", "remember_recent", "route", "route_batch"]
+__all__ = ["Partition", "StateConfig", "decide", "new_partition", "remember_recent", "route", "route_batch", "settle",
+           "verdict"]
 
 
 @dataclass(frozen=True)
@@ -46,15 +47,23 @@ def new_partition(partition: int, cfg: StateConfig) -> Partition:
                      cfg.compact_after)
 
 
+def verdict(value: bytes | None, record_ts: int) -> tuple:
+    """The contract's validator on a record the fast path left open: ``(reason, detail)`` to dead-letter it, or
+    the accepted event's fields, as :meth:`Partition.accept` takes them."""
+    result = validate(value or b"", record_ts)
+    if isinstance(result, Rejection):
+        return result.reason.value, result.detail
+    return (result.event_id, result.event_type, result.ts, result.user_id, result.session_id, result.item_id,
+            result.category, result.amount, result.status)
+
+
 def decide(st: Partition, offset: int, key: bytes | None, value: bytes | None, record_ts: int) -> None:
     """A record the fast path left to the contract's validator: dead-letter it or route it as valid."""
-    raw = value or b""
-    result = validate(raw, record_ts)
-    if isinstance(result, Rejection):
-        st.reject(offset, key, raw, result.reason.value, result.detail)
+    fields = verdict(value, record_ts)
+    if len(fields) == 2:
+        st.reject(offset, key, value or b"", *fields)
     else:
-        st.accept(offset, key, raw, result.event_id, result.event_type, result.ts, result.user_id, result.session_id,
-                  result.item_id, result.category, result.amount, result.status)
+        st.accept(offset, key, value or b"", *fields)
 
 
 def route(st: Partition, offset: int, key: bytes | None, value: bytes | None, record_ts: int) -> None:
@@ -63,19 +72,20 @@ def route(st: Partition, offset: int, key: bytes | None, value: bytes | None, re
         decide(st, offset, key, value, record_ts)
 
 
-def route_batch(states: dict[int, Partition], batch: list[Any]) -> None:
+def route_batch(states: dict[int, Partition], batch: list[Any], wait: bool = True) -> None:
     """Route a consumed batch of confluent-kafka messages; records of unowned partitions or already inside the
-    restored state are skipped."""
-    i = process_batch(states, batch, 0)
+    restored state are skipped. The routing runs on a native thread without the GIL (``native/src/batch.rs``):
+    with ``wait=False`` it goes on while the caller consumes the next batch, and the caller must call
+    :func:`settle` before it touches any partition (their methods raise until then)."""
+    i = process_batch(states, batch, 0, verdict)
     while i >= 0:
-        msg = batch[i]
-        err = msg.error()
-        if err is not None:
-            if err.fatal():
-                raise PulseError(f"Kafka consumer error: {err.str()}")
-        elif (st := states.get(msg.partition())) is not None and msg.offset() >= st.next_offset:
-            decide(st, msg.offset(), msg.key(), msg.value(), msg.timestamp()[1])
-        i = process_batch(states, batch, i + 1)
+        err = batch[i].error()
+        if err.fatal():
+            settle()
+            raise PulseError(f"Kafka consumer error: {err.str()}")
+        i = process_batch(states, batch, i + 1, verdict)
+    if wait:
+        settle()
 
 
 def remember_recent(st: Partition, records: Iterable[tuple[bytes | None, int]], horizon: int) -> None:

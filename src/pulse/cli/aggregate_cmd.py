@@ -63,6 +63,10 @@ def _sizes(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[in
               help="How long an event_id is remembered for de-duplication [default: the grace period].")
 @click.option("--flush-interval", envvar="PULSE_FLUSH_INTERVAL", default=1.0, show_default=True,
               type=click.FloatRange(0.05, 60), help="Seconds between flushes (transactions).")
+@click.option("--backlog-flush-interval", envvar="PULSE_BACKLOG_FLUSH_INTERVAL", default=5.0, show_default=True,
+              type=click.FloatRange(0.05, 600),
+              help="Seconds between flushes while reading a backlog (full batches); a backlog is published at once "
+                   "when read to its end.")
 @click.option("--detail-interval", envvar="PULSE_DETAIL_INTERVAL", default=5.0, show_default=True,
               type=click.FloatRange(0.05, 600),
               help="Seconds between publishing item shards and user documents (coalesced; summaries go every "
@@ -86,8 +90,8 @@ def _sizes(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[in
               help="Stop once no input has arrived for this many seconds (batch jobs, tests).")
 @click.pass_obj
 def aggregate(settings: Settings, topic: str, group: str, windows: tuple[int, ...], grace: int,
-              dedup_horizon: str | None, flush_interval: float, detail_interval: float, user_interval: float,
-              user_batch: int, compact_after: int, idle_timeout: float,
+              dedup_horizon: str | None, flush_interval: float, backlog_flush_interval: float, detail_interval: float,
+              user_interval: float, user_batch: int, compact_after: int, idle_timeout: float,
               instance: str | None, max_seconds: float | None, exit_when_idle: float | None) -> None:
     """Consume interactions and maintain exactly-once windowed metrics and user/item state.
 
@@ -101,15 +105,20 @@ def aggregate(settings: Settings, topic: str, group: str, windows: tuple[int, ..
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     partitions = partition_count(settings.bootstrap, topic)
-    # side topics must be partitioned like the input; their retention is the operator's business
-    ensure_topics(settings.bootstrap, input_topics(topic, partitions, 168)[1:] + aggregator_topics(group, partitions),
-                  compare_config=False)
+
+    def side_topics() -> None:
+        """Side topics are partitioned like the input; their retention is the operator's business. Created while
+        the consumer joins its group (about 0.1 s of start-up)."""
+        ensure_topics(settings.bootstrap, input_topics(topic, partitions, 168)[1:]
+                      + aggregator_topics(group, partitions), compare_config=False)
+
     lock = None
     if instance is None:
         instance, lock = claim_instance_slot(settings.home, group)
     cfg = EngineConfig(bootstrap=settings.bootstrap, topic=topic, group=group, instance=instance, state=state_cfg,
-                       flush_interval_s=flush_interval, detail_interval_s=detail_interval,
-                       user_interval_s=user_interval, user_batch=user_batch, idle_timeout_s=idle_timeout)
+                       flush_interval_s=flush_interval, backlog_flush_interval_s=backlog_flush_interval,
+                       detail_interval_s=detail_interval, user_interval_s=user_interval, user_batch=user_batch,
+                       idle_timeout_s=idle_timeout)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -133,7 +142,7 @@ def aggregate(settings: Settings, topic: str, group: str, windows: tuple[int, ..
     # cycles far less often than CPython's default of every 700 allocations.
     gc.freeze()
     gc.set_threshold(200_000, 20, 100)
-    stats = Engine(cfg, on_flush=progress).run(stop, exit_when_idle)
+    stats = Engine(cfg, on_flush=progress, prepare=side_topics).run(stop, exit_when_idle)
     click.echo(f"aggregate: stopped after {stats.consumed:,} records, {stats.flushes} flushes, {stats.docs:,} docs",
                err=True)
     if lock:

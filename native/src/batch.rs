@@ -1,0 +1,364 @@
+//! Routing consumed batches on a background thread, without the GIL, while Python consumes the next one.
+//!
+//! `process_batch` reads the messages (partition, offset, timestamp, value) with the GIL and hands the rest to
+//! a routing thread: (1) parse and fast-validate every value, in parallel chunks (stateless); (2) let the
+//! contract's Python validator decide the few records the fast path could not (one GIL acquisition per batch);
+//! (3) route each partition's records in offset order into its own state, one thread per group of partitions.
+//! `settle` waits for that thread and adds the side outputs (dead letters, late events). Until then the
+//! partitions of the batch belong to the routing thread: every `Partition` method refuses to run (`ready`), so
+//! Python must settle before it reads or flushes state. Partitions share nothing, so this makes the same
+//! decisions as routing record by record, in the same order per partition.
+
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::thread::JoinHandle;
+
+use crate::event::{fast_validate, Event};
+use crate::state::{Outcome, State};
+use crate::{Partition, Side};
+
+/// Below this many records per thread, spawning threads costs more than it saves (a live stream's batches).
+const PER_THREAD_MIN: usize = 1_000;
+
+fn threads() -> usize {
+    static N: OnceLock<usize> = OnceLock::new();
+    *N.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(8))
+}
+
+/// What a record is, once validated.
+enum Verdict<'a> {
+    Valid(Event<'a>),
+    Invalid { reason: String, detail: String },
+}
+
+/// A record of an owned partition, as phase 1 read it.
+struct Rec<'a> {
+    slot: usize,
+    offset: i64,
+    ts: i64,
+    raw: Option<&'a [u8]>, // None: not bytes (a tombstone), so the Python validator decides
+}
+
+/// A side output of phase 4: (record index, reason, detail).
+type Routed = Vec<(usize, Option<String>, String)>;
+
+/// Phase 2: fast-validate every record, in parallel chunks when the batch is large.
+fn parse_all<'a>(recs: &[Rec<'a>]) -> Vec<Option<Event<'a>>> {
+    let parse = |chunk: &[Rec<'a>]| -> Vec<Option<Event<'a>>> {
+        chunk.iter().map(|r| r.raw.and_then(|raw| fast_validate(raw, r.ts))).collect()
+    };
+    let n = threads().min(recs.len() / PER_THREAD_MIN).max(1);
+    if n == 1 {
+        return parse(recs);
+    }
+    let size = recs.len().div_ceil(n);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = recs.chunks(size).map(|chunk| s.spawn(move || parse(chunk))).collect();
+        parts.into_iter().flat_map(|h| h.join().expect("parser thread panicked")).collect()
+    })
+}
+
+/// Route one partition's records (`indices`, in batch order) into its state. Returns its side outputs:
+/// `(index, None, detail)` for a late event, `(index, Some(reason), detail)` for a dead letter.
+fn route_partition(st: &mut State, recs: &[Rec<'_>], verdicts: &[Verdict<'_>], indices: &[usize]) -> Routed {
+    let mut out = Vec::new();
+    for &i in indices {
+        let r = &recs[i];
+        if r.offset < st.next_offset {
+            continue; // already inside the state
+        }
+        match &verdicts[i] {
+            Verdict::Valid(e) => {
+                st.begin(r.offset);
+                if let Outcome::Late(detail) = st.accept(e) {
+                    out.push((i, None, detail));
+                }
+            }
+            Verdict::Invalid { reason, detail } => {
+                st.rejected(r.offset);
+                out.push((i, Some(reason.clone()), detail.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Phase 4: each thread takes whole partitions, balanced by record count.
+fn route_all(
+    states: Vec<&mut State>,
+    groups: &[Vec<usize>],
+    recs: &[Rec<'_>],
+    verdicts: &[Verdict<'_>],
+) -> Vec<Routed> {
+    let busy = groups.iter().filter(|g| !g.is_empty()).count();
+    let n = threads().min(busy).min(recs.len() / PER_THREAD_MIN).max(1);
+    if n == 1 {
+        return states.into_iter().zip(groups).map(|(st, g)| route_partition(st, recs, verdicts, g)).collect();
+    }
+    let mut order: Vec<usize> = (0..groups.len()).collect();
+    order.sort_by_key(|&slot| std::cmp::Reverse(groups[slot].len()));
+    let mut lanes: Vec<(usize, Vec<(usize, &mut State)>)> = (0..n).map(|_| (0, Vec::new())).collect();
+    let mut states: Vec<Option<&mut State>> = states.into_iter().map(Some).collect();
+    for slot in order {
+        let lane = lanes.iter_mut().min_by_key(|l| l.0).expect("at least one lane");
+        lane.0 += groups[slot].len();
+        lane.1.push((slot, states[slot].take().expect("each partition once")));
+    }
+    let mut routed: Vec<Routed> = (0..groups.len()).map(|_| Vec::new()).collect();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = lanes
+            .into_iter()
+            .map(|(_, work)| {
+                s.spawn(move || {
+                    work.into_iter()
+                        .map(|(slot, st)| (slot, route_partition(st, recs, verdicts, &groups[slot])))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            for (slot, out) in h.join().expect("router thread panicked") {
+                routed[slot] = out;
+            }
+        }
+    });
+    routed
+}
+
+/// Phase 3: the contract's validator decides a record the fast path left open; `verdict(value, record_ts)`
+/// returns `(reason, detail)` for a rejection or the accepted event's fields.
+fn decide(verdict: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>, ts: i64) -> PyResult<Verdict<'static>> {
+    let out = verdict.call1((value, ts))?;
+    let t = out.downcast::<PyTuple>()?;
+    if t.len() == 2 {
+        let (reason, detail): (String, String) = t.extract()?;
+        return Ok(Verdict::Invalid { reason, detail });
+    }
+    #[allow(clippy::type_complexity)]
+    let (event_id, event_type, ts, user_id, session_id, item_id, category, amount, status): (
+        String,
+        String,
+        i64,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<f64>,
+        String,
+    ) = t.extract()?;
+    Ok(Verdict::Valid(Event {
+        event_id: Cow::Owned(event_id),
+        event_type: Cow::Owned(event_type),
+        ts,
+        user_id: Cow::Owned(user_id),
+        session_id: Cow::Owned(session_id),
+        item_id: item_id.map(Cow::Owned),
+        category: category.map(Cow::Owned),
+        amount,
+        status: Cow::Owned(status),
+    }))
+}
+
+/// A `*mut State` the routing thread may use: its `Partition` is kept alive by the job and refuses every call
+/// (see `ready`) until the job is settled.
+struct StatePtr(*mut State);
+unsafe impl Send for StatePtr {}
+
+/// A value's bytes, kept alive by the job's reference to the value.
+struct Raw(*const u8, usize);
+unsafe impl Send for Raw {}
+
+/// What the routing thread hands back: each owned partition's side outputs, or the validator's exception.
+type JobOut = PyResult<Vec<Routed>>;
+
+/// A batch being routed.
+struct Job {
+    handle: JoinHandle<(JobOut, Vec<Py<PyAny>>)>,
+    parts: Vec<Py<Partition>>, // owned partitions in the batch, by slot
+    msgs: Vec<Py<PyAny>>,
+    offsets: Vec<i64>,
+}
+
+static INFLIGHT: Mutex<Option<Job>> = Mutex::new(None);
+static ROUTING: AtomicBool = AtomicBool::new(false);
+
+/// Err while a batch is being routed: its partitions' state is the routing thread's until `settle`.
+pub(crate) fn ready() -> PyResult<()> {
+    if ROUTING.load(Ordering::Acquire) {
+        return Err(PyRuntimeError::new_err("a batch is still being routed: call settle() before using partitions"));
+    }
+    Ok(())
+}
+
+/// Phases 1-3 on the routing thread.
+fn route_job(
+    raws: Vec<Option<Raw>>,
+    meta: Vec<(usize, i64, i64)>,
+    values: &[Py<PyAny>],
+    states: Vec<StatePtr>,
+    verdict: Py<PyAny>,
+) -> JobOut {
+    let recs: Vec<Rec<'_>> = meta
+        .iter()
+        .zip(raws)
+        .map(|(&(slot, offset, ts), raw)| Rec {
+            slot,
+            offset,
+            ts,
+            // SAFETY: `values` holds a reference to every value, so its bytes live and do not move
+            raw: raw.map(|Raw(ptr, len)| unsafe { std::slice::from_raw_parts(ptr, len) }),
+        })
+        .collect();
+    let parsed = parse_all(&recs);
+    let open: Vec<usize> = parsed.iter().enumerate().filter(|(_, e)| e.is_none()).map(|(i, _)| i).collect();
+    let mut decided = Vec::with_capacity(open.len());
+    if !open.is_empty() {
+        Python::with_gil(|py| -> PyResult<()> {
+            let verdict = verdict.bind(py);
+            for &i in &open {
+                decided.push(decide(verdict, values[i].bind(py), recs[i].ts)?);
+            }
+            Ok(())
+        })?;
+    }
+    let mut decided = decided.into_iter();
+    let verdicts: Vec<Verdict<'_>> = parsed
+        .into_iter()
+        .map(|e| match e {
+            Some(e) => Verdict::Valid(e),
+            None => decided.next().expect("one verdict per open record"),
+        })
+        .collect();
+    let mut groups: Vec<Vec<usize>> = vec![Vec::new(); states.len()];
+    for (i, r) in recs.iter().enumerate() {
+        groups[r.slot].push(i);
+    }
+    // SAFETY: each pointer is a distinct partition's state, untouched by Python until this job is settled
+    let states: Vec<&mut State> = states.into_iter().map(|p| unsafe { &mut *p.0 }).collect();
+    Ok(route_all(states, &groups, &recs, &verdicts))
+}
+
+/// Wait for the batch being routed, if any, and add its side outputs (in offset order per partition).
+#[pyfunction]
+pub fn settle(py: Python<'_>) -> PyResult<()> {
+    let Some(job) = INFLIGHT.lock().expect("job lock").take() else { return Ok(()) };
+    let joined = py.allow_threads(|| job.handle.join());
+    ROUTING.store(false, Ordering::Release);
+    let (out, values) = joined.map_err(|_| PyRuntimeError::new_err("the routing thread panicked"))?;
+    for (slot, routed) in out?.into_iter().enumerate() {
+        let mut part = job.parts[slot].bind(py).borrow_mut();
+        for (i, reason, detail) in routed {
+            let key = job.msgs[i].bind(py).call_method0(intern!(py, "key"))?.unbind();
+            let offset = job.offsets[i];
+            match reason {
+                None => {
+                    part.late.push(Side { offset, key, value: values[i].clone_ref(py), reason: "late".into(), detail })
+                }
+                Some(reason) => {
+                    let value = if values[i].is_none(py) {
+                        PyBytes::new(py, b"").into_any().unbind()
+                    } else {
+                        values[i].clone_ref(py)
+                    };
+                    part.dead.push(Side { offset, key, value, reason, detail });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Start routing a consumed batch (confluent-kafka messages) into `states` (partition → Partition), from
+/// `start`, on the routing thread (after settling the previous batch). Records of unowned partitions, or
+/// already inside the state, are skipped. `verdict(value, record_ts)` is the contract's validator for the
+/// records the fast path leaves open. Returns -1, or the index of the first message carrying an error
+/// (everything before it is being routed): Python handles it and calls again from the next index.
+#[pyfunction]
+pub fn process_batch(
+    py: Python<'_>,
+    states: &Bound<'_, PyDict>,
+    batch: &Bound<'_, PyList>,
+    start: usize,
+    verdict: &Bound<'_, PyAny>,
+) -> PyResult<isize> {
+    settle(py)?;
+    let mut slots: Vec<(i64, Option<Bound<'_, Partition>>, i64)> = Vec::new(); // (partition, state, next offset)
+    let mut msgs = Vec::new();
+    let mut values = Vec::new();
+    let mut raws = Vec::new();
+    let mut meta = Vec::new(); // (slot, offset, ts)
+    let mut stop = -1isize;
+    for i in start..batch.len() {
+        let msg = batch.get_item(i)?;
+        if !msg.call_method0(intern!(py, "error"))?.is_none() {
+            stop = i as isize;
+            break;
+        }
+        let p: i64 = msg.call_method0(intern!(py, "partition"))?.extract()?;
+        let slot = match slots.iter().position(|s| s.0 == p) {
+            Some(slot) => slot,
+            None => {
+                let part = match states.get_item(p)? {
+                    Some(obj) => Some(obj.downcast_into::<Partition>()?),
+                    None => None,
+                };
+                let next = part.as_ref().map_or(0, |b| b.borrow().st.next_offset);
+                slots.push((p, part, next));
+                slots.len() - 1
+            }
+        };
+        if slots[slot].1.is_none() {
+            continue;
+        }
+        let offset: i64 = msg.call_method0(intern!(py, "offset"))?.extract()?;
+        if offset < slots[slot].2 {
+            continue; // already inside the state
+        }
+        let ts: i64 = msg.call_method0(intern!(py, "timestamp"))?.downcast::<PyTuple>()?.get_item(1)?.extract()?;
+        let value = msg.call_method0(intern!(py, "value"))?;
+        raws.push(value.downcast::<PyBytes>().ok().map(|b| Raw(b.as_bytes().as_ptr(), b.as_bytes().len())));
+        values.push(value.unbind());
+        msgs.push(msg.unbind());
+        meta.push((slot, offset, ts));
+    }
+    if msgs.is_empty() {
+        return Ok(stop);
+    }
+    // renumber to the owned partitions only
+    let mut renumber = vec![usize::MAX; slots.len()];
+    let mut parts = Vec::new();
+    let mut ptrs = Vec::new();
+    for (slot, (_, part, _)) in slots.iter().enumerate() {
+        if let Some(part) = part {
+            renumber[slot] = parts.len();
+            // the borrow checks that Python is not using the partition; the pointer outlives it (see `Job`)
+            ptrs.push(StatePtr(&mut part.borrow_mut().st as *mut State));
+            parts.push(part.clone().unbind());
+        }
+    }
+    for m in meta.iter_mut() {
+        m.0 = renumber[m.0];
+    }
+    let offsets = meta.iter().map(|m| m.1).collect();
+    let verdict = verdict.clone().unbind();
+    let values_for_job: Vec<Py<PyAny>> = values.iter().map(|v| v.clone_ref(py)).collect();
+    ROUTING.store(true, Ordering::Release);
+    let handle = std::thread::Builder::new()
+        .name("pulse-route".into())
+        .spawn(move || {
+            let out = route_job(raws, meta, &values_for_job, ptrs, verdict);
+            (out, values_for_job)
+        })
+        .map_err(|e| {
+            ROUTING.store(false, Ordering::Release);
+            PyRuntimeError::new_err(format!("cannot start the routing thread: {e}"))
+        })?;
+    drop(values);
+    *INFLIGHT.lock().expect("job lock") = Some(Job { handle, parts, msgs, offsets });
+    Ok(stop)
+}
