@@ -30,6 +30,31 @@ fn threads() -> usize {
     *N.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(8))
 }
 
+/// `work(item, arg)` for every item, spread over the cores (items are whole partitions: their work is
+/// independent); results in item order.
+pub(crate) fn each_in_parallel<T: Send, A: Sync, R: Send>(
+    items: &mut [T],
+    args: &[A],
+    work: impl Fn(&mut T, &A) -> R + Sync,
+) -> Vec<R> {
+    let n = threads().min(items.len()).max(1);
+    if n == 1 {
+        return items.iter_mut().zip(args).map(|(item, arg)| work(item, arg)).collect();
+    }
+    let size = items.len().div_ceil(n);
+    let work = &work;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks_mut(size)
+            .zip(args.chunks(size))
+            .map(|(chunk, args)| {
+                s.spawn(move || chunk.iter_mut().zip(args).map(|(item, arg)| work(item, arg)).collect::<Vec<R>>())
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("flush thread panicked")).collect()
+    })
+}
+
 /// What a record is, once validated.
 enum Verdict<'a> {
     Valid(Event<'a>),

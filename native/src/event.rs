@@ -165,6 +165,9 @@ impl<'a> Cursor<'a> {
         self.i = i;
         Some(&self.s[start..i])
     }
+    fn text(&mut self) -> Option<Cow<'a, str>> {
+        self.string().map(Cow::Borrowed)
+    }
     fn int(&mut self) -> Option<i64> {
         self.number(true)?.parse().ok()
     }
@@ -172,6 +175,25 @@ impl<'a> Cursor<'a> {
         self.number(false)?.parse().ok() // correctly rounded, as Python's float()
     }
 }
+
+/// The contract's fields, in the order of `scan`'s bits (the first five are required).
+const FIELDS: [&str; 15] = [
+    "event_id",
+    "event_type",
+    "ts",
+    "user_id",
+    "session_id",
+    "item_id",
+    "category",
+    "price",
+    "quantity",
+    "amount",
+    "currency",
+    "status",
+    "device",
+    "country",
+    "schema_version",
+];
 
 /// The fast parse of the shape producers write: one flat object of the contract's fields, with plain strings
 /// and numbers. None for anything else (escapes, null, nesting, duplicated or unknown fields), which serde then
@@ -200,73 +222,28 @@ fn scan(text: &str) -> Option<Raw<'_>> {
     loop {
         let key = c.string()?;
         c.eat(b':')?;
-        let bit = match key {
-            "event_id" => {
-                r.event_id = Cow::Borrowed(c.string()?);
-                0
-            }
-            "event_type" => {
-                r.event_type = Cow::Borrowed(c.string()?);
-                1
-            }
-            "ts" => {
-                r.ts = c.int()?;
-                2
-            }
-            "user_id" => {
-                r.user_id = Cow::Borrowed(c.string()?);
-                3
-            }
-            "session_id" => {
-                r.session_id = Cow::Borrowed(c.string()?);
-                4
-            }
-            "item_id" => {
-                r.item_id = Some(Cow::Borrowed(c.string()?));
-                5
-            }
-            "category" => {
-                r.category = Some(Cow::Borrowed(c.string()?));
-                6
-            }
-            "price" => {
-                r.price = Some(c.float()?);
-                7
-            }
-            "quantity" => {
-                r.quantity = c.int()?;
-                8
-            }
-            "amount" => {
-                r.amount = Some(c.float()?);
-                9
-            }
-            "currency" => {
-                r.currency = Cow::Borrowed(c.string()?);
-                10
-            }
-            "status" => {
-                r.status = Cow::Borrowed(c.string()?);
-                11
-            }
-            "device" => {
-                r.device = Cow::Borrowed(c.string()?);
-                12
-            }
-            "country" => {
-                r.country = Cow::Borrowed(c.string()?);
-                13
-            }
-            "schema_version" => {
-                r.schema_version = c.int()?;
-                14
-            }
-            _ => return None,
-        };
+        let bit = FIELDS.iter().position(|&f| f == key)?; // an unknown field: serde decides
         if seen & (1 << bit) != 0 {
             return None;
         }
         seen |= 1 << bit;
+        match bit {
+            0 => r.event_id = c.text()?,
+            1 => r.event_type = c.text()?,
+            2 => r.ts = c.int()?,
+            3 => r.user_id = c.text()?,
+            4 => r.session_id = c.text()?,
+            5 => r.item_id = Some(c.text()?),
+            6 => r.category = Some(c.text()?),
+            7 => r.price = Some(c.float()?),
+            8 => r.quantity = c.int()?,
+            9 => r.amount = Some(c.float()?),
+            10 => r.currency = c.text()?,
+            11 => r.status = c.text()?,
+            12 => r.device = c.text()?,
+            13 => r.country = c.text()?,
+            _ => r.schema_version = c.int()?,
+        }
         if c.eat(b',').is_none() {
             break;
         }

@@ -49,6 +49,15 @@ impl Side {
     }
 }
 
+/// A flush's output for Python: (changelog records, documents, dead letters, late events).
+type Flushed<'py> = (Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>);
+
+/// A flush's changelog records and documents, before they become Python objects.
+struct Rendered {
+    records: Vec<changelog::Record>,
+    docs: Vec<docs::Doc>,
+}
+
 /// One input partition's aggregation state (see `pulse.aggregate.state` for the Python side of the protocol).
 #[pyclass(unsendable, module = "pulse.aggregate._core")]
 pub struct Partition {
@@ -72,6 +81,47 @@ impl Partition {
             self.late.push(Side { offset, key: key()?, value, reason: "late".into(), detail });
         }
         Ok(())
+    }
+
+    /// The Rust half of a flush (no Python objects, so it can run off the GIL): None when nothing changed.
+    fn render(&mut self, details: bool, users: bool, flushed_at: i64) -> Option<Rendered> {
+        let st = &mut self.st;
+        st.expire();
+        let finals = st.final_windows();
+        let mut records = changelog::changed_records(st, &finals, users);
+        let busy = st.meta_dirty || !finals.is_empty() || records.len() > 1 || (details && st.has_unpublished());
+        let docs = if busy { docs::changed_docs(st, &finals, flushed_at, details, users) } else { Vec::new() };
+        if !docs.is_empty() {
+            records.extend(changelog::published_markers(details, users));
+        }
+        self.finals = finals;
+        let quiet = docs.is_empty() && records.len() <= 1 && !st.meta_dirty;
+        if quiet && self.dead.is_empty() && self.late.is_empty() {
+            return None;
+        }
+        Some(Rendered { records, docs })
+    }
+
+    /// The Python half of a flush: the rendered output plus the side outputs, as `flush` returns them.
+    fn output<'py>(&mut self, py: Python<'py>, rendered: Option<Rendered>) -> PyResult<Option<Flushed<'py>>> {
+        let Some(Rendered { records, docs }) = rendered else { return Ok(None) };
+        let recs = PyList::empty(py);
+        for (k, v) in records {
+            recs.append((PyBytes::new(py, &k), v.map(|v| PyBytes::new(py, &v))))?;
+        }
+        let documents = PyList::empty(py);
+        for (id, kind, json) in docs {
+            documents.append((id, kind, PyBytes::new(py, &json)))?;
+        }
+        let dead = PyList::empty(py);
+        for side in self.dead.drain(..) {
+            dead.append(side.into_py_tuple(py)?)?;
+        }
+        let late = PyList::empty(py);
+        for side in self.late.drain(..) {
+            late.append(side.into_py_tuple(py)?)?;
+        }
+        Ok(Some((recs, documents, dead, late)))
     }
 
     /// The fast path: route `value` if it is certainly valid; false (nothing changed) when Python must decide.
@@ -231,45 +281,16 @@ impl Partition {
     /// One flush's output, or None when nothing changed: (changelog records, documents (id, kind, JSON),
     /// dead letters, late events), side outputs as (offset, key, value, reason, detail). `details`: publish item
     /// shards; `users`: publish user documents. Call `committed` once they are written.
-    #[allow(clippy::type_complexity)]
     fn flush<'py>(
         &mut self,
         py: Python<'py>,
         details: bool,
         users: bool,
         flushed_at: i64,
-    ) -> PyResult<Option<(Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>)>> {
+    ) -> PyResult<Option<Flushed<'py>>> {
         batch::ready()?;
-        let st = &mut self.st;
-        st.expire();
-        let finals = st.final_windows();
-        let mut records = changelog::changed_records(st, &finals, users);
-        let busy = st.meta_dirty || !finals.is_empty() || records.len() > 1 || (details && st.has_unpublished());
-        let out = if busy { docs::changed_docs(st, &finals, flushed_at, details, users) } else { Vec::new() };
-        if !out.is_empty() {
-            records.extend(changelog::published_markers(details, users));
-        }
-        self.finals = finals;
-        if out.is_empty() && records.len() <= 1 && !st.meta_dirty && self.dead.is_empty() && self.late.is_empty() {
-            return Ok(None);
-        }
-        let recs = PyList::empty(py);
-        for (k, v) in records {
-            recs.append((PyBytes::new(py, &k), v.map(|v| PyBytes::new(py, &v))))?;
-        }
-        let documents = PyList::empty(py);
-        for (id, kind, json) in out {
-            documents.append((id, kind, PyBytes::new(py, &json)))?;
-        }
-        let dead = PyList::empty(py);
-        for side in self.dead.drain(..) {
-            dead.append(side.into_py_tuple(py)?)?;
-        }
-        let late = PyList::empty(py);
-        for side in self.late.drain(..) {
-            late.append(side.into_py_tuple(py)?)?;
-        }
-        Ok(Some((recs, documents, dead, late)))
+        let rendered = self.render(details, users, flushed_at);
+        self.output(py, rendered)
     }
 
     /// After the flush's transaction committed: evict final windows and clear what was written.
@@ -285,6 +306,29 @@ impl Partition {
         batch::ready()?;
         changelog::restore(&mut self.st, records).map_err(PyValueError::new_err)
     }
+}
+
+/// Flush several partitions at once: their documents are rendered in parallel without the GIL (a flush after a
+/// backlog renders megabytes of JSON), then converted in order. `users[i]` is partition i's `users` flag; the
+/// result lines up with `partitions` (None: nothing changed), as `Partition.flush` returns for each.
+#[pyfunction]
+fn flush_all<'py>(
+    py: Python<'py>,
+    partitions: Vec<Bound<'py, Partition>>,
+    details: bool,
+    users: Vec<bool>,
+    flushed_at: i64,
+) -> PyResult<Vec<Option<Flushed<'py>>>> {
+    batch::ready()?;
+    if users.len() != partitions.len() {
+        return Err(PyValueError::new_err("one users flag per partition"));
+    }
+    let mut refs: Vec<PyRefMut<'py, Partition>> = partitions.iter().map(|p| p.borrow_mut()).collect();
+    let mut parts: Vec<&mut Partition> = refs.iter_mut().map(|r| &mut **r).collect();
+    let rendered: Vec<Option<Rendered>> = py.allow_threads(|| {
+        batch::each_in_parallel(&mut parts, &users, |part, &users| part.render(details, users, flushed_at))
+    });
+    parts.into_iter().zip(rendered).map(|(part, r)| part.output(py, r)).collect()
 }
 
 /// A window size as document ids spell it: 10000 -> "10s" (the shortest exact unit).
@@ -304,6 +348,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Partition>()?;
     m.add_function(wrap_pyfunction!(batch::process_batch, m)?)?;
     m.add_function(wrap_pyfunction!(batch::settle, m)?)?;
+    m.add_function(wrap_pyfunction!(flush_all, m)?)?;
     m.add_function(wrap_pyfunction!(item_shard, m)?)?;
     m.add_function(wrap_pyfunction!(label, m)?)?;
     m.add("ITEM_SHARDS", state::ITEM_SHARDS)?;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
@@ -47,6 +48,18 @@ def require_broker(bootstrap: str) -> None:
     _REACHED.add(bootstrap)
 
 
+def _await_leaders(admin: AdminClient, names: list[str], timeout: float) -> None:
+    """Wait until every partition of the just-created topics has a leader: until then the broker refuses to
+    look up their offsets, which is the first thing a consumer of a new changelog does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        topics = admin.list_topics(timeout=timeout).topics
+        if all(name in topics and topics[name].error is None and topics[name].partitions
+               and all(p.leader >= 0 for p in topics[name].partitions.values()) for name in names):
+            return
+        time.sleep(0.02)
+
+
 def partition_count(bootstrap: str, topic: str) -> int:
     """Partitions of an existing topic, with a clear error if the broker or the topic is missing."""
     require_broker(bootstrap)
@@ -77,6 +90,7 @@ def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 30.0,
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):
                     raise PulseError(f"creating topic {name} failed: {exc.args[0].str()}") from None
             results.append((name, "created"))
+        _await_leaders(admin, [s.name for s in missing], timeout)
     problems: list[str] = []
     present = [s for s in specs if s.name in existing]
     resources = [ConfigResource(ConfigResource.Type.TOPIC, s.name) for s in present] if compare_config else []

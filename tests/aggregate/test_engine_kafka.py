@@ -176,10 +176,7 @@ def test_a_live_stream_flushes_on_the_interval_and_a_backlog_at_its_end(bootstra
     backlog_group = f"{group}-b"
     agg = start_aggregator(topic, backlog_group, "--flush-interval", "30", log=tmp_path / "b.log")
     try:
-        deadline = time.monotonic() + 25
-        while time.monotonic() < deadline and not _committed_to_end(bootstrap, topic, backlog_group):
-            time.sleep(0.5)
-        assert _committed_to_end(bootstrap, topic, backlog_group), "the backlog waited for the 30 s interval"
+        assert _committed_within(25, bootstrap, topic, backlog_group), "the backlog waited for the 30 s interval"
     finally:
         agg.send_signal(signal.SIGINT)
         agg.wait(timeout=60)
@@ -194,10 +191,7 @@ def test_a_backlog_is_published_at_its_end_after_flushes_on_the_way(bootstrap, p
     _engine, stop, runner = _start_engine(bootstrap, topic, group, batch_size=1_000, flush_records=1_000,
                                           flush_interval_s=60, backlog_flush_interval_s=60)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not _committed_to_end(bootstrap, topic, group):
-            time.sleep(0.5)
-        assert _committed_to_end(bootstrap, topic, group), "the end of the backlog waited for the 60 s interval"
+        assert _committed_within(30, bootstrap, topic, group), "the end of the backlog waited for the 60 s interval"
     finally:
         stop.set()
         runner.join(timeout=60)
@@ -213,10 +207,7 @@ def test_a_backlog_is_flushed_on_the_backlog_interval(bootstrap, pipeline, tmp_p
     engine, stop, runner = _start_engine(bootstrap, topic, group, batch_size=250, flush_interval_s=0.05,
                                          backlog_flush_interval_s=60)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not _committed_to_end(bootstrap, topic, group):
-            time.sleep(0.2)
-        assert _committed_to_end(bootstrap, topic, group)
+        assert _committed_within(30, bootstrap, topic, group)
         assert engine.stats.flushes <= 2, engine.stats  # the caught-up flush (+ one after it); 0.05 s gives ~20
     finally:
         stop.set()
@@ -237,6 +228,15 @@ def _start_engine(bootstrap: str, topic: str, group: str, **cfg: Any) -> tuple[A
     runner = threading.Thread(target=engine.run, args=(stop,), daemon=True)
     runner.start()
     return engine, stop, runner
+
+
+def _committed_within(seconds: float, bootstrap: str, topic: str, group: str) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if _committed_to_end(bootstrap, topic, group):
+            return True
+        time.sleep(0.2)
+    return _committed_to_end(bootstrap, topic, group)
 
 
 def _committed_to_end(bootstrap: str, topic: str, group: str) -> bool:

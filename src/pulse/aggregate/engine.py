@@ -20,7 +20,7 @@ from confluent_kafka import OFFSET_STORED, Consumer, KafkaError, KafkaException,
 from confluent_kafka.admin import AdminClient
 
 from pulse.aggregate.restore import restore_partition
-from pulse.aggregate.state import Partition, StateConfig, new_partition, route_batch, settle
+from pulse.aggregate.state import Partition, StateConfig, flush_all, new_partition, route_batch, settle
 from pulse.errors import PulseError
 from pulse.kafkaio import BULK_FETCH, end_offsets, group_caught_up, offsets_at, watermarks
 from pulse.stack.kafka import QUIET_LOG
@@ -248,9 +248,9 @@ class Engine:
         else:
             details = details or time.monotonic() - self._last_details >= self.cfg.detail_interval_s
         work = []
-        for st in self.states.values():
-            users = complete or (details and self._users_due(st))
-            flushed = st.flush(details, users, now_wall)
+        parts = list(self.states.values())
+        users_due = [complete or (details and self._users_due(st)) for st in parts]
+        for st, users, flushed in zip(parts, users_due, flush_all(parts, details, users_due, now_wall), strict=True):
             if flushed is not None:
                 st.committed(details, users)  # handed over; a failed transaction reloads the state (_settle)
                 work.append((st.partition, users, *flushed))

@@ -18,13 +18,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pulse.aggregate._core import Partition, process_batch, settle
+from pulse.aggregate._core import Partition, flush_all, process_batch, settle
 from pulse.errors import PulseError
 from pulse.events.schema import Event
 from pulse.events.validate import Rejection, validate
 
-__all__ = ["Partition", "StateConfig", "decide", "new_partition", "remember_recent", "route", "route_batch", "settle",
-           "verdict"]
+__all__ = ["Partition", "StateConfig", "decide", "flush_all", "new_partition", "remember_recent", "route",
+           "route_batch", "settle", "verdict"]
 
 
 @dataclass(frozen=True)
