@@ -11,8 +11,8 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from pulse.config import Settings
+from pulse.kafkaio import broker_reachable
 from pulse.stack.elasticsearch import cluster_status
-from pulse.stack.kafka import broker_reachable
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
-"""Reading Kafka partitions exactly: committed records in a range, offsets, and whether a group caught up."""
+"""Kafka client helpers: exact reads of partition ranges, offsets, whether a group caught up, and quiet clients."""
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,6 +18,11 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from pulse.errors import PulseError
+
+QUIET_LOG = logging.getLogger("pulse.librdkafka")
+"""Give this as a client's ``logger`` where Pulse reports errors itself (no librdkafka chatter on stderr)."""
+QUIET_LOG.addHandler(logging.NullHandler())
+QUIET_LOG.propagate = False
 
 BULK_FETCH = {"fetch.max.bytes": 64 * 1024 * 1024, "max.partition.fetch.bytes": 8 * 1024 * 1024}
 """Fetch sizes for consumers that read backlogs: librdkafka's 1 MiB per partition caps one consumer at about
@@ -118,3 +124,14 @@ def offsets_at(consumer: Consumer, topic: str, partitions: list[int], ts_ms: int
     for tp in found:
         out[tp.partition] = tp.offset if tp.offset >= 0 else watermarks(consumer, topic, tp.partition)[1]
     return out
+
+
+def broker_reachable(bootstrap: str, timeout: float = 5.0) -> bool:
+    """True if a Kafka broker answers a metadata request at ``bootstrap`` within ``timeout`` seconds."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": QUIET_LOG, "socket.connection.setup.timeout.ms":
+                         int(timeout * 1000)})
+    try:
+        meta = admin.list_topics(timeout=timeout)
+    except Exception:
+        return False
+    return bool(meta.brokers)

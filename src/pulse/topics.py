@@ -9,7 +9,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from pulse.errors import BrokerUnavailable, PulseError
-from pulse.stack.kafka import QUIET_LOG, broker_reachable
+from pulse.kafkaio import QUIET_LOG, broker_reachable
 
 DAY_MS = 86_400_000
 

@@ -22,8 +22,7 @@ from confluent_kafka.admin import AdminClient
 from pulse.aggregate.restore import restore_partition
 from pulse.aggregate.state import Partition, StateConfig, flush_all, new_partition, route_batch, settle
 from pulse.errors import PulseError
-from pulse.kafkaio import BULK_FETCH, end_offsets, group_caught_up, offsets_at, watermarks
-from pulse.stack.kafka import QUIET_LOG
+from pulse.kafkaio import BULK_FETCH, QUIET_LOG, end_offsets, group_caught_up, offsets_at, watermarks
 from pulse.topics import aggregates_topic, changelog_topic
 
 _LOG = logging.getLogger("pulse.aggregate")

@@ -25,7 +25,7 @@ from pulse import kafkaio
 from pulse.bench.contenders import naive_index
 from pulse.config import Settings
 from pulse.errors import PulseError
-from pulse.stack.kafka import QUIET_LOG
+from pulse.kafkaio import QUIET_LOG
 from pulse.stack.process import interrupt
 from pulse.topics import partition_count
 

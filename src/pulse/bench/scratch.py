@@ -14,7 +14,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from pulse.config import Settings
-from pulse.stack.kafka import QUIET_LOG
+from pulse.kafkaio import QUIET_LOG
 
 BENCH_TOPICS = ("pulse.bench.", "bench-", "repartition__bench-", "changelog__bench-")
 BENCH_INDICES = "bench-*"

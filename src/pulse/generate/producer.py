@@ -18,7 +18,7 @@ from pulse.errors import BrokerUnavailable, PulseError
 from pulse.generate.chaos import Record, Tag
 from pulse.generate.ledger import LedgerWriter
 from pulse.generate.partitioner import cached_partition
-from pulse.stack.kafka import QUIET_LOG
+from pulse.kafkaio import QUIET_LOG
 from pulse.topics import require_broker
 
 _LOG = logging.getLogger("pulse.generate")

@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import base64
-import logging
 import subprocess
 import uuid
 from importlib import resources
 from pathlib import Path
 
-from confluent_kafka.admin import AdminClient
-
 from pulse.errors import StackError
+from pulse.kafkaio import broker_reachable
 from pulse.stack import artifacts
 from pulse.stack.service import Launch, Service, base_env, java_home
-
-QUIET_LOG = logging.getLogger("pulse.librdkafka")
-"""Give this as a client's ``logger`` where Pulse reports errors itself (no librdkafka chatter on stderr)."""
-QUIET_LOG.addHandler(logging.NullHandler())
-QUIET_LOG.propagate = False
 
 
 class KafkaService(Service):
@@ -103,13 +96,4 @@ class KafkaService(Service):
         return broker_reachable(self.address, timeout=3.0)
 
 
-def broker_reachable(bootstrap: str, timeout: float = 5.0) -> bool:
-    """True if a Kafka broker answers a metadata request at ``bootstrap`` within ``timeout`` seconds."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": QUIET_LOG, "socket.connection.setup.timeout.ms":
-                         int(timeout * 1000)})
-    try:
-        meta = admin.list_topics(timeout=timeout)
-    except Exception:
-        return False
-    return bool(meta.brokers)
 

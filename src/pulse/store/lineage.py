@@ -15,7 +15,7 @@ from confluent_kafka.admin import AdminClient
 from elasticsearch import Elasticsearch, NotFoundError
 
 from pulse.errors import PulseError
-from pulse.stack.kafka import QUIET_LOG
+from pulse.kafkaio import QUIET_LOG
 from pulse.store.indices import DEFAULT_PREFIX, meta_index
 
 

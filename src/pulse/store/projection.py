@@ -16,8 +16,7 @@ from confluent_kafka import Consumer, Message
 from confluent_kafka.admin import AdminClient
 from elasticsearch import Elasticsearch
 
-from pulse.kafkaio import group_caught_up
-from pulse.stack.kafka import QUIET_LOG
+from pulse.kafkaio import QUIET_LOG, group_caught_up
 from pulse.store.bulk import BulkOp, BulkSink, SinkStats
 from pulse.store.heartbeat import Heartbeat
 

@@ -20,7 +20,7 @@ from elasticsearch import Elasticsearch
 from pulse.aggregate.engine import Engine, EngineConfig, EngineStats
 from pulse.aggregate.state import StateConfig
 from pulse.errors import PulseError
-from pulse.stack.kafka import QUIET_LOG
+from pulse.kafkaio import QUIET_LOG
 from pulse.store import lineage
 from pulse.store.indices import FAMILIES, alias, create_generation, current_generation, ensure_indices
 from pulse.store.writer import ElasticsearchWriter, WriterConfig, WriterStats
