@@ -196,6 +196,7 @@ pub struct State {
     pub dirty_sessions: Vec<String>,
     pub gone_sessions: Vec<String>,
     pub seen: FxHashMap<String, i64>,
+    pub seen_cap: usize,
     pub meta_dirty: bool,
     pub processed: u64,
     // the entity log (users and sessions): snapshot chunks plus delta records since
@@ -207,6 +208,8 @@ pub struct State {
 }
 
 pub const NEVER: i64 = -(1 << 62);
+/// Below this many remembered event ids, pruning them is not worth a pass over the map.
+const SEEN_MIN: usize = 4096;
 /// `User::first` of an interned id without user state (seen only in a window's user set so far).
 pub const ABSENT: i64 = i64::MIN;
 
@@ -233,6 +236,7 @@ impl State {
             dirty_sessions: Vec::new(),
             gone_sessions: Vec::new(),
             seen: FxHashMap::default(),
+            seen_cap: SEEN_MIN,
             meta_dirty: false,
             processed: 0,
             snap_epoch: 0,
@@ -275,7 +279,7 @@ impl State {
         if ts < wm {
             self.counters[LATE] += 1;
             if !self.seen.contains_key(e.event_id.as_ref()) {
-                self.seen.insert(e.event_id.to_string(), ts);
+                self.seen_insert(e.event_id.to_string(), ts);
             }
             return Outcome::Late(format!("ts {ts} < watermark {wm}"));
         }
@@ -289,15 +293,25 @@ impl State {
                 return Outcome::Duplicate;
             }
             Some(first) => *first = ts,
-            None => {
-                self.seen.insert(e.event_id.to_string(), ts);
-            }
+            None => self.seen_insert(e.event_id.to_string(), ts),
         }
         self.counters[ACCEPTED] += 1;
         let ok = e.status == "ok";
         let step = if ok { self.advance_session(&e.session_id, &e.event_type, ts, wm) } else { -1 };
         self.fold(e, ok, step);
         Outcome::Accepted
+    }
+
+    /// Remember an event id. Ids older than the horizon can never make a duplicate again (the watermark only
+    /// rises), so they are dropped whenever the map has doubled since it was last pruned: a backlog read between
+    /// flushes (which prune too) would otherwise keep every id it read.
+    fn seen_insert(&mut self, id: String, ts: i64) {
+        self.seen.insert(id, ts);
+        if self.seen.len() > self.seen_cap {
+            let horizon = self.watermark() - self.cfg.horizon;
+            self.seen.retain(|_, first| *first >= horizon);
+            self.seen_cap = (2 * self.seen.len()).max(SEEN_MIN);
+        }
     }
 
     /// Ordered funnel: a step counts once per session, only right after the previous step. A session idle past
@@ -433,7 +447,7 @@ impl State {
     pub fn expire(&mut self) {
         let wm = self.watermark();
         let horizon = wm - self.cfg.horizon;
-        if self.seen.len() > 4096 {
+        if self.seen.len() > SEEN_MIN {
             self.seen.retain(|_, ts| *ts >= horizon);
         }
         let idle = wm - self.cfg.session_timeout;
