@@ -50,9 +50,14 @@ fn shard_rows<'a>(st: &'a State, map: &rustc_hash::FxHashMap<u32, Row>) -> Vec<R
         .collect()
 }
 
+/// A window's changed records, or its tombstones once final (none if it never reached the changelog: a window
+/// opened and closed between two flushes, as most are while a backlog is read). Returns the new user chunks.
 fn window_records(st: &State, win: &Window, is_final: bool, out: &mut Vec<Record>) -> u32 {
     let (size, start) = (win.size, win.start);
     let key = |rest: &str| format!("w/{size}/{start}/{rest}").into_bytes();
+    if is_final && !win.logged {
+        return 0;
+    }
     if is_final {
         out.push((key("s"), None));
         out.extend(win.items.shards(u32::MAX).map(|s| (key(&format!("i/{s}")), None)));
@@ -103,11 +108,14 @@ pub fn changed_records(st: &mut State, finals: &[(i64, i64)], users_published: b
     let mut out = Vec::new();
     let mut chunks = Vec::new();
     for (key, win) in &st.windows {
-        chunks.push((*key, window_records(st, win, finals.contains(key), &mut out)));
+        let before = out.len();
+        let n = window_records(st, win, finals.contains(key), &mut out);
+        chunks.push((*key, n, out.len() > before));
     }
-    for (key, n) in chunks {
+    for (key, n, wrote) in chunks {
         if let Some(win) = st.windows.get_mut(&key) {
             win.user_chunks += n;
+            win.logged |= wrote;
         }
     }
     for s in st.item_state.shards(st.item_state.dirty) {
@@ -334,5 +342,5 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], items_pending: bool, users_pe
 }
 
 fn window(st: &mut State, size: i64, start: i64) -> &mut Window {
-    st.windows.entry((size, start)).or_insert_with(|| Window { size, start, ..Default::default() })
+    st.windows.entry((size, start)).or_insert_with(|| Window { size, start, logged: true, ..Default::default() })
 }

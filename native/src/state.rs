@@ -124,6 +124,7 @@ pub struct Window {
     pub users: FxHashSet<u32>,
     pub new_users: Vec<u32>,
     pub user_chunks: u32, // changelog records holding this window's user ids so far
+    pub logged: bool,     // some record of it is in the changelog, so evicting it takes tombstones
     pub items: Shards,
     pub cats: FxHashMap<u32, (Row, bool)>, // (row, changed since the last flush)
     pub dirty: bool,
