@@ -5,9 +5,10 @@
 //! contract's Python validator decide the few records the fast path could not (one GIL acquisition per batch);
 //! (3) route each partition's records in offset order into its own state, one thread per group of partitions.
 //! `settle` waits for that thread and adds the side outputs (dead letters, late events). Until then the
-//! partitions of the batch belong to the routing thread: every `Partition` method refuses to run (`ready`), so
-//! Python must settle before it reads or flushes state. Partitions share nothing, so this makes the same
-//! decisions as routing record by record, in the same order per partition.
+//! partitions of the batch belong to the routing thread, and every `Partition` method in the process refuses to
+//! run (`ready`; one batch is routed at a time per process, and the next `process_batch` settles the previous
+//! one), so Python must settle before it reads or flushes state. Partitions share nothing, so this makes the
+//! same decisions as routing record by record, in the same order per partition.
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::intern;
