@@ -31,6 +31,15 @@ fn threads() -> usize {
     *N.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(8))
 }
 
+/// `work` on every unit, one scoped thread each; results in unit order.
+fn in_threads<U: Send, R: Send>(units: Vec<U>, work: impl Fn(U) -> R + Sync) -> Vec<R> {
+    let work = &work;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = units.into_iter().map(|unit| s.spawn(move || work(unit))).collect();
+        handles.into_iter().map(|h| h.join().expect("a Pulse worker thread panicked")).collect()
+    })
+}
+
 /// `work(item, arg)` for every item, spread over the cores (items are whole partitions: their work is
 /// independent); results in item order.
 pub(crate) fn each_in_parallel<T: Send, A: Sync, R: Send>(
@@ -43,17 +52,11 @@ pub(crate) fn each_in_parallel<T: Send, A: Sync, R: Send>(
         return items.iter_mut().zip(args).map(|(item, arg)| work(item, arg)).collect();
     }
     let size = items.len().div_ceil(n);
-    let work = &work;
-    std::thread::scope(|s| {
-        let handles: Vec<_> = items
-            .chunks_mut(size)
-            .zip(args.chunks(size))
-            .map(|(chunk, args)| {
-                s.spawn(move || chunk.iter_mut().zip(args).map(|(item, arg)| work(item, arg)).collect::<Vec<R>>())
-            })
-            .collect();
-        handles.into_iter().flat_map(|h| h.join().expect("flush thread panicked")).collect()
-    })
+    let units: Vec<_> = items.chunks_mut(size).zip(args.chunks(size)).collect();
+    in_threads(units, |(chunk, args)| chunk.iter_mut().zip(args).map(|(item, arg)| work(item, arg)).collect::<Vec<R>>())
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// What a record is, once validated.
@@ -82,11 +85,7 @@ fn parse_all<'a>(recs: &[Rec<'a>]) -> Vec<Option<Event<'a>>> {
     if n == 1 {
         return parse(recs);
     }
-    let size = recs.len().div_ceil(n);
-    std::thread::scope(|s| {
-        let parts: Vec<_> = recs.chunks(size).map(|chunk| s.spawn(move || parse(chunk))).collect();
-        parts.into_iter().flat_map(|h| h.join().expect("parser thread panicked")).collect()
-    })
+    in_threads(recs.chunks(recs.len().div_ceil(n)).collect(), parse).into_iter().flatten().collect()
 }
 
 /// Route one partition's records (`indices`, in batch order) into its state. Returns its side outputs:
@@ -135,24 +134,16 @@ fn route_all(
         lane.0 += groups[slot].len();
         lane.1.push((slot, states[slot].take().expect("each partition once")));
     }
-    let mut routed: Vec<Routed> = (0..groups.len()).map(|_| Vec::new()).collect();
-    std::thread::scope(|s| {
-        let handles: Vec<_> = lanes
-            .into_iter()
-            .map(|(_, work)| {
-                s.spawn(move || {
-                    work.into_iter()
-                        .map(|(slot, st)| (slot, route_partition(st, recs, verdicts, &groups[slot])))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        for h in handles {
-            for (slot, out) in h.join().expect("router thread panicked") {
-                routed[slot] = out;
-            }
-        }
+    let lanes: Vec<_> = lanes.into_iter().map(|(_, work)| work).collect();
+    let done = in_threads(lanes, |work| {
+        work.into_iter()
+            .map(|(slot, st)| (slot, route_partition(st, recs, verdicts, &groups[slot])))
+            .collect::<Vec<_>>()
     });
+    let mut routed: Vec<Routed> = (0..groups.len()).map(|_| Vec::new()).collect();
+    for (slot, out) in done.into_iter().flatten() {
+        routed[slot] = out;
+    }
     routed
 }
 
@@ -372,19 +363,17 @@ pub fn process_batch(
     }
     let offsets = meta.iter().map(|m| m.1).collect();
     let verdict = verdict.clone().unbind();
-    let values_for_job: Vec<Py<PyAny>> = values.iter().map(|v| v.clone_ref(py)).collect();
     ROUTING.store(true, Ordering::Release);
     let handle = std::thread::Builder::new()
         .name("pulse-route".into())
         .spawn(move || {
-            let out = route_job(raws, meta, &values_for_job, ptrs, verdict);
-            (out, values_for_job)
+            let out = route_job(raws, meta, &values, ptrs, verdict);
+            (out, values) // back to `settle`, which needs them for the side outputs
         })
         .map_err(|e| {
             ROUTING.store(false, Ordering::Release);
             PyRuntimeError::new_err(format!("cannot start the routing thread: {e}"))
         })?;
-    drop(values);
     *INFLIGHT.lock().expect("job lock") = Some(Job { handle, parts, msgs, offsets });
     Ok(stop)
 }
