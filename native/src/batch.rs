@@ -15,8 +15,11 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::collections::VecDeque;
+use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
 use crate::event::{fast_validate, Event};
@@ -181,10 +184,82 @@ fn decide(verdict: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>, ts: i64) -> PyRe
     }))
 }
 
+/// A partition's state in its own allocation, so that the routing thread can change it through a pointer while
+/// Python holds the `Partition` (to add the previous batch's side outputs, which live outside the state). Python
+/// reaches the state only through `Partition` methods, which refuse to run while a batch is in flight (`ready`).
+pub(crate) struct StateBox(NonNull<State>);
+// SAFETY: it owns its state as a `Box` would
+unsafe impl Send for StateBox {}
+
+impl StateBox {
+    pub(crate) fn new(st: State) -> Self {
+        StateBox(NonNull::from(Box::leak(Box::new(st))))
+    }
+    fn ptr(&self) -> StatePtr {
+        StatePtr(self.0.as_ptr())
+    }
+}
+
+impl Deref for StateBox {
+    type Target = State;
+    fn deref(&self) -> &State {
+        // SAFETY: allocated by `new`, freed only by `drop`; no routing thread uses it (`ready` was checked)
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl DerefMut for StateBox {
+    fn deref_mut(&mut self) -> &mut State {
+        // SAFETY: as `deref`
+        unsafe { self.0.as_mut() }
+    }
+}
+
+impl Drop for StateBox {
+    fn drop(&mut self) {
+        // SAFETY: allocated by `new`; a job in flight keeps its `Partition`, hence this box, alive
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
+}
+
 /// A `*mut State` the routing thread may use: its `Partition` is kept alive by the job and refuses every call
-/// (see `ready`) until the job is settled.
+/// (see `ready`) until the job is settled; one job at a time routes (see `Gate`).
 struct StatePtr(*mut State);
 unsafe impl Send for StatePtr {}
+
+/// Opens when a job has finished routing (`Some(true)`) or given up (`Some(false)`): the next batch's job parses
+/// meanwhile and routes only once the gate is open, and not at all after a failure (its records would skip the
+/// failed batch's).
+#[derive(Default)]
+struct Gate {
+    state: Mutex<Option<bool>>,
+    opened: Condvar,
+}
+
+impl Gate {
+    fn open(&self, routed: bool) {
+        *self.state.lock().expect("gate lock") = Some(routed);
+        self.opened.notify_all();
+    }
+    fn wait(&self) -> bool {
+        let mut state = self.state.lock().expect("gate lock");
+        loop {
+            if let Some(routed) = *state {
+                return routed;
+            }
+            state = self.opened.wait(state).expect("gate lock");
+        }
+    }
+}
+
+/// Opens the gate as failed unless the job reached its end (an error or a panic on the way).
+struct OpenOnDrop(Arc<Gate>, bool);
+
+impl Drop for OpenOnDrop {
+    fn drop(&mut self) {
+        self.0.open(self.1);
+    }
+}
 
 /// A value's bytes, kept alive by the job's reference to the value.
 struct Raw(*const u8, usize);
@@ -199,27 +274,32 @@ struct Job {
     parts: Vec<Py<Partition>>, // owned partitions in the batch, by slot
     msgs: Vec<Py<PyAny>>,
     offsets: Vec<i64>,
+    routed: Arc<Gate>,
 }
 
-static INFLIGHT: Mutex<Option<Job>> = Mutex::new(None);
-static ROUTING: AtomicBool = AtomicBool::new(false);
+/// Batches being routed, oldest first (at most two: one routing, the next one parsing).
+static INFLIGHT: Mutex<VecDeque<Job>> = Mutex::new(VecDeque::new());
+static ROUTING: AtomicUsize = AtomicUsize::new(0);
 
 /// Err while a batch is being routed: its partitions' state is the routing thread's until `settle`.
 pub(crate) fn ready() -> PyResult<()> {
-    if ROUTING.load(Ordering::Acquire) {
+    if ROUTING.load(Ordering::Acquire) > 0 {
         return Err(PyRuntimeError::new_err("a batch is still being routed: call settle() before using partitions"));
     }
     Ok(())
 }
 
-/// Phases 1-3 on the routing thread.
+/// Phases 2-4 on a routing thread; phase 4 waits for the previous batch's (`after`) and opens `routed`.
 fn route_job(
     raws: Vec<Option<Raw>>,
     meta: Vec<(usize, i64, i64)>,
     values: &[Py<PyAny>],
     states: Vec<StatePtr>,
     verdict: Py<PyAny>,
+    after: Option<Arc<Gate>>,
+    routed: Arc<Gate>,
 ) -> JobOut {
+    let mut done = OpenOnDrop(routed, false);
     let recs: Vec<Rec<'_>> = meta
         .iter()
         .zip(raws)
@@ -255,23 +335,64 @@ fn route_job(
     for (i, r) in recs.iter().enumerate() {
         groups[r.slot].push(i);
     }
-    // SAFETY: each pointer is a distinct partition's state, untouched by Python until this job is settled
+    if !after.is_none_or(|gate| gate.wait()) {
+        return Err(PyRuntimeError::new_err("the previous batch was not routed"));
+    }
+    // SAFETY: each pointer is a distinct partition's state, untouched by Python until this job is settled, and by
+    // the previous job since its gate opened
     let states: Vec<&mut State> = states.into_iter().map(|p| unsafe { &mut *p.0 }).collect();
-    Ok(route_all(states, &groups, &recs, &verdicts))
+    let out = route_all(states, &groups, &recs, &verdicts);
+    done.1 = true;
+    Ok(out)
 }
 
-/// Wait for the batch being routed, if any, and add its side outputs (in offset order per partition).
+/// Wait for every batch being routed and add their side outputs (in offset order per partition). If one failed,
+/// the later ones did not route; the first error is raised once all are settled.
 #[pyfunction]
 pub fn settle(py: Python<'_>) -> PyResult<()> {
-    let Some(job) = INFLIGHT.lock().expect("job lock").take() else { return Ok(()) };
-    let joined = py.allow_threads(|| job.handle.join());
-    ROUTING.store(false, Ordering::Release);
-    let (out, values) = joined.map_err(|_| PyRuntimeError::new_err("the routing thread panicked"))?;
-    for (slot, routed) in out?.into_iter().enumerate() {
-        let mut part = job.parts[slot].bind(py).borrow_mut();
+    settle_older(py, 0)
+}
+
+/// Settle the oldest batches in flight until `keep` remain.
+fn settle_older(py: Python<'_>, keep: usize) -> PyResult<()> {
+    let mut first_err = None;
+    loop {
+        let job = {
+            let mut inflight = INFLIGHT.lock().expect("job lock");
+            if inflight.len() <= keep {
+                break;
+            }
+            inflight.pop_front().expect("a job in flight")
+        };
+        let Job { handle, parts, msgs, offsets, .. } = job;
+        let joined = py.allow_threads(|| handle.join());
+        ROUTING.fetch_sub(1, Ordering::AcqRel);
+        let result = match joined {
+            Ok((out, values)) => out.and_then(|out| add_sides(py, &parts, &msgs, &offsets, out, &values)),
+            Err(_) => Err(PyRuntimeError::new_err("the routing thread panicked")),
+        };
+        if let Err(e) = result {
+            first_err.get_or_insert(e);
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+/// A settled batch's dead letters and late events, appended to its partitions (outside their states, so this is
+/// safe while the next batch is routed).
+fn add_sides(
+    py: Python<'_>,
+    parts: &[Py<Partition>],
+    msgs: &[Py<PyAny>],
+    offsets: &[i64],
+    out: Vec<Routed>,
+    values: &[Py<PyAny>],
+) -> PyResult<()> {
+    for (slot, routed) in out.into_iter().enumerate() {
+        let mut part = parts[slot].bind(py).borrow_mut();
         for (i, reason, detail) in routed {
-            let key = job.msgs[i].bind(py).call_method0(intern!(py, "key"))?.unbind();
-            let offset = job.offsets[i];
+            let key = msgs[i].bind(py).call_method0(intern!(py, "key"))?.unbind();
+            let offset = offsets[i];
             match reason {
                 None => {
                     part.late.push(Side { offset, key, value: values[i].clone_ref(py), reason: "late".into(), detail })
@@ -291,7 +412,8 @@ pub fn settle(py: Python<'_>) -> PyResult<()> {
 }
 
 /// Start routing a consumed batch (confluent-kafka messages) into `states` (partition → Partition), from
-/// `start`, on the routing thread (after settling the previous batch). Records of unowned partitions, or
+/// `start`. The messages are read while the previous batch is still being routed; this batch is then parsed
+/// while the previous one finishes (and is settled here), and routed after it. Records of unowned partitions, or
 /// already inside the state, are skipped. `verdict(value, record_ts)` is the contract's validator for the
 /// records the fast path leaves open. Returns -1, or the index of the first message carrying an error
 /// (everything before it is being routed): Python handles it and calls again from the next index.
@@ -303,8 +425,8 @@ pub fn process_batch(
     start: usize,
     verdict: &Bound<'_, PyAny>,
 ) -> PyResult<isize> {
-    settle(py)?;
-    let mut slots: Vec<(i64, Option<Bound<'_, Partition>>, i64)> = Vec::new(); // (partition, state, next offset)
+    // Phase 1 reads the messages while the previous batch may still be routing: it touches no state.
+    let mut slots: Vec<(i64, Option<Bound<'_, Partition>>)> = Vec::new(); // (partition, state if owned)
     let mut msgs = Vec::new();
     let mut values = Vec::new();
     let mut raws = Vec::new();
@@ -324,8 +446,7 @@ pub fn process_batch(
                     Some(obj) => Some(obj.downcast_into::<Partition>()?),
                     None => None,
                 };
-                let next = part.as_ref().map_or(0, |b| b.borrow().st.next_offset);
-                slots.push((p, part, next));
+                slots.push((p, part));
                 slots.len() - 1
             }
         };
@@ -333,9 +454,6 @@ pub fn process_batch(
             continue;
         }
         let offset: i64 = msg.call_method0(intern!(py, "offset"))?.extract()?;
-        if offset < slots[slot].2 {
-            continue; // already inside the state
-        }
         let ts: i64 = msg.call_method0(intern!(py, "timestamp"))?.downcast::<PyTuple>()?.get_item(1)?.extract()?;
         let value = msg.call_method0(intern!(py, "value"))?;
         raws.push(value.downcast::<PyBytes>().ok().map(|b| Raw(b.as_bytes().as_ptr(), b.as_bytes().len())));
@@ -350,11 +468,10 @@ pub fn process_batch(
     let mut renumber = vec![usize::MAX; slots.len()];
     let mut parts = Vec::new();
     let mut ptrs = Vec::new();
-    for (slot, (_, part, _)) in slots.iter().enumerate() {
+    for (slot, (_, part)) in slots.iter().enumerate() {
         if let Some(part) = part {
             renumber[slot] = parts.len();
-            // the borrow checks that Python is not using the partition; the pointer outlives it (see `Job`)
-            ptrs.push(StatePtr(&mut part.borrow_mut().st as *mut State));
+            ptrs.push(part.borrow().st.ptr()); // the job keeps the partition, so the pointer stays valid
             parts.push(part.clone().unbind());
         }
     }
@@ -363,17 +480,20 @@ pub fn process_batch(
     }
     let offsets = meta.iter().map(|m| m.1).collect();
     let verdict = verdict.clone().unbind();
-    ROUTING.store(true, Ordering::Release);
+    let routed = Arc::new(Gate::default());
+    let mut inflight = INFLIGHT.lock().expect("job lock");
+    let after = inflight.back().map(|job| job.routed.clone());
+    let gate = routed.clone();
     let handle = std::thread::Builder::new()
         .name("pulse-route".into())
         .spawn(move || {
-            let out = route_job(raws, meta, &values, ptrs, verdict);
+            let out = route_job(raws, meta, &values, ptrs, verdict, after, gate);
             (out, values) // back to `settle`, which needs them for the side outputs
         })
-        .map_err(|e| {
-            ROUTING.store(false, Ordering::Release);
-            PyRuntimeError::new_err(format!("cannot start the routing thread: {e}"))
-        })?;
-    *INFLIGHT.lock().expect("job lock") = Some(Job { handle, parts, msgs, offsets });
+        .map_err(|e| PyRuntimeError::new_err(format!("cannot start the routing thread: {e}")))?;
+    ROUTING.fetch_add(1, Ordering::AcqRel);
+    inflight.push_back(Job { handle, parts, msgs, offsets, routed });
+    drop(inflight);
+    settle_older(py, 1)?; // the previous batch, while this one is parsed
     Ok(stop)
 }

@@ -61,7 +61,7 @@ struct Rendered {
 /// One input partition's aggregation state (see `pulse.aggregate.state` for the Python side of the protocol).
 #[pyclass(unsendable, module = "pulse.aggregate._core")]
 pub struct Partition {
-    pub(crate) st: State,
+    pub(crate) st: batch::StateBox, // shared with the routing thread (see `batch`)
     pub(crate) dead: Vec<Side>,
     pub(crate) late: Vec<Side>,
     finals: Vec<(i64, i64)>,
@@ -161,7 +161,12 @@ impl Partition {
             session_timeout: session_timeout_ms,
             compact_after,
         };
-        Ok(Partition { st: State::new(partition, cfg), dead: Vec::new(), late: Vec::new(), finals: Vec::new() })
+        Ok(Partition {
+            st: batch::StateBox::new(State::new(partition, cfg)),
+            dead: Vec::new(),
+            late: Vec::new(),
+            finals: Vec::new(),
+        })
     }
 
     #[getter]

@@ -14,8 +14,9 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pulse.aggregate._core import process_batch
 
-from pulse.aggregate.state import Partition, StateConfig, flush_all, new_partition, route, route_batch, settle
+from pulse.aggregate.state import Partition, StateConfig, flush_all, new_partition, route, route_batch, settle, verdict
 from pulse.generate.chaos import ChaosConfig
 from tests.aggregate.test_state_vs_reference import SIZES, make_rows
 
@@ -92,13 +93,18 @@ def test_batches_route_exactly_as_single_records(seed: int, bad: float, sizes: l
     cfg = StateConfig(window_sizes=SIZES)
     batched = {p: new_partition(p, cfg) for p in range(3)}  # partition 3 is not owned: its records are skipped
     single = {p: new_partition(p, cfg) for p in range(3)}
-    for batch in _batches(rows, sizes, random.Random(seed)):
-        route_batch(batched, batch, wait=wait)
-        settle()  # what the engine does before it touches a partition
+    rng = random.Random(seed)
+    batches = _batches(rows, sizes, rng)
+    for batch in batches:
         for msg in batch:
             st_ = single.get(msg.partition())
             if msg.error() is None and st_ is not None and msg.offset() >= st_.next_offset:
                 route(st_, msg.offset(), msg.key(), msg.value(), msg.timestamp()[1])
+    for batch in batches:
+        route_batch(batched, batch, wait=wait)  # without wait, the next batch is read while this one is routed
+        if rng.random() < 0.3:
+            settle()  # what the engine does before it touches a partition
+    settle()
     assert _outputs(batched) == _outputs(single)
     assert sum(st_.counters[1] for st_ in single.values()) > 0 or bad == 0  # the validator did get records
 
@@ -116,6 +122,27 @@ def test_partitions_refuse_to_be_used_while_a_batch_is_being_routed() -> None:
     settle()
     assert part.next_offset == rows[-1][1] + 1
     assert part.counters[0] > 0
+
+
+def test_a_batch_after_a_failed_one_is_not_routed() -> None:
+    """The next batch is parsed while the previous one is routed, and routed after it; if the previous one fails
+    (here the validator raises), the next must not route either: its records would skip the failed batch's, and
+    the state's position would move past records it never counted."""
+    rows = make_rows(4_000, 3, ChaosConfig(invalid_fraction=0.05), partitions=1)
+    part = new_partition(0, StateConfig(window_sizes=SIZES))
+    msgs = [_Msg(p, o, v, ts) for p, o, v, ts in rows]
+
+    def broken(_value: bytes | None, _ts: int) -> tuple:
+        raise ValueError("validator broke")
+
+    assert process_batch({0: part}, msgs[:2_000], 0, broken) == -1
+    with pytest.raises(ValueError, match="validator broke"):
+        process_batch({0: part}, msgs[2_000:], 0, verdict)  # settles the first batch while the second is parsed
+    with pytest.raises(RuntimeError, match="previous batch was not routed"):
+        settle()
+    assert part.next_offset == 0 and part.counters == (0, 0, 0, 0)
+    route_batch({0: part}, msgs)  # nothing is left in flight: the partition routes normally again
+    assert part.next_offset == rows[-1][1] + 1
 
 
 @settings(max_examples=6, deadline=None)

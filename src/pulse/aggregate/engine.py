@@ -101,7 +101,8 @@ class Engine:
         self._txn_init: threading.Thread | None = None
         self._txn_error: KafkaError | None = None
         self._commit: _Commit | None = None
-        self._routing: dict[int, int] | None = None  # a batch being routed: records processed per partition before it
+        self._routing = False  # a batch handed to the routing thread and not yet settled
+        self._processed: dict[int, int] = {}  # records processed per partition when last settled
         self._consumer = Consumer({
             "bootstrap.servers": cfg.bootstrap, "group.id": cfg.group, "enable.auto.commit": False,
             "auto.offset.reset": "earliest", "isolation.level": "read_committed",
@@ -209,22 +210,24 @@ class Engine:
         return False
 
     def _process(self, batch: list) -> None:
-        """Start routing ``batch`` on the native routing thread; it goes on while the next batch is consumed."""
-        self._routed()
-        self._routing = {p: st.processed for p, st in self.states.items()}
+        """Start routing ``batch`` on the native routing thread; it goes on while the next batch is consumed. The
+        router reads the next batch's messages before it waits for this one, so that reading overlaps routing."""
         route_batch(self.states, batch, wait=False)
+        self._routing = True
         self.stats.consumed += len(batch)
 
     def _routed(self) -> None:
-        """Wait for the batch being routed: until then its partitions are the routing thread's (their methods
-        raise), so everything that reads or changes state calls this first."""
-        if self._routing is None:
+        """Wait for the batches being routed: until then their partitions are the routing thread's (their methods
+        raise), so everything that reads or changes state calls this first. Partitions that took records since
+        the last call count as active now (for idle-partition closing)."""
+        if not self._routing:
             return
-        before, self._routing = self._routing, None
+        self._routing = False
         settle()
         now = time.monotonic()
         for p, st in self.states.items():
-            if st.processed != before.get(p):
+            if st.processed != self._processed.get(p):
+                self._processed[p] = st.processed
                 self._last_record_wall[p] = now
 
     # -- flush: one transaction -------------------------------------------------------------------------------
