@@ -1,14 +1,15 @@
-//! Routing consumed batches on a background thread, without the GIL, while Python consumes the next one.
+//! Routing consumed batches on background threads, without the GIL, while Python consumes the next one.
 //!
 //! `process_batch` reads the messages (partition, offset, timestamp, value) with the GIL and hands the rest to
 //! a routing thread: (1) parse and fast-validate every value, in parallel chunks (stateless); (2) let the
 //! contract's Python validator decide the few records the fast path could not (one GIL acquisition per batch);
 //! (3) route each partition's records in offset order into its own state, one thread per group of partitions.
-//! `settle` waits for that thread and adds the side outputs (dead letters, late events). Until then the
-//! partitions of the batch belong to the routing thread, and every `Partition` method in the process refuses to
-//! run (`ready`; one batch is routed at a time per process, and the next `process_batch` settles the previous
-//! one), so Python must settle before it reads or flushes state. Partitions share nothing, so this makes the
-//! same decisions as routing record by record, in the same order per partition.
+//! Batches form a pipeline of two: batch k+1 is read and parsed while batch k is routed, and routes only once
+//! batch k has (`Gate`); `process_batch` then settles batch k, adding its side outputs (dead letters, late
+//! events), which live outside the states. `settle` waits for every batch in flight. Until then the partitions
+//! belong to the routing threads, and every `Partition` method in the process refuses to run (`ready`), so
+//! Python must settle before it reads or flushes state. Partitions share nothing, so this makes the same
+//! decisions as routing record by record, in the same order per partition.
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::intern;
