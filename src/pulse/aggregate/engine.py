@@ -361,11 +361,17 @@ class Engine:
         return st
 
     def _logged(self, partitions: list[int]) -> set[int]:
-        """The partitions whose changelog ever had a record (one batched request). A fresh group skips restore,
-        which opens a reader per partition (about 0.1 s each). A changelog created a moment ago by the start-up
-        thread has leaders (``ensure_topics`` waits for them), but this client's metadata may still predate it, so
-        the lookup is retried for about a second before every partition is restored instead (measured: a failed
-        first lookup cost 0.5 s of restores)."""
+        """The partitions whose changelog ever had a record. A fresh group skips restore, which opens a reader per
+        partition (about 0.1 s each).
+
+        A changelog that does not exist yet was never written: on assignment, any previous owner of these
+        partitions has already committed, and writing needs the topic. Checking that (a fresh metadata request for
+        all topics, which never auto-creates one) lets a fresh group start reading before the start-up thread has
+        created its topics. Otherwise one batched end-offset lookup; the topic may have been created a moment
+        ago by the start-up thread, and this client's metadata may predate it, so the lookup is retried for about
+        a second before every partition is restored instead (measured: a failed first lookup cost 0.5 s)."""
+        if self.cfg.changelog_topic not in self._admin.list_topics(timeout=10).topics:
+            return set()
         for delay in (0.05, 0.1, 0.2, 0.3, 0.4, None):
             try:
                 ends = end_offsets(self._admin, self.cfg.changelog_topic, partitions)
@@ -379,7 +385,6 @@ class Engine:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._routed()
-        self._await_prepared()  # restore reads the changelog topic
         self.stats.rebalances += 1
         self._last_activity = time.monotonic()
         logged = self._logged([tp.partition for tp in partitions])
