@@ -2,8 +2,6 @@
 //! user, each with a deterministic id and `version` = the owning partition's input position. The field layout is
 //! the contract with `pulse.store` (index templates, queries) and `pulse verify`; see `pulse.aggregate.docs`.
 
-use std::io::Write;
-
 use crate::state::{Counts, Names, Row, State, Window, ABSENT, FUNNEL};
 
 pub type Doc = (String, &'static str, Vec<u8>);
@@ -25,10 +23,13 @@ impl Obj {
     fn new() -> Self {
         Obj(Vec::with_capacity(256))
     }
-    fn key(&mut self, k: &str) -> &mut Self {
+    /// `k` is one of this module's field names: plain ASCII, written without escaping.
+    fn key(&mut self, k: &'static str) -> &mut Self {
+        debug_assert!(k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
         self.0.push(if self.0.is_empty() { b'{' } else { b',' });
-        self.str(k);
-        self.0.push(b':');
+        self.0.push(b'"');
+        self.0.extend_from_slice(k.as_bytes());
+        self.0.extend_from_slice(b"\":");
         self
     }
     fn str(&mut self, s: &str) -> &mut Self {
@@ -41,8 +42,8 @@ impl Obj {
             None => self.raw("null"),
         }
     }
-    fn int(&mut self, n: impl std::fmt::Display) -> &mut Self {
-        write!(self.0, "{n}").expect("write to a vector");
+    fn int(&mut self, n: impl itoa::Integer) -> &mut Self {
+        self.0.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
         self
     }
     fn raw(&mut self, s: &str) -> &mut Self {
@@ -50,10 +51,21 @@ impl Obj {
         self
     }
     fn counts(&mut self, names: &Names, counts: &Counts) -> &mut Self {
-        let mut sorted: Vec<(&str, u64)> = counts.iter().map(|&(id, n)| (names.name(id), n)).collect();
+        // a handful of names (event types, statuses): sorted on the stack, not in a vector per row
+        let mut stack = [("", 0u64); 8];
+        let mut heap;
+        let sorted: &mut [(&str, u64)] = if counts.len() <= stack.len() {
+            for (slot, &(id, n)) in stack.iter_mut().zip(counts) {
+                *slot = (names.name(id), n);
+            }
+            &mut stack[..counts.len()]
+        } else {
+            heap = counts.iter().map(|&(id, n)| (names.name(id), n)).collect::<Vec<_>>();
+            &mut heap
+        };
         sorted.sort_unstable();
         self.0.push(b'{');
-        for (i, (name, n)) in sorted.into_iter().enumerate() {
+        for (i, &mut (name, n)) in sorted.iter_mut().enumerate() {
             if i > 0 {
                 self.0.push(b',');
             }

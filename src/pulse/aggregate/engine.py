@@ -309,12 +309,20 @@ class Engine:
         for topic, sides in ((cfg.dlq_topic, dead), (cfg.late_topic, late)):
             for offset, key, value, reason, detail in sides:
                 send(topic, value, key, p, _headers(offset, reason, detail, cfg.topic, p))
+        # a flush writes tens of thousands of these: produce directly (a wrapper call costs ~0.5 us of ~2.5)
+        produce = self._producer.produce
         topic = cfg.changelog_topic
         for key, value in records:
-            send(topic, value, key, p)
+            try:
+                produce(topic, value, key, p)
+            except BufferError:
+                send(topic, value, key, p)
         topic = cfg.aggregates_topic
         for doc_id, _kind, value in out:
-            send(topic, value, doc_id.encode(), p)
+            try:
+                produce(topic, value, doc_id.encode(), p)
+            except BufferError:
+                send(topic, value, doc_id.encode(), p)
 
     def _send(self, topic: str, value: bytes | None, key: bytes | None, partition: int,
               headers: list[tuple[str, bytes]] | None = None) -> None:
