@@ -6,10 +6,11 @@
 //! (3) route each partition's records in offset order into its own state, one thread per group of partitions.
 //! Batches form a pipeline of two: batch k+1 is read and parsed while batch k is routed, and routes only once
 //! batch k has (`Gate`); `process_batch` then settles batch k, adding its side outputs (dead letters, late
-//! events), which live outside the states. `settle` waits for every batch in flight. Until then the partitions
-//! belong to the routing threads, and every `Partition` method in the process refuses to run (`ready`), so
-//! Python must settle before it reads or flushes state. Partitions share nothing, so this makes the same
-//! decisions as routing record by record, in the same order per partition.
+//! events), which live outside the states. `settle` waits for every batch in flight. Until a batch is settled,
+//! the partitions it routes into belong to the routing threads and their methods refuse to run
+//! (`Partition::busy`); other partitions stay usable (the engine publishes a partition read to its end while the
+//! next ones are routed). Partitions share nothing, so this makes the same decisions as routing record by
+//! record, in the same order per partition.
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::intern;
@@ -19,7 +20,6 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
@@ -187,7 +187,8 @@ fn decide(verdict: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>, ts: i64) -> PyRe
 
 /// A partition's state in its own allocation, so that the routing thread can change it through a pointer while
 /// Python holds the `Partition` (to add the previous batch's side outputs, which live outside the state). Python
-/// reaches the state only through `Partition` methods, which refuse to run while a batch is in flight (`ready`).
+/// reaches the state only through `Partition` methods, which refuse to run while a batch that routes into it is
+/// in flight (`Partition::busy`).
 pub(crate) struct StateBox(NonNull<State>);
 // SAFETY: it owns its state as a `Box` would
 unsafe impl Send for StateBox {}
@@ -204,7 +205,7 @@ impl StateBox {
 impl Deref for StateBox {
     type Target = State;
     fn deref(&self) -> &State {
-        // SAFETY: allocated by `new`, freed only by `drop`; no routing thread uses it (`ready` was checked)
+        // SAFETY: allocated by `new`, freed only by `drop`; no routing thread uses it (`busy` was checked)
         unsafe { self.0.as_ref() }
     }
 }
@@ -224,7 +225,7 @@ impl Drop for StateBox {
 }
 
 /// A `*mut State` the routing thread may use: its `Partition` is kept alive by the job and refuses every call
-/// (see `ready`) until the job is settled; one job at a time routes (see `Gate`).
+/// (`busy`) until the job is settled; one job at a time routes (see `Gate`).
 struct StatePtr(*mut State);
 unsafe impl Send for StatePtr {}
 
@@ -280,15 +281,6 @@ struct Job {
 
 /// Batches being routed, oldest first (at most two: one routing, the next one parsing).
 static INFLIGHT: Mutex<VecDeque<Job>> = Mutex::new(VecDeque::new());
-static ROUTING: AtomicUsize = AtomicUsize::new(0);
-
-/// Err while a batch is being routed: its partitions' state is the routing thread's until `settle`.
-pub(crate) fn ready() -> PyResult<()> {
-    if ROUTING.load(Ordering::Acquire) > 0 {
-        return Err(PyRuntimeError::new_err("a batch is still being routed: call settle() before using partitions"));
-    }
-    Ok(())
-}
 
 /// Phases 2-4 on a routing thread; phase 4 waits for the previous batch's (`after`) and opens `routed`.
 fn route_job(
@@ -367,7 +359,9 @@ fn settle_older(py: Python<'_>, keep: usize) -> PyResult<()> {
         };
         let Job { handle, parts, msgs, offsets, .. } = job;
         let joined = py.allow_threads(|| handle.join());
-        ROUTING.fetch_sub(1, Ordering::AcqRel);
+        for part in &parts {
+            part.bind(py).borrow_mut().busy -= 1;
+        }
         let result = match joined {
             Ok((out, values)) => out.and_then(|out| add_sides(py, &parts, &msgs, &offsets, out, &values)),
             Err(_) => Err(PyRuntimeError::new_err("the routing thread panicked")),
@@ -492,7 +486,9 @@ pub fn process_batch(
             (out, values) // back to `settle`, which needs them for the side outputs
         })
         .map_err(|e| PyRuntimeError::new_err(format!("cannot start the routing thread: {e}")))?;
-    ROUTING.fetch_add(1, Ordering::AcqRel);
+    for part in &parts {
+        part.bind(py).borrow_mut().busy += 1; // its methods refuse until this job is settled
+    }
     inflight.push_back(Job { handle, parts, msgs, offsets, routed });
     drop(inflight);
     settle_older(py, 1)?; // the previous batch, while this one is parsed

@@ -3,7 +3,7 @@
 //! Python keeps the edges (Kafka clients, transactions, rebalancing, classifying rejections); this module owns
 //! the per-record hot path and everything derived from state: folding, the changelog, and the documents.
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 use std::borrow::Cow;
@@ -65,9 +65,20 @@ pub struct Partition {
     pub(crate) dead: Vec<Side>,
     pub(crate) late: Vec<Side>,
     finals: Vec<(i64, i64)>,
+    pub(crate) busy: usize, // batches in flight that route into this partition (see `batch`)
 }
 
 impl Partition {
+    /// Err while a batch that routes into this partition is in flight: its state is the routing thread's.
+    fn ready(&self) -> PyResult<()> {
+        if self.busy > 0 {
+            return Err(PyRuntimeError::new_err(
+                "a batch is still being routed: call settle() before using partitions",
+            ));
+        }
+        Ok(())
+    }
+
     /// Route one valid record; `key` is fetched only for a late event (it goes to the late-events topic).
     fn route(
         &mut self,
@@ -166,47 +177,54 @@ impl Partition {
             dead: Vec::new(),
             late: Vec::new(),
             finals: Vec::new(),
+            busy: 0,
         })
+    }
+
+    /// True while a batch that routes into this partition is in flight (other methods refuse until `settle`).
+    #[getter]
+    fn busy(&self) -> bool {
+        self.busy > 0
     }
 
     #[getter]
     fn partition(&self) -> PyResult<i32> {
-        batch::ready()?;
+        self.ready()?;
         Ok(self.st.partition)
     }
     #[getter]
     fn next_offset(&self) -> PyResult<i64> {
-        batch::ready()?;
+        self.ready()?;
         Ok(self.st.next_offset)
     }
     #[getter]
     fn watermark(&self) -> PyResult<i64> {
-        batch::ready()?;
+        self.ready()?;
         Ok(self.st.watermark())
     }
     /// Records routed so far by this object (changes whenever a batch touched the partition).
     #[getter]
     fn processed(&self) -> PyResult<u64> {
-        batch::ready()?;
+        self.ready()?;
         Ok(self.st.processed)
     }
     /// (accepted, dead_lettered, late, duplicates): every record lands in exactly one.
     #[getter]
     fn counters(&self) -> PyResult<(u64, u64, u64, u64)> {
-        batch::ready()?;
+        self.ready()?;
         let c = self.st.counters;
         Ok((c[0], c[1], c[2], c[3]))
     }
     /// Sizes of the live state: (open windows, users, sessions, remembered event ids).
     #[getter]
     fn sizes(&self) -> PyResult<(usize, usize, usize, usize)> {
-        batch::ready()?;
+        self.ready()?;
         Ok((self.st.windows.len(), self.st.users.len(), self.st.sessions.len(), self.st.seen.len()))
     }
 
     /// Route one record on the fast path; False when Python must validate it (then `accept` or `reject`).
     fn process(&mut self, offset: i64, key: PyObject, value: Bound<'_, PyAny>, record_ts: i64) -> PyResult<bool> {
-        batch::ready()?;
+        self.ready()?;
         self.fast_route(offset, || Ok(key), &value, record_ts)
     }
 
@@ -229,7 +247,7 @@ impl Partition {
         amount: Option<f64>,
         status: &str,
     ) -> PyResult<()> {
-        batch::ready()?;
+        self.ready()?;
         let e = Event {
             event_id: Cow::Borrowed(event_id),
             event_type: Cow::Borrowed(event_type),
@@ -246,7 +264,7 @@ impl Partition {
 
     /// Dead-letter one record that Python's validator rejected (with its typed reason).
     fn reject(&mut self, offset: i64, key: PyObject, value: PyObject, reason: String, detail: String) -> PyResult<()> {
-        batch::ready()?;
+        self.ready()?;
         self.st.rejected(offset);
         self.dead.push(Side { offset, key, value, reason, detail });
         Ok(())
@@ -255,7 +273,7 @@ impl Partition {
     /// Restore: remember a consumed record's event id for duplicate detection if its time is within `horizon`.
     /// False when Python must validate it (then `remember_id` if valid).
     fn remember(&mut self, value: &[u8], record_ts: i64, horizon: i64) -> PyResult<bool> {
-        batch::ready()?;
+        self.ready()?;
         Ok(match fast_validate(value, record_ts) {
             Some(e) => {
                 self.st.remember(&e.event_id, e.ts, horizon);
@@ -266,20 +284,20 @@ impl Partition {
     }
 
     fn remember_id(&mut self, event_id: &str, ts: i64, horizon: i64) -> PyResult<()> {
-        batch::ready()?;
+        self.ready()?;
         self.st.remember(event_id, ts, horizon);
         Ok(())
     }
 
     /// Idle partitions: raise the watermark to `value` by wall clock (recorded in the changelog); True if it moved.
     fn advance_to(&mut self, value: i64) -> PyResult<bool> {
-        batch::ready()?;
+        self.ready()?;
         Ok(self.st.advance_to(value))
     }
 
     /// Users whose documents are behind their state.
     fn pending_users(&self) -> PyResult<usize> {
-        batch::ready()?;
+        self.ready()?;
         Ok(self.st.pending_users.len())
     }
 
@@ -293,14 +311,14 @@ impl Partition {
         users: bool,
         flushed_at: i64,
     ) -> PyResult<Option<Flushed<'py>>> {
-        batch::ready()?;
+        self.ready()?;
         let rendered = self.render(details, users, flushed_at);
         self.output(py, rendered)
     }
 
     /// After the flush's transaction committed: evict final windows and clear what was written.
     fn committed(&mut self, details: bool, users: bool) -> PyResult<()> {
-        batch::ready()?;
+        self.ready()?;
         let finals = std::mem::take(&mut self.finals);
         self.st.committed(&finals, details, users);
         Ok(())
@@ -308,7 +326,7 @@ impl Partition {
 
     /// Rebuild from changelog records `(offset, key, value)` on an empty state; returns the live keys.
     fn restore(&mut self, records: Vec<(i64, Vec<u8>, Option<Vec<u8>>)>) -> PyResult<usize> {
-        batch::ready()?;
+        self.ready()?;
         changelog::restore(&mut self.st, records).map_err(PyValueError::new_err)
     }
 }
@@ -324,11 +342,13 @@ fn flush_all<'py>(
     users: Vec<bool>,
     flushed_at: i64,
 ) -> PyResult<Vec<Option<Flushed<'py>>>> {
-    batch::ready()?;
     if users.len() != partitions.len() {
         return Err(PyValueError::new_err("one users flag per partition"));
     }
     let mut refs: Vec<PyRefMut<'py, Partition>> = partitions.iter().map(|p| p.borrow_mut()).collect();
+    for part in &refs {
+        part.ready()?;
+    }
     let mut parts: Vec<&mut Partition> = refs.iter_mut().map(|r| &mut **r).collect();
     let rendered: Vec<Option<Rendered>> = py.allow_threads(|| {
         batch::each_in_parallel(&mut parts, &users, |part, &users| part.render(details, users, flushed_at))

@@ -124,6 +124,22 @@ def test_partitions_refuse_to_be_used_while_a_batch_is_being_routed() -> None:
     assert part.counters[0] > 0
 
 
+def test_only_the_partitions_being_routed_refuse() -> None:
+    """A partition that no batch in flight routes into stays usable: the engine publishes a partition read to its
+    end while the next partitions are being routed."""
+    rows = make_rows(3_000, 2, ChaosConfig(), partitions=2)
+    cfg = StateConfig(window_sizes=SIZES)
+    first, second = new_partition(0, cfg), new_partition(1, cfg)
+    route_batch({0: first}, [_Msg(p, o, v, ts) for p, o, v, ts in rows if p == 0])
+    route_batch({1: second}, [_Msg(p, o, v, ts) for p, o, v, ts in rows if p == 1], wait=False)
+    assert second.busy and not first.busy
+    assert first.flush(True, True, 0) is not None  # while partition 1 is being routed
+    with pytest.raises(RuntimeError, match="settle"):
+        flush_all([first, second], True, [True, True], 0)
+    settle()
+    assert not second.busy and second.next_offset == max(o for p, o, _v, _ts in rows if p == 1) + 1
+
+
 def test_a_batch_after_a_failed_one_is_not_routed() -> None:
     """The next batch is parsed while the previous one is routed, and routed after it; if the previous one fails
     (here the validator raises), the next must not route either: its records would skip the failed batch's, and

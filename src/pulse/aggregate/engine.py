@@ -74,6 +74,7 @@ class EngineConfig:
 class EngineStats:
     consumed: int = 0
     flushes: int = 0
+    drained: int = 0  # partitions published on their own as a backlog was read to their end
     docs: int = 0
     docs_by_kind: Counter[str] = field(default_factory=Counter)
     changelog_records: int = 0
@@ -103,6 +104,7 @@ class Engine:
         self._commit: _Commit | None = None
         self._routing = False  # a batch handed to the routing thread and not yet settled
         self._processed: dict[int, int] = {}  # records processed per partition when last settled
+        self._drained: set[int] = set()  # partitions published on their own during the current backlog
         self._consumer = Consumer({
             "bootstrap.servers": cfg.bootstrap, "group.id": cfg.group, "enable.auto.commit": False,
             "auto.offset.reset": "earliest", "isolation.level": "read_committed",
@@ -150,6 +152,8 @@ class Engine:
                 if batch:
                     self._process(batch)
                     self._last_activity = time.monotonic()
+                    if behind:
+                        self._flush_drained()
                 elif exit_when_idle_s is not None and self._idle_for() > exit_when_idle_s and self._caught_up():
                     break
                 since_flush += len(batch)
@@ -160,6 +164,8 @@ class Engine:
                         or caught_up:
                     self.flush(wait=False)  # the commit overlaps the next batches
                     last_flush, since_flush, behind = time.monotonic(), 0, behind and not caught_up
+                    if caught_up:
+                        self._drained.clear()
             self.flush(details=True)
         finally:
             self._consumer.close()  # leaves the group (revoke → flush already done above)
@@ -216,6 +222,29 @@ class Engine:
         self._routing = True
         self.stats.consumed += len(batch)
 
+    def _flush_drained(self) -> None:
+        """While a backlog is read, publish each partition as soon as it is read to its end and routed, in a
+        transaction of its own, while the routing thread goes on with the next partitions (a consumer reads a
+        backlog partition after partition). Each document is owned by one partition, so this commits the same
+        results as one flush at the end, but most of that flush's work overlaps the reading instead of following
+        it. Once per partition and backlog (a partition that live traffic keeps at its end while others are still
+        behind waits for the regular flushes), one transaction at a time (with a commit still running, the
+        partition waits for the next batch)."""
+        if self._commit is not None and self._commit.thread.is_alive():
+            return
+        drained = []
+        for tp in self._consumer.position([TopicPartition(self.cfg.topic, p) for p in self.states]):
+            st = self.states.get(tp.partition)
+            if st is None or st.busy:
+                continue
+            _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if 0 < high <= tp.offset and st.next_offset >= high and tp.partition not in self._drained:
+                self._drained.add(tp.partition)
+                drained.append(tp.partition)
+        if drained:
+            self.stats.drained += len(drained)
+            self.flush(wait=False, only=drained)
+
     def _routed(self) -> None:
         """Wait for the batches being routed: until then their partitions are the routing thread's (their methods
         raise), so everything that reads or changes state calls this first. Partitions that took records since
@@ -231,26 +260,33 @@ class Engine:
                 self._last_record_wall[p] = now
 
     # -- flush: one transaction -------------------------------------------------------------------------------
-    def flush(self, details: bool = False, wait: bool = True) -> None:
+    def flush(self, details: bool = False, wait: bool = True, only: list[int] | None = None) -> None:
         """One transaction. Item and user documents go out on a details flush (``details`` or when the detail
         interval has passed); in between their changes are only in the changelog, so a crash loses nothing
         (restore re-publishes what was logged after the last published marker).
 
         With ``wait=False`` the commit runs in the background while the caller goes on consuming: the state
         hands its changes over when they are sent, and a failed commit reloads every partition from the
-        changelog and seeks back, which discards whatever was processed meanwhile as well."""
-        self._routed()
+        changelog and seeks back, which discards whatever was processed meanwhile as well.
+
+        ``only``: just these partitions (settled, so in no batch being routed), without details, while the others
+        keep routing (see :meth:`_flush_drained`)."""
+        if only is None:
+            self._routed()
         self._settle()
         self._transactions_ready()
         now_wall = int(time.time() * 1000)
-        self._advance_idle(now_wall)
         complete = details  # stop, revoke, caught up: publish everything
-        if self.cfg.detail_flushes:
-            details = details or (self.stats.flushes + 1) % self.cfg.detail_flushes == 0
+        if only is not None:
+            parts = [self.states[p] for p in only]
         else:
-            details = details or time.monotonic() - self._last_details >= self.cfg.detail_interval_s
+            self._advance_idle(now_wall)
+            parts = list(self.states.values())
+            if self.cfg.detail_flushes:
+                details = details or (self.stats.flushes + 1) % self.cfg.detail_flushes == 0
+            else:
+                details = details or time.monotonic() - self._last_details >= self.cfg.detail_interval_s
         work = []
-        parts = list(self.states.values())
         users_due = [complete or (details and self._users_due(st)) for st in parts]
         for st, users, flushed in zip(parts, users_due, flush_all(parts, details, users_due, now_wall), strict=True):
             if flushed is not None:
@@ -261,7 +297,7 @@ class Engine:
         try:
             self._producer.begin_transaction()
             # positions first, while the broker is idle: behind this flush's records they wait ~0.1-0.7 s
-            positions = [TopicPartition(self.cfg.topic, p, st.next_offset) for p, st in self.states.items()
+            positions = [TopicPartition(self.cfg.topic, st.partition, st.next_offset) for st in parts
                          if st.next_offset > 0]
             if positions:
                 self._producer.send_offsets_to_transaction(positions, self._consumer.consumer_group_metadata(), 60)
@@ -334,6 +370,7 @@ class Engine:
                 self._producer.poll(0.05)
 
     def _transaction_failed(self, err: KafkaError) -> None:
+        self._routed()  # reloading replaces the states: nothing may still be routing into them
         if err.txn_requires_abort():
             _LOG.warning("transaction aborted (%s); reloading state from the changelog", err.str())
             self._producer.abort_transaction(60)
@@ -394,6 +431,7 @@ class Engine:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._routed()
         self.stats.rebalances += 1
+        self._drained.clear()
         self._last_activity = time.monotonic()
         logged = self._logged([tp.partition for tp in partitions])
         fresh = []
