@@ -4,9 +4,11 @@
 //! a routing thread: (1) parse and fast-validate every value, in parallel chunks (stateless); (2) let the
 //! contract's Python validator decide the few records the fast path could not (one GIL acquisition per batch);
 //! (3) route each partition's records in offset order into its own state, one thread per group of partitions.
-//! Batches form a pipeline of two: batch k+1 is read and parsed while batch k is routed, and routes only once
-//! batch k has (`Gate`); `process_batch` then settles batch k, adding its side outputs (dead letters, late
-//! events), which live outside the states. `settle` waits for every batch in flight. Until a batch is settled,
+//! Batches form a pipeline: the reader stays up to two batches ahead, each batch is parsed as soon as it is read,
+//! and routes into a partition only once the earlier batches have routed into it (a `Gate` per batch and
+//! partition), so a batch that starts the next partition routes it alongside the previous partition's last
+//! batches (a consumer reads a backlog partition after partition). `process_batch` settles the oldest batch,
+//! adding its side outputs (dead letters, late events), which live outside the states. `settle` waits for every batch in flight. Until a batch is settled,
 //! the partitions it routes into belong to the routing threads and their methods refuse to run
 //! (`Partition::busy`); other partitions stay usable (the engine publishes a partition read to its end while the
 //! next ones are routed). Partitions share nothing, so this makes the same decisions as routing record by
@@ -117,38 +119,42 @@ fn route_partition(st: &mut State, recs: &[Rec<'_>], verdicts: &[Verdict<'_>], i
     out
 }
 
-/// Phase 4: each thread takes whole partitions, balanced by record count.
-fn route_all(
-    states: Vec<&mut State>,
-    groups: &[Vec<usize>],
-    recs: &[Rec<'_>],
-    verdicts: &[Verdict<'_>],
-) -> Vec<Routed> {
-    let busy = groups.iter().filter(|g| !g.is_empty()).count();
-    let n = threads().min(busy).min(recs.len() / PER_THREAD_MIN).max(1);
-    if n == 1 {
-        return states.into_iter().zip(groups).map(|(st, g)| route_partition(st, recs, verdicts, g)).collect();
+/// One partition's part of phase 4: wait for the earlier batches' records of the same partition (`after`),
+/// route, and open this batch's gate for it (`done`). None if an earlier batch failed for this partition.
+struct Lane<'s> {
+    slot: usize,
+    state: &'s mut State,
+    after: Option<Arc<Gate>>,
+    done: OpenOnDrop,
+}
+
+/// Phase 4: partitions route independently, each after its own records of earlier batches, so a batch that
+/// starts the next partition routes it while the previous partition's batches are still routing (a consumer
+/// reads a backlog partition after partition). One thread per partition when the batch is large enough.
+fn route_all(lanes: Vec<Lane<'_>>, groups: &[Vec<usize>], recs: &[Rec<'_>], verdicts: &[Verdict<'_>]) -> JobOut {
+    let slots = groups.len();
+    let route = |mut lane: Lane<'_>| -> Option<(usize, Routed)> {
+        if !lane.after.take().is_none_or(|gate| gate.wait()) {
+            return None; // `done` opens as failed: later batches skip this partition too
+        }
+        let out = route_partition(lane.state, recs, verdicts, &groups[lane.slot]);
+        lane.done.1 = true;
+        Some((lane.slot, out))
+    };
+    let parallel = lanes.len() > 1 && recs.len() / lanes.len() >= PER_THREAD_MIN;
+    let done: Vec<_> = if parallel { in_threads(lanes, route) } else { lanes.into_iter().map(route).collect() };
+    let mut routed: Vec<Routed> = (0..slots).map(|_| Vec::new()).collect();
+    let mut failed = false;
+    for out in done {
+        match out {
+            Some((slot, out)) => routed[slot] = out,
+            None => failed = true,
+        }
     }
-    let mut order: Vec<usize> = (0..groups.len()).collect();
-    order.sort_by_key(|&slot| std::cmp::Reverse(groups[slot].len()));
-    let mut lanes: Vec<(usize, Vec<(usize, &mut State)>)> = (0..n).map(|_| (0, Vec::new())).collect();
-    let mut states: Vec<Option<&mut State>> = states.into_iter().map(Some).collect();
-    for slot in order {
-        let lane = lanes.iter_mut().min_by_key(|l| l.0).expect("at least one lane");
-        lane.0 += groups[slot].len();
-        lane.1.push((slot, states[slot].take().expect("each partition once")));
+    if failed {
+        return Err(PyRuntimeError::new_err("the previous batch was not routed"));
     }
-    let lanes: Vec<_> = lanes.into_iter().map(|(_, work)| work).collect();
-    let done = in_threads(lanes, |work| {
-        work.into_iter()
-            .map(|(slot, st)| (slot, route_partition(st, recs, verdicts, &groups[slot])))
-            .collect::<Vec<_>>()
-    });
-    let mut routed: Vec<Routed> = (0..groups.len()).map(|_| Vec::new()).collect();
-    for (slot, out) in done.into_iter().flatten() {
-        routed[slot] = out;
-    }
-    routed
+    Ok(routed)
 }
 
 /// Phase 3: the contract's validator decides a record the fast path left open; `verdict(value, record_ts)`
@@ -225,13 +231,13 @@ impl Drop for StateBox {
 }
 
 /// A `*mut State` the routing thread may use: its `Partition` is kept alive by the job and refuses every call
-/// (`busy`) until the job is settled; one job at a time routes (see `Gate`).
+/// (`busy`) until the job is settled; one job at a time routes into a partition (see `Gate`).
 struct StatePtr(*mut State);
 unsafe impl Send for StatePtr {}
 
-/// Opens when a job has finished routing (`Some(true)`) or given up (`Some(false)`): the next batch's job parses
-/// meanwhile and routes only once the gate is open, and not at all after a failure (its records would skip the
-/// failed batch's).
+/// Opens when a job has finished routing into a partition (`Some(true)`) or given up (`Some(false)`): the next
+/// batch's job parses meanwhile and routes into that partition only once the gate is open, and not at all after
+/// a failure (its records would skip the failed batch's).
 #[derive(Default)]
 struct Gate {
     state: Mutex<Option<bool>>,
@@ -276,23 +282,27 @@ struct Job {
     parts: Vec<Py<Partition>>, // owned partitions in the batch, by slot
     msgs: Vec<Py<PyAny>>,
     offsets: Vec<i64>,
-    routed: Arc<Gate>,
+    routed: Vec<(*mut State, Arc<Gate>)>, // per partition: opens when this batch has routed into it
 }
 
-/// Batches being routed, oldest first (at most two: one routing, the next one parsing).
+// SAFETY: the state pointers are only compared, never dereferenced, through `Job`
+unsafe impl Send for Job {}
+
+/// Batches being routed, oldest first (at most three: the reader stays up to two batches ahead of routing).
 static INFLIGHT: Mutex<VecDeque<Job>> = Mutex::new(VecDeque::new());
 
-/// Phases 2-4 on a routing thread; phase 4 waits for the previous batch's (`after`) and opens `routed`.
+/// Phases 2-4 on a routing thread; phase 4 routes into each partition after the earlier batches (`after`) and
+/// opens this batch's gate for it (`routed`).
 fn route_job(
     raws: Vec<Option<Raw>>,
     meta: Vec<(usize, i64, i64)>,
     values: &[Py<PyAny>],
     states: Vec<StatePtr>,
     verdict: Py<PyAny>,
-    after: Option<Arc<Gate>>,
-    routed: Arc<Gate>,
+    after: Vec<Option<Arc<Gate>>>,
+    routed: Vec<Arc<Gate>>,
 ) -> JobOut {
-    let mut done = OpenOnDrop(routed, false);
+    let done: Vec<OpenOnDrop> = routed.into_iter().map(|gate| OpenOnDrop(gate, false)).collect();
     let recs: Vec<Rec<'_>> = meta
         .iter()
         .zip(raws)
@@ -328,15 +338,21 @@ fn route_job(
     for (i, r) in recs.iter().enumerate() {
         groups[r.slot].push(i);
     }
-    if !after.is_none_or(|gate| gate.wait()) {
-        return Err(PyRuntimeError::new_err("the previous batch was not routed"));
-    }
-    // SAFETY: each pointer is a distinct partition's state, untouched by Python until this job is settled, and by
-    // the previous job since its gate opened
-    let states: Vec<&mut State> = states.into_iter().map(|p| unsafe { &mut *p.0 }).collect();
-    let out = route_all(states, &groups, &recs, &verdicts);
-    done.1 = true;
-    Ok(out)
+    let lanes = states
+        .into_iter()
+        .zip(after)
+        .zip(done)
+        .enumerate()
+        .map(|(slot, ((ptr, after), done))| Lane {
+            slot,
+            // SAFETY: each pointer is a distinct partition's state, untouched by Python until this job is settled,
+            // and dereferenced by its lane only once earlier batches routing into it are done (`after`)
+            state: unsafe { &mut *ptr.0 },
+            after,
+            done,
+        })
+        .collect();
+    route_all(lanes, &groups, &recs, &verdicts)
 }
 
 /// Wait for every batch being routed and add their side outputs (in offset order per partition). If one failed,
@@ -475,14 +491,20 @@ pub fn process_batch(
     }
     let offsets = meta.iter().map(|m| m.1).collect();
     let verdict = verdict.clone().unbind();
-    let routed = Arc::new(Gate::default());
     let mut inflight = INFLIGHT.lock().expect("job lock");
-    let after = inflight.back().map(|job| job.routed.clone());
-    let gate = routed.clone();
+    // each partition routes after the latest batch in flight that routes into it
+    let after: Vec<Option<Arc<Gate>>> = ptrs
+        .iter()
+        .map(|ptr| {
+            inflight.iter().rev().find_map(|job| job.routed.iter().find(|(p, _)| *p == ptr.0).map(|(_, g)| g.clone()))
+        })
+        .collect();
+    let routed: Vec<(*mut State, Arc<Gate>)> = ptrs.iter().map(|ptr| (ptr.0, Arc::new(Gate::default()))).collect();
+    let gates = routed.iter().map(|(_, gate)| gate.clone()).collect();
     let handle = std::thread::Builder::new()
         .name("pulse-route".into())
         .spawn(move || {
-            let out = route_job(raws, meta, &values, ptrs, verdict, after, gate);
+            let out = route_job(raws, meta, &values, ptrs, verdict, after, gates);
             (out, values) // back to `settle`, which needs them for the side outputs
         })
         .map_err(|e| PyRuntimeError::new_err(format!("cannot start the routing thread: {e}")))?;
@@ -491,6 +513,6 @@ pub fn process_batch(
     }
     inflight.push_back(Job { handle, parts, msgs, offsets, routed });
     drop(inflight);
-    settle_older(py, 1)?; // the previous batch, while this one is parsed
+    settle_older(py, 2)?; // the oldest batch, while this one is parsed and the previous one routes
     Ok(stop)
 }
