@@ -14,6 +14,18 @@ from pulse.stack import artifacts
 from pulse.stack.service import Launch, Service, base_env, java_home
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id: a URL-safe base64 UUID that never starts with '-'.
+
+    One id in 64 would otherwise start with '-', and kafka-storage's argument
+    parser takes that for an option (Kafka's own generator skips such ids too).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class KafkaService(Service):
     name = "kafka"
     start_timeout = 90.0
@@ -76,9 +88,9 @@ class KafkaService(Service):
         java = str(java_home() / "bin" / "java")
         classpath = f"{lib}/*"
         if not (self.dir / "data" / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             proc = subprocess.run(
-                [java, "-cp", classpath, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                [java, "-cp", classpath, "kafka.tools.StorageTool", "format",
+                 f"--cluster-id={new_cluster_id()}",
                  "-c", str(self.config_file), "--ignore-formatted"],
                 capture_output=True, text=True, check=False, timeout=120,
             )
