@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -345,20 +345,18 @@ class Engine:
         for topic, sides in ((cfg.dlq_topic, dead), (cfg.late_topic, late)):
             for offset, key, value, reason, detail in sides:
                 send(topic, value, key, p, _headers(offset, reason, detail, cfg.topic, p))
-        # a flush writes tens of thousands of these: produce directly (a wrapper call costs ~0.5 us of ~2.5)
+        self._produce_all(cfg.changelog_topic, p, records)
+        self._produce_all(cfg.aggregates_topic, p, ((doc_id.encode(), value) for doc_id, _kind, value in out))
+
+    def _produce_all(self, topic: str, p: int, records: Iterable[tuple[bytes, bytes]]) -> None:
+        """A flush writes tens of thousands of these: produce directly (a wrapper call per record costs ~0.5 us
+        of ~2.5), and wait for room only when the producer's queue is full."""
         produce = self._producer.produce
-        topic = cfg.changelog_topic
         for key, value in records:
             try:
                 produce(topic, value, key, p)
             except BufferError:
-                send(topic, value, key, p)
-        topic = cfg.aggregates_topic
-        for doc_id, _kind, value in out:
-            try:
-                produce(topic, value, doc_id.encode(), p)
-            except BufferError:
-                send(topic, value, doc_id.encode(), p)
+                self._send(topic, value, key, p)
 
     def _send(self, topic: str, value: bytes | None, key: bytes | None, partition: int,
               headers: list[tuple[str, bytes]] | None = None) -> None:

@@ -145,6 +145,27 @@ def _drop_index(settings: Settings, index: str) -> None:
     Elasticsearch(settings.es_url).indices.delete(index=index, ignore_unavailable=True)
 
 
+def warmed(seconds: list[float], tolerance: float = 0.1) -> bool:
+    """Whether a series of untimed runs has stopped improving: the latest is no more than ``tolerance`` faster
+    than the best before it. A broker fresh from start-up runs its transactional path interpreted: Pulse's first
+    runs after `pulse stack up` took 3.9, 2.5, 2.6, 2.3, 1.7 and 1.4 s while the broker's request threads went
+    from 2.5 to 0.25 s of CPU per run (its JIT compiler threads busy throughout); raw reads barely change."""
+    return len(seconds) >= 2 and seconds[-1] >= (1 - tolerance) * min(seconds[:-1])
+
+
+def warm_up(settings: Settings, topic: str, ends: dict[int, int], timeout: float, log: Path, limit: int,
+            on_run: Callable[[float], None]) -> list[float]:
+    """Untimed runs of the raw consumer and Pulse, in turn, until Pulse's time has stopped improving or ``limit``
+    runs; returns Pulse's times. All contenders are then measured against the same warmed broker."""
+    seconds: list[float] = []
+    while len(seconds) < limit and not warmed(seconds):
+        for contender in contenders(settings, topic, ["raw", "pulse"], None):
+            result = measure(settings, contender, topic, ends, timeout, log)
+        seconds.append(result.seconds)
+        on_run(result.seconds)
+    return seconds
+
+
 def per_round_ratios(rounds: list[dict[str, Result]], ours: str, peer: str) -> list[float]:
     """``ours``/``peer`` events/s within each round: contenders of one round ran minutes apart at most, so the
     machine's slow phases (this is a shared 2-core VM) hit both sides of a ratio more evenly than across rounds."""

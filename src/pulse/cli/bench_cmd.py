@@ -79,14 +79,18 @@ def produce(settings: Settings, count: int, partitions: int, rounds: int) -> Non
               help="Run every contender this many times, in turn; the verdict is the median of the per-round ratios.")
 @click.option("--timeout", type=click.FloatRange(10), default=900.0, show_default=True,
               help="Give up on a contender after this many seconds.")
+@click.option("--warmup", type=click.IntRange(1, 20), default=8, show_default=True,
+              help="At most this many untimed runs of raw and Pulse first; they stop once Pulse's time stops "
+                   "improving by more than 10 % (a freshly started broker needs several).")
 @click.pass_obj
 @on_stack
-def aggregate_bench(settings: Settings, count: int, which: str, rounds: int, timeout: float) -> None:
+def aggregate_bench(settings: Settings, count: int, which: str, rounds: int, timeout: float, warmup: int) -> None:
     """Events/s of one aggregator process (exactly-once) vs Quix Streams, the naive design and a raw consumer.
 
     Every contender reads the same pre-produced topic with a fresh consumer group and is timed from process
-    start to its last commit. An untimed warm-up run of the raw consumer and Pulse comes first, so that the
-    broker's internal topics and JIT are ready. Targets: >= 10x Quix Streams and >= 0.5x the raw ceiling.
+    start to its last commit. Untimed warm-up runs of the raw consumer and Pulse come first, until Pulse's time
+    stops improving, so that the broker's internal topics and JIT are ready (a freshly started broker needs
+    several). Targets: >= 10x Quix Streams and >= 0.5x the raw ceiling.
     """
     import statistics
     import time as _time
@@ -101,9 +105,11 @@ def aggregate_bench(settings: Settings, count: int, which: str, rounds: int, tim
         ends = agg.prepare_input(settings, topic, count, 6)
     log = settings.home / "logs" / "bench-aggregate.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    with console.status("warm-up (untimed): raw consumer and pulse aggregate"):
-        for contender in agg.contenders(settings, topic, ["raw", "pulse"], None):
-            agg.measure(settings, contender, topic, ends, timeout, log)
+    with console.status("warm-up (untimed): raw consumer and pulse aggregate") as status:
+        warm = agg.warm_up(settings, topic, ends, timeout, log, warmup,
+                           lambda t: status.update(f"warm-up (untimed): pulse took {t:.2f} s"))
+    click.echo(f"warm-up (untimed): pulse {', '.join(f'{t:.2f}' for t in warm)} s"
+               f"{' (steady)' if agg.warmed(warm) else f' (still improving after {warmup} runs)'}")
     results: list[dict[str, agg.Result]] = []
     for i in range(rounds):
         results.append({})
