@@ -26,6 +26,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
 use crate::event::{fast_validate, Event};
+use crate::message;
 use crate::state::{Outcome, State};
 use crate::{Partition, Side};
 
@@ -445,11 +446,12 @@ pub fn process_batch(
     let mut stop = -1isize;
     for i in start..batch.len() {
         let msg = batch.get_item(i)?;
-        if !msg.call_method0(intern!(py, "error"))?.is_none() {
+        let fields = message::read(&msg)?;
+        if fields.failed {
             stop = i as isize;
             break;
         }
-        let p: i64 = msg.call_method0(intern!(py, "partition"))?.extract()?;
+        let p = fields.partition;
         let slot = match slots.iter().position(|s| s.0 == p) {
             Some(slot) => slot,
             None => {
@@ -464,9 +466,7 @@ pub fn process_batch(
         if slots[slot].1.is_none() {
             continue;
         }
-        let offset: i64 = msg.call_method0(intern!(py, "offset"))?.extract()?;
-        let ts: i64 = msg.call_method0(intern!(py, "timestamp"))?.downcast::<PyTuple>()?.get_item(1)?.extract()?;
-        let value = msg.call_method0(intern!(py, "value"))?;
+        let (offset, ts, value) = (fields.offset, fields.ts, fields.value);
         raws.push(value.downcast::<PyBytes>().ok().map(|b| Raw(b.as_bytes().as_ptr(), b.as_bytes().len())));
         values.push(value.unbind());
         msgs.push(msg.unbind());

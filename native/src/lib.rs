@@ -20,6 +20,7 @@ pub mod batch;
 pub mod changelog;
 pub mod docs;
 pub mod event;
+mod message;
 pub mod state;
 
 use event::{fast_validate, Event};

@@ -1,9 +1,10 @@
 """The batch router (``route_batch``: parse in parallel, route per partition on worker threads, off the GIL) makes
 exactly the decisions of routing record by record.
 
-The router's input is a consumed batch: a list of confluent-kafka messages. ``_Msg`` carries the same accessors
-over a plain record, so the comparison runs without a broker; tests/aggregate/test_engine_kafka.py runs the
-router on real batches.
+The router's input is a consumed batch: a list of confluent-kafka messages. It reads a genuine
+``confluent_kafka.Message`` in place (at the field offsets it probes once) and anything else through the
+accessors; the comparison builds batches of either, without a broker (``_Msg`` carries the same accessors over a
+plain record), and tests/aggregate/test_engine_kafka.py runs the router on consumed batches.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import random
 
 import orjson
 import pytest
+from confluent_kafka import KafkaError, Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pulse.aggregate._core import process_batch
 
 from pulse.aggregate.state import Partition, StateConfig, flush_all, new_partition, route, route_batch, settle, verdict
+from pulse.errors import PulseError
 from pulse.generate.chaos import ChaosConfig
 from tests.aggregate.test_state_vs_reference import SIZES, make_rows
 
@@ -65,16 +68,25 @@ def _outputs(states: dict[int, Partition]) -> dict:
     return out
 
 
-def _batches(rows: list, sizes: list[int], rng: random.Random) -> list[list[_Msg]]:
-    """Cut ``rows`` into consumed batches; some re-deliver records already routed, some carry an error."""
-    msgs = [_Msg(p, offset, None if rng.random() < 0.005 else value, ts) for p, offset, value, ts in rows]
+def _message(p: int, offset: int, value: bytes | None, ts: int) -> Message:
+    """The same record as ``_Msg(p, offset, value, ts)``, as the consumer hands it over."""
+    return Message(topic="t", partition=p, offset=offset, value=value, key=b"k%d-%d" % (p, offset), timestamp=(1, ts))
+
+
+def _batches(rows: list, sizes: list[int], rng: random.Random, real: bool = False) -> list[list]:
+    """Cut ``rows`` into consumed batches (of ``confluent_kafka.Message`` if ``real``); some re-deliver records
+    already routed, some carry an error."""
+    make = _message if real else _Msg
+    msgs = [make(p, offset, None if rng.random() < 0.005 else value, ts) for p, offset, value, ts in rows]
     batches, i = [], 0
     for size in sizes:
         batch = msgs[i:i + size]
         if batches and rng.random() < 0.3:
             batch = batches[-1][-rng.randint(1, 50):] + batch  # after a seek: already inside the state
         if batch and rng.random() < 0.3:
-            batch.insert(rng.randrange(len(batch)), _Msg(0, -1, None, 0, _Error()))
+            failed = (Message(topic="t", partition=0, offset=-1, error=KafkaError(KafkaError._PARTITION_EOF)) if real
+                      else _Msg(0, -1, None, 0, _Error()))
+            batch.insert(rng.randrange(len(batch)), failed)
         batches.append(batch)
         i += size
     batches.append(msgs[i:])
@@ -83,11 +95,13 @@ def _batches(rows: list, sizes: list[int], rng: random.Random) -> list[list[_Msg
 
 @settings(max_examples=12, deadline=None)
 @given(seed=st.integers(0, 10_000), bad=st.floats(0, 0.2), sizes=st.lists(st.integers(1, 4_000), max_size=4),
-       wait=st.booleans())
-def test_batches_route_exactly_as_single_records(seed: int, bad: float, sizes: list[int], wait: bool) -> None:
+       wait=st.booleans(), real=st.booleans())
+def test_batches_route_exactly_as_single_records(seed: int, bad: float, sizes: list[int], wait: bool,
+                                                 real: bool) -> None:
     """Large batches (several threads), small ones (inline), late, duplicate, invalid and None values, records
-    re-delivered after a seek and error messages in the batch: the same state, documents and side outputs, in the
-    same order, as routing each record on its own."""
+    re-delivered after a seek and error messages in the batch, of confluent-kafka messages or look-alikes: the
+    same state, documents and side outputs, in the same order, as routing each record on its own (which reads
+    them through their accessors)."""
     rows = make_rows(6_000, seed, ChaosConfig(late_fraction=0.03, duplicate_fraction=0.03, invalid_fraction=bad),
                      partitions=4)
     cfg = StateConfig(window_sizes=SIZES)
@@ -96,7 +110,7 @@ def test_batches_route_exactly_as_single_records(seed: int, bad: float, sizes: l
     if seed % 2:
         rows = sorted(rows, key=lambda row: row[0])  # as a backlog is read: partition after partition
     rng = random.Random(seed)
-    batches = _batches(rows, sizes, rng)
+    batches = _batches(rows, sizes, rng, real)
     for batch in batches:
         for msg in batch:
             st_ = single.get(msg.partition())
@@ -179,3 +193,19 @@ def test_flushing_partitions_together_equals_flushing_each(seed: int, users: lis
         assert flush_all(together, details, users, 7) == one_by_one
         for st_, u in zip(together + each, users + users, strict=True):
             st_.committed(details, u)
+
+
+@pytest.mark.parametrize("real", [True, False], ids=["confluent-kafka", "look-alike"])
+def test_a_fatal_consumer_error_stops_the_batch_after_the_records_before_it(real: bool) -> None:
+    """The router hands the first message carrying an error back to Python, which raises on a fatal one; the
+    records before it are routed and none after it."""
+    rows = make_rows(400, 3, ChaosConfig(), partitions=1)
+    part = new_partition(0, StateConfig(window_sizes=SIZES))
+    make = _message if real else _Msg
+    msgs = [make(p, o, v, ts) for p, o, v, ts in rows]
+    fatal = KafkaError(KafkaError._FATAL, "broker gone", fatal=True)
+    failed = Message(topic="t", partition=0, offset=-1, error=fatal) if real else _Msg(0, -1, None, 0, fatal)
+    with pytest.raises(PulseError, match="broker gone"):
+        route_batch({0: part}, [*msgs[:150], failed, *msgs[150:]])
+    settle()
+    assert part.next_offset == rows[149][1] + 1
