@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -25,6 +26,8 @@ def test_raw_naive_and_pulse_each_read_the_topic_to_its_end_and_commit(settings:
             result = agg.measure(settings, contender, topic, ends, 120, log)
             assert result.events == count
             assert 0 < result.seconds < 120, (contender.name, log.read_text()[-2000:])
+            # its CPU up to the commit: at least the interpreter's start, at most every core for the whole time
+            assert 0.01 < result.cpu <= result.seconds * (os.cpu_count() or 1) + 0.05, (contender.name, result)
             if contender.index is not None:  # the naive design's index of every event goes as soon as it is timed
                 assert not es.indices.exists(index=contender.index)
         assert "Traceback" not in log.read_text()

@@ -8,6 +8,7 @@ once contenders are timed to their last commit) and it is then stopped.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -41,15 +42,27 @@ class Contender:
 
 
 @dataclass(frozen=True)
+class Timed:
+    seconds: float  # from process start until its group had committed everything
+    cpu: float  # CPU seconds the process had used by then (all its threads)
+
+
+@dataclass(frozen=True)
 class Result:
     name: str
     events: int
     seconds: float
     note: str
+    cpu: float = 0.0
 
     @property
     def rate(self) -> float:
         return self.events / self.seconds
+
+    @property
+    def per_cpu(self) -> float:
+        """Events per CPU-second: throughput per core, steadier than wall time on a noisy VM."""
+        return self.events / self.cpu if self.cpu > 0 else 0.0
 
 
 def quix_python(settings: Settings, progress: object = print) -> Path:
@@ -100,11 +113,18 @@ def _group_of(argv: list[str]) -> str:
     return argv[argv.index("--group") + 1]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far, its exited threads included."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_until_committed(settings: Settings, name: str, argv: list[str], group: str, topic: str,
                         ends: dict[int, int], timeout: float, log: Path,
-                        on_poll: Callable[[int], None] | None = None) -> float:
-    """Start a consumer process and return the seconds until its group committed every partition to ``ends``
-    (so exactly-once contenders are timed to their last commit); then stop it. ``on_poll`` gets its pid."""
+                        on_poll: Callable[[int], None] | None = None) -> Timed:
+    """Start a consumer process and time it until its group committed every partition to ``ends`` (so exactly-
+    once contenders are timed to their last commit), with the CPU it had used by then; then stop it.
+    ``on_poll`` gets its pid."""
     watcher = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": group, "enable.auto.commit": False})
     parts = [TopicPartition(topic, p) for p in ends]
     with log.open("ab") as out:
@@ -120,7 +140,7 @@ def run_until_committed(settings: Settings, name: str, argv: list[str], group: s
                     on_poll(proc.pid)
                 committed = watcher.committed(parts, timeout=10)
                 if all(tp.offset >= ends[tp.partition] for tp in committed):
-                    return time.monotonic() - t0
+                    return Timed(time.monotonic() - t0, cpu_seconds(proc.pid))
                 time.sleep(0.05)  # fine-grained: the fastest contenders finish in about 2 s
         finally:
             interrupt(proc)
@@ -129,11 +149,11 @@ def run_until_committed(settings: Settings, name: str, argv: list[str], group: s
 
 def measure(settings: Settings, contender: Contender, topic: str, ends: dict[int, int], timeout: float,
             log: Path) -> Result:
-    elapsed = run_until_committed(settings, contender.name, contender.argv, _group_of(contender.argv), topic, ends,
-                                  timeout, log)
+    timed = run_until_committed(settings, contender.name, contender.argv, _group_of(contender.argv), topic, ends,
+                                timeout, log)
     if contender.index is not None:
         _drop_index(settings, contender.index)
-    return Result(contender.name, sum(ends.values()), elapsed, contender.note)
+    return Result(contender.name, sum(ends.values()), timed.seconds, contender.note, timed.cpu)
 
 
 def _drop_index(settings: Settings, index: str) -> None:

@@ -68,5 +68,5 @@ def run(settings: Settings, events: int, users: int, log: Path, timeout: float =
         peak[0] = max(peak[0], _rss(pid))
 
     argv = [sys.executable, "-m", "pulse", "aggregate", "--topic", topic, "--group", group, "--instance", group]
-    elapsed = run_until_committed(settings, "the aggregator", argv, group, topic, ends, timeout, log, sample)
-    return MemoryResult(events, len(records.users), peak[0], elapsed)
+    timed = run_until_committed(settings, "the aggregator", argv, group, topic, ends, timeout, log, sample)
+    return MemoryResult(events, len(records.users), peak[0], timed.seconds)
