@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from pulse.errors import BrokerUnavailable, PulseError
@@ -70,6 +71,18 @@ def partition_count(bootstrap: str, topic: str) -> int:
     return len(info.partitions)
 
 
+def creation(name: str, fut: Future, timeout: float) -> str:
+    """How a create request for ``name`` ended: "created", or "exists" when another process (an aggregator
+    instance starting alongside) created it between our listing and our request; anything else raises."""
+    try:
+        fut.result(timeout=timeout)
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            raise PulseError(f"creating topic {name} failed: {exc.args[0].str()}") from None
+        return "exists"
+    return "created"
+
+
 def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 30.0,
                   compare_config: bool = True) -> list[tuple[str, str]]:
     """Create missing topics; report existing ones whose partitions (or, if asked, settings) differ.
@@ -83,13 +96,7 @@ def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 30.0,
     missing = [s for s in specs if s.name not in existing]
     if missing:
         futures = admin.create_topics([NewTopic(s.name, s.partitions, 1, config=s.config) for s in missing])
-        for name, fut in futures.items():
-            try:
-                fut.result(timeout=timeout)
-            except KafkaException as exc:
-                if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                    raise PulseError(f"creating topic {name} failed: {exc.args[0].str()}") from None
-            results.append((name, "created"))
+        results.extend((name, creation(name, fut, timeout)) for name, fut in futures.items())
         _await_leaders(admin, [s.name for s in missing], timeout)
     problems: list[str] = []
     present = [s for s in specs if s.name in existing]
