@@ -471,9 +471,10 @@ pub fn process_batch(
     let mut raws = Vec::with_capacity(n);
     let mut meta = Vec::with_capacity(n); // (slot, offset, ts)
     let mut stop = -1isize;
+    let reader = message::Reader::new(py);
     for i in start..batch.len() {
         let msg = batch.get_item(i)?;
-        let fields = message::read(&msg)?;
+        let fields = reader.read(&msg)?;
         if fields.failed {
             stop = i as isize;
             break;

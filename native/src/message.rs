@@ -33,26 +33,33 @@ struct Layout {
 
 static LAYOUT: OnceLock<Option<Layout>> = OnceLock::new();
 
-/// Read `msg`'s fields: in place for a genuine `confluent_kafka.Message`, else through its accessors.
-pub(crate) fn read<'py>(msg: &Bound<'py, PyAny>) -> PyResult<Fields<'py>> {
-    let py = msg.py();
-    match LAYOUT.get_or_init(|| probe(py).ok().flatten()) {
-        Some(l) if msg.get_type().as_ptr() as usize == l.ty => Ok(in_place(msg, l)),
-        _ => by_accessors(msg),
+/// Reads a batch's messages; the layout is looked up once per batch, not per message.
+pub(crate) struct Reader(Option<&'static Layout>);
+
+impl Reader {
+    pub(crate) fn new(py: Python<'_>) -> Self {
+        Reader(LAYOUT.get_or_init(|| probe(py).ok().flatten()).as_ref())
+    }
+
+    /// `msg`'s fields: in place for a genuine `confluent_kafka.Message`, else through its accessors.
+    pub(crate) fn read<'py>(&self, msg: &Bound<'py, PyAny>) -> PyResult<Fields<'py>> {
+        match self.0 {
+            // SAFETY: `msg` is a live object; its type pointer is only compared
+            Some(l) if unsafe { ffi::Py_TYPE(msg.as_ptr()) } as usize == l.ty => Ok(in_place(msg, l)),
+            _ => by_accessors(msg),
+        }
     }
 }
 
 fn by_accessors<'py>(msg: &Bound<'py, PyAny>) -> PyResult<Fields<'py>> {
     let py = msg.py();
-    let failed = !msg.call_method0(intern!(py, "error"))?.is_none();
-    let partition = msg.call_method0(intern!(py, "partition"))?;
-    if failed {
-        let none = py.None().into_bound(py);
-        return Ok(Fields { failed, partition: partition.extract().unwrap_or(-1), offset: -1, ts: 0, value: none });
+    if !msg.call_method0(intern!(py, "error"))?.is_none() {
+        // the reader stops at it: Python handles the error
+        return Ok(Fields { failed: true, partition: -1, offset: -1, ts: 0, value: py.None().into_bound(py) });
     }
     Ok(Fields {
-        failed,
-        partition: partition.extract()?,
+        failed: false,
+        partition: msg.call_method0(intern!(py, "partition"))?.extract()?,
         offset: msg.call_method0(intern!(py, "offset"))?.extract()?,
         ts: msg.call_method0(intern!(py, "timestamp"))?.downcast::<PyTuple>()?.get_item(1)?.extract()?,
         value: msg.call_method0(intern!(py, "value"))?,
@@ -77,6 +84,27 @@ fn in_place<'py>(msg: &Bound<'py, PyAny>, l: &Layout) -> Fields<'py> {
     }
 }
 
+/// A `confluent_kafka.Message` with these fields (`value` and `error` only if given).
+fn sample<'py>(
+    message: &Bound<'py, PyAny>,
+    (partition, offset, ts): (i32, i64, i64),
+    value: Option<&Bound<'py, PyAny>>,
+    error: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let kw = PyDict::new(message.py());
+    kw.set_item("topic", "pulse-probe")?;
+    kw.set_item("partition", partition)?;
+    kw.set_item("offset", offset)?;
+    kw.set_item("timestamp", (1, ts))?;
+    if let Some(value) = value {
+        kw.set_item("value", value)?;
+    }
+    if let Some(error) = error {
+        kw.set_item("error", error)?;
+    }
+    message.call((), Some(&kw))
+}
+
 /// Find the layout from probe messages; None if it cannot be established beyond doubt.
 fn probe(py: Python<'_>) -> PyResult<Option<Layout>> {
     let kafka = py.import("confluent_kafka")?;
@@ -88,16 +116,9 @@ fn probe(py: Python<'_>) -> PyResult<Option<Layout>> {
     ];
     let mut found: Option<Layout> = None;
     for (i, (partition, offset, ts)) in samples.into_iter().enumerate() {
-        let value = PyBytes::new(py, format!("pulse-probe-{i}").as_bytes());
+        let value = PyBytes::new(py, format!("pulse-probe-{i}").as_bytes()).into_any();
         let error = error_type.call1((-191,))?; // _PARTITION_EOF
-        let kw = PyDict::new(py);
-        kw.set_item("topic", "pulse-probe")?;
-        kw.set_item("partition", partition)?;
-        kw.set_item("offset", offset)?;
-        kw.set_item("timestamp", (1, ts))?;
-        kw.set_item("value", &value)?;
-        kw.set_item("error", &error)?;
-        let msg = message.call((), Some(&kw))?;
+        let msg = sample(&message, (partition, offset, ts), Some(&value), Some(&error))?;
         let size: usize = msg.get_type().getattr("__basicsize__")?.extract()?;
         let base = msg.as_ptr() as *const u8;
         let head = std::mem::size_of::<ffi::PyObject>();
@@ -125,12 +146,7 @@ fn probe(py: Python<'_>) -> PyResult<Option<Layout>> {
     }
     // the accessors must agree with the layout on a record without an error or a value
     let Some(l) = found else { return Ok(None) };
-    let kw = PyDict::new(py);
-    kw.set_item("topic", "pulse-probe")?;
-    kw.set_item("partition", 3)?;
-    kw.set_item("offset", 41)?;
-    kw.set_item("timestamp", (1, 1_700_000_000_000i64))?;
-    let msg = message.call((), Some(&kw))?;
+    let msg = sample(&message, (3, 41, 1_700_000_000_000), None, None)?;
     let (a, b) = (in_place(&msg, &l), by_accessors(&msg)?);
     let agree = !a.failed
         && !b.failed

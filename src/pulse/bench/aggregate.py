@@ -179,10 +179,10 @@ def warm_up(settings: Settings, topic: str, ends: dict[int, int], timeout: float
     runs; returns Pulse's times. All contenders are then measured against the same warmed broker."""
     seconds: list[float] = []
     while len(seconds) < limit and not warmed(seconds):
-        for contender in contenders(settings, topic, ["raw", "pulse"], None):
-            result = measure(settings, contender, topic, ends, timeout, log)
-        seconds.append(result.seconds)
-        on_run(result.seconds)
+        raw, pulse = contenders(settings, topic, ["raw", "pulse"], None)  # fresh consumer groups every run
+        measure(settings, raw, topic, ends, timeout, log)
+        seconds.append(measure(settings, pulse, topic, ends, timeout, log).seconds)
+        on_run(seconds[-1])
     return seconds
 
 
