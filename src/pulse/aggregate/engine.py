@@ -16,13 +16,22 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from confluent_kafka import OFFSET_STORED, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_STORED,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 
+from pulse.aggregate.group import Membership
 from pulse.aggregate.restore import restore_partition
 from pulse.aggregate.state import Partition, StateConfig, flush_all, new_partition, route_batch, settle
 from pulse.errors import PulseError
-from pulse.kafkaio import BULK_FETCH, QUIET_LOG, end_offsets, group_caught_up, offsets_at, watermarks
+from pulse.kafkaio import QUIET_LOG, end_offsets, group_caught_up, offsets_at, watermarks
+from pulse.kafkastart import start_where_committed
 from pulse.topics import aggregates_topic, changelog_topic
 
 _LOG = logging.getLogger("pulse.aggregate")
@@ -86,9 +95,10 @@ class Engine:
     """One aggregator instance. Call :meth:`run` with a stop event; it returns after a final flush."""
 
     def __init__(self, cfg: EngineConfig, on_flush: Callable[[EngineStats], None] | None = None,
-                 prepare: Callable[[], object] | None = None) -> None:
+                 prepare: Callable[[], object] | None = None, membership: Membership | None = None) -> None:
         """``prepare``: start-up work that runs while the consumer joins its group (creating the side topics);
-        partitions are assigned, and the first transaction begins, only once it is done."""
+        the first transaction begins only once it is done. ``membership``: the group, if already joining (the
+        command line subscribes before it imports the engine); otherwise it is joined here."""
         self.cfg = cfg
         self._prepare = prepare
         self._prepared: Future[object] | None = None
@@ -105,12 +115,10 @@ class Engine:
         self._routing = False  # a batch handed to the routing thread and not yet settled
         self._processed: dict[int, int] = {}  # records processed per partition when last settled
         self._drained: set[int] = set()  # partitions published on their own during the current backlog
-        self._consumer = Consumer({
-            "bootstrap.servers": cfg.bootstrap, "group.id": cfg.group, "enable.auto.commit": False,
-            "auto.offset.reset": "earliest", "isolation.level": "read_committed",
-            "session.timeout.ms": 6_000, "heartbeat.interval.ms": 1_500, "max.poll.interval.ms": 300_000,
-            "partition.assignment.strategy": "range", **BULK_FETCH,
-        })
+        self._membership = membership or Membership(cfg.bootstrap, cfg.group, cfg.topic)
+        if self._membership.topic != cfg.topic:
+            raise ValueError(f"the group was joined for {self._membership.topic}, not {cfg.topic}")
+        self._consumer = self._membership.consumer
         # A transaction begun right after a commit is refused with CONCURRENT_TRANSACTIONS until the broker has
         # written the previous one's markers; librdkafka retries on retry.backoff.ms, doubling up to its max (1 s by
         # default), which turned a ~50 ms wait into 0.5-2 s. Retry as the Java client does for this case (20 ms).
@@ -131,8 +139,7 @@ class Engine:
             pool = ThreadPoolExecutor(1, thread_name_prefix="pulse-prepare")
             self._prepared = pool.submit(self._prepare)
             pool.shutdown(wait=False)  # the thread ends with the task
-        self._consumer.subscribe([self.cfg.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                 on_lost=self._on_lost)
+        self._membership.attach(self._on_assign, self._on_revoke, self._on_lost)
         last_flush = self._last_activity = time.monotonic()
         since_flush, flush_records = 0, self.cfg.flush_records or 2**62
         batch_size = min(self.cfg.batch_size, flush_records)
@@ -442,6 +449,7 @@ class Engine:
             starts = offsets_at(consumer, self.cfg.topic, [tp.partition for tp in fresh], self.cfg.start_ms)
             for tp in fresh:
                 tp.offset = starts[tp.partition]
+        start_where_committed(consumer, [tp for tp in partitions if tp.offset == OFFSET_STORED])
         consumer.assign(partitions)
         self._last_activity = time.monotonic()
         _LOG.info("assigned partitions %s", sorted(tp.partition for tp in partitions))

@@ -15,31 +15,16 @@ in one transaction and then calls :meth:`Partition.committed`.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from pulse.aggregate._core import Partition, flush_all, process_batch, settle
+from pulse.aggregate.config import StateConfig
 from pulse.errors import PulseError
 from pulse.events.schema import Event
 from pulse.events.validate import Rejection, validate
 
 __all__ = ["Partition", "StateConfig", "decide", "flush_all", "new_partition", "remember_recent", "route",
            "route_batch", "settle", "verdict"]
-
-
-@dataclass(frozen=True)
-class StateConfig:
-    window_sizes: tuple[int, ...] = (10_000, 60_000, 3_600_000)
-    grace_ms: int = 30_000
-    dedup_horizon_ms: int = 30_000
-    session_timeout_ms: int = 30 * 60_000
-    # users and sessions are logged as per-flush deltas; past this many entries (and twice the live state) they
-    # are folded into a fresh snapshot, so restore reads live state, not history
-    compact_after: int = 50_000
-
-    def __post_init__(self) -> None:
-        if self.dedup_horizon_ms < self.grace_ms:
-            raise ValueError("the duplicate horizon must be at least the grace period")
 
 
 def new_partition(partition: int, cfg: StateConfig) -> Partition:

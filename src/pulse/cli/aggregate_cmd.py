@@ -10,16 +10,19 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import click
 
-from pulse.aggregate.engine import Engine, EngineConfig, EngineStats
-from pulse.aggregate.state import StateConfig
+from pulse.aggregate.config import StateConfig
+from pulse.aggregate.group import Membership
 from pulse.aggregate.windows import label, parse_duration, parse_sizes
 from pulse.config import Settings
 from pulse.errors import PulseError
 from pulse.topics import aggregator_topics, ensure_topics, input_topics, partition_count
+
+if TYPE_CHECKING:
+    from pulse.aggregate.engine import EngineStats
 
 
 def claim_instance_slot(home: Path, group: str) -> tuple[str, IO[str]]:
@@ -115,6 +118,10 @@ def aggregate(settings: Settings, topic: str, group: str, windows: tuple[int, ..
     lock = None
     if instance is None:
         instance, lock = claim_instance_slot(settings.home, group)
+    # Join the group now and load the engine (a tenth of a second of imports) while the broker assigns partitions.
+    membership = Membership(settings.bootstrap, group, topic)
+    from pulse.aggregate.engine import Engine, EngineConfig
+
     cfg = EngineConfig(bootstrap=settings.bootstrap, topic=topic, group=group, instance=instance, state=state_cfg,
                        flush_interval_s=flush_interval, backlog_flush_interval_s=backlog_flush_interval,
                        detail_interval_s=detail_interval, user_interval_s=user_interval, user_batch=user_batch,
@@ -145,7 +152,7 @@ def aggregate(settings: Settings, topic: str, group: str, windows: tuple[int, ..
     # The routing thread takes the GIL once per batch (for the validator's few records) while this thread holds it
     # nearly all the time; at CPython's 5 ms switch interval it waited up to that long for every batch.
     sys.setswitchinterval(0.0005)
-    stats = Engine(cfg, on_flush=progress, prepare=side_topics).run(stop, exit_when_idle)
+    stats = Engine(cfg, on_flush=progress, prepare=side_topics, membership=membership).run(stop, exit_when_idle)
     click.echo(f"aggregate: stopped after {stats.consumed:,} records, {stats.flushes} flushes, {stats.docs:,} docs",
                err=True)
     if lock:

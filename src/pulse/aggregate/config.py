@@ -1,0 +1,21 @@
+"""The aggregation's settings, in a module of their own: the command line checks them before it loads the
+engine (which it imports while the consumer joins its group)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    window_sizes: tuple[int, ...] = (10_000, 60_000, 3_600_000)
+    grace_ms: int = 30_000
+    dedup_horizon_ms: int = 30_000
+    session_timeout_ms: int = 30 * 60_000
+    # users and sessions are logged as per-flush deltas; past this many entries (and twice the live state) they
+    # are folded into a fresh snapshot, so restore reads live state, not history
+    compact_after: int = 50_000
+
+    def __post_init__(self) -> None:
+        if self.dedup_horizon_ms < self.grace_ms:
+            raise ValueError("the duplicate horizon must be at least the grace period")

@@ -1,0 +1,55 @@
+"""Joining the input topic's consumer group, which can start before the rest of the aggregator is loaded.
+
+A group join takes a few round trips (about 60 ms here) that need nothing from the engine: librdkafka runs them
+on its own threads, and the rebalance callbacks that hand partitions over only ever run inside ``consume()``.
+So `pulse aggregate` subscribes first and imports the engine while the broker assigns partitions; the callbacks
+reach the engine once it has attached itself (:meth:`Membership.attach`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from confluent_kafka import Consumer, TopicPartition
+
+from pulse.kafkaio import BULK_FETCH
+
+Rebalance = Callable[[Consumer, list[TopicPartition]], None]
+
+
+def input_consumer(bootstrap: str, group: str) -> Consumer:
+    """The aggregator's consumer: offsets are committed only inside its transactions, and it reads only
+    committed records (a crashed producer's open transaction is never aggregated)."""
+    return Consumer({
+        "bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
+        "auto.offset.reset": "earliest", "isolation.level": "read_committed",
+        "session.timeout.ms": 6_000, "heartbeat.interval.ms": 1_500, "max.poll.interval.ms": 300_000,
+        "partition.assignment.strategy": "range", **BULK_FETCH,
+    })
+
+
+class Membership:
+    """A consumer subscribed to ``topic`` whose rebalance callbacks go to the handlers attached later."""
+
+    def __init__(self, bootstrap: str, group: str, topic: str) -> None:
+        self.topic = topic
+        self.consumer = input_consumer(bootstrap, group)
+        self._handlers: tuple[Rebalance, Rebalance, Rebalance] | None = None
+        self.consumer.subscribe([topic], on_assign=self._assign, on_revoke=self._revoke, on_lost=self._lost)
+
+    def attach(self, on_assign: Rebalance, on_revoke: Rebalance, on_lost: Rebalance) -> None:
+        self._handlers = (on_assign, on_revoke, on_lost)
+
+    def _handler(self, which: int) -> Rebalance:
+        if self._handlers is None:  # a programming error: consume() was called before attach()
+            raise RuntimeError("a rebalance arrived before the engine attached its handlers")
+        return self._handlers[which]
+
+    def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._handler(0)(consumer, partitions)
+
+    def _revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._handler(1)(consumer, partitions)
+
+    def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._handler(2)(consumer, partitions)
