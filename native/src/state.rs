@@ -45,6 +45,30 @@ impl Names {
     }
 }
 
+/// An event id as a key of the duplicate set. Ids of up to 15 bytes (the generator's are about a dozen) are packed
+/// with their length into two integers, so remembering one allocates nothing (a string per event, often freed by
+/// another routing thread, was most of routing's allocator work); longer ids keep their text. Exact: two ids
+/// make equal keys only if they are equal.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub enum EventKey {
+    Short(u64, u64),
+    Long(Box<str>),
+}
+
+impl EventKey {
+    pub fn new(id: &str) -> Self {
+        let b = id.as_bytes();
+        if b.len() > 15 {
+            return EventKey::Long(id.into());
+        }
+        let mut packed = [0u8; 16];
+        packed[..b.len()].copy_from_slice(b);
+        packed[15] = b.len() as u8;
+        let (lo, hi) = packed.split_at(8);
+        EventKey::Short(u64::from_le_bytes(lo.try_into().expect("8 bytes")), u64::from_le_bytes(hi.try_into().expect("8 bytes")))
+    }
+}
+
 /// Counts per interned name; a handful of entries, so a vector beats a map.
 pub type Counts = Vec<(u32, u64)>;
 
@@ -196,7 +220,7 @@ pub struct State {
     pub sessions: FxHashMap<String, Session>,
     pub dirty_sessions: Vec<String>,
     pub gone_sessions: Vec<String>,
-    pub seen: FxHashMap<String, i64>,
+    pub seen: FxHashMap<EventKey, i64>,
     pub seen_cap: usize,
     pub meta_dirty: bool,
     pub processed: u64,
@@ -277,10 +301,11 @@ impl State {
     pub fn accept(&mut self, e: &Event) -> Outcome {
         let ts = e.ts;
         let wm = self.watermark();
+        let key = EventKey::new(&e.event_id);
         if ts < wm {
             self.counters[LATE] += 1;
-            if !self.seen.contains_key(e.event_id.as_ref()) {
-                self.seen_insert(e.event_id.to_string(), ts);
+            if !self.seen.contains_key(&key) {
+                self.seen_insert(key, ts);
             }
             return Outcome::Late(format!("ts {ts} < watermark {wm}"));
         }
@@ -288,13 +313,13 @@ impl State {
             self.max_ts = ts;
         }
         let wm = self.watermark();
-        match self.seen.get_mut(e.event_id.as_ref()) {
+        match self.seen.get_mut(&key) {
             Some(first) if *first >= wm - self.cfg.horizon => {
                 self.counters[DUPLICATES] += 1;
                 return Outcome::Duplicate;
             }
             Some(first) => *first = ts,
-            None => self.seen_insert(e.event_id.to_string(), ts),
+            None => self.seen_insert(key, ts),
         }
         self.counters[ACCEPTED] += 1;
         let ok = e.status == "ok";
@@ -306,7 +331,7 @@ impl State {
     /// Remember an event id. Ids older than the horizon can never make a duplicate again (the watermark only
     /// rises), so they are dropped whenever the map has doubled since it was last pruned: a backlog read between
     /// flushes (which prune too) would otherwise keep every id it read.
-    fn seen_insert(&mut self, id: String, ts: i64) {
+    fn seen_insert(&mut self, id: EventKey, ts: i64) {
         self.seen.insert(id, ts);
         if self.seen.len() > self.seen_cap {
             let horizon = self.watermark() - self.cfg.horizon;
@@ -426,11 +451,12 @@ impl State {
         if ts < horizon {
             return;
         }
-        match self.seen.get_mut(event_id) {
+        let key = EventKey::new(event_id);
+        match self.seen.get_mut(&key) {
             Some(first) if *first >= horizon => {}
             Some(first) => *first = ts,
             None => {
-                self.seen.insert(event_id.to_owned(), ts);
+                self.seen.insert(key, ts);
             }
         }
     }

@@ -91,6 +91,35 @@ def test_engine_equals_reference_for_any_batching(seed: int, batch: int, grace_s
     assert diff.ok, diff.summary()
 
 
+def _rename_event_ids(rows: list[tuple[int, int, bytes, int]], prefix: str) -> list[tuple[int, int, bytes, int]]:
+    """The same rows with every event id replaced one-to-one by ``prefix`` + a number (duplicates stay duplicates);
+    records that are not JSON objects with a string id are left as they are."""
+    names: dict[str, str] = {}
+    out = []
+    for p, offset, value, ts in rows:
+        try:
+            event = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            event = None
+        if isinstance(event, dict) and isinstance(event.get("event_id"), str):
+            event["event_id"] = names.setdefault(event["event_id"], f"{prefix}{len(names)}")
+            value = orjson.dumps(event)
+        out.append((p, offset, value, ts))
+    return out
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), repeat=st.integers(0, 40), char=st.sampled_from(["e", "é", "-", "€"]))
+def test_duplicates_are_exact_for_ids_of_any_length(seed: int, repeat: int, char: str) -> None:
+    """Short ids are packed into integers, long ones kept as text (`EventKey`): ids that share a long prefix, or
+    straddle the 15-byte boundary, must still count as duplicates exactly when they are equal."""
+    rows = _rename_event_ids(make_rows(1200, seed, ChaosConfig(late_fraction=0.02, duplicate_fraction=0.1,
+                                                               invalid_fraction=0.02)), char * repeat)
+    cfg = StateConfig(window_sizes=SIZES)
+    diff = diff_documents(recompute(rows, SIZES, cfg.grace_ms, cfg.dedup_horizon_ms), run_engine(rows, 300, cfg))
+    assert diff.ok, diff.summary()
+
+
 def test_restored_state_continues_exactly() -> None:
     """Serialise to the changelog mid-stream, rebuild a fresh state from it, continue: same result."""
     rows = make_rows(4000, 5, ChaosConfig(0.03, 0.03, 0.03, 0.03))
