@@ -166,7 +166,8 @@ class Engine:
                 since_flush += len(batch)
                 # publish on the flush interval, and at once when a backlog has just been read to its end (a live
                 # stream, never behind, keeps the interval: more flushes would cost more writes downstream)
-                caught_up = behind and not full and self._at_end()
+                # (a backlog read to its end in full batches is seen at once, not after one more consume's wait)
+                caught_up = behind and (not full or self._fetched_to_end()) and self._at_end()
                 if time.monotonic() - last_flush >= interval or since_flush >= flush_records \
                         or caught_up:
                     self.flush(wait=False)  # the commit overlaps the next batches
@@ -207,6 +208,16 @@ class Engine:
             if high < 0 or st.next_offset < high:
                 return False
         return True
+
+    def _fetched_to_end(self) -> bool:
+        """Every owned partition consumed up to its high watermark as last fetched: local lookups, without waiting
+        for the routing threads (a partition not read from yet counts from 0)."""
+        positions = self._consumer.position([TopicPartition(self.cfg.topic, p) for p in self.states])
+        for tp in positions:
+            _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if high < 0 or max(tp.offset, 0) < high:
+                return False
+        return bool(positions)
 
     def _idle_for(self) -> float:
         """Seconds without input while owning partitions (waiting for an assignment counts only after 60s)."""
@@ -417,9 +428,10 @@ class Engine:
         A changelog that does not exist yet was never written: on assignment, any previous owner of these
         partitions has already committed, and writing needs the topic. Checking that (a fresh metadata request for
         all topics, which never auto-creates one, on the consumer's connection: a new admin client's first request
-        took 20-40 ms more) lets a fresh group start reading before the start-up thread has created its topics. Otherwise one batched end-offset lookup; the topic may have been created a moment
-        ago by the start-up thread, and this client's metadata may predate it, so the lookup is retried for about
-        a second before every partition is restored instead (measured: a failed first lookup cost 0.5 s)."""
+        took 20-40 ms more) lets a fresh group start reading before the start-up thread has created its topics.
+        Otherwise one batched end-offset lookup; the topic may have been created a moment ago by the start-up
+        thread, and this client's metadata may predate it, so the lookup is retried for about a second before every
+        partition is restored instead (measured: a failed first lookup cost 0.5 s)."""
         if self.cfg.changelog_topic not in self._consumer.list_topics(timeout=10).topics:
             return set()
         for delay in (0.05, 0.1, 0.2, 0.3, 0.4, None):
