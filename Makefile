@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml $(NATIVE)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -e ".[test]"
+	$(PY) -m compileall -q src  # an editable install is not byte-compiled (and PYTHONDONTWRITEBYTECODE may be set)
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -101,6 +101,7 @@ def aggregate_bench(settings: Settings, count: int, which: str, rounds: int, tim
     names = [n.strip() for n in which.split(",") if n.strip()]
     quix = agg.quix_python(settings, lambda m: console.print(m)) if "quix" in names else None
     topic = f"pulse.bench.agg-{_time.strftime('%H%M%S')}"
+    agg.compile_sources()
     with console.status(f"producing {count:,} events to {topic}"):
         ends = agg.prepare_input(settings, topic, count, 6)
     log = settings.home / "logs" / "bench-aggregate.log"
