@@ -65,7 +65,10 @@ impl EventKey {
         packed[..b.len()].copy_from_slice(b);
         packed[15] = b.len() as u8;
         let (lo, hi) = packed.split_at(8);
-        EventKey::Short(u64::from_le_bytes(lo.try_into().expect("8 bytes")), u64::from_le_bytes(hi.try_into().expect("8 bytes")))
+        EventKey::Short(
+            u64::from_le_bytes(lo.try_into().expect("8 bytes")),
+            u64::from_le_bytes(hi.try_into().expect("8 bytes")),
+        )
     }
 }
 

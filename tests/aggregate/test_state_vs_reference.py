@@ -284,3 +284,22 @@ def test_the_fast_path_never_accepts_what_the_contract_rejects(raw: bytes) -> No
         flush(fast, fast_docs)
         flush(slow, slow_docs)
         assert fast_docs == slow_docs
+
+
+def test_a_stray_control_character_quote_or_backslash_is_never_accepted_anywhere() -> None:
+    """The fast path scans strings eight bytes at a time: one raw control character, quote or backslash put at every
+    position of valid records (so at every offset within a word) must never be accepted where the contract
+    rejects the record."""
+    from pulse.events.validate import Rejection, validate
+
+    records = [value for _p, _o, value, _ts in make_rows(40, 7, ChaosConfig())][:6]
+    checked = 0
+    for raw in records:
+        assert new_partition(0, StateConfig()).process(0, None, raw, 1_800_000_000_000)  # the unchanged record
+        for at in range(1, len(raw)):
+            for byte in (0, 1, 9, 10, 31, 34, 92):
+                bad = raw[:at] + bytes([byte]) + raw[at:]
+                if new_partition(0, StateConfig()).process(0, None, bad, 1_800_000_000_000):
+                    assert not isinstance(validate(bad, 1_800_000_000_000), Rejection), bad
+                    checked += 1
+    assert checked > 0  # whitespace between tokens is fine, and is accepted
