@@ -178,25 +178,54 @@ def _drop_index(settings: Settings, index: str) -> None:
     Elasticsearch(settings.es_url).indices.delete(index=index, ignore_unavailable=True)
 
 
-def warmed(seconds: list[float], tolerance: float = 0.1) -> bool:
-    """Whether a series of untimed runs has stopped improving: the latest is no more than ``tolerance`` faster
-    than the best before it. A broker fresh from start-up runs its transactional path interpreted: Pulse's first
-    runs after `pulse stack up` took 3.9, 2.5, 2.6, 2.3, 1.7 and 1.4 s while the broker's request threads went
-    from 2.5 to 0.25 s of CPU per run (its JIT compiler threads busy throughout); raw reads barely change."""
-    return len(seconds) >= 2 and seconds[-1] >= (1 - tolerance) * min(seconds[:-1])
+JIT_QUIET_S = 0.05
+"""A Pulse run during which the broker's JIT compiler threads used at most this much CPU counts as warm."""
+
+
+def warmed(seconds: list[float], jit: list[float] | None = None, tolerance: float = 0.1) -> bool:
+    """Whether a series of untimed runs has reached the steady state: the latest is no more than ``tolerance``
+    faster than the best before it, and (when the broker's JIT time per run, ``jit``, is known) the broker's JIT
+    compiler was quiet during it. A broker fresh from start-up runs its transactional path interpreted: Pulse's
+    first runs after `pulse stack up` took 3.9, 2.5, 2.6, 2.3, 1.7 and 1.4 s while the broker's request threads
+    went from 2.5 to 0.25 s of CPU per run; its JIT compiler threads kept compiling (0.4-0.7 s of CPU per Pulse
+    run) for longer than Pulse's time showed; raw reads barely change."""
+    steady = len(seconds) >= 2 and seconds[-1] >= (1 - tolerance) * min(seconds[:-1])
+    return steady and (not jit or jit[-1] <= JIT_QUIET_S)
+
+
+def jit_seconds(pid: int) -> float:
+    """CPU seconds the JVM ``pid`` has spent in its (live) JIT compiler threads, as HotSpot names them."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            if (task / "comm").read_text().startswith(("C1 Compiler", "C2 Compiler")):
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:  # the thread ended meanwhile
+            continue
+    return total
 
 
 def warm_up(settings: Settings, topic: str, ends: dict[int, int], timeout: float, log: Path, limit: int,
-            on_run: Callable[[float], None]) -> list[float]:
-    """Untimed runs of the raw consumer and Pulse, in turn, until Pulse's time has stopped improving or ``limit``
-    runs; returns Pulse's times. All contenders are then measured against the same warmed broker."""
+            on_run: Callable[[float, float | None], None]) -> tuple[list[float], list[float]]:
+    """Untimed runs of the raw consumer and Pulse, in turn, until Pulse's time has stopped improving and the
+    broker's JIT compiler was quiet during the last one, or ``limit`` runs. Returns Pulse's times and the JIT
+    seconds of each (empty if the broker's pid is unknown). All contenders are then measured against the same
+    warmed broker."""
+    from pulse.stack.manager import services
+
+    broker = next((svc.process.pid() for svc in services(settings) if svc.name == "kafka"), None)
     seconds: list[float] = []
-    while len(seconds) < limit and not warmed(seconds):
+    jit: list[float] = []
+    while len(seconds) < limit and not warmed(seconds, jit):
         raw, pulse = contenders(settings, topic, ["raw", "pulse"], None)  # fresh consumer groups every run
         measure(settings, raw, topic, ends, timeout, log)
+        before = jit_seconds(broker) if broker else None
         seconds.append(measure(settings, pulse, topic, ends, timeout, log).seconds)
-        on_run(seconds[-1])
-    return seconds
+        if broker and before is not None:
+            jit.append(jit_seconds(broker) - before)
+        on_run(seconds[-1], jit[-1] if jit else None)
+    return seconds, jit
 
 
 def per_round_ratios(rounds: list[dict[str, Result]], ours: str, peer: str) -> list[float]:

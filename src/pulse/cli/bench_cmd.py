@@ -79,9 +79,10 @@ def produce(settings: Settings, count: int, partitions: int, rounds: int) -> Non
               help="Run every contender this many times, in turn; the verdict is the median of the per-round ratios.")
 @click.option("--timeout", type=click.FloatRange(10), default=900.0, show_default=True,
               help="Give up on a contender after this many seconds.")
-@click.option("--warmup", type=click.IntRange(1, 20), default=8, show_default=True,
+@click.option("--warmup", type=click.IntRange(1, 30), default=15, show_default=True,
               help="At most this many untimed runs of raw and Pulse first; they stop once Pulse's time stops "
-                   "improving by more than 10 % (a freshly started broker needs several).")
+                   "improving by more than 10 % and the broker's JIT compiler is quiet (a freshly started broker "
+                   "needs several).")
 @click.pass_obj
 @on_stack
 def aggregate_bench(settings: Settings, count: int, which: str, rounds: int, timeout: float, warmup: int) -> None:
@@ -89,8 +90,8 @@ def aggregate_bench(settings: Settings, count: int, which: str, rounds: int, tim
 
     Every contender reads the same pre-produced topic with a fresh consumer group and is timed from process
     start to its last commit. Untimed warm-up runs of the raw consumer and Pulse come first, until Pulse's time
-    stops improving, so that the broker's internal topics and JIT are ready (a freshly started broker needs
-    several). Targets: >= 10x Quix Streams and >= 0.5x the raw ceiling.
+    stops improving and the broker's JIT compiler is quiet, so that the broker's internal topics and compiled code
+    are ready (a freshly started broker needs several). Targets: >= 10x Quix Streams and >= 0.5x the raw ceiling.
     """
     import statistics
     import time as _time
@@ -107,10 +108,12 @@ def aggregate_bench(settings: Settings, count: int, which: str, rounds: int, tim
     log = settings.home / "logs" / "bench-aggregate.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with console.status("warm-up (untimed): raw consumer and pulse aggregate") as status:
-        warm = agg.warm_up(settings, topic, ends, timeout, log, warmup,
-                           lambda t: status.update(f"warm-up (untimed): pulse took {t:.2f} s"))
+        warm, jit = agg.warm_up(settings, topic, ends, timeout, log, warmup,
+                                lambda t, j: status.update(f"warm-up (untimed): pulse took {t:.2f} s"
+                                                           + (f", broker JIT {j:.2f} s" if j is not None else "")))
     click.echo(f"warm-up (untimed): pulse {', '.join(f'{t:.2f}' for t in warm)} s"
-               f"{' (steady)' if agg.warmed(warm) else f' (still improving after {warmup} runs)'}")
+               + (f"; broker JIT compiling {', '.join(f'{j:.2f}' for j in jit)} s" if jit else "")
+               + (" (steady)" if agg.warmed(warm, jit) else f" (not steady after {warmup} runs)"))
     results: list[dict[str, agg.Result]] = []
     for i in range(rounds):
         results.append({})
