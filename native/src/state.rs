@@ -46,8 +46,8 @@ impl Names {
 }
 
 /// An event id as a key of the duplicate set. Ids of up to 15 bytes (the generator's are about a dozen) are packed
-/// with their length into two integers, so remembering one allocates nothing (a string per event, often freed by
-/// another routing thread, was most of routing's allocator work); longer ids keep their text. Exact: two ids
+/// with their length into two integers, so remembering one allocates nothing (with a string per event, accepting
+/// 300k events took about 15 % longer, interleaved in one process); longer ids keep their text. Exact: two ids
 /// make equal keys only if they are equal.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub enum EventKey {
@@ -73,7 +73,8 @@ impl EventKey {
 }
 
 /// Counts per interned name; a handful of entries, so a vector beats a map, and up to four of them live inline
-/// (no pointer to follow per event: routing 6-10 % faster, interleaved in one process, and less memory per user).
+/// (no pointer to follow per event: accepting events 6-10 % faster, interleaved in one process; the memory
+/// benchmark's peak for 1.27M users rose from 1,605 to 1,738 MiB).
 pub type Counts = smallvec::SmallVec<[(u32, u64); 4]>;
 
 pub fn bump(counts: &mut Counts, name: u32, n: u64) {
