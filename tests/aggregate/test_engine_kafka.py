@@ -218,10 +218,12 @@ def test_a_backlog_is_flushed_on_the_backlog_interval(bootstrap, pipeline, tmp_p
 
 def test_a_backlog_is_published_partition_by_partition(bootstrap, pipeline, tmp_path: Path) -> None:
     """A backlog is read partition after partition: each is published in a transaction of its own once it is read
-    to its end and routed, while the next ones are routed, and the results are still exact."""
+    to its end and routed, while the next ones are routed, and the results are still exact. (One transaction at a
+    time: a partition read to its end while the previous one commits waits for the next batch, so each partition
+    holds enough batches to outlast a commit, even the first one on a freshly started broker.)"""
     topic, group = pipeline
-    generate(topic, tmp_path / "l.gz", 60_000, "--rate", "0", seed=11)
-    engine, stop, runner = _start_engine(bootstrap, topic, group, batch_size=2_000, backlog_flush_interval_s=60)
+    generate(topic, tmp_path / "l.gz", 120_000, "--rate", "0", seed=11)
+    engine, stop, runner = _start_engine(bootstrap, topic, group, batch_size=1_000, backlog_flush_interval_s=60)
     try:
         assert _committed_within(30, bootstrap, topic, group)
         assert engine.stats.drained >= 3, engine.stats
