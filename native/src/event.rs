@@ -145,6 +145,33 @@ impl<'a> Cursor<'a> {
         self.i = end + 1;
         Some(&self.s[start..end])
     }
+    /// A contract field's name with its quotes, as its bit; None for anything else (an unknown or escaped name),
+    /// which serde then parses. Recognised by its first two letters and one fixed-size comparison, without
+    /// scanning for the closing quote.
+    fn key(&mut self) -> Option<usize> {
+        self.ws();
+        let r = &self.s.as_bytes()[self.i..];
+        let bit = match [*r.get(1)?, *r.get(2)?] {
+            [b'e', b'v'] if r.starts_with(b"\"event_id\"") => 0,
+            [b'e', b'v'] if r.starts_with(b"\"event_type\"") => 1,
+            [b't', b's'] if r.starts_with(b"\"ts\"") => 2,
+            [b'u', b's'] if r.starts_with(b"\"user_id\"") => 3,
+            [b's', b'e'] if r.starts_with(b"\"session_id\"") => 4,
+            [b'i', b't'] if r.starts_with(b"\"item_id\"") => 5,
+            [b'c', b'a'] if r.starts_with(b"\"category\"") => 6,
+            [b'p', b'r'] if r.starts_with(b"\"price\"") => 7,
+            [b'q', b'u'] if r.starts_with(b"\"quantity\"") => 8,
+            [b'a', b'm'] if r.starts_with(b"\"amount\"") => 9,
+            [b'c', b'u'] if r.starts_with(b"\"currency\"") => 10,
+            [b's', b't'] if r.starts_with(b"\"status\"") => 11,
+            [b'd', b'e'] if r.starts_with(b"\"device\"") => 12,
+            [b'c', b'o'] if r.starts_with(b"\"country\"") => 13,
+            [b's', b'c'] if r.starts_with(b"\"schema_version\"") => 14,
+            _ => return None,
+        };
+        self.i += FIELDS[bit].len() + 2; // the name and its quotes
+        Some(bit)
+    }
     /// A JSON number's text (grammar checked); `integer`: only -?(0|[1-9][0-9]*).
     fn number(&mut self, integer: bool) -> Option<&'a str> {
         self.ws();
@@ -217,37 +244,6 @@ const FIELDS: [&str; 15] = [
     "country",
     "schema_version",
 ];
-
-impl Cursor<'_> {
-    /// A contract field's name with its quotes, as its bit; None for anything else (an unknown or escaped name),
-    /// which serde then parses. Recognised by its first two letters and one fixed-size comparison, without
-    /// scanning for the closing quote.
-    fn key(&mut self) -> Option<usize> {
-        self.ws();
-        let r = &self.s.as_bytes()[self.i..];
-        let (bit, len) = match [*r.get(1)?, *r.get(2)?] {
-            [b'e', b'v'] if r.starts_with(b"\"event_id\"") => (0, 10),
-            [b'e', b'v'] if r.starts_with(b"\"event_type\"") => (1, 12),
-            [b't', b's'] if r.starts_with(b"\"ts\"") => (2, 4),
-            [b'u', b's'] if r.starts_with(b"\"user_id\"") => (3, 9),
-            [b's', b'e'] if r.starts_with(b"\"session_id\"") => (4, 12),
-            [b'i', b't'] if r.starts_with(b"\"item_id\"") => (5, 9),
-            [b'c', b'a'] if r.starts_with(b"\"category\"") => (6, 10),
-            [b'p', b'r'] if r.starts_with(b"\"price\"") => (7, 7),
-            [b'q', b'u'] if r.starts_with(b"\"quantity\"") => (8, 10),
-            [b'a', b'm'] if r.starts_with(b"\"amount\"") => (9, 8),
-            [b'c', b'u'] if r.starts_with(b"\"currency\"") => (10, 10),
-            [b's', b't'] if r.starts_with(b"\"status\"") => (11, 8),
-            [b'd', b'e'] if r.starts_with(b"\"device\"") => (12, 8),
-            [b'c', b'o'] if r.starts_with(b"\"country\"") => (13, 9),
-            [b's', b'c'] if r.starts_with(b"\"schema_version\"") => (14, 16),
-            _ => return None,
-        };
-        debug_assert_eq!(FIELDS[bit].len() + 2, len);
-        self.i += len;
-        Some(bit)
-    }
-}
 
 /// The fast parse of the shape producers write: one flat object of the contract's fields, with plain strings
 /// and numbers. None for anything else (escapes, null, nesting, duplicated or unknown fields), which serde then

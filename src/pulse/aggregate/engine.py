@@ -202,15 +202,18 @@ class Engine:
                 return False
         return True
 
-    def _fetched_to_end(self) -> bool:
-        """Every owned partition consumed up to its high watermark as last fetched: local lookups, without waiting
-        for the routing threads (a partition not read from yet counts from 0)."""
+    def _read_positions(self) -> list[tuple[int, int, int]]:
+        """(partition, consumer position, high watermark as last fetched) of every owned partition: local
+        lookups, without waiting for the routing threads. A partition not read from yet is at 0; an unknown
+        high watermark is negative."""
         positions = self._consumer.position([TopicPartition(self.cfg.topic, p) for p in self.states])
-        for tp in positions:
-            _, high = self._consumer.get_watermark_offsets(tp, cached=True)
-            if high < 0 or max(tp.offset, 0) < high:
-                return False
-        return bool(positions)
+        return [(tp.partition, max(tp.offset, 0), self._consumer.get_watermark_offsets(tp, cached=True)[1])
+                for tp in positions]
+
+    def _fetched_to_end(self) -> bool:
+        """Every owned partition consumed up to its high watermark as last fetched."""
+        positions = self._read_positions()
+        return bool(positions) and all(0 <= high <= position for _, position, high in positions)
 
     def _idle_for(self) -> float:
         """Seconds without input while owning partitions (waiting for an assignment counts only after 60s)."""
@@ -244,14 +247,13 @@ class Engine:
         if self._commit is not None and self._commit.thread.is_alive():
             return
         drained = []
-        for tp in self._consumer.position([TopicPartition(self.cfg.topic, p) for p in self.states]):
-            st = self.states.get(tp.partition)
+        for p, position, high in self._read_positions():
+            st = self.states.get(p)
             if st is None or st.busy:
                 continue
-            _, high = self._consumer.get_watermark_offsets(tp, cached=True)
-            if 0 < high <= tp.offset and st.next_offset >= high and tp.partition not in self._drained:
-                self._drained.add(tp.partition)
-                drained.append(tp.partition)
+            if 0 < high <= position and st.next_offset >= high and p not in self._drained:
+                self._drained.add(p)
+                drained.append(p)
         if drained:
             self.stats.drained += len(drained)
             self.flush(wait=False, only=drained)

@@ -28,28 +28,21 @@ def input_consumer(bootstrap: str, group: str) -> Consumer:
     })
 
 
+def _not_attached(_consumer: Consumer, _partitions: list[TopicPartition]) -> None:
+    raise RuntimeError("a rebalance arrived before the engine attached its handlers")  # consume() came too early
+
+
 class Membership:
     """A consumer subscribed to ``topic`` whose rebalance callbacks go to the handlers attached later."""
 
     def __init__(self, bootstrap: str, group: str, topic: str) -> None:
         self.topic = topic
         self.consumer = input_consumer(bootstrap, group)
-        self._handlers: tuple[Rebalance, Rebalance, Rebalance] | None = None
-        self.consumer.subscribe([topic], on_assign=self._assign, on_revoke=self._revoke, on_lost=self._lost)
+        self.on_assign: Rebalance = _not_attached
+        self.on_revoke: Rebalance = _not_attached
+        self.on_lost: Rebalance = _not_attached
+        self.consumer.subscribe([topic], on_assign=lambda c, p: self.on_assign(c, p),
+                                on_revoke=lambda c, p: self.on_revoke(c, p), on_lost=lambda c, p: self.on_lost(c, p))
 
     def attach(self, on_assign: Rebalance, on_revoke: Rebalance, on_lost: Rebalance) -> None:
-        self._handlers = (on_assign, on_revoke, on_lost)
-
-    def _handler(self, which: int) -> Rebalance:
-        if self._handlers is None:  # a programming error: consume() was called before attach()
-            raise RuntimeError("a rebalance arrived before the engine attached its handlers")
-        return self._handlers[which]
-
-    def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._handler(0)(consumer, partitions)
-
-    def _revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._handler(1)(consumer, partitions)
-
-    def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._handler(2)(consumer, partitions)
+        self.on_assign, self.on_revoke, self.on_lost = on_assign, on_revoke, on_lost

@@ -126,10 +126,16 @@ def _group_of(argv: list[str]) -> str:
     return argv[argv.index("--group") + 1]
 
 
+def _stat_cpu(stat: Path) -> float:
+    """User + system CPU seconds from a `/proc` ``stat`` file (of a process, its exited threads included, or of
+    one thread)."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` so far, its exited threads included."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _stat_cpu(Path(f"/proc/{pid}/stat"))
 
 
 def run_until_committed(settings: Settings, name: str, argv: list[str], group: str, topic: str,
@@ -201,8 +207,7 @@ def jit_seconds(pid: int) -> float:
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             if (task / "comm").read_text().startswith(("C1 Compiler", "C2 Compiler")):
-                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                total += _stat_cpu(task / "stat")
         except OSError:  # the thread ended meanwhile
             continue
     return total
@@ -222,9 +227,9 @@ def warm_up(settings: Settings, topic: str, ends: dict[int, int], timeout: float
     while len(seconds) < limit and not warmed(seconds, jit):
         raw, pulse = contenders(settings, topic, ["raw", "pulse"], None)  # fresh consumer groups every run
         measure(settings, raw, topic, ends, timeout, log)
-        before = jit_seconds(broker) if broker else None
+        before = jit_seconds(broker) if broker else 0.0
         seconds.append(measure(settings, pulse, topic, ends, timeout, log).seconds)
-        if broker and before is not None:
+        if broker:
             jit.append(jit_seconds(broker) - before)
         on_run(seconds[-1], jit[-1] if jit else None)
     return seconds, jit
