@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -13,6 +12,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from pulse.config import Settings
 from pulse.kafkaio import broker_reachable
 from pulse.stack.elasticsearch import cluster_status
+from tests.names import made_here, unique
 
 
 @pytest.fixture(scope="session")
@@ -22,15 +22,16 @@ def settings() -> Settings:
 
 @pytest.fixture(scope="session", autouse=True)
 def _no_leftover_topics(settings: Settings) -> Iterator[None]:
-    """Delete the topics the session created (aggregator changelogs, side topics, ...): on a long-lived local
-    broker every run would otherwise leave a few hundred partitions behind and slow it down."""
+    """Delete the topics the session's tests made (aggregator changelogs, side topics, ...): on a long-lived local
+    broker every run would otherwise leave a few hundred partitions behind and slow it down. Only those named
+    after a name a test took from :func:`tests.names.unique`: anything else on the broker is not ours."""
     admin = AdminClient({"bootstrap.servers": settings.bootstrap})
     up = broker_reachable(settings.bootstrap, timeout=5)
     before = set(admin.list_topics(timeout=10).topics) if up else set()
     yield
     if not up:
         return
-    made = [t for t in admin.list_topics(timeout=10).topics if t not in before and not t.startswith("__")]
+    made = [t for t in admin.list_topics(timeout=10).topics if t not in before and made_here(t)]
     if made:
         for fut in admin.delete_topics(made, operation_timeout=60).values():
             with contextlib.suppress(Exception):  # best-effort cleanup
@@ -58,7 +59,7 @@ def new_topic(bootstrap: str) -> Iterator[Callable[..., str]]:
     made: list[str] = []
 
     def make(partitions: int = 1, prefix: str = "test", config: dict[str, str] | None = None) -> str:
-        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        name = unique(prefix, 10)
         fut = admin.create_topics([NewTopic(name, partitions, 1, config=config or {})])[name]
         fut.result(timeout=30)
         made.append(name)
@@ -81,6 +82,6 @@ def index_prefix(es_url: str) -> Iterator[str]:
     """A private set of Pulse indices for one test, deleted afterwards."""
     from elasticsearch import Elasticsearch
 
-    name = f"t{uuid.uuid4().hex[:8]}"
+    name = unique("t").replace("-", "")
     yield name
     Elasticsearch(es_url).indices.delete(index=f"{name}-*", ignore_unavailable=True)

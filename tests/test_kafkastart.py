@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_STORED, Consumer, Producer, TopicPartition
 
 from pulse.kafkastart import start_where_committed
+from tests.names import unique
 
 
 def _consumer(bootstrap: str, group: str) -> Consumer:
@@ -27,7 +27,7 @@ def test_committed_offsets_are_kept_and_partitions_without_one_start_at_the_begi
     topic = new_topic(partitions=3)
     for p in range(3):
         _produce(bootstrap, topic, p, 10)
-    group = f"test-start-{uuid.uuid4().hex[:8]}"
+    group = unique("test-start")
     earlier = _consumer(bootstrap, group)
     try:
         earlier.commit(offsets=[TopicPartition(topic, 1, 7)], asynchronous=False)
@@ -60,7 +60,7 @@ def test_when_the_lookup_fails_the_offsets_are_left_to_librdkafka() -> None:
     with socket.socket() as free:  # a loopback port nothing listens on
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
-    consumer = _consumer(f"127.0.0.1:{port}", f"test-start-{uuid.uuid4().hex[:8]}")
+    consumer = _consumer(f"127.0.0.1:{port}", unique("test-start"))
     try:
         parts = [TopicPartition("nowhere", 0, OFFSET_STORED)]
         start_where_committed(consumer, parts, timeout_s=0.5)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 
 import pytest
@@ -10,6 +9,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from pulse.errors import PulseError
 from pulse.topics import TopicSpec, creation, ensure_topics
+from tests.names import unique
 
 
 def test_a_topic_created_by_someone_else_meanwhile_is_reported_as_existing(
@@ -23,7 +23,7 @@ def test_a_topic_created_by_someone_else_meanwhile_is_reported_as_existing(
 
 
 def test_other_create_failures_raise_one_line(bootstrap: str) -> None:
-    name = f"test-{uuid.uuid4().hex[:10]}"
+    name = unique("test", 10)
     admin = AdminClient({"bootstrap.servers": bootstrap})
     impossible = admin.create_topics([NewTopic(name, 1, 3)])[name]
     with pytest.raises(PulseError, match=f"creating topic {name} failed: .*replication factor"):
@@ -31,7 +31,7 @@ def test_other_create_failures_raise_one_line(bootstrap: str) -> None:
 
 
 def test_ensure_topics_creates_once_then_finds_it(bootstrap: str) -> None:
-    name = f"test-{uuid.uuid4().hex[:10]}"
+    name = unique("test", 10)
     admin = AdminClient({"bootstrap.servers": bootstrap})
     try:
         assert ensure_topics(bootstrap, [TopicSpec(name, 2, {})]) == [(name, "created")]

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -29,13 +28,14 @@ from tests.aggregate.harness import (
     start_aggregator,
 )
 from tests.cli_helpers import run_pulse
+from tests.names import unique
 
 
 @pytest.fixture
 def pipeline(new_topic):
     """A fresh input topic (6 partitions) with its side topics, and a fresh aggregator group."""
     topic = new_topic(partitions=6, prefix="agg")  # `pulse aggregate` creates the side topics
-    return topic, f"g-{uuid.uuid4().hex[:8]}"
+    return topic, unique("g")
 
 
 def assert_exact(bootstrap: str, group: str, ledgers: list) -> None:
@@ -72,7 +72,7 @@ def test_dead_letters_carry_reason_and_source(bootstrap, pipeline, tmp_path: Pat
     generate(topic, tmp_path / "l.gz", 5_000, "--rate", "0", "--invalid-fraction", "0.2")
     run_aggregator_until_idle(topic, group)
     originals = {(r.partition, r.offset): r.value for r in read_ledger(tmp_path / "l.gz")}
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "x-" + uuid.uuid4().hex[:6],
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("x", 6),
                          "isolation.level": "read_committed"})
     consumer.assign([TopicPartition(f"{topic}.dlq", p, 0) for p in range(6)])
     reasons = Counter()

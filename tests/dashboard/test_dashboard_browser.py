@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from selenium.webdriver.support.ui import Select
 from pulse.stack.process import interrupt
 from pulse.store import query
 from pulse.store.indices import alias
+from tests.names import unique
 
 ARTIFACTS = Path(os.environ.get("PULSE_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -56,7 +56,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def pipeline(es_url: str, bootstrap: str) -> Iterator[Pipeline]:
-    tag = uuid.uuid4().hex[:8]
+    tag = unique("dash")[len("dash-"):]
     port = _free_port()
     env = dict(os.environ) | {"PULSE_TOPIC": f"dash-{tag}", "PULSE_GROUP": f"dash-{tag}",
                               "PULSE_INDEX_PREFIX": f"d{tag}", "PULSE_DASHBOARD_PORT": str(port),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
@@ -14,11 +13,12 @@ from pulse.generate.chaos import INVALID_KINDS, Tag
 from pulse.generate.ledger import read_ledger
 from pulse.generate.partitioner import partition_for
 from tests.cli_helpers import one_line_error, run_pulse
+from tests.names import unique
 
 
 def read_topic(bootstrap: str, topic: str, partitions: int) -> list[tuple[int, int, bytes, bytes, int]]:
     """Every record of the topic as (partition, offset, key, value, timestamp), read to the end."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{uuid.uuid4().hex[:6]}",
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("read", 6),
                          "enable.auto.commit": False, "auto.offset.reset": "earliest"})
     ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
@@ -37,7 +37,7 @@ def read_topic(bootstrap: str, topic: str, partitions: int) -> list[tuple[int, i
 
 
 def test_setup_is_idempotent_and_reports_differences(bootstrap: str) -> None:
-    topic = f"test-setup-{uuid.uuid4().hex[:8]}"
+    topic = unique("test-setup")
     try:
         first = run_pulse("setup", "--topic", topic, "--partitions", "4")
         assert first.returncode == 0, first.stderr

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import uuid
-
 from confluent_kafka import Consumer, KafkaError, Producer
 from elasticsearch import Elasticsearch
+
+from tests.names import unique
 
 
 def _consume_all(bootstrap: str, topic: str, *, isolation: str, expect: int, timeout: float = 20.0) -> list[bytes]:
     import time
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4().hex[:6]}",
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("t", 6),
                          "auto.offset.reset": "earliest", "isolation.level": isolation,
                          "enable.auto.commit": False})
     consumer.subscribe([topic])
@@ -50,7 +50,7 @@ def test_produce_consume_round_trip(bootstrap: str, new_topic) -> None:
 
 def test_transactions_commit_and_abort_seen_by_read_committed(bootstrap: str, new_topic) -> None:
     topic = new_topic(partitions=2)
-    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"tx-{uuid.uuid4().hex}"})
+    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": unique("tx")})
     producer.init_transactions(30)
     producer.begin_transaction()
     for i in range(10):
@@ -70,7 +70,7 @@ def test_transactions_commit_and_abort_seen_by_read_committed(bootstrap: str, ne
 
 def test_index_with_explicit_mapping_write_and_search(es_url: str) -> None:
     es = Elasticsearch(es_url)
-    index = f"test-mapping-{uuid.uuid4().hex[:8]}"
+    index = unique("test-mapping")
     es.indices.create(index=index, settings={"number_of_replicas": 0}, mappings={
         "dynamic": "strict",
         "properties": {"user_id": {"type": "keyword"}, "ts": {"type": "date"}, "amount": {"type": "double"}},

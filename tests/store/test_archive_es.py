@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 from elasticsearch import Elasticsearch
@@ -16,6 +15,7 @@ from pulse.verify.reference import recompute
 from pulse.verify.source import topic_rows
 from tests.aggregate.harness import CHAOS, generate, run_aggregator_until_idle, run_store
 from tests.cli_helpers import run_pulse
+from tests.names import unique
 
 
 def _count(es: Elasticsearch, index: str) -> int:
@@ -25,7 +25,7 @@ def _count(es: Elasticsearch, index: str) -> int:
 
 def test_archive_holds_each_event_once_and_every_dead_letter_and_late_event(
         bootstrap, es_url, new_topic, index_prefix, tmp_path: Path) -> None:
-    topic, group = new_topic(partitions=3, prefix="arc"), f"g-{uuid.uuid4().hex[:8]}"
+    topic, group = new_topic(partitions=3, prefix="arc"), unique("g")
     generate(topic, tmp_path / "l.gz", 6_000, "--rate", "0", *CHAOS)
     run_aggregator_until_idle(topic, group)
     done = run_pulse("archive", "--topic", topic, "--index-prefix", index_prefix, "--exit-when-idle", "3")
@@ -69,7 +69,7 @@ def test_archive_deletes_days_past_retention(bootstrap, es_url, new_topic, index
 
 
 def test_heartbeat_reports_lag_and_freshness(bootstrap, es_url, new_topic, index_prefix, tmp_path: Path) -> None:
-    topic, group = new_topic(partitions=2, prefix="hb"), f"g-{uuid.uuid4().hex[:8]}"
+    topic, group = new_topic(partitions=2, prefix="hb"), unique("g")
     generate(topic, tmp_path / "a.gz", 2_000, "--rate", "0")
     run_aggregator_until_idle(topic, group)
     generate(topic, tmp_path / "b.gz", 700, "--rate", "0", seed=3)  # not aggregated yet: lag

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from pathlib import Path
 
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -13,6 +12,7 @@ from pulse.kafkaio import read_range
 from pulse.store.indices import alias
 from tests.aggregate.harness import CHAOS, generate, run_aggregator_until_idle, run_store
 from tests.cli_helpers import one_line_error, run_pulse
+from tests.names import unique
 
 
 def _generation(es: Elasticsearch, prefix: str) -> list[str]:
@@ -21,7 +21,7 @@ def _generation(es: Elasticsearch, prefix: str) -> list[str]:
 
 def test_replay_rebuilds_new_indices_and_swaps_aliases(bootstrap, es_url, new_topic, index_prefix,
                                                        tmp_path: Path) -> None:
-    topic, group = new_topic(partitions=3, prefix="rp"), f"g-{uuid.uuid4().hex[:8]}"
+    topic, group = new_topic(partitions=3, prefix="rp"), unique("g")
     generate(topic, tmp_path / "a.gz", 8_000, "--rate", "0", *CHAOS)
     run_aggregator_until_idle(topic, group)
     run_store(topic, group, index_prefix)
@@ -56,7 +56,7 @@ def test_replay_rebuilds_new_indices_and_swaps_aliases(bootstrap, es_url, new_to
 
 
 def test_recreated_topic_is_refused_until_replayed(bootstrap, es_url, index_prefix, tmp_path: Path) -> None:
-    topic, group = f"rc-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    topic, group = unique("rc"), unique("g")
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(topic, 2, 1)])[topic].result(30)
     try:

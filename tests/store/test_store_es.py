@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from pathlib import Path
 
 import orjson
@@ -16,6 +15,7 @@ from pulse.store.indices import alias, ensure_indices
 from pulse.store.writer import ElasticsearchWriter, WriterConfig
 from tests.aggregate.harness import CHAOS, generate, run_aggregator_until_idle, run_store
 from tests.cli_helpers import run_pulse
+from tests.names import unique
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def prefix(index_prefix: str) -> str:
 
 def test_end_to_end_equals_independent_recompute_and_tampering_is_caught(
         bootstrap, es_url, new_topic, prefix, tmp_path: Path) -> None:
-    topic, group = new_topic(partitions=6, prefix="st"), f"g-{uuid.uuid4().hex[:8]}"
+    topic, group = new_topic(partitions=6, prefix="st"), unique("g")
     generate(topic, tmp_path / "l.gz", 30_000, "--rate", "0", *CHAOS)
     run_aggregator_until_idle(topic, group)
     run_store(topic, group, prefix)
@@ -55,7 +55,7 @@ def test_end_to_end_equals_independent_recompute_and_tampering_is_caught(
 
 def _writer(bootstrap: str, es_url: str, prefix: str) -> ElasticsearchWriter:
     ensure_indices(Elasticsearch(es_url), prefix)
-    return ElasticsearchWriter(WriterConfig(bootstrap=bootstrap, es_url=es_url, group=f"g-{uuid.uuid4().hex[:6]}",
+    return ElasticsearchWriter(WriterConfig(bootstrap=bootstrap, es_url=es_url, group=unique("g", 6),
                                             index_prefix=prefix))
 
 
@@ -106,7 +106,7 @@ def test_store_waits_out_an_elasticsearch_outage_without_loss(bootstrap, es_url,
     from pulse.stack import manager
     from pulse.stack.elasticsearch import ElasticsearchService
 
-    topic, group = new_topic(partitions=6, prefix="out"), f"g-{uuid.uuid4().hex[:8]}"
+    topic, group = new_topic(partitions=6, prefix="out"), unique("g")
     generate(topic, tmp_path / "a.gz", 20_000, "--rate", "0", *CHAOS, seed=5)
     run_aggregator_until_idle(topic, group)
     writer = subprocess.Popen([sys.executable, "-m", "pulse", "store", "--topic", topic, "--group", group,
