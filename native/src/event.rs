@@ -80,6 +80,15 @@ fn chars_between(s: &str, lo: usize, hi: usize) -> bool {
     lo <= n && n <= hi
 }
 
+/// An event type or status: `pulse.events.schema.NAME_PATTERN` within 32 characters (they become field names).
+fn name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 32
+        && b[0].is_ascii_lowercase()
+        && b[1..].iter().all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+}
+
 fn upper_ascii(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| b.is_ascii_uppercase())
 }
@@ -318,7 +327,7 @@ pub fn fast_validate(raw: &[u8], ref_ts_ms: i64) -> Option<Event<'_>> {
         && r.item_id.as_deref().is_none_or(|s| chars_between(s, 1, 64))
         && r.category.as_deref().is_none_or(|s| chars_between(s, 1, 64));
     let names_ok =
-        chars_between(&r.event_type, 1, 32) && chars_between(&r.status, 1, 32) && chars_between(&r.device, 1, 16);
+        name(&r.event_type) && name(&r.status) && chars_between(&r.device, 1, 16);
     let ranges_ok = (MIN_TS_MS..=MAX_TS_MS).contains(&r.ts)
         && (1..=10_000).contains(&r.quantity)
         && money(r.price)

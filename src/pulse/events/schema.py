@@ -18,6 +18,10 @@ MIN_TS_MS: Final = 946_684_800_000
 MAX_FUTURE_MS: Final = 5 * 60 * 1000
 """How far ahead of the record's broker timestamp an event time may be before it is rejected."""
 
+NAME_PATTERN: Final = "^[a-z][a-z0-9_]*$"
+"""Event types and statuses: they become field names in Elasticsearch (``counts.<type>``), where a dot makes a
+path and a leading underscore a metadata name. Others are rejected as ``bad_name``."""
+
 CORE_EVENT_TYPES: Final = ("view", "click", "add_to_cart", "purchase")
 """The ordered funnel. Other lower-case event types are accepted (the schema is extensible)."""
 OK_STATUS: Final = "ok"
@@ -56,6 +60,8 @@ def json_schema() -> dict[str, object]:
     schema = msgspec.json.schema(Event)
     body = schema["$defs"]["Event"]
     body["additionalProperties"] = False
+    for name in ("event_type", "status"):
+        body["properties"][name]["pattern"] = NAME_PATTERN  # checked after decoding (see validate)
     body["allOf"] = [{
         "if": {"properties": {"event_type": {"const": "purchase"}}, "required": ["event_type"]},
         "then": {"required": ["amount", "item_id"]},
@@ -67,7 +73,8 @@ def json_schema() -> dict[str, object]:
         "description": (
             "One JSON object per Kafka record, keyed by user_id. Beyond this schema, Pulse rejects: payloads "
             f"over {MAX_EVENT_BYTES} bytes; ts more than {MAX_FUTURE_MS // 1000}s ahead of the record's "
-            "timestamp; add_to_cart/purchase without item_id; currency or country not upper-case letters."
+            "timestamp; add_to_cart/purchase without item_id; currency or country not upper-case letters. "
+            "Every rejection has a typed reason; an event_type or status outside its pattern is `bad_name`."
         ),
         **body,
     }

@@ -10,7 +10,7 @@ import re
 
 import msgspec
 
-from pulse.events.schema import MAX_EVENT_BYTES, MAX_FUTURE_MS, Event
+from pulse.events.schema import MAX_EVENT_BYTES, MAX_FUTURE_MS, NAME_PATTERN, Event
 
 
 class Reason(enum.StrEnum):
@@ -26,6 +26,7 @@ class Reason(enum.StrEnum):
     TOO_LONG = "too_long"
     TOO_SHORT = "too_short"
     BAD_FORMAT = "bad_format"
+    BAD_NAME = "bad_name"  # an event type or status that cannot be a field name
     UNSUPPORTED_VERSION = "unsupported_version"
     FUTURE_TIMESTAMP = "future_timestamp"
     OVERSIZED = "oversized"
@@ -40,6 +41,8 @@ class Rejection(msgspec.Struct, frozen=True):
 _DECODER = msgspec.json.Decoder(Event)
 _NEEDS_ITEM = frozenset({"add_to_cart", "purchase"})
 _PATH = re.compile(r"at `\$\.(\w+)`")
+# fullmatch, not the model's regex: msgspec searches, and `$` there also matches before a final newline
+_NAME = re.compile(NAME_PATTERN.strip("^$"))
 
 
 def validate(raw: bytes, ref_ts_ms: int) -> Event | Rejection:
@@ -54,6 +57,9 @@ def validate(raw: bytes, ref_ts_ms: int) -> Event | Rejection:
         return _undecodable(raw, exc)
     if event.ts > ref_ts_ms + MAX_FUTURE_MS:
         return Rejection(Reason.FUTURE_TIMESTAMP, f"ts {event.ts} is {(event.ts - ref_ts_ms) // 1000}s ahead")
+    for field, name in (("event_type", event.event_type), ("status", event.status)):
+        if not _NAME.fullmatch(name):
+            return Rejection(Reason.BAD_NAME, f"{field} {name!r} does not match {NAME_PATTERN}")
     if not (event.country.isalpha() and event.country.isupper()):
         return Rejection(Reason.BAD_FORMAT, f"country {event.country!r} is not ISO 3166-1 alpha-2")
     if not (event.currency.isalpha() and event.currency.isupper()):

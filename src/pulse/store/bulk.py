@@ -9,6 +9,7 @@ dead-letter topic with the error, and never crash the writer.
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -19,6 +20,8 @@ from confluent_kafka import Consumer, Producer
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
 from pulse.topics import TopicSpec, ensure_topics
+
+_LOG = logging.getLogger("pulse.store")
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 SHUTDOWN_PATIENCE_S = 30.0
@@ -126,6 +129,7 @@ class BulkSink:
     def _dead_letter(self, op: BulkOp, error: object) -> None:
         self.stats.dead_lettered += 1
         reason = error.get("type", "error") if isinstance(error, dict) else "error"
+        _LOG.error("Elasticsearch refused %s (%s); it went to %s", op.doc_id, reason, self.dlq_topic)
         self._dlq.produce(self.dlq_topic, op.source, op.doc_id.encode(), headers=[
             ("pulse.reason", str(reason).encode()), ("pulse.detail", orjson.dumps(error)[:2048]),
             ("pulse.index", op.index.encode())])

@@ -34,6 +34,7 @@ _COMMON = _OWNED | _TOTALS
 _ITEMS = {"shard": {"type": "integer"}, "items": {"type": "nested", "properties": _TOTALS | {
     "item_id": {"type": "keyword"}, "category": {"type": "keyword"}}}}
 NESTED_LIMIT = 50_000  # items per packed document (Elasticsearch's default is 10,000)
+FIELDS_LIMIT = 5_000  # mapped fields per index (Elasticsearch's default is 1,000)
 _PROPERTIES: dict[str, dict[str, Any]] = {
     "windows": _COMMON | _WINDOW | _ITEMS,
     "users": _COMMON | {"user_id": {"type": "keyword"}, "first_seen": {"type": "date", "format": "epoch_millis"},
@@ -99,7 +100,13 @@ def template_body(family: str, prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
     body = _template(family, prefix, {
         "dynamic_templates": [{"counts_as_long": {"path_match": "*.*", "mapping": {"type": "long"}}}],
         "properties": _PROPERTIES[family]}, "index template")
-    body["template"]["settings"]["index.mapping.nested_objects.limit"] = NESTED_LIMIT
+    body["template"]["settings"] |= {
+        "index.mapping.nested_objects.limit": NESTED_LIMIT,
+        # every event type and status is a field (``counts.<type>``): a producer with thousands of them must not
+        # get documents refused; names past the limit stay in _source (which readers merge) but are not indexed
+        "index.mapping.total_fields.limit": FIELDS_LIMIT,
+        "index.mapping.total_fields.ignore_dynamic_beyond_limit": True,
+    }
     return body
 
 

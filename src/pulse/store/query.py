@@ -228,7 +228,7 @@ def pipeline_health(es: Elasticsearch, prefix: str = DEFAULT_PREFIX, now_ms: int
             "newest_flush_at": newest_flush, "newest_event_ts": newest_event,
             "freshness_s": (now_ms - newest_flush) / 1000 if newest_flush else None,
             "aggregator_lag": beat.get("aggregator_lag"), "store_lag": beat.get("store_lag"),
-            "heartbeat_at": beat.get("at")}
+            "store_dead_lettered": beat.get("dead_lettered"), "heartbeat_at": beat.get("at")}
 
 
 def overview(es: Elasticsearch, f: Filters, prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:

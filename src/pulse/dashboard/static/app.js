@@ -100,7 +100,8 @@
 
     const h = o.health;
     const rows = [["accepted", h.accepted], ["dead-lettered", h.dead_lettered], ["late", h.late],
-      ["duplicates", h.duplicates], ["writer lag (documents)", h.store_lag], ["partitions", h.partitions]];
+      ["duplicates", h.duplicates], ["writer lag (documents)", h.store_lag],
+      ["store dead letters", h.store_dead_lettered], ["partitions", h.partitions]];
     document.querySelector("#health tbody").replaceChildren(...rows.map(([k, v]) => {
       const tr = document.createElement("tr");
       tr.append(text("th", k), text("td", fmt.count(v), "n"));

@@ -1,0 +1,70 @@
+"""Input as other people's producers write it: a plain confluent-kafka client with its default settings and
+partitioner (librdkafka's consistent_random: CRC32 of the key, a random partition for a null key), not
+`pulse generate`; and what a run left behind, read straight from the topics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import orjson
+from confluent_kafka import Producer
+
+from pulse.kafkaio import read_range
+from pulse.topics import partition_count
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def event(n: int, ts: int, **fields: Any) -> dict[str, Any]:
+    """A valid event; ``fields`` override the defaults."""
+    return {"event_id": f"e{n}", "event_type": "view", "ts": ts, "user_id": f"u{n % 37}", "session_id": f"s{n % 53}",
+            "item_id": f"i{n % 11}", "category": "books", "status": "ok", **fields}
+
+
+def produce(bootstrap: str, topic: str, events: Iterable[dict[str, Any] | bytes],
+            key: Callable[[dict[str, Any]], str | None] = lambda e: None,
+            timestamp: Callable[[dict[str, Any]], int] | None = None) -> int:
+    """Produce events as JSON with a default client; ``key`` picks a record key (None: unkeyed) and
+    ``timestamp`` a record timestamp (None: the client's clock). Returns how many were produced."""
+    producer = Producer({"bootstrap.servers": bootstrap})
+    n = 0
+    for e in events:
+        value = e if isinstance(e, bytes) else orjson.dumps(e)
+        k = None if isinstance(e, bytes) else key(e)
+        ts = 0 if timestamp is None or isinstance(e, bytes) else timestamp(e)
+        producer.produce(topic, value, None if k is None else k.encode(), timestamp=ts)
+        producer.poll(0)
+        n += 1
+    assert producer.flush(30) == 0
+    return n
+
+
+def count_records(bootstrap: str, topic: str) -> int:
+    """Committed records in ``topic``; 0 if it does not exist (nothing was ever written to it)."""
+    from confluent_kafka.admin import AdminClient
+
+    if topic not in AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics:
+        return 0
+    return sum(1 for p in range(partition_count(bootstrap, topic)) for _ in read_range(bootstrap, topic, p, 0))
+
+
+def headers_of(bootstrap: str, topic: str, name: str) -> list[str]:
+    """One header's values over every record of ``topic``."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False,
+                         "isolation.level": "read_committed"})
+    parts = partition_count(bootstrap, topic)
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(parts)])
+    total, got = count_records(bootstrap, topic), []
+    deadline = time.monotonic() + 30
+    while len(got) < total and time.monotonic() < deadline:
+        for msg in consumer.consume(500, 0.5):
+            if msg.error() is None:
+                got.append(dict(msg.headers() or []).get(name, b"").decode())
+    consumer.close()
+    return got
