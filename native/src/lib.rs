@@ -203,6 +203,12 @@ impl Partition {
         self.ready()?;
         Ok(self.st.watermark())
     }
+    /// The largest event time accepted so far (None before the first).
+    #[getter]
+    fn max_event_ts(&self) -> PyResult<Option<i64>> {
+        self.ready()?;
+        Ok((self.st.max_ts != state::NEVER).then_some(self.st.max_ts))
+    }
     /// Records routed so far by this object (changes whenever a batch touched the partition).
     #[getter]
     fn processed(&self) -> PyResult<u64> {
@@ -288,6 +294,13 @@ impl Partition {
         self.ready()?;
         self.st.remember(event_id, ts, horizon);
         Ok(())
+    }
+
+    /// The largest end of an open window that is not final yet but would be with the watermark at `target`:
+    /// how far an idle partition's watermark must move to close what it holds (None: nothing to close).
+    fn idle_floor(&self, target: i64) -> PyResult<Option<i64>> {
+        self.ready()?;
+        Ok(self.st.closable_until(target))
     }
 
     /// Idle partitions: raise the watermark to `value` by wall clock (recorded in the changelog); True if it moved.

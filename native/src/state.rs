@@ -494,6 +494,12 @@ impl State {
         });
     }
 
+    /// See `Partition.idle_floor`.
+    pub fn closable_until(&self, target: i64) -> Option<i64> {
+        let wm = self.watermark();
+        self.windows.values().map(Window::end).filter(|&end| end > wm && end <= target).max()
+    }
+
     pub fn final_windows(&self) -> Vec<(i64, i64)> {
         let wm = self.watermark();
         self.windows.values().filter(|w| w.end() <= wm).map(|w| (w.size, w.start)).collect()

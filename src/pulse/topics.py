@@ -127,19 +127,33 @@ def aggregates_topic(group: str) -> str:
     return f"{group}.aggregates"
 
 
+def decisions_topic(group: str) -> str:
+    """Wall-clock decisions (idle partitions closing their windows), for `pulse verify`: see aggregate.decisions."""
+    return f"{group}.decisions"
+
+
+def topic_exists(bootstrap: str, topic: str) -> bool:
+    require_broker(bootstrap)
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": QUIET_LOG})
+    return topic in admin.list_topics(timeout=10).topics
+
+
 def store_group(group: str) -> str:
     """The consumer group of the Elasticsearch writer projecting an aggregator group's documents."""
     return f"{group}-store"
 
 
 def aggregator_topics(group: str, partitions: int) -> list[TopicSpec]:
-    """The aggregator's compacted changelog (its state) and aggregates output (documents), per group.
+    """The aggregator's compacted changelog (its state) and aggregates output (documents), and its decisions (a
+    few records per quiet spell, kept as long as the topic exists), per group.
 
-    Both are partitioned like the input: record i of input partition p only ever writes partition p.
+    All are partitioned like the input: record i of input partition p only ever writes partition p.
     """
     compact = {"cleanup.policy": "compact", "segment.ms": str(10 * 60_000), "min.cleanable.dirty.ratio": "0.2",
                "message.timestamp.after.max.ms": str(365 * DAY_MS)}
     # Keep superseded aggregates for an hour so a lagging projection still sees every final document.
     aggregates = compact | {"min.compaction.lag.ms": str(3_600_000)}
+    decisions = {"cleanup.policy": "delete", "retention.ms": "-1"}
     return [TopicSpec(changelog_topic(group), partitions, compact),
-            TopicSpec(aggregates_topic(group), partitions, aggregates)]
+            TopicSpec(aggregates_topic(group), partitions, aggregates),
+            TopicSpec(decisions_topic(group), partitions, decisions)]

@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from confluent_kafka import OFFSET_STORED, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from pulse.aggregate import decisions
 from pulse.aggregate.group import Membership
 from pulse.aggregate.restore import restore_partition
 from pulse.aggregate.state import Partition, StateConfig, flush_all, new_partition, route_batch, settle
 from pulse.errors import PulseError
 from pulse.kafkaio import QUIET_LOG, end_offsets, group_caught_up, offsets_at, watermarks
 from pulse.kafkastart import start_where_committed
-from pulse.topics import aggregates_topic, changelog_topic
+from pulse.topics import aggregates_topic, changelog_topic, decisions_topic
 
 _LOG = logging.getLogger("pulse.aggregate")
 
@@ -62,6 +63,10 @@ class EngineConfig:
     @property
     def aggregates_topic(self) -> str:
         return aggregates_topic(self.group)
+
+    @property
+    def decisions_topic(self) -> str:
+        return decisions_topic(self.group)
 
     @property
     def dlq_topic(self) -> str:
@@ -290,10 +295,11 @@ class Engine:
         self._transactions_ready()
         now_wall = int(time.time() * 1000)
         complete = details  # stop, revoke, caught up: publish everything
+        decisions: dict[int, bytes] = {}
         if only is not None:
             parts = [self.states[p] for p in only]
         else:
-            self._advance_idle(now_wall)
+            decisions = self._advance_idle(now_wall)
             parts = list(self.states.values())
             if self.cfg.detail_flushes:
                 details = details or (self.stats.flushes + 1) % self.cfg.detail_flushes == 0
@@ -316,6 +322,8 @@ class Engine:
                 self._producer.send_offsets_to_transaction(positions, self._consumer.consumer_group_metadata(), 60)
             for partition, _users, records, out, dead, late in work:
                 self._write_partition(partition, records, out, dead, late)
+                if partition in decisions:
+                    self._send(self.cfg.decisions_topic, decisions[partition], None, partition)
         except KafkaException as exc:
             self._transaction_failed(exc.args[0])
             return
@@ -392,20 +400,32 @@ class Engine:
                              f"{self.cfg.group}-{self.cfg.instance}; give each instance its own --instance")
         raise PulseError(f"Kafka transaction failed: {err.str()}")
 
-    def _advance_idle(self, now_wall: int) -> None:
-        """Close windows by wall clock on partitions that are idle: no input for a while AND nothing left to
-        read (a partition with a backlog is busy, not idle). The decision is recorded in the changelog."""
-        cutoff = time.monotonic() - self.cfg.idle_timeout_s
+    def _advance_idle(self, now_wall: int) -> dict[int, bytes]:
+        """Close the open windows of partitions that are idle: no input for a while AND nothing left to read (a
+        partition with a backlog is busy, not idle). A quiet partition's event time goes on from its last event
+        at the pace of the wall clock, so a source that always arrives late by the same delay stays on time
+        after a quiet spell; the watermark moves only as far as the end of the last window that closes. The
+        decision goes to the changelog (restore) and, as one record per partition, to the decisions topic
+        (`pulse verify`), in this flush's transaction. Returns those records by partition."""
+        now = time.monotonic()
+        decided: dict[int, bytes] = {}
         for p, st in self.states.items():
-            target = now_wall - self.cfg.state.grace_ms
-            if self._last_record_wall.get(p, 0.0) >= cutoff or target <= st.watermark:
+            quiet = now - self._last_record_wall.get(p, now)
+            last_event = st.max_event_ts
+            if quiet < self.cfg.idle_timeout_s or last_event is None:
+                continue
+            clock = last_event + int(quiet * 1000)
+            floor = st.idle_floor(clock - self.cfg.state.grace_ms)
+            if floor is None:
                 continue
             # the fetcher's cached high watermark: a broker lookup would wait behind in-flight fetches
             _, high = self._consumer.get_watermark_offsets(TopicPartition(self.cfg.topic, p), cached=True)
             if high < 0:
                 _, high = watermarks(self._consumer, self.cfg.topic, p)
-            if not (st.next_offset >= high and st.advance_to(target)):
-                self._last_record_wall[p] = time.monotonic()  # look again after another idle period
+            if st.next_offset >= high and st.advance_to(floor):
+                decided[p] = decisions.encode(decisions.Decision(self.cfg.topic, p, st.next_offset, floor, clock,
+                                                                 now_wall))
+        return decided
 
     # -- rebalancing ------------------------------------------------------------------------------------------
     def _load(self, partition: int, logged: bool = True) -> Partition:

@@ -104,6 +104,8 @@ def store(settings: Settings, topic: str, group: str, index_prefix: str, flush_i
 @click.option("--topic", envvar="PULSE_TOPIC", default="pulse.events", show_default=True, help="Input topic.")
 @click.option("--ledger", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Recompute from a generator ledger instead of reading the topic.")
+@click.option("--group", envvar="PULSE_GROUP", default="pulse-aggregator", show_default=True,
+              help="The aggregator group whose results are checked (its recorded idle decisions are replayed).")
 @click.option("--index-prefix", envvar="PULSE_INDEX_PREFIX", default="pulse", show_default=True)
 @click.option("--windows", envvar="PULSE_WINDOWS", default="10s,1m,1h", show_default=True)
 @click.option("--grace", envvar="PULSE_GRACE", default="30s", show_default=True)
@@ -111,8 +113,8 @@ def store(settings: Settings, topic: str, group: str, index_prefix: str, flush_i
 @click.option("--from", "from_ms", default=None, callback=_instant,
               help="Only input from this record time (after `pulse replay --from`): epoch ms, ISO time or 2h.")
 @click.pass_obj
-def verify(settings: Settings, topic: str, ledger: Path | None, index_prefix: str, windows: str, grace: str,
-           dedup_horizon: str | None, from_ms: int | None) -> None:
+def verify(settings: Settings, topic: str, ledger: Path | None, group: str, index_prefix: str, windows: str,
+           grace: str, dedup_horizon: str | None, from_ms: int | None) -> None:
     """Recompute every aggregate from the input in one independent pass and diff it against Elasticsearch.
 
     Exits non-zero on any missing, extra or mismatched document: the user's proof of exactly-once.
@@ -123,7 +125,7 @@ def verify(settings: Settings, topic: str, ledger: Path | None, index_prefix: st
     from pulse.store.query import all_documents
     from pulse.verify.diff import diff_documents
     from pulse.verify.reference import recompute
-    from pulse.verify.source import ledger_rows, topic_rows
+    from pulse.verify.source import ledger_rows, recorded_floors, topic_rows
 
     _require_es(settings)
     grace_ms = parse_duration(grace)
@@ -131,7 +133,8 @@ def verify(settings: Settings, topic: str, ledger: Path | None, index_prefix: st
     console = Console(stderr=True)
     with console.status("recomputing from the input"):
         rows = ledger_rows(ledger) if ledger else topic_rows(settings.bootstrap, topic, from_ms)
-        expected = recompute(rows, parse_sizes(windows), grace_ms, horizon)
+        floors = recorded_floors(settings.bootstrap, group, topic)
+        expected = recompute(rows, parse_sizes(windows), grace_ms, horizon, floors=floors)
     with console.status("reading Elasticsearch"):
         actual = dict(all_documents(Elasticsearch(settings.es_url), index_prefix))
     diff = diff_documents(expected, actual)

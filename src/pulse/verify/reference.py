@@ -2,7 +2,8 @@
 
 It shares no aggregation code with the engine (only the event contract, ``validate``): plain dicts, one
 event at a time, per partition in offset order, with the documented rules:
-- watermark = max event time seen − grace; an event below it on arrival is late;
+- watermark = max event time seen − grace, or a floor the aggregator recorded for a quiet partition (from that
+  input offset on) if higher; an event below it on arrival is late;
 - an ``event_id`` seen (not as a duplicate) with event time ≥ watermark − horizon is a duplicate;
 - funnel steps count once per session, in order, for ``ok`` events; a session idle past the timeout restarts;
 - money in integer cents.
@@ -40,8 +41,12 @@ class Expected:
     duplicates: int = 0
 
 
+Floors = dict[int, list[tuple[int, int]]]
+"""Per partition, the recorded wall-clock decisions as (from input offset, watermark floor)."""
+
+
 def recompute(records: Iterable[tuple[int, int, bytes | None, int]], window_sizes: Iterable[int], grace_ms: int,
-              horizon_ms: int, session_timeout_ms: int = 30 * 60_000) -> Expected:
+              horizon_ms: int, session_timeout_ms: int = 30 * 60_000, floors: Floors | None = None) -> Expected:
     """``records``: (partition, offset, value, record timestamp ms) in any order."""
     by_partition: dict[int, list[tuple[int, bytes | None, int]]] = defaultdict(list)
     for partition, offset, value, record_ts in records:
@@ -49,24 +54,35 @@ def recompute(records: Iterable[tuple[int, int, bytes | None, int]], window_size
     out = Expected()
     for partition, rows in by_partition.items():
         rows.sort()
-        accepted = _classify(rows, grace_ms, horizon_ms, out)
+        accepted = _classify(rows, grace_ms, horizon_ms, sorted((floors or {}).get(partition, [])), out)
         _aggregate(partition, accepted, list(window_sizes), session_timeout_ms, out)
     return out
 
 
 def _classify(rows: list[tuple[int, bytes | None, int]], grace_ms: int, horizon_ms: int,
-              out: Expected) -> list[tuple[Event, int]]:
+              floors: list[tuple[int, int]], out: Expected) -> list[tuple[Event, int]]:
     """Returns the accepted events with the watermark in force when each arrived."""
     max_ts = None
+    floor = None
     first_seen: dict[str, int] = {}
     accepted = []
-    for _offset, value, record_ts in rows:
+
+    def mark() -> int | None:
+        by_events = None if max_ts is None else max_ts - grace_ms
+        if floor is None or (by_events is not None and by_events > floor):
+            return by_events
+        return floor
+
+    for offset, value, record_ts in rows:
+        while floors and floors[0][0] <= offset:
+            _, at_least = floors.pop(0)
+            floor = at_least if floor is None else max(floor, at_least)
         out.produced += 1
         event = validate(value or b"", record_ts)
         if not isinstance(event, Event):
             out.dead_lettered += 1
             continue
-        watermark = None if max_ts is None else max_ts - grace_ms
+        watermark = mark()
         if watermark is not None and event.ts < watermark:
             out.late += 1
             if event.event_id not in first_seen:
@@ -74,7 +90,7 @@ def _classify(rows: list[tuple[int, bytes | None, int]], grace_ms: int, horizon_
             continue
         if max_ts is None or event.ts > max_ts:
             max_ts = event.ts
-        watermark = max_ts - grace_ms
+        watermark = mark()
         earlier = first_seen.get(event.event_id)
         if earlier is not None and earlier >= watermark - horizon_ms:
             out.duplicates += 1

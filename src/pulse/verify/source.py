@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pulse.aggregate.decisions import read_decisions
 from pulse.generate.ledger import read_ledger
 from pulse.kafkaio import offsets_at, read_range, reader
 from pulse.topics import partition_count
@@ -30,3 +31,8 @@ def topic_rows(bootstrap: str, topic: str, from_ms: int | None = None) -> list[R
 
 def ledger_rows(path: Path) -> list[Row]:
     return [(r.partition, r.offset, r.value, r.send_ms) for r in read_ledger(path)]
+
+
+def recorded_floors(bootstrap: str, group: str, topic: str) -> dict[int, list[tuple[int, int]]]:
+    """The aggregator group's wall-clock decisions about ``topic`` as the reference takes them."""
+    return {p: [(d.offset, d.floor) for d in ds] for p, ds in read_decisions(bootstrap, group, topic).items()}
