@@ -138,7 +138,7 @@ fn route_partition(st: &mut State, recs: &[Rec<'_>], verdicts: &[Verdict<'_>], i
         match &verdicts[i] {
             Verdict::Valid(e) => {
                 st.begin(r.offset);
-                if let Outcome::Late(detail) = st.accept(e) {
+                if let Outcome::Late(detail) = st.accept(e, r.ts) {
                     out.push((i, None, detail));
                 }
             }

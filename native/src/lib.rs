@@ -87,9 +87,10 @@ impl Partition {
         key: impl FnOnce() -> PyResult<PyObject>,
         value: PyObject,
         e: &Event,
+        record_ts: i64,
     ) -> PyResult<()> {
         self.st.begin(offset);
-        if let Outcome::Late(detail) = self.st.accept(e) {
+        if let Outcome::Late(detail) = self.st.accept(e, record_ts) {
             self.late.push(Side { offset, key: key()?, value, reason: "late".into(), detail });
         }
         Ok(())
@@ -146,7 +147,7 @@ impl Partition {
     ) -> PyResult<bool> {
         let Ok(bytes) = value.downcast::<PyBytes>() else { return Ok(false) };
         let Some(e) = fast_validate(bytes.as_bytes(), record_ts) else { return Ok(false) };
-        self.route(offset, key, value.clone().unbind(), &e)?;
+        self.route(offset, key, value.clone().unbind(), &e, record_ts)?;
         Ok(true)
     }
 }
@@ -237,13 +238,14 @@ impl Partition {
 
     /// Route one record that Python's validator accepted.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (offset, key, value, event_id, event_type, ts, user_id, session_id, item_id, category, amount,
-                        status))]
+    #[pyo3(signature = (offset, key, value, record_ts, event_id, event_type, ts, user_id, session_id, item_id,
+                        category, amount, status))]
     fn accept(
         &mut self,
         offset: i64,
         key: PyObject,
         value: PyObject,
+        record_ts: i64,
         event_id: &str,
         event_type: &str,
         ts: i64,
@@ -266,7 +268,7 @@ impl Partition {
             amount,
             status: Cow::Borrowed(status),
         };
-        self.route(offset, || Ok(key), value, &e)
+        self.route(offset, || Ok(key), value, &e, record_ts)
     }
 
     /// Dead-letter one record that Python's validator rejected (with its typed reason).

@@ -303,7 +303,11 @@ impl State {
     }
 
     /// Route one valid event (after `begin`): late, duplicate, or folded into windows and entities.
-    pub fn accept(&mut self, e: &Event) -> Outcome {
+    /// `record_ts` is the record's Kafka timestamp: the partition's event clock never runs ahead of it, so one
+    /// event from a fast clock (up to the contract's future limit) counts in its window but cannot make the
+    /// partition's on-time events late. With `LogAppendTime` (how `pulse setup` creates the topic) it is the
+    /// broker's clock, which producers do not control.
+    pub fn accept(&mut self, e: &Event, record_ts: i64) -> Outcome {
         let ts = e.ts;
         let wm = self.watermark();
         let key = EventKey::new(&e.event_id);
@@ -314,8 +318,9 @@ impl State {
             }
             return Outcome::Late(format!("ts {ts} < watermark {wm}"));
         }
-        if ts > self.max_ts {
-            self.max_ts = ts;
+        let clock = ts.min(record_ts);
+        if clock > self.max_ts {
+            self.max_ts = clock;
         }
         let wm = self.watermark();
         match self.seen.get_mut(&key) {

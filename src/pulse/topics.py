@@ -12,8 +12,6 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from pulse.errors import BrokerUnavailable, PulseError
 from pulse.kafkaio import QUIET_LOG, broker_reachable
 
-DAY_MS = 86_400_000
-
 
 @dataclass(frozen=True)
 class TopicSpec:
@@ -25,14 +23,12 @@ class TopicSpec:
 def input_topics(topic: str, partitions: int, retention_hours: float) -> list[TopicSpec]:
     """The input topic and its side outputs (dead letters, late events), all with the same partitioning."""
     retention = str(int(retention_hours * 3_600_000))
-    base = {
-        "retention.ms": retention,
-        "cleanup.policy": "delete",
-        # Record timestamps are the events' send times; a fast replay of history may run ahead of the wall clock.
-        "message.timestamp.after.max.ms": str(365 * DAY_MS),
-    }
+    base = {"retention.ms": retention, "cleanup.policy": "delete"}
+    # The broker stamps each input record with its own clock: event times are checked against a clock that no
+    # producer controls (a far-future event is dead-lettered; a partition's event clock never passes it).
+    stamped = base | {"message.timestamp.type": "LogAppendTime"}
     return [
-        TopicSpec(topic, partitions, base),
+        TopicSpec(topic, partitions, stamped),
         TopicSpec(f"{topic}.dlq", partitions, base),
         TopicSpec(f"{topic}.late", partitions, base),
     ]
@@ -106,17 +102,51 @@ def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 30.0,
         have_parts = len(existing[spec.name].partitions)
         if have_parts != spec.partitions:
             problems.append(f"{spec.name}: {have_parts} partitions (wanted {spec.partitions})")
+        state = "exists"
         if compare_config:
             actual = configs[ConfigResource(ConfigResource.Type.TOPIC, spec.name)].result(timeout=timeout)
-            for key, want in spec.config.items():
-                got = actual[key].value if key in actual else None
-                if got != want:
-                    problems.append(f"{spec.name}: {key}={got} (wanted {want})")
-        results.append((spec.name, "exists"))
+            differ = {key: want for key, want in spec.config.items()
+                      if (actual[key].value if key in actual else None) != want}
+            if differ.keys() <= ALTERABLE:
+                if differ:
+                    _alter(admin, spec.name, differ, timeout)
+                    state = "altered: " + ", ".join(f"{k}={v}" for k, v in differ.items())
+            else:
+                problems.extend(f"{spec.name}: {key}={actual[key].value if key in actual else None} (wanted {want})"
+                                for key, want in differ.items())
+        results.append((spec.name, state))
     if problems:
         raise PulseError("existing topics differ from the requested settings: " + "; ".join(problems)
                          + " (delete and re-create them, or pass matching --partitions/--retention-hours)")
     return results
+
+
+def timestamp_type(bootstrap: str, topic: str, timeout: float = 10.0) -> str | None:
+    """``CreateTime`` (the producer's clock) or ``LogAppendTime`` (the broker's); None if it cannot be read."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": QUIET_LOG})
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    try:
+        entries = admin.describe_configs([resource])[resource].result(timeout=timeout)
+    except KafkaException:
+        return None
+    entry = entries.get("message.timestamp.type")
+    return entry.value if entry is not None else None
+
+
+ALTERABLE = frozenset({"message.timestamp.type"})
+"""Settings `pulse setup` changes in place on an existing topic: they apply to new records and rewrite nothing."""
+
+
+def _alter(admin: AdminClient, topic: str, config: dict[str, str], timeout: float) -> None:
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry
+
+    entries = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in config.items()]
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=entries)
+    try:
+        for fut in admin.incremental_alter_configs([resource]).values():
+            fut.result(timeout=timeout)
+    except KafkaException as exc:
+        raise PulseError(f"changing {', '.join(config)} of topic {topic} failed: {exc.args[0].str()}") from None
 
 
 def changelog_topic(group: str) -> str:
@@ -149,8 +179,7 @@ def aggregator_topics(group: str, partitions: int) -> list[TopicSpec]:
 
     All are partitioned like the input: record i of input partition p only ever writes partition p.
     """
-    compact = {"cleanup.policy": "compact", "segment.ms": str(10 * 60_000), "min.cleanable.dirty.ratio": "0.2",
-               "message.timestamp.after.max.ms": str(365 * DAY_MS)}
+    compact = {"cleanup.policy": "compact", "segment.ms": str(10 * 60_000), "min.cleanable.dirty.ratio": "0.2"}
     # Keep superseded aggregates for an hour so a lagging projection still sees every final document.
     aggregates = compact | {"min.compaction.lag.ms": str(3_600_000)}
     decisions = {"cleanup.policy": "delete", "retention.ms": "-1"}

@@ -29,7 +29,7 @@ def read_latest_docs(bootstrap: str, topic: str) -> dict[str, dict[str, Any]]:
 
 def expected_from_ledgers(ledgers: list[Ledger], sizes: tuple[int, ...] = (10_000, 60_000, 3_600_000),
                          grace_ms: int = 30_000, horizon_ms: int = 30_000) -> Expected:
-    rows = [(r.partition, r.offset, r.value, r.send_ms) for ledger in ledgers for r in ledger]
+    rows = [(r.partition, r.offset, r.value, r.record_ts) for ledger in ledgers for r in ledger]
     return recompute(rows, sizes, grace_ms, horizon_ms)
 
 

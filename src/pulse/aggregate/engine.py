@@ -179,7 +179,7 @@ class Engine:
 
     def _init_transactions(self) -> None:
         try:
-            self._producer.init_transactions(60)
+            patiently(lambda: self._producer.init_transactions(60), "start transactions")
         except KafkaException as exc:
             self._txn_error = exc.args[0]
 
@@ -319,7 +319,9 @@ class Engine:
             positions = [TopicPartition(self.cfg.topic, st.partition, st.next_offset) for st in parts
                          if st.next_offset > 0]
             if positions:
-                self._producer.send_offsets_to_transaction(positions, self._consumer.consumer_group_metadata(), 60)
+                metadata = self._consumer.consumer_group_metadata()
+                patiently(lambda: self._producer.send_offsets_to_transaction(positions, metadata, 60),
+                          "take the input positions")
             for partition, _users, records, out, dead, late in work:
                 self._write_partition(partition, records, out, dead, late)
                 if partition in decisions:
@@ -512,9 +514,35 @@ class _Commit:
 
     def _run(self) -> None:
         try:
-            self._producer.commit_transaction(60)
+            patiently(lambda: self._producer.commit_transaction(60), "commit the transaction")
         except KafkaException as exc:
             self.error = exc.args[0]
+
+
+OUTAGE_PATIENCE_S = 600.0
+"""How long a Kafka call is retried while the brokers are away (a restart) before the aggregator gives up."""
+
+
+def patiently(call: Callable[[], object], what: str) -> None:
+    """Run a transactional call, retrying it while its error is retriable (brokers restarting, a coordinator
+    moving): librdkafka documents that such calls may be repeated. Logs one line when it starts waiting."""
+    deadline = time.monotonic() + OUTAGE_PATIENCE_S
+    waiting = False
+    while True:
+        try:
+            call()
+        except KafkaException as exc:
+            err = exc.args[0]
+            if not err.retriable() or err.fatal() or err.txn_requires_abort() or time.monotonic() > deadline:
+                raise
+            if not waiting:
+                _LOG.warning("Kafka did not answer (%s); waiting for it to %s", err.str(), what)
+                waiting = True
+            time.sleep(0.5)
+            continue
+        if waiting:
+            _LOG.warning("Kafka answered again; resuming")
+        return
 
 
 def _headers(offset: int, reason: str, detail: str, topic: str, partition: int) -> list[tuple[str, bytes]]:

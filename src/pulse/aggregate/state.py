@@ -48,7 +48,7 @@ def decide(st: Partition, offset: int, key: bytes | None, value: bytes | None, r
     if len(fields) == 2:
         st.reject(offset, key, value or b"", *fields)
     else:
-        st.accept(offset, key, value or b"", *fields)
+        st.accept(offset, key, value or b"", record_ts, *fields)
 
 
 def route(st: Partition, offset: int, key: bytes | None, value: bytes | None, record_ts: int) -> None:

@@ -19,7 +19,7 @@ from pulse.aggregate.group import Membership
 from pulse.aggregate.windows import label, parse_duration, parse_sizes
 from pulse.config import Settings
 from pulse.errors import PulseError
-from pulse.topics import aggregator_topics, ensure_topics, input_topics, partition_count
+from pulse.topics import aggregator_topics, ensure_topics, input_topics, partition_count, timestamp_type
 
 if TYPE_CHECKING:
     from pulse.aggregate.engine import EngineStats
@@ -114,6 +114,10 @@ def aggregate(settings: Settings, topic: str, group: str, windows: tuple[int, ..
         partitions = partition_count(settings.bootstrap, topic)
         ensure_topics(settings.bootstrap, input_topics(topic, partitions, 168)[1:]
                       + aggregator_topics(group, partitions), compare_config=False)
+        if timestamp_type(settings.bootstrap, topic) != "LogAppendTime":
+            click.echo(f"aggregate: warning: {topic} keeps the producers' timestamps (CreateTime), so event times "
+                       "are checked against the producers' own clocks; `pulse setup` switches it to LogAppendTime",
+                       err=True)
 
     lock = None
     if instance is None:

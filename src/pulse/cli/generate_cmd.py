@@ -119,7 +119,8 @@ def generate(settings: Settings, **o: object) -> None:
     topic = str(o["topic"])
     partitions = o["partitions"] or partition_count(settings.bootstrap, topic)
     # "now" is taken after the broker answered, so event time matches the moment records go out
-    start_ms = o["start_ms"] if o["start_ms"] is not None else int(time.time() * 1000)
+    start_ms = o["start_ms"] if o["start_ms"] is not None else _default_start(
+        int(time.time() * 1000), rate, float(o["event_rate"]), o["count"], o["duration"])  # type: ignore[arg-type]
     traffic = Traffic(replace(traffic_cfg, start_ms=start_ms))  # type: ignore[arg-type]
     params = {k: v for k, v in o.items() if k not in {"ledger", "progress"}} | {"start_ms": start_ms}
     ledger = open_ledger(o["ledger"], topic, int(partitions), params)  # type: ignore[arg-type]
@@ -134,6 +135,20 @@ def generate(settings: Settings, **o: object) -> None:
         raise PulseError(f"{report.failed} records were not delivered: {report.first_error}")
     if report.interrupted:
         sys.exit(130)
+
+
+FLAT_OUT_GUESS = 100_000
+"""Events per second assumed for `--rate 0 --duration` when placing its synthetic clock in the past."""
+
+
+def _default_start(now_ms: int, rate: float, event_rate: float, count: int | None, duration: float | None) -> int:
+    """Paced traffic starts now. Flat-out traffic (``--rate 0``) runs its synthetic clock faster than the wall
+    clock, so it ends now instead: its events lie in the past, where the broker's clock (LogAppendTime) and
+    Kafka's limits on future timestamps leave them alone."""
+    if rate > 0:
+        return now_ms
+    events = count if count is not None else (duration or 0) * FLAT_OUT_GUESS
+    return now_ms - int(events / event_rate * 1000)
 
 
 def _run_with_feedback(producer: EventProducer, records: Chaos, limits: RunLimits, traffic: Traffic,

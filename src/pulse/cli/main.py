@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 from pathlib import Path
 
@@ -63,6 +64,9 @@ def cli(ctx: click.Context, home: Path | None) -> None:
     Every option can also be set by a PULSE_* environment variable.
     """
     ctx.obj = Settings.from_env(home=home)
+    # one line per event, with time and source: long-running stages write these to their logs
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pulse").setLevel(logging.INFO)
 
 
 def main() -> None:

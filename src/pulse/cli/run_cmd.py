@@ -7,10 +7,12 @@ its own log file under the Pulse home. Ctrl-C stops the children, and the stack 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,19 +27,47 @@ from pulse.store.indices import current_generation, ensure_indices
 from pulse.store.lineage import check_source
 from pulse.topics import ensure_topics, input_topics
 
+RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+"""Waits before restarting a stage that died, longer each time it dies again soon after starting."""
+STEADY_S = 60.0
+"""A stage that ran this long before dying is restarted after the shortest wait again."""
+
 
 @dataclass
 class Stage:
     name: str
-    argv: list[str]
+    argv: Callable[[], list[str]]  # built at each start (the generator takes a fresh seed: new event ids)
     log: Path
     proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    failures: int = 0  # deaths in a row, each soon after its start
+    due: float | None = None  # when to start it again, after it died
 
     def start(self, env: dict[str, str]) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=env, start_new_session=True)
+            self.proc = subprocess.Popen(self.argv(), stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        self.started_at, self.due = time.monotonic(), None
+
+    def supervise(self, env: dict[str, str], say: Callable[[str], None]) -> None:
+        """Restart the stage if it died, after a backoff: one stage failing (a broker restart it could not ride
+        out, a bug) must not stop the others, which wait for it."""
+        now = time.monotonic()
+        if self.due is not None:
+            if now >= self.due:
+                self.restarts += 1
+                self.start(env)
+                say(f"{self.name:<14} restarted (restart {self.restarts})")
+            return
+        if self.proc is None or self.proc.poll() is None:
+            return
+        self.failures = 1 if now - self.started_at >= STEADY_S else self.failures + 1
+        wait = RESTART_BACKOFF_S[min(self.failures, len(RESTART_BACKOFF_S)) - 1]
+        self.due = now + wait
+        last = self.tail(1).strip() or "(no output)"
+        say(f"{self.name:<14} exited with {self.proc.returncode}; restarting in {wait:.0f}s. Last log line: {last}")
 
     def stop(self) -> None:
         if self.proc:
@@ -50,14 +80,21 @@ class Stage:
 def pipeline_stages(settings: Settings, rate: float, dashboard_port: int) -> list[Stage]:
     logs = settings.home / "logs"
     py = [sys.executable, "-m", "pulse"]
+
+    def command(*args: str) -> Callable[[], list[str]]:
+        return lambda: [*py, *args]
+
+    def generate() -> list[str]:
+        return [*py, "generate", "--rate", str(rate), "--seed", str(secrets.randbits(31)), "--no-progress",
+                "--disorder-fraction", "0.01", "--duplicate-fraction", "0.005", "--late-fraction", "0.002",
+                "--invalid-fraction", "0.002"]
+
     return [
-        Stage("generate", [*py, "generate", "--rate", str(rate), "--no-progress", "--disorder-fraction", "0.01",
-                           "--duplicate-fraction", "0.005", "--late-fraction", "0.002", "--invalid-fraction", "0.002"],
-              logs / "generate.log"),
-        Stage("aggregate", [*py, "aggregate"], logs / "aggregate.log"),
-        Stage("store", [*py, "store"], logs / "store.log"),
-        Stage("archive", [*py, "archive"], logs / "archive.log"),
-        Stage("dashboard", [*py, "dashboard", "--port", str(dashboard_port)], logs / "dashboard.log"),
+        Stage("generate", generate, logs / "generate.log"),
+        Stage("aggregate", command("aggregate"), logs / "aggregate.log"),
+        Stage("store", command("store"), logs / "store.log"),
+        Stage("archive", command("archive"), logs / "archive.log"),
+        Stage("dashboard", command("dashboard", "--port", str(dashboard_port)), logs / "dashboard.log"),
     ]
 
 
@@ -107,10 +144,8 @@ def run(settings: Settings, rate: float, dashboard_port: int, group: str, index_
         click.echo("pipeline running; Ctrl-C stops it")
         while True:
             for stage in stages:
-                if stage.proc and stage.proc.poll() is not None:
-                    raise PulseError(f"{stage.name} exited with {stage.proc.returncode}; last log lines:\n"
-                                     f"{stage.tail()}")
-            time.sleep(1.0)
+                stage.supervise(env, lambda line: click.echo(line, err=True))
+            time.sleep(0.5)
     except KeyboardInterrupt:
         click.echo("stopping…", err=True)
     finally:

@@ -4,7 +4,8 @@ Tests and `pulse verify` recompute expected results from it without touching the
 stream of length-prefixed (u32 little-endian) msgpack objects:
 a header map, one array per record ``[tag, partition, key, value, send_ms]`` in
 production order, and a trailer map with each partition's delivered offsets (delivery order per partition
-equals production order, which the idempotent producer guarantees).
+equals production order, which the idempotent producer guarantees) and, for a topic whose broker stamps the
+records (``LogAppendTime``), their record timestamps.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class LedgerRecord:
     key: bytes
     value: bytes
     send_ms: int
+    record_ts: int  # the record's Kafka timestamp: the broker's where it stamps records, else send_ms
 
 
 class LedgerWriter:
@@ -41,6 +43,7 @@ class LedgerWriter:
         self._file = gzip.open(path, "wb", compresslevel=1)  # noqa: SIM115 - closed by close()
         self._enc = msgspec.msgpack.Encoder()
         self._offsets: dict[int, list[int]] = defaultdict(list)
+        self._stamps: dict[int, list[int]] = defaultdict(list)
         self._buf = bytearray()  # gzip is costly per call: hand it ~1 MiB at a time
         self._write({"format": FORMAT, **header})
 
@@ -56,11 +59,15 @@ class LedgerWriter:
     def produced(self, tag: int, partition: int, key: bytes, value: bytes, send_ms: int) -> None:
         self._write((tag, partition, key, value, send_ms))
 
-    def delivered(self, partition: int, offset: int) -> None:
+    def delivered(self, partition: int, offset: int, broker_ts: int | None = None) -> None:
+        """``broker_ts``: the timestamp the broker gave the record (LogAppendTime topics)."""
         self._offsets[partition].append(offset)
+        if broker_ts is not None:
+            self._stamps[partition].append(broker_ts)
 
     def close(self, summary: dict[str, Any]) -> None:
-        self._write({"offsets": {str(p): o for p, o in self._offsets.items()}, **summary})
+        self._write({"offsets": {str(p): o for p, o in self._offsets.items()},
+                     "stamps": {str(p): t for p, t in self._stamps.items()}, **summary})
         self._file.write(self._buf)
         self._file.close()
 
@@ -96,11 +103,13 @@ def read_ledger(path: Path) -> Ledger:
     if not isinstance(trailer, dict) or "offsets" not in trailer:
         raise ValueError(f"{path} is truncated (the generator did not finish writing it)")
     offsets = {int(p): iter(o) for p, o in trailer["offsets"].items()}
+    stamps = {int(p): iter(t) for p, t in trailer.get("stamps", {}).items()}
     ledger = Ledger(header=header, trailer=trailer)
     for tag, partition, key, value, send_ms in rows:
         offset = next(offsets.get(partition, iter(())), None)
         if offset is not None:
-            ledger.records.append(LedgerRecord(partition, offset, Tag(tag), key, value, send_ms))
+            stamp = next(stamps[partition]) if partition in stamps else send_ms
+            ledger.records.append(LedgerRecord(partition, offset, Tag(tag), key, value, send_ms, stamp))
     return ledger
 
 

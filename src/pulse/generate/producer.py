@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, KafkaError, Producer
 
 from pulse.errors import BrokerUnavailable, PulseError
 from pulse.generate.chaos import Record, Tag
@@ -35,7 +35,9 @@ def producer_config(bootstrap: str, **overrides: object) -> dict[str, object]:
         "batch.size": 1_000_000,
         "queue.buffering.max.messages": 500_000,
         "queue.buffering.max.kbytes": 512 * 1024,
-        "message.timeout.ms": 30_000,
+        # never give up on a record: a broker restart is waited out (the queue fills, then produce waits), and an
+        # idempotent producer keeps order and writes each record once however long that takes
+        "message.timeout.ms": 0,
         "partitioner": "murmur2_random",  # same as Java's default for keyed records
         "logger": QUIET_LOG,
         **overrides,
@@ -77,6 +79,8 @@ class EventProducer:
         self.ledger = ledger
         self.report = GenerateReport(requested=None)
         self._fatal: str | None = None
+        self._bootstrap = bootstrap
+        self._outage: float | None = None  # when the brokers went away (monotonic), while they are away
         # Without a ledger only failures need a Python callback: the rest are counted from the queue length.
         self._per_record = ledger is not None
         self._producer = Producer(producer_config(bootstrap, on_delivery=self._on_delivery,
@@ -90,12 +94,26 @@ class EventProducer:
             self.report.first_error = self.report.first_error or err.str()
             return
         self.report.delivered += 1
+        if self._outage is not None:
+            self._outage_over()
         if self.ledger is not None:
-            self.ledger.delivered(msg.partition(), msg.offset())  # type: ignore[attr-defined]
+            kind, ts = msg.timestamp()  # type: ignore[attr-defined]
+            self.ledger.delivered(msg.partition(), msg.offset(),  # type: ignore[attr-defined]
+                                  ts if kind == TIMESTAMP_LOG_APPEND_TIME else None)
 
     def _on_error(self, err: KafkaError) -> None:
-        if err.fatal() or err.code() == KafkaError._ALL_BROKERS_DOWN:
+        if err.fatal():
             self._fatal = err.str()
+        elif err.code() == KafkaError._ALL_BROKERS_DOWN and self._outage is None:
+            self._outage = time.monotonic()
+            _LOG.warning("Kafka at %s is unreachable; waiting for it (records are kept and resent, none is dropped)",
+                         self._bootstrap)
+
+    def _outage_over(self) -> None:
+        """Called when deliveries progress again."""
+        if self._outage is not None:
+            _LOG.warning("Kafka is reachable again after %.0fs; resuming", time.monotonic() - self._outage)
+            self._outage = None
 
     def run(self, records: Iterator[Record], limits: RunLimits, clock_elapsed: Callable[[], float],
             on_progress: Callable[[GenerateReport], None] | None = None) -> GenerateReport:
@@ -155,19 +173,26 @@ class EventProducer:
         return report
 
     def _count_delivered(self, produced: int) -> None:
+        before = self.report.delivered
         if not self._per_record:
             self.report.delivered = produced - len(self._producer) - self.report.failed
+        if self.report.delivered > before:
+            self._outage_over()
 
     def _check_fatal(self) -> None:
         if self._fatal:
             raise BrokerUnavailable(f"Kafka producer stopped: {self._fatal}")
 
     def _flush(self, report: GenerateReport) -> None:
-        deadline = time.monotonic() + 60
+        """Wait for every record to be acknowledged; while Kafka is away, as long as it takes (Ctrl-C gives up
+        after another 60 s)."""
+        deadline = float("inf")
         while time.monotonic() < deadline:
             try:
                 if self._producer.flush(1.0) == 0:
                     return
+                self._check_fatal()
             except KeyboardInterrupt:
                 report.interrupted = True
-        raise PulseError(f"{len(self._producer)} records were still undelivered after 60s of flushing")
+                deadline = min(deadline, time.monotonic() + 60)
+        raise PulseError(f"{len(self._producer)} records were still undelivered 60s after Ctrl-C")

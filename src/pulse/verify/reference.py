@@ -2,8 +2,9 @@
 
 It shares no aggregation code with the engine (only the event contract, ``validate``): plain dicts, one
 event at a time, per partition in offset order, with the documented rules:
-- watermark = max event time seen − grace, or a floor the aggregator recorded for a quiet partition (from that
-  input offset on) if higher; an event below it on arrival is late;
+- watermark = max event time seen (each capped at its record's Kafka timestamp) − grace, or a floor the
+  aggregator recorded for a quiet partition (from that input offset on) if higher; an event below it on arrival
+  is late;
 - an ``event_id`` seen (not as a duplicate) with event time ≥ watermark − horizon is a duplicate;
 - funnel steps count once per session, in order, for ``ok`` events; a session idle past the timeout restarts;
 - money in integer cents.
@@ -88,8 +89,9 @@ def _classify(rows: list[tuple[int, bytes | None, int]], grace_ms: int, horizon_
             if event.event_id not in first_seen:
                 first_seen[event.event_id] = event.ts
             continue
-        if max_ts is None or event.ts > max_ts:
-            max_ts = event.ts
+        clock = min(event.ts, record_ts)  # the event clock never runs ahead of the record's timestamp
+        if max_ts is None or clock > max_ts:
+            max_ts = clock
         watermark = mark()
         earlier = first_seen.get(event.event_id)
         if earlier is not None and earlier >= watermark - horizon_ms:

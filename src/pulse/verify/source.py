@@ -30,7 +30,7 @@ def topic_rows(bootstrap: str, topic: str, from_ms: int | None = None) -> list[R
 
 
 def ledger_rows(path: Path) -> list[Row]:
-    return [(r.partition, r.offset, r.value, r.send_ms) for r in read_ledger(path)]
+    return [(r.partition, r.offset, r.value, r.record_ts) for r in read_ledger(path)]
 
 
 def recorded_floors(bootstrap: str, group: str, topic: str) -> dict[int, list[tuple[int, int]]]:
