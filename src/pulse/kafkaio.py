@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
-    ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
     TopicPartition,
@@ -24,6 +23,22 @@ QUIET_LOG = logging.getLogger("pulse.librdkafka")
 QUIET_LOG.addHandler(logging.NullHandler())
 QUIET_LOG.propagate = False
 
+def outage_log(client: str, bootstrap: str, every_s: float = 60.0) -> Callable[[KafkaError], None]:
+    """An ``error_cb`` for clients that ride out broker restarts (librdkafka reconnects by itself): one log line
+    when every broker is unreachable, at most once a minute, instead of librdkafka's line per retry."""
+    last = [-every_s]
+    log = logging.getLogger(f"pulse.{client}")
+
+    def report(err: KafkaError) -> None:
+        if err.fatal():
+            log.error("Kafka client failed: %s", err.str())
+        elif err.code() == KafkaError._ALL_BROKERS_DOWN and time.monotonic() - last[0] >= every_s:
+            last[0] = time.monotonic()
+            log.warning("Kafka at %s is unreachable; waiting for it (nothing is lost meanwhile)", bootstrap)
+
+    return report
+
+
 BULK_FETCH = {"fetch.max.bytes": 64 * 1024 * 1024, "max.partition.fetch.bytes": 8 * 1024 * 1024}
 """Fetch sizes for consumers that read backlogs: librdkafka's 1 MiB per partition caps one consumer at about
 140k events/s here; 8 MiB lets it reach about 350k/s. The aggregator, restore and the benchmarks' raw ceiling
@@ -33,7 +48,7 @@ share it."""
 def reader(bootstrap: str) -> Consumer:
     return Consumer({"bootstrap.servers": bootstrap, "group.id": f"pulse-restore-{uuid.uuid4().hex[:8]}",
                      "enable.auto.commit": False, "isolation.level": "read_committed",
-                     "enable.partition.eof": True, **BULK_FETCH})
+                     "enable.partition.eof": True, "logger": QUIET_LOG, **BULK_FETCH})
 
 
 def watermarks(consumer: Consumer, topic: str, partition: int, timeout_s: float = 30.0) -> tuple[int, int]:
@@ -101,18 +116,27 @@ def group_caught_up(consumer: Consumer, admin: AdminClient, topic: str, transact
     return all(high[tp.partition] <= 0 or tp.offset >= high[tp.partition] - slack for tp in committed)
 
 
-def group_lag(admin: AdminClient, group: str, topic: str, timeout_s: float = 5.0) -> int | None:
-    """Records of ``topic`` not yet committed by ``group`` (None if the topic or group is unknown yet).
+def group_lag(lookup: Consumer, topic: str, timeout_s: float = 2.0) -> int | None:
+    """Records of ``topic`` not yet committed by ``lookup``'s group (None if that cannot be told now).
 
-    Admin requests only (batched, never blocked behind a consumer's fetches)."""
+    ``lookup`` is a consumer configured with the group's id that never subscribes (so it never joins the
+    group): consumer-side lookups ride out broker restarts, where admin-client ones crashed the process."""
     try:
-        partitions = admin.list_topics(topic, timeout=timeout_s).topics[topic].partitions
-        request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in partitions])
-        committed = admin.list_consumer_group_offsets([request])[group].result(timeout=timeout_s)
-        high = end_offsets(admin, topic, list(partitions), timeout_s)
-        return sum(max(0, high[tp.partition] - max(tp.offset, 0)) for tp in committed.topic_partitions)
-    except (KafkaException, KeyError):
+        partitions = lookup.list_topics(topic, timeout=timeout_s).topics[topic].partitions
+        committed = lookup.committed([TopicPartition(topic, p) for p in partitions], timeout=timeout_s)
+        lag = 0
+        for tp in committed:
+            high = lookup.get_watermark_offsets(tp, timeout=timeout_s)[1]
+            lag += max(0, high - max(tp.offset, 0))
+        return lag
+    except (KafkaException, KeyError, TypeError):  # unknown yet, or the brokers are away
         return None
+
+
+def lag_reader(bootstrap: str, group: str) -> Consumer:
+    """A consumer for :func:`group_lag` of ``group``."""
+    return Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
+                     "logger": QUIET_LOG})
 
 
 def offsets_at(consumer: Consumer, topic: str, partitions: list[int], ts_ms: int) -> dict[int, int]:

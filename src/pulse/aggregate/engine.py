@@ -117,14 +117,19 @@ class Engine:
         if self._membership.topic != cfg.topic:
             raise ValueError(f"the group was joined for {self._membership.topic}, not {cfg.topic}")
         self._consumer = self._membership.consumer
+        self._producer = self._new_producer()
+        self._renewals: list[float] = []  # when the producer was last replaced after a fatal error
+
+    def _new_producer(self) -> Producer:
         # A transaction begun right after a commit is refused with CONCURRENT_TRANSACTIONS until the broker has
         # written the previous one's markers; librdkafka retries on retry.backoff.ms, doubling up to its max (1 s by
         # default), which turned a ~50 ms wait into 0.5-2 s. Retry as the Java client does for this case (20 ms).
-        self._producer = Producer({
+        cfg = self.cfg
+        return Producer({
             "bootstrap.servers": cfg.bootstrap, "transactional.id": f"{cfg.group}-{cfg.instance}",
             "transaction.timeout.ms": cfg.transaction_timeout_ms, "linger.ms": 5, "compression.type": "lz4",
             "queue.buffering.max.messages": 1_000_000, "queue.buffering.max.kbytes": 1024 * 1024,
-            "batch.size": 1_000_000, "retry.backoff.ms": 20, "retry.backoff.max.ms": 250,
+            "batch.size": 1_000_000, "retry.backoff.ms": 20, "retry.backoff.max.ms": 250, "logger": QUIET_LOG,
         })
 
     # -- lifecycle --------------------------------------------------------------------------------------------
@@ -319,9 +324,7 @@ class Engine:
             positions = [TopicPartition(self.cfg.topic, st.partition, st.next_offset) for st in parts
                          if st.next_offset > 0]
             if positions:
-                metadata = self._consumer.consumer_group_metadata()
-                patiently(lambda: self._producer.send_offsets_to_transaction(positions, metadata, 60),
-                          "take the input positions")
+                self._send_offsets(positions)
             for partition, _users, records, out, dead, late in work:
                 self._write_partition(partition, records, out, dead, late)
                 if partition in decisions:
@@ -335,6 +338,28 @@ class Engine:
                                                 for p, users, records, out, _dead, _late in work])
         if wait:
             self._settle()
+
+    def _send_offsets(self, positions: list[TopicPartition]) -> None:
+        """``send_offsets_to_transaction`` with a deadline of our own: after a broker restart librdkafka can keep a
+        down broker cached as the group's coordinator and wait past the call's timeout, for good (librdkafka
+        issues 5456 and 5511). A call that has not returned by then counts as a failed producer."""
+        producer, metadata = self._producer, self._consumer.consumer_group_metadata()
+        failure: list[KafkaException] = []
+
+        def call() -> None:
+            try:
+                producer.send_offsets_to_transaction(positions, metadata, SEND_OFFSETS_TIMEOUT_S)
+            except KafkaException as exc:
+                failure.append(exc)
+
+        worker = threading.Thread(target=call, name="pulse-send-offsets", daemon=True)
+        worker.start()
+        worker.join(SEND_OFFSETS_TIMEOUT_S + 5)
+        if worker.is_alive():
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "sending the input positions to the transaction "
+                                             f"did not return within {SEND_OFFSETS_TIMEOUT_S + 5}s", fatal=True))
+        if failure:
+            raise failure[0]
 
     def _settle(self) -> None:
         """Wait for the commit in flight, if any; count it, or recover from its failure."""
@@ -391,16 +416,31 @@ class Engine:
                 self._producer.poll(0.05)
 
     def _transaction_failed(self, err: KafkaError) -> None:
+        """A transaction that cannot commit leaves no trace (read_committed readers never see it): end it, reload
+        every partition from the changelog and read the input again from the committed positions.
+
+        An abortable error (a rebalance, say) is aborted. A producer whose call timed out or failed for good (a
+        broker restart: librdkafka can keep asking a coordinator that is gone, and the broker fences a transaction
+        that outlived its timeout) is replaced: the new one's ``init_transactions`` ends whatever the old one left
+        open. A few times at most, since an instance fenced by another one with the same transactional id would
+        only fence it back."""
         self._routed()  # reloading replaces the states: nothing may still be routing into them
-        if err.txn_requires_abort():
-            _LOG.warning("transaction aborted (%s); reloading state from the changelog", err.str())
-            self._producer.abort_transaction(60)
-            self._reload(list(self.states))
-            return
-        if err.fatal() or err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED):
-            raise PulseError(f"this aggregator was fenced ({err.str()}): another instance uses transactional id "
-                             f"{self.cfg.group}-{self.cfg.instance}; give each instance its own --instance")
-        raise PulseError(f"Kafka transaction failed: {err.str()}")
+        if err.txn_requires_abort() and not err.fatal():
+            _LOG.warning("transaction failed (%s); aborting it and reloading state from the changelog", err.str())
+            patiently(lambda: self._producer.abort_transaction(60), "abort the transaction")
+        elif err.fatal() or err.retriable() or err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED):
+            now = time.monotonic()
+            self._renewals = [t for t in self._renewals if now - t < 600] + [now]
+            if len(self._renewals) > 3:
+                raise PulseError(f"this aggregator was fenced ({err.str()}): another instance uses transactional "
+                                 f"id {self.cfg.group}-{self.cfg.instance}; give each instance its own --instance")
+            _LOG.warning("transaction failed (%s); starting a new producer and reloading state from the changelog",
+                         err.str())
+            self._producer = self._new_producer()
+            patiently(lambda: self._producer.init_transactions(60), "start transactions")
+        else:
+            raise PulseError(f"Kafka transaction failed: {err.str()}")
+        self._reload(list(self.states))
 
     def _advance_idle(self, now_wall: int) -> dict[int, bytes]:
         """Close the open windows of partitions that are idle: no input for a while AND nothing left to read (a
@@ -499,7 +539,10 @@ class Engine:
         for p in partitions:
             st = self.states[p] = self._load(p)
             if st.next_offset > 0:
-                self._consumer.seek(TopicPartition(self.cfg.topic, p, st.next_offset))
+                try:
+                    self._consumer.seek(TopicPartition(self.cfg.topic, p, st.next_offset))
+                except KafkaException:  # not assigned any more (the group moved on meanwhile): a rebalance follows
+                    _LOG.info("partition %d was not sought back: no longer assigned", p)
 
 
 class _Commit:
@@ -519,6 +562,7 @@ class _Commit:
             self.error = exc.args[0]
 
 
+SEND_OFFSETS_TIMEOUT_S = 30
 OUTAGE_PATIENCE_S = 600.0
 """How long a Kafka call is retried while the brokers are away (a restart) before the aggregator gives up."""
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from confluent_kafka import Consumer, TopicPartition
 
-from pulse.kafkaio import BULK_FETCH
+from pulse.kafkaio import BULK_FETCH, QUIET_LOG, outage_log
 
 Rebalance = Callable[[Consumer, list[TopicPartition]], None]
 
@@ -25,6 +25,7 @@ def input_consumer(bootstrap: str, group: str) -> Consumer:
         "auto.offset.reset": "earliest", "isolation.level": "read_committed",
         "session.timeout.ms": 6_000, "heartbeat.interval.ms": 1_500, "max.poll.interval.ms": 300_000,
         "partition.assignment.strategy": "range", **BULK_FETCH,
+        "logger": QUIET_LOG, "error_cb": outage_log("aggregate", bootstrap),
     })
 
 

@@ -67,6 +67,7 @@ def cli(ctx: click.Context, home: Path | None) -> None:
     # one line per event, with time and source: long-running stages write these to their logs
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pulse").setLevel(logging.INFO)
+    logging.getLogger("elastic_transport").setLevel(logging.ERROR)  # a traceback per retried request
 
 
 def main() -> None:

@@ -9,26 +9,35 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
-from pulse.kafkaio import group_lag
+from pulse.kafkaio import group_lag, lag_reader
 from pulse.store.indices import heartbeat_index
 
 
 class Heartbeat:
     """Throttled heartbeat document for one writer; lag lookups cost a few broker round trips."""
 
-    def __init__(self, admin: AdminClient, component: str, every_s: float = 1.0) -> None:
+    def __init__(self, bootstrap: str, component: str, every_s: float = 1.0) -> None:
         self.component, self.every_s = component, every_s
-        self._admin = admin
+        self._bootstrap = bootstrap
+        self._readers: dict[str, Consumer] = {}
         self._last = 0.0
 
     def due(self) -> bool:
         return time.monotonic() - self._last >= self.every_s
 
     def lag(self, group: str, topic: str) -> int | None:
-        return group_lag(self._admin, group, topic)
+        reader = self._readers.get(group)
+        if reader is None:
+            reader = self._readers[group] = lag_reader(self._bootstrap, group)
+        return group_lag(reader, topic)
+
+    def close(self) -> None:
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()
 
     def publish(self, es: Elasticsearch, prefix: str, **fields: Any) -> str | None:
         """Write the heartbeat document; returns an error text instead of raising (best effort)."""

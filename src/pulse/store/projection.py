@@ -7,20 +7,22 @@ heartbeat, and (for batch jobs) stop once the group has committed every source t
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, KafkaException, Message
 from confluent_kafka.admin import AdminClient
 from elasticsearch import Elasticsearch
 
-from pulse.kafkaio import QUIET_LOG, group_caught_up
+from pulse.kafkaio import QUIET_LOG, group_caught_up, outage_log
 from pulse.store.bulk import BulkOp, BulkSink, SinkStats
 from pulse.store.heartbeat import Heartbeat
 
 S = TypeVar("S", bound=SinkStats)
+_LOG = logging.getLogger("pulse.store")
 
 
 class Projection(Generic[S]):
@@ -37,11 +39,11 @@ class Projection(Generic[S]):
             "auto.offset.reset": "earliest", "isolation.level": "read_committed",
             "fetch.max.bytes": 32 * 1024 * 1024, "session.timeout.ms": 6_000, "heartbeat.interval.ms": 1_500,
             # documents arrive in one burst per aggregator flush: do not park fetches for the default 500 ms
-            "fetch.wait.max.ms": 50,
+            "fetch.wait.max.ms": 50, "logger": QUIET_LOG, "error_cb": outage_log(component, bootstrap),
         })
         self._admin = AdminClient({"bootstrap.servers": bootstrap, "logger": QUIET_LOG})
         self._sink = BulkSink(self.es, self._consumer, bootstrap, dlq_topic, stats)
-        self.heartbeat = Heartbeat(self._admin, component)
+        self.heartbeat = Heartbeat(bootstrap, component)
 
     # -- what subclasses provide --------------------------------------------------------------------------------
     def sources(self) -> dict[str, bool]:
@@ -88,7 +90,20 @@ class Projection(Generic[S]):
         finally:
             self._consumer.close()
             self._sink.close()
+            self.heartbeat.close()
         return self.stats
+
+    def _commit(self) -> None:
+        """Commit the positions after a successful write. While the brokers restart (or the group rebalances) a
+        commit can fail; the next flush commits later positions, and a record written twice meanwhile is
+        idempotent (versions, ids), so the failure is logged and the loop goes on."""
+        try:
+            self._consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.fatal():
+                raise
+            _LOG.warning("offsets not committed (%s); the next flush commits them", err.str())
 
     def on_tick(self) -> None:
         """Housekeeping before each poll (e.g. retention)."""
@@ -98,7 +113,7 @@ class Projection(Generic[S]):
         if requests:
             for ops in requests:
                 self._sink.write(ops, stop)
-            self._consumer.commit(asynchronous=False)
+            self._commit()
             if self._on_flush:
                 self._on_flush(self.stats)
         if final or self.heartbeat.due():
