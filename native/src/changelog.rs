@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::{bump, Counts, Names, Row, Session, State, Window, ABSENT, ITEM_SHARDS};
+use crate::state::{bump, Counts, Names, Row, Session, State, Window, ABSENT, ITEM_SHARDS, PAGE_BYTES};
 
 pub type Record = (Vec<u8>, Option<Vec<u8>>);
 
@@ -44,35 +44,88 @@ fn named<'a>(names: &'a Names, counts: &Counts) -> Named<'a> {
     counts.iter().map(|&(id, n)| (names.name(id), n)).collect()
 }
 
-fn shard_rows<'a>(st: &'a State, map: &rustc_hash::FxHashMap<u32, Row>) -> Vec<RowOut<'a>> {
-    map.iter()
-        .map(|(&it, row)| (st.items.name(it), st.category(it), named(&st.types, &row.counts), row.cents, row.purchases))
-        .collect()
+/// A shard's item rows as msgpack arrays of at most about `PAGE_BYTES` each (page 0 first): a catalogue of any
+/// size stays within the changelog topic's message limit. Restore merges the pages of a shard.
+fn shard_pages(st: &State, map: &rustc_hash::FxHashMap<u32, Row>) -> Vec<Vec<u8>> {
+    let (mut pages, mut body, mut n) = (Vec::new(), Vec::with_capacity(map.len().min(4096) * 64), 0u32);
+    for (&it, row) in map {
+        if n > 0 && body.len() >= PAGE_BYTES {
+            pages.push(msgpack_array(n, &body));
+            (n, body) = (0, Vec::with_capacity(body.capacity()));
+        }
+        let rec: RowOut = (st.items.name(it), st.category(it), named(&st.types, &row.counts), row.cents, row.purchases);
+        rmp_serde::encode::write(&mut body, &rec).expect("msgpack encoding of plain data");
+        n += 1;
+    }
+    pages.push(msgpack_array(n, &body));
+    pages
+}
+
+/// A msgpack array of `n` already encoded elements.
+fn msgpack_array(n: u32, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 5);
+    match n {
+        0..=15 => out.push(0x90 | n as u8),
+        16..=0xffff => {
+            out.push(0xdc);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(0xdd);
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+/// The key suffix of a shard's page: `7` for page 0, `7.2` for page 2.
+fn page_key(shard: usize, page: usize) -> String {
+    if page == 0 {
+        shard.to_string()
+    } else {
+        format!("{shard}.{page}")
+    }
+}
+
+/// (shard, page) from a key suffix written by `page_key`.
+fn parse_page(part: &str) -> Option<(usize, u16)> {
+    let (shard, page) = part.split_once('.').unwrap_or((part, "0"));
+    Some((shard.parse::<usize>().ok()? % ITEM_SHARDS, page.parse().ok()?))
 }
 
 /// A window's changed records, or its tombstones once final (none if it never reached the changelog: a window
-/// opened and closed between two flushes, as most are while a backlog is read). Returns the new user chunks.
-fn window_records(st: &State, win: &Window, is_final: bool, out: &mut Vec<Record>) -> u32 {
+/// opened and closed between two flushes, as most are while a backlog is read). Returns the new user chunks and
+/// the pages written per item shard.
+fn window_records(st: &State, win: &Window, is_final: bool, out: &mut Vec<Record>) -> (u32, Vec<(usize, u16)>) {
     let (size, start) = (win.size, win.start);
     let key = |rest: &str| format!("w/{size}/{start}/{rest}").into_bytes();
     if is_final && !win.logged {
-        return 0;
+        return (0, Vec::new());
     }
     if is_final {
         out.push((key("s"), None));
-        out.extend(win.items.shards(u32::MAX).map(|s| (key(&format!("i/{s}")), None)));
+        for s in win.items.shards(u32::MAX) {
+            let pages = win.items.logged_pages[s].max(1) as usize;
+            out.extend((0..pages).map(|page| (key(&format!("i/{}", page_key(s, page))), None)));
+        }
         if !win.cats.is_empty() {
             out.push((key("c"), None));
         }
         out.extend((0..win.user_chunks).map(|seq| (key(&format!("u/{seq}")), None)));
-        return 0;
+        return (0, Vec::new());
     }
     if win.dirty {
         let value = (named(&st.types, &win.counts), named(&st.types, &win.status), win.rev, win.funnel);
         out.push((key("s"), Some(enc(&value))));
     }
+    let mut paged = Vec::new();
     for s in win.items.shards(win.items.dirty) {
-        out.push((key(&format!("i/{s}")), Some(enc(&shard_rows(st, &win.items.maps[s])))));
+        let pages = shard_pages(st, &win.items.maps[s]);
+        paged.push((s, pages.len() as u16));
+        for (page, value) in pages.into_iter().enumerate() {
+            out.push((key(&format!("i/{}", page_key(s, page))), Some(value)));
+        }
     }
     if win.cats.values().any(|(_, dirty)| *dirty) {
         // a few dozen categories: the whole set is one record, not one per category
@@ -89,7 +142,7 @@ fn window_records(st: &State, win: &Window, is_final: bool, out: &mut Vec<Record
         out.push((key(&format!("u/{}", win.user_chunks + chunks)), Some(enc(&names))));
         chunks += 1;
     }
-    chunks
+    (chunks, paged)
 }
 
 fn user_entry(st: &State, id: u32, kind: u8) -> Option<EntryOut<'_>> {
@@ -109,17 +162,22 @@ pub fn changed_records(st: &mut State, finals: &[(i64, i64)], users_published: b
     let mut chunks = Vec::new();
     for (key, win) in &st.windows {
         let before = out.len();
-        let n = window_records(st, win, finals.contains(key), &mut out);
-        chunks.push((*key, n, out.len() > before));
+        let (n, paged) = window_records(st, win, finals.contains(key), &mut out);
+        chunks.push((*key, n, out.len() > before, paged));
     }
-    for (key, n, wrote) in chunks {
+    for (key, n, wrote, paged) in chunks {
         if let Some(win) = st.windows.get_mut(&key) {
             win.user_chunks += n;
             win.logged |= wrote;
+            for (s, pages) in paged {
+                win.items.logged_pages[s] = win.items.logged_pages[s].max(pages);
+            }
         }
     }
     for s in st.item_state.shards(st.item_state.dirty) {
-        out.push((format!("it/{s}").into_bytes(), Some(enc(&shard_rows(st, &st.item_state.maps[s])))));
+        for (page, value) in shard_pages(st, &st.item_state.maps[s]).into_iter().enumerate() {
+            out.push((format!("it/{}", page_key(s, page)).into_bytes(), Some(value)));
+        }
     }
     entity_records(st, users_published, &mut out);
     let meta: Meta = (
@@ -265,7 +323,7 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], items_pending: bool, users_pe
             (st.snap_epoch, st.snap_chunks, st.delta_first, st.delta_next, st.log_entries) = (m.4, m.5, m.6, m.7, m.8);
         }
         "it" => {
-            let shard = num(1)? as usize % ITEM_SHARDS;
+            let (shard, _) = parts.get(1).and_then(|p| parse_page(p)).ok_or_else(|| bad(key, "malformed key"))?;
             let rows: Vec<RowIn> = dec(key, value)?;
             let rows = load_rows(st, rows);
             st.item_state.maps[shard].extend(rows);
@@ -308,11 +366,13 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], items_pending: bool, users_pe
                     (win.counts, win.status, win.rev, win.funnel) = (counts, status, rev, funnel);
                 }
                 "i" => {
-                    let shard = num(4)? as usize % ITEM_SHARDS;
+                    let (shard, page) =
+                        parts.get(4).and_then(|p| parse_page(p)).ok_or_else(|| bad(key, "malformed key"))?;
                     let rows: Vec<RowIn> = dec(key, value)?;
                     let rows = load_rows(st, rows);
                     let win = window(st, size, start);
                     win.items.maps[shard].extend(rows);
+                    win.items.logged_pages[shard] = win.items.logged_pages[shard].max(page + 1);
                     if items_pending {
                         win.items.unpublished |= 1 << shard;
                     }

@@ -2,7 +2,7 @@
 //! user, each with a deterministic id and `version` = the owning partition's input position. The field layout is
 //! the contract with `pulse.store` (index templates, queries) and `pulse verify`; see `pulse.aggregate.docs`.
 
-use crate::state::{Counts, Names, Row, State, Window, ABSENT, FUNNEL};
+use crate::state::{Counts, Names, Row, State, Window, ABSENT, FUNNEL, PAGE_BYTES};
 
 pub type Doc = (String, &'static str, Vec<u8>);
 
@@ -113,27 +113,56 @@ fn summary(st: &State, win: &Window, is_final: bool, v: i64) -> Doc {
     (window_id("window", win, st.partition, None), "window", o.done())
 }
 
-/// Item rows, written straight into the document (an object per row cost an allocation and a copy each).
-fn rows(st: &State, map: &rustc_hash::FxHashMap<u32, Row>, o: &mut Obj) {
+/// Item rows, written straight into documents (an object per row cost an allocation and a copy each) that
+/// `head` starts: one page while the rows fit in `PAGE_BYTES`, further pages after that, so that no document
+/// outgrows Kafka's message limit. Rows are in item order and only grow, so a shard never has fewer pages
+/// than it had before (next-fit packing has no anomalies) and a page once published is never left stale.
+fn paged_rows(st: &State, map: &rustc_hash::FxHashMap<u32, Row>, head: impl Fn() -> Obj) -> Vec<Obj> {
     let mut items: Vec<(&str, &Row, u32)> = map.iter().map(|(&it, row)| (st.items.name(it), row, it)).collect();
     items.sort_unstable_by_key(|r| r.0);
-    o.0.reserve(items.len() * 128);
+    let mut pages = Vec::new();
+    let mut o = head();
+    o.0.reserve(items.len().min(4096) * 128);
     o.raw("[");
-    for (i, (name, row, it)) in items.into_iter().enumerate() {
-        o.raw(if i > 0 { ",{\"item_id\":" } else { "{\"item_id\":" }).str(name);
+    let mut first = true;
+    for (name, row, it) in items {
+        if !first && o.0.len() >= PAGE_BYTES {
+            o.raw("]");
+            pages.push(std::mem::replace(&mut o, head()));
+            o.raw("[");
+            first = true;
+        }
+        o.raw(if first { "{\"item_id\":" } else { ",{\"item_id\":" }).str(name);
         o.raw(",\"category\":").opt_str(st.category(it));
         o.raw(",\"counts\":").counts(&st.types, &row.counts);
         o.raw(",\"revenue_cents\":").int(row.cents).raw(",\"purchases\":").int(row.purchases).raw("}");
+        first = false;
     }
     o.raw("]");
+    pages.push(o);
+    pages
+}
+
+/// A shard's `page`: page 0 is the shard itself (`s7`), further pages are `s7.1`, `s7.2`, …
+fn page_name(shard: usize, page: usize) -> String {
+    if page == 0 {
+        format!("s{shard}")
+    } else {
+        format!("s{shard}.{page}")
+    }
 }
 
 fn shard_docs(st: &State, win: &Window, is_final: bool, v: i64, mask: u32, out: &mut Vec<Doc>) {
     for s in win.items.shards(mask) {
-        let mut o = window_base("window_items", win, st.partition, is_final, v);
-        o.key("shard").int(s).key("items");
-        rows(st, &win.items.maps[s], &mut o);
-        out.push((window_id("window_items", win, st.partition, Some(&format!("s{s}"))), "window_items", o.done()));
+        let head = || {
+            let mut o = window_base("window_items", win, st.partition, is_final, v);
+            o.key("shard").int(s).key("items");
+            o
+        };
+        for (page, o) in paged_rows(st, &win.items.maps[s], head).into_iter().enumerate() {
+            let id = window_id("window_items", win, st.partition, Some(&page_name(s, page)));
+            out.push((id, "window_items", o.done()));
+        }
     }
 }
 
@@ -195,11 +224,15 @@ pub fn changed_docs(st: &State, finals: &[(i64, i64)], flushed_at: i64, details:
     }
     if details {
         for s in st.item_state.shards(st.item_state.to_publish()) {
-            let mut o = Obj::new();
-            o.key("kind").str("items").key("partition").int(st.partition).key("shard").int(s).key("items");
-            rows(st, &st.item_state.maps[s], &mut o);
-            o.key("version").int(v);
-            out.push((format!("items:s{s}:p{}", st.partition), "items", o.done()));
+            let head = || {
+                let mut o = Obj::new();
+                o.key("kind").str("items").key("partition").int(st.partition).key("shard").int(s).key("items");
+                o
+            };
+            for (page, mut o) in paged_rows(st, &st.item_state.maps[s], head).into_iter().enumerate() {
+                o.key("version").int(v);
+                out.push((format!("items:{}:p{}", page_name(s, page), st.partition), "items", o.done()));
+            }
         }
     }
     if st.meta_dirty || !out.is_empty() {

@@ -326,8 +326,7 @@ pub fn fast_validate(raw: &[u8], ref_ts_ms: i64) -> Option<Event<'_>> {
         && chars_between(&r.session_id, 1, 64)
         && r.item_id.as_deref().is_none_or(|s| chars_between(s, 1, 64))
         && r.category.as_deref().is_none_or(|s| chars_between(s, 1, 64));
-    let names_ok =
-        name(&r.event_type) && name(&r.status) && chars_between(&r.device, 1, 16);
+    let names_ok = name(&r.event_type) && name(&r.status) && chars_between(&r.device, 1, 16);
     let ranges_ok = (MIN_TS_MS..=MAX_TS_MS).contains(&r.ts)
         && (1..=10_000).contains(&r.quantity)
         && money(r.price)

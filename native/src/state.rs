@@ -11,6 +11,9 @@ use std::sync::Arc;
 use crate::event::{cents, Event};
 
 pub const ITEM_SHARDS: usize = 32;
+/// Item rows per document and per changelog record are cut into pages of about this many bytes: far below the
+/// topics' 1 MB message limit however many items a partition sees in a window.
+pub const PAGE_BYTES: usize = 256 * 1024;
 pub const FUNNEL: [&str; 4] = ["view", "click", "add_to_cart", "purchase"];
 pub const ACCEPTED: usize = 0;
 pub const DEAD_LETTERED: usize = 1;
@@ -106,16 +109,23 @@ impl Row {
     }
 }
 
-/// Item rows split into the 32 shards that are each one changelog record and one document.
+/// Item rows split into the 32 shards that are each one changelog record and one document (or a few pages of
+/// each, past `PAGE_BYTES`).
 pub struct Shards {
     pub maps: Vec<FxHashMap<u32, Row>>,
-    pub dirty: u32,       // bit per shard changed since the last flush (changelog)
-    pub unpublished: u32, // bit per shard changed since its document was last published
+    pub dirty: u32,                       // bit per shard changed since the last flush (changelog)
+    pub unpublished: u32,                 // bit per shard changed since its document was last published
+    pub logged_pages: [u16; ITEM_SHARDS], // changelog pages written per shard (to tombstone them all)
 }
 
 impl Default for Shards {
     fn default() -> Self {
-        Shards { maps: (0..ITEM_SHARDS).map(|_| FxHashMap::default()).collect(), dirty: 0, unpublished: 0 }
+        Shards {
+            maps: (0..ITEM_SHARDS).map(|_| FxHashMap::default()).collect(),
+            dirty: 0,
+            unpublished: 0,
+            logged_pages: [0; ITEM_SHARDS],
+        }
     }
 }
 

@@ -303,3 +303,28 @@ def test_a_stray_control_character_quote_or_backslash_is_never_accepted_anywhere
                     assert not isinstance(validate(bad, 1_800_000_000_000), Rejection), bad
                     checked += 1
     assert checked > 0  # whitespace between tokens is fine, and is accepted
+
+
+def test_item_shards_past_the_page_size_are_paged_in_documents_and_changelog_and_restore_exactly() -> None:
+    """120k distinct items with long ids in one partition and window: every item shard outgrows a page, so its
+    documents and changelog records come in pages, each well under Kafka's 1 MB limit; a state restored from
+    those pages continues exactly (the reference decides)."""
+    n, base = 120_000, 1_795_000_000_000
+    rows = [(0, i, orjson.dumps({"event_id": f"e{i}", "event_type": "view", "ts": base + i, "user_id": f"u{i % 97}",
+                                 "session_id": f"s{i % 89}", "item_id": f"item-{i:07d}-{'x' * 50}",
+                                 "category": "c" * 60}), base + i) for i in range(n)]
+    cfg = StateConfig(window_sizes=(3_600_000,))
+    st_, log, out = new_partition(0, cfg), [], {}
+    for _, offset, value, ts in rows[: n // 2]:
+        route(st_, offset, None, value, ts)
+    documents = flush(st_, out, log=log)
+    assert max(len(value) for _, _, value in documents) < 400_000
+    assert max(len(v or b"") for _, v in log) < 400_000
+    paged = {doc_id for doc_id, _, _ in documents if doc_id.startswith("window_items:") and ".1:p0" in doc_id}
+    assert len(paged) == docs.ITEM_SHARDS
+    st_ = restored(0, cfg, log, rows[: n // 2])
+    for _, offset, value, ts in rows[n // 2:]:
+        route(st_, offset, None, value, ts)
+    flush(st_, out, log=log)
+    diff = diff_documents(recompute(rows, cfg.window_sizes, 30_000, 30_000), out)
+    assert diff.ok, diff.summary()

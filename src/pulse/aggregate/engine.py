@@ -8,6 +8,7 @@ Rebalance callbacks run inside ``consume()``, between batches, so no transaction
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -392,7 +393,10 @@ class Engine:
         send, cfg = self._send, self.cfg
         for topic, sides in ((cfg.dlq_topic, dead), (cfg.late_topic, late)):
             for offset, key, value, reason, detail in sides:
-                send(topic, value, key, p, _headers(offset, reason, detail, cfg.topic, p))
+                headers = _headers(offset, reason, detail, cfg.topic, p)
+                if value is not None and len(value) > DEAD_LETTER_BYTES:
+                    value, headers = _truncated(value, headers)
+                send(topic, value, key, p, headers)
         self._produce_all(cfg.changelog_topic, p, records)
         self._produce_all(cfg.aggregates_topic, p, ((doc_id.encode(), value) for doc_id, _kind, value in out))
 
@@ -587,6 +591,18 @@ def patiently(call: Callable[[], object], what: str) -> None:
         if waiting:
             _LOG.warning("Kafka answered again; resuming")
         return
+
+
+DEAD_LETTER_BYTES = 64 * 1024
+"""A dead letter keeps at most this much of its record (an input record can be up to the topic's limit, and the
+dead letter's headers and batch must fit under the same limit); the rest is described by headers."""
+
+
+def _truncated(value: bytes, headers: list[tuple[str, bytes]]) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """The first DEAD_LETTER_BYTES of ``value``, with headers giving its original size and SHA-256 digest."""
+    return value[:DEAD_LETTER_BYTES], [*headers, ("pulse.original.size", str(len(value)).encode()),
+                                       ("pulse.original.sha256", hashlib.sha256(value).hexdigest().encode()),
+                                       ("pulse.truncated", b"true")]
 
 
 def _headers(offset: int, reason: str, detail: str, topic: str, partition: int) -> list[tuple[str, bytes]]:
