@@ -30,15 +30,23 @@ class PrivateStack:
         return subprocess.run([sys.executable, "-m", "pulse", *args], env=self.env | extra, capture_output=True,
                               text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
 
+    @contextmanager
+    def stopped(self, service: str) -> Iterator[None]:
+        """One service stopped for the duration of the block, then started again (and healthy)."""
+        from pulse.stack import manager
+
+        assert manager.service_by_name(self.settings, service).process.stop(timeout=60)
+        try:
+            yield
+        finally:
+            manager.up(self.settings)
+
     def restart(self, service: str, down_s: float) -> None:
         """Stop one service for ``down_s`` seconds, then start it again and wait until it is healthy."""
         import time
 
-        from pulse.stack import manager
-
-        assert manager.service_by_name(self.settings, service).process.stop(timeout=60)
-        time.sleep(down_s)
-        manager.up(self.settings)
+        with self.stopped(service):
+            time.sleep(down_s)
 
 
 @contextmanager

@@ -103,3 +103,41 @@ def test_pulse_run_rides_out_broker_and_elasticsearch_restarts_and_restarts_a_de
         assert drained.returncode == 0, drained.stderr[-2000:]
     verify = stack.pulse("verify", **mine)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+@pytest.mark.slow
+def test_store_waits_out_an_elasticsearch_outage_without_loss(stack: PrivateStack) -> None:
+    """Stop the private node for 30+ s while documents keep coming; the writer pauses with bounded memory, then
+    catches up exactly."""
+    tag = unique("out")
+    mine = {"PULSE_TOPIC": tag, "PULSE_GROUP": tag, "PULSE_INDEX_PREFIX": tag.replace("-", "")}
+
+    def pulse(*args: str) -> None:
+        done = stack.pulse(*args, **mine)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    chaos = ("--rate", "0", "--no-progress", "--late-fraction", "0.03", "--duplicate-fraction", "0.03",
+             "--invalid-fraction", "0.03", "--disorder-fraction", "0.03")
+    pulse("setup", "--topic", tag)
+    pulse("generate", "--count", "20000", "--seed", "5", *chaos)
+    pulse("aggregate", "--exit-when-idle", "4")
+    writer = subprocess.Popen([sys.executable, "-m", "pulse", "store"], env=stack.env | mine,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(8)
+    with stack.stopped("elasticsearch"):
+        # more input is aggregated while Elasticsearch is down: Kafka buffers the documents
+        pulse("generate", "--count", "20000", "--seed", "6", *chaos)
+        pulse("aggregate", "--exit-when-idle", "4")
+        rss = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            rss.append(int(next(ln for ln in Path(f"/proc/{writer.pid}/status").read_text().splitlines()
+                                if ln.startswith("VmRSS")).split()[1]))
+            time.sleep(1)
+        assert writer.poll() is None, "the writer must wait, not crash"
+        assert max(rss) < 400_000, f"writer RSS grew to {max(rss)} kB during the outage"
+    time.sleep(20)
+    writer.send_signal(signal.SIGINT)
+    assert writer.wait(120) == 0, writer.stderr.read().decode()[-2000:] if writer.stderr else ""
+    pulse("store", "--exit-when-idle", "3")  # anything left
+    pulse("verify")
