@@ -24,6 +24,7 @@ from pulse.aggregate import decisions
 from pulse.aggregate.group import Membership
 from pulse.aggregate.restore import restore_partition
 from pulse.aggregate.state import Partition, StateConfig, flush_all, new_partition, route_batch, settle
+from pulse.aggregate.transactions import Commit, patiently, send_offsets, transactional_producer
 from pulse.errors import PulseError
 from pulse.kafkaio import QUIET_LOG, end_offsets, group_caught_up, offsets_at, watermarks
 from pulse.kafkastart import start_where_committed
@@ -110,7 +111,7 @@ class Engine:
         self._on_flush = on_flush
         self._txn_init: threading.Thread | None = None
         self._txn_error: KafkaError | None = None
-        self._commit: _Commit | None = None
+        self._commit: Commit | None = None
         self._routing = False  # a batch handed to the routing thread and not yet settled
         self._processed: dict[int, int] = {}  # records processed per partition when last settled
         self._drained: set[int] = set()  # partitions published on their own during the current backlog
@@ -122,16 +123,8 @@ class Engine:
         self._renewals: list[float] = []  # when the producer was last replaced after a fatal error
 
     def _new_producer(self) -> Producer:
-        # A transaction begun right after a commit is refused with CONCURRENT_TRANSACTIONS until the broker has
-        # written the previous one's markers; librdkafka retries on retry.backoff.ms, doubling up to its max (1 s by
-        # default), which turned a ~50 ms wait into 0.5-2 s. Retry as the Java client does for this case (20 ms).
         cfg = self.cfg
-        return Producer({
-            "bootstrap.servers": cfg.bootstrap, "transactional.id": f"{cfg.group}-{cfg.instance}",
-            "transaction.timeout.ms": cfg.transaction_timeout_ms, "linger.ms": 5, "compression.type": "lz4",
-            "queue.buffering.max.messages": 1_000_000, "queue.buffering.max.kbytes": 1024 * 1024,
-            "batch.size": 1_000_000, "retry.backoff.ms": 20, "retry.backoff.max.ms": 250, "logger": QUIET_LOG,
-        })
+        return transactional_producer(cfg.bootstrap, f"{cfg.group}-{cfg.instance}", cfg.transaction_timeout_ms)
 
     # -- lifecycle --------------------------------------------------------------------------------------------
     def run(self, stop: threading.Event, exit_when_idle_s: float | None = None) -> EngineStats:
@@ -301,11 +294,11 @@ class Engine:
         self._transactions_ready()
         now_wall = int(time.time() * 1000)
         complete = details  # stop, revoke, caught up: publish everything
-        decisions: dict[int, bytes] = {}
+        decided: dict[int, bytes] = {}
         if only is not None:
             parts = [self.states[p] for p in only]
         else:
-            decisions = self._advance_idle(now_wall)
+            decided = self._advance_idle(now_wall)
             parts = list(self.states.values())
             if self.cfg.detail_flushes:
                 details = details or (self.stats.flushes + 1) % self.cfg.detail_flushes == 0
@@ -325,42 +318,20 @@ class Engine:
             positions = [TopicPartition(self.cfg.topic, st.partition, st.next_offset) for st in parts
                          if st.next_offset > 0]
             if positions:
-                self._send_offsets(positions)
+                send_offsets(self._producer, positions, self._consumer.consumer_group_metadata())
             for partition, _users, records, out, dead, late in work:
                 self._write_partition(partition, records, out, dead, late)
-                if partition in decisions:
-                    self._send(self.cfg.decisions_topic, decisions[partition], None, partition)
+                if partition in decided:
+                    self._send(self.cfg.decisions_topic, decided[partition], None, partition)
         except KafkaException as exc:
             self._transaction_failed(exc.args[0])
             return
         if details:
             self._last_details = time.monotonic()
-        self._commit = _Commit(self._producer, [(p, users, len(records), [kind for _, kind, _ in out])
+        self._commit = Commit(self._producer, [(p, users, len(records), [kind for _, kind, _ in out])
                                                 for p, users, records, out, _dead, _late in work])
         if wait:
             self._settle()
-
-    def _send_offsets(self, positions: list[TopicPartition]) -> None:
-        """``send_offsets_to_transaction`` with a deadline of our own: after a broker restart librdkafka can keep a
-        down broker cached as the group's coordinator and wait past the call's timeout, for good (librdkafka
-        issues 5456 and 5511). A call that has not returned by then counts as a failed producer."""
-        producer, metadata = self._producer, self._consumer.consumer_group_metadata()
-        failure: list[KafkaException] = []
-
-        def call() -> None:
-            try:
-                producer.send_offsets_to_transaction(positions, metadata, SEND_OFFSETS_TIMEOUT_S)
-            except KafkaException as exc:
-                failure.append(exc)
-
-        worker = threading.Thread(target=call, name="pulse-send-offsets", daemon=True)
-        worker.start()
-        worker.join(SEND_OFFSETS_TIMEOUT_S + 5)
-        if worker.is_alive():
-            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "sending the input positions to the transaction "
-                                             f"did not return within {SEND_OFFSETS_TIMEOUT_S + 5}s", fatal=True))
-        if failure:
-            raise failure[0]
 
     def _settle(self) -> None:
         """Wait for the commit in flight, if any; count it, or recover from its failure."""
@@ -547,50 +518,6 @@ class Engine:
                     self._consumer.seek(TopicPartition(self.cfg.topic, p, st.next_offset))
                 except KafkaException:  # not assigned any more (the group moved on meanwhile): a rebalance follows
                     _LOG.info("partition %d was not sought back: no longer assigned", p)
-
-
-class _Commit:
-    """A transaction whose records are all sent, committing on its own thread (librdkafka releases the GIL)."""
-
-    def __init__(self, producer: Producer, work: list[tuple[int, bool, int, list[str]]]) -> None:
-        self.work = work
-        self.error: KafkaError | None = None
-        self._producer = producer
-        self.thread = threading.Thread(target=self._run, name="pulse-commit", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            patiently(lambda: self._producer.commit_transaction(60), "commit the transaction")
-        except KafkaException as exc:
-            self.error = exc.args[0]
-
-
-SEND_OFFSETS_TIMEOUT_S = 30
-OUTAGE_PATIENCE_S = 600.0
-"""How long a Kafka call is retried while the brokers are away (a restart) before the aggregator gives up."""
-
-
-def patiently(call: Callable[[], object], what: str) -> None:
-    """Run a transactional call, retrying it while its error is retriable (brokers restarting, a coordinator
-    moving): librdkafka documents that such calls may be repeated. Logs one line when it starts waiting."""
-    deadline = time.monotonic() + OUTAGE_PATIENCE_S
-    waiting = False
-    while True:
-        try:
-            call()
-        except KafkaException as exc:
-            err = exc.args[0]
-            if not err.retriable() or err.fatal() or err.txn_requires_abort() or time.monotonic() > deadline:
-                raise
-            if not waiting:
-                _LOG.warning("Kafka did not answer (%s); waiting for it to %s", err.str(), what)
-                waiting = True
-            time.sleep(0.5)
-            continue
-        if waiting:
-            _LOG.warning("Kafka answered again; resuming")
-        return
 
 
 DEAD_LETTER_BYTES = 64 * 1024

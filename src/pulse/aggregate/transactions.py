@@ -1,0 +1,96 @@
+"""The aggregator's transactional producer and the calls around it that must survive a broker restart.
+
+librdkafka documents which transactional calls may be repeated after a retriable error (``patiently``); one of
+them, ``send_offsets_to_transaction``, can wait past its own timeout for good after a restart (librdkafka issues
+5456 and 5511), so it runs under a deadline of ours (``send_offsets``). The engine replaces a producer that
+failed either way.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+
+from pulse.kafkaio import QUIET_LOG
+
+_LOG = logging.getLogger("pulse.aggregate")
+
+SEND_OFFSETS_TIMEOUT_S = 30
+OUTAGE_PATIENCE_S = 600.0
+"""How long a Kafka call is retried while the brokers are away (a restart) before the aggregator gives up."""
+
+
+def transactional_producer(bootstrap: str, transactional_id: str, transaction_timeout_ms: int) -> Producer:
+    # A transaction begun right after a commit is refused with CONCURRENT_TRANSACTIONS until the broker has
+    # written the previous one's markers; librdkafka retries on retry.backoff.ms, doubling up to its max (1 s by
+    # default), which turned a ~50 ms wait into 0.5-2 s. Retry as the Java client does for this case (20 ms).
+    return Producer({
+        "bootstrap.servers": bootstrap, "transactional.id": transactional_id,
+        "transaction.timeout.ms": transaction_timeout_ms, "linger.ms": 5, "compression.type": "lz4",
+        "queue.buffering.max.messages": 1_000_000, "queue.buffering.max.kbytes": 1024 * 1024,
+        "batch.size": 1_000_000, "retry.backoff.ms": 20, "retry.backoff.max.ms": 250, "logger": QUIET_LOG,
+    })
+
+
+def send_offsets(producer: Producer, positions: list[TopicPartition], metadata: object) -> None:
+    """``send_offsets_to_transaction`` under a deadline of ours; a call that has not returned by then raises a
+    fatal error, so that the caller replaces the producer."""
+    failure: list[KafkaException] = []
+
+    def call() -> None:
+        try:
+            producer.send_offsets_to_transaction(positions, metadata, SEND_OFFSETS_TIMEOUT_S)
+        except KafkaException as exc:
+            failure.append(exc)
+
+    worker = threading.Thread(target=call, name="pulse-send-offsets", daemon=True)
+    worker.start()
+    worker.join(SEND_OFFSETS_TIMEOUT_S + 5)
+    if worker.is_alive():
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "sending the input positions to the transaction "
+                                         f"did not return within {SEND_OFFSETS_TIMEOUT_S + 5}s", fatal=True))
+    if failure:
+        raise failure[0]
+
+
+class Commit:
+    """A transaction whose records are all sent, committing on its own thread (librdkafka releases the GIL)."""
+
+    def __init__(self, producer: Producer, work: list[tuple[int, bool, int, list[str]]]) -> None:
+        self.work = work
+        self.error: KafkaError | None = None
+        self._producer = producer
+        self.thread = threading.Thread(target=self._run, name="pulse-commit", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            patiently(lambda: self._producer.commit_transaction(60), "commit the transaction")
+        except KafkaException as exc:
+            self.error = exc.args[0]
+
+
+def patiently(call: Callable[[], object], what: str) -> None:
+    """Run a transactional call, retrying it while its error is retriable (brokers restarting, a coordinator
+    moving): librdkafka documents that such calls may be repeated. Logs one line when it starts waiting."""
+    deadline = time.monotonic() + OUTAGE_PATIENCE_S
+    waiting = False
+    while True:
+        try:
+            call()
+        except KafkaException as exc:
+            err = exc.args[0]
+            if not err.retriable() or err.fatal() or err.txn_requires_abort() or time.monotonic() > deadline:
+                raise
+            if not waiting:
+                _LOG.warning("Kafka did not answer (%s); waiting for it to %s", err.str(), what)
+                waiting = True
+            time.sleep(0.5)
+            continue
+        if waiting:
+            _LOG.warning("Kafka answered again; resuming")
+        return
