@@ -155,7 +155,8 @@ impl Partition {
 #[pymethods]
 impl Partition {
     #[new]
-    #[pyo3(signature = (partition, window_sizes, grace_ms, dedup_horizon_ms, session_timeout_ms, compact_after = 50_000))]
+    #[pyo3(signature = (partition, window_sizes, grace_ms, dedup_horizon_ms, session_timeout_ms, compact_after = 50_000,
+                        partitions = 0))]
     fn new(
         partition: i32,
         window_sizes: Vec<i64>,
@@ -163,6 +164,7 @@ impl Partition {
         dedup_horizon_ms: i64,
         session_timeout_ms: i64,
         compact_after: u64,
+        partitions: u32,
     ) -> PyResult<Self> {
         if window_sizes.iter().any(|&s| s <= 0) {
             return Err(PyValueError::new_err("window sizes must be positive"));
@@ -173,6 +175,7 @@ impl Partition {
             horizon: dedup_horizon_ms,
             session_timeout: session_timeout_ms,
             compact_after,
+            partitions,
         };
         Ok(Partition {
             st: batch::StateBox::new(State::new(partition, cfg)),
@@ -209,6 +212,13 @@ impl Partition {
     fn max_event_ts(&self) -> PyResult<Option<i64>> {
         self.ready()?;
         Ok((self.st.max_ts != state::NEVER).then_some(self.st.max_ts))
+    }
+    /// Valid events routed here since this object was made whose user belongs to another partition by Kafka's
+    /// default partitioner (murmur2 of the user id): input not keyed by user id. 0 when `partitions` was not given.
+    #[getter]
+    fn misrouted(&self) -> PyResult<u64> {
+        self.ready()?;
+        Ok(self.st.misrouted)
     }
     /// Records routed so far by this object (changes whenever a batch touched the partition).
     #[getter]
@@ -378,6 +388,12 @@ fn label(size_ms: i64) -> String {
     docs::label(size_ms)
 }
 
+/// The partition Kafka's default partitioner (murmur2, as Java clients) gives a user id among `partitions`.
+#[pyfunction]
+fn user_partition(user: &str, partitions: u32) -> u32 {
+    state::user_partition(user, partitions)
+}
+
 /// The item shard of an item id (CRC-32 mod 32), as the documents use.
 #[pyfunction]
 fn item_shard(item: &str) -> usize {
@@ -391,6 +407,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(batch::settle, m)?)?;
     m.add_function(wrap_pyfunction!(flush_all, m)?)?;
     m.add_function(wrap_pyfunction!(item_shard, m)?)?;
+    m.add_function(wrap_pyfunction!(user_partition, m)?)?;
     m.add_function(wrap_pyfunction!(label, m)?)?;
     m.add("ITEM_SHARDS", state::ITEM_SHARDS)?;
     Ok(())

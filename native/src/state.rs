@@ -25,6 +25,37 @@ pub fn item_shard(item: &str) -> usize {
     crc32fast::hash(item.as_bytes()) as usize % ITEM_SHARDS
 }
 
+/// Kafka's `Utils.murmur2` (Java's default partitioner for keyed records), as `pulse.generate.partitioner`.
+pub fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]).wrapping_mul(M);
+        k ^= k >> 24;
+        h = h.wrapping_mul(M) ^ k.wrapping_mul(M);
+    }
+    let rest = chunks.remainder();
+    if rest.len() == 3 {
+        h ^= (rest[2] as u32) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= (rest[1] as u32) << 8;
+    }
+    if !rest.is_empty() {
+        h ^= rest[0] as u32;
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^ (h >> 15)
+}
+
+/// `toPositive(murmur2(user)) % partitions`: the partition a Java client keys a user's events to.
+pub fn user_partition(user: &str, partitions: u32) -> u32 {
+    (murmur2(user.as_bytes()) & 0x7fff_ffff) % partitions.max(1)
+}
+
 /// Strings interned to dense ids; the id is an index into `list`.
 #[derive(Default)]
 pub struct Names {
@@ -206,6 +237,7 @@ pub struct Config {
     pub horizon: i64,
     pub session_timeout: i64,
     pub compact_after: u64,
+    pub partitions: u32, // the input topic's partition count, to tell events not keyed by user id (0: unknown)
 }
 
 /// What happened to one record, for the caller's side outputs.
@@ -239,6 +271,7 @@ pub struct State {
     pub seen_cap: usize,
     pub meta_dirty: bool,
     pub processed: u64,
+    pub misrouted: u64, // see `Partition.misrouted`
     // the entity log (users and sessions): snapshot chunks plus delta records since
     pub snap_epoch: u64,
     pub snap_chunks: u64,
@@ -279,6 +312,7 @@ impl State {
             seen_cap: SEEN_MIN,
             meta_dirty: false,
             processed: 0,
+            misrouted: 0,
             snap_epoch: 0,
             snap_chunks: 0,
             delta_first: 0,
@@ -318,6 +352,9 @@ impl State {
     /// partition's on-time events late. With `LogAppendTime` (how `pulse setup` creates the topic) it is the
     /// broker's clock, which producers do not control.
     pub fn accept(&mut self, e: &Event, record_ts: i64) -> Outcome {
+        if self.cfg.partitions > 0 && user_partition(&e.user_id, self.cfg.partitions) != self.partition as u32 {
+            self.misrouted += 1;
+        }
         let ts = e.ts;
         let wm = self.watermark();
         let key = EventKey::new(&e.event_id);

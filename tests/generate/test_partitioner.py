@@ -6,7 +6,7 @@ import subprocess
 import textwrap
 from pathlib import Path
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pulse.config import Settings
@@ -62,3 +62,13 @@ def test_partition_is_in_range_and_stable(key: bytes, partitions: int) -> None:
     p = partition_for(key, partitions)
     assert 0 <= p < partitions
     assert p == partition_for(bytes(key), partitions)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(min_size=0, max_size=80), st.integers(1, 1000))
+def test_the_native_core_partitions_users_as_the_generator_does(user: str, partitions: int) -> None:
+    """The aggregator's check that input is keyed by user id uses the native murmur2: it must agree with the
+    generator's (which the tests above hold against Kafka's Java code)."""
+    from pulse.aggregate._core import user_partition
+
+    assert user_partition(user, partitions) == partition_for(user.encode(), partitions)

@@ -121,6 +121,8 @@ class Engine:
         self._consumer = self._membership.consumer
         self._producer = self._new_producer()
         self._renewals: list[float] = []  # when the producer was last replaced after a fatal error
+        self._partition_count = 0  # the input topic's, read on assignment
+        self._misrouted: dict[int, tuple[int, float]] = {}  # partition → (count last reported, when)
 
     def _new_producer(self) -> Producer:
         cfg = self.cfg
@@ -299,6 +301,7 @@ class Engine:
             parts = [self.states[p] for p in only]
         else:
             decided = self._advance_idle(now_wall)
+            self._report_misrouted()
             parts = list(self.states.values())
             if self.cfg.detail_flushes:
                 details = details or (self.stats.flushes + 1) % self.cfg.detail_flushes == 0
@@ -417,6 +420,19 @@ class Engine:
             raise PulseError(f"Kafka transaction failed: {err.str()}")
         self._reload(list(self.states))
 
+    def _report_misrouted(self) -> None:
+        """Say, at most once a minute per partition, when input is not keyed by user id with Kafka's default
+        partitioner: users then span partitions, and their per-user numbers are not exact."""
+        now = time.monotonic()
+        for p, st in self.states.items():
+            reported, at = self._misrouted.get(p, (0, -60.0))
+            if st.misrouted > reported and now - at >= 60:
+                self._misrouted[p] = (st.misrouted, now)
+                _LOG.warning("partition %d: %d events since start belong to users that Kafka's default partitioner "
+                             "(murmur2 of user_id) puts in other partitions; unique users, user documents and "
+                             "duplicate detection are exact only for input keyed by user_id (see the README, "
+                             "\"Input from your own producers\")", p, st.misrouted)
+
     def _advance_idle(self, now_wall: int) -> dict[int, bytes]:
         """Close the open windows of partitions that are idle: no input for a while AND nothing left to read (a
         partition with a backlog is busy, not idle). A quiet partition's event time goes on from its last event
@@ -446,7 +462,7 @@ class Engine:
 
     # -- rebalancing ------------------------------------------------------------------------------------------
     def _load(self, partition: int, logged: bool = True) -> Partition:
-        st = new_partition(partition, self.cfg.state)
+        st = new_partition(partition, self.cfg.state, self._partition_count)
         if logged:
             self.stats.restored_keys += restore_partition(st, self.cfg.state, self.cfg.bootstrap,
                                                           self.cfg.changelog_topic, self.cfg.topic)
@@ -464,7 +480,10 @@ class Engine:
         Otherwise one batched end-offset lookup; the topic may have been created a moment ago by the start-up
         thread, and this client's metadata may predate it, so the lookup is retried for about a second before every
         partition is restored instead (measured: a failed first lookup cost 0.5 s)."""
-        if self.cfg.changelog_topic not in self._consumer.list_topics(timeout=10).topics:
+        topics = self._consumer.list_topics(timeout=10).topics
+        if self.cfg.topic in topics:
+            self._partition_count = len(topics[self.cfg.topic].partitions)
+        if self.cfg.changelog_topic not in topics:
             return set()
         for delay in (0.05, 0.1, 0.2, 0.3, 0.4, None):
             try:

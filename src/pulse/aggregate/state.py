@@ -27,9 +27,11 @@ __all__ = ["Partition", "StateConfig", "decide", "flush_all", "new_partition", "
            "route_batch", "settle", "verdict"]
 
 
-def new_partition(partition: int, cfg: StateConfig) -> Partition:
+def new_partition(partition: int, cfg: StateConfig, partitions: int = 0) -> Partition:
+    """``partitions``: the input topic's partition count, so that the state counts events whose user id another
+    partition owns (``Partition.misrouted``); 0 leaves that uncounted."""
     return Partition(partition, list(cfg.window_sizes), cfg.grace_ms, cfg.dedup_horizon_ms, cfg.session_timeout_ms,
-                     cfg.compact_after)
+                     cfg.compact_after, partitions)
 
 
 def verdict(value: bytes | None, record_ts: int) -> tuple:
