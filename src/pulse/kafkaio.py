@@ -23,6 +23,7 @@ QUIET_LOG = logging.getLogger("pulse.librdkafka")
 QUIET_LOG.addHandler(logging.NullHandler())
 QUIET_LOG.propagate = False
 
+
 def outage_log(client: str, bootstrap: str, every_s: float = 60.0) -> Callable[[KafkaError], None]:
     """An ``error_cb`` for clients that ride out broker restarts (librdkafka reconnects by itself): one log line
     when every broker is unreachable, at most once a minute, instead of librdkafka's line per retry."""
