@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 export PATH := $(or $(CARGO_HOME),$(or $(HOME),/root)/.cargo)/bin:$(PATH)
 NATIVE := $(wildcard native/Cargo.toml native/Cargo.lock native/src/*.rs)
 
-.PHONY: run test install lint stack-up stack-down clean
+.PHONY: run test chaos install lint stack-up stack-down clean
 
 $(STAMP): pyproject.toml $(NATIVE)
 	@command -v cargo >/dev/null 2>&1 || { echo "error: cargo (Rust) is needed to build Pulse's native core: install it with rustup (https://rustup.rs)" >&2; exit 1; }
@@ -28,6 +28,10 @@ run: install
 ## test: set up, start the stack if needed, run the whole suite, stop what was started
 test: install
 	bash scripts/test.sh
+
+## chaos: a bounded fault run on a private stack (its own ports), ending in `pulse verify`
+chaos: install
+	$(PULSE) chaos
 
 lint: install
 	$(VENV)/bin/ruff check src tests

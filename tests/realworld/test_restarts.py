@@ -18,12 +18,12 @@ import pytest
 from pulse.config import Settings
 from tests.names import unique
 from tests.realworld.plain import count_records
-from tests.realworld.private_stack import PrivateStack, free_port, private_stack
+from tests.realworld.private_stack import PrivateStack, free_port, private_stack, restart
 
 
 @pytest.fixture(scope="module")
 def stack(settings: Settings) -> Iterator[PrivateStack]:
-    with private_stack(settings, "restarts") as s:
+    with private_stack(settings, "test-restarts") as s:
         yield s
 
 
@@ -72,10 +72,10 @@ def test_pulse_run_rides_out_broker_and_elasticsearch_restarts_and_restarts_a_de
         stages = _children(run.pid)
         assert set(stages) >= {"generate", "aggregate", "store", "archive", "dashboard"}, stages
 
-        stack.restart("kafka", down_s=25)
+        restart(stack, "kafka", down_s=25)
         before = _accepted(url)
         _wait(lambda: _accepted(url) > before + 3000, 120, "aggregates after the broker restart")
-        stack.restart("elasticsearch", down_s=20)
+        restart(stack, "elasticsearch", down_s=20)
         _wait(lambda: _accepted(url) > before + 6000, 120, "aggregates after the Elasticsearch restart")
         assert run.poll() is None, log()
         assert _children(run.pid) == stages, f"a stage had to be restarted:\n{log()}"

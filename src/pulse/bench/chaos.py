@@ -1,0 +1,163 @@
+"""`pulse chaos`: a bounded fault run on a private stack, ending in `pulse verify`.
+
+Live traffic with late, duplicate, invalid and disordered records flows through the whole pipeline while
+aggregators are SIGKILLed as a second instance joins and leaves, the writer is SIGKILLed, and the broker and
+Elasticsearch are each restarted once. Then everything is drained and checked: `pulse verify` exact, and every
+record the generator delivered counted exactly once (accepted + dead-lettered + late + duplicates).
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pulse.config import Settings
+from pulse.errors import PulseError
+from pulse.stack.private import PrivateStack, private_stack
+
+TRAFFIC = ("--late-fraction", "0.02", "--duplicate-fraction", "0.03", "--invalid-fraction", "0.01",
+           "--disorder-fraction", "0.05")
+
+
+@dataclass
+class ChaosReport:
+    rate: float
+    seconds: float
+    faults: list[tuple[float, str]] = field(default_factory=list)  # (seconds since start, what)
+    produced: int = 0
+    delivered: int = 0
+    in_topic: int = 0  # input records `pulse verify` read
+    counted: dict[str, int] = field(default_factory=dict)  # accepted, dead_lettered, late, duplicates
+    verify_ok: bool = False
+    verify_output: str = ""
+
+    @property
+    def exact(self) -> bool:
+        return self.verify_ok and self.produced == self.delivered == self.in_topic == sum(self.counted.values())
+
+
+class _Stage:
+    """One `pulse` process of the run, logging to its own file."""
+
+    def __init__(self, stack: PrivateStack, env: dict[str, str], log: Path, *args: str) -> None:
+        self._argv = [sys.executable, "-m", "pulse", *args]
+        self._env, self._log = stack.env | env, log
+        self.proc = self._start()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        with self._log.open("ab") as out:
+            return subprocess.Popen(self._argv, env=self._env, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL)
+
+    def kill_and_restart(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+        self.proc = self._start()
+
+    def stop(self, timeout: float = 120) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(30)
+
+
+def run_chaos(settings: Settings, rate: float, seconds: float, logs: Path,
+              say: Callable[[str], None] = lambda _m: None) -> ChaosReport:
+    """The whole run on a private stack under ``<home>/chaos`` (started and removed here)."""
+    report = ChaosReport(rate, seconds)
+    logs.mkdir(parents=True, exist_ok=True)
+    say("starting a private Kafka and Elasticsearch")
+    with private_stack(settings, "chaos", kafka_heap="1g", es_heap="1g") as stack:
+        env = {"PULSE_TOPIC": "chaos.events", "PULSE_GROUP": "chaos", "PULSE_INDEX_PREFIX": "chaos"}
+        made = stack.pulse("setup", **env)
+        if made.returncode != 0:
+            raise PulseError(f"setup failed: {made.stderr.strip()[-300:]}")
+        _faults(stack, env, report, logs, say)
+        _drain_and_check(stack, env, report, logs, say)
+    return report
+
+
+def _faults(stack: PrivateStack, env: dict[str, str], report: ChaosReport, logs: Path,
+            say: Callable[[str], None]) -> None:
+    t0 = time.monotonic()
+
+    def mark(what: str) -> None:
+        report.faults.append((round(time.monotonic() - t0, 1), what))
+        say(f"{report.faults[-1][0]:6.1f}s  {what}")
+
+    generator = _Stage(stack, env, logs / "generate.log", "generate", "--rate", str(report.rate), "--duration",
+                       str(report.seconds), "--no-progress", *TRAFFIC)
+    first = _Stage(stack, env, logs / "aggregate-a.log", "aggregate", "--instance", "chaos-a")
+    writer = _Stage(stack, env, logs / "store.log", "store")
+    mark("generator, aggregator a and writer started")
+    second: _Stage | None = None
+    plan: list[tuple[float, str, Callable[[], None]]] = [
+        (0.15, "SIGKILL aggregator a (restarted)", first.kill_and_restart),
+        (0.25, "aggregator b joins", lambda: None),
+        (0.35, "SIGKILL aggregator a while b is in the group (restarted)", first.kill_and_restart),
+        (0.45, "broker stopped for 15 s, then started", lambda: _down(stack, "kafka", 15)),
+        (0.60, "aggregator b leaves", lambda: None),
+        (0.65, "SIGKILL the writer (restarted)", writer.kill_and_restart),
+        (0.75, "Elasticsearch stopped for 15 s, then started", lambda: _down(stack, "elasticsearch", 15)),
+    ]
+    for at, what, act in plan:
+        time.sleep(max(0.0, t0 + at * report.seconds - time.monotonic()))
+        if what == "aggregator b joins":
+            second = _Stage(stack, env, logs / "aggregate-b.log", "aggregate", "--instance", "chaos-b")
+        elif what == "aggregator b leaves" and second is not None:
+            second.stop()
+        else:
+            act()
+        mark(what)
+    if generator.proc.wait(report.seconds + 600) != 0:
+        raise PulseError(f"the generator failed; see {logs / 'generate.log'}")
+    mark("generator finished")
+    log = (logs / "generate.log").read_text(errors="replace")
+    report.produced, report.delivered = (_summary(log, row) for row in ("produced", r"delivered \(acked\)"))
+    for stage in (first, writer):
+        stage.stop()
+    mark("aggregator a and writer stopped")
+
+
+def _down(stack: PrivateStack, service: str, seconds: float) -> None:
+    with stack.stopped(service):
+        time.sleep(seconds)
+
+
+def _summary(log: str, row: str) -> int:
+    found = re.findall(rf"^\W*{row}\W+([\d,]+)\W*$", log, re.MULTILINE)
+    if not found:
+        raise PulseError(f"the generator printed no {row!r} line")
+    return int(found[-1].replace(",", ""))
+
+
+def _drain_and_check(stack: PrivateStack, env: dict[str, str], report: ChaosReport, logs: Path,
+                     say: Callable[[str], None]) -> None:
+    say("draining: aggregator and writer until idle")
+    for verb in ("aggregate", "store"):
+        done = stack.pulse(verb, "--exit-when-idle", "5", timeout=900, **env)
+        (logs / f"drain-{verb}.log").write_text(done.stdout + done.stderr)
+        if done.returncode != 0:
+            raise PulseError(f"draining with `pulse {verb}` failed; see {logs / f'drain-{verb}.log'}")
+    say("verifying against an independent recompute of the topic")
+    verify = stack.pulse("verify", timeout=900, **env)
+    report.verify_ok, report.verify_output = verify.returncode == 0, verify.stdout + verify.stderr
+    (logs / "verify.log").write_text(report.verify_output)
+    counts = re.search(r"records: ([\d,]+) accepted, ([\d,]+) dead-lettered, ([\d,]+) late, ([\d,]+) duplicates",
+                       verify.stdout)
+    topic = re.search(r"pulse verify: ([\d,]+) input records", verify.stdout)
+    report.in_topic = int(topic.group(1).replace(",", "")) if topic else 0
+    if counts:
+        names = ("accepted", "dead_lettered", "late", "duplicates")
+        report.counted = {n: int(v.replace(",", "")) for n, v in zip(names, counts.groups(), strict=True)}
+
+
