@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pulse.cli.generate_cmd import DELIVERED, PRODUCED, summary_counts
 from pulse.config import Settings
 from tests.names import unique
 from tests.realworld.plain import count_records
@@ -92,9 +93,7 @@ def test_pulse_run_rides_out_broker_and_elasticsearch_restarts_and_restarts_a_de
 
     # what the generator counted as delivered is exactly what the topic holds
     gen_log = (stack.settings.home / "logs" / "generate.log").read_text()
-    delivered, produced = (sum(int(n.replace(",", "")) for n in re.findall(rf"^\W*{row}\W+([\d,]+)\W*$", gen_log,
-                                                                         re.MULTILINE))
-                           for row in (r"delivered \(acked\)", "produced"))
+    delivered, produced = (sum(summary_counts(gen_log, row)) for row in (DELIVERED, PRODUCED))
     assert delivered == produced > 0, gen_log[-2000:]
     assert count_records(stack.settings.bootstrap, tag) == delivered
     mine = {k: v for k, v in env.items() if k.startswith("PULSE_")}

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pulse.cli.generate_cmd import DELIVERED, PRODUCED, summary_counts
 from pulse.config import Settings
 from pulse.errors import PulseError
 from pulse.stack.private import PrivateStack, private_stack
@@ -122,7 +123,7 @@ def _faults(stack: PrivateStack, env: dict[str, str], report: ChaosReport, logs:
         raise PulseError(f"the generator failed; see {logs / 'generate.log'}")
     mark("generator finished")
     log = (logs / "generate.log").read_text(errors="replace")
-    report.produced, report.delivered = (_summary(log, row) for row in ("produced", r"delivered \(acked\)"))
+    report.produced, report.delivered = (_last_summary(log, row) for row in (PRODUCED, DELIVERED))
     for stage in (first, writer):
         stage.stop()
     mark("aggregator a and writer stopped")
@@ -133,11 +134,11 @@ def _down(stack: PrivateStack, service: str, seconds: float) -> None:
         time.sleep(seconds)
 
 
-def _summary(log: str, row: str) -> int:
-    found = re.findall(rf"^\W*{row}\W+([\d,]+)\W*$", log, re.MULTILINE)
+def _last_summary(log: str, row: str) -> int:
+    found = summary_counts(log, row)
     if not found:
         raise PulseError(f"the generator printed no {row!r} line")
-    return int(found[-1].replace(",", ""))
+    return found[-1]
 
 
 def _drain_and_check(stack: PrivateStack, env: dict[str, str], report: ChaosReport, logs: Path,

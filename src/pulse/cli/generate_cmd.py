@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from dataclasses import replace
@@ -180,10 +181,19 @@ def _run_with_feedback(producer: EventProducer, records: Chaos, limits: RunLimit
         return report
 
 
+PRODUCED, DELIVERED = "produced", "delivered (acked)"
+"""Rows of the summary `pulse generate` prints at the end, which fault runs read back (:func:`summary_counts`)."""
+
+
+def summary_counts(log: str, row: str) -> list[int]:
+    """The value of ``row`` in every summary printed into ``log`` (a stage's log file), oldest first."""
+    return [int(n.replace(",", "")) for n in re.findall(rf"^\W*{re.escape(row)}\W+([\d,]+)\W*$", log, re.MULTILINE)]
+
+
 def _print_summary(r: GenerateReport) -> None:
     table = Table(title="pulse generate", show_header=False)
-    table.add_row("produced", f"{r.produced:,}")
-    table.add_row("delivered (acked)", f"{r.delivered:,}")
+    table.add_row(PRODUCED, f"{r.produced:,}")
+    table.add_row(DELIVERED, f"{r.delivered:,}")
     table.add_row("failed", f"{r.failed:,}")
     table.add_row("seconds", f"{r.seconds:.2f}")
     table.add_row("rate", f"{r.rate:,.0f} events/s")
