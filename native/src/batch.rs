@@ -28,7 +28,7 @@ use std::thread::JoinHandle;
 use crate::event::{fast_validate, Event};
 use crate::message;
 use crate::state::{Outcome, State};
-use crate::{Partition, Side};
+use crate::{Forward, Partition, Side};
 
 /// Below this many records per thread, spawning threads costs more than it saves (a live stream's batches).
 const PER_THREAD_MIN: usize = 1_000;
@@ -81,8 +81,15 @@ struct Rec<'a> {
     raw: Option<&'a [u8]>, // None: not bytes (a tombstone), so the Python validator decides
 }
 
-/// A side output of phase 4: (record index, reason, detail).
-type Routed = Vec<(usize, Option<String>, String)>;
+/// Where phase 4 sent a record other than into the state.
+enum Route {
+    Late(String),         // detail
+    Dead(String, String), // reason, detail
+    Forward { owner: u32, user: String },
+}
+
+/// A batch's side outputs for one partition, by record index.
+type Routed = Vec<(usize, Route)>;
 
 /// Phase 2: fast-validate every record, in parallel chunks when the batch is large, straight into the one
 /// verdict per record that phase 4 reads (a fresh vector per step faulted in ~80 MB per 300k records).
@@ -126,25 +133,39 @@ fn recycle(mut verdicts: Vec<Verdict<'_>>) {
     }
 }
 
-/// Route one partition's records (`indices`, in batch order) into its state. Returns its side outputs:
-/// `(index, None, detail)` for a late event, `(index, Some(reason), detail)` for a dead letter.
-fn route_partition(st: &mut State, recs: &[Rec<'_>], verdicts: &[Verdict<'_>], indices: &[usize]) -> Routed {
+/// Route one partition's records (`indices`, in batch order) into its state. Returns its side outputs. Records
+/// of the repartition topic (`forwarded`) are taken here whoever their user: the partition that forwarded them
+/// already chose this one.
+fn route_partition(
+    st: &mut State,
+    recs: &[Rec<'_>],
+    verdicts: &[Verdict<'_>],
+    indices: &[usize],
+    forwarded: bool,
+) -> Routed {
     let mut out = Vec::new();
     for &i in indices {
         let r = &recs[i];
-        if r.offset < st.next_offset {
-            continue; // already inside the state
+        if forwarded {
+            if r.offset < st.repart_next {
+                continue; // already inside the state
+            }
+            st.begin_forwarded(r.offset);
+        } else {
+            if r.offset < st.next_offset {
+                continue;
+            }
+            st.begin(r.offset);
         }
         match &verdicts[i] {
-            Verdict::Valid(e) => {
-                st.begin(r.offset);
-                if let Outcome::Late(detail) = st.accept(e, r.ts) {
-                    out.push((i, None, detail));
-                }
-            }
+            Verdict::Valid(e) => match if forwarded { st.accept_here(e, r.ts) } else { st.accept(e, r.ts) } {
+                Outcome::Late(detail) => out.push((i, Route::Late(detail))),
+                Outcome::Forward(owner) => out.push((i, Route::Forward { owner, user: e.user_id.to_string() })),
+                Outcome::Accepted | Outcome::Duplicate => {}
+            },
             Verdict::Invalid { reason, detail } => {
-                st.rejected(r.offset);
-                out.push((i, Some(reason.clone()), detail.clone()));
+                st.rejected();
+                out.push((i, Route::Dead(reason.clone(), detail.clone())));
             }
             Verdict::Open => unreachable!("phase 3 decides every open record before routing"),
         }
@@ -164,13 +185,19 @@ struct Lane<'s> {
 /// Phase 4: partitions route independently, each after its own records of earlier batches, so a batch that
 /// starts the next partition routes it while the previous partition's batches are still routing (a consumer
 /// reads a backlog partition after partition). One thread per partition when the batch is large enough.
-fn route_all(lanes: Vec<Lane<'_>>, groups: &[Vec<usize>], recs: &[Rec<'_>], verdicts: &[Verdict<'_>]) -> JobOut {
+fn route_all(
+    lanes: Vec<Lane<'_>>,
+    groups: &[Vec<usize>],
+    recs: &[Rec<'_>],
+    verdicts: &[Verdict<'_>],
+    forwarded: bool,
+) -> JobOut {
     let slots = groups.len();
     let route = |mut lane: Lane<'_>| -> Option<(usize, Routed)> {
         if !lane.after.take().is_none_or(|gate| gate.wait()) {
             return None; // `done` opens as failed: later batches skip this partition too
         }
-        let out = route_partition(lane.state, recs, verdicts, &groups[lane.slot]);
+        let out = route_partition(lane.state, recs, verdicts, &groups[lane.slot], forwarded);
         lane.done.1 = true;
         Some((lane.slot, out))
     };
@@ -314,7 +341,8 @@ struct Job {
     handle: JoinHandle<(JobOut, Vec<Py<PyAny>>)>,
     parts: Vec<Py<Partition>>, // owned partitions in the batch, by slot
     msgs: Vec<Py<PyAny>>,
-    offsets: Vec<i64>,
+    stamps: Vec<i64>, // each record's Kafka timestamp (for a forwarded record, its input record's)
+    sources: Vec<(i64, i64)>, // where each record was first read: input (partition, offset)
     routed: Vec<(*mut State, Arc<Gate>)>, // per partition: opens when this batch has routed into it
 }
 
@@ -332,8 +360,8 @@ fn route_job(
     values: &[Py<PyAny>],
     states: Vec<StatePtr>,
     verdict: Py<PyAny>,
-    after: Vec<Option<Arc<Gate>>>,
-    routed: Vec<Arc<Gate>>,
+    (after, routed): (Vec<Option<Arc<Gate>>>, Vec<Arc<Gate>>),
+    forwarded: bool,
 ) -> JobOut {
     let done: Vec<OpenOnDrop> = routed.into_iter().map(|gate| OpenOnDrop(gate, false)).collect();
     let recs: Vec<Rec<'_>> = meta
@@ -377,7 +405,7 @@ fn route_job(
             done,
         })
         .collect();
-    let out = route_all(lanes, &groups, &recs, &verdicts);
+    let out = route_all(lanes, &groups, &recs, &verdicts, forwarded);
     recycle(verdicts);
     out
 }
@@ -400,13 +428,13 @@ fn settle_older(py: Python<'_>, keep: usize) -> PyResult<()> {
             }
             inflight.pop_front().expect("a job in flight")
         };
-        let Job { handle, parts, msgs, offsets, .. } = job;
+        let Job { handle, parts, msgs, stamps, sources, .. } = job;
         let joined = py.allow_threads(|| handle.join());
         for part in &parts {
             part.bind(py).borrow_mut().busy -= 1;
         }
         let result = match joined {
-            Ok((out, values)) => out.and_then(|out| add_sides(py, &parts, &msgs, &offsets, out, &values)),
+            Ok((out, values)) => out.and_then(|out| add_sides(py, &parts, &msgs, (&stamps, &sources), out, &values)),
             Err(_) => Err(PyRuntimeError::new_err("the routing thread panicked")),
         };
         if let Err(e) = result {
@@ -416,33 +444,41 @@ fn settle_older(py: Python<'_>, keep: usize) -> PyResult<()> {
     first_err.map_or(Ok(()), Err)
 }
 
-/// A settled batch's dead letters and late events, appended to its partitions (outside their states, so this is
-/// safe while the next batch is routed).
+/// A settled batch's dead letters, late events and forwarded records, appended to its partitions (outside their
+/// states, so this is safe while the next batch is routed).
 fn add_sides(
     py: Python<'_>,
     parts: &[Py<Partition>],
     msgs: &[Py<PyAny>],
-    offsets: &[i64],
+    (stamps, sources): (&[i64], &[(i64, i64)]),
     out: Vec<Routed>,
     values: &[Py<PyAny>],
 ) -> PyResult<()> {
     for (slot, routed) in out.into_iter().enumerate() {
         let mut part = parts[slot].bind(py).borrow_mut();
-        for (i, reason, detail) in routed {
-            let key = msgs[i].bind(py).call_method0(intern!(py, "key"))?.unbind();
-            let offset = offsets[i];
-            match reason {
-                None => {
-                    part.late.push(Side { offset, key, value: values[i].clone_ref(py), reason: "late".into(), detail })
+        for (i, route) in routed {
+            let source = sources[i];
+            let key = || msgs[i].bind(py).call_method0(intern!(py, "key")).map(Bound::unbind);
+            match route {
+                Route::Late(detail) => {
+                    let value = values[i].clone_ref(py);
+                    part.late.push(Side { source, key: key()?, value, reason: "late".into(), detail })
                 }
-                Some(reason) => {
+                Route::Dead(reason, detail) => {
                     let value = if values[i].is_none(py) {
                         PyBytes::new(py, b"").into_any().unbind()
                     } else {
                         values[i].clone_ref(py)
                     };
-                    part.dead.push(Side { offset, key, value, reason, detail });
+                    part.dead.push(Side { source, key: key()?, value, reason, detail });
                 }
+                Route::Forward { owner, user } => part.forward.push(Forward {
+                    offset: source.1,
+                    record_ts: stamps[i],
+                    owner,
+                    user,
+                    value: values[i].clone_ref(py),
+                }),
             }
         }
     }
@@ -455,13 +491,16 @@ fn add_sides(
 /// already inside the state, are skipped. `verdict(value, record_ts)` is the contract's validator for the
 /// records the fast path leaves open. Returns -1, or the index of the first message carrying an error
 /// (everything before it is being routed): Python handles it and calls again from the next index.
+/// `forwarded`: the messages come from the repartition topic (records other partitions forwarded to these).
 #[pyfunction]
+#[pyo3(signature = (states, batch, start, verdict, forwarded = false))]
 pub fn process_batch(
     py: Python<'_>,
     states: &Bound<'_, PyDict>,
     batch: &Bound<'_, PyList>,
     start: usize,
     verdict: &Bound<'_, PyAny>,
+    forwarded: bool,
 ) -> PyResult<isize> {
     // Phase 1 reads the messages while the previous batch may still be routing: it touches no state.
     let mut slots: Vec<(i64, Option<Bound<'_, Partition>>)> = Vec::new(); // (partition, state if owned)
@@ -470,11 +509,12 @@ pub fn process_batch(
     let mut values = Vec::with_capacity(n);
     let mut raws = Vec::with_capacity(n);
     let mut meta = Vec::with_capacity(n); // (slot, offset, ts)
+    let mut sources = Vec::with_capacity(n);
     let mut stop = -1isize;
     let reader = message::Reader::new(py);
     for i in start..batch.len() {
         let msg = batch.get_item(i)?;
-        let fields = reader.read(&msg)?;
+        let (fields, source) = if forwarded { reader.read_forwarded(&msg)? } else { (reader.read(&msg)?, (-1, -1)) };
         if fields.failed {
             stop = i as isize;
             break;
@@ -499,6 +539,7 @@ pub fn process_batch(
         values.push(value.unbind());
         msgs.push(msg.unbind());
         meta.push((slot, offset, ts));
+        sources.push(if forwarded { source } else { (p, offset) });
     }
     if msgs.is_empty() {
         return Ok(stop);
@@ -517,7 +558,7 @@ pub fn process_batch(
     for m in meta.iter_mut() {
         m.0 = renumber[m.0];
     }
-    let offsets = meta.iter().map(|m| m.1).collect();
+    let stamps = meta.iter().map(|m| m.2).collect();
     let verdict = verdict.clone().unbind();
     let mut inflight = INFLIGHT.lock().expect("job lock");
     // each partition routes after the latest batch in flight that routes into it
@@ -532,14 +573,14 @@ pub fn process_batch(
     let handle = std::thread::Builder::new()
         .name("pulse-route".into())
         .spawn(move || {
-            let out = route_job(raws, meta, &values, ptrs, verdict, after, gates);
+            let out = route_job(raws, meta, &values, ptrs, verdict, (after, gates), forwarded);
             (out, values) // back to `settle`, which needs them for the side outputs
         })
         .map_err(|e| PyRuntimeError::new_err(format!("cannot start the routing thread: {e}")))?;
     for part in &parts {
         part.bind(py).borrow_mut().busy += 1; // its methods refuse until this job is settled
     }
-    inflight.push_back(Job { handle, parts, msgs, offsets, routed });
+    inflight.push_back(Job { handle, parts, msgs, stamps, sources, routed });
     drop(inflight);
     settle_older(py, 2)?; // the oldest batch, while this one is parsed and the previous one routes
     Ok(stop)

@@ -16,6 +16,9 @@ pub type Record = (Vec<u8>, Option<Vec<u8>>);
 pub const ITEMS_PUBLISHED: &[u8] = b"pub/items";
 pub const USERS_PUBLISHED: &[u8] = b"pub/users";
 const META: &[u8] = b"m";
+/// The repartition side of the meta record (position in the repartition topic, records forwarded), apart from it
+/// so that a partition whose input is keyed by user id logs nothing more.
+const FORWARDING: &[u8] = b"r";
 const CHUNK: usize = 5_000; // ids or entries per record: well under the broker's 1 MB message limit
 
 const USER: u8 = 0; // user entry, already published
@@ -192,7 +195,16 @@ pub fn changed_records(st: &mut State, finals: &[(i64, i64)], users_published: b
         st.log_entries,
     );
     out.push((META.to_vec(), Some(enc(&meta))));
+    if st.repart_next > 0 || st.forwarded > 0 {
+        out.push((FORWARDING.to_vec(), Some(enc(&(st.repart_next, st.forwarded)))));
+    }
     out
+}
+
+/// How many of `changed_records`' records (the last ones) are the partition's position and counters, which every
+/// flush writes: the rest are state that changed.
+pub fn meta_records(st: &State) -> usize {
+    1 + usize::from(st.repart_next > 0 || st.forwarded > 0)
 }
 
 fn entity_records(st: &mut State, users_published: bool, out: &mut Vec<Record>) {
@@ -322,6 +334,7 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], items_pending: bool, users_pe
             (st.next_offset, st.max_ts, st.floor, st.counters) = (m.0, m.1, m.2, m.3);
             (st.snap_epoch, st.snap_chunks, st.delta_first, st.delta_next, st.log_entries) = (m.4, m.5, m.6, m.7, m.8);
         }
+        "r" => (st.repart_next, st.forwarded) = dec(key, value)?,
         "it" => {
             let (shard, _) = parts.get(1).and_then(|p| parse_page(p)).ok_or_else(|| bad(key, "malformed key"))?;
             let rows: Vec<RowIn> = dec(key, value)?;

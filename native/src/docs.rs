@@ -1,5 +1,5 @@
 //! The documents Pulse publishes (JSON), one per window × dimension × owning partition, per item shard and per
-//! user, each with a deterministic id and `version` = the owning partition's input position. The field layout is
+//! user, each with a deterministic id and `version` = the owning partition's position in its inputs. The field layout is
 //! the contract with `pulse.store` (index templates, queries) and `pulse verify`; see `pulse.aggregate.docs`.
 
 use crate::state::{Counts, Names, Row, State, Window, ABSENT, FUNNEL, PAGE_BYTES};
@@ -194,6 +194,7 @@ fn partition(st: &State, v: i64, flushed_at: i64) -> Doc {
     o.key("kind").str("partition").key("partition").int(st.partition).key("watermark").int(st.watermark());
     o.key("max_event_ts").int(st.max_ts).key("next_offset").int(st.next_offset);
     o.key("accepted").int(c[0]).key("dead_lettered").int(c[1]).key("late").int(c[2]).key("duplicates").int(c[3]);
+    o.key("forwarded").int(st.forwarded as i64).key("repartition_offset").int(st.repart_next);
     o.key("version").int(v).key("flushed_at").int(flushed_at);
     (format!("partition:{}", st.partition), "partition", o.done())
 }
@@ -202,7 +203,7 @@ fn partition(st: &State, v: i64, flushed_at: i64) -> Doc {
 /// on a `details` flush every item shard changed since it was last published; with `users` every user document
 /// changed since then; and the partition document when anything moved.
 pub fn changed_docs(st: &State, finals: &[(i64, i64)], flushed_at: i64, details: bool, users: bool) -> Vec<Doc> {
-    let (v, mut out) = (st.next_offset, Vec::new());
+    let (v, mut out) = (st.version(), Vec::new());
     for (key, win) in &st.windows {
         let is_final = finals.contains(key);
         if is_final || win.dirty {

@@ -26,9 +26,10 @@ pub mod state;
 use event::{fast_validate, Event};
 use state::{Config, Outcome, State};
 
-/// A record routed away from the aggregates, to the dead-letter or late-events topic.
+/// A record routed away from the aggregates, to the dead-letter or late-events topic. `source`: the input
+/// partition and offset it was read from (for a record forwarded here, where it was first read).
 pub(crate) struct Side {
-    pub(crate) offset: i64,
+    pub(crate) source: (i64, i64),
     pub(crate) key: PyObject,
     pub(crate) value: PyObject,
     pub(crate) reason: String,
@@ -40,7 +41,8 @@ impl Side {
         PyTuple::new(
             py,
             [
-                self.offset.into_pyobject(py)?.into_any(),
+                self.source.0.into_pyobject(py)?.into_any(),
+                self.source.1.into_pyobject(py)?.into_any(),
                 self.key.into_bound(py),
                 self.value.into_bound(py),
                 self.reason.into_pyobject(py)?.into_any(),
@@ -50,8 +52,34 @@ impl Side {
     }
 }
 
-/// A flush's output for Python: (changelog records, documents, dead letters, late events).
-type Flushed<'py> = (Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>);
+/// A valid input record whose user another partition owns, on its way to that partition's repartition topic
+/// partition (`owner`), keyed by the user id.
+pub(crate) struct Forward {
+    pub(crate) offset: i64,
+    pub(crate) record_ts: i64,
+    pub(crate) owner: u32,
+    pub(crate) user: String,
+    pub(crate) value: PyObject,
+}
+
+impl Forward {
+    fn into_py_tuple<'py>(self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(
+            py,
+            [
+                self.owner.into_pyobject(py)?.into_any(),
+                PyBytes::new(py, self.user.as_bytes()).into_any(),
+                self.value.into_bound(py),
+                self.offset.into_pyobject(py)?.into_any(),
+                self.record_ts.into_pyobject(py)?.into_any(),
+            ],
+        )
+    }
+}
+
+/// A flush's output for Python: (changelog records, documents, dead letters, late events, forwarded records).
+type Flushed<'py> =
+    (Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>);
 
 /// A flush's changelog records and documents, before they become Python objects.
 struct Rendered {
@@ -65,6 +93,7 @@ pub struct Partition {
     pub(crate) st: batch::StateBox, // shared with the routing thread (see `batch`)
     pub(crate) dead: Vec<Side>,
     pub(crate) late: Vec<Side>,
+    pub(crate) forward: Vec<Forward>,
     finals: Vec<(i64, i64)>,
     pub(crate) busy: usize, // batches in flight that route into this partition (see `batch`)
 }
@@ -80,7 +109,7 @@ impl Partition {
         Ok(())
     }
 
-    /// Route one valid record; `key` is fetched only for a late event (it goes to the late-events topic).
+    /// Route one valid input record; `key` is fetched only for a late event (it goes to the late-events topic).
     fn route(
         &mut self,
         offset: i64,
@@ -90,10 +119,21 @@ impl Partition {
         record_ts: i64,
     ) -> PyResult<()> {
         self.st.begin(offset);
-        if let Outcome::Late(detail) = self.st.accept(e, record_ts) {
-            self.late.push(Side { offset, key: key()?, value, reason: "late".into(), detail });
+        let source = (self.st.partition as i64, offset);
+        match self.st.accept(e, record_ts) {
+            Outcome::Late(detail) => self.late.push(Side { source, key: key()?, value, reason: "late".into(), detail }),
+            Outcome::Forward(owner) => {
+                self.forward.push(Forward { offset, record_ts, owner, user: e.user_id.to_string(), value })
+            }
+            Outcome::Accepted | Outcome::Duplicate => {}
         }
         Ok(())
+    }
+
+    fn remember_owned(&mut self, event_id: &str, user_id: &str, ts: i64, horizon: i64) {
+        if self.st.owner_elsewhere(user_id).is_none() {
+            self.st.remember(event_id, ts, horizon);
+        }
     }
 
     /// The Rust half of a flush (no Python objects, so it can run off the GIL): None when nothing changed.
@@ -102,14 +142,15 @@ impl Partition {
         st.expire();
         let finals = st.final_windows();
         let mut records = changelog::changed_records(st, &finals, users);
-        let busy = st.meta_dirty || !finals.is_empty() || records.len() > 1 || (details && st.has_unpublished());
+        let changed = records.len() > changelog::meta_records(st);
+        let busy = st.meta_dirty || !finals.is_empty() || changed || (details && st.has_unpublished());
         let docs = if busy { docs::changed_docs(st, &finals, flushed_at, details, users) } else { Vec::new() };
         if !docs.is_empty() {
             records.extend(changelog::published_markers(details, users));
         }
         self.finals = finals;
-        let quiet = docs.is_empty() && records.len() <= 1 && !st.meta_dirty;
-        if quiet && self.dead.is_empty() && self.late.is_empty() {
+        let quiet = docs.is_empty() && !changed && !st.meta_dirty;
+        if quiet && self.dead.is_empty() && self.late.is_empty() && self.forward.is_empty() {
             return None;
         }
         Some(Rendered { records, docs })
@@ -134,7 +175,11 @@ impl Partition {
         for side in self.late.drain(..) {
             late.append(side.into_py_tuple(py)?)?;
         }
-        Ok(Some((recs, documents, dead, late)))
+        let forward = PyList::empty(py);
+        for record in self.forward.drain(..) {
+            forward.append(record.into_py_tuple(py)?)?;
+        }
+        Ok(Some((recs, documents, dead, late, forward)))
     }
 
     /// The fast path: route `value` if it is certainly valid; false (nothing changed) when Python must decide.
@@ -181,6 +226,7 @@ impl Partition {
             st: batch::StateBox::new(State::new(partition, cfg)),
             dead: Vec::new(),
             late: Vec::new(),
+            forward: Vec::new(),
             finals: Vec::new(),
             busy: 0,
         })
@@ -213,12 +259,24 @@ impl Partition {
         self.ready()?;
         Ok((self.st.max_ts != state::NEVER).then_some(self.st.max_ts))
     }
-    /// Valid events routed here since this object was made whose user belongs to another partition by Kafka's
-    /// default partitioner (murmur2 of the user id): input not keyed by user id. 0 when `partitions` was not given.
+    /// Valid input records of this partition forwarded to the partition that owns their user (by Kafka's default
+    /// partitioner, murmur2 of the user id): input not keyed by user id. Always 0 when `partitions` was not given.
     #[getter]
-    fn misrouted(&self) -> PyResult<u64> {
+    fn forwarded(&self) -> PyResult<u64> {
         self.ready()?;
-        Ok(self.st.misrouted)
+        Ok(self.st.forwarded)
+    }
+    /// The next record of the repartition topic's partition to take (records forwarded here).
+    #[getter]
+    fn repartition_offset(&self) -> PyResult<i64> {
+        self.ready()?;
+        Ok(self.st.repart_next)
+    }
+    /// The documents' version: the position in both inputs (input and repartition topic) as one growing number.
+    #[getter]
+    fn version(&self) -> PyResult<i64> {
+        self.ready()?;
+        Ok(self.st.version())
     }
     /// Records routed so far by this object (changes whenever a batch touched the partition).
     #[getter]
@@ -284,27 +342,29 @@ impl Partition {
     /// Dead-letter one record that Python's validator rejected (with its typed reason).
     fn reject(&mut self, offset: i64, key: PyObject, value: PyObject, reason: String, detail: String) -> PyResult<()> {
         self.ready()?;
-        self.st.rejected(offset);
-        self.dead.push(Side { offset, key, value, reason, detail });
+        self.st.begin(offset);
+        self.st.rejected();
+        self.dead.push(Side { source: (self.st.partition as i64, offset), key, value, reason, detail });
         Ok(())
     }
 
-    /// Restore: remember a consumed record's event id for duplicate detection if its time is within `horizon`.
+    /// Restore: remember a consumed record's event id for duplicate detection if its time is within `horizon`
+    /// and this partition owns its user (records of other users were forwarded, never checked here).
     /// False when Python must validate it (then `remember_id` if valid).
     fn remember(&mut self, value: &[u8], record_ts: i64, horizon: i64) -> PyResult<bool> {
         self.ready()?;
         Ok(match fast_validate(value, record_ts) {
             Some(e) => {
-                self.st.remember(&e.event_id, e.ts, horizon);
+                self.remember_owned(&e.event_id, &e.user_id, e.ts, horizon);
                 true
             }
             None => false,
         })
     }
 
-    fn remember_id(&mut self, event_id: &str, ts: i64, horizon: i64) -> PyResult<()> {
+    fn remember_id(&mut self, event_id: &str, user_id: &str, ts: i64, horizon: i64) -> PyResult<()> {
         self.ready()?;
-        self.st.remember(event_id, ts, horizon);
+        self.remember_owned(event_id, user_id, ts, horizon);
         Ok(())
     }
 
@@ -328,7 +388,8 @@ impl Partition {
     }
 
     /// One flush's output, or None when nothing changed: (changelog records, documents (id, kind, JSON),
-    /// dead letters, late events), side outputs as (offset, key, value, reason, detail). `details`: publish item
+    /// dead letters, late events, forwarded records), side outputs as (source partition, source offset, key,
+    /// value, reason, detail), forwarded records as (owner partition, user id, value, offset, record timestamp). `details`: publish item
     /// shards; `users`: publish user documents. Call `committed` once they are written.
     fn flush<'py>(
         &mut self,
@@ -410,5 +471,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(user_partition, m)?)?;
     m.add_function(wrap_pyfunction!(label, m)?)?;
     m.add("ITEM_SHARDS", state::ITEM_SHARDS)?;
+    m.add("SOURCE_PARTITION_HEADER", message::SOURCE_PARTITION)?;
+    m.add("SOURCE_OFFSET_HEADER", message::SOURCE_OFFSET)?;
+    m.add("RECORD_TS_HEADER", message::RECORD_TS)?;
     Ok(())
 }

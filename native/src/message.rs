@@ -51,6 +51,47 @@ impl Reader {
     }
 }
 
+/// Headers of a record in the repartition topic: where it was first read, and that record's Kafka timestamp
+/// (the event clock's cap, which the forwarding must not change).
+pub const SOURCE_PARTITION: &str = "pulse.source.partition";
+pub const SOURCE_OFFSET: &str = "pulse.source.offset";
+pub const RECORD_TS: &str = "pulse.record_ts";
+
+impl Reader {
+    /// A repartition topic record's fields, with the timestamp of the input record it forwards, and that
+    /// record's (partition, offset). Through the accessors: these records are few next to the input's.
+    pub(crate) fn read_forwarded<'py>(&self, msg: &Bound<'py, PyAny>) -> PyResult<(Fields<'py>, (i64, i64))> {
+        let mut fields = by_accessors(msg)?;
+        if fields.failed {
+            return Ok((fields, (-1, -1)));
+        }
+        let py = msg.py();
+        let (mut partition, mut offset, mut ts) = (None, None, None);
+        let headers = msg.call_method0(intern!(py, "headers"))?;
+        if !headers.is_none() {
+            for header in headers.try_iter()? {
+                let (name, value): (String, Option<Vec<u8>>) = header?.extract()?;
+                let number = value.and_then(|v| std::str::from_utf8(&v).ok().and_then(|t| t.parse::<i64>().ok()));
+                match name.as_str() {
+                    SOURCE_PARTITION => partition = number,
+                    SOURCE_OFFSET => offset = number,
+                    RECORD_TS => ts = number,
+                    _ => {}
+                }
+            }
+        }
+        let (Some(partition), Some(offset), Some(ts)) = (partition, offset, ts) else {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "record {} of the repartition topic lacks the headers {SOURCE_PARTITION}, {SOURCE_OFFSET} and \
+                 {RECORD_TS}: only Pulse may write that topic",
+                fields.offset
+            )));
+        };
+        fields.ts = ts;
+        Ok((fields, (partition, offset)))
+    }
+}
+
 fn by_accessors<'py>(msg: &Bound<'py, PyAny>) -> PyResult<Fields<'py>> {
     let py = msg.py();
     if !msg.call_method0(intern!(py, "error"))?.is_none() {

@@ -245,6 +245,8 @@ pub enum Outcome {
     Accepted,
     Duplicate,
     Late(String),
+    /// Another partition owns the event's user: the record goes to it through the repartition topic.
+    Forward(u32),
 }
 
 pub struct State {
@@ -271,7 +273,10 @@ pub struct State {
     pub seen_cap: usize,
     pub meta_dirty: bool,
     pub processed: u64,
-    pub misrouted: u64, // see `Partition.misrouted`
+    // records from the repartition topic (input of other partitions whose users this partition owns): the next
+    // one to take, and how many of this partition's own input records went to other partitions that way
+    pub repart_next: i64,
+    pub forwarded: u64,
     // the entity log (users and sessions): snapshot chunks plus delta records since
     pub snap_epoch: u64,
     pub snap_chunks: u64,
@@ -312,7 +317,8 @@ impl State {
             seen_cap: SEEN_MIN,
             meta_dirty: false,
             processed: 0,
-            misrouted: 0,
+            repart_next: 0,
+            forwarded: 0,
             snap_epoch: 0,
             snap_chunks: 0,
             delta_first: 0,
@@ -335,26 +341,56 @@ impl State {
         false
     }
 
+    /// The partition's position in its two inputs as one number that only grows: the documents' version.
+    pub fn version(&self) -> i64 {
+        self.next_offset + self.repart_next
+    }
+
+    /// Before routing the input record at `offset`.
     pub fn begin(&mut self, offset: i64) {
         self.next_offset = offset + 1;
         self.meta_dirty = true;
         self.processed += 1;
     }
 
-    pub fn rejected(&mut self, offset: i64) {
-        self.begin(offset);
+    /// Before routing the repartition topic's record at `offset` (a record another partition forwarded here).
+    pub fn begin_forwarded(&mut self, offset: i64) {
+        self.repart_next = offset + 1;
+        self.meta_dirty = true;
+        self.processed += 1;
+    }
+
+    /// After `begin`: the record was dead-lettered.
+    pub fn rejected(&mut self) {
         self.counters[DEAD_LETTERED] += 1;
     }
 
-    /// Route one valid event (after `begin`): late, duplicate, or folded into windows and entities.
+    /// The partition that owns `user` if it is not this one (None when the partition count is unknown).
+    pub fn owner_elsewhere(&self, user: &str) -> Option<u32> {
+        if self.cfg.partitions == 0 {
+            return None;
+        }
+        let owner = user_partition(user, self.cfg.partitions);
+        (owner != self.partition as u32).then_some(owner)
+    }
+
+    /// Route one valid input record (after `begin`): forwarded to the partition that owns its user
+    /// (`Outcome::Forward`), or taken here (`accept_here`).
+    pub fn accept(&mut self, e: &Event, record_ts: i64) -> Outcome {
+        if let Some(owner) = self.owner_elsewhere(&e.user_id) {
+            self.forwarded += 1;
+            return Outcome::Forward(owner);
+        }
+        self.accept_here(e, record_ts)
+    }
+
+    /// Route one valid event this partition owns (after `begin` or `begin_forwarded`): late, duplicate, or
+    /// folded into windows and entities.
     /// `record_ts` is the record's Kafka timestamp: the partition's event clock never runs ahead of it, so one
     /// event from a fast clock (up to the contract's future limit) counts in its window but cannot make the
     /// partition's on-time events late. With `LogAppendTime` (how `pulse setup` creates the topic) it is the
     /// broker's clock, which producers do not control.
-    pub fn accept(&mut self, e: &Event, record_ts: i64) -> Outcome {
-        if self.cfg.partitions > 0 && user_partition(&e.user_id, self.cfg.partitions) != self.partition as u32 {
-            self.misrouted += 1;
-        }
+    pub fn accept_here(&mut self, e: &Event, record_ts: i64) -> Outcome {
         let ts = e.ts;
         let wm = self.watermark();
         let key = EventKey::new(&e.event_id);

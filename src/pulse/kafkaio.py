@@ -12,6 +12,7 @@ from confluent_kafka import (
     Consumer,
     KafkaError,
     KafkaException,
+    Message,
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, OffsetSpec
@@ -71,6 +72,13 @@ _TRANSIENT = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILAB
 def read_range(bootstrap: str, topic: str, partition: int, start: int, end: int | None = None,
                timeout_s: float = 120.0) -> Iterator[tuple[int, bytes | None, bytes | None, int]]:
     """Yield (offset, key, value, timestamp) of committed records from ``start`` up to ``end`` (or the end)."""
+    for msg in read_messages(bootstrap, topic, partition, start, end, timeout_s):
+        yield msg.offset(), msg.key(), msg.value(), msg.timestamp()[1]
+
+
+def read_messages(bootstrap: str, topic: str, partition: int, start: int, end: int | None = None,
+                  timeout_s: float = 120.0) -> Iterator[Message]:
+    """Yield the committed records from ``start`` up to ``end`` (or the end), as consumed messages."""
     consumer = reader(bootstrap)
     try:
         low, high = watermarks(consumer, topic, partition)
@@ -90,7 +98,7 @@ def read_range(bootstrap: str, topic: str, partition: int, start: int, end: int 
                     continue
                 if msg.offset() >= stop:
                     return
-                yield msg.offset(), msg.key(), msg.value(), msg.timestamp()[1]
+                yield msg
             position = consumer.position([TopicPartition(topic, partition)])[0].offset
             if position >= stop:
                 return

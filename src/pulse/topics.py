@@ -20,7 +20,11 @@ class TopicSpec:
     config: dict[str, str]
 
 
-def input_topics(topic: str, partitions: int, retention_hours: float) -> list[TopicSpec]:
+INPUT_RETENTION_HOURS = 168
+"""How long the input topic keeps records unless told otherwise (a week)."""
+
+
+def input_topics(topic: str, partitions: int, retention_hours: float = INPUT_RETENTION_HOURS) -> list[TopicSpec]:
     """The input topic and its side outputs (dead letters, late events), all with the same partitioning."""
     retention = str(int(retention_hours * 3_600_000))
     base = {"retention.ms": retention, "cleanup.policy": "delete"}
@@ -162,6 +166,12 @@ def decisions_topic(group: str) -> str:
     return f"{group}.decisions"
 
 
+def repartition_topic(group: str) -> str:
+    """Input records not keyed by user id, forwarded to the partition that owns their user: see
+    aggregate.repartition."""
+    return f"{group}.repartition"
+
+
 def topic_exists(bootstrap: str, topic: str) -> bool:
     require_broker(bootstrap)
     admin = AdminClient({"bootstrap.servers": bootstrap, "logger": QUIET_LOG})
@@ -177,12 +187,16 @@ def aggregator_topics(group: str, partitions: int) -> list[TopicSpec]:
     """The aggregator's compacted changelog (its state) and aggregates output (documents), and its decisions (a
     few records per quiet spell, kept as long as the topic exists), per group.
 
-    All are partitioned like the input: record i of input partition p only ever writes partition p.
+    All are partitioned like the input: record i of input partition p only ever writes partition p, except that
+    a record of p whose user another partition q owns is forwarded to partition q of the repartition topic.
     """
     compact = {"cleanup.policy": "compact", "segment.ms": str(10 * 60_000), "min.cleanable.dirty.ratio": "0.2"}
     # Keep superseded aggregates for an hour so a lagging projection still sees every final document.
     aggregates = compact | {"min.compaction.lag.ms": str(3_600_000)}
     decisions = {"cleanup.policy": "delete", "retention.ms": "-1"}
+    # forwarded records are kept as long as the input's (a week by default), for `pulse verify`
+    repartition = {"cleanup.policy": "delete", "retention.ms": str(INPUT_RETENTION_HOURS * 3_600_000)}
     return [TopicSpec(changelog_topic(group), partitions, compact),
             TopicSpec(aggregates_topic(group), partitions, aggregates),
-            TopicSpec(decisions_topic(group), partitions, decisions)]
+            TopicSpec(decisions_topic(group), partitions, decisions),
+            TopicSpec(repartition_topic(group), partitions, repartition)]

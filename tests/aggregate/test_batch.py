@@ -62,9 +62,9 @@ def _outputs(states: dict[int, Partition]) -> dict:
     out = {}
     for p, st_ in sorted(states.items()):
         flushed = st_.flush(True, True, 0)
-        records, documents, dead, late = flushed if flushed is not None else ([], [], [], [])
+        records, documents, dead, late, forward = flushed if flushed is not None else ([], [], [], [], [])
         out[p] = {"docs": {i: orjson.loads(v) for i, _k, v in documents}, "records": sorted(records),
-                  "dead": dead, "late": late, "counters": st_.counters, "next": st_.next_offset}
+                  "dead": dead, "late": late, "forward": forward, "counters": st_.counters, "next": st_.next_offset}
     return out
 
 
@@ -95,18 +95,20 @@ def _batches(rows: list, sizes: list[int], rng: random.Random, real: bool = Fals
 
 @settings(max_examples=12, deadline=None)
 @given(seed=st.integers(0, 10_000), bad=st.floats(0, 0.2), sizes=st.lists(st.integers(1, 4_000), max_size=4),
-       wait=st.booleans(), real=st.booleans())
+       wait=st.booleans(), real=st.booleans(), unkeyed=st.booleans())
 def test_batches_route_exactly_as_single_records(seed: int, bad: float, sizes: list[int], wait: bool,
-                                                 real: bool) -> None:
+                                                 real: bool, unkeyed: bool) -> None:
     """Large batches (several threads), small ones (inline), late, duplicate, invalid and None values, records
-    re-delivered after a seek and error messages in the batch, of confluent-kafka messages or look-alikes: the
-    same state, documents and side outputs, in the same order, as routing each record on its own (which reads
-    them through their accessors)."""
+    re-delivered after a seek and error messages in the batch, of confluent-kafka messages or look-alikes, keyed
+    by user id or not (then most are forwarded): the same state, documents and side outputs, in the same order,
+    as routing each record on its own (which reads them through their accessors)."""
     rows = make_rows(6_000, seed, ChaosConfig(late_fraction=0.03, duplicate_fraction=0.03, invalid_fraction=bad),
                      partitions=4)
+    if unkeyed:
+        rows = [(i % 4, i, value, ts) for i, (_, _, value, ts) in enumerate(rows)]  # round robin
     cfg = StateConfig(window_sizes=SIZES)
-    batched = {p: new_partition(p, cfg) for p in range(3)}  # partition 3 is not owned: its records are skipped
-    single = {p: new_partition(p, cfg) for p in range(3)}
+    batched = {p: new_partition(p, cfg, 4) for p in range(3)}  # partition 3 is not owned: its records are skipped
+    single = {p: new_partition(p, cfg, 4) for p in range(3)}
     if seed % 2:
         rows = sorted(rows, key=lambda row: row[0])  # as a backlog is read: partition after partition
     rng = random.Random(seed)

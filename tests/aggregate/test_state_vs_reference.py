@@ -30,7 +30,7 @@ def flush(st_: Partition, out: dict, details: bool = True, users: bool = True, l
     flushed = st_.flush(details, users, 0)
     if flushed is None:
         return []
-    records, documents, _dead, _late = flushed
+    records, documents, _dead, _late, _forward = flushed
     out.update((doc_id, orjson.loads(value)) for doc_id, _kind, value in documents)
     if log is not None:
         log.extend(records)

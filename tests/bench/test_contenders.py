@@ -14,15 +14,16 @@ from pulse.bench.scratch import scratch
 from pulse.config import Settings
 
 
-def test_raw_naive_and_pulse_each_read_the_topic_to_its_end_and_commit(settings: Settings, tmp_path: Path) -> None:
+def test_each_contender_reads_the_topic_to_its_end_and_commits(settings: Settings, tmp_path: Path) -> None:
     count = 3_000
     with scratch(settings):  # deletes the topics, changelogs and the naive design's index it creates
         topic = f"pulse.bench.contenders-{int(time.time() * 1000)}"
         ends = agg.prepare_input(settings, topic, count, 3)
         assert sum(ends.values()) == count
+        assert sum(agg.prepare_input(settings, agg.unkeyed_topic(topic), count, 3, null_keys=1.0).values()) == count
         log = tmp_path / "contenders.log"
         es = Elasticsearch(settings.es_url)
-        for contender in agg.contenders(settings, topic, ["raw", "naive", "pulse"], None):
+        for contender in agg.contenders(settings, topic, ["raw", "naive", "pulse", "unkeyed"], None):
             result = agg.measure(settings, contender, topic, ends, 120, log)
             assert result.events == count
             assert 0 < result.seconds < 120, (contender.name, log.read_text()[-2000:])

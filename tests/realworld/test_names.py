@@ -28,7 +28,7 @@ def test_every_name_the_contract_accepts_is_stored_and_the_others_are_dead_lette
     run_store(topic, group, index_prefix)
     Elasticsearch(es_url).indices.refresh(index=f"{index_prefix}-*")
 
-    ok = run_pulse("verify", "--topic", topic, "--index-prefix", index_prefix)
+    ok = run_pulse("verify", "--topic", topic, "--group", group, "--index-prefix", index_prefix)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert count_records(bootstrap, f"{group}.store-dlq") == 0
     assert sorted(headers_of(bootstrap, f"{topic}.dlq", "pulse.reason")) == ["bad_name"] * len(INVALID)

@@ -1,9 +1,12 @@
-"""Decisions the aggregator takes by the wall clock, recorded durably so that `pulse verify` reproduces them.
+"""Decisions the aggregator takes by timing, recorded durably so that `pulse verify` reproduces them.
 
-Everything else the engine decides follows from the input in offset order. Closing the windows of a quiet
-partition cannot: it depends on how long the partition has been quiet. Each such decision is one record in
-``<group>.decisions`` (never compacted), written in the transaction of the flush that takes it: from input
-position ``offset`` on, partition ``partition``'s watermark is at least ``floor``.
+Everything else the engine decides follows from the input in offset order. Two things cannot:
+- closing the windows of a quiet partition depends on how long the partition has been quiet;
+- when records forwarded from other partitions (:mod:`pulse.aggregate.repartition`) are taken depends on when
+  they arrived.
+Each such decision is one record in ``<group>.decisions`` (never compacted), written in the transaction of the
+flush that takes it, in the order taken: at input position ``offset`` of partition ``partition``, its watermark
+became at least ``floor``, or it took the forwarded records up to repartition offset ``taken_until``.
 """
 
 from __future__ import annotations
@@ -14,13 +17,14 @@ from pulse.kafkaio import read_range
 from pulse.topics import decisions_topic, partition_count, topic_exists
 
 
-class Decision(msgspec.Struct, frozen=True):
+class Decision(msgspec.Struct, frozen=True, omit_defaults=True):
     topic: str  # the input topic
     partition: int
-    offset: int  # applies to the records from this input offset on
-    floor: int  # the partition's watermark is at least this (epoch ms)
-    clock: int  # the partition's event-time clock when it was decided: its last event time + the quiet time
-    decided_at: int  # wall clock, epoch ms (for people; nothing reads it)
+    offset: int  # taken when the partition's input was read up to here (its next offset)
+    floor: int | None = None  # an idle close: the partition's watermark is at least this (epoch ms) ...
+    clock: int | None = None  # ... by its event-time clock then: its last event time + the quiet time
+    taken_until: int | None = None  # forwarded records taken: those before this repartition topic offset
+    decided_at: int = 0  # wall clock, epoch ms (for people; nothing reads it)
 
 
 _ENCODER = msgspec.json.Encoder()

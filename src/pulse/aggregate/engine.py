@@ -1,7 +1,8 @@
 """The aggregator loop: consume a batch → update partition state → on each flush, one Kafka transaction.
 
-A flush writes, atomically: dead letters and late events, changed state to the compacted changelog, changed
-documents to the aggregates topic, and the consumer positions (``send_offsets_to_transaction``). A crash at
+A flush writes, atomically: dead letters and late events, records forwarded to the partition that owns their user
+(input not keyed by user id, see ``repartition``), changed state to the compacted changelog, changed documents to
+the aggregates topic, and the consumer positions (``send_offsets_to_transaction``). A crash at
 any moment therefore resumes from a consistent (state, offsets) pair; zombies are fenced by group metadata.
 Rebalance callbacks run inside ``consume()``, between batches, so no transaction is ever open in them.
 """
@@ -22,13 +23,14 @@ from confluent_kafka.admin import AdminClient
 
 from pulse.aggregate import decisions
 from pulse.aggregate.group import Membership
+from pulse.aggregate.repartition import ForwardedInput, Origin, headers
 from pulse.aggregate.restore import restore_partition
 from pulse.aggregate.state import Partition, StateConfig, flush_all, new_partition, route_batch, settle
 from pulse.aggregate.transactions import Commit, patiently, send_offsets, transactional_producer
 from pulse.errors import PulseError
 from pulse.kafkaio import QUIET_LOG, end_offsets, group_caught_up, offsets_at, watermarks
 from pulse.kafkastart import start_where_committed
-from pulse.topics import aggregates_topic, changelog_topic, decisions_topic
+from pulse.topics import aggregates_topic, changelog_topic, decisions_topic, repartition_topic
 
 _LOG = logging.getLogger("pulse.aggregate")
 
@@ -71,6 +73,10 @@ class EngineConfig:
         return decisions_topic(self.group)
 
     @property
+    def repartition_topic(self) -> str:
+        return repartition_topic(self.group)
+
+    @property
     def dlq_topic(self) -> str:
         return f"{self.topic}.dlq"
 
@@ -87,6 +93,7 @@ class EngineStats:
     docs: int = 0
     docs_by_kind: Counter[str] = field(default_factory=Counter)
     changelog_records: int = 0
+    forwarded: int = 0  # records sent to the partition that owns their user (committed)
     restored_keys: int = 0
     rebalances: int = 0
 
@@ -122,7 +129,8 @@ class Engine:
         self._producer = self._new_producer()
         self._renewals: list[float] = []  # when the producer was last replaced after a fatal error
         self._partition_count = 0  # the input topic's, read on assignment
-        self._misrouted: dict[int, tuple[int, float]] = {}  # partition → (count last reported, when)
+        self._forwarded_in = ForwardedInput(cfg.bootstrap, cfg.repartition_topic)
+        self._forwarding: set[int] = set()  # partitions that said they forward records
 
     def _new_producer(self) -> Producer:
         cfg = self.cfg
@@ -176,6 +184,7 @@ class Engine:
             self.flush(details=True)
         finally:
             self._consumer.close()  # leaves the group (revoke → flush already done above)
+            self._forwarded_in.close()
         return self.stats
 
     def _init_transactions(self) -> None:
@@ -230,7 +239,9 @@ class Engine:
         """True when the whole group has committed every input partition to its end (checked only when idle),
         so a batch run does not stop while another member's partitions still wait for reassignment."""
         self.flush(details=True)
-        if group_caught_up(self._consumer, self._admin, self.cfg.topic, transactional=False):
+        positions = {p: st.repartition_offset for p, st in self.states.items()}
+        if group_caught_up(self._consumer, self._admin, self.cfg.topic, transactional=False) \
+                and self._forwarded_in.drained(positions):
             return True
         self._last_activity = time.monotonic()
         return False
@@ -296,12 +307,13 @@ class Engine:
         self._transactions_ready()
         now_wall = int(time.time() * 1000)
         complete = details  # stop, revoke, caught up: publish everything
-        decided: dict[int, bytes] = {}
+        decided: dict[int, list[bytes]] = {}
         if only is not None:
             parts = [self.states[p] for p in only]
         else:
-            decided = self._advance_idle(now_wall)
-            self._report_misrouted()
+            decided = self._take_forwarded(now_wall)
+            for p, decision in self._advance_idle(now_wall).items():
+                decided.setdefault(p, []).append(decision)
             parts = list(self.states.values())
             if self.cfg.detail_flushes:
                 details = details or (self.stats.flushes + 1) % self.cfg.detail_flushes == 0
@@ -320,19 +332,21 @@ class Engine:
             # positions first, while the broker is idle: behind this flush's records they wait ~0.1-0.7 s
             positions = [TopicPartition(self.cfg.topic, st.partition, st.next_offset) for st in parts
                          if st.next_offset > 0]
+            positions += [TopicPartition(self.cfg.repartition_topic, st.partition, st.repartition_offset)
+                          for st in parts if st.repartition_offset > 0]
             if positions:
                 send_offsets(self._producer, positions, self._consumer.consumer_group_metadata())
-            for partition, _users, records, out, dead, late in work:
-                self._write_partition(partition, records, out, dead, late)
-                if partition in decided:
-                    self._send(self.cfg.decisions_topic, decided[partition], None, partition)
+            for partition, _users, records, out, dead, late, forward in work:
+                self._write_partition(partition, records, out, dead, late, forward)
+                for decision in decided.get(partition, ()):
+                    self._send(self.cfg.decisions_topic, decision, None, partition)
         except KafkaException as exc:
             self._transaction_failed(exc.args[0])
             return
         if details:
             self._last_details = time.monotonic()
-        self._commit = Commit(self._producer, [(p, users, len(records), [kind for _, kind, _ in out])
-                                                for p, users, records, out, _dead, _late in work])
+        self._commit = Commit(self._producer, [(p, users, len(records), [kind for _, kind, _ in out], len(forward))
+                                                for p, users, records, out, _dead, _late, forward in work])
         if wait:
             self._settle()
 
@@ -345,9 +359,10 @@ class Engine:
         if commit.error is not None:
             self._transaction_failed(commit.error)
             return
-        for partition, users, records, kinds in commit.work:
+        for partition, users, records, kinds, forwarded in commit.work:
             if users:
                 self._users_at[partition] = time.monotonic()
+            self.stats.forwarded += forwarded
             self.stats.docs += len(kinds)
             self.stats.docs_by_kind.update(kinds)
             self.stats.changelog_records += records
@@ -363,14 +378,20 @@ class Engine:
         last = self._users_at.setdefault(st.partition, time.monotonic())
         return time.monotonic() - last >= self.cfg.user_interval_s
 
-    def _write_partition(self, p: int, records: list, out: list, dead: list, late: list) -> None:
+    def _write_partition(self, p: int, records: list, out: list, dead: list, late: list, forward: list) -> None:
         send, cfg = self._send, self.cfg
         for topic, sides in ((cfg.dlq_topic, dead), (cfg.late_topic, late)):
-            for offset, key, value, reason, detail in sides:
-                headers = _headers(offset, reason, detail, cfg.topic, p)
+            for source, offset, key, value, reason, detail in sides:
+                side_headers = _headers(offset, reason, detail, cfg.topic, source)
                 if value is not None and len(value) > DEAD_LETTER_BYTES:
-                    value, headers = _truncated(value, headers)
-                send(topic, value, key, p, headers)
+                    value, side_headers = _truncated(value, side_headers)
+                send(topic, value, key, p, side_headers)
+        if forward and p not in self._forwarding:
+            self._forwarding.add(p)
+            _LOG.info("partition %d: forwarding records not keyed by user id to the partitions that own their users, "
+                      "through %s (see the README, \"Input from your own producers\")", p, cfg.repartition_topic)
+        for owner, user, value, offset, record_ts in forward:
+            send(cfg.repartition_topic, value, user, owner, headers(Origin(p, offset, record_ts)))
         self._produce_all(cfg.changelog_topic, p, records)
         self._produce_all(cfg.aggregates_topic, p, ((doc_id.encode(), value) for doc_id, _kind, value in out))
 
@@ -420,18 +441,23 @@ class Engine:
             raise PulseError(f"Kafka transaction failed: {err.str()}")
         self._reload(list(self.states))
 
-    def _report_misrouted(self) -> None:
-        """Say, at most once a minute per partition, when input is not keyed by user id with Kafka's default
-        partitioner: users then span partitions, and their per-user numbers are not exact."""
+    def _take_forwarded(self, now_wall: int) -> dict[int, list[bytes]]:
+        """Take the records other partitions forwarded to the owned ones, as far as fetched, after everything read
+        from the input so far; record for each partition where it took them (a decision: it depends on timing)."""
+        batch = self._forwarded_in.take(self.cfg.batch_size)
+        if not batch:
+            return {}
+        before = {p: st.repartition_offset for p, st in self.states.items()}
+        route_batch(self.states, batch, forwarded=True)
         now = time.monotonic()
+        taken: dict[int, list[bytes]] = {}
         for p, st in self.states.items():
-            reported, at = self._misrouted.get(p, (0, -60.0))
-            if st.misrouted > reported and now - at >= 60:
-                self._misrouted[p] = (st.misrouted, now)
-                _LOG.warning("partition %d: %d events since start belong to users that Kafka's default partitioner "
-                             "(murmur2 of user_id) puts in other partitions; unique users, user documents and "
-                             "duplicate detection are exact only for input keyed by user_id (see the README, "
-                             "\"Input from your own producers\")", p, st.misrouted)
+            if st.repartition_offset != before[p]:
+                self._last_record_wall[p] = self._last_activity = now
+                taken[p] = [decisions.encode(decisions.Decision(self.cfg.topic, p, st.next_offset,
+                                                                taken_until=st.repartition_offset,
+                                                                decided_at=now_wall))]
+        return taken
 
     def _advance_idle(self, now_wall: int) -> dict[int, bytes]:
         """Close the open windows of partitions that are idle: no input for a while AND nothing left to read (a
@@ -455,9 +481,10 @@ class Engine:
             _, high = self._consumer.get_watermark_offsets(TopicPartition(self.cfg.topic, p), cached=True)
             if high < 0:
                 _, high = watermarks(self._consumer, self.cfg.topic, p)
-            if st.next_offset >= high and st.advance_to(floor):
-                decided[p] = decisions.encode(decisions.Decision(self.cfg.topic, p, st.next_offset, floor, clock,
-                                                                 now_wall))
+            if st.next_offset >= high and not self._forwarded_in.pending(p, st.repartition_offset) \
+                    and st.advance_to(floor):
+                decided[p] = decisions.encode(decisions.Decision(self.cfg.topic, p, st.next_offset, floor=floor,
+                                                                 clock=clock, decided_at=now_wall))
         return decided
 
     # -- rebalancing ------------------------------------------------------------------------------------------
@@ -465,7 +492,8 @@ class Engine:
         st = new_partition(partition, self.cfg.state, self._partition_count)
         if logged:
             self.stats.restored_keys += restore_partition(st, self.cfg.state, self.cfg.bootstrap,
-                                                          self.cfg.changelog_topic, self.cfg.topic)
+                                                          self.cfg.changelog_topic, self.cfg.topic,
+                                                          self.cfg.repartition_topic)
         self._last_record_wall[partition] = time.monotonic()
         return st
 
@@ -514,6 +542,7 @@ class Engine:
                 tp.offset = starts[tp.partition]
         start_where_committed(consumer, [tp for tp in partitions if tp.offset == OFFSET_STORED])
         consumer.assign(partitions)
+        self._follow_forwarded()
         self._last_activity = time.monotonic()
         _LOG.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
 
@@ -522,12 +551,18 @@ class Engine:
         for tp in partitions:
             self.states.pop(tp.partition, None)
         consumer.unassign()
+        self._follow_forwarded()
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._routed()
         for tp in partitions:
             self.states.pop(tp.partition, None)  # uncommitted changes are replayed by the new owner
         consumer.unassign()
+        self._follow_forwarded()
+
+    def _follow_forwarded(self) -> None:
+        """Read the repartition topic's partitions of the owned partitions, from their states' positions."""
+        self._forwarded_in.follow({p: st.repartition_offset for p, st in self.states.items()})
 
     def _reload(self, partitions: list[int]) -> None:
         for p in partitions:
@@ -537,6 +572,7 @@ class Engine:
                     self._consumer.seek(TopicPartition(self.cfg.topic, p, st.next_offset))
                 except KafkaException:  # not assigned any more (the group moved on meanwhile): a rebalance follows
                     _LOG.info("partition %d was not sought back: no longer assigned", p)
+        self._follow_forwarded()
 
 
 DEAD_LETTER_BYTES = 64 * 1024
@@ -552,6 +588,7 @@ def _truncated(value: bytes, headers: list[tuple[str, bytes]]) -> tuple[bytes, l
 
 
 def _headers(offset: int, reason: str, detail: str, topic: str, partition: int) -> list[tuple[str, bytes]]:
+    """A dead letter's or late event's: why, and where it was read (a forwarded record: where first read)."""
     return [("pulse.reason", reason.encode()), ("pulse.detail", detail.encode()[:1024]),
             ("pulse.source.topic", topic.encode()), ("pulse.source.partition", str(partition).encode()),
             ("pulse.source.offset", str(offset).encode())]

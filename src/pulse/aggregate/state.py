@@ -28,8 +28,8 @@ __all__ = ["Partition", "StateConfig", "decide", "flush_all", "new_partition", "
 
 
 def new_partition(partition: int, cfg: StateConfig, partitions: int = 0) -> Partition:
-    """``partitions``: the input topic's partition count, so that the state counts events whose user id another
-    partition owns (``Partition.misrouted``); 0 leaves that uncounted."""
+    """``partitions``: the input topic's partition count, so that the state forwards events whose user another
+    partition owns (``Partition.forwarded``); 0 takes every event here."""
     return Partition(partition, list(cfg.window_sizes), cfg.grace_ms, cfg.dedup_horizon_ms, cfg.session_timeout_ms,
                      cfg.compact_after, partitions)
 
@@ -59,18 +59,19 @@ def route(st: Partition, offset: int, key: bytes | None, value: bytes | None, re
         decide(st, offset, key, value, record_ts)
 
 
-def route_batch(states: dict[int, Partition], batch: list[Any], wait: bool = True) -> None:
+def route_batch(states: dict[int, Partition], batch: list[Any], wait: bool = True, forwarded: bool = False) -> None:
     """Route a consumed batch of confluent-kafka messages; records of unowned partitions or already inside the
     restored state are skipped. The routing runs on a native thread without the GIL (``native/src/batch.rs``):
     with ``wait=False`` it goes on while the caller consumes the next batch, and the caller must call
-    :func:`settle` before it touches any partition (their methods raise until then)."""
-    i = process_batch(states, batch, 0, verdict)
+    :func:`settle` before it touches any partition (their methods raise until then). ``forwarded``: the batch
+    comes from the repartition topic (see ``pulse.aggregate.repartition``)."""
+    i = process_batch(states, batch, 0, verdict, forwarded)
     while i >= 0:
         err = batch[i].error()
         if err.fatal():
             settle()
             raise PulseError(f"Kafka consumer error: {err.str()}")
-        i = process_batch(states, batch, i + 1, verdict)
+        i = process_batch(states, batch, i + 1, verdict, forwarded)
     if wait:
         settle()
 
@@ -82,4 +83,4 @@ def remember_recent(st: Partition, records: Iterable[tuple[bytes | None, int]], 
         if not st.remember(raw, record_ts, horizon):
             event = validate(raw, record_ts)
             if isinstance(event, Event):
-                st.remember_id(event.event_id, event.ts, horizon)
+                st.remember_id(event.event_id, event.user_id, event.ts, horizon)

@@ -60,7 +60,7 @@ def send_offsets(producer: Producer, positions: list[TopicPartition], metadata: 
 class Commit:
     """A transaction whose records are all sent, committing on its own thread (librdkafka releases the GIL)."""
 
-    def __init__(self, producer: Producer, work: list[tuple[int, bool, int, list[str]]]) -> None:
+    def __init__(self, producer: Producer, work: list[tuple[int, bool, int, list[str], int]]) -> None:
         self.work = work
         self.error: KafkaError | None = None
         self._producer = producer

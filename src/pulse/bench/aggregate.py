@@ -15,11 +15,11 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from pulse import kafkaio
@@ -28,7 +28,7 @@ from pulse.config import Settings
 from pulse.errors import PulseError
 from pulse.kafkaio import QUIET_LOG
 from pulse.stack.process import interrupt
-from pulse.topics import partition_count
+from pulse.topics import partition_count, repartition_topic
 
 QUIX_SPEC = "quixstreams>=3.20,<4"
 
@@ -39,6 +39,9 @@ class Contender:
     argv: list[str]
     note: str
     index: str | None = None  # an Elasticsearch index it fills, deleted as soon as it has been measured
+    topic: str | None = None  # its own input topic (else the one every contender reads)
+    forwards_to: str | None = None  # a repartition topic it must also have read to its end before its time stops
+    key: str = ""  # its name on the command line (raw, pulse, unkeyed, quix, naive)
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,11 @@ def quix_python(settings: Settings, progress: object = print) -> Path:
     return python
 
 
+def unkeyed_topic(topic: str) -> str:
+    """The same events as ``topic``, sent without keys (to random partitions)."""
+    return f"{topic}-unkeyed"
+
+
 def contenders(settings: Settings, topic: str, which: list[str], quix: Path | None) -> list[Contender]:
     tag = uuid.uuid4().hex[:6]
     b = settings.bootstrap
@@ -104,6 +112,11 @@ def contenders(settings: Settings, topic: str, which: list[str], quix: Path | No
         "pulse": Contender("pulse aggregate (exactly-once)", [*py, "pulse", "aggregate", "--topic", topic, "--group",
                                                               f"bench-pulse-{tag}", "--instance", f"bench-{tag}"],
                            "all metrics, changelog + aggregates in Kafka transactions"),
+        "unkeyed": Contender("pulse aggregate, unkeyed input (exactly-once)",
+                             [*py, "pulse", "aggregate", "--topic", unkeyed_topic(topic), "--group",
+                              f"bench-unkeyed-{tag}", "--instance", f"bench-{tag}"],
+                             "the same events with null keys: 5/6 forwarded through the repartition topic",
+                             topic=unkeyed_topic(topic), forwards_to=repartition_topic(f"bench-unkeyed-{tag}")),
         "raw": Contender("raw consume-and-discard (ceiling)", [*py, "pulse.bench.contenders", "raw", "--broker", b,
                                                                "--topic", topic, "--group", f"bench-raw-{tag}", *fetch],
                          "confluent-kafka, batches of 20k"),
@@ -119,7 +132,7 @@ def contenders(settings: Settings, topic: str, which: list[str], quix: Path | No
                                                                   "--group", f"bench-quix-{tag}", "--state-dir",
                                                                   str(state_dir)],
                                   "subset of metrics: per-type windows + user state")
-    return [table[name] for name in which if name in table]
+    return [replace(table[name], key=name) for name in which if name in table]
 
 
 def _group_of(argv: list[str]) -> str:
@@ -140,10 +153,10 @@ def cpu_seconds(pid: int) -> float:
 
 def run_until_committed(settings: Settings, name: str, argv: list[str], group: str, topic: str,
                         ends: dict[int, int], timeout: float, log: Path,
-                        on_poll: Callable[[int], None] | None = None) -> Timed:
+                        on_poll: Callable[[int], None] | None = None, forwards_to: str | None = None) -> Timed:
     """Start a consumer process and time it until its group committed every partition to ``ends`` (so exactly-
-    once contenders are timed to their last commit), with the CPU it had used by then; then stop it.
-    ``on_poll`` gets its pid."""
+    once contenders are timed to their last commit), and every record it forwarded through ``forwards_to``, with
+    the CPU it had used by then; then stop it. ``on_poll`` gets its pid."""
     watcher = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": group, "enable.auto.commit": False})
     parts = [TopicPartition(topic, p) for p in ends]
     with log.open("ab") as out:
@@ -158,7 +171,8 @@ def run_until_committed(settings: Settings, name: str, argv: list[str], group: s
                 if on_poll is not None:
                     on_poll(proc.pid)
                 committed = watcher.committed(parts, timeout=10)
-                if all(tp.offset >= ends[tp.partition] for tp in committed):
+                if all(tp.offset >= ends[tp.partition] for tp in committed) \
+                        and (forwards_to is None or _forwarded_all(watcher, forwards_to, list(ends))):
                     return Timed(time.monotonic() - t0, cpu_seconds(proc.pid))
                 time.sleep(0.05)  # fine-grained: the fastest contenders finish in about 2 s
         finally:
@@ -166,10 +180,25 @@ def run_until_committed(settings: Settings, name: str, argv: list[str], group: s
             watcher.close()
 
 
+def _forwarded_all(watcher: Consumer, topic: str, partitions: list[int]) -> bool:
+    """The group committed every partition of its repartition topic to its end (the last record of a
+    transactional topic is a commit marker, which no consumer takes)."""
+    parts = [TopicPartition(topic, p) for p in partitions]
+    try:
+        committed = watcher.committed(parts, timeout=10)
+        highs = [watcher.get_watermark_offsets(tp, timeout=10)[1] for tp in parts]
+    except KafkaException:  # not created yet
+        return False
+    return all(high <= 0 or tp.offset >= high - 1 for tp, high in zip(committed, highs, strict=True))
+
+
 def measure(settings: Settings, contender: Contender, topic: str, ends: dict[int, int], timeout: float,
             log: Path) -> Result:
+    """``topic`` and ``ends``: the common input, unless the contender reads its own (then read here)."""
+    if contender.topic is not None:
+        topic, ends = contender.topic, end_offsets(settings, contender.topic)
     timed = run_until_committed(settings, contender.name, contender.argv, _group_of(contender.argv), topic, ends,
-                                timeout, log)
+                                timeout, log, forwards_to=contender.forwards_to)
     if contender.index is not None:
         _drop_index(settings, contender.index)
     return Result(contender.name, sum(ends.values()), timed.seconds, contender.note, timed.cpu)
@@ -241,18 +270,21 @@ def per_round_ratios(rounds: list[dict[str, Result]], ours: str, peer: str) -> l
     return [r[ours].rate / r[peer].rate for r in rounds if ours in r and peer in r]
 
 
-def prepare_input(settings: Settings, topic: str, count: int, partitions: int) -> dict[int, int]:
+def prepare_input(settings: Settings, topic: str, count: int, partitions: int, null_keys: float = 0.0,
+                  start_ms: int | None = None) -> dict[int, int]:
     """Produce the input every contender reads: generated traffic with 1 % each of invalid, duplicate, late and
-    out-of-order events, starting 10 minutes back. Returns the end offsets each contender must commit to."""
+    out-of-order events, starting 10 minutes back (or at ``start_ms``), ``null_keys`` of it without keys. Returns
+    the end offsets each contender must commit to."""
     from pulse.generate.chaos import Chaos, ChaosConfig
     from pulse.generate.producer import EventProducer, RunLimits
     from pulse.generate.traffic import Traffic, TrafficConfig
     from pulse.topics import ensure_topics, input_topics
 
     ensure_topics(settings.bootstrap, input_topics(topic, partitions, 24))
-    traffic = Traffic(TrafficConfig(seed=5, start_ms=int(time.time() * 1000) - 600_000))
-    EventProducer(settings.bootstrap, topic, partitions).run(Chaos(traffic, ChaosConfig(0.01, 0.01, 0.01, 0.01)),
-                                                             RunLimits(count=count), lambda: 0.0)
+    start = start_ms if start_ms is not None else int(time.time() * 1000) - 600_000
+    traffic = Traffic(TrafficConfig(seed=5, start_ms=start))
+    producer = EventProducer(settings.bootstrap, topic, partitions, null_keys=null_keys)
+    producer.run(Chaos(traffic, ChaosConfig(0.01, 0.01, 0.01, 0.01)), RunLimits(count=count), lambda: 0.0)
     return end_offsets(settings, topic)
 
 

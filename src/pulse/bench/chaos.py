@@ -1,9 +1,9 @@
 """`pulse chaos`: a bounded fault run on a private stack, ending in `pulse verify`.
 
-Live traffic with late, duplicate, invalid and disordered records flows through the whole pipeline while
-aggregators are SIGKILLed as a second instance joins and leaves, the writer is SIGKILLed, and the broker and
-Elasticsearch are each restarted once. Then everything is drained and checked: `pulse verify` exact, and every
-record the generator delivered counted exactly once (accepted + dead-lettered + late + duplicates).
+Live traffic with late, duplicate, invalid and disordered records, 30 % of them without a key, flows through the
+whole pipeline while aggregators are SIGKILLed as a second instance joins and leaves, the writer is SIGKILLed, and
+the broker and Elasticsearch are each restarted once. Then everything is drained and checked: `pulse verify` exact,
+and every record the generator delivered counted exactly once (accepted + dead-lettered + late + duplicates).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pulse.errors import PulseError
 from pulse.stack.private import PrivateStack, private_stack
 
 TRAFFIC = ("--late-fraction", "0.02", "--duplicate-fraction", "0.03", "--invalid-fraction", "0.01",
-           "--disorder-fraction", "0.05")
+           "--disorder-fraction", "0.05", "--null-key-fraction", "0.3")
 
 
 @dataclass
@@ -35,6 +35,7 @@ class ChaosReport:
     delivered: int = 0
     in_topic: int = 0  # input records `pulse verify` read
     counted: dict[str, int] = field(default_factory=dict)  # accepted, dead_lettered, late, duplicates
+    forwarded: int = 0  # records counted by the partition that owns their user, not where they were read
     verify_ok: bool = False
     verify_output: str = ""
 
@@ -156,6 +157,8 @@ def _drain_and_check(stack: PrivateStack, env: dict[str, str], report: ChaosRepo
     counts = re.search(r"records: ([\d,]+) accepted, ([\d,]+) dead-lettered, ([\d,]+) late, ([\d,]+) duplicates",
                        verify.stdout)
     topic = re.search(r"pulse verify: ([\d,]+) input records", verify.stdout)
+    forwarded = re.search(r"\(([\d,]+) counted by the partition that owns their user", verify.stdout)
+    report.forwarded = int(forwarded.group(1).replace(",", "")) if forwarded else 0
     report.in_topic = int(topic.group(1).replace(",", "")) if topic else 0
     if counts:
         names = ("accepted", "dead_lettered", "late", "duplicates")

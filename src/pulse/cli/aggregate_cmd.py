@@ -112,7 +112,7 @@ def aggregate(settings: Settings, topic: str, group: str, windows: tuple[int, ..
         """Side topics are partitioned like the input (which must exist); their retention is the operator's
         business. Looked up and created while the consumer joins its group (0.1-0.2 s of start-up)."""
         partitions = partition_count(settings.bootstrap, topic)
-        ensure_topics(settings.bootstrap, input_topics(topic, partitions, 168)[1:]
+        ensure_topics(settings.bootstrap, input_topics(topic, partitions)[1:]
                       + aggregator_topics(group, partitions), compare_config=False)
         if timestamp_type(settings.bootstrap, topic) != "LogAppendTime":
             click.echo(f"aggregate: warning: {topic} keeps the producers' timestamps (CreateTime), so event times "

@@ -73,8 +73,9 @@ def produce(settings: Settings, count: int, partitions: int, rounds: int) -> Non
 @bench.command("aggregate")
 @click.option("--count", type=click.IntRange(1000), default=300_000, show_default=True,
               help="Events pre-produced once and read by every contender.")
-@click.option("--contenders", "which", default="raw,pulse,quix,naive", show_default=True,
-              help="Comma-separated subset of raw, pulse, quix, naive.")
+@click.option("--contenders", "which", default="raw,pulse,unkeyed,quix,naive", show_default=True,
+              help="Comma-separated subset of raw, pulse, unkeyed (Pulse on the same events without keys: the "
+                   "repartitioned path), quix, naive.")
 @click.option("--rounds", type=click.IntRange(1, 9), default=3, show_default=True,
               help="Run every contender this many times, in turn; the verdict is the median of the per-round ratios.")
 @click.option("--timeout", type=click.FloatRange(10), default=900.0, show_default=True,
@@ -103,8 +104,12 @@ def aggregate_bench(settings: Settings, count: int, which: str, rounds: int, tim
     quix = agg.quix_python(settings, lambda m: console.print(m)) if "quix" in names else None
     topic = f"pulse.bench.agg-{_time.strftime('%H%M%S')}"
     agg.compile_sources()
+    start_ms = int(_time.time() * 1000) - 600_000
     with console.status(f"producing {count:,} events to {topic}"):
-        ends = agg.prepare_input(settings, topic, count, 6)
+        ends = agg.prepare_input(settings, topic, count, 6, start_ms=start_ms)
+    if "unkeyed" in names:
+        with console.status(f"producing the same {count:,} events without keys to {agg.unkeyed_topic(topic)}"):
+            agg.prepare_input(settings, agg.unkeyed_topic(topic), count, 6, null_keys=1.0, start_ms=start_ms)
     log = settings.home / "logs" / "bench-aggregate.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with console.status("warm-up (untimed): raw consumer and pulse aggregate") as status:
@@ -119,7 +124,7 @@ def aggregate_bench(settings: Settings, count: int, which: str, rounds: int, tim
         results.append({})
         for contender in agg.contenders(settings, topic, names, quix):
             with console.status(f"round {i + 1}/{rounds}: {contender.name}"):
-                results[-1][contender.name.split(" ")[0]] = agg.measure(settings, contender, topic, ends, timeout, log)
+                results[-1][contender.key] = agg.measure(settings, contender, topic, ends, timeout, log)
     agg.cleanup(settings)
     table = Table(title=f"pulse bench aggregate: {count:,} events, 6 partitions, one process each, {rounds} round(s)")
     for col in ("contender", "events/s (median)", "per round", "events per CPU-second (median)", "notes"):
@@ -133,7 +138,11 @@ def aggregate_bench(settings: Settings, count: int, which: str, rounds: int, tim
     if {"pulse", "raw"} <= results[0].keys():
         per_cpu = statistics.median(r["pulse"].per_cpu / r["raw"].per_cpu for r in results)
         click.echo(f"per CPU-second (throughput per core, no target): pulse / raw = {per_cpu:.2f}x")
-    for peer, target in (("Quix", 10.0), ("naive", None), ("raw", 0.5)):
+    ratios = agg.per_round_ratios(results, "unkeyed", "pulse")
+    if ratios:
+        click.echo(f"repartitioned path: pulse on unkeyed / keyed input = {statistics.median(ratios):.2f}x median of "
+                   f"rounds [{', '.join(f'{x:.2f}' for x in ratios)}] ({results[0]['unkeyed'].note})")
+    for peer, target in (("quix", 10.0), ("naive", None), ("raw", 0.5)):
         ratios = agg.per_round_ratios(results, "pulse", peer)
         if ratios:
             ratio = statistics.median(ratios)

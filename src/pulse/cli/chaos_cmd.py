@@ -21,11 +21,12 @@ from pulse.config import Settings
 def chaos(settings: Settings, rate: float, seconds: float) -> None:
     """Run the whole pipeline under faults on a private Kafka and Elasticsearch, then prove it exact.
 
-    Traffic has 2 % late, 3 % duplicate, 1 % invalid and 5 % disordered records. Meanwhile an aggregator is
-    SIGKILLed twice (once while a second instance is in the group), the second instance joins and leaves, the
-    writer is SIGKILLed, and the broker and Elasticsearch are each stopped for 15 s. It ends with `pulse verify`
-    exact and every delivered record counted once; exit status 1 otherwise. The private stack (own ports, under
-    PULSE_HOME/chaos) is removed at the end; logs stay in PULSE_HOME/logs/chaos-<time>/.
+    Traffic has 2 % late, 3 % duplicate, 1 % invalid and 5 % disordered records, and 30 % of the records have no key
+    (a random partition: the aggregator forwards them to the partition that owns their user). Meanwhile an
+    aggregator is SIGKILLed twice (once while a second instance is in the group), the second instance joins and
+    leaves, the writer is SIGKILLed, and the broker and Elasticsearch are each stopped for 15 s. It ends with `pulse
+    verify` exact and every delivered record counted once; exit status 1 otherwise. The private stack (own ports,
+    under PULSE_HOME/chaos) is removed at the end; logs stay in PULSE_HOME/logs/chaos-<time>/.
     """
     from pulse.bench.chaos import run_chaos
 
@@ -37,7 +38,8 @@ def chaos(settings: Settings, rate: float, seconds: float) -> None:
     table.add_column("value", justify="right")
     for label, value in (("produced", report.produced), ("delivered (acked)", report.delivered),
                          ("in the input topic", report.in_topic), *report.counted.items(),
-                         ("accepted + dead-lettered + late + duplicates", sum(report.counted.values()))):
+                         ("accepted + dead-lettered + late + duplicates", sum(report.counted.values())),
+                         ("of those, forwarded (not keyed by user id)", report.forwarded)):
         table.add_row(label.replace("_", "-"), f"{value:,}")
     table.add_row("pulse verify", "exact" if report.verify_ok else "DIFFERENCES")
     Console().print(table)

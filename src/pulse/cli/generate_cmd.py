@@ -21,7 +21,7 @@ from pulse.generate.chaos import Chaos, ChaosConfig
 from pulse.generate.ledger import open_ledger
 from pulse.generate.producer import EventProducer, GenerateReport, RunLimits
 from pulse.generate.traffic import SHAPES, Traffic, TrafficConfig
-from pulse.topics import ensure_topics, input_topics, partition_count
+from pulse.topics import INPUT_RETENTION_HOURS, ensure_topics, input_topics, partition_count
 
 
 def _fraction(_ctx: click.Context, param: click.Parameter, value: float) -> float:
@@ -33,8 +33,9 @@ def _fraction(_ctx: click.Context, param: click.Parameter, value: float) -> floa
 @click.command()
 @click.option("--topic", envvar="PULSE_TOPIC", default="pulse.events", show_default=True, help="Input topic.")
 @click.option("--partitions", envvar="PULSE_PARTITIONS", default=6, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--retention-hours", envvar="PULSE_RETENTION_HOURS", default=168.0, show_default=True,
-              type=click.FloatRange(0.01), help="How long Kafka keeps input, dead letters and late events.")
+@click.option("--retention-hours", envvar="PULSE_RETENTION_HOURS", default=float(INPUT_RETENTION_HOURS),
+              show_default=True, type=click.FloatRange(0.01),
+              help="How long Kafka keeps input, dead letters and late events.")
 @click.pass_obj
 def setup(settings: Settings, topic: str, partitions: int, retention_hours: float) -> None:
     """Create Pulse's topics and Elasticsearch index templates (idempotent); report topics whose settings differ."""
@@ -88,6 +89,10 @@ def setup(settings: Settings, topic: str, partitions: int, retention_hours: floa
 @click.option("--invalid-fraction", type=float, default=0.0, callback=_fraction, show_default=True,
               help="Share of invalid records (undecodable, malformed JSON, wrong types, missing fields, negative "
                    "prices, far-future timestamps, oversized), in equal parts.")
+@click.option("--null-key-fraction", type=float, default=0.0, callback=_fraction, show_default=True,
+              envvar="PULSE_GEN_NULL_KEY_FRACTION",
+              help="Share of records sent without a key, to a random partition, as REST proxies, connectors and "
+                   "plain clients do (the aggregator forwards them to the partition that owns their user).")
 @click.option("--grace", type=click.FloatRange(0), default=30.0, show_default=True,
               help="Seconds of grace the aggregator allows (late events are pushed beyond it).")
 @click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -100,7 +105,8 @@ def setup(settings: Settings, topic: str, partitions: int, retention_hours: floa
 def generate(settings: Settings, **o: object) -> None:
     """Publish realistic user interactions (sessions walking a view→click→cart→purchase funnel) to Kafka.
 
-    Keys are user ids, partitioned with murmur2 exactly like Java clients. Ctrl-C flushes and prints a summary.
+    Keys are user ids, partitioned with murmur2 exactly like Java clients (except --null-key-fraction of them).
+    Ctrl-C flushes and prints a summary.
     """
     if o["count"] is None and o["duration"] is None and o["rate"] == 0:
         raise click.UsageError("--rate 0 needs --count or --duration")
@@ -125,7 +131,8 @@ def generate(settings: Settings, **o: object) -> None:
     traffic = Traffic(replace(traffic_cfg, start_ms=start_ms))  # type: ignore[arg-type]
     params = {k: v for k, v in o.items() if k not in {"ledger", "progress"}} | {"start_ms": start_ms}
     ledger = open_ledger(o["ledger"], topic, int(partitions), params)  # type: ignore[arg-type]
-    producer = EventProducer(settings.bootstrap, topic, int(partitions), ledger)
+    producer = EventProducer(settings.bootstrap, topic, int(partitions), ledger,
+                             null_keys=float(o["null_key_fraction"]), seed=int(o["seed"]))  # type: ignore[arg-type]
     limits = RunLimits(count=o["count"], duration_s=o["duration"], pace=rate > 0)  # type: ignore[arg-type]
     show_bar = sys.stderr.isatty() if o["progress"] is None else bool(o["progress"])
     report = _run_with_feedback(producer, Chaos(traffic, chaos_cfg), limits, traffic, show_bar)

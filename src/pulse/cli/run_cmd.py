@@ -123,7 +123,7 @@ def run(settings: Settings, rate: float, dashboard_port: int, group: str, index_
     started_stack = any(before[n] is None for n in before)
     if port_in_use(dashboard_port):
         raise PulseError(f"port {dashboard_port} is already in use (pass --dashboard-port or set PULSE_DASHBOARD_PORT)")
-    for name, state in ensure_topics(settings.bootstrap, input_topics(settings.topic, settings.partitions, 168)):
+    for name, state in ensure_topics(settings.bootstrap, input_topics(settings.topic, settings.partitions)):
         click.echo(f"topic {name:<24} {state}")
     es = Elasticsearch(settings.es_url)
     ensure_indices(es, index_prefix)

@@ -123,18 +123,24 @@ def verify(settings: Settings, topic: str, ledger: Path | None, group: str, inde
 
     from pulse.aggregate.windows import parse_duration, parse_sizes
     from pulse.store.query import all_documents
+    from pulse.topics import partition_count
     from pulse.verify.diff import diff_documents
     from pulse.verify.reference import recompute
-    from pulse.verify.source import ledger_rows, recorded_floors, topic_rows
+    from pulse.verify.source import forwarded_records, ledger_rows, recorded_decisions, topic_rows
 
     _require_es(settings)
     grace_ms = parse_duration(grace)
     horizon = parse_duration(dedup_horizon) if dedup_horizon else grace_ms
     console = Console(stderr=True)
     with console.status("recomputing from the input"):
-        rows = ledger_rows(ledger) if ledger else topic_rows(settings.bootstrap, topic, from_ms)
-        floors = recorded_floors(settings.bootstrap, group, topic)
-        expected = recompute(rows, parse_sizes(windows), grace_ms, horizon, floors=floors)
+        if ledger:
+            rows, topic, partitions = ledger_rows(ledger)
+        else:
+            rows = topic_rows(settings.bootstrap, topic, from_ms)
+            partitions = partition_count(settings.bootstrap, topic)
+        expected = recompute(rows, parse_sizes(windows), grace_ms, horizon,
+                             decisions=recorded_decisions(settings.bootstrap, group, topic),
+                             forwarded=forwarded_records(settings.bootstrap, group), partitions=partitions)
     with console.status("reading Elasticsearch"):
         actual = dict(all_documents(Elasticsearch(settings.es_url), index_prefix))
     diff = diff_documents(expected, actual)
@@ -147,7 +153,8 @@ def verify(settings: Settings, topic: str, ledger: Path | None, group: str, inde
         table.add_row(f"  {kind}", f"{n:,}", "", "", "", "")
     Console().print(table)
     click.echo(f"records: {expected.accepted:,} accepted, {expected.dead_lettered:,} dead-lettered, "
-               f"{expected.late:,} late, {expected.duplicates:,} duplicates")
+               f"{expected.late:,} late, {expected.duplicates:,} duplicates "
+               f"({expected.forwarded:,} counted by the partition that owns their user, each forwarded once)")
     if not diff.ok:
         click.echo(diff.summary(10), err=True)
         sys.exit(1)

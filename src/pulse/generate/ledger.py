@@ -30,7 +30,7 @@ class LedgerRecord:
     partition: int
     offset: int
     tag: Tag
-    key: bytes
+    key: bytes | None  # None: sent without a key
     value: bytes
     send_ms: int
     record_ts: int  # the record's Kafka timestamp: the broker's where it stamps records, else send_ms
@@ -56,7 +56,7 @@ class LedgerWriter:
             self._file.write(buf)
             buf.clear()
 
-    def produced(self, tag: int, partition: int, key: bytes, value: bytes, send_ms: int) -> None:
+    def produced(self, tag: int, partition: int, key: bytes | None, value: bytes, send_ms: int) -> None:
         self._write((tag, partition, key, value, send_ms))
 
     def delivered(self, partition: int, offset: int, broker_ts: int | None = None) -> None:

@@ -7,6 +7,7 @@ lookup and one ``produce`` call; delivery reports are counted from a single call
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -72,8 +73,12 @@ class EventProducer:
     """Wraps one confluent-kafka Producer with delivery accounting and an optional ledger."""
 
     def __init__(self, bootstrap: str, topic: str, partitions: int, ledger: LedgerWriter | None = None,
-                 **overrides: object) -> None:
+                 null_keys: float = 0.0, seed: int = 0, **overrides: object) -> None:
+        """``null_keys``: the share of records sent without a key to a random partition (what REST proxies,
+        connectors and plain clients do), as a foreign producer would; the rest are keyed by user id."""
         require_broker(bootstrap)
+        self.null_keys = null_keys
+        self._random = random.Random(seed)
         self.topic = topic
         self.partitions = partitions
         self.ledger = ledger
@@ -128,12 +133,16 @@ class EventProducer:
         t0 = time.monotonic()
         next_report = t0 + 0.25
         pace = limits.pace
+        unkeyed, chance, anywhere = self.null_keys, self._random.random, self._random.randrange
         n = 0
         try:
             for tag, key, value, send_ms in records:
                 if n >= count:
                     break
-                partition = cached_partition(key, parts)
+                if unkeyed and chance() < unkeyed:
+                    key, partition = None, anywhere(parts)
+                else:
+                    partition = cached_partition(key, parts)
                 while True:
                     try:
                         produce(topic, value, key, partition=partition, timestamp=send_ms)

@@ -45,7 +45,8 @@ _PROPERTIES: dict[str, dict[str, Any]] = {
                              "max_event_ts": {"type": "date", "format": "epoch_millis"},
                              "next_offset": {"type": "long"}, "accepted": {"type": "long"},
                              "dead_lettered": {"type": "long"}, "late": {"type": "long"},
-                             "duplicates": {"type": "long"},
+                             "duplicates": {"type": "long"}, "forwarded": {"type": "long"},
+                             "repartition_offset": {"type": "long"},
                              "flushed_at": {"type": "date", "format": "epoch_millis"}},
 }
 _EVENT = {

@@ -210,13 +210,13 @@ def top_items(es: Elasticsearch, f: Filters, by: str = "view", size: int = 10,
 def pipeline_health(es: Elasticsearch, prefix: str = DEFAULT_PREFIX, now_ms: int | None = None) -> dict[str, Any]:
     """Freshness (age of the newest aggregate), lag, and the record accounting summed over partitions."""
     now_ms = now_ms or int(time.time() * 1000)
-    totals = {"accepted": 0, "dead_lettered": 0, "late": 0, "duplicates": 0}
+    totals = {"accepted": 0, "dead_lettered": 0, "late": 0, "duplicates": 0, "forwarded": 0}
     newest_flush = newest_event = None
     partitions = 0
     for d in _scan(es, alias("partitions", prefix), [{"term": {"kind": "partition"}}]):
         partitions += 1
         for k in totals:
-            totals[k] += d[k]
+            totals[k] += d.get(k, 0)
         newest_flush = max(newest_flush or 0, d["flushed_at"])
         newest_event = max(newest_event or 0, d["max_event_ts"] or 0) or None
     beat: dict[str, Any] = {}

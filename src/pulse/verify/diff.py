@@ -17,22 +17,24 @@ class DocDiff:
     missing: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
     mismatched: list[tuple[str, str, Any, Any]] = field(default_factory=list)  # id, field, expected, actual
+    problems: list[str] = field(default_factory=list)  # found in the input before any document
     by_kind: Counter[str] = field(default_factory=Counter)
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.extra or self.mismatched)
+        return not (self.missing or self.extra or self.mismatched or self.problems)
 
     def summary(self, limit: int = 5) -> str:
         parts = [f"checked {self.checked}, matched {self.matched}, missing {len(self.missing)}, "
                  f"extra {len(self.extra)}, mismatched {len(self.mismatched)}"]
+        parts += self.problems
         parts += [f"missing {m}" for m in self.missing[:limit]]
         parts += [f"extra {m}" for m in self.extra[:limit]]
         parts += [f"{i}.{f}: expected {e!r}, got {a!r}" for i, f, e, a in self.mismatched[:limit]]
         return "\n".join(parts)
 
 
-COUNTER_FIELDS = ("accepted", "dead_lettered", "late", "duplicates")
+COUNTER_FIELDS = ("accepted", "dead_lettered", "late", "duplicates", "forwarded")
 
 
 def diff_documents(expected: Expected, actual: dict[str, dict[str, Any]]) -> DocDiff:
@@ -40,7 +42,7 @@ def diff_documents(expected: Expected, actual: dict[str, dict[str, Any]]) -> Doc
     of the same kinds that the reference does not expect are extra. Partition documents are compared by
     their summed counters. Packed item documents are compared item by item."""
     actual = dict(expand(actual.items()))
-    out = DocDiff()
+    out = DocDiff(problems=list(expected.problems))
     kinds = {doc["kind"] for doc in expected.docs.values()}
     for doc_id, want in expected.docs.items():
         out.checked += 1

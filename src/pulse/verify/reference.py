@@ -1,7 +1,9 @@
 """A deliberately simple recompute of every Pulse aggregate from raw input records, in one pass.
 
-It shares no aggregation code with the engine (only the event contract, ``validate``): plain dicts, one
-event at a time, per partition in offset order, with the documented rules:
+It shares no aggregation code with the engine (only the event contract, ``validate``, and the generator's
+partitioner): plain dicts, one event at a time, per partition in offset order, with the documented rules:
+- a valid event whose user Kafka's default partitioner puts in another partition (input not keyed by user id) is
+  counted by that partition, at the point its recorded decisions say it took the record;
 - watermark = max event time seen (each capped at its record's Kafka timestamp) − grace, or a floor the
   aggregator recorded for a quiet partition (from that input offset on) if higher; an event below it on arrival
   is late;
@@ -13,13 +15,14 @@ Its output has the engine's document ids and fields, so the two can be diffed ex
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from pulse.events.schema import Event
-from pulse.events.validate import validate
+from pulse.events.validate import Rejection, validate
+from pulse.generate.partitioner import partition_for
 
 STEPS = ["view", "click", "add_to_cart", "purchase"]
 UNITS = [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)]
@@ -40,28 +43,108 @@ class Expected:
     dead_lettered: int = 0
     late: int = 0
     duplicates: int = 0
+    forwarded: int = 0  # valid records counted by the partition that owns their user, not where they were read
+    problems: list[str] = field(default_factory=list)  # the repartition topic disagrees with the input
 
 
-Floors = dict[int, list[tuple[int, int]]]
-"""Per partition, the recorded wall-clock decisions as (from input offset, watermark floor)."""
+@dataclass(frozen=True)
+class Floor:
+    """From input offset ``offset`` on, the partition's watermark is at least ``floor`` (a quiet partition)."""
+    offset: int
+    floor: int
+
+
+@dataclass(frozen=True)
+class Take:
+    """At input offset ``offset``, the partition took the records forwarded to it before repartition offset
+    ``until``."""
+    offset: int
+    until: int
+
+
+Decisions = dict[int, list[Floor | Take]]
+"""Per partition, the aggregator's recorded decisions, in the order it took them."""
+Forwarded = dict[int, list[tuple[int, int, int]]]
+"""Per owning partition, the repartition topic's records as (repartition offset, input partition, input offset)."""
+Verdict = Event | Rejection
+Item = tuple[Verdict, int] | int  # a record (verdict, record timestamp), or a watermark floor
 
 
 def recompute(records: Iterable[tuple[int, int, bytes | None, int]], window_sizes: Iterable[int], grace_ms: int,
-              horizon_ms: int, session_timeout_ms: int = 30 * 60_000, floors: Floors | None = None) -> Expected:
-    """``records``: (partition, offset, value, record timestamp ms) in any order."""
-    by_partition: dict[int, list[tuple[int, bytes | None, int]]] = defaultdict(list)
-    for partition, offset, value, record_ts in records:
-        by_partition[partition].append((offset, value, record_ts))
+              horizon_ms: int, session_timeout_ms: int = 30 * 60_000, decisions: Decisions | None = None,
+              forwarded: Forwarded | None = None, partitions: int = 0) -> Expected:
+    """``records``: (partition, offset, value, record timestamp ms) in any order. ``partitions``: the input topic's
+    partition count, to tell records whose user another partition owns (0: every record counts where read)."""
+    by_partition: dict[int, list[tuple[int, Verdict, int]]] = defaultdict(list)
+    away: dict[tuple[int, int], tuple[Verdict, int]] = {}  # records counted by another partition
     out = Expected()
-    for partition, rows in by_partition.items():
-        rows.sort()
-        accepted = _classify(rows, grace_ms, horizon_ms, sorted((floors or {}).get(partition, [])), out)
+    for partition, offset, value, record_ts in records:
+        out.produced += 1
+        verdict = validate(value or b"", record_ts)
+        if partitions and isinstance(verdict, Event) \
+                and partition_for(verdict.user_id.encode(), partitions) != partition:
+            away[(partition, offset)] = (verdict, record_ts)
+            out.forwarded += 1
+        else:
+            by_partition[partition].append((offset, verdict, record_ts))
+    taken = _forwarded_records(away, forwarded or {}, out)
+    for partition in sorted(by_partition.keys() | taken.keys()):
+        rows = sorted(by_partition.get(partition, []), key=lambda r: r[0])
+        items = _sequence(rows, (decisions or {}).get(partition, []), taken.get(partition, []))
+        accepted = _classify(items, grace_ms, horizon_ms, out)
         _aggregate(partition, accepted, list(window_sizes), session_timeout_ms, out)
     return out
 
 
-def _classify(rows: list[tuple[int, bytes | None, int]], grace_ms: int, horizon_ms: int,
-              floors: list[tuple[int, int]], out: Expected) -> list[tuple[Event, int]]:
+def _forwarded_records(away: dict[tuple[int, int], tuple[Verdict, int]], forwarded: Forwarded,
+                       out: Expected) -> dict[int, list[tuple[int, Verdict, int]]]:
+    """Each owning partition's forwarded records, from the input itself, in repartition order; every record that
+    belongs elsewhere must be there exactly once."""
+    seen = Counter((p, o) for records in forwarded.values() for _, p, o in records)
+    missing = [key for key in away if key not in seen]
+    twice = [key for key, n in seen.items() if n > 1]
+    unknown = [key for key in seen if key not in away]
+    for what, keys in (("input records whose user another partition owns were never forwarded to it", missing),
+                       ("input records were forwarded more than once", twice),
+                       ("forwarded records are not input records of another partition's user", unknown)):
+        if keys:
+            out.problems.append(f"{len(keys)} {what}, e.g. partition {keys[0][0]} offset {keys[0][1]}")
+    if missing and not forwarded:
+        out.problems.append("the aggregator group has no repartition topic: is --group the aggregator's group?")
+    return {owner: [(r, *away[(p, o)]) for r, p, o in sorted(records) if (p, o) in away]
+            for owner, records in forwarded.items()}
+
+
+def _sequence(rows: list[tuple[int, Verdict, int]], decisions: list[Floor | Take],
+              taken: list[tuple[int, Verdict, int]]) -> Iterator[Item]:
+    """The partition's records and floors in the order the aggregator met them: its own input in offset order,
+    with each recorded decision applied before the input record at its offset."""
+    pending = iter(taken)
+    nxt = next(pending, None)
+    at = 0
+
+    def apply(upto: int | None) -> Iterator[Item]:
+        nonlocal at, nxt
+        while at < len(decisions) and (upto is None or decisions[at].offset <= upto):
+            d = decisions[at]
+            at += 1
+            if isinstance(d, Floor):
+                yield d.floor
+                continue
+            while nxt is not None and nxt[0] < d.until:
+                yield nxt[1], nxt[2]
+                nxt = next(pending, None)
+
+    for offset, verdict, record_ts in rows:
+        yield from apply(offset)
+        yield verdict, record_ts
+    yield from apply(None)
+    while nxt is not None:  # forwarded but not taken yet: the aggregator takes them at its next flush
+        yield nxt[1], nxt[2]
+        nxt = next(pending, None)
+
+
+def _classify(items: Iterable[Item], grace_ms: int, horizon_ms: int, out: Expected) -> list[tuple[Event, int]]:
     """Returns the accepted events with the watermark in force when each arrived."""
     max_ts = None
     floor = None
@@ -74,12 +157,11 @@ def _classify(rows: list[tuple[int, bytes | None, int]], grace_ms: int, horizon_
             return by_events
         return floor
 
-    for offset, value, record_ts in rows:
-        while floors and floors[0][0] <= offset:
-            _, at_least = floors.pop(0)
-            floor = at_least if floor is None else max(floor, at_least)
-        out.produced += 1
-        event = validate(value or b"", record_ts)
+    for item in items:
+        if isinstance(item, int):
+            floor = item if floor is None else max(floor, item)
+            continue
+        event, record_ts = item
         if not isinstance(event, Event):
             out.dead_lettered += 1
             continue

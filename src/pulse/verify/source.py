@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from pulse.aggregate.decisions import read_decisions
+from pulse.aggregate.repartition import read_forwarded
 from pulse.generate.ledger import read_ledger
 from pulse.kafkaio import offsets_at, read_range, reader
-from pulse.topics import partition_count
+from pulse.topics import partition_count, repartition_topic, topic_exists
+from pulse.verify.reference import Decisions, Floor, Forwarded, Take
 
 Row = tuple[int, int, bytes | None, int]
 
@@ -29,10 +31,26 @@ def topic_rows(bootstrap: str, topic: str, from_ms: int | None = None) -> list[R
     return rows
 
 
-def ledger_rows(path: Path) -> list[Row]:
-    return [(r.partition, r.offset, r.value, r.record_ts) for r in read_ledger(path)]
+def ledger_rows(path: Path) -> tuple[list[Row], str, int]:
+    """The delivered records of a generator ledger, and the topic and partition count it wrote to."""
+    ledger = read_ledger(path)
+    rows = [(r.partition, r.offset, r.value, r.record_ts) for r in ledger]
+    return rows, str(ledger.header["topic"]), int(ledger.header["partitions"])
 
 
-def recorded_floors(bootstrap: str, group: str, topic: str) -> dict[int, list[tuple[int, int]]]:
-    """The aggregator group's wall-clock decisions about ``topic`` as the reference takes them."""
-    return {p: [(d.offset, d.floor) for d in ds] for p, ds in read_decisions(bootstrap, group, topic).items()}
+def recorded_decisions(bootstrap: str, group: str, topic: str) -> Decisions:
+    """The aggregator group's timing decisions about ``topic`` as the reference takes them."""
+    out: Decisions = {}
+    for p, ds in read_decisions(bootstrap, group, topic).items():
+        out[p] = [Floor(d.offset, d.floor) if d.floor is not None else Take(d.offset, d.taken_until or 0) for d in ds
+                  if d.floor is not None or d.taken_until is not None]
+    return out
+
+
+def forwarded_records(bootstrap: str, group: str) -> Forwarded:
+    """Where each record of the group's repartition topic was first read."""
+    name = repartition_topic(group)
+    if not topic_exists(bootstrap, name):
+        return {}
+    return {p: [(offset, origin.partition, origin.offset) for offset, origin, _ in read_forwarded(bootstrap, name, p)]
+            for p in range(partition_count(bootstrap, name))}

@@ -100,7 +100,8 @@
 
     const h = o.health;
     const rows = [["accepted", h.accepted], ["dead-lettered", h.dead_lettered], ["late", h.late],
-      ["duplicates", h.duplicates], ["writer lag (documents)", h.store_lag],
+      ["duplicates", h.duplicates], ["repartitioned (not keyed by user)", h.forwarded],
+      ["writer lag (documents)", h.store_lag],
       ["store dead letters", h.store_dead_lettered], ["partitions", h.partitions]];
     document.querySelector("#health tbody").replaceChildren(...rows.map(([k, v]) => {
       const tr = document.createElement("tr");

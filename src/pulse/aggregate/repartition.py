@@ -1,0 +1,102 @@
+"""Input not keyed by user id: records forwarded, exactly once, to the partition that owns their user.
+
+Users must never span partitions (unique users add across partitions; user documents and duplicate detection
+have one owner). A valid input record whose user another partition owns by Kafka's default partitioner (murmur2
+of the user id, as Java clients key records) is not counted where it was read: it goes to that partition of
+``<group>.repartition``, keyed by the user id, in the transaction of the flush that commits its input offset (so
+it is forwarded exactly once), with headers naming where it was read and its Kafka timestamp. Records keyed by
+user id never take this hop.
+
+The owning partition takes the records forwarded to it at its flushes, after the input it has read so far: a
+point that depends on timing, so each flush that takes some records it as a decision
+(:mod:`pulse.aggregate.decisions`) that `pulse verify` replays. Its position in the repartition topic is part of
+its state (changelog), and of the documents' version.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, Message, TopicPartition
+
+from pulse.aggregate._core import RECORD_TS_HEADER, SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER
+from pulse.kafkaio import BULK_FETCH, QUIET_LOG, read_messages
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a forwarded record was first read, and its Kafka timestamp there."""
+    partition: int
+    offset: int
+    record_ts: int
+
+
+def headers(origin: Origin) -> list[tuple[str, bytes]]:
+    return [(SOURCE_PARTITION_HEADER, str(origin.partition).encode()),
+            (SOURCE_OFFSET_HEADER, str(origin.offset).encode()), (RECORD_TS_HEADER, str(origin.record_ts).encode())]
+
+
+def origin(msg: Message) -> Origin:
+    """A repartition topic record's origin, from its headers."""
+    found = {name: int(value) for name, value in msg.headers() or [] if value is not None}
+    return Origin(found[SOURCE_PARTITION_HEADER], found[SOURCE_OFFSET_HEADER], found[RECORD_TS_HEADER])
+
+
+def read_forwarded(bootstrap: str, topic: str, partition: int, start: int = 0,
+                   end: int | None = None) -> Iterator[tuple[int, Origin, bytes | None]]:
+    """The committed records of one repartition topic partition as (offset, origin, value)."""
+    for msg in read_messages(bootstrap, topic, partition, start, end):
+        yield msg.offset(), origin(msg), msg.value()
+
+
+class ForwardedInput:
+    """Reads the repartition topic's partitions of the input partitions this instance owns, from the positions
+    their states restored. Not a group member: the input consumer's group decides what is owned."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.topic = topic
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "logger": QUIET_LOG, **BULK_FETCH,
+                                   "group.id": f"pulse-forwarded-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
+                                   "isolation.level": "read_committed", "auto.offset.reset": "earliest"})
+        self._wanted: dict[int, int] = {}  # partition → position to start from
+        self._stale = False  # the consumer's assignment is not `_wanted` yet
+
+    def follow(self, positions: dict[int, int]) -> None:
+        """Read exactly these partitions, from these positions: on assignment, revocation and reload (takes effect
+        at the next :meth:`take`)."""
+        self._wanted = dict(positions)
+        self._stale = True
+
+    def take(self, limit: int) -> list[Message]:
+        """The records fetched so far (up to ``limit``), without waiting. Assignment changes apply here, once the
+        topic exists (the aggregator creates it while joining its group)."""
+        if self._stale:
+            self._consumer.assign([TopicPartition(self.topic, p, offset) for p, offset in self._wanted.items()])
+            self._stale = False
+            return []
+        if not self._wanted:
+            return []
+        return self._consumer.consume(limit, 0)
+
+    def pending(self, partition: int, position: int) -> bool:
+        """True if the partition has records past ``position`` as last fetched (a transaction's last record is
+        its commit marker, which is never taken)."""
+        if self._stale or partition not in self._wanted:
+            return False
+        _, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, partition), cached=True)
+        return high > position + 1
+
+    def drained(self, positions: dict[int, int]) -> bool:
+        """Every partition taken to its end (asks the broker; only when the aggregator is otherwise idle)."""
+        for p, position in positions.items():
+            tp = TopicPartition(self.topic, p)
+            _, high = self._consumer.get_watermark_offsets(tp, timeout=10)
+            fetched = self._consumer.position([tp])[0].offset
+            if high > 0 and position < high - 1 and fetched < high:
+                return False
+        return True
+
+    def close(self) -> None:
+        self._consumer.close()
