@@ -175,8 +175,10 @@ class Engine:
                 # stream, never behind, keeps the interval: more flushes would cost more writes downstream)
                 # (a backlog read to its end in full batches is seen at once, not after one more consume's wait)
                 caught_up = behind and (not full or self._fetched_to_end()) and self._at_end()
+                # records forwarded here wait for a flush: with no input to read, take them soon
+                forwarded = not batch and time.monotonic() - last_flush >= FORWARDED_WAIT_S and self._forwarded()
                 if time.monotonic() - last_flush >= interval or since_flush >= flush_records \
-                        or caught_up:
+                        or caught_up or forwarded:
                     self.flush(wait=False)  # the commit overlaps the next batches
                     last_flush, since_flush, behind = time.monotonic(), 0, behind and not caught_up
                     if caught_up:
@@ -229,6 +231,11 @@ class Engine:
         """Every owned partition consumed up to its high watermark as last fetched."""
         positions = self._read_positions()
         return bool(positions) and all(0 <= high <= position for _, position, high in positions)
+
+    def _forwarded(self) -> bool:
+        """Records forwarded to an owned partition wait to be taken (as last fetched: no request)."""
+        self._routed()
+        return any(self._forwarded_in.pending(p, st.repartition_offset) for p, st in self.states.items())
 
     def _idle_for(self) -> float:
         """Seconds without input while owning partitions (waiting for an assignment counts only after 60s)."""
@@ -444,7 +451,7 @@ class Engine:
     def _take_forwarded(self, now_wall: int) -> dict[int, list[bytes]]:
         """Take the records other partitions forwarded to the owned ones, as far as fetched, after everything read
         from the input so far; record for each partition where it took them (a decision: it depends on timing)."""
-        batch = self._forwarded_in.take(self.cfg.batch_size)
+        batch = self._forwarded_in.take(FORWARDED_BATCHES * self.cfg.batch_size)
         if not batch:
             return {}
         before = {p: st.repartition_offset for p, st in self.states.items()}
@@ -574,6 +581,12 @@ class Engine:
                     _LOG.info("partition %d was not sought back: no longer assigned", p)
         self._follow_forwarded()
 
+
+FORWARDED_WAIT_S = 0.1
+"""With no input to read, records forwarded to this instance's partitions are taken after this long (else at the
+next flush): the last records of a backlog need not wait a whole flush interval."""
+FORWARDED_BATCHES = 5
+"""A flush takes at most this many input batches' worth of forwarded records (the rest at the next one)."""
 
 DEAD_LETTER_BYTES = 64 * 1024
 """A dead letter keeps at most this much of its record (an input record can be up to the topic's limit, and the

@@ -81,12 +81,14 @@ class ForwardedInput:
         return self._consumer.consume(limit, 0)
 
     def pending(self, partition: int, position: int) -> bool:
-        """True if the partition has records past ``position`` as last fetched (a transaction's last record is
-        its commit marker, which is never taken)."""
+        """True if the partition has records past ``position`` as last fetched (local lookups, no request). A
+        transaction's last record is its commit marker, which is never taken; the consumer's own position moves
+        past markers and aborted records."""
         if self._stale or partition not in self._wanted:
             return False
-        _, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, partition), cached=True)
-        return high > position + 1
+        tp = TopicPartition(self.topic, partition)
+        _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+        return high > max(position + 1, self._consumer.position([tp])[0].offset)
 
     def drained(self, positions: dict[int, int]) -> bool:
         """Every partition taken to its end (asks the broker; only when the aggregator is otherwise idle)."""

@@ -157,7 +157,8 @@ def aggregate(settings: Settings, topic: str, group: str, windows: tuple[int, ..
     # nearly all the time; at CPython's 5 ms switch interval it waited up to that long for every batch.
     sys.setswitchinterval(0.0005)
     stats = Engine(cfg, on_flush=progress, prepare=side_topics, membership=membership).run(stop, exit_when_idle)
-    click.echo(f"aggregate: stopped after {stats.consumed:,} records, {stats.flushes} flushes, {stats.docs:,} docs",
+    click.echo(f"aggregate: stopped after {stats.consumed:,} records ({stats.forwarded:,} forwarded to the partition "
+               f"that owns their user), {stats.flushes} flushes, {stats.docs:,} docs",
                err=True)
     if lock:
         lock.close()
