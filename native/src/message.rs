@@ -59,9 +59,9 @@ pub const RECORD_TS: &str = "pulse.record_ts";
 
 impl Reader {
     /// A repartition topic record's fields, with the timestamp of the input record it forwards, and that
-    /// record's (partition, offset). Through the accessors: these records are few next to the input's.
+    /// record's (partition, offset). The headers through their accessor.
     pub(crate) fn read_forwarded<'py>(&self, msg: &Bound<'py, PyAny>) -> PyResult<(Fields<'py>, (i64, i64))> {
-        let mut fields = by_accessors(msg)?;
+        let mut fields = self.read(msg)?;
         if fields.failed {
             return Ok((fields, (-1, -1)));
         }

@@ -23,7 +23,7 @@ from confluent_kafka.admin import AdminClient
 
 from pulse.aggregate import decisions
 from pulse.aggregate.group import Membership
-from pulse.aggregate.repartition import ForwardedInput, Origin, headers
+from pulse.aggregate.repartition import ForwardedInput, headers
 from pulse.aggregate.restore import restore_partition
 from pulse.aggregate.state import Partition, StateConfig, flush_all, new_partition, route_batch, settle
 from pulse.aggregate.transactions import Commit, patiently, send_offsets, transactional_producer
@@ -397,8 +397,13 @@ class Engine:
             self._forwarding.add(p)
             _LOG.info("partition %d: forwarding records not keyed by user id to the partitions that own their users, "
                       "through %s (see the README, \"Input from your own producers\")", p, cfg.repartition_topic)
+        produce, repartition = self._producer.produce, cfg.repartition_topic
         for owner, user, value, offset, record_ts in forward:
-            send(cfg.repartition_topic, value, user, owner, headers(Origin(p, offset, record_ts)))
+            forwarded_headers = headers(p, offset, record_ts)
+            try:
+                produce(repartition, value, user, owner, headers=forwarded_headers)
+            except BufferError:
+                send(repartition, value, user, owner, forwarded_headers)
         self._produce_all(cfg.changelog_topic, p, records)
         self._produce_all(cfg.aggregates_topic, p, ((doc_id.encode(), value) for doc_id, _kind, value in out))
 
