@@ -78,6 +78,7 @@ struct Rec<'a> {
     slot: usize,
     offset: i64,
     ts: i64,
+    stream: i32,           // the input partition it was first read from (see `State::clock`)
     raw: Option<&'a [u8]>, // None: not bytes (a tombstone), so the Python validator decides
 }
 
@@ -158,7 +159,7 @@ fn route_partition(
             st.begin(r.offset);
         }
         match &verdicts[i] {
-            Verdict::Valid(e) => match if forwarded { st.accept_here(e, r.ts) } else { st.accept(e, r.ts) } {
+            Verdict::Valid(e) => match if forwarded { st.accept_here(e, r.ts, r.stream) } else { st.accept(e, r.ts) } {
                 Outcome::Late(detail) => out.push((i, Route::Late(detail))),
                 Outcome::Forward(owner) => out.push((i, Route::Forward { owner, user: e.user_id.to_string() })),
                 Outcome::Accepted | Outcome::Duplicate => {}
@@ -356,7 +357,7 @@ static INFLIGHT: Mutex<VecDeque<Job>> = Mutex::new(VecDeque::new());
 /// opens this batch's gate for it (`routed`).
 fn route_job(
     raws: Vec<Option<Raw>>,
-    meta: Vec<(usize, i64, i64)>,
+    meta: Vec<(usize, i64, i64, i32)>,
     values: &[Py<PyAny>],
     states: Vec<StatePtr>,
     verdict: Py<PyAny>,
@@ -367,10 +368,11 @@ fn route_job(
     let recs: Vec<Rec<'_>> = meta
         .iter()
         .zip(raws)
-        .map(|(&(slot, offset, ts), raw)| Rec {
+        .map(|(&(slot, offset, ts, stream), raw)| Rec {
             slot,
             offset,
             ts,
+            stream,
             // SAFETY: `values` holds a reference to every value, so its bytes live and do not move
             raw: raw.map(|Raw(ptr, len)| unsafe { std::slice::from_raw_parts(ptr, len) }),
         })
@@ -508,7 +510,7 @@ pub fn process_batch(
     let mut msgs = Vec::with_capacity(n);
     let mut values = Vec::with_capacity(n);
     let mut raws = Vec::with_capacity(n);
-    let mut meta = Vec::with_capacity(n); // (slot, offset, ts)
+    let mut meta = Vec::with_capacity(n); // (slot, offset, ts, stream)
     let mut sources = Vec::with_capacity(n);
     let mut stop = -1isize;
     let reader = message::Reader::new(py);
@@ -538,8 +540,9 @@ pub fn process_batch(
         raws.push(value.downcast::<PyBytes>().ok().map(|b| Raw(b.as_bytes().as_ptr(), b.as_bytes().len())));
         values.push(value.unbind());
         msgs.push(msg.unbind());
-        meta.push((slot, offset, ts));
-        sources.push(if forwarded { source } else { (p, offset) });
+        let source = if forwarded { source } else { (p, offset) };
+        meta.push((slot, offset, ts, source.0 as i32));
+        sources.push(source);
     }
     if msgs.is_empty() {
         return Ok(stop);

@@ -16,7 +16,8 @@ pub type Record = (Vec<u8>, Option<Vec<u8>>);
 pub const ITEMS_PUBLISHED: &[u8] = b"pub/items";
 pub const USERS_PUBLISHED: &[u8] = b"pub/users";
 const META: &[u8] = b"m";
-/// The repartition side of the meta record (position in the repartition topic, records forwarded), apart from it
+/// The repartition side of the meta record (position in the repartition topic, records forwarded, the streams'
+/// clocks and the clock they make), apart from it
 /// so that a partition whose input is keyed by user id logs nothing more.
 const FORWARDING: &[u8] = b"r";
 const CHUNK: usize = 5_000; // ids or entries per record: well under the broker's 1 MB message limit
@@ -196,7 +197,7 @@ pub fn changed_records(st: &mut State, finals: &[(i64, i64)], users_published: b
     );
     out.push((META.to_vec(), Some(enc(&meta))));
     if st.repart_next > 0 || st.forwarded > 0 {
-        out.push((FORWARDING.to_vec(), Some(enc(&(st.repart_next, st.forwarded)))));
+        out.push((FORWARDING.to_vec(), Some(enc(&(st.repart_next, st.forwarded, &st.clocks, st.clock)))));
     }
     out
 }
@@ -319,6 +320,9 @@ pub fn restore(st: &mut State, records: Vec<(i64, Vec<u8>, Option<Vec<u8>>)>) ->
         apply(st, &key, &value, offset > items_at, offset > users_at)?;
     }
     st.pending_users = (0..st.users.len() as u32).filter(|&u| st.users[u as usize].pending).collect();
+    if st.clocks.is_empty() {
+        st.clock = st.max_ts; // one stream: the clock is the largest event clock
+    }
     Ok(n)
 }
 
@@ -334,7 +338,7 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], items_pending: bool, users_pe
             (st.next_offset, st.max_ts, st.floor, st.counters) = (m.0, m.1, m.2, m.3);
             (st.snap_epoch, st.snap_chunks, st.delta_first, st.delta_next, st.log_entries) = (m.4, m.5, m.6, m.7, m.8);
         }
-        "r" => (st.repart_next, st.forwarded) = dec(key, value)?,
+        "r" => (st.repart_next, st.forwarded, st.clocks, st.clock) = dec(key, value)?,
         "it" => {
             let (shard, _) = parts.get(1).and_then(|p| parse_page(p)).ok_or_else(|| bad(key, "malformed key"))?;
             let rows: Vec<RowIn> = dec(key, value)?;

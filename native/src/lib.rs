@@ -201,7 +201,8 @@ impl Partition {
 impl Partition {
     #[new]
     #[pyo3(signature = (partition, window_sizes, grace_ms, dedup_horizon_ms, session_timeout_ms, compact_after = 50_000,
-                        partitions = 0))]
+                        partitions = 0, forward_wait_ms = 300_000))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         partition: i32,
         window_sizes: Vec<i64>,
@@ -210,6 +211,7 @@ impl Partition {
         session_timeout_ms: i64,
         compact_after: u64,
         partitions: u32,
+        forward_wait_ms: i64,
     ) -> PyResult<Self> {
         if window_sizes.iter().any(|&s| s <= 0) {
             return Err(PyValueError::new_err("window sizes must be positive"));
@@ -221,6 +223,7 @@ impl Partition {
             session_timeout: session_timeout_ms,
             compact_after,
             partitions,
+            forward_wait: forward_wait_ms,
         };
         Ok(Partition {
             st: batch::StateBox::new(State::new(partition, cfg)),

@@ -238,6 +238,7 @@ pub struct Config {
     pub session_timeout: i64,
     pub compact_after: u64,
     pub partitions: u32, // the input topic's partition count, to tell events not keyed by user id (0: unknown)
+    pub forward_wait: i64, // how far (event time) the clock waits for a stream of forwarded records that lags
 }
 
 /// What happened to one record, for the caller's side outputs.
@@ -253,7 +254,15 @@ pub struct State {
     pub cfg: Config,
     pub partition: i32,
     pub next_offset: i64,
-    pub max_ts: i64,
+    pub max_ts: i64, // the largest event clock of any record taken
+    // The event clock the watermark follows. With one input (keyed by user id) it is `max_ts`. Once records
+    // forwarded from other partitions arrive, each source is a stream with its own clock (this partition's input
+    // is the stream numbered as the partition), and the clock is the slowest stream's, ignoring streams more
+    // than `forward_wait` behind the fastest; it never goes back. A partition reads its own input as a backlog
+    // faster than other partitions forward theirs, so a clock run by its own input alone would make the
+    // forwarded records of the same time late.
+    pub clock: i64,
+    pub clocks: Vec<(i32, i64)>, // (stream, its largest event clock); empty until a forwarded record arrives
     pub floor: i64,
     pub counters: [u64; 4],
     pub windows: BTreeMap<(i64, i64), Window>,
@@ -298,6 +307,8 @@ impl State {
             partition,
             next_offset: 0,
             max_ts: NEVER,
+            clock: NEVER,
+            clocks: Vec::new(),
             floor: NEVER,
             counters: [0; 4],
             windows: BTreeMap::new(),
@@ -328,7 +339,31 @@ impl State {
     }
 
     pub fn watermark(&self) -> i64 {
-        (self.max_ts - self.cfg.grace).max(self.floor)
+        (self.clock - self.cfg.grace).max(self.floor)
+    }
+
+    /// A record of `stream` (this partition's input: its number; else the partition that forwarded it) with event
+    /// clock `clock` was taken: move the clocks (see `clock`).
+    pub fn observe(&mut self, stream: i32, clock: i64) {
+        if self.clocks.is_empty() {
+            if stream == self.partition {
+                if clock > self.max_ts {
+                    self.max_ts = clock;
+                    self.clock = clock;
+                }
+                return;
+            }
+            self.clocks.push((self.partition, self.max_ts)); // every record so far was this partition's own
+        }
+        match self.clocks.iter_mut().find(|c| c.0 == stream) {
+            Some(c) if clock <= c.1 => return,
+            Some(c) => c.1 = clock,
+            None => self.clocks.push((stream, clock)),
+        }
+        self.max_ts = self.max_ts.max(clock);
+        let since = self.max_ts - self.cfg.forward_wait;
+        let slowest = self.clocks.iter().map(|c| c.1).filter(|&c| c >= since).min().unwrap_or(self.max_ts);
+        self.clock = self.clock.max(slowest);
     }
 
     /// Raise the watermark to at least `value` (idle partitions, by wall clock); true if it moved.
@@ -381,16 +416,16 @@ impl State {
             self.forwarded += 1;
             return Outcome::Forward(owner);
         }
-        self.accept_here(e, record_ts)
+        self.accept_here(e, record_ts, self.partition)
     }
 
     /// Route one valid event this partition owns (after `begin` or `begin_forwarded`): late, duplicate, or
-    /// folded into windows and entities.
+    /// folded into windows and entities. `stream`: where it was read (see `clock`).
     /// `record_ts` is the record's Kafka timestamp: the partition's event clock never runs ahead of it, so one
     /// event from a fast clock (up to the contract's future limit) counts in its window but cannot make the
     /// partition's on-time events late. With `LogAppendTime` (how `pulse setup` creates the topic) it is the
     /// broker's clock, which producers do not control.
-    pub fn accept_here(&mut self, e: &Event, record_ts: i64) -> Outcome {
+    pub fn accept_here(&mut self, e: &Event, record_ts: i64, stream: i32) -> Outcome {
         let ts = e.ts;
         let wm = self.watermark();
         let key = EventKey::new(&e.event_id);
@@ -401,10 +436,7 @@ impl State {
             }
             return Outcome::Late(format!("ts {ts} < watermark {wm}"));
         }
-        let clock = ts.min(record_ts);
-        if clock > self.max_ts {
-            self.max_ts = clock;
-        }
+        self.observe(stream, ts.min(record_ts));
         let wm = self.watermark();
         match self.seen.get_mut(&key) {
             Some(first) if *first >= wm - self.cfg.horizon => {

@@ -31,7 +31,7 @@ def new_partition(partition: int, cfg: StateConfig, partitions: int = 0) -> Part
     """``partitions``: the input topic's partition count, so that the state forwards events whose user another
     partition owns (``Partition.forwarded``); 0 takes every event here."""
     return Partition(partition, list(cfg.window_sizes), cfg.grace_ms, cfg.dedup_horizon_ms, cfg.session_timeout_ms,
-                     cfg.compact_after, partitions)
+                     cfg.compact_after, partitions, cfg.forward_wait_ms)
 
 
 def verdict(value: bytes | None, record_ts: int) -> tuple:

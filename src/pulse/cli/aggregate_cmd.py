@@ -55,6 +55,13 @@ def _sizes(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[in
         raise click.BadParameter(str(exc)) from None
 
 
+forward_wait_option = click.option(
+    "--forward-wait", envvar="PULSE_FORWARD_WAIT", default="5m", show_default=True, callback=_duration,
+    help="Input not keyed by user id: how far (event time) a partition's clock waits for the records other "
+         "partitions forward to it; longer than a restart's backlog, or those records come late [env "
+         "PULSE_FORWARD_WAIT].")
+
+
 @click.command()
 @click.option("--topic", envvar="PULSE_TOPIC", default="pulse.events", show_default=True, help="Input topic.")
 @click.option("--group", envvar="PULSE_GROUP", default="pulse-aggregator", show_default=True,
@@ -65,6 +72,7 @@ def _sizes(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[in
               help="Allowed lateness: the watermark is the max event time seen minus this.")
 @click.option("--dedup-horizon", envvar="PULSE_DEDUP_HORIZON", default=None,
               help="How long an event_id is remembered for de-duplication [default: the grace period].")
+@forward_wait_option
 @click.option("--flush-interval", envvar="PULSE_FLUSH_INTERVAL", default=1.0, show_default=True,
               type=click.FloatRange(0.05, 60), help="Seconds between flushes (transactions).")
 @click.option("--backlog-flush-interval", envvar="PULSE_BACKLOG_FLUSH_INTERVAL", default=5.0, show_default=True,
@@ -94,8 +102,8 @@ def _sizes(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[in
               help="Stop once no input has arrived for this many seconds (batch jobs, tests).")
 @click.pass_obj
 def aggregate(settings: Settings, topic: str, group: str, windows: tuple[int, ...], grace: int,
-              dedup_horizon: str | None, flush_interval: float, backlog_flush_interval: float, detail_interval: float,
-              user_interval: float, user_batch: int, compact_after: int, idle_timeout: float,
+              dedup_horizon: str | None, forward_wait: int, flush_interval: float, backlog_flush_interval: float,
+              detail_interval: float, user_interval: float, user_batch: int, compact_after: int, idle_timeout: float,
               instance: str | None, max_seconds: float | None, exit_when_idle: float | None) -> None:
     """Consume interactions and maintain exactly-once windowed metrics and user/item state.
 
@@ -105,7 +113,7 @@ def aggregate(settings: Settings, topic: str, group: str, windows: tuple[int, ..
     horizon = parse_duration(dedup_horizon) if dedup_horizon else grace
     try:
         state_cfg = StateConfig(window_sizes=windows, grace_ms=grace, dedup_horizon_ms=horizon,
-                                compact_after=compact_after)
+                                compact_after=compact_after, forward_wait_ms=forward_wait)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     def side_topics() -> None:

@@ -13,6 +13,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from pulse.cli.aggregate_cmd import forward_wait_option
 from pulse.config import Settings
 from pulse.errors import PulseError
 from pulse.stack.elasticsearch import cluster_status
@@ -110,11 +111,12 @@ def store(settings: Settings, topic: str, group: str, index_prefix: str, flush_i
 @click.option("--windows", envvar="PULSE_WINDOWS", default="10s,1m,1h", show_default=True)
 @click.option("--grace", envvar="PULSE_GRACE", default="30s", show_default=True)
 @click.option("--dedup-horizon", envvar="PULSE_DEDUP_HORIZON", default=None)
+@forward_wait_option
 @click.option("--from", "from_ms", default=None, callback=_instant,
               help="Only input from this record time (after `pulse replay --from`): epoch ms, ISO time or 2h.")
 @click.pass_obj
 def verify(settings: Settings, topic: str, ledger: Path | None, group: str, index_prefix: str, windows: str,
-           grace: str, dedup_horizon: str | None, from_ms: int | None) -> None:
+           grace: str, dedup_horizon: str | None, forward_wait: int, from_ms: int | None) -> None:
     """Recompute every aggregate from the input in one independent pass and diff it against Elasticsearch.
 
     Exits non-zero on any missing, extra or mismatched document: the user's proof of exactly-once.
@@ -138,7 +140,7 @@ def verify(settings: Settings, topic: str, ledger: Path | None, group: str, inde
         else:
             rows = topic_rows(settings.bootstrap, topic, from_ms)
             partitions = partition_count(settings.bootstrap, topic)
-        expected = recompute(rows, parse_sizes(windows), grace_ms, horizon,
+        expected = recompute(rows, parse_sizes(windows), grace_ms, horizon, forward_wait_ms=forward_wait,
                              decisions=recorded_decisions(settings.bootstrap, group, topic),
                              forwarded=forwarded_records(settings.bootstrap, group), partitions=partitions)
     with console.status("reading Elasticsearch"):
@@ -201,10 +203,11 @@ def archive(settings: Settings, topic: str, index_prefix: str, retention_days: f
 @click.option("--windows", envvar="PULSE_WINDOWS", default="10s,1m,1h", show_default=True)
 @click.option("--grace", envvar="PULSE_GRACE", default="30s", show_default=True)
 @click.option("--dedup-horizon", envvar="PULSE_DEDUP_HORIZON", default=None)
+@forward_wait_option
 @click.option("--keep-old", is_flag=True, help="Keep the previous generation's indices after the swap.")
 @click.pass_obj
 def replay(settings: Settings, from_ms: int, topic: str, group: str, index_prefix: str, windows: str, grace: str,
-           dedup_horizon: str | None, keep_old: bool) -> None:
+           dedup_horizon: str | None, forward_wait: int, keep_old: bool) -> None:
     """Rebuild the aggregates from the input topic into new indices, then swap the aliases atomically.
 
     Readers see the old numbers until the swap. Stop the pipeline first; afterwards start it again as usual.
@@ -220,7 +223,8 @@ def replay(settings: Settings, from_ms: int, topic: str, group: str, index_prefi
     _require_es(settings)
     grace_ms = parse_duration(grace)
     state = StateConfig(window_sizes=parse_sizes(windows), grace_ms=grace_ms,
-                        dedup_horizon_ms=parse_duration(dedup_horizon) if dedup_horizon else grace_ms)
+                        dedup_horizon_ms=parse_duration(dedup_horizon) if dedup_horizon else grace_ms,
+                        forward_wait_ms=forward_wait)
     plan = ReplayPlan(bootstrap=settings.bootstrap, es_url=settings.es_url, topic=topic, from_ms=from_ms,
                       group=group, index_prefix=index_prefix, state=state, keep_old=keep_old)
     console = Console(stderr=True)

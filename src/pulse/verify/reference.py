@@ -4,9 +4,11 @@ It shares no aggregation code with the engine (only the event contract, ``valida
 partitioner): plain dicts, one event at a time, per partition in offset order, with the documented rules:
 - a valid event whose user Kafka's default partitioner puts in another partition (input not keyed by user id) is
   counted by that partition, at the point its recorded decisions say it took the record;
-- watermark = max event time seen (each capped at its record's Kafka timestamp) − grace, or a floor the
-  aggregator recorded for a quiet partition (from that input offset on) if higher; an event below it on arrival
-  is late;
+- watermark = the partition's event clock − grace, or a floor the aggregator recorded for a quiet partition
+  (from that input offset on) if higher; an event below it on arrival is late. The event clock is the max event
+  time seen, each capped at its record's Kafka timestamp; once records forwarded from other partitions arrive, it
+  is the slowest of the streams (own input, each forwarding partition) that are within the forward wait of the
+  fastest, and never goes back;
 - an ``event_id`` seen (not as a duplicate) with event time ≥ watermark − horizon is a duplicate;
 - funnel steps count once per session, in order, for ``ok`` events; a session idle past the timeout restarts;
 - money in integer cents.
@@ -67,12 +69,12 @@ Decisions = dict[int, list[Floor | Take]]
 Forwarded = dict[int, list[tuple[int, int, int]]]
 """Per owning partition, the repartition topic's records as (repartition offset, input partition, input offset)."""
 Verdict = Event | Rejection
-Item = tuple[Verdict, int] | int  # a record (verdict, record timestamp), or a watermark floor
+Item = tuple[Verdict, int, int] | int  # a record (verdict, record timestamp, stream), or a watermark floor
 
 
 def recompute(records: Iterable[tuple[int, int, bytes | None, int]], window_sizes: Iterable[int], grace_ms: int,
               horizon_ms: int, session_timeout_ms: int = 30 * 60_000, decisions: Decisions | None = None,
-              forwarded: Forwarded | None = None, partitions: int = 0) -> Expected:
+              forwarded: Forwarded | None = None, partitions: int = 0, forward_wait_ms: int = 300_000) -> Expected:
     """``records``: (partition, offset, value, record timestamp ms) in any order. ``partitions``: the input topic's
     partition count, to tell records whose user another partition owns (0: every record counts where read)."""
     by_partition: dict[int, list[tuple[int, Verdict, int]]] = defaultdict(list)
@@ -90,14 +92,14 @@ def recompute(records: Iterable[tuple[int, int, bytes | None, int]], window_size
     taken = _forwarded_records(away, forwarded or {}, out)
     for partition in sorted(by_partition.keys() | taken.keys()):
         rows = sorted(by_partition.get(partition, []), key=lambda r: r[0])
-        items = _sequence(rows, (decisions or {}).get(partition, []), taken.get(partition, []))
-        accepted = _classify(items, grace_ms, horizon_ms, out)
+        items = _sequence(partition, rows, (decisions or {}).get(partition, []), taken.get(partition, []))
+        accepted = _classify(partition, items, grace_ms, horizon_ms, forward_wait_ms, out)
         _aggregate(partition, accepted, list(window_sizes), session_timeout_ms, out)
     return out
 
 
 def _forwarded_records(away: dict[tuple[int, int], tuple[Verdict, int]], forwarded: Forwarded,
-                       out: Expected) -> dict[int, list[tuple[int, Verdict, int]]]:
+                       out: Expected) -> dict[int, list[tuple[int, Verdict, int, int]]]:
     """Each owning partition's forwarded records, from the input itself, in repartition order; every record that
     belongs elsewhere must be there exactly once."""
     seen = Counter((p, o) for records in forwarded.values() for _, p, o in records)
@@ -111,12 +113,12 @@ def _forwarded_records(away: dict[tuple[int, int], tuple[Verdict, int]], forward
             out.problems.append(f"{len(keys)} {what}, e.g. partition {keys[0][0]} offset {keys[0][1]}")
     if missing and not forwarded:
         out.problems.append("the aggregator group has no repartition topic: is --group the aggregator's group?")
-    return {owner: [(r, *away[(p, o)]) for r, p, o in sorted(records) if (p, o) in away]
+    return {owner: [(r, *away[(p, o)], p) for r, p, o in sorted(records) if (p, o) in away]
             for owner, records in forwarded.items()}
 
 
-def _sequence(rows: list[tuple[int, Verdict, int]], decisions: list[Floor | Take],
-              taken: list[tuple[int, Verdict, int]]) -> Iterator[Item]:
+def _sequence(partition: int, rows: list[tuple[int, Verdict, int]], decisions: list[Floor | Take],
+              taken: list[tuple[int, Verdict, int, int]]) -> Iterator[Item]:
     """The partition's records and floors in the order the aggregator met them: its own input in offset order,
     with each recorded decision applied before the input record at its offset."""
     pending = iter(taken)
@@ -132,27 +134,47 @@ def _sequence(rows: list[tuple[int, Verdict, int]], decisions: list[Floor | Take
                 yield d.floor
                 continue
             while nxt is not None and nxt[0] < d.until:
-                yield nxt[1], nxt[2]
+                yield nxt[1], nxt[2], nxt[3]
                 nxt = next(pending, None)
 
     for offset, verdict, record_ts in rows:
         yield from apply(offset)
-        yield verdict, record_ts
+        yield verdict, record_ts, partition
     yield from apply(None)
     while nxt is not None:  # forwarded but not taken yet: the aggregator takes them at its next flush
-        yield nxt[1], nxt[2]
+        yield nxt[1], nxt[2], nxt[3]
         nxt = next(pending, None)
 
 
-def _classify(items: Iterable[Item], grace_ms: int, horizon_ms: int, out: Expected) -> list[tuple[Event, int]]:
+def _classify(partition: int, items: Iterable[Item], grace_ms: int, horizon_ms: int, forward_wait_ms: int,
+              out: Expected) -> list[tuple[Event, int]]:
     """Returns the accepted events with the watermark in force when each arrived."""
-    max_ts = None
+    max_ts = None  # the largest event clock of any stream
+    clock = None  # the event clock the watermark follows
+    streams: dict[int, int | None] = {}  # per stream its largest event clock, once another partition forwarded
     floor = None
     first_seen: dict[str, int] = {}
     accepted = []
 
+    def observe(stream: int, at: int) -> None:
+        nonlocal max_ts, clock
+        if not streams:
+            if stream == partition:
+                if max_ts is None or at > max_ts:
+                    max_ts = clock = at
+                return
+            streams[partition] = max_ts  # every record so far was the partition's own
+        before = streams.get(stream)
+        if before is not None and at <= before:
+            return
+        streams[stream] = at
+        max_ts = at if max_ts is None else max(max_ts, at)
+        within = [c for c in streams.values() if c is not None and c >= max_ts - forward_wait_ms]
+        slowest = min(within) if within else max_ts
+        clock = slowest if clock is None else max(clock, slowest)
+
     def mark() -> int | None:
-        by_events = None if max_ts is None else max_ts - grace_ms
+        by_events = None if clock is None else clock - grace_ms
         if floor is None or (by_events is not None and by_events > floor):
             return by_events
         return floor
@@ -161,7 +183,7 @@ def _classify(items: Iterable[Item], grace_ms: int, horizon_ms: int, out: Expect
         if isinstance(item, int):
             floor = item if floor is None else max(floor, item)
             continue
-        event, record_ts = item
+        event, record_ts, stream = item
         if not isinstance(event, Event):
             out.dead_lettered += 1
             continue
@@ -171,9 +193,7 @@ def _classify(items: Iterable[Item], grace_ms: int, horizon_ms: int, out: Expect
             if event.event_id not in first_seen:
                 first_seen[event.event_id] = event.ts
             continue
-        clock = min(event.ts, record_ts)  # the event clock never runs ahead of the record's timestamp
-        if max_ts is None or clock > max_ts:
-            max_ts = clock
+        observe(stream, min(event.ts, record_ts))  # the event clock never runs ahead of the record's timestamp
         watermark = mark()
         earlier = first_seen.get(event.event_id)
         if earlier is not None and earlier >= watermark - horizon_ms:
