@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
 from pathlib import Path
 
+from pulse.connect.elasticsearch import EsConnection
 from pulse.errors import PulseError
 
 
@@ -50,7 +52,13 @@ class Settings:
 
     @property
     def es_url(self) -> str:
+        """The local stack's node (the stack and benchmarks); clients connect through :attr:`es`."""
         return os.environ.get("PULSE_ES_URL") or f"http://127.0.0.1:{self.es_port}"
+
+    @cached_property
+    def es(self) -> EsConnection:
+        """How every client of this process reaches Elasticsearch (URLs, credentials, TLS)."""
+        return EsConnection.from_env(os.environ, f"http://127.0.0.1:{self.es_port}")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from elasticsearch import Elasticsearch
 
+from pulse.connect.elasticsearch import EsConnection
 from pulse.events.schema import Event
 from pulse.events.validate import validate
 from pulse.kafkaio import read_range
@@ -62,8 +63,8 @@ def test_archive_deletes_days_past_retention(bootstrap, es_url, new_topic, index
     for index in (old, today):
         es.index(index=index, id="x", document={"event_id": "x"}, refresh=True)
     assert _count(es, alias("events", index_prefix)) == 1  # the template put the daily index behind the alias
-    writer = ArchiveWriter(ArchiveConfig(bootstrap=bootstrap, es_url=es_url, topic=new_topic(), retention_days=30,
-                                         index_prefix=index_prefix))
+    writer = ArchiveWriter(ArchiveConfig(bootstrap=bootstrap, es=EsConnection((es_url,)), topic=new_topic(),
+                                         retention_days=30, index_prefix=index_prefix))
     assert writer.delete_expired() == [old]
     assert not es.indices.exists(index=old) and es.indices.exists(index=today)
 

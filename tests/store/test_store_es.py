@@ -8,6 +8,7 @@ import orjson
 import pytest
 from elasticsearch import Elasticsearch
 
+from pulse.connect.elasticsearch import EsConnection
 from pulse.kafkaio import read_range
 from pulse.store.bulk import BulkOp
 from pulse.store.indices import alias, ensure_indices
@@ -54,7 +55,7 @@ def test_end_to_end_equals_independent_recompute_and_tampering_is_caught(
 
 def _writer(bootstrap: str, es_url: str, prefix: str) -> ElasticsearchWriter:
     ensure_indices(Elasticsearch(es_url), prefix)
-    return ElasticsearchWriter(WriterConfig(bootstrap=bootstrap, es_url=es_url, group=unique("g", 6),
+    return ElasticsearchWriter(WriterConfig(bootstrap=bootstrap, es=EsConnection((es_url,)), group=unique("g", 6),
                                             index_prefix=prefix))
 
 

@@ -208,9 +208,8 @@ def _drop_index(settings: Settings, index: str) -> None:
     """Delete the naive design's index of every event at once: left until the run ends, the node's merges of
     hundreds of thousands of documents go on competing for the CPU with the next contenders (measured: Pulse
     at 158k, 101k and 67k events/s in three rounds that each followed one)."""
-    from elasticsearch import Elasticsearch
 
-    Elasticsearch(settings.es_url).indices.delete(index=index, ignore_unavailable=True)
+    settings.es.client().indices.delete(index=index, ignore_unavailable=True)
 
 
 JIT_QUIET_S = 0.25

@@ -14,6 +14,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from pulse.config import Settings
+from pulse.connect.elasticsearch import EsConnection
 from pulse.kafkaio import QUIET_LOG
 
 BENCH_TOPICS = ("pulse.bench.", "bench-", "repartition__bench-", "changelog__bench-")
@@ -24,11 +25,11 @@ def _topics(admin: AdminClient) -> set[str]:
     return {t for t in admin.list_topics(timeout=10).topics if t.startswith(BENCH_TOPICS)}
 
 
-def _indices(es_url: str) -> set[str]:
-    from elasticsearch import ApiError, Elasticsearch, TransportError
+def _indices(es: EsConnection) -> set[str]:
+    from elasticsearch import ApiError, TransportError
 
     with suppress(ApiError, TransportError):
-        return set(Elasticsearch(es_url).indices.get(index=BENCH_INDICES, expand_wildcards="all").body)
+        return set(es.client().indices.get(index=BENCH_INDICES, expand_wildcards="all").body)
     return set()
 
 
@@ -36,7 +37,7 @@ def _indices(es_url: str) -> set[str]:
 def scratch(settings: Settings) -> Iterator[None]:
     """Delete the benchmark topics and indices created while the block runs (also on errors and Ctrl-C)."""
     admin = AdminClient({"bootstrap.servers": settings.bootstrap, "logger": QUIET_LOG})
-    topics, indices = _topics(admin), _indices(settings.es_url)
+    topics, indices = _topics(admin), _indices(settings.es)
     try:
         yield
     finally:
@@ -45,8 +46,7 @@ def scratch(settings: Settings) -> Iterator[None]:
             for future in admin.delete_topics(created, operation_timeout=30).values():
                 with suppress(KafkaException):
                     future.result(timeout=60)
-        new_indices = sorted(_indices(settings.es_url) - indices)
+        new_indices = sorted(_indices(settings.es) - indices)
         if new_indices:
-            from elasticsearch import Elasticsearch
 
-            Elasticsearch(settings.es_url).indices.delete(index=",".join(new_indices), ignore_unavailable=True)
+            settings.es.client().indices.delete(index=",".join(new_indices), ignore_unavailable=True)

@@ -23,8 +23,6 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from elasticsearch import Elasticsearch
-
 from pulse.aggregate.engine import Engine, EngineConfig
 from pulse.config import Settings
 from pulse.errors import PulseError
@@ -85,7 +83,7 @@ def write_cost(settings: Settings, events: int, rate: float, flush_s: float = 1.
 def freshness(settings: Settings, rate: float, seconds: float, log: Path, warmup_s: float = 8.0) -> Freshness:
     tag = uuid.uuid4().hex[:6]
     topic, group, prefix = _topic(settings, f"pulse.bench.fresh-{tag}"), f"bench-fresh-{tag}", f"bench-{tag}"
-    es = Elasticsearch(settings.es_url)
+    es = settings.es.client()
     ensure_indices(es, prefix)
     py = [sys.executable, "-m", "pulse"]
     argvs = [

@@ -26,6 +26,6 @@ def dashboard(settings: Settings, host: str, port: int, index_prefix: str, push_
 
     if port_in_use(port, host):
         raise PulseError(f"port {port} on {host} is already in use (pass --port or set PULSE_DASHBOARD_PORT)")
-    app = create_app(DashboardConfig(es_url=settings.es_url, index_prefix=index_prefix, push_interval_s=push_interval))
+    app = create_app(DashboardConfig(es=settings.es, index_prefix=index_prefix, push_interval_s=push_interval))
     click.echo(f"dashboard: http://{host}:{port}/  (API docs: http://{host}:{port}/docs; Ctrl-C stops)", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)

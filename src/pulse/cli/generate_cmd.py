@@ -41,15 +41,13 @@ def setup(settings: Settings, topic: str, partitions: int, retention_hours: floa
     """Create Pulse's topics and Elasticsearch index templates (idempotent); report topics whose settings differ."""
     for name, state in ensure_topics(settings.bootstrap, input_topics(topic, partitions, retention_hours)):
         click.echo(f"{name:<28} {state}")
-    from elasticsearch import Elasticsearch
 
-    from pulse.stack.elasticsearch import cluster_status
     from pulse.store.indices import FAMILIES, alias, current_generation, ensure_indices
     from pulse.store.lineage import check_source
 
-    if cluster_status(settings.es_url, timeout=5) not in {"green", "yellow"}:
-        raise PulseError(f"Elasticsearch is not reachable at {settings.es_url} (is the stack up? `pulse stack up`)")
-    es = Elasticsearch(settings.es_url)
+    if settings.es.status() not in {"green", "yellow"}:
+        raise PulseError(f"Elasticsearch is not reachable at {settings.es.display} (is the stack up? `pulse stack up`)")
+    es = settings.es.client()
     made = set(ensure_indices(es))
     for family in FAMILIES:
         state = "created" if any(m.startswith(alias(family)) for m in made) else "exists"

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
-from elasticsearch import Elasticsearch
 
 from pulse.config import Settings
 from pulse.errors import PulseError
@@ -125,7 +124,7 @@ def run(settings: Settings, rate: float, dashboard_port: int, group: str, index_
         raise PulseError(f"port {dashboard_port} is already in use (pass --dashboard-port or set PULSE_DASHBOARD_PORT)")
     for name, state in ensure_topics(settings.bootstrap, input_topics(settings.topic, settings.partitions)):
         click.echo(f"topic {name:<24} {state}")
-    es = Elasticsearch(settings.es_url)
+    es = settings.es.client()
     ensure_indices(es, index_prefix)
     lineage = check_source(es, settings.bootstrap, settings.topic, group, current_generation(es, index_prefix),
                            index_prefix)

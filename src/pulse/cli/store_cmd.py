@@ -16,12 +16,11 @@ from rich.table import Table
 from pulse.cli.aggregate_cmd import forward_wait_option
 from pulse.config import Settings
 from pulse.errors import PulseError
-from pulse.stack.elasticsearch import cluster_status
 
 
 def _require_es(settings: Settings) -> None:
-    if cluster_status(settings.es_url, timeout=5) not in {"green", "yellow"}:
-        raise PulseError(f"Elasticsearch is not reachable at {settings.es_url} (is the stack up? `pulse stack up`)")
+    if settings.es.status() not in {"green", "yellow"}:
+        raise PulseError(f"Elasticsearch is not reachable at {settings.es.display} (is the stack up? `pulse stack up`)")
 
 
 def parse_instant(value: str) -> int:
@@ -73,7 +72,6 @@ def store(settings: Settings, topic: str, group: str, index_prefix: str, flush_i
 
     Also refreshes the pipeline heartbeat (`<prefix>-heartbeat`: freshness and lag) about once a second.
     """
-    from elasticsearch import Elasticsearch
 
     from pulse.store.indices import current_generation, ensure_indices
     from pulse.store.lineage import check_source
@@ -82,10 +80,10 @@ def store(settings: Settings, topic: str, group: str, index_prefix: str, flush_i
 
     require_broker(settings.bootstrap)
     _require_es(settings)
-    es = Elasticsearch(settings.es_url)
+    es = settings.es.client()
     ensure_indices(es, index_prefix)
     check_source(es, settings.bootstrap, topic, group, current_generation(es, index_prefix), index_prefix)
-    cfg = WriterConfig(bootstrap=settings.bootstrap, es_url=settings.es_url, group=group, input_topic=topic,
+    cfg = WriterConfig(bootstrap=settings.bootstrap, es=settings.es, group=group, input_topic=topic,
                        flush_interval_s=flush_interval, index_prefix=index_prefix)
     stop = _stop_on_signals()
     last = [time.monotonic()]
@@ -121,7 +119,6 @@ def verify(settings: Settings, topic: str, ledger: Path | None, group: str, inde
 
     Exits non-zero on any missing, extra or mismatched document: the user's proof of exactly-once.
     """
-    from elasticsearch import Elasticsearch
 
     from pulse.aggregate.windows import parse_duration, parse_sizes
     from pulse.store.query import all_documents
@@ -144,7 +141,7 @@ def verify(settings: Settings, topic: str, ledger: Path | None, group: str, inde
                              decisions=recorded_decisions(settings.bootstrap, group, topic),
                              forwarded=forwarded_records(settings.bootstrap, group), partitions=partitions)
     with console.status("reading Elasticsearch"):
-        actual = dict(all_documents(Elasticsearch(settings.es_url), index_prefix))
+        actual = dict(all_documents(settings.es.client(), index_prefix))
     diff = diff_documents(expected, actual)
     table = Table(title=f"pulse verify: {expected.produced:,} input records")
     for col in ("documents", "checked", "matched", "missing", "extra", "mismatched"):
@@ -176,7 +173,6 @@ def verify(settings: Settings, topic: str, ledger: Path | None, group: str, inde
 def archive(settings: Settings, topic: str, index_prefix: str, retention_days: float, events: bool,
             exit_when_idle: float | None) -> None:
     """Keep raw events, dead letters and late events in daily indices for drill-down (`<prefix>-events` etc.)."""
-    from elasticsearch import Elasticsearch
 
     from pulse.store.archive import ArchiveConfig, ArchiveWriter
     from pulse.store.indices import ensure_indices
@@ -184,8 +180,8 @@ def archive(settings: Settings, topic: str, index_prefix: str, retention_days: f
 
     partition_count(settings.bootstrap, topic)  # clear error if the broker or the topic is missing
     _require_es(settings)
-    ensure_indices(Elasticsearch(settings.es_url), index_prefix)
-    cfg = ArchiveConfig(bootstrap=settings.bootstrap, es_url=settings.es_url, topic=topic, index_prefix=index_prefix,
+    ensure_indices(settings.es.client(), index_prefix)
+    cfg = ArchiveConfig(bootstrap=settings.bootstrap, es=settings.es, topic=topic, index_prefix=index_prefix,
                         retention_days=retention_days, events=events)
     stats = ArchiveWriter(cfg).run(_stop_on_signals(), exit_when_idle)
     parts = ", ".join(f"{n:,} {family}" for family, n in sorted(stats.by_family.items())) or "nothing"
@@ -225,7 +221,7 @@ def replay(settings: Settings, from_ms: int, topic: str, group: str, index_prefi
     state = StateConfig(window_sizes=parse_sizes(windows), grace_ms=grace_ms,
                         dedup_horizon_ms=parse_duration(dedup_horizon) if dedup_horizon else grace_ms,
                         forward_wait_ms=forward_wait)
-    plan = ReplayPlan(bootstrap=settings.bootstrap, es_url=settings.es_url, topic=topic, from_ms=from_ms,
+    plan = ReplayPlan(bootstrap=settings.bootstrap, es=settings.es, topic=topic, from_ms=from_ms,
                       group=group, index_prefix=index_prefix, state=state, keep_old=keep_old)
     console = Console(stderr=True)
     with console.status("replaying") as status:

@@ -16,11 +16,12 @@ from importlib import resources
 from typing import Annotated, Any
 
 import orjson
-from elasticsearch import ApiError, Elasticsearch, TransportError
+from elasticsearch import ApiError, TransportError
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
+from pulse.connect.elasticsearch import EsConnection
 from pulse.store import query
 
 STATIC = resources.files("pulse.dashboard") / "static"
@@ -41,7 +42,7 @@ class Preset(StrEnum):
 
 @dataclass(frozen=True)
 class DashboardConfig:
-    es_url: str
+    es: EsConnection
     index_prefix: str = "pulse"
     push_interval_s: float = 1.0
 
@@ -72,7 +73,7 @@ Selected = Annotated[query.Filters, Depends(filters)]
 
 
 def create_app(cfg: DashboardConfig) -> FastAPI:
-    es = Elasticsearch(cfg.es_url, request_timeout=10)
+    es = cfg.es.client(request_timeout=10)
     prefix = cfg.index_prefix
     app = FastAPI(title="Pulse", version="1", description="Live interaction analytics from Pulse's Elasticsearch "
                   "indices. Numbers are exact merges of per-partition partials (see pulse.store.query).")
@@ -81,7 +82,7 @@ def create_app(cfg: DashboardConfig) -> FastAPI:
     @app.exception_handler(TransportError)
     @app.exception_handler(ApiError)
     async def es_unavailable(_request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": f"Elasticsearch at {cfg.es_url} failed: {str(exc)[:200]}"}, status_code=503)
+        return JSONResponse({"detail": f"Elasticsearch at {cfg.es.display} failed: {str(exc)[:200]}"}, status_code=503)
 
     def snapshot(f: query.Filters, top: int = 10) -> dict[str, Any]:
         return query.overview(es, f, prefix) | {"top_items": query.top_items(es, f, size=top, prefix=prefix),

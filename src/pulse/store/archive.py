@@ -18,6 +18,7 @@ import msgspec
 import orjson
 from confluent_kafka import Message
 
+from pulse.connect.elasticsearch import EsConnection
 from pulse.events.schema import Event
 from pulse.events.validate import validate
 from pulse.store.bulk import BulkOp, SinkStats
@@ -30,7 +31,7 @@ DAY_MS = 86_400_000
 @dataclass(frozen=True)
 class ArchiveConfig:
     bootstrap: str
-    es_url: str
+    es: EsConnection
     topic: str = "pulse.events"
     index_prefix: str = "pulse"
     retention_days: float = 7.0
@@ -81,7 +82,7 @@ def _header(msg: Message, name: str) -> str | None:
 
 class ArchiveWriter(Projection[ArchiveStats]):
     def __init__(self, cfg: ArchiveConfig, on_flush: Callable[[ArchiveStats], None] | None = None) -> None:
-        super().__init__(cfg.bootstrap, cfg.es_url, cfg.group, f"{cfg.group}.store-dlq", ArchiveStats(),
+        super().__init__(cfg.bootstrap, cfg.es, cfg.group, f"{cfg.group}.store-dlq", ArchiveStats(),
                          f"archive:{cfg.topic}", cfg.flush_interval_s, on_flush)
         self.cfg = cfg
         self._ops: list[BulkOp] = []

@@ -15,8 +15,8 @@ from typing import Generic, TypeVar
 
 from confluent_kafka import Consumer, KafkaException, Message
 from confluent_kafka.admin import AdminClient
-from elasticsearch import Elasticsearch
 
+from pulse.connect.elasticsearch import EsConnection
 from pulse.kafkaio import QUIET_LOG, group_caught_up, outage_log
 from pulse.store.bulk import BulkOp, BulkSink, SinkStats
 from pulse.store.heartbeat import Heartbeat
@@ -28,12 +28,12 @@ _LOG = logging.getLogger("pulse.store")
 class Projection(Generic[S]):
     """Subclasses implement :meth:`add` (one record), :meth:`take` (the ops to write now) and :meth:`beat`."""
 
-    def __init__(self, bootstrap: str, es_url: str, group_id: str, dlq_topic: str, stats: S, component: str,
+    def __init__(self, bootstrap: str, es: EsConnection, group_id: str, dlq_topic: str, stats: S, component: str,
                  flush_interval_s: float, on_flush: Callable[[S], None] | None = None) -> None:
         self.stats = stats
         self.flush_interval_s = flush_interval_s
         self._on_flush = on_flush
-        self.es = Elasticsearch(es_url, request_timeout=30, retry_on_timeout=False, max_retries=0)
+        self.es = es.client(request_timeout=30, retry_on_timeout=False, max_retries=0)
         self._consumer = Consumer({
             "bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False,
             "auto.offset.reset": "earliest", "isolation.level": "read_committed",

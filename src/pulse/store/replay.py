@@ -19,6 +19,7 @@ from elasticsearch import Elasticsearch
 
 from pulse.aggregate.engine import Engine, EngineConfig, EngineStats
 from pulse.aggregate.state import StateConfig
+from pulse.connect.elasticsearch import EsConnection
 from pulse.errors import PulseError
 from pulse.kafkaio import QUIET_LOG
 from pulse.store import lineage
@@ -30,7 +31,7 @@ from pulse.topics import aggregator_topics, ensure_topics, partition_count, stor
 @dataclass(frozen=True)
 class ReplayPlan:
     bootstrap: str
-    es_url: str
+    es: EsConnection
     topic: str
     from_ms: int
     group: str = "pulse-aggregator"
@@ -114,7 +115,7 @@ def replay(plan: ReplayPlan, stop: threading.Event, phase: Callable[[str], None]
     if busy:
         raise PulseError(f"consumer groups {busy} have running members; stop `pulse aggregate` and `pulse store` "
                          "(or `pulse run`) before replaying")
-    es = Elasticsearch(plan.es_url, request_timeout=60)
+    es = plan.es.client(request_timeout=60)
     ensure_indices(es, plan.index_prefix)
     old_gen = current_generation(es, plan.index_prefix)
     new_gen = old_gen + 1
@@ -130,7 +131,7 @@ def replay(plan: ReplayPlan, stop: threading.Event, phase: Callable[[str], None]
     if stop.is_set():
         raise PulseError("replay interrupted; the aliases still point at the old indices")
     phase("writing the new indices")
-    writer = ElasticsearchWriter(WriterConfig(bootstrap=plan.bootstrap, es_url=plan.es_url, group=plan.group,
+    writer = ElasticsearchWriter(WriterConfig(bootstrap=plan.bootstrap, es=plan.es, group=plan.group,
                                               input_topic=plan.topic, index_prefix=plan.index_prefix,
                                               generation=new_gen), on_flush=on_writer)
     writer_stats = writer.run(stop, exit_when_idle_s=3.0)

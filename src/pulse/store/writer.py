@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import orjson
 from confluent_kafka import Message
 
+from pulse.connect.elasticsearch import EsConnection
 from pulse.store.bulk import BulkOp, SinkStats
 from pulse.store.indices import KIND_FAMILY, index_for
 from pulse.store.projection import Projection
@@ -25,7 +26,7 @@ from pulse.topics import aggregates_topic, store_group
 @dataclass(frozen=True)
 class WriterConfig:
     bootstrap: str
-    es_url: str
+    es: EsConnection
     group: str = "pulse-aggregator"  # the aggregator group whose documents are projected
     input_topic: str = "pulse.events"  # for the heartbeat's aggregator lag
     flush_interval_s: float = 0.25  # the aggregator already coalesces per second; this only adds latency
@@ -57,7 +58,7 @@ class WriterStats(SinkStats):
 
 class ElasticsearchWriter(Projection[WriterStats]):
     def __init__(self, cfg: WriterConfig, on_flush: Callable[[WriterStats], None] | None = None) -> None:
-        super().__init__(cfg.bootstrap, cfg.es_url, cfg.consumer_group, cfg.dlq_topic, WriterStats(),
+        super().__init__(cfg.bootstrap, cfg.es, cfg.consumer_group, cfg.dlq_topic, WriterStats(),
                          f"store:{cfg.group}", cfg.flush_interval_s, on_flush)
         self.cfg = cfg
         self._pending: dict[str, tuple[int, str, bytes]] = {}  # id -> (version, index, source)
