@@ -52,8 +52,9 @@ class Settings:
 
     @property
     def es_url(self) -> str:
-        """The local stack's node (the stack and benchmarks); clients connect through :attr:`es`."""
-        return os.environ.get("PULSE_ES_URL") or f"http://127.0.0.1:{self.es_port}"
+        """The node's URL, without credentials (the local stack and benchmarks); clients connect through
+        :attr:`es`."""
+        return self.es.hosts[0] if self.es.hosts else f"http://127.0.0.1:{self.es_port}"
 
     @cached_property
     def es(self) -> EsConnection:
