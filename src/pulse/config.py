@@ -48,7 +48,11 @@ class Settings:
 
     @property
     def bootstrap(self) -> str:
-        return os.environ.get("PULSE_BOOTSTRAP") or f"127.0.0.1:{self.kafka_port}"
+        """``PULSE_BOOTSTRAP``, else the Kafka connection's ``bootstrap.servers``, else the local broker."""
+        from pulse.connect.kafka import connection_properties
+
+        return (os.environ.get("PULSE_BOOTSTRAP") or connection_properties().get("bootstrap.servers")
+                or f"127.0.0.1:{self.kafka_port}")
 
     @property
     def es_url(self) -> str:

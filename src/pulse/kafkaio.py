@@ -17,6 +17,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
+from pulse.connect.kafka import client_config
 from pulse.errors import PulseError
 
 QUIET_LOG = logging.getLogger("pulse.librdkafka")
@@ -48,9 +49,9 @@ share it."""
 
 
 def reader(bootstrap: str) -> Consumer:
-    return Consumer({"bootstrap.servers": bootstrap, "group.id": f"pulse-restore-{uuid.uuid4().hex[:8]}",
+    return Consumer(client_config(bootstrap, {"group.id": f"pulse-restore-{uuid.uuid4().hex[:8]}",
                      "enable.auto.commit": False, "isolation.level": "read_committed",
-                     "enable.partition.eof": True, "logger": QUIET_LOG, **BULK_FETCH})
+                     "enable.partition.eof": True, "logger": QUIET_LOG, **BULK_FETCH}))
 
 
 def watermarks(consumer: Consumer, topic: str, partition: int, timeout_s: float = 30.0) -> tuple[int, int]:
@@ -144,8 +145,8 @@ def group_lag(lookup: Consumer, topic: str, timeout_s: float = 2.0) -> int | Non
 
 def lag_reader(bootstrap: str, group: str) -> Consumer:
     """A consumer for :func:`group_lag` of ``group``."""
-    return Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
-                     "logger": QUIET_LOG})
+    return Consumer(client_config(bootstrap, {"group.id": group, "enable.auto.commit": False,
+                     "logger": QUIET_LOG}))
 
 
 def offsets_at(consumer: Consumer, topic: str, partitions: list[int], ts_ms: int) -> dict[int, int]:
@@ -161,8 +162,8 @@ def offsets_at(consumer: Consumer, topic: str, partitions: list[int], ts_ms: int
 
 def broker_reachable(bootstrap: str, timeout: float = 5.0) -> bool:
     """True if a Kafka broker answers a metadata request at ``bootstrap`` within ``timeout`` seconds."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": QUIET_LOG, "socket.connection.setup.timeout.ms":
-                         int(timeout * 1000)})
+    admin = AdminClient(client_config(bootstrap, {"logger": QUIET_LOG, "socket.connection.setup.timeout.ms":
+                         int(timeout * 1000)}))
     try:
         meta = admin.list_topics(timeout=timeout)
     except Exception:

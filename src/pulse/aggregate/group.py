@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from confluent_kafka import Consumer, TopicPartition
 
+from pulse.connect.kafka import client_config
 from pulse.kafkaio import BULK_FETCH, QUIET_LOG, outage_log
 
 Rebalance = Callable[[Consumer, list[TopicPartition]], None]
@@ -20,13 +21,13 @@ Rebalance = Callable[[Consumer, list[TopicPartition]], None]
 def input_consumer(bootstrap: str, group: str) -> Consumer:
     """The aggregator's consumer: offsets are committed only inside its transactions, and it reads only
     committed records (a crashed producer's open transaction is never aggregated)."""
-    return Consumer({
-        "bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
+    return Consumer(client_config(bootstrap, {
+        "group.id": group, "enable.auto.commit": False,
         "auto.offset.reset": "earliest", "isolation.level": "read_committed",
         "session.timeout.ms": 6_000, "heartbeat.interval.ms": 1_500, "max.poll.interval.ms": 300_000,
         "partition.assignment.strategy": "range", **BULK_FETCH,
         "logger": QUIET_LOG, "error_cb": outage_log("aggregate", bootstrap),
-    })
+    }))
 
 
 def _not_attached(_consumer: Consumer, _partitions: list[TopicPartition]) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from pulse.aggregate._core import RECORD_TS_HEADER, SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER
+from pulse.connect.kafka import client_config
 from pulse.kafkaio import BULK_FETCH, QUIET_LOG, read_messages
 
 
@@ -58,9 +59,9 @@ class ForwardedInput:
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.topic = topic
-        self._consumer = Consumer({"bootstrap.servers": bootstrap, "logger": QUIET_LOG, **BULK_FETCH,
+        self._consumer = Consumer(client_config(bootstrap, {"logger": QUIET_LOG, **BULK_FETCH,
                                    "group.id": f"pulse-forwarded-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
-                                   "isolation.level": "read_committed", "auto.offset.reset": "earliest"})
+                                   "isolation.level": "read_committed", "auto.offset.reset": "earliest"}))
         self._wanted: dict[int, int] = {}  # partition → position to start from
         self._stale = False  # the consumer's assignment is not `_wanted` yet
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
+from pulse.connect.kafka import client_config
 from pulse.kafkaio import QUIET_LOG
 
 _LOG = logging.getLogger("pulse.aggregate")
@@ -28,12 +29,12 @@ def transactional_producer(bootstrap: str, transactional_id: str, transaction_ti
     # A transaction begun right after a commit is refused with CONCURRENT_TRANSACTIONS until the broker has
     # written the previous one's markers; librdkafka retries on retry.backoff.ms, doubling up to its max (1 s by
     # default), which turned a ~50 ms wait into 0.5-2 s. Retry as the Java client does for this case (20 ms).
-    return Producer({
-        "bootstrap.servers": bootstrap, "transactional.id": transactional_id,
+    return Producer(client_config(bootstrap, {
+        "transactional.id": transactional_id,
         "transaction.timeout.ms": transaction_timeout_ms, "linger.ms": 5, "compression.type": "lz4",
         "queue.buffering.max.messages": 1_000_000, "queue.buffering.max.kbytes": 1024 * 1024,
         "batch.size": 1_000_000, "retry.backoff.ms": 20, "retry.backoff.max.ms": 250, "logger": QUIET_LOG,
-    })
+    }))
 
 
 def send_offsets(producer: Producer, positions: list[TopicPartition], metadata: object) -> None:

@@ -25,6 +25,7 @@ from confluent_kafka.admin import AdminClient
 from pulse import kafkaio
 from pulse.bench.contenders import naive_index
 from pulse.config import Settings
+from pulse.connect.kafka import client_config
 from pulse.errors import PulseError
 from pulse.kafkaio import QUIET_LOG
 from pulse.stack.process import interrupt
@@ -157,7 +158,7 @@ def run_until_committed(settings: Settings, name: str, argv: list[str], group: s
     """Start a consumer process and time it until its group committed every partition to ``ends`` (so exactly-
     once contenders are timed to their last commit), and every record it forwarded through ``forwards_to``, with
     the CPU it had used by then; then stop it. ``on_poll`` gets its pid."""
-    watcher = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": group, "enable.auto.commit": False})
+    watcher = Consumer(client_config(settings.bootstrap, {"group.id": group, "enable.auto.commit": False}))
     parts = [TopicPartition(topic, p) for p in ends]
     with log.open("ab") as out:
         t0 = time.monotonic()
@@ -289,7 +290,7 @@ def prepare_input(settings: Settings, topic: str, count: int, partitions: int, n
 
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     """Where every contender must have committed to: the end of each partition of the pre-produced topic."""
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap, "logger": QUIET_LOG})
+    admin = AdminClient(client_config(settings.bootstrap, {"logger": QUIET_LOG}))
     return kafkaio.end_offsets(admin, topic, list(range(partition_count(settings.bootstrap, topic))))
 
 

@@ -12,12 +12,13 @@ import json
 
 from confluent_kafka import Consumer, TopicPartition
 
+from pulse.connect.kafka import client_config
 from pulse.kafkastart import start_where_committed
 
 
 def _consumer(broker: str, group: str, auto_commit: bool, config: dict[str, object]) -> Consumer:
-    return Consumer({"bootstrap.servers": broker, "group.id": group, "auto.offset.reset": "earliest",
-                     "enable.auto.commit": auto_commit, "auto.commit.interval.ms": 1000, **config})
+    return Consumer(client_config(broker, {"group.id": group, "auto.offset.reset": "earliest",
+                     "enable.auto.commit": auto_commit, "auto.commit.interval.ms": 1000, **config}))
 
 
 def _start_as_pulse(consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from confluent_kafka.admin import AdminClient
 
 from pulse.config import Settings
+from pulse.connect.kafka import client_config
 from pulse.errors import PulseError
 from pulse.generate.chaos import Chaos, ChaosConfig
 from pulse.generate.producer import EventProducer, RunLimits
@@ -46,7 +47,7 @@ def _fresh_topic(settings: Settings, partitions: int) -> str:
 
 
 def _drop(settings: Settings, topic: str) -> None:
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap})  # keep a reference while the future runs
+    admin = AdminClient(client_config(settings.bootstrap))  # keep a reference while the future runs
     admin.delete_topics([topic])[topic].result(timeout=30)
 
 

@@ -15,6 +15,7 @@ from confluent_kafka.admin import AdminClient
 
 from pulse.config import Settings
 from pulse.connect.elasticsearch import EsConnection
+from pulse.connect.kafka import client_config
 from pulse.kafkaio import QUIET_LOG
 
 BENCH_TOPICS = ("pulse.bench.", "bench-", "repartition__bench-", "changelog__bench-")
@@ -36,7 +37,7 @@ def _indices(es: EsConnection) -> set[str]:
 @contextmanager
 def scratch(settings: Settings) -> Iterator[None]:
     """Delete the benchmark topics and indices created while the block runs (also on errors and Ctrl-C)."""
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap, "logger": QUIET_LOG})
+    admin = AdminClient(client_config(settings.bootstrap, {"logger": QUIET_LOG}))
     topics, indices = _topics(admin), _indices(settings.es)
     try:
         yield

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from pulse.config import Settings
+from pulse.connect.kafka import use_config_file
 from pulse.errors import PulseError
 
 # verb -> "module:attribute" under pulse.cli; imported only when used, so `pulse aggregate` does not pay for
@@ -55,14 +56,20 @@ class PulseGroup(click.Group):
 @click.group(cls=PulseGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--home", type=click.Path(path_type=Path), envvar="PULSE_HOME", default=None,
               help="Directory for downloads, data and logs [env PULSE_HOME; default .pulse/ in the repo].")
+@click.option("--kafka-config", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="librdkafka properties for every Kafka client (security.protocol, sasl.*, ssl.*, …) in the "
+                   "client.properties format of kcat -F [env PULSE_KAFKA_CONFIG; single properties also as "
+                   "PULSE_KAFKA_<PROPERTY>, e.g. PULSE_KAFKA_SECURITY_PROTOCOL, secrets as …_FILE].")
 @click.version_option(package_name="pulse")
 @click.pass_context
-def cli(ctx: click.Context, home: Path | None) -> None:
+def cli(ctx: click.Context, home: Path | None, kafka_config: Path | None) -> None:
     """Pulse: real-time interaction analytics.
 
     Events flow generator -> Kafka -> exactly-once windowed aggregator -> Elasticsearch -> dashboards.
     Every option can also be set by a PULSE_* environment variable.
     """
+    if kafka_config is not None:
+        use_config_file(kafka_config)
     ctx.obj = Settings.from_env(home=home)
     # one line per event, with time and source: long-running stages write these to their logs
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, KafkaError, Producer
 
+from pulse.connect.kafka import client_config
 from pulse.errors import BrokerUnavailable, PulseError
 from pulse.generate.chaos import Record, Tag
 from pulse.generate.ledger import LedgerWriter
@@ -27,8 +28,7 @@ _LOG = logging.getLogger("pulse.generate")
 
 def producer_config(bootstrap: str, **overrides: object) -> dict[str, object]:
     """The producer settings Pulse uses everywhere it writes input events."""
-    return {
-        "bootstrap.servers": bootstrap,
+    return client_config(bootstrap, {
         "enable.idempotence": True,
         "acks": "all",
         "compression.type": "lz4",
@@ -42,7 +42,7 @@ def producer_config(bootstrap: str, **overrides: object) -> dict[str, object]:
         "partitioner": "murmur2_random",  # same as Java's default for keyed records
         "logger": QUIET_LOG,
         **overrides,
-    }
+    })
 
 
 @dataclass

@@ -19,6 +19,7 @@ import orjson
 from confluent_kafka import Consumer, Producer
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
+from pulse.connect.kafka import client_config
 from pulse.kafkaio import QUIET_LOG
 from pulse.topics import TopicSpec, ensure_topics
 
@@ -66,8 +67,8 @@ class BulkSink:
         self._consumer = consumer
         ensure_topics(bootstrap, [TopicSpec(dlq_topic, 1, {"retention.ms": str(7 * 86_400_000)})],
                       compare_config=False)
-        self._dlq = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
-                              "message.timeout.ms": 0, "logger": QUIET_LOG})
+        self._dlq = Producer(client_config(bootstrap, {"enable.idempotence": True, "acks": "all",
+                              "message.timeout.ms": 0, "logger": QUIET_LOG}))
 
     def write(self, ops: list[BulkOp], stop: threading.Event | None = None) -> None:
         """Write every op: returns once each one succeeded, was stale, or was dead-lettered."""

@@ -17,6 +17,7 @@ from confluent_kafka import Consumer, KafkaException, Message
 from confluent_kafka.admin import AdminClient
 
 from pulse.connect.elasticsearch import EsConnection
+from pulse.connect.kafka import client_config
 from pulse.kafkaio import QUIET_LOG, group_caught_up, outage_log
 from pulse.store.bulk import BulkOp, BulkSink, SinkStats
 from pulse.store.heartbeat import Heartbeat
@@ -34,14 +35,14 @@ class Projection(Generic[S]):
         self.flush_interval_s = flush_interval_s
         self._on_flush = on_flush
         self.es = es.client(request_timeout=30, retry_on_timeout=False, max_retries=0)
-        self._consumer = Consumer({
-            "bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False,
+        self._consumer = Consumer(client_config(bootstrap, {
+            "group.id": group_id, "enable.auto.commit": False,
             "auto.offset.reset": "earliest", "isolation.level": "read_committed",
             "fetch.max.bytes": 32 * 1024 * 1024, "session.timeout.ms": 6_000, "heartbeat.interval.ms": 1_500,
             # documents arrive in one burst per aggregator flush: do not park fetches for the default 500 ms
             "fetch.wait.max.ms": 50, "logger": QUIET_LOG, "error_cb": outage_log(component, bootstrap),
-        })
-        self._admin = AdminClient({"bootstrap.servers": bootstrap, "logger": QUIET_LOG})
+        }))
+        self._admin = AdminClient(client_config(bootstrap, {"logger": QUIET_LOG}))
         self._sink = BulkSink(self.es, self._consumer, bootstrap, dlq_topic, stats)
         self.heartbeat = Heartbeat(bootstrap, component)
 

@@ -1,0 +1,60 @@
+"""Every Kafka client of a process takes the same connection properties, from a client.properties file
+(`--kafka-config`) or PULSE_KAFKA_<PROPERTY> variables, secrets also from files: shown here on the real broker (a
+file that names the broker is enough to reach it; a security protocol the broker does not speak is one line)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from pulse.connect.kafka import properties_from
+from pulse.errors import PulseError
+from tests.cli_helpers import one_line_error, run_pulse
+from tests.names import unique
+
+
+def test_the_file_then_the_variables_give_the_properties(tmp_path: Path) -> None:
+    conf = tmp_path / "client.properties"
+    conf.write_text("# kcat -F style\nbootstrap.servers=broker:9093\nsecurity.protocol = SASL_SSL\n"
+                    "sasl.mechanisms: SCRAM-SHA-512\n\n! another comment\n")
+    secret = tmp_path / "pw"
+    secret.write_text("s3cr3t\n")
+    env = {"PULSE_KAFKA_CONFIG": str(conf), "PULSE_KAFKA_SASL_USERNAME": "pulse",
+           "PULSE_KAFKA_SASL_PASSWORD_FILE": str(secret), "PULSE_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+           "PULSE_KAFKA_PORT": "9092", "PULSE_KAFKA_HEAP": "1g"}  # the local broker's settings, not properties
+    assert properties_from(env) == {"bootstrap.servers": "broker:9093", "security.protocol": "SASL_PLAINTEXT",
+                                    "sasl.mechanisms": "SCRAM-SHA-512", "sasl.username": "pulse",
+                                    "sasl.password": "s3cr3t"}
+    conf.write_text("no separator here\n")
+    with pytest.raises(PulseError, match="line 1: expected key=value"):
+        properties_from(env)
+
+
+def _dead_port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
+def test_a_config_file_reaches_every_client(bootstrap: str, tmp_path: Path) -> None:
+    conf = tmp_path / "client.properties"
+    conf.write_text(f"bootstrap.servers={bootstrap}\nclient.id=pulse-from-file\n")
+    env = {k: v for k, v in os.environ.items() if k != "PULSE_BOOTSTRAP"} | {"PULSE_KAFKA_PORT": _dead_port()}
+    topic = unique("conf")
+    done = run_pulse("--kafka-config", str(conf), "setup", "--topic", topic, "--partitions", "1", env=env)
+    assert done.returncode == 0, done.stderr
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    assert topic in admin.list_topics(timeout=10).topics
+    for future in admin.delete_topics([topic, f"{topic}.dlq", f"{topic}.late"], operation_timeout=30).values():
+        future.result(timeout=60)
+
+
+def test_a_protocol_the_broker_does_not_speak_is_one_line(bootstrap: str) -> None:
+    env = dict(os.environ) | {"PULSE_BOOTSTRAP": bootstrap, "PULSE_KAFKA_SECURITY_PROTOCOL": "SSL"}
+    done = run_pulse("setup", "--topic", unique("ssl"), env=env, timeout=120)
+    assert "Kafka is not reachable" in one_line_error(done)
