@@ -48,6 +48,11 @@ BULK_FETCH = {"fetch.max.bytes": 64 * 1024 * 1024, "max.partition.fetch.bytes": 
 share it."""
 
 
+def admin_client(bootstrap: str) -> AdminClient:
+    """An admin client whose errors Pulse reports itself (no librdkafka chatter on stderr)."""
+    return AdminClient(client_config(bootstrap, {"logger": QUIET_LOG}))
+
+
 def reader(bootstrap: str) -> Consumer:
     return Consumer(client_config(bootstrap, {"group.id": f"pulse-restore-{uuid.uuid4().hex[:8]}",
                      "enable.auto.commit": False, "isolation.level": "read_committed",

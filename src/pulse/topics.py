@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from pulse.connect.kafka import client_config
 from pulse.errors import BrokerUnavailable, PulseError
-from pulse.kafkaio import QUIET_LOG, broker_reachable
+from pulse.kafkaio import admin_client, broker_reachable
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,7 @@ def _await_leaders(admin: AdminClient, names: list[str], timeout: float) -> None
 def partition_count(bootstrap: str, topic: str) -> int:
     """Partitions of an existing topic, with a clear error if the broker or the topic is missing."""
     require_broker(bootstrap)
-    admin = AdminClient(client_config(bootstrap, {"logger": QUIET_LOG}))
+    admin = admin_client(bootstrap)
     info = admin.list_topics(topic, timeout=10).topics.get(topic)
     if info is None or info.error is not None:
         raise PulseError(f"topic {topic!r} does not exist; create it with `pulse setup`")
@@ -91,7 +90,7 @@ def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 30.0,
     Returns (topic, "created" | "exists") pairs; raises PulseError listing every difference found.
     """
     require_broker(bootstrap)
-    admin = AdminClient(client_config(bootstrap, {"logger": QUIET_LOG}))
+    admin = admin_client(bootstrap)
     existing = admin.list_topics(timeout=timeout).topics
     results: list[tuple[str, str]] = []
     missing = [s for s in specs if s.name not in existing]
@@ -128,7 +127,7 @@ def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 30.0,
 
 def timestamp_type(bootstrap: str, topic: str, timeout: float = 10.0) -> str | None:
     """``CreateTime`` (the producer's clock) or ``LogAppendTime`` (the broker's); None if it cannot be read."""
-    admin = AdminClient(client_config(bootstrap, {"logger": QUIET_LOG}))
+    admin = admin_client(bootstrap)
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
     try:
         entries = admin.describe_configs([resource])[resource].result(timeout=timeout)
@@ -175,7 +174,7 @@ def repartition_topic(group: str) -> str:
 
 def topic_exists(bootstrap: str, topic: str) -> bool:
     require_broker(bootstrap)
-    admin = AdminClient(client_config(bootstrap, {"logger": QUIET_LOG}))
+    admin = admin_client(bootstrap)
     return topic in admin.list_topics(timeout=10).topics
 
 

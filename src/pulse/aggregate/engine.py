@@ -19,7 +19,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_STORED, Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from pulse.aggregate import decisions
 from pulse.aggregate.group import Membership
@@ -27,9 +26,8 @@ from pulse.aggregate.repartition import ForwardedInput, headers
 from pulse.aggregate.restore import restore_partition
 from pulse.aggregate.state import Partition, StateConfig, flush_all, new_partition, route_batch, settle
 from pulse.aggregate.transactions import Commit, patiently, send_offsets, transactional_producer
-from pulse.connect.kafka import client_config
 from pulse.errors import PulseError
-from pulse.kafkaio import QUIET_LOG, end_offsets, group_caught_up, offsets_at, watermarks
+from pulse.kafkaio import admin_client, end_offsets, group_caught_up, offsets_at, watermarks
 from pulse.kafkastart import start_where_committed
 from pulse.topics import aggregates_topic, changelog_topic, decisions_topic, repartition_topic
 
@@ -115,7 +113,7 @@ class Engine:
         self._last_record_wall: dict[int, float] = {}
         self._last_details = time.monotonic()
         self._users_at: dict[int, float] = {}  # partition → when its user documents last went out
-        self._admin = AdminClient(client_config(cfg.bootstrap, {"logger": QUIET_LOG}))
+        self._admin = admin_client(cfg.bootstrap)
         self._on_flush = on_flush
         self._txn_init: threading.Thread | None = None
         self._txn_error: KafkaError | None = None

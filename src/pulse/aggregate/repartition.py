@@ -59,9 +59,9 @@ class ForwardedInput:
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.topic = topic
-        self._consumer = Consumer(client_config(bootstrap, {"logger": QUIET_LOG, **BULK_FETCH,
-                                   "group.id": f"pulse-forwarded-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
-                                   "isolation.level": "read_committed", "auto.offset.reset": "earliest"}))
+        self._consumer = Consumer(client_config(bootstrap, {
+            "group.id": f"pulse-forwarded-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
+            "isolation.level": "read_committed", "auto.offset.reset": "earliest", "logger": QUIET_LOG, **BULK_FETCH}))
         self._wanted: dict[int, int] = {}  # partition → position to start from
         self._stale = False  # the consumer's assignment is not `_wanted` yet
 

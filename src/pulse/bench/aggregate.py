@@ -20,14 +20,13 @@ from importlib import resources
 from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from pulse import kafkaio
 from pulse.bench.contenders import naive_index
 from pulse.config import Settings
 from pulse.connect.kafka import client_config
 from pulse.errors import PulseError
-from pulse.kafkaio import QUIET_LOG
+from pulse.kafkaio import admin_client
 from pulse.stack.process import interrupt
 from pulse.topics import partition_count, repartition_topic
 
@@ -290,7 +289,7 @@ def prepare_input(settings: Settings, topic: str, count: int, partitions: int, n
 
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     """Where every contender must have committed to: the end of each partition of the pre-produced topic."""
-    admin = AdminClient(client_config(settings.bootstrap, {"logger": QUIET_LOG}))
+    admin = admin_client(settings.bootstrap)
     return kafkaio.end_offsets(admin, topic, list(range(partition_count(settings.bootstrap, topic))))
 
 

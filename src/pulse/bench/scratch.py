@@ -15,8 +15,7 @@ from confluent_kafka.admin import AdminClient
 
 from pulse.config import Settings
 from pulse.connect.elasticsearch import EsConnection
-from pulse.connect.kafka import client_config
-from pulse.kafkaio import QUIET_LOG
+from pulse.kafkaio import admin_client
 
 BENCH_TOPICS = ("pulse.bench.", "bench-", "repartition__bench-", "changelog__bench-")
 BENCH_INDICES = "bench-*"
@@ -37,7 +36,7 @@ def _indices(es: EsConnection) -> set[str]:
 @contextmanager
 def scratch(settings: Settings) -> Iterator[None]:
     """Delete the benchmark topics and indices created while the block runs (also on errors and Ctrl-C)."""
-    admin = AdminClient(client_config(settings.bootstrap, {"logger": QUIET_LOG}))
+    admin = admin_client(settings.bootstrap)
     topics, indices = _topics(admin), _indices(settings.es)
     try:
         yield

@@ -11,17 +11,15 @@ import time
 from typing import Any
 
 from confluent_kafka import KafkaException, TopicCollection
-from confluent_kafka.admin import AdminClient
 from elasticsearch import Elasticsearch, NotFoundError
 
-from pulse.connect.kafka import client_config
 from pulse.errors import PulseError
-from pulse.kafkaio import QUIET_LOG
+from pulse.kafkaio import admin_client
 from pulse.store.indices import DEFAULT_PREFIX, meta_index
 
 
 def topic_id(bootstrap: str, topic: str) -> str:
-    admin = AdminClient(client_config(bootstrap, {"logger": QUIET_LOG}))
+    admin = admin_client(bootstrap)
     try:
         return str(admin.describe_topics(TopicCollection([topic]))[topic].result(timeout=15).topic_id)
     except KafkaException as exc:

@@ -14,11 +14,10 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from confluent_kafka import Consumer, KafkaException, Message
-from confluent_kafka.admin import AdminClient
 
 from pulse.connect.elasticsearch import EsConnection
 from pulse.connect.kafka import client_config
-from pulse.kafkaio import QUIET_LOG, group_caught_up, outage_log
+from pulse.kafkaio import QUIET_LOG, admin_client, group_caught_up, outage_log
 from pulse.store.bulk import BulkOp, BulkSink, SinkStats
 from pulse.store.heartbeat import Heartbeat
 
@@ -42,7 +41,7 @@ class Projection(Generic[S]):
             # documents arrive in one burst per aggregator flush: do not park fetches for the default 500 ms
             "fetch.wait.max.ms": 50, "logger": QUIET_LOG, "error_cb": outage_log(component, bootstrap),
         }))
-        self._admin = AdminClient(client_config(bootstrap, {"logger": QUIET_LOG}))
+        self._admin = admin_client(bootstrap)
         self._sink = BulkSink(self.es, self._consumer, bootstrap, dlq_topic, stats)
         self.heartbeat = Heartbeat(bootstrap, component)
 

@@ -20,9 +20,8 @@ from elasticsearch import Elasticsearch
 from pulse.aggregate.engine import Engine, EngineConfig, EngineStats
 from pulse.aggregate.state import StateConfig
 from pulse.connect.elasticsearch import EsConnection
-from pulse.connect.kafka import client_config
 from pulse.errors import PulseError
-from pulse.kafkaio import QUIET_LOG
+from pulse.kafkaio import admin_client
 from pulse.store import lineage
 from pulse.store.indices import FAMILIES, alias, create_generation, current_generation, ensure_indices
 from pulse.store.writer import ElasticsearchWriter, WriterConfig, WriterStats
@@ -111,7 +110,7 @@ def swap_aliases(es: Elasticsearch, new_generation: int, prefix: str, keep_old: 
 def replay(plan: ReplayPlan, stop: threading.Event, phase: Callable[[str], None] = lambda _m: None,
            on_engine: Callable[[EngineStats], None] | None = None,
            on_writer: Callable[[WriterStats], None] | None = None) -> ReplayResult:
-    admin = AdminClient(client_config(plan.bootstrap, {"logger": QUIET_LOG}))
+    admin = admin_client(plan.bootstrap)
     busy = _active_groups(admin, [plan.group, store_group(plan.group)])
     if busy:
         raise PulseError(f"consumer groups {busy} have running members; stop `pulse aggregate` and `pulse store` "
