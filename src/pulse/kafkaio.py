@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -26,6 +26,11 @@ QUIET_LOG.addHandler(logging.NullHandler())
 QUIET_LOG.propagate = False
 
 
+REFUSALS = {KafkaError._AUTHENTICATION: "refused the credentials", KafkaError._SSL: "failed the TLS handshake",
+            KafkaError.SASL_AUTHENTICATION_FAILED: "refused the credentials"}
+"""Connection errors that are an operator's mistake, not an outage: said in one line, never waited out."""
+
+
 def outage_log(client: str, bootstrap: str, every_s: float = 60.0) -> Callable[[KafkaError], None]:
     """An ``error_cb`` for clients that ride out broker restarts (librdkafka reconnects by itself): one log line
     when every broker is unreachable, at most once a minute, instead of librdkafka's line per retry."""
@@ -35,6 +40,9 @@ def outage_log(client: str, bootstrap: str, every_s: float = 60.0) -> Callable[[
     def report(err: KafkaError) -> None:
         if err.fatal():
             log.error("Kafka client failed: %s", err.str())
+        elif err.code() in REFUSALS and time.monotonic() - last[0] >= every_s:
+            last[0] = time.monotonic()
+            log.error("Kafka at %s %s: %s; retrying", bootstrap, REFUSALS[err.code()], err.str())
         elif err.code() == KafkaError._ALL_BROKERS_DOWN and time.monotonic() - last[0] >= every_s:
             last[0] = time.monotonic()
             log.warning("Kafka at %s is unreachable; waiting for it (nothing is lost meanwhile)", bootstrap)
@@ -165,12 +173,28 @@ def offsets_at(consumer: Consumer, topic: str, partitions: list[int], ts_ms: int
     return out
 
 
-def broker_reachable(bootstrap: str, timeout: float = 5.0) -> bool:
-    """True if a Kafka broker answers a metadata request at ``bootstrap`` within ``timeout`` seconds."""
-    admin = AdminClient(client_config(bootstrap, {"logger": QUIET_LOG, "socket.connection.setup.timeout.ms":
-                         int(timeout * 1000)}))
+def broker_problem(bootstrap: str, timeout: float = 5.0, connection: Mapping[str, str] | None = None) -> str | None:
+    """None if a Kafka broker answers a metadata request at ``bootstrap`` within ``timeout`` seconds, else why
+    not, in one line; ``connection``: these connection properties instead of the process's (the local stack's
+    own probe)."""
+    refused: list[KafkaError] = []
+    own = {"logger": QUIET_LOG, "socket.connection.setup.timeout.ms": int(timeout * 1000),
+           "error_cb": lambda err: refused.append(err) if err.code() in REFUSALS else None}
+    config = (client_config(bootstrap, own) if connection is None
+              else {**connection, "bootstrap.servers": bootstrap, **own})
+    admin = AdminClient(config)
     try:
-        meta = admin.list_topics(timeout=timeout)
-    except Exception:
-        return False
-    return bool(meta.brokers)
+        if admin.list_topics(timeout=timeout).brokers:
+            return None
+    except Exception:  # any failure to answer is said below
+        pass
+    admin.poll(0)  # serves the error callbacks
+    if refused:
+        err = refused[0]
+        return f"Kafka at {bootstrap} {REFUSALS[err.code()]}: {err.str()}"
+    return f"Kafka is not reachable at {bootstrap} (is the stack up? `pulse stack up`)"
+
+
+def broker_reachable(bootstrap: str, timeout: float = 5.0, connection: Mapping[str, str] | None = None) -> bool:
+    """True if a Kafka broker answers at ``bootstrap`` within ``timeout`` seconds (see :func:`broker_problem`)."""
+    return broker_problem(bootstrap, timeout, connection) is None

@@ -10,7 +10,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from pulse.errors import BrokerUnavailable, PulseError
-from pulse.kafkaio import admin_client, broker_reachable
+from pulse.kafkaio import admin_client, broker_problem
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,9 @@ _REACHED: set[str] = set()  # brokers this process already reached (start-up run
 def require_broker(bootstrap: str) -> None:
     if bootstrap in _REACHED:
         return
-    if not broker_reachable(bootstrap, timeout=5.0):
-        raise BrokerUnavailable(f"Kafka is not reachable at {bootstrap} (is the stack up? `pulse stack up`)")
+    problem = broker_problem(bootstrap, timeout=5.0)
+    if problem:
+        raise BrokerUnavailable(problem)
     _REACHED.add(bootstrap)
 
 

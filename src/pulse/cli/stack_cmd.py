@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from dataclasses import replace
@@ -33,17 +34,30 @@ def stack(ctx: click.Context, **flags: object) -> None:
 
 
 @stack.command()
+@click.option("--secure", is_flag=True, envvar="PULSE_STACK_SECURE",
+              help="Make this home's stack secure: Kafka on SASL_SSL (SCRAM-SHA-512) and Elasticsearch with TLS "
+                   "and authentication, certificates made on the spot; then `eval \"$(pulse stack env)\"`. "
+                   "A home stays secure once made so. [env var: PULSE_STACK_SECURE]")
 @click.pass_obj
-def up(settings: Settings) -> None:
+def up(settings: Settings, secure: bool) -> None:
     """Download (once), start and wait for Kafka and Elasticsearch. Safe to run again."""
     console = Console(stderr=True)
     with console.status("starting the stack…") as spinner:
-        results = manager.up(settings, progress=lambda msg: spinner.update(msg))
+        results = manager.up(settings, progress=lambda msg: spinner.update(msg), secure=secure)
     for r in results:
         how = "started" if r.started else "already running"
         cached = "downloaded" if r.downloaded else "from cache"
         extra = f" ({cached}, ready in {r.seconds:.1f}s)" if r.started else ""
         click.echo(f"{r.name:<14} {how:<16} {r.address}{extra}")
+
+
+@stack.command()
+@click.pass_obj
+def env(settings: Settings) -> None:
+    """Print the `export PULSE_...` lines that point every Pulse command at this stack:
+    eval "$(pulse stack env)". Secrets are given as *_FILE paths, never as values."""
+    for name, value in manager.client_env(settings).items():
+        click.echo(f"export {name}={shlex.quote(value)}")
 
 
 @stack.command()

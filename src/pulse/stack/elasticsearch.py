@@ -15,9 +15,20 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from pulse.errors import StackError
+from pulse.connect.elasticsearch import EsConnection
+from pulse.connect.secrets import Secret
+from pulse.errors import PulseError, StackError
 from pulse.stack import artifacts
+from pulse.stack.secure import ES_USER, SecureMaterial
 from pulse.stack.service import Launch, Service, base_env, java_home
+
+PULSE_ROLE = f"""# Written by `pulse stack up --secure`: what Pulse's user may do.
+{ES_USER}:
+  cluster: [monitor, manage_index_templates]
+  indices:
+    - names: ["*"]
+      privileges: [all]
+"""
 
 
 class ElasticsearchService(Service):
@@ -40,7 +51,19 @@ class ElasticsearchService(Service):
 
     @property
     def address(self) -> str:
-        return self.settings.es_url
+        return f"{'https' if self.secure else 'http'}://127.0.0.1:{self.settings.es_port}"
+
+    @property
+    def secure(self) -> SecureMaterial | None:
+        material = SecureMaterial.of(self.settings.home)
+        return material if material.exists() else None
+
+    def connection(self) -> EsConnection:
+        """The stack's own connection: as Pulse's user over TLS on a secure stack."""
+        if not (material := self.secure):
+            return EsConnection(hosts=(self.address,))
+        return EsConnection(hosts=(self.address,), username=ES_USER, password=Secret(material.secret("es")),
+                            ca_certs=str(material.ca_cert))
 
     @property
     def version(self) -> str:
@@ -61,12 +84,42 @@ class ElasticsearchService(Service):
             f"http.port: {s.es_port}",
             f"transport.port: {s.es_transport_port}",
             "discovery.type: single-node",
-            "xpack.security.enabled: false",
+            *self._security_settings(),
             # A developer disk is often fuller than a production one; do not go read-only at 90 %.
             "cluster.routing.allocation.disk.threshold_enabled: false",
             "action.destructive_requires_name: false",
             "",
         ])
+
+    def _security_settings(self) -> list[str]:
+        if not self.secure:
+            return ["xpack.security.enabled: false"]
+        return [
+            "xpack.security.enabled: true",
+            "xpack.security.http.ssl.enabled: true",
+            "xpack.security.http.ssl.key: tls/server.key",
+            "xpack.security.http.ssl.certificate: tls/server.crt",
+            "xpack.security.http.ssl.certificate_authorities: [tls/ca.crt]",
+        ]
+
+    def _install_secure_material(self, env: dict[str, str]) -> None:
+        """The node's certificate (it reads only files in its config directory), Pulse's role, and Pulse's user
+        in the file realm (the integ-test build cannot create the security index, so there are no native users
+        or API keys); the password reaches the users tool on stdin."""
+        material = self.secure
+        if not material:
+            return
+        tls = self.conf_dir / "tls"
+        tls.mkdir(exist_ok=True)
+        for src in (material.server_key, material.server_cert, material.ca_cert):
+            shutil.copyfile(src, tls / src.name)
+            (tls / src.name).chmod(0o600)
+        (self.conf_dir / "roles.yml").write_text(PULSE_ROLE)
+        users = self.conf_dir / "users"
+        if not (users.exists() and any(line.startswith(f"{ES_USER}:") for line in users.read_text().splitlines())):
+            password = material.secret("es")
+            _run_tool([str(self.dist_bin / "elasticsearch-users"), "useradd", ES_USER, "-r", ES_USER], env,
+                      f"{password}\n{password}\n")
 
     def prepare(self) -> Launch:
         dist, _ = artifacts.elasticsearch_dist(self.settings)
@@ -76,6 +129,12 @@ class ElasticsearchService(Service):
         if not (self.conf_dir / "jvm.options").exists():
             shutil.copytree(dist / "config", self.conf_dir, dirs_exist_ok=True)
         (self.conf_dir / "elasticsearch.yml").write_text(self._elasticsearch_yml())
+        env = base_env() | {
+            "ES_JAVA_HOME": str(java_home()),
+            "ES_PATH_CONF": str(self.conf_dir),
+            "ES_TMPDIR": str(self.dir / "tmp"),
+        }
+        self._install_secure_material(env)
         heap = self.settings.es_heap
         (self.conf_dir / "jvm.options.d").mkdir(exist_ok=True)
         (self.conf_dir / "jvm.options.d" / "pulse-heap.options").write_text(f"-Xms{heap}\n-Xmx{heap}\n")
@@ -84,11 +143,6 @@ class ElasticsearchService(Service):
             _check_traversable(self.dir, user)
             subprocess.run(["chown", "-R", user, str(self.conf_dir), *(str(self.dir / d) for d in
                             ("data", "logs", "tmp"))], check=True)
-        env = base_env() | {
-            "ES_JAVA_HOME": str(java_home()),
-            "ES_PATH_CONF": str(self.conf_dir),
-            "ES_TMPDIR": str(self.dir / "tmp"),
-        }
         return Launch(argv=[str(dist / "bin" / "elasticsearch"), self.cmdline_marker], env=env, cwd=self.dir, user=user)
 
     def _service_user(self) -> str | None:
@@ -105,8 +159,22 @@ class ElasticsearchService(Service):
                                  f"{proc.stderr.strip()}") from None
         return name
 
+    @property
+    def dist_bin(self) -> Path:
+        return artifacts.elasticsearch_dist(self.settings)[0] / "bin"
+
     def healthy(self) -> bool:
-        return cluster_status(self.address) in {"green", "yellow"}
+        try:
+            return self.connection().status(timeout=2.0) in {"green", "yellow"}
+        except PulseError:
+            return False
+
+
+def _run_tool(argv: list[str], env: dict[str, str], stdin: str) -> None:
+    proc = subprocess.run(argv, input=stdin, env=env, capture_output=True, text=True, check=False, timeout=120)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise StackError(f"{Path(argv[0]).name} {argv[1]} failed: {tail[0]}")
 
 
 def cluster_status(url: str, timeout: float = 2.0) -> str | None:

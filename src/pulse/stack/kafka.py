@@ -11,6 +11,7 @@ from pathlib import Path
 from pulse.errors import StackError
 from pulse.kafkaio import broker_reachable
 from pulse.stack import artifacts
+from pulse.stack.secure import BROKER_USER, SCRAM, SecureMaterial
 from pulse.stack.service import Launch, Service, base_env, java_home
 
 
@@ -44,7 +45,12 @@ class KafkaService(Service):
 
     @property
     def address(self) -> str:
-        return self.settings.bootstrap
+        return f"127.0.0.1:{self.settings.kafka_port}"
+
+    @property
+    def secure(self) -> SecureMaterial | None:
+        material = SecureMaterial.of(self.settings.home)
+        return material if material.exists() else None
 
     @property
     def version(self) -> str:
@@ -55,16 +61,18 @@ class KafkaService(Service):
 
     def _server_properties(self) -> str:
         s = self.settings
+        client = "SASL_SSL" if self.secure else "PLAINTEXT"
         return "\n".join([
             "# Written by `pulse stack up`; edit Pulse settings (PULSE_*), not this file.",
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.voters=1@127.0.0.1:{s.kafka_controller_port}",
-            f"listeners=PLAINTEXT://127.0.0.1:{s.kafka_port},CONTROLLER://127.0.0.1:{s.kafka_controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{s.kafka_port}",
+            f"listeners={client}://127.0.0.1:{s.kafka_port},CONTROLLER://127.0.0.1:{s.kafka_controller_port}",
+            f"advertised.listeners={client}://127.0.0.1:{s.kafka_port}",
             "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            f"inter.broker.listener.name={client}",
+            f"listener.security.protocol.map=CONTROLLER:PLAINTEXT,{client}:{client}",
+            *self._security_properties(),
             f"log.dirs={self.dir / 'data'}",
             f"num.partitions={s.partitions}",
             "auto.create.topics.enable=false",
@@ -81,22 +89,33 @@ class KafkaService(Service):
             "",
         ])
 
+    def _security_properties(self) -> list[str]:
+        """The SASL_SSL listener's settings: SCRAM-SHA-512 only, the broker's own login, its keystore."""
+        if not (material := self.secure):
+            return []
+        login = (f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{BROKER_USER}" '
+                 f'password="{material.secret("broker")}";')
+        return [
+            f"sasl.enabled.mechanisms={SCRAM}",
+            f"sasl.mechanism.inter.broker.protocol={SCRAM}",
+            f"listener.name.sasl_ssl.{SCRAM.lower()}.sasl.jaas.config={login}",
+            "ssl.keystore.type=PKCS12",
+            f"ssl.keystore.location={material.keystore}",
+            f"ssl.keystore.password={material.secret('keystore')}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={material.ca_cert}",
+        ]
+
     def prepare(self) -> Launch:
         lib, _ = artifacts.kafka_lib(self.settings)
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.config_file.touch()
+        self.config_file.chmod(0o600)  # it holds the secure broker's keystore password
         self.config_file.write_text(self._server_properties())
         java = str(java_home() / "bin" / "java")
         classpath = f"{lib}/*"
         if not (self.dir / "data" / "meta.properties").exists():
-            proc = subprocess.run(
-                [java, "-cp", classpath, "kafka.tools.StorageTool", "format",
-                 f"--cluster-id={new_cluster_id()}",
-                 "-c", str(self.config_file), "--ignore-formatted"],
-                capture_output=True, text=True, check=False, timeout=120,
-            )
-            if proc.returncode != 0:
-                tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-                raise StackError(f"formatting Kafka storage failed: {tail[0]}")
+            self._format(java, classpath)
         log4j = Path(str(resources.files("pulse.stack") / "conf" / "kafka-log4j2.properties"))
         heap = self.settings.kafka_heap
         argv = [java, f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
@@ -104,8 +123,28 @@ class KafkaService(Service):
                 "-cp", classpath, "kafka.Kafka", str(self.config_file)]
         return Launch(argv=argv, env=base_env(), cwd=self.dir)
 
+    def _format(self, java: str, classpath: str) -> None:
+        """Format the storage once; a secure stack's SCRAM users go in here, through a Java argfile so that
+        their passwords are never on a command line."""
+        args = ["-cp", classpath, "kafka.tools.StorageTool", "format", f"--cluster-id={new_cluster_id()}",
+                "-c", str(self.config_file), "--ignore-formatted",
+                *(self.secure.scram_arguments() if self.secure else [])]
+        argfile = self.dir / "format.args"
+        argfile.touch()
+        argfile.chmod(0o600)
+        argfile.write_text("\n".join(f'"{a}"' if " " in a else a for a in args) + "\n")
+        try:
+            proc = subprocess.run([java, f"@{argfile}"], capture_output=True, text=True, check=False, timeout=120)
+        finally:
+            argfile.unlink()
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise StackError(f"formatting Kafka storage failed: {tail[0]}")
+
     def healthy(self) -> bool:
-        return broker_reachable(self.address, timeout=3.0)
+        secure = self.secure
+        return broker_reachable(self.address, timeout=3.0,
+                                connection=secure.kafka_client_properties() if secure else {})
 
 
 

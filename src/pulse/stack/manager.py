@@ -12,6 +12,7 @@ from pulse.errors import StackError
 from pulse.stack.elasticsearch import ElasticsearchService
 from pulse.stack.kafka import KafkaService
 from pulse.stack.process import port_in_use, wait_until
+from pulse.stack.secure import SecureMaterial
 from pulse.stack.service import Service
 
 
@@ -50,10 +51,13 @@ def service_by_name(settings: Settings, name: str) -> Service:
     raise StackError(f"unknown service {name!r}; choose one of: kafka, elasticsearch")
 
 
-def up(settings: Settings, progress: Callable[[str], None] = lambda _msg: None) -> list[UpResult]:
-    """Install (cached), configure and start every service not already running; wait until all are healthy."""
+def up(settings: Settings, progress: Callable[[str], None] = lambda _msg: None, secure: bool = False) -> list[UpResult]:
+    """Install (cached), configure and start every service not already running; wait until all are healthy.
+    ``secure``: make this home's stack a secure one (TLS and authentication); a home stays what it was made."""
     settings.home.mkdir(parents=True, exist_ok=True)
     settings.home.chmod(settings.home.stat().st_mode | 0o755)
+    if secure:
+        _make_secure(settings, progress)
     launched: list[tuple[Service, float, bool, subprocess.Popen[bytes] | None]] = []
     try:
         for svc in services(settings):
@@ -64,6 +68,27 @@ def up(settings: Settings, progress: Callable[[str], None] = lambda _msg: None) 
             if proc is not None:
                 svc.process.stop(timeout=20)
         raise
+
+
+def _make_secure(settings: Settings, progress: Callable[[str], None]) -> None:
+    material = SecureMaterial.of(settings.home)
+    if material.exists():
+        return
+    kafka = KafkaService(settings)
+    if (kafka.dir / "data" / "meta.properties").exists():
+        raise StackError(f"the stack under {settings.home} was made without --secure and its broker has no "
+                         f"users; stop it and use another --home, or delete {kafka.dir} to start afresh")
+    progress("making the secure stack's certificates and passwords")
+    material.create()
+
+
+def client_env(settings: Settings) -> dict[str, str]:
+    """``PULSE_*`` variables that point every Pulse command at this home's stack (secrets as ``*_FILE``)."""
+    kafka, es = KafkaService(settings), ElasticsearchService(settings)
+    material = SecureMaterial.of(settings.home)
+    if material.exists():
+        return material.client_env(kafka.address, es.address)
+    return {"PULSE_BOOTSTRAP": kafka.address, "PULSE_ES_URL": es.address}
 
 
 def _launch(svc: Service, progress: Callable[[str], None]) -> tuple[Service, float, bool,
