@@ -22,10 +22,11 @@ from confluent_kafka import OFFSET_STORED, Consumer, KafkaError, KafkaException,
 
 from pulse.aggregate import decisions
 from pulse.aggregate.group import Membership
+from pulse.aggregate.observed import EngineMetrics
 from pulse.aggregate.repartition import ForwardedInput, headers
 from pulse.aggregate.restore import restore_partition
 from pulse.aggregate.state import Partition, StateConfig, flush_all, new_partition, route_batch, settle
-from pulse.aggregate.transactions import Commit, patiently, send_offsets, transactional_producer
+from pulse.aggregate.transactions import Commit, Flushed, patiently, send_offsets, transactional_producer
 from pulse.errors import PulseError
 from pulse.kafkaio import admin_client, end_offsets, group_caught_up, offsets_at, watermarks
 from pulse.kafkastart import start_where_committed
@@ -130,6 +131,8 @@ class Engine:
         self._partition_count = 0  # the input topic's, read on assignment
         self._forwarded_in = ForwardedInput(cfg.bootstrap, cfg.repartition_topic)
         self._forwarding: set[int] = set()  # partitions that said they forward records
+        self.metrics = EngineMetrics(self._high_watermark)
+        self.joined = False  # the group gave this instance its first assignment (possibly empty)
 
     def _new_producer(self) -> Producer:
         cfg = self.cfg
@@ -311,6 +314,7 @@ class Engine:
             self._routed()
         self._settle()
         self._transactions_ready()
+        started = time.monotonic()
         now_wall = int(time.time() * 1000)
         complete = details  # stop, revoke, caught up: publish everything
         decided: dict[int, list[bytes]] = {}
@@ -330,7 +334,7 @@ class Engine:
         for st, users, flushed in zip(parts, users_due, flush_all(parts, details, users_due, now_wall), strict=True):
             if flushed is not None:
                 st.committed(details, users)  # handed over; a failed transaction reloads the state (_settle)
-                work.append((st.partition, users, *flushed))
+                work.append((st, users, *flushed))
         if not work:
             return
         try:
@@ -342,17 +346,19 @@ class Engine:
                           for st in parts if st.repartition_offset > 0]
             if positions:
                 send_offsets(self._producer, positions, self._consumer.consumer_group_metadata())
-            for partition, _users, records, out, dead, late, forward in work:
-                self._write_partition(partition, records, out, dead, late, forward)
-                for decision in decided.get(partition, ()):
-                    self._send(self.cfg.decisions_topic, decision, None, partition)
+            for st, _users, records, out, dead, late, forward in work:
+                self._write_partition(st.partition, records, out, dead, late, forward)
+                for decision in decided.get(st.partition, ()):
+                    self._send(self.cfg.decisions_topic, decision, None, st.partition)
         except KafkaException as exc:
             self._transaction_failed(exc.args[0])
             return
         if details:
             self._last_details = time.monotonic()
-        self._commit = Commit(self._producer, [(p, users, len(records), [kind for _, kind, _ in out], len(forward))
-                                                for p, users, records, out, _dead, _late, forward in work])
+        self._commit = Commit(self._producer, [
+            Flushed(st.partition, users, len(records), [kind for _, kind, _ in out], len(forward), tuple(st.counters),
+                    st.next_offset) for st, users, records, out, _dead, _late, forward in work])
+        self.metrics.flushed(time.monotonic() - started)
         if wait:
             self._settle()
 
@@ -365,14 +371,15 @@ class Engine:
         if commit.error is not None:
             self._transaction_failed(commit.error)
             return
-        for partition, users, records, kinds, forwarded in commit.work:
-            if users:
-                self._users_at[partition] = time.monotonic()
-            self.stats.forwarded += forwarded
-            self.stats.docs += len(kinds)
-            self.stats.docs_by_kind.update(kinds)
-            self.stats.changelog_records += records
+        for flushed in commit.work:
+            if flushed.users:
+                self._users_at[flushed.partition] = time.monotonic()
+            self.stats.forwarded += flushed.forwarded
+            self.stats.docs += len(flushed.kinds)
+            self.stats.docs_by_kind.update(flushed.kinds)
+            self.stats.changelog_records += flushed.changelog_records
         self.stats.flushes += 1
+        self.metrics.committed(commit, self.states)
         if self._on_flush:
             self._on_flush(self.stats)
 
@@ -501,12 +508,22 @@ class Engine:
     # -- rebalancing ------------------------------------------------------------------------------------------
     def _load(self, partition: int, logged: bool = True) -> Partition:
         st = new_partition(partition, self.cfg.state, self._partition_count)
+        started = time.monotonic()
         if logged:
             self.stats.restored_keys += restore_partition(st, self.cfg.state, self.cfg.bootstrap,
                                                           self.cfg.changelog_topic, self.cfg.topic,
                                                           self.cfg.repartition_topic)
+        self.metrics.loaded(st, time.monotonic() - started if logged else None)
         self._last_record_wall[partition] = time.monotonic()
         return st
+
+    def _high_watermark(self, partition: int) -> int | None:
+        """The input partition's end as last fetched (no request): for the lag metric."""
+        try:
+            high = self._consumer.get_watermark_offsets(TopicPartition(self.cfg.topic, partition), cached=True)[1]
+        except (KafkaException, RuntimeError):  # RuntimeError: the consumer is closed (a scrape while stopping)
+            return None
+        return high if high >= 0 else None
 
     def _logged(self, partitions: list[int]) -> set[int]:
         """The partitions whose changelog ever had a record. A fresh group skips restore, which opens a reader per
@@ -555,12 +572,14 @@ class Engine:
         consumer.assign(partitions)
         self._follow_forwarded()
         self._last_activity = time.monotonic()
+        self.joined = True
         _LOG.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.flush(details=True)
         for tp in partitions:
             self.states.pop(tp.partition, None)
+        self.metrics.released([tp.partition for tp in partitions])
         consumer.unassign()
         self._follow_forwarded()
 
@@ -568,6 +587,7 @@ class Engine:
         self._routed()
         for tp in partitions:
             self.states.pop(tp.partition, None)  # uncommitted changes are replayed by the new owner
+        self.metrics.released([tp.partition for tp in partitions])
         consumer.unassign()
         self._follow_forwarded()
 

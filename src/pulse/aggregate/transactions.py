@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
@@ -58,21 +59,37 @@ def send_offsets(producer: Producer, positions: list[TopicPartition], metadata: 
         raise failure[0]
 
 
+@dataclass(frozen=True)
+class Flushed:
+    """What one partition put into a transaction (counted once the transaction commits)."""
+
+    partition: int
+    users: bool  # its user documents went out
+    changelog_records: int
+    kinds: list[str]  # the kinds of the documents published
+    forwarded: int  # records forwarded to the partition that owns their user
+    counters: tuple[int, ...]  # the partition's records by outcome so far (pulse.observe.metrics.OUTCOMES)
+    next_offset: int  # its input position in this transaction
+
+
 class Commit:
     """A transaction whose records are all sent, committing on its own thread (librdkafka releases the GIL)."""
 
-    def __init__(self, producer: Producer, work: list[tuple[int, bool, int, list[str], int]]) -> None:
+    def __init__(self, producer: Producer, work: list[Flushed]) -> None:
         self.work = work
         self.error: KafkaError | None = None
+        self.seconds = 0.0  # how long the broker took to commit
         self._producer = producer
         self.thread = threading.Thread(target=self._run, name="pulse-commit", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
+        t0 = time.monotonic()
         try:
             patiently(lambda: self._producer.commit_transaction(60), "commit the transaction")
         except KafkaException as exc:
             self.error = exc.args[0]
+        self.seconds = time.monotonic() - t0
 
 
 def patiently(call: Callable[[], object], what: str) -> None:

@@ -19,10 +19,20 @@ from pulse.aggregate.group import Membership
 from pulse.aggregate.windows import label, parse_duration, parse_sizes
 from pulse.config import Settings
 from pulse.errors import PulseError
+from pulse.observe.server import every, metrics_addr_option, serve
 from pulse.topics import aggregator_topics, ensure_topics, input_topics, partition_count, timestamp_type
 
 if TYPE_CHECKING:
-    from pulse.aggregate.engine import EngineStats
+    from pulse.aggregate.engine import Engine, EngineStats
+
+
+def _readiness(engine: list[Engine], bootstrap: str) -> str | None:
+    """Ready: the group assigned this instance its partitions, their state is restored, the broker answers."""
+    if not engine or not engine[0].joined:
+        return "waiting for the group to assign partitions and for their state to be restored"
+    from pulse.kafkaio import broker_problem
+
+    return broker_problem(bootstrap, timeout=2.0)
 
 
 def claim_instance_slot(home: Path, group: str) -> tuple[str, IO[str]]:
@@ -100,11 +110,13 @@ forward_wait_option = click.option(
 @click.option("--max-seconds", type=click.FloatRange(0.1), default=None, help="Stop after this long.")
 @click.option("--exit-when-idle", type=click.FloatRange(0.1), default=None,
               help="Stop once no input has arrived for this many seconds (batch jobs, tests).")
+@metrics_addr_option
 @click.pass_obj
 def aggregate(settings: Settings, topic: str, group: str, windows: tuple[int, ...], grace: int,
               dedup_horizon: str | None, forward_wait: int, flush_interval: float, backlog_flush_interval: float,
               detail_interval: float, user_interval: float, user_batch: int, compact_after: int, idle_timeout: float,
-              instance: str | None, max_seconds: float | None, exit_when_idle: float | None) -> None:
+              instance: str | None, max_seconds: float | None, exit_when_idle: float | None,
+              metrics_addr: str | None) -> None:
     """Consume interactions and maintain exactly-once windowed metrics and user/item state.
 
     Output: the compacted `<group>.changelog` (state) and `<group>.aggregates` (documents) topics, plus dead
@@ -127,6 +139,8 @@ def aggregate(settings: Settings, topic: str, group: str, windows: tuple[int, ..
                        "are checked against the producers' own clocks; `pulse setup` switches it to LogAppendTime",
                        err=True)
 
+    engine: list[Engine] = []
+    serve(metrics_addr, every(2.0, lambda: _readiness(engine, settings.bootstrap)))
     lock = None
     if instance is None:
         instance, lock = claim_instance_slot(settings.home, group)
@@ -164,7 +178,8 @@ def aggregate(settings: Settings, topic: str, group: str, windows: tuple[int, ..
     # The routing thread takes the GIL once per batch (for the validator's few records) while this thread holds it
     # nearly all the time; at CPython's 5 ms switch interval it waited up to that long for every batch.
     sys.setswitchinterval(0.0005)
-    stats = Engine(cfg, on_flush=progress, prepare=side_topics, membership=membership).run(stop, exit_when_idle)
+    engine.append(Engine(cfg, on_flush=progress, prepare=side_topics, membership=membership))
+    stats = engine[0].run(stop, exit_when_idle)
     click.echo(f"aggregate: stopped after {stats.consumed:,} records ({stats.forwarded:,} forwarded to the partition "
                f"that owns their user), {stats.flushes} flushes, {stats.docs:,} docs",
                err=True)

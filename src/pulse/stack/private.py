@@ -43,9 +43,10 @@ class PrivateStack:
 
 
 @contextmanager
-def private_stack(shared: Settings, name: str, kafka_heap: str = "512m",
-                  es_heap: str = "768m") -> Iterator[PrivateStack]:
-    """Start a private stack under ``<home>/<name>`` on free ports; stop it and delete its data afterwards."""
+def private_stack(shared: Settings, name: str, kafka_heap: str = "512m", es_heap: str = "768m",
+                  secure: bool = False) -> Iterator[PrivateStack]:
+    """Start a private stack under ``<home>/<name>`` on free ports (``secure``: TLS and authentication, see
+    `pulse stack up --secure`); stop it and delete its data afterwards."""
     home = shared.home / name
     shutil.rmtree(home, ignore_errors=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
@@ -55,7 +56,8 @@ def private_stack(shared: Settings, name: str, kafka_heap: str = "512m",
             "PULSE_ES_TRANSPORT_PORT": str(free_port())}
     stack = PrivateStack(env, Settings.from_env(env))
     try:
-        manager.up(stack.settings)
+        manager.up(stack.settings, secure=secure)
+        stack.env.update(manager.client_env(stack.settings))
         yield stack
     finally:
         manager.down(stack.settings)

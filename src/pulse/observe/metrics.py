@@ -1,0 +1,43 @@
+"""Every metric Pulse exports, declared once: its name, help and labels. Components update these objects; the
+metrics endpoint (:mod:`pulse.observe.server`) exposes whatever the running process has touched."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+OUTCOMES = ("accepted", "dead_lettered", "late", "duplicate")
+"""Where an input record ends, in the order the state's counters give them: every record lands in exactly one
+(a record forwarded to the partition that owns its user lands there)."""
+
+SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+# aggregate — counters first: a scrape reads them before the lag, which is set before them (see EngineMetrics)
+RECORDS = Counter("pulse_records", "Input records committed by this aggregator, by outcome.", ["outcome"])
+FORWARDED = Counter("pulse_records_forwarded",
+                    "Input records forwarded to the partition that owns their user (input not keyed by user id).")
+DOCUMENTS = Counter("pulse_documents_published", "Documents published to the aggregates topic, by kind.", ["kind"])
+LAG_RECORDS = Gauge("pulse_consumer_lag_records",
+                    "Input records not yet committed, over this aggregator's partitions (at its last commit).")
+LAG_SECONDS = Gauge("pulse_consumer_lag_seconds",
+                    "How long the most-behind partition has had records waiting (0 when caught up).")
+FLUSH_SECONDS = Histogram("pulse_flush_seconds", "Time to build and send one flush's transaction.",
+                          buckets=SECONDS)
+TRANSACTION_SECONDS = Histogram("pulse_transaction_commit_seconds", "Time for the broker to commit a transaction.",
+                                buckets=SECONDS)
+STATE_KEYS = Gauge("pulse_state_keys", "Live state entries over this aggregator's partitions, by kind.", ["kind"])
+RESTORE_SECONDS = Histogram("pulse_restore_seconds", "Time to restore one partition's state from its changelog.",
+                            buckets=SECONDS)
+PARTITIONS = Gauge("pulse_assigned_partitions", "Input partitions this aggregator owns.")
+
+# store and archive
+ES_BULK_SECONDS = Histogram("pulse_es_bulk_seconds", "Latency of one Elasticsearch bulk request.", ["writer"],
+                            buckets=SECONDS)
+ES_DOCUMENTS = Counter("pulse_es_documents_written", "Documents Elasticsearch accepted.", ["writer"])
+ES_RETRIES = Counter("pulse_es_retries", "Bulk requests or documents retried after a refusal or an outage.",
+                     ["writer"])
+STORE_DEAD_LETTERS = Counter("pulse_store_dead_letters",
+                             "Documents Elasticsearch rejected for good, sent to the store's dead-letter topic.",
+                             ["writer"])
+
+# generate
+EVENTS_PRODUCED = Counter("pulse_events_produced", "Events the generator's producer got delivered.")
