@@ -84,6 +84,16 @@ def test_the_whole_pipeline_runs_on_the_secure_stack_and_ends_exact(stack: Priva
             with contextlib.suppress(httpx.HTTPError, ValueError):
                 accepted = int(httpx.get(url, timeout=5).json().get("accepted") or 0)
         assert accepted >= 1500, log.read_text()[-3000:]
+        # `pulse run` gave every stage a metrics port and printed it; each is ready on the secure stack
+        endpoints = dict(re.findall(r"^(\w+) +running .*metrics: (http://127\.0\.0\.1:\d+)/metrics", log.read_text(),
+                                    re.MULTILINE))
+        assert set(endpoints) == {"generate", "aggregate", "store", "archive", "dashboard"}, log.read_text()
+        for stage, base in endpoints.items():
+            assert httpx.get(f"{base}/readyz", timeout=10).status_code == 200, stage
+        for stage, metric in (("generate", "pulse_events_delivered_total"), ("aggregate", "pulse_records_total"),
+                              ("store", "pulse_es_documents_written_total"),
+                              ("archive", "pulse_es_documents_written_total")):
+            assert metric in httpx.get(f"{endpoints[stage]}/metrics", timeout=10).text, stage
         producer = Producer(_secure(stack))  # the default partitioner, no key: other people's input
         for n in range(2000):
             producer.produce(tag, orjson.dumps(event(n, now_ms(), event_id=f"plain-{n}")))

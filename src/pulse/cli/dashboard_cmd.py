@@ -5,7 +5,9 @@ from __future__ import annotations
 import click
 
 from pulse.config import Settings
+from pulse.connect.elasticsearch import problem
 from pulse.errors import PulseError
+from pulse.observe.server import every, metrics_addr_option, serve
 
 
 @click.command()
@@ -15,9 +17,12 @@ from pulse.errors import PulseError
               show_default=True)
 @click.option("--index-prefix", envvar="PULSE_INDEX_PREFIX", default="pulse", show_default=True)
 @click.option("--push-interval", type=click.FloatRange(0.2, 60), default=1.0, show_default=True,
-              help="Seconds between live updates pushed to each open page.")
+              help="Seconds between live updates pushed to each open page [env PULSE_DASHBOARD_PUSH_INTERVAL].",
+              envvar="PULSE_DASHBOARD_PUSH_INTERVAL")
+@metrics_addr_option
 @click.pass_obj
-def dashboard(settings: Settings, host: str, port: int, index_prefix: str, push_interval: float) -> None:
+def dashboard(settings: Settings, host: str, port: int, index_prefix: str, push_interval: float,
+              metrics_addr: str | None) -> None:
     """Serve the live dashboard (KPIs, charts, top items, funnel, drill-down) and its OpenAPI-documented JSON API."""
     import uvicorn
 
@@ -26,6 +31,7 @@ def dashboard(settings: Settings, host: str, port: int, index_prefix: str, push_
 
     if port_in_use(port, host):
         raise PulseError(f"port {port} on {host} is already in use (pass --port or set PULSE_DASHBOARD_PORT)")
+    serve(metrics_addr, every(2.0, lambda: problem(settings.es)))
     app = create_app(DashboardConfig(es=settings.es, index_prefix=index_prefix, push_interval_s=push_interval))
     click.echo(f"dashboard: http://{host}:{port}/  (API docs: http://{host}:{port}/docs; Ctrl-C stops)", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)

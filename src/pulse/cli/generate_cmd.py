@@ -21,6 +21,9 @@ from pulse.generate.chaos import Chaos, ChaosConfig
 from pulse.generate.ledger import open_ledger
 from pulse.generate.producer import EventProducer, GenerateReport, RunLimits
 from pulse.generate.traffic import SHAPES, Traffic, TrafficConfig
+from pulse.kafkaio import broker_problem
+from pulse.observe import metrics
+from pulse.observe.server import every, metrics_addr_option, serve
 from pulse.topics import INPUT_RETENTION_HOURS, ensure_topics, input_topics, partition_count
 
 
@@ -99,6 +102,7 @@ def setup(settings: Settings, topic: str, partitions: int, retention_hours: floa
 @click.option("--partitions", envvar="PULSE_PARTITIONS", default=None, type=int,
               help="Partition count of the topic [read from Kafka].")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: when stderr is a terminal].")
+@metrics_addr_option
 @click.pass_obj
 def generate(settings: Settings, **o: object) -> None:
     """Publish realistic user interactions (sessions walking a view→click→cart→purchase funnel) to Kafka.
@@ -127,10 +131,13 @@ def generate(settings: Settings, **o: object) -> None:
     start_ms = o["start_ms"] if o["start_ms"] is not None else _default_start(
         int(time.time() * 1000), rate, float(o["event_rate"]), o["count"], o["duration"])  # type: ignore[arg-type]
     traffic = Traffic(replace(traffic_cfg, start_ms=start_ms))  # type: ignore[arg-type]
-    params = {k: v for k, v in o.items() if k not in {"ledger", "progress"}} | {"start_ms": start_ms}
+    params = {k: v for k, v in o.items() if k not in {"ledger", "progress", "metrics_addr"}} | {"start_ms": start_ms}
     ledger = open_ledger(o["ledger"], topic, int(partitions), params)  # type: ignore[arg-type]
     producer = EventProducer(settings.bootstrap, topic, int(partitions), ledger,
                              null_keys=float(o["null_key_fraction"]), seed=int(o["seed"]))  # type: ignore[arg-type]
+    if o["metrics_addr"]:
+        metrics.generator(lambda: producer.report.delivered, lambda: producer.report.failed)
+        serve(str(o["metrics_addr"]), every(2.0, lambda: broker_problem(settings.bootstrap, timeout=2.0)))
     limits = RunLimits(count=o["count"], duration_s=o["duration"], pace=rate > 0)  # type: ignore[arg-type]
     show_bar = sys.stderr.isatty() if o["progress"] is None else bool(o["progress"])
     report = _run_with_feedback(producer, Chaos(traffic, chaos_cfg), limits, traffic, show_bar)

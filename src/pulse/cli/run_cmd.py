@@ -76,17 +76,35 @@ class Stage:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
-def pipeline_stages(settings: Settings, rate: float, dashboard_port: int) -> list[Stage]:
+STAGES = ("generate", "aggregate", "store", "archive", "dashboard")
+
+
+def metrics_ports(first: int, taken: int) -> dict[str, int]:
+    """Each stage's metrics port: ``first`` and up, skipping ``taken`` (the dashboard's) and ports in use."""
+    ports: dict[str, int] = {}
+    port = first
+    for stage in STAGES:
+        while port == taken or port_in_use(port):
+            port += 1
+        ports[stage] = port
+        port += 1
+    return ports
+
+
+def pipeline_stages(settings: Settings, rate: float, dashboard_port: int, metrics: dict[str, int]) -> list[Stage]:
     logs = settings.home / "logs"
     py = [sys.executable, "-m", "pulse"]
 
+    def observed(stage: str) -> list[str]:
+        return ["--metrics-addr", f"127.0.0.1:{metrics[stage]}"]
+
     def command(*args: str) -> Callable[[], list[str]]:
-        return lambda: [*py, *args]
+        return lambda: [*py, *args, *observed(args[0])]
 
     def generate() -> list[str]:
         return [*py, "generate", "--rate", str(rate), "--seed", str(secrets.randbits(31)), "--no-progress",
                 "--disorder-fraction", "0.01", "--duplicate-fraction", "0.005", "--late-fraction", "0.002",
-                "--invalid-fraction", "0.002"]
+                "--invalid-fraction", "0.002", *observed("generate")]
 
     return [
         Stage("generate", generate, logs / "generate.log"),
@@ -111,9 +129,13 @@ def _interrupt(*_args: object) -> None:
               help="Aggregator consumer group (names its changelog and aggregates topics).")
 @click.option("--index-prefix", envvar="PULSE_INDEX_PREFIX", default="pulse", show_default=True)
 @click.option("--keep-stack", is_flag=True, help="Leave Kafka and Elasticsearch running on exit.")
+@click.option("--metrics-port", envvar="PULSE_METRICS_PORT", type=click.IntRange(1, 65535), default=9464,
+              show_default=True,
+              help="First port of the stages' Prometheus endpoints (/metrics, /healthz, /readyz), one per stage "
+                   "from here up, skipping taken ports; printed at start [env PULSE_METRICS_PORT].")
 @click.pass_obj
 def run(settings: Settings, rate: float, dashboard_port: int, group: str, index_prefix: str,
-        keep_stack: bool) -> None:
+        keep_stack: bool, metrics_port: int) -> None:
     """Run the whole pipeline locally until Ctrl-C: stack, setup, generator, aggregator, Elasticsearch writer,
     event archive and the live dashboard (its URL is printed)."""
     before = {s.name: s.pid for s in manager.status(settings)}
@@ -129,7 +151,8 @@ def run(settings: Settings, rate: float, dashboard_port: int, group: str, index_
     lineage = check_source(es, settings.bootstrap, settings.topic, group, current_generation(es, index_prefix),
                            index_prefix)
     click.echo(f"source topic id {lineage}")
-    stages = pipeline_stages(settings, rate, dashboard_port)
+    ports = metrics_ports(metrics_port, dashboard_port)
+    stages = pipeline_stages(settings, rate, dashboard_port, ports)
     env = dict(os.environ) | {"PULSE_HOME": str(settings.home), "PULSE_TOPIC": settings.topic, "PULSE_GROUP": group,
                               "PULSE_INDEX_PREFIX": index_prefix}
     signal.signal(signal.SIGTERM, _interrupt)
@@ -138,7 +161,8 @@ def run(settings: Settings, rate: float, dashboard_port: int, group: str, index_
     try:
         for stage in stages:
             stage.start(env)
-            click.echo(f"{stage.name:<14} running (log: {stage.log})")
+            click.echo(f"{stage.name:<14} running (log: {stage.log}; metrics: "
+                       f"http://127.0.0.1:{ports[stage.name]}/metrics)")
         click.echo(f"\ndashboard: http://127.0.0.1:{dashboard_port}/   (Kibana-free; API docs at /docs)")
         click.echo("pipeline running; Ctrl-C stops it")
         while True:

@@ -16,6 +16,19 @@ from rich.table import Table
 from pulse.cli.aggregate_cmd import forward_wait_option
 from pulse.config import Settings
 from pulse.errors import PulseError
+from pulse.observe.server import every, metrics_addr_option, serve
+
+
+def _writer_readiness(settings: Settings) -> str | None:
+    """A writer is ready when both the broker and the node answer (with its credentials)."""
+    from pulse.connect.elasticsearch import problem
+    from pulse.kafkaio import broker_problem
+
+    return problem(settings.es) or broker_problem(settings.bootstrap, timeout=2.0)
+
+
+def _serve_metrics(settings: Settings, metrics_addr: str | None) -> None:
+    serve(metrics_addr, every(2.0, lambda: _writer_readiness(settings)))
 
 
 def _require_es(settings: Settings) -> None:
@@ -65,9 +78,10 @@ def _stop_on_signals() -> threading.Event:
               default=0.25, show_default=True, help="Seconds between bulk writes (more when behind: coalesced).")
 @click.option("--exit-when-idle", type=click.FloatRange(0.1), default=None,
               help="Stop once no documents arrived for this many seconds (batch jobs, tests).")
+@metrics_addr_option
 @click.pass_obj
 def store(settings: Settings, topic: str, group: str, index_prefix: str, flush_interval: float,
-          exit_when_idle: float | None) -> None:
+          exit_when_idle: float | None, metrics_addr: str | None) -> None:
     """Write the aggregator's documents to Elasticsearch with external versions (idempotent, exactly-once effect).
 
     Also refreshes the pipeline heartbeat (`<prefix>-heartbeat`: freshness and lag) about once a second.
@@ -80,6 +94,7 @@ def store(settings: Settings, topic: str, group: str, index_prefix: str, flush_i
 
     require_broker(settings.bootstrap)
     _require_es(settings)
+    _serve_metrics(settings, metrics_addr)
     es = settings.es.client()
     ensure_indices(es, index_prefix)
     check_source(es, settings.bootstrap, topic, group, current_generation(es, index_prefix), index_prefix)
@@ -169,9 +184,10 @@ def verify(settings: Settings, topic: str, ledger: Path | None, group: str, inde
               help="Archive valid input events (dead letters and late events are always archived).")
 @click.option("--exit-when-idle", type=click.FloatRange(0.1), default=None,
               help="Stop once nothing arrived for this many seconds (batch jobs, tests).")
+@metrics_addr_option
 @click.pass_obj
 def archive(settings: Settings, topic: str, index_prefix: str, retention_days: float, events: bool,
-            exit_when_idle: float | None) -> None:
+            exit_when_idle: float | None, metrics_addr: str | None) -> None:
     """Keep raw events, dead letters and late events in daily indices for drill-down (`<prefix>-events` etc.)."""
 
     from pulse.store.archive import ArchiveConfig, ArchiveWriter
@@ -180,6 +196,7 @@ def archive(settings: Settings, topic: str, index_prefix: str, retention_days: f
 
     partition_count(settings.bootstrap, topic)  # clear error if the broker or the topic is missing
     _require_es(settings)
+    _serve_metrics(settings, metrics_addr)
     ensure_indices(settings.es.client(), index_prefix)
     cfg = ArchiveConfig(bootstrap=settings.bootstrap, es=settings.es, topic=topic, index_prefix=index_prefix,
                         retention_days=retention_days, events=events)

@@ -89,6 +89,17 @@ class EsConnection:
         return str(health.get("status"))
 
 
+def problem(connection: EsConnection, timeout: float = 2.0) -> str | None:
+    """None if the cluster answers healthy (green or yellow) with these credentials, else why not, in one line."""
+    try:
+        colour = connection.status(timeout)
+    except PulseError as exc:
+        return str(exc)
+    if colour in {"green", "yellow"}:
+        return None
+    return f"Elasticsearch at {connection.display} " + (f"is {colour}" if colour else "does not answer")
+
+
 def _split_credentials(url: str) -> tuple[str, str | None, Secret | None]:
     """``url`` without the credentials written into it, and those credentials."""
     parts = urlsplit(url if "://" in url else f"http://{url}")

@@ -3,7 +3,11 @@ metrics endpoint (:mod:`pulse.observe.server`) exposes whatever the running proc
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from collections.abc import Callable, Iterable
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 OUTCOMES = ("accepted", "dead_lettered", "late", "duplicate")
 """Where an input record ends, in the order the state's counters give them: every record lands in exactly one
@@ -39,5 +43,20 @@ STORE_DEAD_LETTERS = Counter("pulse_store_dead_letters",
                              "Documents Elasticsearch rejected for good, sent to the store's dead-letter topic.",
                              ["writer"])
 
-# generate
-EVENTS_PRODUCED = Counter("pulse_events_produced", "Events the generator's producer got delivered.")
+
+
+class _Read(Collector):
+    """Counters a component already keeps (the generator's delivery report), read when scraped."""
+
+    def __init__(self, reads: dict[str, tuple[str, Callable[[], float]]]) -> None:
+        self._reads = reads
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        for name, (doc, read) in self._reads.items():
+            yield CounterMetricFamily(name, doc, value=read())
+
+
+def generator(delivered: Callable[[], float], failed: Callable[[], float]) -> None:
+    """The generator's metrics: events the broker acknowledged, and events it did not take."""
+    REGISTRY.register(_Read({"pulse_events_delivered": ("Events the broker acknowledged.", delivered),
+                             "pulse_events_failed": ("Events that could not be delivered.", failed)}))

@@ -21,6 +21,7 @@ from elasticsearch import ApiError, Elasticsearch, TransportError
 
 from pulse.connect.kafka import client_config
 from pulse.kafkaio import QUIET_LOG
+from pulse.observe import metrics
 from pulse.topics import TopicSpec, ensure_topics
 
 _LOG = logging.getLogger("pulse.store")
@@ -62,8 +63,12 @@ class SinkStats:
 
 class BulkSink:
     def __init__(self, es: Elasticsearch, consumer: Consumer, bootstrap: str, dlq_topic: str,
-                 stats: SinkStats) -> None:
+                 stats: SinkStats, component: str) -> None:
         self.es, self.stats, self.dlq_topic = es, stats, dlq_topic
+        self._bulk_seconds = metrics.ES_BULK_SECONDS.labels(component)
+        self._written = metrics.ES_DOCUMENTS.labels(component)
+        self._retries = metrics.ES_RETRIES.labels(component)
+        self._dead = metrics.STORE_DEAD_LETTERS.labels(component)
         self._consumer = consumer
         ensure_topics(bootstrap, [TopicSpec(dlq_topic, 1, {"retention.ms": str(7 * 86_400_000)})],
                       compare_config=False)
@@ -80,8 +85,12 @@ class BulkSink:
                 self.stats.last_error = str(exc)[:200]
             if not todo:
                 break
-            outage_started = outage_started or time.monotonic()
+            if outage_started is None:
+                outage_started = time.monotonic()
+                _LOG.warning("Elasticsearch did not take %d documents (%s); retrying with backoff", len(todo),
+                             self.stats.last_error)
             self.stats.retries += 1
+            self._retries.inc()
             self._wait(delay)
             delay = min(delay * 2, 10.0)
             if stop is not None and stop.is_set() and time.monotonic() - outage_started > SHUTDOWN_PATIENCE_S:
@@ -89,6 +98,7 @@ class BulkSink:
                                    f"{self.stats.last_error}")
         if outage_started is not None:
             self.stats.outage_s += time.monotonic() - outage_started
+            _LOG.info("Elasticsearch took them after %.1fs", time.monotonic() - outage_started)
         if ops:
             self.stats.bulks += 1
 
@@ -113,13 +123,15 @@ class BulkSink:
             lines.append(op.action())
             lines.append(op.source)
         self.stats.requests += 1
-        resp = self.es.bulk(operations=b"\n".join(lines) + b"\n", refresh=False)
+        with self._bulk_seconds.time():
+            resp = self.es.bulk(operations=b"\n".join(lines) + b"\n", refresh=False)
         retry = []
         for op, item in zip(ops, resp["items"], strict=True):
             result = next(iter(item.values()))
             status = result.get("status", 500)
             if status < 300:
                 self.stats.writes += 1
+                self._written.inc()
             elif status == 409:
                 self.stats.stale += 1
             elif status in RETRY_STATUSES:
@@ -131,6 +143,7 @@ class BulkSink:
 
     def _dead_letter(self, op: BulkOp, error: object) -> None:
         self.stats.dead_lettered += 1
+        self._dead.inc()
         reason = error.get("type", "error") if isinstance(error, dict) else "error"
         _LOG.error("Elasticsearch refused %s (%s); it went to %s", op.doc_id, reason, self.dlq_topic)
         self._dlq.produce(self.dlq_topic, op.source, op.doc_id.encode(), headers=[

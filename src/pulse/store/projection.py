@@ -42,7 +42,7 @@ class Projection(Generic[S]):
             "fetch.wait.max.ms": 50, "logger": QUIET_LOG, "error_cb": outage_log(component, bootstrap),
         }))
         self._admin = admin_client(bootstrap)
-        self._sink = BulkSink(self.es, self._consumer, bootstrap, dlq_topic, stats)
+        self._sink = BulkSink(self.es, self._consumer, bootstrap, dlq_topic, stats, component)
         self.heartbeat = Heartbeat(bootstrap, component)
 
     # -- what subclasses provide --------------------------------------------------------------------------------
