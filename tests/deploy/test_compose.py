@@ -71,7 +71,7 @@ def test_every_healthy_dependency_has_a_healthcheck(compose: dict[str, Any]) -> 
 def test_images_are_pinned(compose: dict[str, Any]) -> None:
     for name, svc in compose["services"].items():
         image = svc["image"]
-        assert re.search(r":\d+(\.\d+)+$", image), f"{name}: {image} is not pinned to a version"
+        assert re.search(r":v?\d+(\.\d+)+$", image), f"{name}: {image} is not pinned to a version"
     dockerfile = (ROOT / "Dockerfile").read_text()
     base = re.search(r"^FROM (\S+)", dockerfile, re.M).group(1)  # type: ignore[union-attr]
     assert re.search(r":\d+\.\d+\.\d+", base), base
@@ -122,3 +122,39 @@ def test_dockerfile_installs_the_package() -> None:
     assert re.search(r"^RUN pip install /wheels/\*\.whl", runtime, re.M)
     assert 'ENTRYPOINT ["pulse"]' in text
     assert re.search(r"^USER (?!root)", text, re.M)  # not as root
+
+
+def test_one_kafka_version_everywhere(compose: dict[str, Any]) -> None:
+    assert compose["services"]["kafka"]["image"] == f"apache/kafka:{Settings().kafka_version}"
+
+
+def _mounts(svc: dict[str, Any]) -> dict[str, str]:
+    """Container path → volume name, for named volumes."""
+    return {target: source for source, target, *_ in (v.split(":") for v in svc.get("volumes", []))}
+
+
+def test_data_volumes_are_where_the_images_write(compose: dict[str, Any]) -> None:
+    services, volumes = compose["services"], set(compose["volumes"])
+    kafka = services["kafka"]
+    log_dirs = kafka["environment"]["KAFKA_LOG_DIRS"]  # unset, the apache/kafka image writes to /tmp
+    assert _mounts(kafka).get(log_dirs) in volumes, (log_dirs, kafka["volumes"])
+    # the Elasticsearch image's path.data
+    assert _mounts(services["elasticsearch"]).get("/usr/share/elasticsearch/data") in volumes
+    prometheus = services["prometheus"]
+    storage = next(a.split("=", 1)[1] for a in prometheus["command"] if a.startswith("--storage.tsdb.path="))
+    assert _mounts(prometheus).get(storage) in volumes
+
+
+def test_prometheus_scrapes_every_pulse_service(compose: dict[str, Any]) -> None:
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    mounted = _mounts(compose["services"]["prometheus"])
+    assert mounted["/etc/prometheus/prometheus.yml"] == "./deploy/prometheus/prometheus.yml"
+    discovered = {(name, sd["port"]) for job in config["scrape_configs"] for sd in job.get("dns_sd_configs", [])
+                  for name in sd["names"]}
+    for name, svc in _pulse_services(compose).items():
+        addr = (svc.get("environment") or {}).get("PULSE_METRICS_ADDR")
+        if name == "setup":
+            continue
+        assert addr, f"{name} serves no metrics"
+        assert (name, int(addr.rsplit(":", 1)[1])) in discovered, f"Prometheus does not scrape {name}"
+        assert "/readyz" in " ".join(svc["healthcheck"]["test"]) or name == "dashboard"
