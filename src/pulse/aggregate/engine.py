@@ -510,9 +510,10 @@ class Engine:
         st = new_partition(partition, self.cfg.state, self._partition_count)
         started = time.monotonic()
         if logged:
-            self.stats.restored_keys += restore_partition(st, self.cfg.state, self.cfg.bootstrap,
-                                                          self.cfg.changelog_topic, self.cfg.topic,
-                                                          self.cfg.repartition_topic)
+            keys = restore_partition(st, self.cfg.state, self.cfg.bootstrap, self.cfg.changelog_topic, self.cfg.topic,
+                                     self.cfg.repartition_topic)
+            self.stats.restored_keys += keys
+            _LOG.info("partition %d restored: %d keys in %.2fs", partition, keys, time.monotonic() - started)
         self.metrics.loaded(st, time.monotonic() - started if logged else None)
         self._last_record_wall[partition] = time.monotonic()
         return st

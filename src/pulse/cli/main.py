@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import logging
 import sys
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import click
 from pulse.config import Settings
 from pulse.connect.kafka import use_config_file
 from pulse.errors import PulseError
+from pulse.observe.logs import FORMATS, LEVELS, configure
 
 # verb -> "module:attribute" under pulse.cli; imported only when used, so `pulse aggregate` does not pay for
 # Elasticsearch, FastAPI and the rest at start-up (about a second)
@@ -60,9 +60,13 @@ class PulseGroup(click.Group):
               help="librdkafka properties for every Kafka client (security.protocol, sasl.*, ssl.*, …) in the "
                    "client.properties format of kcat -F [env PULSE_KAFKA_CONFIG; single properties also as "
                    "PULSE_KAFKA_<PROPERTY>, e.g. PULSE_KAFKA_SECURITY_PROTOCOL, secrets as …_FILE].")
+@click.option("--log-level", type=click.Choice(LEVELS), envvar="PULSE_LOG_LEVEL", default="info", show_default=True,
+              help="How much Pulse logs [env PULSE_LOG_LEVEL].")
+@click.option("--log-format", type=click.Choice(FORMATS), envvar="PULSE_LOG_FORMAT", default="text",
+              show_default=True, help="Log lines as text, or as JSON objects for log shippers [env PULSE_LOG_FORMAT].")
 @click.version_option(package_name="pulse")
 @click.pass_context
-def cli(ctx: click.Context, home: Path | None, kafka_config: Path | None) -> None:
+def cli(ctx: click.Context, home: Path | None, kafka_config: Path | None, log_level: str, log_format: str) -> None:
     """Pulse: real-time interaction analytics.
 
     Events flow generator -> Kafka -> exactly-once windowed aggregator -> Elasticsearch -> dashboards.
@@ -71,10 +75,7 @@ def cli(ctx: click.Context, home: Path | None, kafka_config: Path | None) -> Non
     if kafka_config is not None:
         use_config_file(kafka_config)
     ctx.obj = Settings.from_env(home=home)
-    # one line per event, with time and source: long-running stages write these to their logs
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pulse").setLevel(logging.INFO)
-    logging.getLogger("elastic_transport").setLevel(logging.ERROR)  # a traceback per retried request
+    configure(log_level, log_format)
 
 
 def main() -> None:
