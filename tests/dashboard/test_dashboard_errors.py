@@ -44,3 +44,44 @@ def test_unreachable_elasticsearch_is_a_503_with_a_reason_and_a_taken_port_one_l
     finally:
         assert interrupt(proc, 10) is not None
         assert b"s3cr3t" not in proc.stderr.read()  # type: ignore[union-attr]
+
+
+def test_host_check_security_headers_and_a_cap_on_live_streams() -> None:
+    port = _free_port()
+    env = dict(os.environ) | {"PULSE_ES_URL": "http://127.0.0.1:9"}
+    proc = subprocess.Popen([sys.executable, "-m", "pulse", "dashboard", "--port", str(port), "--max-streams", "1",
+                             "--allowed-hosts", "pulse.internal"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                page = httpx.get(f"{base}/", timeout=10)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.3)
+        assert page.status_code == 200
+        assert page.headers["x-content-type-options"] == "nosniff" and page.headers["x-frame-options"] == "DENY"
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        assert "content-security-policy" not in httpx.get(f"{base}/docs", timeout=10).headers  # Swagger UI's CDN
+        # DNS rebinding: a name that resolves to 127.0.0.1 but is not ours is refused
+        assert httpx.get(f"{base}/api/health", headers={"Host": "attacker.example"}, timeout=10).status_code == 400
+        for host in (f"localhost:{port}", "pulse.internal"):
+            assert httpx.get(f"{base}/", headers={"Host": host}, timeout=10).status_code == 200, host
+        with httpx.stream("GET", f"{base}/api/stream", timeout=10) as first:
+            assert first.status_code == 200
+            lines = first.iter_lines()
+            assert next(line for line in lines if line.startswith("event:")) == "event: failure"  # ES is down
+            second = httpx.get(f"{base}/api/stream", timeout=10)
+            assert second.status_code == 503 and "--max-streams" in second.text
+        deadline = time.monotonic() + 10  # the closed stream frees its place
+        while True:
+            with httpx.stream("GET", f"{base}/api/stream", timeout=10) as again:
+                if again.status_code == 200:
+                    break
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+    finally:
+        assert interrupt(proc, 10) is not None

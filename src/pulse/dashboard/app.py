@@ -20,8 +20,10 @@ from elasticsearch import ApiError, TransportError
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from pulse.connect.elasticsearch import EsConnection
+from pulse.dashboard.guard import LOCAL_HOSTS, SecurityHeaders, SharedSnapshots, StreamLimit
 from pulse.store import query
 
 STATIC = resources.files("pulse.dashboard") / "static"
@@ -45,6 +47,8 @@ class DashboardConfig:
     es: EsConnection
     index_prefix: str = "pulse"
     push_interval_s: float = 1.0
+    allowed_hosts: tuple[str, ...] = LOCAL_HOSTS  # Host header names answered (DNS rebinding); "*" for any
+    max_streams: int = 100  # live streams open at once
 
 
 def filters(
@@ -78,6 +82,9 @@ def create_app(cfg: DashboardConfig) -> FastAPI:
     app = FastAPI(title="Pulse", version="1", description="Live interaction analytics from Pulse's Elasticsearch "
                   "indices. Numbers are exact merges of per-partition partials (see pulse.store.query).")
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(cfg.allowed_hosts))
+    streams, shared = StreamLimit(cfg.max_streams), SharedSnapshots(cfg.push_interval_s)
 
     @app.exception_handler(TransportError)
     @app.exception_handler(ApiError)
@@ -134,19 +141,29 @@ def create_app(cfg: DashboardConfig) -> FastAPI:
     async def api_stream(request: Request, f: Selected) -> StreamingResponse:
         preset = request.query_params.get("from") is None and request.query_params.get("to") is None
         span = f.end_ms - f.start_ms
+        # streams showing the same filter share one snapshot per tick (a preset's range moves with the clock)
+        key = (span, *(v for k, v in vars(f).items() if k not in {"start_ms", "end_ms"})) if preset else vars(f)
+        if not streams.try_open():
+            raise HTTPException(503, f"{cfg.max_streams} live streams are open already (pulse dashboard "
+                                     "--max-streams); close a page or poll /api/overview")
+
+        def current() -> dict[str, Any]:
+            now = int(time.time() * 1000)
+            return snapshot(query.Filters(**(vars(f) | ({"start_ms": now - span + 1, "end_ms": now + 1}
+                                                         if preset else {}))))
 
         async def events() -> AsyncIterator[bytes]:
-            yield b"retry: 2000\n\n"
-            while not await request.is_disconnected():
-                now = int(time.time() * 1000)
-                current = query.Filters(**(vars(f) | ({"start_ms": now - span + 1, "end_ms": now + 1}
-                                                       if preset else {})))
-                try:
-                    data = await asyncio.to_thread(snapshot, current)
-                    yield b"event: overview\ndata: " + orjson.dumps(data) + b"\n\n"
-                except (TransportError, ApiError) as exc:
-                    yield b"event: failure\ndata: " + orjson.dumps({"detail": str(exc)[:200]}) + b"\n\n"
-                await asyncio.sleep(cfg.push_interval_s)
+            try:
+                yield b"retry: 2000\n\n"
+                while not await request.is_disconnected():
+                    try:
+                        data = await shared.get(str(key), lambda: asyncio.to_thread(current))
+                        yield b"event: overview\ndata: " + orjson.dumps(data) + b"\n\n"
+                    except (TransportError, ApiError) as exc:
+                        yield b"event: failure\ndata: " + orjson.dumps({"detail": str(exc)[:200]}) + b"\n\n"
+                    await asyncio.sleep(cfg.push_interval_s)
+            finally:
+                streams.close()
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
