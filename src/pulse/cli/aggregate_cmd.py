@@ -9,6 +9,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -16,7 +17,8 @@ import click
 
 from pulse.aggregate.config import StateConfig
 from pulse.aggregate.group import Membership
-from pulse.aggregate.windows import label, parse_duration, parse_sizes
+from pulse.aggregate.windows import label, parse_sizes
+from pulse.cli.durations import Duration
 from pulse.config import Settings
 from pulse.errors import PulseError
 from pulse.observe.server import every, metrics_addr_option, serve
@@ -51,13 +53,6 @@ def claim_instance_slot(home: Path, group: str) -> tuple[str, IO[str]]:
     raise PulseError(f"no free aggregator slot under {folder}")
 
 
-def _duration(_ctx: click.Context, _param: click.Parameter, value: str) -> int:
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
 def _sizes(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int, ...]:
     try:
         return parse_sizes(value)
@@ -66,54 +61,64 @@ def _sizes(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[in
 
 
 forward_wait_option = click.option(
-    "--forward-wait", envvar="PULSE_FORWARD_WAIT", default="5m", show_default=True, callback=_duration,
+    "--forward-wait", envvar="PULSE_FORWARD_WAIT", default="5m", show_default=True, type=Duration(0, ms=True),
     help="Input not keyed by user id: how far (event time) a partition's clock waits for the records other "
          "partitions forward to it; longer than a restart's backlog, or those records come late [env "
          "PULSE_FORWARD_WAIT].")
+
+
+def state_options(command: Callable[..., object]) -> Callable[..., object]:
+    """The options that decide what the aggregates are (aggregate, verify and replay must agree on them):
+    --windows, --grace, --dedup-horizon, --forward-wait."""
+    for option in reversed((
+        click.option("--windows", envvar="PULSE_WINDOWS", default="10s,1m,1h", show_default=True, callback=_sizes,
+                     help="Tumbling window sizes."),
+        click.option("--grace", envvar="PULSE_GRACE", default="30s", show_default=True, type=Duration(0, ms=True),
+                     help="Allowed lateness: the watermark is the max event time seen minus this."),
+        click.option("--dedup-horizon", envvar="PULSE_DEDUP_HORIZON", default=None, type=Duration(0.001, ms=True),
+                     help="How long an event_id is remembered for de-duplication [default: the grace period]."),
+        forward_wait_option,
+    )):
+        command = option(command)
+    return command
 
 
 @click.command()
 @click.option("--topic", envvar="PULSE_TOPIC", default="pulse.events", show_default=True, help="Input topic.")
 @click.option("--group", envvar="PULSE_GROUP", default="pulse-aggregator", show_default=True,
               help="Consumer group; also names the changelog and aggregates topics.")
-@click.option("--windows", envvar="PULSE_WINDOWS", default="10s,1m,1h", show_default=True, callback=_sizes,
-              help="Tumbling window sizes.")
-@click.option("--grace", envvar="PULSE_GRACE", default="30s", show_default=True, callback=_duration,
-              help="Allowed lateness: the watermark is the max event time seen minus this.")
-@click.option("--dedup-horizon", envvar="PULSE_DEDUP_HORIZON", default=None,
-              help="How long an event_id is remembered for de-duplication [default: the grace period].")
-@forward_wait_option
-@click.option("--flush-interval", envvar="PULSE_FLUSH_INTERVAL", default=1.0, show_default=True,
-              type=click.FloatRange(0.05, 60), help="Seconds between flushes (transactions).")
-@click.option("--backlog-flush-interval", envvar="PULSE_BACKLOG_FLUSH_INTERVAL", default=5.0, show_default=True,
-              type=click.FloatRange(0.05, 600),
-              help="Seconds between flushes while reading a backlog (full batches); a backlog is published at once "
+@state_options
+@click.option("--flush-interval", envvar="PULSE_FLUSH_INTERVAL", default="1s", show_default=True,
+              type=Duration(0.05, 60), help="Time between flushes (transactions).")
+@click.option("--backlog-flush-interval", envvar="PULSE_BACKLOG_FLUSH_INTERVAL", default="5s", show_default=True,
+              type=Duration(0.05, 600),
+              help="Time between flushes while reading a backlog (full batches); a backlog is published at once "
                    "when read to its end.")
-@click.option("--detail-interval", envvar="PULSE_DETAIL_INTERVAL", default=5.0, show_default=True,
-              type=click.FloatRange(0.05, 600),
-              help="Seconds between publishing item shards and user documents (coalesced; summaries go every "
+@click.option("--detail-interval", envvar="PULSE_DETAIL_INTERVAL", default="5s", show_default=True,
+              type=Duration(0.05, 600),
+              help="Time between publishing item shards and user documents (coalesced; summaries go every "
                    "flush).")
-@click.option("--user-interval", envvar="PULSE_USER_INTERVAL", default=30.0, show_default=True,
-              type=click.FloatRange(0.05, 3600),
-              help="Seconds between user documents of a busy partition (more than --user-batch users changed).")
+@click.option("--user-interval", envvar="PULSE_USER_INTERVAL", default="30s", show_default=True,
+              type=Duration(0.05, 3600),
+              help="Time between user documents of a busy partition (more than --user-batch users changed).")
 @click.option("--user-batch", envvar="PULSE_USER_BATCH", default=1000, show_default=True, type=click.IntRange(0),
               help="Changed users per partition that still go out with every details flush.")
 @click.option("--compact-after", envvar="PULSE_COMPACT_AFTER", default=50_000, show_default=True,
               type=click.IntRange(1),
               help="User/session changes logged per partition before they are folded into a changelog snapshot "
                    "(also waits for twice the live state), so restore reads live state rather than history.")
-@click.option("--idle-timeout", envvar="PULSE_IDLE_TIMEOUT", default=10.0, show_default=True,
-              type=click.FloatRange(0.1),
-              help="Seconds without input before a partition's windows close by wall clock.")
+@click.option("--idle-timeout", envvar="PULSE_IDLE_TIMEOUT", default="10s", show_default=True,
+              type=Duration(0.1),
+              help="Time without input before a partition's windows close by wall clock.")
 @click.option("--instance", envvar="PULSE_INSTANCE", default=None,
               help="Stable instance id for the transactional id [default: host name + a free local slot].")
-@click.option("--max-seconds", type=click.FloatRange(0.1), default=None, help="Stop after this long.")
-@click.option("--exit-when-idle", type=click.FloatRange(0.1), default=None,
-              help="Stop once no input has arrived for this many seconds (batch jobs, tests).")
+@click.option("--max-seconds", type=Duration(0.1), default=None, help="Stop after this long.")
+@click.option("--exit-when-idle", type=Duration(0.1), default=None,
+              help="Stop once no input has arrived for this long (batch jobs, tests).")
 @metrics_addr_option
 @click.pass_obj
 def aggregate(settings: Settings, topic: str, group: str, windows: tuple[int, ...], grace: int,
-              dedup_horizon: str | None, forward_wait: int, flush_interval: float, backlog_flush_interval: float,
+              dedup_horizon: int | None, forward_wait: int, flush_interval: float, backlog_flush_interval: float,
               detail_interval: float, user_interval: float, user_batch: int, compact_after: int, idle_timeout: float,
               instance: str | None, max_seconds: float | None, exit_when_idle: float | None,
               metrics_addr: str | None) -> None:
@@ -122,7 +127,7 @@ def aggregate(settings: Settings, topic: str, group: str, windows: tuple[int, ..
     Output: the compacted `<group>.changelog` (state) and `<group>.aggregates` (documents) topics, plus dead
     letters in `<topic>.dlq` and late events in `<topic>.late`. Run more instances to scale out.
     """
-    horizon = parse_duration(dedup_horizon) if dedup_horizon else grace
+    horizon = dedup_horizon or grace
     try:
         state_cfg = StateConfig(window_sizes=windows, grace_ms=grace, dedup_horizon_ms=horizon,
                                 compact_after=compact_after, forward_wait_ms=forward_wait)

@@ -9,6 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from pulse.cli.durations import Duration
 from pulse.config import Settings
 
 
@@ -78,8 +79,8 @@ def produce(settings: Settings, count: int, partitions: int, rounds: int) -> Non
                    "repartitioned path), quix, naive.")
 @click.option("--rounds", type=click.IntRange(1, 9), default=3, show_default=True,
               help="Run every contender this many times, in turn; the verdict is the median of the per-round ratios.")
-@click.option("--timeout", type=click.FloatRange(10), default=900.0, show_default=True,
-              help="Give up on a contender after this many seconds.")
+@click.option("--timeout", type=Duration(10), default="15m", show_default=True,
+              help="Give up on a contender after this long.")
 @click.option("--warmup", type=click.IntRange(1, 30), default=15, show_default=True,
               help="At most this many untimed runs of raw and Pulse first; they stop once Pulse's time stops "
                    "improving by more than 10 % and the broker's JIT compiler is quiet (a freshly started broker "
@@ -158,7 +159,7 @@ def aggregate_bench(settings: Settings, count: int, which: str, rounds: int, tim
               help="Events for the write-cost measurement (the default spans two 30 s user intervals at 50k/s).")
 @click.option("--live-rates", default="500,2000", show_default=True,
               help="Comma-separated real-time events/s for the freshness measurement (what this machine sustains).")
-@click.option("--seconds", type=click.FloatRange(5), default=30.0, show_default=True,
+@click.option("--seconds", type=Duration(5), default="30s", show_default=True,
               help="Length of the freshness measurement (after an 8 s warm-up).")
 @click.pass_obj
 @on_stack

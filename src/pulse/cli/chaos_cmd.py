@@ -9,13 +9,14 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from pulse.cli.durations import Duration
 from pulse.config import Settings
 
 
 @click.command()
 @click.option("--rate", envvar="PULSE_CHAOS_RATE", type=click.FloatRange(1), default=10_000.0, show_default=True,
               help="Live events per second offered by the generator [env PULSE_CHAOS_RATE].")
-@click.option("--seconds", envvar="PULSE_CHAOS_SECONDS", type=click.FloatRange(30), default=180.0,
+@click.option("--seconds", envvar="PULSE_CHAOS_SECONDS", type=Duration(30), default="3m",
               show_default=True, help="How long traffic and faults run [env PULSE_CHAOS_SECONDS].")
 @click.pass_obj
 def chaos(settings: Settings, rate: float, seconds: float) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from pulse.cli.durations import Duration
 from pulse.config import Settings
 from pulse.connect.elasticsearch import problem
 from pulse.errors import PulseError
@@ -16,8 +17,8 @@ from pulse.observe.server import every, metrics_addr_option, serve
 @click.option("--port", envvar="PULSE_DASHBOARD_PORT", type=click.IntRange(1, 65535), default=8050,
               show_default=True)
 @click.option("--index-prefix", envvar="PULSE_INDEX_PREFIX", default="pulse", show_default=True)
-@click.option("--push-interval", type=click.FloatRange(0.2, 60), default=1.0, show_default=True,
-              help="Seconds between live updates pushed to each open page [env PULSE_DASHBOARD_PUSH_INTERVAL].",
+@click.option("--push-interval", type=Duration(0.2, 60), default="1s", show_default=True,
+              help="Time between live updates pushed to each open page [env PULSE_DASHBOARD_PUSH_INTERVAL].",
               envvar="PULSE_DASHBOARD_PUSH_INTERVAL")
 @click.option("--allowed-hosts", envvar="PULSE_DASHBOARD_ALLOWED_HOSTS", default=None, metavar="NAMES",
               help="Host names the dashboard answers besides 127.0.0.1, localhost and --host, comma-separated "

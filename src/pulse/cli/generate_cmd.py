@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from pulse.cli.durations import Duration
 from pulse.config import Settings
 from pulse.errors import PulseError
 from pulse.events.schema import json_schema
@@ -66,14 +67,14 @@ def setup(settings: Settings, topic: str, partitions: int, retention_hours: floa
 @click.option("--event-rate", type=click.FloatRange(0.001), default=1000.0, show_default=True,
               help="With --rate 0: events per second of event time (how fast the synthetic clock runs).")
 @click.option("--count", type=click.IntRange(1), default=None, help="Stop after this many records.")
-@click.option("--duration", type=click.FloatRange(0.1), default=None, help="Stop after this many seconds.")
+@click.option("--duration", type=Duration(0.1), default=None, help="Stop after this long.")
 @click.option("--seed", type=int, default=42, show_default=True, help="Same seed + --start = same events.")
 @click.option("--start", "start_ms", type=int, default=None, help="Event time of the first event, epoch ms [now].")
 @click.option("--users", type=click.IntRange(1), default=10_000, show_default=True)
 @click.option("--items", type=click.IntRange(1), default=10_000, show_default=True)
 @click.option("--shape", type=click.Choice(SHAPES), default="steady", show_default=True, help="Rate over time.")
-@click.option("--shape-period", type=click.FloatRange(1), default=600.0, show_default=True,
-              help="Seconds per diurnal cycle or burst cycle.")
+@click.option("--shape-period", type=Duration(1), default="10m", show_default=True,
+              help="Length of one diurnal cycle or burst cycle.")
 @click.option("--click-rate", type=click.FloatRange(0, 1), default=0.35, show_default=True, help="P(click|view).")
 @click.option("--cart-rate", type=click.FloatRange(0, 1), default=0.30, show_default=True,
               help="P(add_to_cart|click).")
@@ -94,8 +95,8 @@ def setup(settings: Settings, topic: str, partitions: int, retention_hours: floa
               envvar="PULSE_GEN_NULL_KEY_FRACTION",
               help="Share of records sent without a key, to a random partition, as REST proxies, connectors and "
                    "plain clients do (the aggregator forwards them to the partition that owns their user).")
-@click.option("--grace", type=click.FloatRange(0), default=30.0, show_default=True,
-              help="Seconds of grace the aggregator allows (late events are pushed beyond it).")
+@click.option("--grace", type=Duration(0, ms=True), default="30s", show_default=True, envvar="PULSE_GRACE",
+              help="The grace the aggregator allows (late events are pushed beyond it).")
 @click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Record every produced record (gzip msgpack) for `pulse verify` and tests.")
 @click.option("--topic", envvar="PULSE_TOPIC", default="pulse.events", show_default=True)
@@ -122,7 +123,7 @@ def generate(settings: Settings, **o: object) -> None:
         )
         chaos_cfg = ChaosConfig(late_fraction=o["late_fraction"], disorder_fraction=o["disorder_fraction"],  # type: ignore[arg-type]
                                 duplicate_fraction=o["duplicate_fraction"], invalid_fraction=o["invalid_fraction"],  # type: ignore[arg-type]
-                                grace_ms=int(float(o["grace"]) * 1000))  # type: ignore[arg-type]
+                                grace_ms=int(o["grace"]))  # type: ignore[arg-type]
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     topic = str(o["topic"])

@@ -36,6 +36,7 @@ class PulseGroup(click.Group):
             return None
         module, attr = VERBS[cmd_name].split(":")
         command: click.Command = getattr(importlib.import_module(f"pulse.cli.{module}"), attr)
+        show_envvars(command, ctx)
         return command
 
     def invoke(self, ctx: click.Context) -> object:
@@ -53,7 +54,26 @@ class PulseGroup(click.Group):
             sys.exit(1)
 
 
-@click.group(cls=PulseGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def show_envvars(command: click.Command, ctx: click.Context) -> None:
+    """Every option's ``--help`` names its variable: its own ``PULSE_*`` name, or the automatic
+    ``PULSE_<COMMAND>_<OPTION>`` one (unless its help text names it already)."""
+    for param in command.params:
+        if isinstance(param, click.Option) and not param.hidden and param.name not in {"help", "version"}:
+            names = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or [])
+            param.show_envvar = not any(name in (param.help or "") for name in names) or not names
+    if isinstance(command, click.Group):
+        for name in command.list_commands(ctx):
+            sub = command.get_command(ctx, name)
+            if sub is not None:
+                show_envvars(sub, ctx)
+
+
+ENV_PREFIX = "PULSE"
+"""Options without a variable of their own read ``PULSE_<COMMAND>_<OPTION>`` (click's automatic names)."""
+
+
+@click.group(cls=PulseGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100,
+                                               "auto_envvar_prefix": ENV_PREFIX})
 @click.option("--home", type=click.Path(path_type=Path), envvar="PULSE_HOME", default=None,
               help="Directory for downloads, data and logs [env PULSE_HOME; default .pulse/ in the repo].")
 @click.option("--kafka-config", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,

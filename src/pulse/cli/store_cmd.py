@@ -13,7 +13,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from pulse.cli.aggregate_cmd import forward_wait_option
+from pulse.cli.aggregate_cmd import state_options
+from pulse.cli.durations import Duration
 from pulse.config import Settings
 from pulse.errors import PulseError
 from pulse.observe.server import every, metrics_addr_option, serve
@@ -74,10 +75,10 @@ def _stop_on_signals() -> threading.Event:
               help="The aggregator group whose `<group>.aggregates` documents are written.")
 @click.option("--index-prefix", envvar="PULSE_INDEX_PREFIX", default="pulse", show_default=True,
               help="Indices are <prefix>-windows, -users, -items, -partitions (aliases).")
-@click.option("--flush-interval", envvar="PULSE_STORE_FLUSH_INTERVAL", type=click.FloatRange(0.05, 60),
-              default=0.25, show_default=True, help="Seconds between bulk writes (more when behind: coalesced).")
-@click.option("--exit-when-idle", type=click.FloatRange(0.1), default=None,
-              help="Stop once no documents arrived for this many seconds (batch jobs, tests).")
+@click.option("--flush-interval", envvar="PULSE_STORE_FLUSH_INTERVAL", type=Duration(0.05, 60),
+              default="250ms", show_default=True, help="Time between bulk writes (more when behind: coalesced).")
+@click.option("--exit-when-idle", type=Duration(0.1), default=None,
+              help="Stop once no documents arrived for this long (batch jobs, tests).")
 @metrics_addr_option
 @click.pass_obj
 def store(settings: Settings, topic: str, group: str, index_prefix: str, flush_interval: float,
@@ -121,21 +122,18 @@ def store(settings: Settings, topic: str, group: str, index_prefix: str, flush_i
 @click.option("--group", envvar="PULSE_GROUP", default="pulse-aggregator", show_default=True,
               help="The aggregator group whose results are checked (its recorded idle decisions are replayed).")
 @click.option("--index-prefix", envvar="PULSE_INDEX_PREFIX", default="pulse", show_default=True)
-@click.option("--windows", envvar="PULSE_WINDOWS", default="10s,1m,1h", show_default=True)
-@click.option("--grace", envvar="PULSE_GRACE", default="30s", show_default=True)
-@click.option("--dedup-horizon", envvar="PULSE_DEDUP_HORIZON", default=None)
-@forward_wait_option
+@state_options
 @click.option("--from", "from_ms", default=None, callback=_instant,
               help="Only input from this record time (after `pulse replay --from`): epoch ms, ISO time or 2h.")
 @click.pass_obj
-def verify(settings: Settings, topic: str, ledger: Path | None, group: str, index_prefix: str, windows: str,
-           grace: str, dedup_horizon: str | None, forward_wait: int, from_ms: int | None) -> None:
+def verify(settings: Settings, topic: str, ledger: Path | None, group: str, index_prefix: str,
+           windows: tuple[int, ...], grace: int, dedup_horizon: int | None, forward_wait: int,
+           from_ms: int | None) -> None:
     """Recompute every aggregate from the input in one independent pass and diff it against Elasticsearch.
 
     Exits non-zero on any missing, extra or mismatched document: the user's proof of exactly-once.
     """
 
-    from pulse.aggregate.windows import parse_duration, parse_sizes
     from pulse.store.query import all_documents
     from pulse.topics import partition_count
     from pulse.verify.diff import diff_documents
@@ -143,8 +141,7 @@ def verify(settings: Settings, topic: str, ledger: Path | None, group: str, inde
     from pulse.verify.source import forwarded_records, ledger_rows, recorded_decisions, topic_rows
 
     _require_es(settings)
-    grace_ms = parse_duration(grace)
-    horizon = parse_duration(dedup_horizon) if dedup_horizon else grace_ms
+    grace_ms, horizon = grace, dedup_horizon or grace
     console = Console(stderr=True)
     with console.status("recomputing from the input"):
         if ledger:
@@ -152,7 +149,7 @@ def verify(settings: Settings, topic: str, ledger: Path | None, group: str, inde
         else:
             rows = topic_rows(settings.bootstrap, topic, from_ms)
             partitions = partition_count(settings.bootstrap, topic)
-        expected = recompute(rows, parse_sizes(windows), grace_ms, horizon, forward_wait_ms=forward_wait,
+        expected = recompute(rows, windows, grace_ms, horizon, forward_wait_ms=forward_wait,
                              decisions=recorded_decisions(settings.bootstrap, group, topic),
                              forwarded=forwarded_records(settings.bootstrap, group), partitions=partitions)
     with console.status("reading Elasticsearch"):
@@ -182,8 +179,8 @@ def verify(settings: Settings, topic: str, ledger: Path | None, group: str, inde
               show_default=True, help="Daily indices older than this are deleted by Pulse (no ILM needed).")
 @click.option("--events/--no-events", default=True, show_default=True,
               help="Archive valid input events (dead letters and late events are always archived).")
-@click.option("--exit-when-idle", type=click.FloatRange(0.1), default=None,
-              help="Stop once nothing arrived for this many seconds (batch jobs, tests).")
+@click.option("--exit-when-idle", type=Duration(0.1), default=None,
+              help="Stop once nothing arrived for this long (batch jobs, tests).")
 @metrics_addr_option
 @click.pass_obj
 def archive(settings: Settings, topic: str, index_prefix: str, retention_days: float, events: bool,
@@ -213,30 +210,24 @@ def archive(settings: Settings, topic: str, index_prefix: str, retention_days: f
 @click.option("--group", envvar="PULSE_GROUP", default="pulse-aggregator", show_default=True,
               help="The aggregator group to rebuild (it is reset).")
 @click.option("--index-prefix", envvar="PULSE_INDEX_PREFIX", default="pulse", show_default=True)
-@click.option("--windows", envvar="PULSE_WINDOWS", default="10s,1m,1h", show_default=True)
-@click.option("--grace", envvar="PULSE_GRACE", default="30s", show_default=True)
-@click.option("--dedup-horizon", envvar="PULSE_DEDUP_HORIZON", default=None)
-@forward_wait_option
+@state_options
 @click.option("--keep-old", is_flag=True, help="Keep the previous generation's indices after the swap.")
 @click.pass_obj
-def replay(settings: Settings, from_ms: int, topic: str, group: str, index_prefix: str, windows: str, grace: str,
-           dedup_horizon: str | None, forward_wait: int, keep_old: bool) -> None:
+def replay(settings: Settings, from_ms: int, topic: str, group: str, index_prefix: str, windows: tuple[int, ...],
+           grace: int, dedup_horizon: int | None, forward_wait: int, keep_old: bool) -> None:
     """Rebuild the aggregates from the input topic into new indices, then swap the aliases atomically.
 
     Readers see the old numbers until the swap. Stop the pipeline first; afterwards start it again as usual.
     Use it after a mapping change, or when `pulse setup` reports that the input topic was re-created.
     """
     from pulse.aggregate.state import StateConfig
-    from pulse.aggregate.windows import parse_duration, parse_sizes
     from pulse.store.replay import ReplayPlan
     from pulse.store.replay import replay as run_replay
     from pulse.topics import require_broker
 
     require_broker(settings.bootstrap)
     _require_es(settings)
-    grace_ms = parse_duration(grace)
-    state = StateConfig(window_sizes=parse_sizes(windows), grace_ms=grace_ms,
-                        dedup_horizon_ms=parse_duration(dedup_horizon) if dedup_horizon else grace_ms,
+    state = StateConfig(window_sizes=windows, grace_ms=grace, dedup_horizon_ms=dedup_horizon or grace,
                         forward_wait_ms=forward_wait)
     plan = ReplayPlan(bootstrap=settings.bootstrap, es=settings.es, topic=topic, from_ms=from_ms,
                       group=group, index_prefix=index_prefix, state=state, keep_old=keep_old)
