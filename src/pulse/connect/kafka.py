@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 
-from pulse.connect.secrets import read_secret
+from pulse.connect.secrets import Secret, read_secret
 from pulse.errors import PulseError
 
 PREFIX = "PULSE_KAFKA_"
@@ -39,9 +39,21 @@ def load_properties(path: Path) -> dict[str, str]:
     return props
 
 
-def properties_from(env: Mapping[str, str]) -> dict[str, str]:
-    """The connection properties ``env`` gives: the file's, then the variables' (which win)."""
-    props = load_properties(Path(env[f"{PREFIX}CONFIG"])) if env.get(f"{PREFIX}CONFIG") else {}
+SECRET_WORDS = ("password", "secret", "jaas", "oauthbearer.config", "key.pem", "keystore.key")
+"""Properties whose values are shown as ``***`` (librdkafka's secrets, and then some)."""
+
+
+def is_secret(prop: str) -> bool:
+    return any(word in prop for word in SECRET_WORDS)
+
+
+def property_sources(env: Mapping[str, str]) -> dict[str, tuple[Secret, str]]:
+    """Each connection property ``env`` gives, with where it came from: the file's, then the variables' (which
+    win)."""
+    found: dict[str, tuple[Secret, str]] = {}
+    if env.get(f"{PREFIX}CONFIG"):
+        path = Path(env[f"{PREFIX}CONFIG"])
+        found = {k: (Secret(v), f"file {path}") for k, v in load_properties(path).items()}
     for name in sorted(env):
         if not name.startswith(PREFIX):
             continue
@@ -50,8 +62,14 @@ def properties_from(env: Mapping[str, str]) -> dict[str, str]:
             continue
         secret = read_secret(env, f"{PREFIX}{rest}")
         if secret is not None:
-            props[rest.lower().replace("_", ".")] = secret.reveal()
-    return props
+            source = f"env {name}={env[name]}" if name.endswith("_FILE") else f"env {name}"
+            found[rest.lower().replace("_", ".")] = (secret, source)
+    return found
+
+
+def properties_from(env: Mapping[str, str]) -> dict[str, str]:
+    """The connection properties ``env`` gives: the file's, then the variables' (which win)."""
+    return {prop: value.reveal() for prop, (value, _) in property_sources(env).items()}
 
 
 @lru_cache(maxsize=1)
