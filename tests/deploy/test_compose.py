@@ -158,3 +158,50 @@ def test_prometheus_scrapes_every_pulse_service(compose: dict[str, Any]) -> None
         assert addr, f"{name} serves no metrics"
         assert (name, int(addr.rsplit(":", 1)[1])) in discovered, f"Prometheus does not scrape {name}"
         assert "/readyz" in " ".join(svc["healthcheck"]["test"]) or name == "dashboard"
+
+
+@pytest.fixture(scope="module")
+def secure() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "docker-compose.secure.yml").read_text())
+
+
+def _granted(svc: dict[str, Any]) -> set[str]:
+    return {s if isinstance(s, str) else s["source"] for s in svc.get("secrets", [])}
+
+
+def test_the_secure_variant_takes_every_credential_from_secrets_pulse_makes(
+        compose: dict[str, Any], secure: dict[str, Any], tmp_path: Path) -> None:
+    from pulse.cli.stack_cmd import COMPOSE_HOSTS, COMPOSE_SECRETS
+    from pulse.stack.secure import SecureMaterial
+
+    SecureMaterial(tmp_path).create(hosts=COMPOSE_HOSTS, extra_secrets=COMPOSE_SECRETS, shared=True)
+    declared = secure["secrets"]
+    for name, spec in declared.items():  # `pulse stack secrets ./secrets` makes every file the variant mounts
+        assert spec["file"].startswith("./secrets/"), name
+        assert (tmp_path / spec["file"].removeprefix("./secrets/")).is_file(), name
+    for name, svc in secure["services"].items():
+        granted = _granted(svc)
+        assert granted <= set(declared), name
+        text = yaml.safe_dump(svc)
+        for used in re.findall(r"/run/secrets/(\w+)", text) + re.findall(r"\$\{secrets:/run/secrets:(\w+)\}", text):
+            assert used in granted, f"{name} reads secret {used} it is not given"
+        for key, raw in (svc.get("environment") or {}).items():
+            value = str(raw).replace("$$", "$")  # Compose's escape for a literal $
+            # a credential is never a value in the file: only a *_FILE path or a config-provider reference
+            if re.search(r"(PASSWORD|API_KEY)$", key):
+                assert str(value).startswith("${secrets:"), f"{name}: {key} holds a credential"
+            for quoted in re.findall(r'(?:password|user_\w+)="([^"]*)"', str(value)):  # JAAS logins
+                assert quoted.startswith("${secrets:"), f"{name}: {key} holds a credential"
+    for name in _pulse_services(compose):
+        env = secure["services"][name]["environment"]
+        assert env["PULSE_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL" and env["PULSE_ES_URL"].startswith("https://")
+        assert {"PULSE_KAFKA_SASL_PASSWORD_FILE", "PULSE_ES_PASSWORD_FILE"} <= set(env), name
+
+
+def test_the_secure_kafka_listener_is_sasl_ssl_under_a_name_the_image_leaves_alone(secure: dict[str, Any]) -> None:
+    env = secure["services"]["kafka"]["environment"]
+    protocols = dict(pair.split(":") for pair in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    advertised = env["KAFKA_ADVERTISED_LISTENERS"].split("://")[0]
+    assert protocols[advertised] == "SASL_SSL" and "SSL" not in advertised and "SASL" not in advertised
+    assert env["KAFKA_INTER_BROKER_LISTENER_NAME"] == advertised
+    assert f"KAFKA_LISTENER_NAME_{advertised}_PLAIN_SASL_JAAS_CONFIG" in env

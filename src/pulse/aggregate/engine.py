@@ -577,6 +577,7 @@ class Engine:
         _LOG.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        _LOG.info("rebalance: handing over partitions %s after a last flush", sorted(tp.partition for tp in partitions))
         self.flush(details=True)
         for tp in partitions:
             self.states.pop(tp.partition, None)
@@ -585,6 +586,8 @@ class Engine:
         self._follow_forwarded()
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        _LOG.warning("rebalance: partitions %s were lost (their uncommitted work is redone by the new owner)",
+                     sorted(tp.partition for tp in partitions))
         self._routed()
         for tp in partitions:
             self.states.pop(tp.partition, None)  # uncommitted changes are replayed by the new owner

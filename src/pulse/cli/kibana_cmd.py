@@ -32,12 +32,17 @@ def export(output: Path | None) -> None:
 @click.option("--url", envvar="PULSE_KIBANA_URL", default="http://127.0.0.1:5601", show_default=True,
               help="Kibana's base URL.")
 @click.option("--space", envvar="PULSE_KIBANA_SPACE", default=None, help="Kibana space [default space].")
-@click.option("--user", envvar="PULSE_KIBANA_USER", default=None, help="Basic-auth user.")
-@click.option("--password", envvar="PULSE_KIBANA_PASSWORD", default=None, help="Basic-auth password.")
-def import_(url: str, space: str | None, user: str | None, password: str | None) -> None:
+@click.option("--user", envvar="PULSE_KIBANA_USER", default=None,
+              help="Basic-auth user; the password comes from PULSE_KIBANA_PASSWORD or, better, a file named by "
+                   "PULSE_KIBANA_PASSWORD_FILE (never a flag: command lines are visible to every local user).")
+def import_(url: str, space: str | None, user: str | None) -> None:
     """Import (overwrite) Pulse's data views, visualisations and dashboard; fails unless Kibana reports success."""
+    import os
+
+    from pulse.connect.secrets import read_secret
     from pulse.kibana.importer import import_objects
 
-    result = import_objects(url, space, (user, password or "") if user else None)
+    password = read_secret(os.environ, "PULSE_KIBANA_PASSWORD")
+    result = import_objects(url, space, (user, password.reveal() if password else "") if user else None)
     click.echo(f"kibana: imported {result.count} saved objects into {url}; open the dashboard "
                f"{url.rstrip('/')}/app/dashboards#/view/pulse-overview")

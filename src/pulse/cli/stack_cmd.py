@@ -7,6 +7,7 @@ import shlex
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -58,6 +59,24 @@ def env(settings: Settings) -> None:
     eval "$(pulse stack env)". Secrets are given as *_FILE paths, never as values."""
     for name, value in manager.client_env(settings).items():
         click.echo(f"export {name}={shlex.quote(value)}")
+
+
+COMPOSE_HOSTS = ("kafka", "elasticsearch", "localhost")
+COMPOSE_SECRETS = ("kibana",)
+
+
+@stack.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default="secrets")
+def secrets(directory: Path) -> None:
+    """Make the certificates and passwords of the secure Compose variant in DIRECTORY (default ./secrets):
+    docker compose -f docker-compose.yml -f docker-compose.secure.yml up. Nothing is made twice."""
+    from pulse.stack.secure import SecureMaterial
+
+    material = SecureMaterial(directory.resolve())
+    made = not material.exists()
+    material.create(hosts=COMPOSE_HOSTS, extra_secrets=COMPOSE_SECRETS, shared=True)
+    click.echo(f"{'made' if made else 'kept'} the CA, a certificate for {', '.join(COMPOSE_HOSTS)} and random "
+               f"passwords in {material.dir} (only you can enter it; never commit it)")
 
 
 @stack.command()

@@ -67,19 +67,22 @@ class SecureMaterial:
         path = self.secret_file(name)
         path.touch(mode=0o600)
         path.chmod(0o600)
-        path.write_text(value + "\n")
+        path.write_text(value)  # no newline: Kafka's DirectoryConfigProvider takes a file's bytes as they are
 
-    def create(self) -> None:
-        """Make the CA, the server certificate (127.0.0.1 and localhost), the keystore and every password,
-        unless already made."""
+    def create(self, hosts: tuple[str, ...] = ("localhost",), extra_secrets: tuple[str, ...] = (),
+               shared: bool = False) -> None:
+        """Make the CA, the server certificate (127.0.0.1 and ``hosts``), the keystore and every password
+        (``extra_secrets`` too), unless already made. ``shared``: the files (not the CA key) readable by anyone
+        who can enter the directory (0700), for containers that run as other users (Compose bind-mounts them)."""
         if self.exists():
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o700)
-        for name in ("keystore", "kafka", "broker", "es"):
+        for name in ("keystore", "kafka", "broker", "es", *extra_secrets):
             self.write_secret(name, secrets.token_urlsafe(24))
         ext = self.dir / "server.ext"
-        ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
+        names = ",".join(f"DNS:{host}" for host in hosts)
+        ext.write_text(f"subjectAltName=IP:127.0.0.1,{names}\nbasicConstraints=CA:FALSE\n"
                        "keyUsage=critical,digitalSignature,keyEncipherment\n"
                        "extendedKeyUsage=serverAuth,clientAuth\n")
         ca_key, csr = self.dir / "ca.key", self.dir / "server.csr"
@@ -93,8 +96,12 @@ class SecureMaterial:
         _openssl("pkcs12", "-export", "-in", self.dir / "server.tmp", "-inkey", self.server_key, "-certfile",
                  self.ca_cert, "-name", "kafka", "-out", self.keystore,
                  "-passout", f"file:{self.secret_file('keystore')}")
-        for path in (ca_key, self.server_key, self.keystore):
-            path.chmod(0o600)
+        ca_key.chmod(0o600)
+        for path in (self.server_key, self.keystore):
+            path.chmod(0o644 if shared else 0o600)
+        if shared:
+            for name in ("keystore", "kafka", "broker", "es", *extra_secrets):
+                self.secret_file(name).chmod(0o644)
         csr.unlink()
         ext.unlink()
         (self.dir / "server.tmp").rename(self.server_cert)  # last: its presence means "made"
