@@ -20,6 +20,7 @@ pub mod batch;
 pub mod changelog;
 pub mod docs;
 pub mod event;
+mod footprint;
 mod message;
 pub mod state;
 
@@ -299,6 +300,13 @@ impl Partition {
     fn sizes(&self) -> PyResult<(usize, usize, usize, usize)> {
         self.ready()?;
         Ok((self.st.windows.len(), self.st.users.len(), self.st.sessions.len(), self.st.seen.len()))
+    }
+
+    /// Approximate heap bytes of the live state (collection capacities and interned strings; a lower bound).
+    #[getter]
+    fn state_bytes(&self) -> PyResult<usize> {
+        self.ready()?;
+        Ok(self.st.footprint())
     }
 
     /// Route one record on the fast path; False when Python must validate it (then `accept` or `reject`).

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from pulse.cli.generate_cmd import DELIVERED, summary_counts
 from pulse.config import Settings
+from pulse.stack import manager
 from pulse.stack.secure import SecureMaterial
 from tests.names import unique
 from tests.realworld.plain import event, now_ms
@@ -32,6 +34,19 @@ SECRETS = ("keystore", "kafka", "broker", "es")
 def stack(settings: Settings) -> Iterator[PrivateStack]:
     with private_stack(settings, "test-secure", secure=True) as s:
         yield s
+
+
+def test_pulse_stack_env_prints_what_points_every_command_at_the_stack(stack: PrivateStack) -> None:
+    """`eval "$(pulse stack env)"`: the exports are the private stack's settings, secrets only as file paths."""
+    plain = {k: v for k, v in stack.env.items() if k not in manager.client_env(stack.settings)}
+    done = subprocess.run([sys.executable, "-m", "pulse", "stack", "env"], env=plain, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    exported = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in done.stdout.splitlines())
+    assert exported == manager.client_env(stack.settings)
+    assert exported["PULSE_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL" and exported["PULSE_ES_URL"].startswith("https")
+    for name in SECRETS:
+        assert _material(stack).secret(name) not in done.stdout
 
 
 def _material(stack: PrivateStack) -> SecureMaterial:
@@ -221,4 +236,6 @@ def test_the_aggregators_metrics_match_what_was_produced(stack: PrivateStack) ->
     assert got["accepted"] + got["late"] == row("valid") + row("late")
     assert got["late"] > 0
     assert sample['pulse_state_keys{kind="users"}'] > 0 and sample["pulse_flush_seconds_count"] > 0
+    # every live user costs at least its slot and its interned id
+    assert sample["pulse_state_bytes"] > 40 * sample['pulse_state_keys{kind="users"}']
     assert sum(v for k, v in sample.items() if k.startswith("pulse_documents_published_total")) > 0

@@ -67,12 +67,14 @@ class EngineMetrics:
             for kind in flushed.kinds:
                 m.DOCUMENTS.labels(kind).inc()
         m.PARTITIONS.set(len(states))
-        sizes = [0] * len(STATE_KINDS)
+        sizes, footprint = [0] * len(STATE_KINDS), 0
         for st in states.values():
             if not st.busy:
                 sizes = [a + b for a, b in zip(sizes, st.sizes, strict=True)]
+                footprint += st.state_bytes
         for kind, size in zip(STATE_KINDS, sizes, strict=True):
             m.STATE_KEYS.labels(kind).set(size)
+        m.STATE_BYTES.set(footprint)
 
     def _lag(self) -> dict[int, int]:
         """Records past each partition's committed position (0 while its end is unknown)."""

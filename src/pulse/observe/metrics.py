@@ -29,6 +29,8 @@ FLUSH_SECONDS = Histogram("pulse_flush_seconds", "Time to build and send one flu
 TRANSACTION_SECONDS = Histogram("pulse_transaction_commit_seconds", "Time for the broker to commit a transaction.",
                                 buckets=SECONDS)
 STATE_KEYS = Gauge("pulse_state_keys", "Live state entries over this aggregator's partitions, by kind.", ["kind"])
+STATE_BYTES = Gauge("pulse_state_bytes", "Approximate heap bytes of the live state (collection capacities and "
+                    "interned strings: a lower bound of what it costs).")
 RESTORE_SECONDS = Histogram("pulse_restore_seconds", "Time to restore one partition's state from its changelog.",
                             buckets=SECONDS)
 PARTITIONS = Gauge("pulse_assigned_partitions", "Input partitions this aggregator owns.")

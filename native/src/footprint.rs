@@ -1,0 +1,47 @@
+//! An estimate of the heap a partition's state holds, from the capacities of its collections: what the
+//! aggregator's `pulse_state_bytes` metric reports. It counts table slots and interned strings, not allocator
+//! overhead, so it is a lower bound of the memory the state costs.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::mem::size_of;
+
+use crate::state::{Names, Row, Shards, State, Window};
+
+/// Bytes of a hash table with `cap` slots of `K`, `V` (one control byte per slot, as hashbrown keeps).
+fn table<K, V, S: BuildHasher>(map: &HashMap<K, V, S>) -> usize {
+    map.capacity() * (size_of::<K>() + size_of::<V>() + 1)
+}
+
+fn names(n: &Names) -> usize {
+    n.list.capacity() * size_of::<std::sync::Arc<str>>()
+        + n.list.iter().map(|s| s.len() + 16).sum::<usize>()
+        + n.list.len() * (size_of::<std::sync::Arc<str>>() + size_of::<u32>() + 1)
+}
+
+fn shards(s: &Shards) -> usize {
+    s.maps.iter().map(table).sum::<usize>()
+}
+
+fn window(w: &Window) -> usize {
+    size_of::<Window>()
+        + w.users.capacity() * (size_of::<u32>() + 1)
+        + w.new_users.capacity() * size_of::<u32>()
+        + shards(&w.items)
+        + w.cats.capacity() * (size_of::<u32>() + size_of::<(Row, bool)>() + 1)
+}
+
+impl State {
+    /// Approximate heap bytes of this partition's state (see the module's note).
+    pub fn footprint(&self) -> usize {
+        let windows: usize = self.windows.values().map(window).sum();
+        let sessions = table(&self.sessions) + self.sessions.keys().map(String::capacity).sum::<usize>();
+        windows
+            + sessions
+            + table(&self.seen)
+            + shards(&self.item_state)
+            + self.users.capacity() * size_of::<crate::state::User>()
+            + [&self.types, &self.items, &self.cats, &self.user_ids].into_iter().map(names).sum::<usize>()
+            + self.item_cat.capacity() * size_of::<Option<Option<u32>>>()
+    }
+}
