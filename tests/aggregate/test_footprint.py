@@ -9,7 +9,8 @@ from pulse.aggregate.state import StateConfig, decide, new_partition
 
 def _event(n: int, users: int) -> bytes:
     return orjson.dumps({"event_id": f"e{n}", "event_type": "view", "ts": 1_700_000_000_000 + n,
-                         "user_id": f"u{n % users}", "session_id": f"s{n % users}", "item_id": f"i{n % 50}", "category": "books", "status": "ok"})
+                         "user_id": f"u{n % users}", "session_id": f"s{n % users}", "item_id": f"i{n % 50}",
+                         "category": "books", "status": "ok"})
 
 
 def test_the_estimate_grows_with_users_and_counts_at_least_their_ids() -> None:
