@@ -20,6 +20,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _first_answer(proc: subprocess.Popen[bytes], url: str) -> httpx.Response:
+    """The first response of the dashboard starting in ``proc`` (it must not die meanwhile)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return httpx.get(url, timeout=10)
+        except httpx.TransportError:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.3)
+
+
 def test_unreachable_elasticsearch_is_a_503_with_a_reason_and_a_taken_port_one_line() -> None:
     port = _free_port()
     # nothing listens on port 9; the password written into the URL must never be shown
@@ -27,14 +38,7 @@ def test_unreachable_elasticsearch_is_a_503_with_a_reason_and_a_taken_port_one_l
     proc = subprocess.Popen([sys.executable, "-m", "pulse", "dashboard", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                resp = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=10)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and proc.poll() is None
-                time.sleep(0.3)
+        resp = _first_answer(proc, f"http://127.0.0.1:{port}/api/health")
         assert resp.status_code == 503
         assert "Elasticsearch at http://127.0.0.1:9 failed" in resp.json()["detail"]
         assert "s3cr3t" not in resp.text
@@ -54,14 +58,7 @@ def test_host_check_security_headers_and_a_cap_on_live_streams() -> None:
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                page = httpx.get(f"{base}/", timeout=10)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and proc.poll() is None
-                time.sleep(0.3)
+        page = _first_answer(proc, f"{base}/")
         assert page.status_code == 200
         assert page.headers["x-content-type-options"] == "nosniff" and page.headers["x-frame-options"] == "DENY"
         assert "script-src 'self'" in page.headers["content-security-policy"]
