@@ -17,8 +17,7 @@
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
-use std::borrow::Cow;
+use pyo3::types::{PyBytes, PyDict, PyList};
 use std::collections::VecDeque;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
@@ -219,37 +218,16 @@ fn route_all(
 }
 
 /// Phase 3: the contract's validator decides a record the fast path left open; `verdict(value, record_ts)`
-/// returns `(reason, detail)` for a rejection or the accepted event's fields.
+/// returns a `Rejection` (reason, detail) or the accepted `Event`.
 fn decide(verdict: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>, ts: i64) -> PyResult<Verdict<'static>> {
     let out = verdict.call1((value, ts))?;
-    let t = out.downcast::<PyTuple>()?;
-    if t.len() == 2 {
-        let (reason, detail): (String, String) = t.extract()?;
+    let py = out.py();
+    if out.hasattr(intern!(py, "reason"))? {
+        let reason: String = out.getattr(intern!(py, "reason"))?.extract()?;
+        let detail: String = out.getattr(intern!(py, "detail"))?.extract()?;
         return Ok(Verdict::Invalid { reason, detail });
     }
-    #[allow(clippy::type_complexity)]
-    let (event_id, event_type, ts, user_id, session_id, item_id, category, amount, status): (
-        String,
-        String,
-        i64,
-        String,
-        String,
-        Option<String>,
-        Option<String>,
-        Option<f64>,
-        String,
-    ) = t.extract()?;
-    Ok(Verdict::Valid(Event {
-        event_id: Cow::Owned(event_id),
-        event_type: Cow::Owned(event_type),
-        ts,
-        user_id: Cow::Owned(user_id),
-        session_id: Cow::Owned(session_id),
-        item_id: item_id.map(Cow::Owned),
-        category: category.map(Cow::Owned),
-        amount,
-        status: Cow::Owned(status),
-    }))
+    Ok(Verdict::Valid(crate::boundary::event_from(&out)?))
 }
 
 /// A partition's state in its own allocation, so that the routing thread can change it through a pointer while

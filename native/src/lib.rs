@@ -5,8 +5,7 @@
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
-use std::borrow::Cow;
+use pyo3::types::{PyBytes, PyList};
 
 // Millions of small, short-lived strings per second (event and session ids): mimalloc is much faster at that
 // than glibc malloc. Only Rust's allocations use it; Python's objects keep Python's allocator. Built without
@@ -17,6 +16,7 @@ use std::borrow::Cow;
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod batch;
+mod boundary;
 pub mod changelog;
 pub mod docs;
 pub mod event;
@@ -24,6 +24,7 @@ mod footprint;
 mod message;
 pub mod state;
 
+use boundary::{ChangelogRecord, Counters, Document, FlushOutput, ForwardRecord, SideRecord, StateSizes};
 use event::{fast_validate, Event};
 use state::{Config, Outcome, State};
 
@@ -38,17 +39,17 @@ pub(crate) struct Side {
 }
 
 impl Side {
-    fn into_py_tuple<'py>(self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        PyTuple::new(
+    fn into_py(self, py: Python<'_>) -> PyResult<Py<SideRecord>> {
+        Py::new(
             py,
-            [
-                self.source.0.into_pyobject(py)?.into_any(),
-                self.source.1.into_pyobject(py)?.into_any(),
-                self.key.into_bound(py),
-                self.value.into_bound(py),
-                self.reason.into_pyobject(py)?.into_any(),
-                self.detail.into_pyobject(py)?.into_any(),
-            ],
+            SideRecord {
+                source_partition: self.source.0,
+                source_offset: self.source.1,
+                key: self.key,
+                value: self.value,
+                reason: self.reason,
+                detail: self.detail,
+            },
         )
     }
 }
@@ -64,23 +65,19 @@ pub(crate) struct Forward {
 }
 
 impl Forward {
-    fn into_py_tuple<'py>(self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        PyTuple::new(
+    fn into_py(self, py: Python<'_>) -> PyResult<Py<ForwardRecord>> {
+        Py::new(
             py,
-            [
-                self.owner.into_pyobject(py)?.into_any(),
-                PyBytes::new(py, self.user.as_bytes()).into_any(),
-                self.value.into_bound(py),
-                self.offset.into_pyobject(py)?.into_any(),
-                self.record_ts.into_pyobject(py)?.into_any(),
-            ],
+            ForwardRecord {
+                owner: self.owner,
+                user: PyBytes::new(py, self.user.as_bytes()).unbind(),
+                value: self.value,
+                offset: self.offset,
+                record_ts: self.record_ts,
+            },
         )
     }
 }
-
-/// A flush's output for Python: (changelog records, documents, dead letters, late events, forwarded records).
-type Flushed<'py> =
-    (Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyList>);
 
 /// A flush's changelog records and documents, before they become Python objects.
 struct Rendered {
@@ -158,29 +155,37 @@ impl Partition {
     }
 
     /// The Python half of a flush: the rendered output plus the side outputs, as `flush` returns them.
-    fn output<'py>(&mut self, py: Python<'py>, rendered: Option<Rendered>) -> PyResult<Option<Flushed<'py>>> {
+    fn output(&mut self, py: Python<'_>, rendered: Option<Rendered>) -> PyResult<Option<Py<FlushOutput>>> {
         let Some(Rendered { records, docs }) = rendered else { return Ok(None) };
         let recs = PyList::empty(py);
         for (k, v) in records {
-            recs.append((PyBytes::new(py, &k), v.map(|v| PyBytes::new(py, &v))))?;
+            let value = v.map(|v| PyBytes::new(py, &v).unbind());
+            recs.append(Py::new(py, ChangelogRecord { key: PyBytes::new(py, &k).unbind(), value })?)?;
         }
         let documents = PyList::empty(py);
         for (id, kind, json) in docs {
-            documents.append((id, kind, PyBytes::new(py, &json)))?;
+            documents.append(Py::new(py, Document { id, kind, value: PyBytes::new(py, &json).unbind() })?)?;
         }
         let dead = PyList::empty(py);
         for side in self.dead.drain(..) {
-            dead.append(side.into_py_tuple(py)?)?;
+            dead.append(side.into_py(py)?)?;
         }
         let late = PyList::empty(py);
         for side in self.late.drain(..) {
-            late.append(side.into_py_tuple(py)?)?;
+            late.append(side.into_py(py)?)?;
         }
         let forward = PyList::empty(py);
         for record in self.forward.drain(..) {
-            forward.append(record.into_py_tuple(py)?)?;
+            forward.append(record.into_py(py)?)?;
         }
-        Ok(Some((recs, documents, dead, late, forward)))
+        let out = FlushOutput {
+            records: recs.unbind(),
+            documents: documents.unbind(),
+            dead: dead.unbind(),
+            late: late.unbind(),
+            forward: forward.unbind(),
+        };
+        Ok(Some(Py::new(py, out)?))
     }
 
     /// The fast path: route `value` if it is certainly valid; false (nothing changed) when Python must decide.
@@ -288,18 +293,23 @@ impl Partition {
         self.ready()?;
         Ok(self.st.processed)
     }
-    /// (accepted, dead_lettered, late, duplicates): every record lands in exactly one.
+    /// Where this partition's records ended: every record lands in exactly one outcome.
     #[getter]
-    fn counters(&self) -> PyResult<(u64, u64, u64, u64)> {
+    fn counters(&self) -> PyResult<Counters> {
         self.ready()?;
-        let c = self.st.counters;
-        Ok((c[0], c[1], c[2], c[3]))
+        Ok(Counters::from(self.st.counters))
     }
-    /// Sizes of the live state: (open windows, users, sessions, remembered event ids).
+    /// Entries of the live state: open windows, users, sessions, remembered event ids.
     #[getter]
-    fn sizes(&self) -> PyResult<(usize, usize, usize, usize)> {
+    fn sizes(&self) -> PyResult<StateSizes> {
         self.ready()?;
-        Ok((self.st.windows.len(), self.st.users.len(), self.st.sessions.len(), self.st.seen.len()))
+        let st = &self.st;
+        Ok(StateSizes {
+            windows: st.windows.len(),
+            users: st.users.len(),
+            sessions: st.sessions.len(),
+            event_ids: st.seen.len(),
+        })
     }
 
     /// Approximate heap bytes of the live state (collection capacities and interned strings; a lower bound).
@@ -315,38 +325,17 @@ impl Partition {
         self.fast_route(offset, || Ok(key), &value, record_ts)
     }
 
-    /// Route one record that Python's validator accepted.
-    #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (offset, key, value, record_ts, event_id, event_type, ts, user_id, session_id, item_id,
-                        category, amount, status))]
+    /// Route one record that Python's validator accepted (`event`: a `pulse.events.schema.Event`).
     fn accept(
         &mut self,
         offset: i64,
         key: PyObject,
         value: PyObject,
         record_ts: i64,
-        event_id: &str,
-        event_type: &str,
-        ts: i64,
-        user_id: &str,
-        session_id: &str,
-        item_id: Option<&str>,
-        category: Option<&str>,
-        amount: Option<f64>,
-        status: &str,
+        event: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         self.ready()?;
-        let e = Event {
-            event_id: Cow::Borrowed(event_id),
-            event_type: Cow::Borrowed(event_type),
-            ts,
-            user_id: Cow::Borrowed(user_id),
-            session_id: Cow::Borrowed(session_id),
-            item_id: item_id.map(Cow::Borrowed),
-            category: category.map(Cow::Borrowed),
-            amount,
-            status: Cow::Borrowed(status),
-        };
+        let e = boundary::event_from(event)?;
         self.route(offset, || Ok(key), value, &e, record_ts)
     }
 
@@ -398,17 +387,15 @@ impl Partition {
         Ok(self.st.pending_users.len())
     }
 
-    /// One flush's output, or None when nothing changed: (changelog records, documents (id, kind, JSON),
-    /// dead letters, late events, forwarded records), side outputs as (source partition, source offset, key,
-    /// value, reason, detail), forwarded records as (owner partition, user id, value, offset, record timestamp). `details`: publish item
-    /// shards; `users`: publish user documents. Call `committed` once they are written.
-    fn flush<'py>(
+    /// One flush's output, or None when nothing changed. `details`: publish item shards; `users`: publish user
+    /// documents. Call `committed` once they are written.
+    fn flush(
         &mut self,
-        py: Python<'py>,
+        py: Python<'_>,
         details: bool,
         users: bool,
         flushed_at: i64,
-    ) -> PyResult<Option<Flushed<'py>>> {
+    ) -> PyResult<Option<Py<FlushOutput>>> {
         self.ready()?;
         let rendered = self.render(details, users, flushed_at);
         self.output(py, rendered)
@@ -439,7 +426,7 @@ fn flush_all<'py>(
     details: bool,
     users: Vec<bool>,
     flushed_at: i64,
-) -> PyResult<Vec<Option<Flushed<'py>>>> {
+) -> PyResult<Vec<Option<Py<FlushOutput>>>> {
     if users.len() != partitions.len() {
         return Err(PyValueError::new_err("one users flag per partition"));
     }
@@ -475,6 +462,13 @@ fn item_shard(item: &str) -> usize {
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Partition>()?;
+    m.add_class::<FlushOutput>()?;
+    m.add_class::<ChangelogRecord>()?;
+    m.add_class::<Document>()?;
+    m.add_class::<SideRecord>()?;
+    m.add_class::<ForwardRecord>()?;
+    m.add_class::<Counters>()?;
+    m.add_class::<StateSizes>()?;
     m.add_function(wrap_pyfunction!(batch::process_batch, m)?)?;
     m.add_function(wrap_pyfunction!(batch::settle, m)?)?;
     m.add_function(wrap_pyfunction!(flush_all, m)?)?;

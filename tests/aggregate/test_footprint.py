@@ -20,5 +20,5 @@ def test_the_estimate_grows_with_users_and_counts_at_least_their_ids() -> None:
     for n in range(2_000):
         decide(small, n, None, _event(n, 10), 1_700_000_000_000 + n)
         decide(large, n, None, _event(n, 2_000), 1_700_000_000_000 + n)
-    assert large.sizes[1] == 2_000 and small.sizes[1] == 10
+    assert large.sizes.users == 2_000 and small.sizes.users == 10
     assert large.state_bytes > small.state_bytes + 2_000 * len("u1999")

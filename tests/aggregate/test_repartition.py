@@ -10,8 +10,8 @@ import random
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pulse.aggregate._core import RECORD_TS_HEADER, SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER
 
+from pulse.aggregate._core import RECORD_TS_HEADER, SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER
 from pulse.aggregate.state import StateConfig, new_partition, route_batch
 from pulse.generate.chaos import ChaosConfig
 from pulse.verify.diff import diff_documents
@@ -92,11 +92,10 @@ def test_forwarded_records_count_exactly_once_where_their_user_lives(seed: int, 
             flushed = st_.flush(True, True, 0)
             if flushed is None:
                 continue
-            _records, documents, _dead, _late, forward = flushed
-            docs.update((doc_id, orjson.loads(value)) for doc_id, _kind, value in documents)
-            for owner, user, value, offset, record_ts in forward:
-                assert owner != p and user
-                topic[owner].append(_Forwarded(owner, len(topic[owner]), value, (p, offset), record_ts))
+            docs.update((d.id, orjson.loads(d.value)) for d in flushed.documents)
+            for f in flushed.forward:
+                assert f.owner != p and f.user
+                topic[f.owner].append(_Forwarded(f.owner, len(topic[f.owner]), f.value, (p, f.offset), f.record_ts))
             st_.committed(True, True)
 
     for n, i in enumerate(range(0, len(rows), batch)):
@@ -136,8 +135,8 @@ def test_a_backlog_read_ahead_of_its_forwarded_records_makes_nothing_late() -> N
         route_batch(states, [_Input(*row) for row in batch])
         for p, st_ in states.items():
             flushed = st_.flush(True, True, 0)
-            for owner, _user, value, offset, record_ts in flushed[4] if flushed else []:
-                topic[owner].append(_Forwarded(owner, len(topic[owner]), value, (p, offset), record_ts))
+            for f in flushed.forward if flushed else []:
+                topic[f.owner].append(_Forwarded(f.owner, len(topic[f.owner]), f.value, (p, f.offset), f.record_ts))
             st_.committed(True, True)
         route_batch(states, [m for p in range(PARTITIONS) for m in topic[p][states[p].repartition_offset:]],
                     forwarded=True)
@@ -147,8 +146,8 @@ def test_a_backlog_read_ahead_of_its_forwarded_records_makes_nothing_late() -> N
     for i in range(0, 1_000, 100):  # live: forwarded records follow within a flush
         step(rows[i:i + 100])
     step(rows[1_000:])  # then the backlog in one go
-    assert sum(st_.counters[2] for st_ in states.values()) == 0  # late
-    assert sum(st_.counters[0] for st_ in states.values()) == len(rows)
+    assert sum(st_.counters.late for st_ in states.values()) == 0  # late
+    assert sum(st_.counters.accepted for st_ in states.values()) == len(rows)
     forwarded = {p: [(m.offset(), *_source(m)) for m in msgs] for p, msgs in topic.items()}
     expected = recompute(rows, SIZES, 5_000, 5_000, decisions=decisions, forwarded=forwarded, partitions=PARTITIONS)
     assert (expected.accepted, expected.late) == (len(rows), 0)

@@ -10,7 +10,7 @@ import hashlib
 import pytest
 from elasticsearch import Elasticsearch
 
-from pulse.aggregate.engine import DEAD_LETTER_BYTES
+from pulse.aggregate.checkpoint import DEAD_LETTER_BYTES
 from pulse.kafkaio import read_range
 from tests.aggregate.harness import read_latest_docs, run_aggregator_until_idle, run_store
 from tests.cli_helpers import run_pulse

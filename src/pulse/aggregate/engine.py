@@ -1,35 +1,34 @@
 """The aggregator loop: consume a batch → update partition state → on each flush, one Kafka transaction.
 
-A flush writes, atomically: dead letters and late events, records forwarded to the partition that owns their user
-(input not keyed by user id, see ``repartition``), changed state to the compacted changelog, changed documents to
-the aggregates topic, and the consumer positions (``send_offsets_to_transaction``). A crash at
-any moment therefore resumes from a consistent (state, offsets) pair; zombies are fenced by group metadata.
-Rebalance callbacks run inside ``consume()``, between batches, so no transaction is ever open in them.
+Each flush is one checkpoint (``checkpoint``): side outputs, forwarded records, changelog, documents, decisions
+and the consumer positions, atomically. A crash at any moment therefore resumes from a consistent (state, offsets)
+pair; zombies are fenced by group metadata. Rebalance callbacks run inside ``consume()``, between batches, so no
+transaction is ever open in them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from confluent_kafka import OFFSET_STORED, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from pulse.aggregate import decisions
+from pulse.aggregate.assignment import Assignment
+from pulse.aggregate.cadence import FlushPolicy
+from pulse.aggregate.checkpoint import Checkpoint, PartitionOutput, Topics
 from pulse.aggregate.group import Membership
+from pulse.aggregate.idle import IdleRule
 from pulse.aggregate.observed import EngineMetrics
-from pulse.aggregate.repartition import ForwardedInput, headers
-from pulse.aggregate.restore import restore_partition
-from pulse.aggregate.state import Partition, StateConfig, flush_all, new_partition, route_batch, settle
-from pulse.aggregate.transactions import Commit, Flushed, patiently, send_offsets, transactional_producer
-from pulse.errors import PulseError
-from pulse.kafkaio import admin_client, end_offsets, group_caught_up, offsets_at, watermarks
-from pulse.kafkastart import start_where_committed
+from pulse.aggregate.repartition import ForwardedInput
+from pulse.aggregate.state import Partition, StateConfig, flush_all, route_batch, settle
+from pulse.aggregate.transactions import Flushed
+from pulse.kafkaio import admin_client, group_caught_up, watermarks
 from pulse.topics import aggregates_topic, changelog_topic, decisions_topic, repartition_topic
 
 _LOG = logging.getLogger("pulse.aggregate")
@@ -99,7 +98,10 @@ class EngineStats:
 
 
 class Engine:
-    """One aggregator instance. Call :meth:`run` with a stop event; it returns after a final flush."""
+    """One aggregator instance: the consume loop, routing, and the flushes it times. Call :meth:`run` with a stop
+    event; it returns after a final flush. Its collaborators each have one job: the :class:`Checkpoint` (the
+    transaction), the :class:`Assignment` (owned partitions and their states), the :class:`FlushPolicy` (when to
+    flush and what to publish) and the :class:`IdleRule` (quiet partitions close their windows)."""
 
     def __init__(self, cfg: EngineConfig, on_flush: Callable[[EngineStats], None] | None = None,
                  prepare: Callable[[], object] | None = None, membership: Membership | None = None) -> None:
@@ -110,79 +112,65 @@ class Engine:
         self._prepare = prepare
         self._prepared: Future[object] | None = None
         self.stats = EngineStats()
-        self.states: dict[int, Partition] = {}
-        self._last_record_wall: dict[int, float] = {}
-        self._last_details = time.monotonic()
-        self._users_at: dict[int, float] = {}  # partition → when its user documents last went out
-        self._admin = admin_client(cfg.bootstrap)
         self._on_flush = on_flush
-        self._txn_init: threading.Thread | None = None
-        self._txn_error: KafkaError | None = None
-        self._commit: Commit | None = None
         self._routing = False  # a batch handed to the routing thread and not yet settled
-        self._processed: dict[int, int] = {}  # records processed per partition when last settled
         self._drained: set[int] = set()  # partitions published on their own during the current backlog
         self._membership = membership or Membership(cfg.bootstrap, cfg.group, cfg.topic)
         if self._membership.topic != cfg.topic:
             raise ValueError(f"the group was joined for {self._membership.topic}, not {cfg.topic}")
         self._consumer = self._membership.consumer
-        self._producer = self._new_producer()
-        self._renewals: list[float] = []  # when the producer was last replaced after a fatal error
-        self._partition_count = 0  # the input topic's, read on assignment
+        self._admin = admin_client(cfg.bootstrap)
         self._forwarded_in = ForwardedInput(cfg.bootstrap, cfg.repartition_topic)
-        self._forwarding: set[int] = set()  # partitions that said they forward records
         self.metrics = EngineMetrics(self._high_watermark)
         self.joined = False  # the group gave this instance its first assignment (possibly empty)
+        self.checkpoint = Checkpoint(cfg.bootstrap, f"{cfg.group}-{cfg.instance}", cfg.transaction_timeout_ms,
+                                     Topics(cfg.topic, cfg.changelog_topic, cfg.aggregates_topic, cfg.decisions_topic,
+                                            cfg.repartition_topic, cfg.dlq_topic, cfg.late_topic))
+        self.idle = IdleRule(cfg.topic, cfg.idle_timeout_s, cfg.state.grace_ms)
+        self.assignment = Assignment(cfg.bootstrap, cfg.topic, cfg.changelog_topic, cfg.repartition_topic, cfg.state,
+                                     self._consumer, self._admin, self._forwarded_in, self._loaded, cfg.start_ms)
+        self.policy = FlushPolicy(cfg.flush_interval_s, cfg.backlog_flush_interval_s, cfg.batch_size,
+                                  cfg.flush_records, cfg.detail_interval_s, cfg.detail_flushes, cfg.user_batch,
+                                  cfg.user_interval_s, cfg.user_flushes)
 
-    def _new_producer(self) -> Producer:
-        cfg = self.cfg
-        return transactional_producer(cfg.bootstrap, f"{cfg.group}-{cfg.instance}", cfg.transaction_timeout_ms)
+    @property
+    def states(self) -> dict[int, Partition]:
+        return self.assignment.states
 
     # -- lifecycle --------------------------------------------------------------------------------------------
     def run(self, stop: threading.Event, exit_when_idle_s: float | None = None) -> EngineStats:
         """Consume and flush until ``stop`` is set (or, if given, no input arrived for ``exit_when_idle_s``)."""
-        # fencing our predecessor's transactions (librdkafka often takes 0.5 s) overlaps the join and restore
-        self._txn_init = threading.Thread(target=self._init_transactions, name="pulse-txn-init", daemon=True)
-        self._txn_init.start()
+        self.checkpoint.start()  # overlaps the join and restore
         if self._prepare is not None:
             pool = ThreadPoolExecutor(1, thread_name_prefix="pulse-prepare")
             self._prepared = pool.submit(self._prepare)
             pool.shutdown(wait=False)  # the thread ends with the task
         self._membership.attach(self._on_assign, self._on_revoke, self._on_lost)
-        last_flush = self._last_activity = time.monotonic()
-        since_flush, flush_records = 0, self.cfg.flush_records or 2**62
-        batch_size = min(self.cfg.batch_size, flush_records)
-        # behind: a full batch since the last caught-up flush, i.e. reading a backlog (timed flushes on the way
-        # do not reset it, or a backlog whose last full batch met a timed flush waited a whole interval at its end)
-        full = behind = False
+        policy = self.policy
+        policy.last_flush = self._last_activity = time.monotonic()
         try:
             while not stop.is_set():
                 if self._prepared is not None and self._prepared.done():
                     self._await_prepared()  # raises its error, if any
-                interval = max(self.cfg.flush_interval_s, self.cfg.backlog_flush_interval_s if behind else 0)
-                due = last_flush + interval - time.monotonic()  # flush on time, not 0.2 s late
-                # reading a backlog: take what has arrived rather than wait for a full batch at its tail
-                batch = self._consumer.consume(batch_size, 0.02 if full else max(0.01, min(0.2, due)))
-                full = len(batch) >= batch_size
-                behind = behind or full
+                interval = policy.interval
+                batch = self._consumer.consume(policy.batch, policy.wait_s())
+                policy.consumed(len(batch))
                 if batch:
                     self._process(batch)
                     self._last_activity = time.monotonic()
-                    if behind:
+                    if policy.behind:
                         self._flush_drained()
                 elif exit_when_idle_s is not None and self._idle_for() > exit_when_idle_s and self._caught_up():
                     break
-                since_flush += len(batch)
                 # publish on the flush interval, and at once when a backlog has just been read to its end (a live
                 # stream, never behind, keeps the interval: more flushes would cost more writes downstream)
                 # (a backlog read to its end in full batches is seen at once, not after one more consume's wait)
-                caught_up = behind and (not full or self._fetched_to_end()) and self._at_end()
+                caught_up = policy.behind and (not policy.full or self._fetched_to_end()) and self._at_end()
                 # records forwarded here wait for a flush: with no input to read, take them soon
-                forwarded = not batch and time.monotonic() - last_flush >= FORWARDED_WAIT_S and self._forwarded()
-                if time.monotonic() - last_flush >= interval or since_flush >= flush_records \
-                        or caught_up or forwarded:
+                forwarded = not batch and policy.since_flush_s() >= FORWARDED_WAIT_S and self._forwarded()
+                if policy.due(interval, caught_up or forwarded):
                     self.flush(wait=False)  # the commit overlaps the next batches
-                    last_flush, since_flush, behind = time.monotonic(), 0, behind and not caught_up
+                    policy.flushed(caught_up)
                     if caught_up:
                         self._drained.clear()
             self.flush(details=True)
@@ -191,26 +179,10 @@ class Engine:
             self._forwarded_in.close()
         return self.stats
 
-    def _init_transactions(self) -> None:
-        try:
-            patiently(lambda: self._producer.init_transactions(60), "start transactions")
-        except KafkaException as exc:
-            self._txn_error = exc.args[0]
-
     def _await_prepared(self) -> None:
         prepared, self._prepared = self._prepared, None
         if prepared is not None:
             prepared.result()
-
-    def _transactions_ready(self) -> None:
-        """Wait for init_transactions before the first flush. Restoring need not wait: a crashed predecessor's
-        open transaction holds read_committed reads of the changelog until init_transactions aborts it."""
-        self._await_prepared()
-        if self._txn_init is not None:
-            self._txn_init.join()
-            self._txn_init = None
-            if self._txn_error is not None:
-                raise PulseError(f"cannot start Kafka transactions at {self.cfg.bootstrap}: {self._txn_error.str()}")
 
     def _at_end(self) -> bool:
         """Every owned partition read to its high watermark as last fetched (a local lookup, no request)."""
@@ -270,7 +242,7 @@ class Engine:
         it. Once per partition and backlog (a partition that live traffic keeps at its end while others are still
         behind waits for the regular flushes), one transaction at a time (with a commit still running, the
         partition waits for the next batch)."""
-        if self._commit is not None and self._commit.thread.is_alive():
+        if self.checkpoint.committing:
             return
         drained = []
         for p, position, high in self._read_positions():
@@ -287,16 +259,12 @@ class Engine:
     def _routed(self) -> None:
         """Wait for the batches being routed: until then their partitions are the routing thread's (their methods
         raise), so everything that reads or changes state calls this first. Partitions that took records since
-        the last call count as active now (for idle-partition closing)."""
+        the last call count as active now (for the idle rule)."""
         if not self._routing:
             return
         self._routing = False
         settle()
-        now = time.monotonic()
-        for p, st in self.states.items():
-            if st.processed != self._processed.get(p):
-                self._processed[p] = st.processed
-                self._last_record_wall[p] = now
+        self.idle.routed(self.states)
 
     # -- flush: one transaction -------------------------------------------------------------------------------
     def flush(self, details: bool = False, wait: bool = True, only: list[int] | None = None) -> None:
@@ -313,7 +281,8 @@ class Engine:
         if only is None:
             self._routed()
         self._settle()
-        self._transactions_ready()
+        self._await_prepared()
+        self.checkpoint.ready()
         started = time.monotonic()
         now_wall = int(time.time() * 1000)
         complete = details  # stop, revoke, caught up: publish everything
@@ -322,58 +291,49 @@ class Engine:
             parts = [self.states[p] for p in only]
         else:
             decided = self._take_forwarded(now_wall)
-            for p, decision in self._advance_idle(now_wall).items():
+            for p, decision in self.idle.advance(self.states, now_wall, self._nothing_to_read).items():
                 decided.setdefault(p, []).append(decision)
             parts = list(self.states.values())
-            if self.cfg.detail_flushes:
-                details = details or (self.stats.flushes + 1) % self.cfg.detail_flushes == 0
-            else:
-                details = details or time.monotonic() - self._last_details >= self.cfg.detail_interval_s
-        work = []
-        users_due = [complete or (details and self._users_due(st)) for st in parts]
+            details = details or self.policy.details_due(self.stats.flushes)
+        users_due = [complete or (details and self.policy.users_due(st.partition, st.pending_users(),
+                                                                      self.stats.flushes)) for st in parts]
+        outputs = []
         for st, users, flushed in zip(parts, users_due, flush_all(parts, details, users_due, now_wall), strict=True):
-            if flushed is not None:
-                st.committed(details, users)  # handed over; a failed transaction reloads the state (_settle)
-                work.append((st, users, *flushed))
-        if not work:
+            if flushed is None:
+                continue
+            st.committed(details, users)  # handed over; a failed transaction reloads the state (_settle)
+            outputs.append(PartitionOutput(
+                Flushed(st.partition, users, len(flushed.records), [d.kind for d in flushed.documents],
+                        len(flushed.forward), st.counters, st.next_offset),
+                flushed, decided.get(st.partition, [])))
+        if not outputs:
             return
+        positions = [TopicPartition(self.cfg.topic, st.partition, st.next_offset) for st in parts
+                     if st.next_offset > 0]
+        positions += [TopicPartition(self.cfg.repartition_topic, st.partition, st.repartition_offset)
+                      for st in parts if st.repartition_offset > 0]
         try:
-            self._producer.begin_transaction()
-            # positions first, while the broker is idle: behind this flush's records they wait ~0.1-0.7 s
-            positions = [TopicPartition(self.cfg.topic, st.partition, st.next_offset) for st in parts
-                         if st.next_offset > 0]
-            positions += [TopicPartition(self.cfg.repartition_topic, st.partition, st.repartition_offset)
-                          for st in parts if st.repartition_offset > 0]
-            if positions:
-                send_offsets(self._producer, positions, self._consumer.consumer_group_metadata())
-            for st, _users, records, out, dead, late, forward in work:
-                self._write_partition(st.partition, records, out, dead, late, forward)
-                for decision in decided.get(st.partition, ()):
-                    self._send(self.cfg.decisions_topic, decision, None, st.partition)
+            self.checkpoint.write(positions, self._consumer.consumer_group_metadata(), outputs)
         except KafkaException as exc:
             self._transaction_failed(exc.args[0])
             return
         if details:
-            self._last_details = time.monotonic()
-        self._commit = Commit(self._producer, [
-            Flushed(st.partition, users, len(records), [kind for _, kind, _ in out], len(forward), tuple(st.counters),
-                    st.next_offset) for st, users, records, out, _dead, _late, forward in work])
+            self.policy.details_sent()
         self.metrics.flushed(time.monotonic() - started)
         if wait:
             self._settle()
 
     def _settle(self) -> None:
         """Wait for the commit in flight, if any; count it, or recover from its failure."""
-        commit, self._commit = self._commit, None
+        commit = self.checkpoint.settle()
         if commit is None:
             return
-        commit.thread.join()
         if commit.error is not None:
             self._transaction_failed(commit.error)
             return
         for flushed in commit.work:
             if flushed.users:
-                self._users_at[flushed.partition] = time.monotonic()
+                self.policy.users_sent(flushed.partition)
             self.stats.forwarded += flushed.forwarded
             self.stats.docs += len(flushed.kinds)
             self.stats.docs_by_kind.update(flushed.kinds)
@@ -383,81 +343,12 @@ class Engine:
         if self._on_flush:
             self._on_flush(self.stats)
 
-    def _users_due(self, st: Partition) -> bool:
-        if st.pending_users() <= self.cfg.user_batch:
-            return True
-        if self.cfg.user_flushes:
-            return (self.stats.flushes + 1) % self.cfg.user_flushes == 0
-        last = self._users_at.setdefault(st.partition, time.monotonic())
-        return time.monotonic() - last >= self.cfg.user_interval_s
-
-    def _write_partition(self, p: int, records: list, out: list, dead: list, late: list, forward: list) -> None:
-        send, cfg = self._send, self.cfg
-        for topic, sides in ((cfg.dlq_topic, dead), (cfg.late_topic, late)):
-            for source, offset, key, value, reason, detail in sides:
-                side_headers = _headers(offset, reason, detail, cfg.topic, source)
-                if value is not None and len(value) > DEAD_LETTER_BYTES:
-                    value, side_headers = _truncated(value, side_headers)
-                send(topic, value, key, p, side_headers)
-        if forward and p not in self._forwarding:
-            self._forwarding.add(p)
-            _LOG.info("partition %d: forwarding records not keyed by user id to the partitions that own their users, "
-                      "through %s (see the README, \"Input from your own producers\")", p, cfg.repartition_topic)
-        produce, repartition = self._producer.produce, cfg.repartition_topic
-        for owner, user, value, offset, record_ts in forward:
-            forwarded_headers = headers(p, offset, record_ts)
-            try:
-                produce(repartition, value, user, owner, headers=forwarded_headers)
-            except BufferError:
-                send(repartition, value, user, owner, forwarded_headers)
-        self._produce_all(cfg.changelog_topic, p, records)
-        self._produce_all(cfg.aggregates_topic, p, ((doc_id.encode(), value) for doc_id, _kind, value in out))
-
-    def _produce_all(self, topic: str, p: int, records: Iterable[tuple[bytes, bytes]]) -> None:
-        """A flush writes tens of thousands of these: produce directly (a wrapper call per record costs ~0.5 us
-        of ~2.5), and wait for room only when the producer's queue is full."""
-        produce = self._producer.produce
-        for key, value in records:
-            try:
-                produce(topic, value, key, p)
-            except BufferError:
-                self._send(topic, value, key, p)
-
-    def _send(self, topic: str, value: bytes | None, key: bytes | None, partition: int,
-              headers: list[tuple[str, bytes]] | None = None) -> None:
-        while True:
-            try:
-                self._producer.produce(topic, value, key, partition=partition, headers=headers)
-                return
-            except BufferError:
-                self._producer.poll(0.05)
-
     def _transaction_failed(self, err: KafkaError) -> None:
-        """A transaction that cannot commit leaves no trace (read_committed readers never see it): end it, reload
-        every partition from the changelog and read the input again from the committed positions.
-
-        An abortable error (a rebalance, say) is aborted. A producer whose call timed out or failed for good (a
-        broker restart: librdkafka can keep asking a coordinator that is gone, and the broker fences a transaction
-        that outlived its timeout) is replaced: the new one's ``init_transactions`` ends whatever the old one left
-        open. A few times at most, since an instance fenced by another one with the same transactional id would
-        only fence it back."""
+        """A transaction that cannot commit leaves no trace: the checkpoint ends it, then every partition is
+        reloaded from the changelog and the input read again from the committed positions."""
         self._routed()  # reloading replaces the states: nothing may still be routing into them
-        if err.txn_requires_abort() and not err.fatal():
-            _LOG.warning("transaction failed (%s); aborting it and reloading state from the changelog", err.str())
-            patiently(lambda: self._producer.abort_transaction(60), "abort the transaction")
-        elif err.fatal() or err.retriable() or err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED):
-            now = time.monotonic()
-            self._renewals = [t for t in self._renewals if now - t < 600] + [now]
-            if len(self._renewals) > 3:
-                raise PulseError(f"this aggregator was fenced ({err.str()}): another instance uses transactional "
-                                 f"id {self.cfg.group}-{self.cfg.instance}; give each instance its own --instance")
-            _LOG.warning("transaction failed (%s); starting a new producer and reloading state from the changelog",
-                         err.str())
-            self._producer = self._new_producer()
-            patiently(lambda: self._producer.init_transactions(60), "start transactions")
-        else:
-            raise PulseError(f"Kafka transaction failed: {err.str()}")
-        self._reload(list(self.states))
+        self.checkpoint.failed(err)
+        self.assignment.reload(list(self.states))
 
     def _take_forwarded(self, now_wall: int) -> dict[int, list[bytes]]:
         """Take the records other partitions forwarded to the owned ones, as far as fetched, after everything read
@@ -471,52 +362,25 @@ class Engine:
         taken: dict[int, list[bytes]] = {}
         for p, st in self.states.items():
             if st.repartition_offset != before[p]:
-                self._last_record_wall[p] = self._last_activity = now
+                self.idle.active(p, now)
+                self._last_activity = now
                 taken[p] = [decisions.encode(decisions.Decision(self.cfg.topic, p, st.next_offset,
                                                                 taken_until=st.repartition_offset,
                                                                 decided_at=now_wall))]
         return taken
 
-    def _advance_idle(self, now_wall: int) -> dict[int, bytes]:
-        """Close the open windows of partitions that are idle: no input for a while AND nothing left to read (a
-        partition with a backlog is busy, not idle). A quiet partition's event time goes on from its last event
-        at the pace of the wall clock, so a source that always arrives late by the same delay stays on time
-        after a quiet spell; the watermark moves only as far as the end of the last window that closes. The
-        decision goes to the changelog (restore) and, as one record per partition, to the decisions topic
-        (`pulse verify`), in this flush's transaction. Returns those records by partition."""
-        now = time.monotonic()
-        decided: dict[int, bytes] = {}
-        for p, st in self.states.items():
-            quiet = now - self._last_record_wall.get(p, now)
-            last_event = st.max_event_ts
-            if quiet < self.cfg.idle_timeout_s or last_event is None:
-                continue
-            clock = last_event + int(quiet * 1000)
-            floor = st.idle_floor(clock - self.cfg.state.grace_ms)
-            if floor is None:
-                continue
-            # the fetcher's cached high watermark: a broker lookup would wait behind in-flight fetches
-            _, high = self._consumer.get_watermark_offsets(TopicPartition(self.cfg.topic, p), cached=True)
-            if high < 0:
-                _, high = watermarks(self._consumer, self.cfg.topic, p)
-            if st.next_offset >= high and not self._forwarded_in.pending(p, st.repartition_offset) \
-                    and st.advance_to(floor):
-                decided[p] = decisions.encode(decisions.Decision(self.cfg.topic, p, st.next_offset, floor=floor,
-                                                                 clock=clock, decided_at=now_wall))
-        return decided
+    def _nothing_to_read(self, p: int, st: Partition) -> bool:
+        """The partition's input is read to its end and no forwarded records wait for it."""
+        # the fetcher's cached high watermark: a broker lookup would wait behind in-flight fetches
+        _, high = self._consumer.get_watermark_offsets(TopicPartition(self.cfg.topic, p), cached=True)
+        if high < 0:
+            _, high = watermarks(self._consumer, self.cfg.topic, p)
+        return st.next_offset >= high and not self._forwarded_in.pending(p, st.repartition_offset)
 
     # -- rebalancing ------------------------------------------------------------------------------------------
-    def _load(self, partition: int, logged: bool = True) -> Partition:
-        st = new_partition(partition, self.cfg.state, self._partition_count)
-        started = time.monotonic()
-        if logged:
-            keys = restore_partition(st, self.cfg.state, self.cfg.bootstrap, self.cfg.changelog_topic, self.cfg.topic,
-                                     self.cfg.repartition_topic)
-            self.stats.restored_keys += keys
-            _LOG.info("partition %d restored: %d keys in %.2fs", partition, keys, time.monotonic() - started)
-        self.metrics.loaded(st, time.monotonic() - started if logged else None)
-        self._last_record_wall[partition] = time.monotonic()
-        return st
+    def _loaded(self, st: Partition, restore_seconds: float | None) -> None:
+        self.metrics.loaded(st, restore_seconds)
+        self.idle.active(st.partition)
 
     def _high_watermark(self, partition: int) -> int | None:
         """The input partition's end as last fetched (no request): for the lag metric."""
@@ -526,88 +390,26 @@ class Engine:
             return None
         return high if high >= 0 else None
 
-    def _logged(self, partitions: list[int]) -> set[int]:
-        """The partitions whose changelog ever had a record. A fresh group skips restore, which opens a reader per
-        partition (about 0.1 s each).
-
-        A changelog that does not exist yet was never written: on assignment, any previous owner of these
-        partitions has already committed, and writing needs the topic. Checking that (a fresh metadata request for
-        all topics, which never auto-creates one, on the consumer's connection: a new admin client's first request
-        took 20-40 ms more) lets a fresh group start reading before the start-up thread has created its topics.
-        Otherwise one batched end-offset lookup; the topic may have been created a moment ago by the start-up
-        thread, and this client's metadata may predate it, so the lookup is retried for about a second before every
-        partition is restored instead (measured: a failed first lookup cost 0.5 s)."""
-        topics = self._consumer.list_topics(timeout=10).topics
-        if self.cfg.topic in topics:
-            self._partition_count = len(topics[self.cfg.topic].partitions)
-        if self.cfg.changelog_topic not in topics:
-            return set()
-        for delay in (0.05, 0.1, 0.2, 0.3, 0.4, None):
-            try:
-                ends = end_offsets(self._admin, self.cfg.changelog_topic, partitions)
-            except KafkaException:
-                if delay is None:
-                    return set(partitions)
-                time.sleep(delay)
-                continue
-            return {p for p, end in ends.items() if end != 0}
-        return set(partitions)
-
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._routed()
         self.stats.rebalances += 1
         self._drained.clear()
         self._last_activity = time.monotonic()
-        logged = self._logged([tp.partition for tp in partitions])
-        fresh = []
-        for tp in partitions:
-            st = self.states[tp.partition] = self._load(tp.partition, tp.partition in logged)
-            tp.offset = st.next_offset if st.next_offset > 0 else OFFSET_STORED
-            if st.next_offset == 0 and self.cfg.start_ms is not None:
-                fresh.append(tp)
-        if fresh:
-            starts = offsets_at(consumer, self.cfg.topic, [tp.partition for tp in fresh], self.cfg.start_ms)
-            for tp in fresh:
-                tp.offset = starts[tp.partition]
-        start_where_committed(consumer, [tp for tp in partitions if tp.offset == OFFSET_STORED])
-        consumer.assign(partitions)
-        self._follow_forwarded()
+        self.assignment.assign(consumer, partitions)
+        self.stats.restored_keys = self.assignment.restored_keys
         self._last_activity = time.monotonic()
         self.joined = True
-        _LOG.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         _LOG.info("rebalance: handing over partitions %s after a last flush", sorted(tp.partition for tp in partitions))
         self.flush(details=True)
-        for tp in partitions:
-            self.states.pop(tp.partition, None)
-        self.metrics.released([tp.partition for tp in partitions])
-        consumer.unassign()
-        self._follow_forwarded()
+        self.metrics.released(self.assignment.release(consumer, partitions))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         _LOG.warning("rebalance: partitions %s were lost (their uncommitted work is redone by the new owner)",
                      sorted(tp.partition for tp in partitions))
         self._routed()
-        for tp in partitions:
-            self.states.pop(tp.partition, None)  # uncommitted changes are replayed by the new owner
-        self.metrics.released([tp.partition for tp in partitions])
-        consumer.unassign()
-        self._follow_forwarded()
-
-    def _follow_forwarded(self) -> None:
-        """Read the repartition topic's partitions of the owned partitions, from their states' positions."""
-        self._forwarded_in.follow({p: st.repartition_offset for p, st in self.states.items()})
-
-    def _reload(self, partitions: list[int]) -> None:
-        for p in partitions:
-            st = self.states[p] = self._load(p)
-            if st.next_offset > 0:
-                try:
-                    self._consumer.seek(TopicPartition(self.cfg.topic, p, st.next_offset))
-                except KafkaException:  # not assigned any more (the group moved on meanwhile): a rebalance follows
-                    _LOG.info("partition %d was not sought back: no longer assigned", p)
-        self._follow_forwarded()
+        self.metrics.released(self.assignment.release(consumer, partitions))
 
 
 FORWARDED_WAIT_S = 0.1
@@ -615,21 +417,3 @@ FORWARDED_WAIT_S = 0.1
 next flush): the last records of a backlog need not wait a whole flush interval."""
 FORWARDED_BATCHES = 5
 """A flush takes at most this many input batches' worth of forwarded records (the rest at the next one)."""
-
-DEAD_LETTER_BYTES = 64 * 1024
-"""A dead letter keeps at most this much of its record (an input record can be up to the topic's limit, and the
-dead letter's headers and batch must fit under the same limit); the rest is described by headers."""
-
-
-def _truncated(value: bytes, headers: list[tuple[str, bytes]]) -> tuple[bytes, list[tuple[str, bytes]]]:
-    """The first DEAD_LETTER_BYTES of ``value``, with headers giving its original size and SHA-256 digest."""
-    return value[:DEAD_LETTER_BYTES], [*headers, ("pulse.original.size", str(len(value)).encode()),
-                                       ("pulse.original.sha256", hashlib.sha256(value).hexdigest().encode()),
-                                       ("pulse.truncated", b"true")]
-
-
-def _headers(offset: int, reason: str, detail: str, topic: str, partition: int) -> list[tuple[str, bytes]]:
-    """A dead letter's or late event's: why, and where it was read (a forwarded record: where first read)."""
-    return [("pulse.reason", reason.encode()), ("pulse.detail", detail.encode()[:1024]),
-            ("pulse.source.topic", topic.encode()), ("pulse.source.partition", str(partition).encode()),
-            ("pulse.source.offset", str(offset).encode())]

@@ -23,7 +23,7 @@ class EngineMetrics:
 
     def __init__(self, high: HighWatermark) -> None:
         self._high = high
-        self._counted: dict[int, tuple[int, ...]] = {}  # partition → its outcome counters already counted
+        self._counted: dict[int, list[int]] = {}  # partition → its outcome counters already counted
         self._committed: dict[int, int] = {}  # partition → its committed input position
         self._caught_up_at: dict[int, float] = {}  # partition → when a commit last found it at its end
         m.LAG_RECORDS.set_function(lambda: sum(self._lag().values()))
@@ -31,7 +31,7 @@ class EngineMetrics:
 
     def loaded(self, st: Partition, restore_seconds: float | None) -> None:
         """A partition's state was loaded (restored, or fresh): what it counted before is not this process's."""
-        self._counted[st.partition] = tuple(st.counters)
+        self._counted[st.partition] = st.counters.as_list()
         self._committed[st.partition] = st.next_offset
         self._caught_up_at[st.partition] = time.monotonic()
         if restore_seconds is not None:
@@ -57,11 +57,12 @@ class EngineMetrics:
             if not waiting:
                 self._caught_up_at[p] = now
         for flushed in commit.work:
-            before = self._counted.get(flushed.partition, (0,) * len(m.OUTCOMES))
-            for outcome, count, counted in zip(m.OUTCOMES, flushed.counters, before, strict=True):
+            before = self._counted.get(flushed.partition, [0] * len(m.OUTCOMES))
+            counters = flushed.counters.as_list()
+            for outcome, count, counted in zip(m.OUTCOMES, counters, before, strict=True):
                 if count > counted:
                     m.RECORDS.labels(outcome).inc(count - counted)
-            self._counted[flushed.partition] = flushed.counters
+            self._counted[flushed.partition] = counters
             if flushed.forwarded:
                 m.FORWARDED.inc(flushed.forwarded)
             for kind in flushed.kinds:
@@ -70,7 +71,7 @@ class EngineMetrics:
         sizes, footprint = [0] * len(STATE_KINDS), 0
         for st in states.values():
             if not st.busy:
-                sizes = [a + b for a, b in zip(sizes, st.sizes, strict=True)]
+                sizes = [a + b for a, b in zip(sizes, st.sizes.as_list(), strict=True)]
                 footprint += st.state_bytes
         for kind, size in zip(STATE_KINDS, sizes, strict=True):
             m.STATE_KEYS.labels(kind).set(size)

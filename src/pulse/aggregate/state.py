@@ -34,23 +34,19 @@ def new_partition(partition: int, cfg: StateConfig, partitions: int = 0) -> Part
                      cfg.compact_after, partitions, cfg.forward_wait_ms)
 
 
-def verdict(value: bytes | None, record_ts: int) -> tuple:
-    """The contract's validator on a record the fast path left open: ``(reason, detail)`` to dead-letter it, or
-    the accepted event's fields, as :meth:`Partition.accept` takes them."""
-    result = validate(value or b"", record_ts)
-    if isinstance(result, Rejection):
-        return result.reason.value, result.detail
-    return (result.event_id, result.event_type, result.ts, result.user_id, result.session_id, result.item_id,
-            result.category, result.amount, result.status)
+def verdict(value: bytes | None, record_ts: int) -> Event | Rejection:
+    """The contract's validator on a record the fast path left open (the native router reads the result by
+    field name)."""
+    return validate(value or b"", record_ts)
 
 
 def decide(st: Partition, offset: int, key: bytes | None, value: bytes | None, record_ts: int) -> None:
     """A record the fast path left to the contract's validator: dead-letter it or route it as valid."""
-    fields = verdict(value, record_ts)
-    if len(fields) == 2:
-        st.reject(offset, key, value or b"", *fields)
+    result = verdict(value, record_ts)
+    if isinstance(result, Rejection):
+        st.reject(offset, key, value or b"", result.reason.value, result.detail)
     else:
-        st.accept(offset, key, value or b"", record_ts, *fields)
+        st.accept(offset, key, value or b"", record_ts, result)
 
 
 def route(st: Partition, offset: int, key: bytes | None, value: bytes | None, record_ts: int) -> None:

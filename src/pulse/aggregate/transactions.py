@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
+from pulse.aggregate._core import Counters
 from pulse.connect.kafka import client_config
 from pulse.kafkaio import QUIET_LOG
 
@@ -68,7 +69,7 @@ class Flushed:
     changelog_records: int
     kinds: list[str]  # the kinds of the documents published
     forwarded: int  # records forwarded to the partition that owns their user
-    counters: tuple[int, ...]  # the partition's records by outcome so far (pulse.observe.metrics.OUTCOMES)
+    counters: Counters  # the partition's records by outcome so far
     next_offset: int  # its input position in this transaction
 
 

@@ -1,0 +1,126 @@
+//! The typed boundary with Python: what a flush hands over, the state's counters and sizes, and the contract
+//! validator's verdict read back by field name (no positional tuples; `_core.pyi` declares the same shapes).
+
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+use std::borrow::Cow;
+
+use crate::event::Event;
+
+/// A record routed away from the aggregates, to the dead-letter or late-events topic.
+#[pyclass(frozen, get_all, module = "pulse.aggregate._core")]
+pub struct SideRecord {
+    /// The input partition and offset it was read from (for a record forwarded here, where it was first read).
+    pub source_partition: i64,
+    pub source_offset: i64,
+    pub key: PyObject,
+    pub value: PyObject,
+    pub reason: String,
+    pub detail: String,
+}
+
+/// A valid input record whose user another partition owns, on its way to that partition (`owner`) of the
+/// repartition topic, keyed by the user id.
+#[pyclass(frozen, get_all, module = "pulse.aggregate._core")]
+pub struct ForwardRecord {
+    pub owner: u32,
+    pub user: Py<PyBytes>,
+    pub value: PyObject,
+    pub offset: i64,
+    pub record_ts: i64,
+}
+
+/// A document for the aggregates topic: its id (the Kafka key), its kind and its JSON.
+#[pyclass(frozen, get_all, module = "pulse.aggregate._core")]
+pub struct Document {
+    pub id: String,
+    pub kind: &'static str,
+    pub value: Py<PyBytes>,
+}
+
+/// A changelog record (a None value is a tombstone).
+#[pyclass(frozen, get_all, module = "pulse.aggregate._core")]
+pub struct ChangelogRecord {
+    pub key: Py<PyBytes>,
+    pub value: Option<Py<PyBytes>>,
+}
+
+/// One partition's flush: everything its transaction writes.
+#[pyclass(frozen, get_all, module = "pulse.aggregate._core")]
+pub struct FlushOutput {
+    pub records: Py<PyList>,   // ChangelogRecord
+    pub documents: Py<PyList>, // Document
+    pub dead: Py<PyList>,      // SideRecord
+    pub late: Py<PyList>,      // SideRecord
+    pub forward: Py<PyList>,   // ForwardRecord
+}
+
+/// Where the records of a partition ended: each lands in exactly one (a forwarded record lands at its owner).
+#[pyclass(frozen, get_all, eq, module = "pulse.aggregate._core")]
+#[derive(PartialEq, Eq, Clone, Copy)]
+pub struct Counters {
+    pub accepted: u64,
+    pub dead_lettered: u64,
+    pub late: u64,
+    pub duplicate: u64,
+}
+
+#[pymethods]
+impl Counters {
+    /// The counts in the order of `pulse.observe.metrics.OUTCOMES`.
+    fn as_list(&self) -> Vec<u64> {
+        vec![self.accepted, self.dead_lettered, self.late, self.duplicate]
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "Counters(accepted={}, dead_lettered={}, late={}, duplicate={})",
+            self.accepted, self.dead_lettered, self.late, self.duplicate
+        )
+    }
+}
+
+impl From<[u64; 4]> for Counters {
+    fn from(c: [u64; 4]) -> Self {
+        Counters { accepted: c[0], dead_lettered: c[1], late: c[2], duplicate: c[3] }
+    }
+}
+
+/// Entries of the live state.
+#[pyclass(frozen, get_all, module = "pulse.aggregate._core")]
+pub struct StateSizes {
+    pub windows: usize,
+    pub users: usize,
+    pub sessions: usize,
+    pub event_ids: usize,
+}
+
+#[pymethods]
+impl StateSizes {
+    /// The sizes in the order of `pulse.aggregate.observed.STATE_KINDS`.
+    fn as_list(&self) -> Vec<usize> {
+        vec![self.windows, self.users, self.sessions, self.event_ids]
+    }
+}
+
+/// An accepted event as the contract's validator gives it (`pulse.events.schema.Event`), read by field name.
+pub fn event_from(e: &Bound<'_, PyAny>) -> PyResult<Event<'static>> {
+    let py = e.py();
+    let text = |name: &Bound<'_, pyo3::types::PyString>| -> PyResult<Cow<'static, str>> {
+        Ok(Cow::Owned(e.getattr(name)?.extract::<String>()?))
+    };
+    let optional = |name: &Bound<'_, pyo3::types::PyString>| -> PyResult<Option<Cow<'static, str>>> {
+        Ok(e.getattr(name)?.extract::<Option<String>>()?.map(Cow::Owned))
+    };
+    Ok(Event {
+        event_id: text(intern!(py, "event_id"))?,
+        event_type: text(intern!(py, "event_type"))?,
+        ts: e.getattr(intern!(py, "ts"))?.extract()?,
+        user_id: text(intern!(py, "user_id"))?,
+        session_id: text(intern!(py, "session_id"))?,
+        item_id: optional(intern!(py, "item_id"))?,
+        category: optional(intern!(py, "category"))?,
+        amount: e.getattr(intern!(py, "amount"))?.extract()?,
+        status: text(intern!(py, "status"))?,
+    })
+}

@@ -1,0 +1,100 @@
+"""Type stubs of the native core (``native/``, Rust): the shapes that cross the boundary with Python."""
+
+from collections.abc import Callable
+from typing import Any, Final
+
+from pulse.events.schema import Event
+from pulse.events.validate import Rejection
+
+ITEM_SHARDS: Final[int]
+SOURCE_PARTITION_HEADER: Final[str]
+SOURCE_OFFSET_HEADER: Final[str]
+RECORD_TS_HEADER: Final[str]
+
+class Counters:
+    """Where a partition's records ended: each lands in exactly one."""
+
+    accepted: int
+    dead_lettered: int
+    late: int
+    duplicate: int
+    def as_list(self) -> list[int]: ...
+
+class StateSizes:
+    windows: int
+    users: int
+    sessions: int
+    event_ids: int
+    def as_list(self) -> list[int]: ...
+
+class ChangelogRecord:
+    key: bytes
+    value: bytes | None  # None: a tombstone
+
+class Document:
+    id: str  # the aggregates topic's key
+    kind: str
+    value: bytes  # JSON
+
+class SideRecord:
+    """A dead letter or a late event, with where it was read."""
+
+    source_partition: int
+    source_offset: int
+    key: bytes | None
+    value: bytes | None
+    reason: str
+    detail: str
+
+class ForwardRecord:
+    """A valid record whose user another partition (``owner``) owns."""
+
+    owner: int
+    user: bytes
+    value: bytes
+    offset: int
+    record_ts: int
+
+class FlushOutput:
+    records: list[ChangelogRecord]
+    documents: list[Document]
+    dead: list[SideRecord]
+    late: list[SideRecord]
+    forward: list[ForwardRecord]
+
+class Partition:
+    def __init__(self, partition: int, window_sizes: list[int], grace_ms: int, dedup_horizon_ms: int,
+                 session_timeout_ms: int, compact_after: int = 50_000, partitions: int = 0,
+                 forward_wait_ms: int = 300_000) -> None: ...
+    busy: bool
+    partition: int
+    next_offset: int
+    watermark: int
+    max_event_ts: int | None
+    forwarded: int
+    repartition_offset: int
+    version: int
+    processed: int
+    counters: Counters
+    sizes: StateSizes
+    state_bytes: int
+    def process(self, offset: int, key: bytes | None, value: bytes | None, record_ts: int) -> bool: ...
+    def accept(self, offset: int, key: bytes | None, value: bytes, record_ts: int, event: Event) -> None: ...
+    def reject(self, offset: int, key: bytes | None, value: bytes, reason: str, detail: str) -> None: ...
+    def remember(self, value: bytes, record_ts: int, horizon: int) -> bool: ...
+    def remember_id(self, event_id: str, user_id: str, ts: int, horizon: int) -> None: ...
+    def idle_floor(self, target: int) -> int | None: ...
+    def advance_to(self, value: int) -> bool: ...
+    def pending_users(self) -> int: ...
+    def flush(self, details: bool, users: bool, flushed_at: int) -> FlushOutput | None: ...
+    def committed(self, details: bool, users: bool) -> None: ...
+    def restore(self, records: list[tuple[int, bytes, bytes | None]]) -> int: ...
+
+def process_batch(states: dict[int, Partition], batch: list[Any], start: int,
+                  verdict: Callable[[bytes | None, int], Event | Rejection], forwarded: bool) -> int: ...
+def settle() -> None: ...
+def flush_all(partitions: list[Partition], details: bool, users: list[bool],
+              flushed_at: int) -> list[FlushOutput | None]: ...
+def label(size_ms: int) -> str: ...
+def user_partition(user: str, partitions: int) -> int: ...
+def item_shard(item: str) -> int: ...
