@@ -1,8 +1,9 @@
 """`pulse bench aggregate`: events/s of one aggregator process vs Quix Streams, the naive design and raw reads.
 
 Every contender is a separate process with a fresh consumer group on the same pre-produced topic. Its time
-runs from process start until the group's committed offsets reach the end of every partition (so exactly-
-once contenders are timed to their last commit) and it is then stopped.
+runs from process start until all its output for the input is committed: for Pulse, until it exits after
+publishing every document it would publish (details and users included: ``--exit-when-idle``); for the others,
+until the group's committed offsets reach the end of every partition (their output is committed with them).
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ from pulse.kafkaio import admin_client
 from pulse.stack.process import interrupt
 from pulse.topics import partition_count, repartition_topic
 
-QUIX_SPEC = "quixstreams>=3.20,<4"
+QUIX_VERSION = "3.28.1"
+QUIX_SPEC = f"quixstreams=={QUIX_VERSION}"
+EXIT_IDLE_S = 0.2
+"""Pulse contenders stop after this long without input; the wait is part of their time (it is short)."""
 
 
 @dataclass(frozen=True)
@@ -42,12 +46,14 @@ class Contender:
     topic: str | None = None  # its own input topic (else the one every contender reads)
     forwards_to: str | None = None  # a repartition topic it must also have read to its end before its time stops
     key: str = ""  # its name on the command line (raw, pulse, unkeyed, quix, naive)
+    exits: bool = False  # it stops by itself once its output is complete: timed to its exit
 
 
 @dataclass(frozen=True)
 class Timed:
     seconds: float  # from process start until its group had committed everything
     cpu: float  # CPU seconds the process had used by then (all its threads)
+    peak_rss_bytes: int = 0  # its peak resident set (known when it exited by itself)
 
 
 @dataclass(frozen=True)
@@ -110,13 +116,17 @@ def contenders(settings: Settings, topic: str, which: list[str], quix: Path | No
     naive_group = f"bench-naive-{tag}"
     table = {
         "pulse": Contender("pulse aggregate (exactly-once)", [*py, "pulse", "aggregate", "--topic", topic, "--group",
-                                                              f"bench-pulse-{tag}", "--instance", f"bench-{tag}"],
-                           "all metrics, changelog + aggregates in Kafka transactions"),
+                                                              f"bench-pulse-{tag}", "--instance", f"bench-{tag}",
+                                                              "--exit-when-idle", str(EXIT_IDLE_S)],
+                           "all metrics, changelog + aggregates in Kafka transactions; timed until every "
+                           "document (details, users) is committed", exits=True),
         "unkeyed": Contender("pulse aggregate, unkeyed input (exactly-once)",
                              [*py, "pulse", "aggregate", "--topic", unkeyed_topic(topic), "--group",
-                              f"bench-unkeyed-{tag}", "--instance", f"bench-{tag}"],
+                              f"bench-unkeyed-{tag}", "--instance", f"bench-{tag}", "--exit-when-idle",
+                              str(EXIT_IDLE_S)],
                              "the same events with null keys: 5/6 forwarded through the repartition topic",
-                             topic=unkeyed_topic(topic), forwards_to=repartition_topic(f"bench-unkeyed-{tag}")),
+                             topic=unkeyed_topic(topic), forwards_to=repartition_topic(f"bench-unkeyed-{tag}"),
+                             exits=True),
         "raw": Contender("raw consume-and-discard (ceiling)", [*py, "pulse.bench.contenders", "raw", "--broker", b,
                                                                "--topic", topic, "--group", f"bench-raw-{tag}", *fetch],
                          "confluent-kafka, batches of 20k"),
@@ -128,10 +138,11 @@ def contenders(settings: Settings, topic: str, which: list[str], quix: Path | No
     if quix is not None:
         app = Path(str(resources.files("pulse.bench") / "quix_app.py"))
         state_dir = settings.home / "bench-quix-state" / tag
-        table["quix"] = Contender("Quix Streams (exactly-once)", [str(quix), str(app), "--broker", b, "--topic", topic,
-                                                                  "--group", f"bench-quix-{tag}", "--state-dir",
-                                                                  str(state_dir)],
-                                  "subset of metrics: per-type windows + user state")
+        table["quix"] = Contender(f"Quix Streams {QUIX_VERSION} (exactly-once)",
+                                  [str(quix), str(app), "--broker", b, "--topic", topic, "--group", f"bench-quix-{tag}",
+                                   "--state-dir", str(state_dir)],
+                                  "default settings (5 s commits); per-type counts and revenue per window (final), "
+                                  "user state; no dedup, unique users, funnel, items, categories, dead letters")
     return [replace(table[name], key=name) for name in which if name in table]
 
 
@@ -153,30 +164,45 @@ def cpu_seconds(pid: int) -> float:
 
 def run_until_committed(settings: Settings, name: str, argv: list[str], group: str, topic: str,
                         ends: dict[int, int], timeout: float, log: Path,
-                        on_poll: Callable[[int], None] | None = None, forwards_to: str | None = None) -> Timed:
+                        on_poll: Callable[[int], None] | None = None, forwards_to: str | None = None,
+                        exits: bool = False) -> Timed:
     """Start a consumer process and time it until its group committed every partition to ``ends`` (so exactly-
     once contenders are timed to their last commit), and every record it forwarded through ``forwards_to``, with
-    the CPU it had used by then; then stop it. ``on_poll`` gets its pid."""
+    the CPU it had used by then; then stop it. ``exits``: it stops by itself once all its output is committed;
+    timed to its exit, which must come after those commits. ``on_poll`` gets its pid."""
     watcher = Consumer(client_config(settings.bootstrap, {"group.id": group, "enable.auto.commit": False}))
     parts = [TopicPartition(topic, p) for p in ends]
+
+    def complete() -> bool:
+        committed = watcher.committed(parts, timeout=10)
+        return all(tp.offset >= ends[tp.partition] for tp in committed) \
+            and (forwards_to is None or _forwarded_all(watcher, forwards_to, list(ends)))
+
     with log.open("ab") as out:
         t0 = time.monotonic()
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
             while True:
-                if proc.poll() is not None:
+                if exits:
+                    pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                    if pid:
+                        proc.returncode = os.waitstatus_to_exitcode(status)
+                        if proc.returncode != 0 or not complete():
+                            raise PulseError(f"{name} exited with {proc.returncode} before its work was committed; "
+                                             f"see {log}")
+                        return Timed(time.monotonic() - t0, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024)
+                elif proc.poll() is not None:
                     raise PulseError(f"{name} exited early with {proc.returncode}; see {log}")
                 if time.monotonic() - t0 > timeout:
                     raise PulseError(f"{name} did not finish within {timeout:.0f}s; see {log}")
                 if on_poll is not None:
                     on_poll(proc.pid)
-                committed = watcher.committed(parts, timeout=10)
-                if all(tp.offset >= ends[tp.partition] for tp in committed) \
-                        and (forwards_to is None or _forwarded_all(watcher, forwards_to, list(ends))):
+                if not exits and complete():
                     return Timed(time.monotonic() - t0, cpu_seconds(proc.pid))
-                time.sleep(0.05)  # fine-grained: the fastest contenders finish in about 2 s
+                time.sleep(0.02 if exits else 0.05)  # fine-grained: the fastest contenders finish in about 2 s
         finally:
-            interrupt(proc)
+            if proc.returncode is None:
+                interrupt(proc)
             watcher.close()
 
 
@@ -198,7 +224,7 @@ def measure(settings: Settings, contender: Contender, topic: str, ends: dict[int
     if contender.topic is not None:
         topic, ends = contender.topic, end_offsets(settings, contender.topic)
     timed = run_until_committed(settings, contender.name, contender.argv, _group_of(contender.argv), topic, ends,
-                                timeout, log, forwards_to=contender.forwards_to)
+                                timeout, log, forwards_to=contender.forwards_to, exits=contender.exits)
     if contender.index is not None:
         _drop_index(settings, contender.index)
     return Result(contender.name, sum(ends.values()), timed.seconds, contender.note, timed.cpu)

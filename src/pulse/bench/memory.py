@@ -1,8 +1,8 @@
 """`pulse bench memory`: peak RSS of one aggregator process holding state for about a million distinct users.
 
 Events are pre-produced with short sessions over a large user population (users drawn uniformly), then one
-`pulse aggregate` process consumes them; its resident set size is sampled from /proc until its group has
-committed every partition to the end. The limit (2 GiB for 1M users) is checked against the peak.
+`pulse aggregate` process consumes them and exits once it has published every document (users included); its peak
+resident set is the kernel's account of the whole run. The limit (2 GiB for 1M users) is checked against it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from pulse.bench.aggregate import end_offsets, run_until_committed
+from pulse.bench.aggregate import EXIT_IDLE_S, end_offsets, run_until_committed
 from pulse.config import Settings
 from pulse.generate.chaos import Chaos, ChaosConfig
 from pulse.generate.producer import EventProducer, RunLimits
@@ -47,7 +47,11 @@ class _CountingUsers:
 
 
 def _rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:  # exited meanwhile
+        return 0
+    for line in lines:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
@@ -67,6 +71,7 @@ def run(settings: Settings, events: int, users: int, log: Path, timeout: float =
     def sample(pid: int) -> None:
         peak[0] = max(peak[0], _rss(pid))
 
-    argv = [sys.executable, "-m", "pulse", "aggregate", "--topic", topic, "--group", group, "--instance", group]
-    timed = run_until_committed(settings, "the aggregator", argv, group, topic, ends, timeout, log, sample)
-    return MemoryResult(events, len(records.users), peak[0], timed.seconds)
+    argv = [sys.executable, "-m", "pulse", "aggregate", "--topic", topic, "--group", group, "--instance", group,
+            "--exit-when-idle", str(EXIT_IDLE_S)]
+    timed = run_until_committed(settings, "the aggregator", argv, group, topic, ends, timeout, log, sample, exits=True)
+    return MemoryResult(events, len(records.users), max(peak[0], timed.peak_rss_bytes), timed.seconds)

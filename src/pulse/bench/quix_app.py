@@ -47,19 +47,20 @@ def main() -> None:
     ap.add_argument("--group", required=True)
     ap.add_argument("--state-dir", required=True)
     args = ap.parse_args()
+    # Quix's defaults otherwise (a commit every 5 s), as its documentation recommends
     app = Application(broker_address=args.broker, consumer_group=args.group, auto_offset_reset="earliest",
-                      processing_guarantee="exactly-once", commit_interval=1.0, state_dir=args.state_dir,
-                      loglevel="WARNING")
+                      processing_guarantee="exactly-once", state_dir=args.state_dir, loglevel="WARNING")
     source = app.topic(args.topic, value_deserializer="bytes", key_deserializer="bytes")
     out = app.topic(f"{args.group}-out", value_serializer="json")
     events = app.dataframe(source).apply(parse).filter(lambda e: e is not None)
     events = events.update(update_user, stateful=True)
     by_type = events.group_by("event_type")
     for size in (10, 60, 3600):
-        by_type.tumbling_window(timedelta(seconds=size), grace_ms=timedelta(seconds=30)).count().current().to_topic(out)
+        # .final(): one result per window when it closes (.current() would emit one per event and window)
+        by_type.tumbling_window(timedelta(seconds=size), grace_ms=timedelta(seconds=30)).count().final().to_topic(out)
         purchases = by_type.filter(lambda e: e["event_type"] == "purchase" and e.get("status") == "ok")
         purchases = purchases.apply(lambda e: round(e.get("amount") or 0, 2))
-        purchases.tumbling_window(timedelta(seconds=size), grace_ms=timedelta(seconds=30)).sum().current().to_topic(out)
+        purchases.tumbling_window(timedelta(seconds=size), grace_ms=timedelta(seconds=30)).sum().final().to_topic(out)
     app.run()
 
 

@@ -128,13 +128,15 @@ def aggregate_bench(settings: Settings, count: int, which: str, rounds: int, tim
                 results[-1][contender.key] = agg.measure(settings, contender, topic, ends, timeout, log)
     agg.cleanup(settings)
     table = Table(title=f"pulse bench aggregate: {count:,} events, 6 partitions, one process each, {rounds} round(s)")
-    for col in ("contender", "events/s (median)", "per round", "events per CPU-second (median)", "notes"):
+    for col in ("contender", "events/s (median)", "per round", "events per CPU-second (median)",
+                "CPU µs per event (median)", "notes"):
         table.add_column(col, justify="left" if col in ("contender", "notes") else "right")
     for key in results[0]:
         runs = [r[key] for r in results]
         table.add_row(runs[0].name, f"{statistics.median(r.rate for r in runs):,.0f}",
                       " ".join(f"{r.rate / 1000:,.0f}k" for r in runs),
-                      f"{statistics.median(r.per_cpu for r in runs):,.0f}", runs[0].note)
+                      f"{statistics.median(r.per_cpu for r in runs):,.0f}",
+                      f"{statistics.median(1e6 * r.cpu / r.events for r in runs):.1f}", runs[0].note)
     Console().print(table)
     if {"pulse", "raw"} <= results[0].keys():
         per_cpu = statistics.median(r["pulse"].per_cpu / r["raw"].per_cpu for r in results)
