@@ -83,19 +83,32 @@ _TRANSIENT = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILAB
               KafkaError.UNKNOWN_TOPIC_OR_PART)
 
 
+Record = tuple[int, bytes | None, bytes | None, int]
+"""(offset, key, value, timestamp) of a consumed record."""
+
+
 def read_range(bootstrap: str, topic: str, partition: int, start: int, end: int | None = None,
-               timeout_s: float = 120.0) -> Iterator[tuple[int, bytes | None, bytes | None, int]]:
-    """Yield (offset, key, value, timestamp) of committed records from ``start`` up to ``end`` (or the end)."""
-    for msg in read_messages(bootstrap, topic, partition, start, end, timeout_s):
+               timeout_s: float = 120.0, settled: bool = False) -> Iterator[Record]:
+    """Yield (offset, key, value, timestamp) of committed records from ``start`` up to ``end`` (or the end; with
+    ``settled``, see :func:`read_messages`)."""
+    for msg in read_messages(bootstrap, topic, partition, start, end, timeout_s, settled):
         yield msg.offset(), msg.key(), msg.value(), msg.timestamp()[1]
 
 
 def read_messages(bootstrap: str, topic: str, partition: int, start: int, end: int | None = None,
-                  timeout_s: float = 120.0) -> Iterator[Message]:
-    """Yield the committed records from ``start`` up to ``end`` (or the end), as consumed messages."""
+                  timeout_s: float = 120.0, settled: bool = False) -> Iterator[Message]:
+    """Yield the committed records from ``start`` up to ``end`` (or the end), as consumed messages.
+
+    The end of a read_committed reader is the last stable offset: the first record of a transaction still open.
+    ``settled``: read past it, once that transaction has ended (its records come if it commits), to the end of
+    everything written. A partition's new owner must restore that way: a transaction its crashed predecessor
+    had already asked to commit still commits after the predecessor is gone, and state restored without it
+    would disagree with the changelog it is about to extend."""
     consumer = reader(bootstrap)
     try:
         low, high = watermarks(consumer, topic, partition)
+        if settled:
+            high = max(high, end_offsets(admin_client(bootstrap), topic, [partition])[partition])
         stop = high if end is None else min(end, high)
         if stop <= max(start, low):
             return

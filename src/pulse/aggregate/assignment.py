@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from confluent_kafka import OFFSET_STORED, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_STORED, Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from pulse.aggregate.config import StateConfig
@@ -35,6 +35,7 @@ class Assignment:
         self.restored_keys = 0
         self._consumer, self._admin, self._forwarded_in, self._loaded = consumer, admin, forwarded_in, loaded
         self._partition_count = 0  # the input topic's, read on assignment
+        self._starts: dict[int, int] = {}  # partition → where it started reading without restored state
 
     def load(self, partition: int, logged: bool = True) -> Partition:
         st = new_partition(partition, self.state, self._partition_count)
@@ -90,6 +91,9 @@ class Assignment:
             for tp in fresh:
                 tp.offset = starts[tp.partition]
         start_where_committed(consumer, [tp for tp in partitions if tp.offset == OFFSET_STORED])
+        for tp in partitions:
+            self._starts[tp.partition] = tp.offset if tp.offset >= 0 or tp.offset == OFFSET_BEGINNING \
+                else OFFSET_BEGINNING
         consumer.assign(partitions)
         self.follow_forwarded()
         _LOG.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
@@ -105,14 +109,15 @@ class Assignment:
         return released
 
     def reload(self, partitions: list[int]) -> None:
-        """Reload from the changelog and read the input again from there (after a failed transaction)."""
+        """Reload from the changelog and read the input again from there (after a failed transaction); a
+        partition whose first transaction failed reads again from where it started."""
         for p in partitions:
             st = self.states[p] = self.load(p)
-            if st.next_offset > 0:
-                try:
-                    self._consumer.seek(TopicPartition(self.topic, p, st.next_offset))
-                except KafkaException:  # not assigned any more (the group moved on meanwhile): a rebalance follows
-                    _LOG.info("partition %d was not sought back: no longer assigned", p)
+            offset = st.next_offset if st.next_offset > 0 else self._starts.get(p, OFFSET_BEGINNING)
+            try:
+                self._consumer.seek(TopicPartition(self.topic, p, offset))
+            except KafkaException:  # not assigned any more (the group moved on meanwhile): a rebalance follows
+                _LOG.info("partition %d was not sought back: no longer assigned", p)
         self.follow_forwarded()
 
     def follow_forwarded(self) -> None:

@@ -22,8 +22,8 @@ RESTORE_SLACK_MS = 5_000
 def restore_partition(st: Partition, cfg: StateConfig, bootstrap: str, changelog_topic: str, input_topic: str,
                       repartition_topic: str) -> int:
     """Load ``st`` from its changelog partition, then refill its duplicate-detection ids. Returns live keys."""
-    records = [(offset, key, value) for offset, key, value, _ in read_range(bootstrap, changelog_topic, st.partition, 0)
-               if key is not None]
+    changelog = read_range(bootstrap, changelog_topic, st.partition, 0, settled=True)
+    records = [(offset, key, value) for offset, key, value, _ in changelog if key is not None]
     try:
         live = st.restore(records)
     except ValueError as exc:
