@@ -28,7 +28,7 @@ from pulse.aggregate.observed import EngineMetrics
 from pulse.aggregate.repartition import ForwardedInput
 from pulse.aggregate.state import Partition, StateConfig, flush_all, route_batch, settle
 from pulse.aggregate.transactions import Flushed
-from pulse.kafkaio import admin_client, group_caught_up, watermarks
+from pulse.kafkaio import admin_client, end_offsets, group_caught_up, watermarks
 from pulse.topics import aggregates_topic, changelog_topic, decisions_topic, repartition_topic
 
 _LOG = logging.getLogger("pulse.aggregate")
@@ -222,10 +222,19 @@ class Engine:
         self.flush(details=True)
         positions = {p: st.repartition_offset for p, st in self.states.items()}
         if group_caught_up(self._consumer, self._admin, self.cfg.topic, transactional=False) \
-                and self._forwarded_in.drained(positions):
+                and self._forwarded_in.drained(positions, self._forwarded_ends(list(positions))):
             return True
         self._last_activity = time.monotonic()
         return False
+
+    def _forwarded_ends(self, partitions: list[int]) -> dict[int, int]:
+        """End offsets of the repartition topic's partitions (empty before anything was ever forwarded)."""
+        if not partitions:
+            return {}
+        try:
+            return end_offsets(self._admin, self.cfg.repartition_topic, partitions)
+        except KafkaException:  # not created yet: nothing was forwarded
+            return {}
 
     def _process(self, batch: list) -> None:
         """Start routing ``batch`` on the native routing thread; it goes on while the next batch is consumed. The
