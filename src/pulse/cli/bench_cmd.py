@@ -94,7 +94,8 @@ def aggregate_bench(settings: Settings, count: int, which: str, rounds: int, tim
     start until all its output for the input is committed: Pulse until it has published every document it would
     publish (item shards and user documents included) and exited; the others to their last commit. Untimed
     warm-up runs of the raw consumer and Pulse come first, until Pulse's time stops improving and the broker's
-    JIT compiler is quiet, so that the broker's internal topics and compiled code are ready (a freshly started broker needs several). Targets: >= 10x Quix Streams and >= 0.5x the raw ceiling.
+    JIT compiler is quiet, so that the broker's internal topics and compiled code are ready (a freshly started
+    broker needs several). Targets: >= 10x Quix Streams and >= 0.5x the raw ceiling.
     """
     import statistics
     import time as _time
