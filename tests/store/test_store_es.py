@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import orjson
@@ -10,6 +11,7 @@ from elasticsearch import Elasticsearch
 
 from pulse.connect.elasticsearch import EsConnection
 from pulse.kafkaio import read_range
+from pulse.store import query
 from pulse.store.bulk import BulkOp
 from pulse.store.indices import alias, ensure_indices
 from pulse.store.writer import ElasticsearchWriter, WriterConfig
@@ -37,6 +39,12 @@ def test_end_to_end_equals_independent_recompute_and_tampering_is_caught(
     assert "OK: Elasticsearch equals the independent recompute" in ok.stdout
     from_ledger = run_pulse("verify", "--ledger", str(tmp_path / "l.gz"), "--index-prefix", prefix)
     assert from_ledger.returncode == 0, from_ledger.stderr
+
+    # rates are over the span the data covers (the last two minutes or so here), not the whole 15-minute range
+    now = int(time.time() * 1000)
+    kpis = query.overview(es, query.Filters(now - 900_000, now + 1), prefix)["kpis"]
+    assert 20 <= kpis["rate_span_s"] <= 300, kpis
+    assert kpis["events_per_s"] == kpis["events"] / kpis["rate_span_s"] > kpis["events"] / 900 * 3
 
     # tamper: one window summary gets an extra view (a newer version, as a buggy writer would do)
     hit = es.search(index=alias("windows", prefix), size=1, query={"term": {"kind": "window"}})["hits"]["hits"][0]

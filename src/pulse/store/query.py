@@ -249,7 +249,12 @@ def overview(es: Elasticsearch, f: Filters, prefix: str = DEFAULT_PREFIX) -> dic
         if total["funnel"] is not None:
             for k in STEPS:
                 total["funnel"][k] += b["funnel"][k]
-    span_s = max(1.0, (min(f.end_ms, int(time.time() * 1000)) - f.start_ms) / 1000)
+    # rates over the span the data covers: from the first window with events (not the range's start, which may
+    # lie before the pipeline ran) to now or the range's end
+    now_ms = int(time.time() * 1000)
+    first = next((s for s in starts if buckets[s]["events"]), None)
+    begin = f.start_ms if first is None else max(f.start_ms, first)
+    span_s = max(1.0, (min(f.end_ms, now_ms) - begin) / 1000)
     latest = buckets[starts[-1]] if starts else None
     errors_known = f.source in ("windows", "events") and not f.event_type
     funnel = total["funnel"]
@@ -259,6 +264,7 @@ def overview(es: Elasticsearch, f: Filters, prefix: str = DEFAULT_PREFIX) -> dic
         "kpis": {
             "events": total["events"],
             "events_per_s": total["events"] / span_s,
+            "rate_span_s": span_s,
             "revenue_cents": total["revenue_cents"],
             "revenue_per_min": total["revenue_cents"] / 100 / (span_s / 60),
             "purchases": total["purchases"],
@@ -272,6 +278,8 @@ def overview(es: Elasticsearch, f: Filters, prefix: str = DEFAULT_PREFIX) -> dic
             "types": {t: [buckets[s]["counts"].get(t, 0) for s in starts] for t in types},
             "revenue": [buckets[s]["revenue_cents"] / 100 for s in starts],
             "errors": [buckets[s]["errors"] for s in starts] if errors_known else None,
+            # the last window is still open: its numbers are partial, not a drop
+            "partial": bool(starts) and starts[-1] + WINDOW_MS[window] > now_ms,
         },
     }
 

@@ -63,11 +63,11 @@
     setKpi("freshness_s", o.health.freshness_s, fmt.secs);
     setKpi("aggregator_lag", o.health.aggregator_lag, fmt.count);
     const s = o.series;
-    chart(document.getElementById("chart-types"), s.t, s.types);
-    chart(document.getElementById("chart-revenue"), s.t, { revenue: s.revenue });
+    chart(document.getElementById("chart-types"), s.t, s.types, s.partial);
+    chart(document.getElementById("chart-revenue"), s.t, { revenue: s.revenue }, s.partial);
     const errEl = document.getElementById("chart-errors");
     errEl.parentElement.hidden = s.errors == null;
-    if (s.errors != null) chart(errEl, s.t, { errors: s.errors });
+    if (s.errors != null) chart(errEl, s.t, { errors: s.errors }, s.partial);
 
     const tbody = document.querySelector("#top-items tbody");
     tbody.replaceChildren(...o.top_items.map((it) => {

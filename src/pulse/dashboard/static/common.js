@@ -12,19 +12,28 @@ const Pulse = (() => {
     time: (ms) => new Date(ms).toISOString().replace("T", " ").slice(0, 19),
   };
   const charts = new Map();
-  function chart(el, t, series) {
-    // t: window starts (ms); series: {name: values}; one uPlot per element, data replaced on update
+  function chart(el, t, series, partial) {
+    // t: window starts (ms); series: {name: values}; one uPlot per element, data replaced on update. partial: the
+    // last window is still open, so its point is drawn dashed ("so far"), apart from the complete windows
     const names = Object.keys(series);
-    const data = [t.map((ms) => ms / 1000), ...names.map((n) => series[n])];
-    const key = el.id + "|" + names.join(",");
+    const open = partial && t.length > 0;
+    const last = t.length - 1;
+    const complete = (v) => (open ? v.map((x, i) => (i === last ? null : x)) : v);
+    const sofar = (v) => v.map((x, i) => (i >= last - 1 ? x : null));
+    const data = [t.map((ms) => ms / 1000), ...names.map((n) => complete(series[n])),
+      ...(open ? names.map((n) => sofar(series[n])) : [])];
+    const key = el.id + "|" + names.join(",") + (open ? "|open" : "");
     el.dataset.points = String(t.length);
+    el.dataset.partial = String(open);
     el.dataset.total = String(names.reduce((sum, n) => sum + series[n].reduce((a, b) => a + (b || 0), 0), 0));
     const existing = charts.get(el.id);
     if (existing && existing.key === key) { existing.plot.setData(data); return existing.plot; }
     if (existing) existing.plot.destroy();
     const opts = {
       width: Math.max(300, el.clientWidth || 420), height: 200,
-      series: [{}, ...names.map((n, i) => ({ label: n, stroke: COLORS[i % COLORS.length], width: 1.5 }))],
+      series: [{}, ...names.map((n, i) => ({ label: n, stroke: COLORS[i % COLORS.length], width: 1.5 })),
+        ...(open ? names.map((n, i) => ({ label: n + " (open window, so far)", stroke: COLORS[i % COLORS.length],
+          width: 1.5, dash: [4, 4] })) : [])],
       axes: [{}, { size: 60 }], legend: { live: false },
     };
     const plot = new uPlot(opts, data, el);
