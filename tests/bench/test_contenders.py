@@ -1,5 +1,6 @@
-"""Every `pulse bench aggregate` contender runs as the benchmark starts it and is timed to its last commit
-(real broker and node): a contender that crashes or never commits would make the benchmark's figures fiction."""
+"""Every `pulse bench aggregate` contender (Quix Streams included) runs as the benchmark starts it and is timed
+until its output is committed (real broker and node): a contender that crashes or never commits would make the
+benchmark's figures fiction."""
 
 from __future__ import annotations
 
@@ -23,7 +24,10 @@ def test_each_contender_reads_the_topic_to_its_end_and_commits(settings: Setting
         assert sum(agg.prepare_input(settings, agg.unkeyed_topic(topic), count, 3, null_keys=1.0).values()) == count
         log = tmp_path / "contenders.log"
         es = Elasticsearch(settings.es_url)
-        for contender in agg.contenders(settings, topic, ["raw", "naive", "pulse", "unkeyed"], None):
+        quix = agg.quix_python(settings)  # its own virtualenv, installed once per Pulse home
+        every = agg.contenders(settings, topic, ["raw", "naive", "pulse", "unkeyed", "quix"], quix)
+        assert [c.key for c in every] == ["raw", "naive", "pulse", "unkeyed", "quix"]
+        for contender in every:
             result = agg.measure(settings, contender, topic, ends, 120, log)
             assert result.events == count
             assert 0 < result.seconds < 120, (contender.name, log.read_text()[-2000:])
@@ -31,4 +35,5 @@ def test_each_contender_reads_the_topic_to_its_end_and_commits(settings: Setting
             assert 0.01 < result.cpu <= result.seconds * (os.cpu_count() or 1) + 0.05, (contender.name, result)
             if contender.index is not None:  # the naive design's index of every event goes as soon as it is timed
                 assert not es.indices.exists(index=contender.index)
+        agg.cleanup(settings)
         assert "Traceback" not in log.read_text()
