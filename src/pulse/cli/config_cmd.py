@@ -68,10 +68,8 @@ def rows(ctx: click.Context, settings: Settings, everything: bool) -> tuple[list
     for name in ES_VARIABLES[2:]:
         for variable in (name, f"{name}_FILE"):
             if env.get(variable):
-                shown = env[variable] if variable.endswith("_FILE") else _shown(name, env[variable])
-                es_rows.append(Row(name.removeprefix("PULSE_ES_").lower(), "***" if any(
-                    w in name for w in SECRET_VARIABLES) else shown, f"env {variable}" + (
-                    f"={env[variable]}" if variable.endswith("_FILE") else "")))
+                source = f"env {variable}={env[variable]}" if variable.endswith("_FILE") else f"env {variable}"
+                es_rows.append(Row(name.removeprefix("PULSE_ES_").lower(), _shown(name, env[variable]), source))
     in_url = "env PULSE_ES_URL (written into the URL)"
     if es.username is not None and not env.get("PULSE_ES_USERNAME"):
         es_rows.append(Row("username", es.username, in_url))
