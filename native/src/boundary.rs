@@ -120,7 +120,10 @@ pub fn event_from(e: &Bound<'_, PyAny>) -> PyResult<Event<'static>> {
         session_id: text(intern!(py, "session_id"))?,
         item_id: optional(intern!(py, "item_id"))?,
         category: optional(intern!(py, "category"))?,
+        price: e.getattr(intern!(py, "price"))?.extract()?,
         amount: e.getattr(intern!(py, "amount"))?.extract()?,
         status: text(intern!(py, "status"))?,
+        device: text(intern!(py, "device"))?,
+        country: text(intern!(py, "country"))?,
     })
 }

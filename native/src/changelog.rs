@@ -1,7 +1,7 @@
 //! The partition's compacted changelog: what changed since the last flush, and restore from it.
 //!
 //! Keys are short ASCII paths (deterministic, so compaction keeps one value per piece of state); values are
-//! msgpack. Item partials are logged per item shard (the whole shard), a window's categories as one record,
+//! msgpack. Item partials are logged per item shard (the whole shard), a window's breakdowns as one paged record,
 //! window user sets as append-only chunks, and users and sessions as a log-structured pair: a delta record per
 //! flush, folded into a fresh snapshot (and the deltas tombstoned) once deltas outgrow the live state, so
 //! restore time follows live state.
@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::breakdown::{CATEGORY, DIMS};
 use crate::state::{bump, Counts, Names, Row, Session, State, Window, ABSENT, ITEM_SHARDS, PAGE_BYTES};
 
 pub type Record = (Vec<u8>, Option<Vec<u8>>);
@@ -30,8 +31,9 @@ const SESSION_GONE: u8 = 2;
 type Named<'a> = Vec<(&'a str, u64)>;
 type RowOut<'a> = (&'a str, Option<&'a str>, Named<'a>, i64, u64);
 type RowIn = (String, Option<String>, Vec<(String, u64)>, i64, u64);
-type CatOut<'a> = (&'a str, Named<'a>, i64, u64);
-type CatIn = (String, Vec<(String, u64)>, i64, u64);
+type DimOut<'a> = (u8, &'a str, Named<'a>, i64, u64);
+type DimIn = (u8, String, Vec<(String, u64)>, i64, u64);
+type CatIn = (String, Vec<(String, u64)>, i64, u64); // the category log before breakdowns (restore only)
 type SummaryIn = (Vec<(String, u64)>, Vec<(String, u64)>, [i64; 4], [u64; 4]);
 type Logged = (Vec<u8>, (i64, Vec<u8>)); // key, (offset, value)
 type UserOut<'a> = (i64, i64, Named<'a>, i64, u64, Option<&'a str>);
@@ -48,21 +50,36 @@ fn named<'a>(names: &'a Names, counts: &Counts) -> Named<'a> {
     counts.iter().map(|&(id, n)| (names.name(id), n)).collect()
 }
 
-/// A shard's item rows as msgpack arrays of at most about `PAGE_BYTES` each (page 0 first): a catalogue of any
-/// size stays within the changelog topic's message limit. Restore merges the pages of a shard.
-fn shard_pages(st: &State, map: &rustc_hash::FxHashMap<u32, Row>) -> Vec<Vec<u8>> {
-    let (mut pages, mut body, mut n) = (Vec::new(), Vec::with_capacity(map.len().min(4096) * 64), 0u32);
-    for (&it, row) in map {
+/// Rows as msgpack arrays of at most about `PAGE_BYTES` each (page 0 first): any number of them stays within
+/// the changelog topic's message limit. Restore merges the pages.
+fn pages<R: Serialize>(rows: impl Iterator<Item = R>, hint: usize) -> Vec<Vec<u8>> {
+    let (mut pages, mut body, mut n) = (Vec::new(), Vec::with_capacity(hint.min(4096) * 64), 0u32);
+    for rec in rows {
         if n > 0 && body.len() >= PAGE_BYTES {
             pages.push(msgpack_array(n, &body));
             (n, body) = (0, Vec::with_capacity(body.capacity()));
         }
-        let rec: RowOut = (st.items.name(it), st.category(it), named(&st.types, &row.counts), row.cents, row.purchases);
         rmp_serde::encode::write(&mut body, &rec).expect("msgpack encoding of plain data");
         n += 1;
     }
     pages.push(msgpack_array(n, &body));
     pages
+}
+
+/// A shard's item rows, paged.
+fn shard_pages(st: &State, map: &rustc_hash::FxHashMap<u32, Row>) -> Vec<Vec<u8>> {
+    let rows = map.iter().map(|(&it, row)| -> RowOut {
+        (st.items.name(it), st.category(it), named(&st.types, &row.counts), row.cents, row.purchases)
+    });
+    pages(rows, map.len())
+}
+
+/// A window's breakdown rows, paged.
+fn dims_pages(st: &State, win: &Window) -> Vec<Vec<u8>> {
+    let rows = win.dims.iter().map(|(d, value, row)| -> DimOut {
+        (d as u8, st.labels[d].name(value), named(&st.types, &row.counts), row.cents, row.purchases)
+    });
+    pages(rows, win.dims.len())
 }
 
 /// A msgpack array of `n` already encoded elements.
@@ -98,14 +115,21 @@ fn parse_page(part: &str) -> Option<(usize, u16)> {
     Some((shard.parse::<usize>().ok()? % ITEM_SHARDS, page.parse().ok()?))
 }
 
+/// What `window_records` wrote that the window must remember.
+struct Written {
+    user_chunks: u32,
+    item_pages: Vec<(usize, u16)>, // (shard, pages)
+    dims_pages: u16,
+}
+
 /// A window's changed records, or its tombstones once final (none if it never reached the changelog: a window
-/// opened and closed between two flushes, as most are while a backlog is read). Returns the new user chunks and
-/// the pages written per item shard.
-fn window_records(st: &State, win: &Window, is_final: bool, out: &mut Vec<Record>) -> (u32, Vec<(usize, u16)>) {
+/// opened and closed between two flushes, as most are while a backlog is read).
+fn window_records(st: &State, win: &Window, is_final: bool, out: &mut Vec<Record>) -> Written {
     let (size, start) = (win.size, win.start);
     let key = |rest: &str| format!("w/{size}/{start}/{rest}").into_bytes();
+    let mut written = Written { user_chunks: 0, item_pages: Vec::new(), dims_pages: 0 };
     if is_final && !win.logged {
-        return (0, Vec::new());
+        return written;
     }
     if is_final {
         out.push((key("s"), None));
@@ -113,40 +137,38 @@ fn window_records(st: &State, win: &Window, is_final: bool, out: &mut Vec<Record
             let pages = win.items.logged_pages[s].max(1) as usize;
             out.extend((0..pages).map(|page| (key(&format!("i/{}", page_key(s, page))), None)));
         }
-        if !win.cats.is_empty() {
+        out.extend((0..win.dims.logged_pages).map(|page| (key(&format!("d/{page}")), None)));
+        if win.dims.legacy_records {
             out.push((key("c"), None));
         }
         out.extend((0..win.user_chunks).map(|seq| (key(&format!("u/{seq}")), None)));
-        return (0, Vec::new());
+        return written;
     }
     if win.dirty {
         let value = (named(&st.types, &win.counts), named(&st.types, &win.status), win.rev, win.funnel);
         out.push((key("s"), Some(enc(&value))));
     }
-    let mut paged = Vec::new();
     for s in win.items.shards(win.items.dirty) {
         let pages = shard_pages(st, &win.items.maps[s]);
-        paged.push((s, pages.len() as u16));
+        written.item_pages.push((s, pages.len() as u16));
         for (page, value) in pages.into_iter().enumerate() {
             out.push((key(&format!("i/{}", page_key(s, page))), Some(value)));
         }
     }
-    if win.cats.values().any(|(_, dirty)| *dirty) {
-        // a few dozen categories: the whole set is one record, not one per category
-        let rows: Vec<CatOut> = win
-            .cats
-            .iter()
-            .map(|(&c, (row, _))| (st.cats.name(c), named(&st.types, &row.counts), row.cents, row.purchases))
-            .collect();
-        out.push((key("c"), Some(enc(&rows))));
+    if win.dims.dirty {
+        // the whole breakdown, a page per few thousand rows, not a record per value
+        let pages = dims_pages(st, win);
+        written.dims_pages = pages.len() as u16;
+        for (page, value) in pages.into_iter().enumerate() {
+            out.push((key(&format!("d/{page}")), Some(value)));
+        }
     }
-    let mut chunks = 0;
     for ids in win.new_users.chunks(CHUNK) {
         let names: Vec<&str> = ids.iter().map(|&u| st.user_ids.name(u)).collect();
-        out.push((key(&format!("u/{}", win.user_chunks + chunks)), Some(enc(&names))));
-        chunks += 1;
+        out.push((key(&format!("u/{}", win.user_chunks + written.user_chunks)), Some(enc(&names))));
+        written.user_chunks += 1;
     }
-    (chunks, paged)
+    written
 }
 
 fn user_entry(st: &State, id: u32, kind: u8) -> Option<EntryOut<'_>> {
@@ -163,19 +185,20 @@ fn user_entry(st: &State, id: u32, kind: u8) -> Option<EntryOut<'_>> {
 /// documents too), tombstones for the `finals` windows, and the partition's position. Advances the log counters.
 pub fn changed_records(st: &mut State, finals: &[(i64, i64)], users_published: bool) -> Vec<Record> {
     let mut out = Vec::new();
-    let mut chunks = Vec::new();
+    let mut logged = Vec::new();
     for (key, win) in &st.windows {
         let before = out.len();
-        let (n, paged) = window_records(st, win, finals.contains(key), &mut out);
-        chunks.push((*key, n, out.len() > before, paged));
+        let written = window_records(st, win, finals.contains(key), &mut out);
+        logged.push((*key, out.len() > before, written));
     }
-    for (key, n, wrote, paged) in chunks {
+    for (key, wrote, written) in logged {
         if let Some(win) = st.windows.get_mut(&key) {
-            win.user_chunks += n;
+            win.user_chunks += written.user_chunks;
             win.logged |= wrote;
-            for (s, pages) in paged {
+            for (s, pages) in written.item_pages {
                 win.items.logged_pages[s] = win.items.logged_pages[s].max(pages);
             }
+            win.dims.logged_pages = win.dims.logged_pages.max(written.dims_pages);
         }
     }
     for s in st.item_state.shards(st.item_state.dirty) {
@@ -294,7 +317,7 @@ fn load_rows(st: &mut State, rows: Vec<RowIn>) -> Vec<(u32, Row)> {
     rows.into_iter()
         .map(|(item, cat, counts, cents, purchases)| {
             let it = st.items.id(&item);
-            let cat = cat.map(|c| st.cats.id(&c));
+            let cat = cat.map(|c| st.labels[CATEGORY].id(&c));
             st.set_category(it, cat);
             (it, Row { counts: load_counts(&mut st.types, counts), cents, purchases })
         })
@@ -394,13 +417,30 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], items_pending: bool, users_pe
                         win.items.unpublished |= 1 << shard;
                     }
                 }
+                "d" => {
+                    let page = num(4)? as u16;
+                    let rows: Vec<DimIn> = dec(key, value)?;
+                    for (d, name, counts, cents, purchases) in rows {
+                        let d = usize::from(d);
+                        if d >= DIMS {
+                            return Err(bad(key, "unknown dimension"));
+                        }
+                        let id = st.labels[d].id(&name);
+                        let counts = load_counts(&mut st.types, counts);
+                        window(st, size, start).dims.rows[d].insert(id, Row { counts, cents, purchases });
+                    }
+                    let dims = &mut window(st, size, start).dims;
+                    dims.logged_pages = dims.logged_pages.max(page + 1);
+                }
                 "c" => {
+                    // logged before breakdowns: the categories alone; the next flush of the window logs them anew
                     let rows: Vec<CatIn> = dec(key, value)?;
                     for (name, counts, cents, purchases) in rows {
-                        let cat = st.cats.id(&name);
+                        let id = st.labels[CATEGORY].id(&name);
                         let counts = load_counts(&mut st.types, counts);
-                        window(st, size, start).cats.insert(cat, (Row { counts, cents, purchases }, false));
+                        window(st, size, start).dims.rows[CATEGORY].insert(id, Row { counts, cents, purchases });
                     }
+                    window(st, size, start).dims.legacy_records = true;
                 }
                 "u" => {
                     let seq = num(4)? as u32;

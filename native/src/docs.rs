@@ -1,7 +1,8 @@
-//! The documents Pulse publishes (JSON), one per window × dimension × owning partition, per item shard and per
+//! The documents Pulse publishes (JSON), per window × owning partition (a summary and its breakdowns), per item shard and per
 //! user, each with a deterministic id and `version` = the owning partition's position in its inputs. The field layout is
 //! the contract with `pulse.store` (index templates, queries) and `pulse verify`; see `pulse.aggregate.docs`.
 
+use crate::breakdown::DIMENSIONS;
 use crate::state::{Counts, Names, Row, State, Window, ABSENT, FUNNEL, PAGE_BYTES};
 
 pub type Doc = (String, &'static str, Vec<u8>);
@@ -113,34 +114,49 @@ fn summary(st: &State, win: &Window, is_final: bool, v: i64) -> Doc {
     (window_id("window", win, st.partition, None), "window", o.done())
 }
 
-/// Item rows, written straight into documents (an object per row cost an allocation and a copy each) that
-/// `head` starts: one page while the rows fit in `PAGE_BYTES`, further pages after that, so that no document
-/// outgrows Kafka's message limit. Rows are in item order and only grow, so a shard never has fewer pages
-/// than it had before (next-fit packing has no anomalies) and a page once published is never left stale.
-fn paged_rows(st: &State, map: &rustc_hash::FxHashMap<u32, Row>, head: impl Fn() -> Obj) -> Vec<Obj> {
-    let mut items: Vec<(&str, &Row, u32)> = map.iter().map(|(&it, row)| (st.items.name(it), row, it)).collect();
-    items.sort_unstable_by_key(|r| r.0);
+/// Rows written straight into documents (an object per row cost an allocation and a copy each) that `head`
+/// starts up to the rows' key: one page while the rows fit in `PAGE_BYTES`, further pages after that, so that no
+/// document outgrows Kafka's message limit. Rows come in a stable order and only grow, so a set of rows never
+/// has fewer pages than it had before (next-fit packing has no anomalies) and a page once published is never
+/// left stale. `row` writes one row's fields after its opening brace.
+fn paged<T>(rows: impl Iterator<Item = T>, hint: usize, head: impl Fn() -> Obj, row: impl Fn(&mut Obj, T)) -> Vec<Obj> {
     let mut pages = Vec::new();
     let mut o = head();
-    o.0.reserve(items.len().min(4096) * 128);
+    o.0.reserve(hint.min(4096) * 128);
     o.raw("[");
     let mut first = true;
-    for (name, row, it) in items {
+    for r in rows {
         if !first && o.0.len() >= PAGE_BYTES {
             o.raw("]");
             pages.push(std::mem::replace(&mut o, head()));
             o.raw("[");
             first = true;
         }
-        o.raw(if first { "{\"item_id\":" } else { ",{\"item_id\":" }).str(name);
-        o.raw(",\"category\":").opt_str(st.category(it));
-        o.raw(",\"counts\":").counts(&st.types, &row.counts);
-        o.raw(",\"revenue_cents\":").int(row.cents).raw(",\"purchases\":").int(row.purchases).raw("}");
+        o.raw(if first { "{" } else { ",{" });
+        row(&mut o, r);
+        o.raw("}");
         first = false;
     }
     o.raw("]");
     pages.push(o);
     pages
+}
+
+/// A row's totals: counts per event type, revenue and purchases.
+fn totals(o: &mut Obj, types: &Names, row: &Row) {
+    o.raw(",\"counts\":").counts(types, &row.counts);
+    o.raw(",\"revenue_cents\":").int(row.cents).raw(",\"purchases\":").int(row.purchases);
+}
+
+/// Item rows in item order, paged (see `paged`).
+fn paged_rows(st: &State, map: &rustc_hash::FxHashMap<u32, Row>, head: impl Fn() -> Obj) -> Vec<Obj> {
+    let mut items: Vec<(&str, &Row, u32)> = map.iter().map(|(&it, row)| (st.items.name(it), row, it)).collect();
+    items.sort_unstable_by_key(|r| r.0);
+    let hint = items.len();
+    paged(items.into_iter(), hint, head, |o, (name, row, it)| {
+        o.raw("\"item_id\":").str(name).raw(",\"category\":").opt_str(st.category(it));
+        totals(o, &st.types, row);
+    })
 }
 
 /// A shard's `page`: page 0 is the shard itself (`s7`), further pages are `s7.1`, `s7.2`, …
@@ -166,12 +182,26 @@ fn shard_docs(st: &State, win: &Window, is_final: bool, v: i64, mask: u32, out: 
     }
 }
 
-fn category(st: &State, win: &Window, cat: u32, row: &Row, is_final: bool, v: i64) -> Doc {
-    let name = st.cats.name(cat);
-    let mut o = window_base("window_category", win, st.partition, is_final, v);
-    o.key("category").str(name).key("counts").counts(&st.types, &row.counts);
-    o.key("revenue_cents").int(row.cents).key("purchases").int(row.purchases);
-    (window_id("window_category", win, st.partition, Some(name)), "window_category", o.done())
+/// The window's breakdown rows (`dim`, `value`, totals) in dimension then value order, paged (see `paged`):
+/// one document per window and partition, not one per value, so a flush writes as many of them as windows.
+fn dims_docs(st: &State, win: &Window, is_final: bool, v: i64, out: &mut Vec<Doc>) {
+    let mut rows: Vec<(usize, &str, &Row)> =
+        win.dims.iter().map(|(d, value, row)| (d, st.labels[d].name(value), row)).collect();
+    rows.sort_unstable_by_key(|r| (r.0, r.1));
+    let head = || {
+        let mut o = window_base("window_dims", win, st.partition, is_final, v);
+        o.key("rows");
+        o
+    };
+    let hint = rows.len();
+    let pages = paged(rows.into_iter(), hint, head, |o, (d, value, row)| {
+        o.raw("\"dim\":").str(DIMENSIONS[d]).raw(",\"value\":").str(value);
+        totals(o, &st.types, row);
+    });
+    for (page, o) in pages.into_iter().enumerate() {
+        let middle = (page > 0).then(|| format!("page{page}"));
+        out.push((window_id("window_dims", win, st.partition, middle.as_deref()), "window_dims", o.done()));
+    }
 }
 
 fn user(st: &State, id: u32, v: i64) -> Option<Doc> {
@@ -214,10 +244,8 @@ pub fn changed_docs(st: &State, finals: &[(i64, i64)], flushed_at: i64, details:
         } else if details && win.items.to_publish() != 0 {
             shard_docs(st, win, false, v, win.items.to_publish(), &mut out);
         }
-        for (&c, (row, dirty)) in &win.cats {
-            if is_final || *dirty {
-                out.push(category(st, win, c, row, is_final, v));
-            }
+        if (is_final || win.dims.dirty) && !win.dims.is_empty() {
+            dims_docs(st, win, is_final, v, &mut out);
         }
     }
     if users {

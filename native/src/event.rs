@@ -71,8 +71,11 @@ pub struct Event<'a> {
     pub session_id: Cow<'a, str>,
     pub item_id: Option<Cow<'a, str>>,
     pub category: Option<Cow<'a, str>>,
+    pub price: Option<f64>,
     pub amount: Option<f64>,
     pub status: Cow<'a, str>,
+    pub device: Cow<'a, str>,
+    pub country: Cow<'a, str>,
 }
 
 fn chars_between(s: &str, lo: usize, hi: usize) -> bool {
@@ -350,8 +353,11 @@ pub fn fast_validate(raw: &[u8], ref_ts_ms: i64) -> Option<Event<'_>> {
         session_id: r.session_id,
         item_id: r.item_id,
         category: r.category,
+        price: r.price,
         amount: r.amount,
         status: r.status,
+        device: r.device,
+        country: r.country,
     })
 }
 

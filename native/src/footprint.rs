@@ -28,7 +28,7 @@ fn window(w: &Window) -> usize {
         + w.users.capacity() * (size_of::<u32>() + 1)
         + w.new_users.capacity() * size_of::<u32>()
         + shards(&w.items)
-        + w.cats.capacity() * (size_of::<u32>() + size_of::<(Row, bool)>() + 1)
+        + w.dims.capacity() * (size_of::<u32>() + size_of::<Row>() + 1)
 }
 
 impl State {
@@ -41,7 +41,7 @@ impl State {
             + table(&self.seen)
             + shards(&self.item_state)
             + self.users.capacity() * size_of::<crate::state::User>()
-            + [&self.types, &self.items, &self.cats, &self.user_ids].into_iter().map(names).sum::<usize>()
+            + [&self.types, &self.items, &self.user_ids].into_iter().chain(&self.labels).map(names).sum::<usize>()
             + self.item_cat.capacity() * size_of::<Option<Option<u32>>>()
     }
 }

@@ -17,6 +17,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod batch;
 mod boundary;
+pub mod breakdown;
 pub mod changelog;
 pub mod docs;
 pub mod event;
@@ -476,6 +477,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(user_partition, m)?)?;
     m.add_function(wrap_pyfunction!(label, m)?)?;
     m.add("ITEM_SHARDS", state::ITEM_SHARDS)?;
+    m.add("FUNNEL", state::FUNNEL.to_vec())?;
+    m.add("DIMENSIONS", breakdown::DIMENSIONS.to_vec())?;
     m.add("SOURCE_PARTITION_HEADER", message::SOURCE_PARTITION)?;
     m.add("SOURCE_OFFSET_HEADER", message::SOURCE_OFFSET)?;
     m.add("RECORD_TS_HEADER", message::RECORD_TS)?;

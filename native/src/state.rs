@@ -8,6 +8,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::breakdown::{Breakdown, Values, CATEGORY, COUNTRY, DEVICE, DIMS, STATUS};
 use crate::event::{cents, Event};
 
 pub const ITEM_SHARDS: usize = 32;
@@ -196,7 +197,7 @@ pub struct Window {
     pub user_chunks: u32, // changelog records holding this window's user ids so far
     pub logged: bool,     // some record of it is in the changelog, so evicting it takes tombstones
     pub items: Shards,
-    pub cats: FxHashMap<u32, (Row, bool)>, // (row, changed since the last flush)
+    pub dims: Breakdown,
     pub dirty: bool,
 }
 
@@ -268,7 +269,7 @@ pub struct State {
     pub windows: BTreeMap<(i64, i64), Window>,
     pub types: Names, // event types and statuses
     pub items: Names,
-    pub cats: Names,
+    pub labels: [Names; DIMS], // each dimension's values (categories are also the items' categories)
     pub user_ids: Names,
     pub item_cat: Vec<Option<Option<u32>>>, // item → category, first seen wins (shared by all windows)
     pub users: Vec<User>,
@@ -314,7 +315,7 @@ impl State {
             windows: BTreeMap::new(),
             types: Names::default(),
             items: Names::default(),
-            cats: Names::default(),
+            labels: Default::default(),
             user_ids: Names::default(),
             item_cat: Vec::new(),
             users: Vec::new(),
@@ -496,11 +497,15 @@ impl State {
         let status = self.types.id(&e.status);
         let user = self.user_ids.id(&e.user_id);
         let item = e.item_id.as_deref().map(|i| self.items.id(i));
-        let cat = e.category.as_deref().map(|c| self.cats.id(c));
+        let mut values: Values = [None; DIMS];
+        values[CATEGORY] = e.category.as_deref().map(|c| self.labels[CATEGORY].id(c));
+        values[STATUS] = Some(self.labels[STATUS].id(&e.status));
+        values[COUNTRY] = Some(self.labels[COUNTRY].id(&e.country));
+        values[DEVICE] = Some(self.labels[DEVICE].id(&e.device));
         let shard = e.item_id.as_deref().map_or(0, item_shard);
         let paid = if ok && e.event_type == "purchase" { e.amount.map(cents) } else { None };
         if let Some(it) = item {
-            self.set_category(it, cat);
+            self.set_category(it, values[CATEGORY]);
         }
         for i in 0..self.cfg.sizes.len() {
             let size = self.cfg.sizes[i];
@@ -515,11 +520,7 @@ impl State {
             if let Some(it) = item {
                 win.items.row(shard, it).add(etype, paid);
             }
-            if let Some(c) = cat {
-                let (row, dirty) = win.cats.entry(c).or_default();
-                *dirty = true;
-                row.add(etype, paid);
-            }
+            win.dims.add(&values, etype, paid);
             if let Some(amount) = paid {
                 win.add_revenue(amount);
             }
@@ -568,7 +569,7 @@ impl State {
     }
 
     pub fn category(&self, item: u32) -> Option<&str> {
-        self.item_cat.get(item as usize).copied().flatten().flatten().map(|c| self.cats.name(c))
+        self.item_cat.get(item as usize).copied().flatten().flatten().map(|c| self.labels[CATEGORY].name(c))
     }
 
     /// Restore's duplicate detection: remember an id consumed before the restored position, if within `horizon`.
@@ -639,9 +640,7 @@ impl State {
         for win in self.windows.values_mut() {
             win.dirty = false;
             win.items.flushed(details);
-            for (_, dirty) in win.cats.values_mut() {
-                *dirty = false;
-            }
+            win.dims.dirty = false;
             win.new_users.clear();
         }
         self.item_state.flushed(details);

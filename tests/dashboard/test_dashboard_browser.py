@@ -1,7 +1,8 @@
 """The live dashboard in real headless Chromium, against the real pipeline started by `pulse run`.
 
 One `pulse run` (generator, aggregator, writer, archive, dashboard) feeds every test in this module. Numbers on
-the page are compared with :mod:`pulse.store.query` over a time range that is already final (older than the
+the page are compared with an independent recompute of the input topic (``pulse.verify.reference``, which shares
+no code with the query module that serves the page) over a time range that is already final (older than the
 grace period), so they cannot move while we compare.
 """
 
@@ -28,9 +29,12 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 
+from pulse.aggregate.model import FUNNEL
 from pulse.stack.process import interrupt
 from pulse.store import query
 from pulse.store.indices import alias
+from pulse.verify.reference import Expected, recompute
+from pulse.verify.source import recorded_decisions, topic_rows
 from tests.names import unique
 
 ARTIFACTS = Path(os.environ.get("PULSE_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
@@ -46,6 +50,49 @@ class Pipeline:
     es: Elasticsearch
     proc: subprocess.Popen[bytes]
     started_ms: int
+    bootstrap: str
+
+    def reference(self) -> Expected:
+        """Every aggregate recomputed from the input topic (`pulse run`'s defaults; its group is the topic)."""
+        return recompute(topic_rows(self.bootstrap, self.topic), (10_000, 60_000, 3_600_000), 30_000, 30_000,
+                         decisions=recorded_decisions(self.bootstrap, self.topic, self.topic), partitions=6)
+
+
+@dataclass
+class Shown:
+    """What the page should show for one filter over a final range of 10 s windows, from the reference."""
+    events_per_s: float
+    revenue_per_min: float
+    conversion_rate: float | None
+    error_rate: float | None
+    active_users: int | None
+    top: list[str]
+
+
+def _expected(ref: Expected, start: int, end: int, dim: str | None = None, value: str | None = None) -> Shown:
+    def chosen(kind: str) -> list[dict]:
+        return [d for d in ref.docs.values() if d["kind"] == kind and d["window"] == "10s"
+                and start <= d["start"] < end and (dim is None or (d["dim"], d["value"]) == (dim, value))]
+    windows = chosen("window" if dim is None else "window_dim")
+    events = sum(sum(d["counts"].values()) for d in windows)
+    first = min(d["start"] for d in windows if d["counts"])
+    span_s = max(1.0, (end - max(start, first)) / 1000)  # rates over the span the data covers
+    revenue = sum(d["revenue_cents"] for d in windows)
+    funnel = {k: sum(d["funnel"][k] for d in windows) for k in ("view", "purchase")} if dim is None else None
+    errors = sum(d["errors"] for d in windows) if dim is None else None
+    if dim == "status":
+        errors = 0 if value == "ok" else events
+    latest = max((d["start"] for d in windows), default=None)
+    users = sum(d["unique_users"] for d in windows if d["start"] == latest) if dim is None else None
+    views: dict[str, int] = {}
+    for d in ref.docs.values():
+        if d["kind"] == "window_item" and d["window"] == "10s" and start <= d["start"] < end \
+                and (dim is None or (dim == "category" and d["category"] == value)):
+            views[d["item_id"]] = views.get(d["item_id"], 0) + d["counts"].get("view", 0)
+    top = [i for i, n in sorted(views.items(), key=lambda kv: (-kv[1], kv[0])) if n > 0][:10]
+    return Shown(events / span_s, revenue / 100 / (span_s / 60),
+                 funnel["purchase"] / funnel["view"] if funnel and funnel["view"] else None,
+                 errors / events if errors is not None and events else None, users, top)
 
 
 def _free_port() -> int:
@@ -67,7 +114,7 @@ def pipeline(es_url: str, bootstrap: str) -> Iterator[Pipeline]:
     proc = subprocess.Popen([sys.executable, "-m", "pulse", "run", "--keep-stack"], env=env, stdout=log,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     es = Elasticsearch(es_url)
-    p = Pipeline(f"http://127.0.0.1:{port}", f"d{tag}", f"dash-{tag}", es, proc, started)
+    p = Pipeline(f"http://127.0.0.1:{port}", f"d{tag}", f"dash-{tag}", es, proc, started, bootstrap)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -158,14 +205,14 @@ def test_kpis_equal_the_query_module_and_filters_apply(pipeline: Pipeline, brows
     (ARTIFACTS / "dashboard-timing.txt").write_text(
         f"time to first render (performance.now at first render): {first_render_ms:.0f} ms\n"
         f"navigation start to rendered, seen by the test: {load_s * 1000:.0f} ms\n")
-    expected = query.overview(pipeline.es, query.Filters(start, end), pipeline.prefix)
-    assert expected["kpis"]["events"] > 1000
+    ref = pipeline.reference()
+    want = _expected(ref, start, end)
     for name in KPIS:
-        assert _same(_kpi(browser, name), expected["kpis"][name]), name
-    for step, n in expected["funnel"].items():
+        assert _same(_kpi(browser, name), getattr(want, name)), name
+    for step, n in ((k, sum(d["funnel"][k] for d in ref.docs.values() if d["kind"] == "window"
+                            and d["window"] == "10s" and start <= d["start"] < end)) for k in FUNNEL):
         assert int(_attrs(browser, f'#funnel [data-step="{step}"]', "data-value")[0]) == n  # type: ignore[arg-type]
-    top = query.top_items(pipeline.es, query.Filters(start, end), prefix=pipeline.prefix)
-    assert _attrs(browser, "#top-items tbody tr a", "text") == [t["item_id"] for t in top]
+    assert _attrs(browser, "#top-items tbody tr a", "text") == want.top
     health = query.pipeline_health(pipeline.es, pipeline.prefix)
     assert _kpi(browser, "freshness_s") is not None and _kpi(browser, "freshness_s") >= 0
     assert health["partitions"] == 6
@@ -175,21 +222,38 @@ def test_kpis_equal_the_query_module_and_filters_apply(pipeline: Pipeline, brows
     browser.find_element(By.ID, "apply").click()
     _wait(browser, "return location.search.includes('event_type=purchase')")
     _rendered(browser)
-    bought = query.overview(pipeline.es, query.Filters(start, end, event_type="purchase"), pipeline.prefix)
-    assert _same(_kpi(browser, "revenue_per_min"), bought["kpis"]["revenue_per_min"])
-    assert _same(_kpi(browser, "events_per_s"), bought["kpis"]["events_per_s"])
+    assert _same(_kpi(browser, "revenue_per_min"), want.revenue_per_min)
     assert _attrs(browser, "#source", "text") == ["windows"]
 
-    # by item (per-item window partials) and by country (raw event archive)
-    item = top[0]["item_id"]
-    for field, value, source in (("item", item, "items"), ("country", "DE", "events")):
-        browser.get(f"{pipeline.url}/?from={start}&to={end}&{field}={value}")
+    # every dimension through the form, one at a time: the window breakdowns answer, equal to the reference
+    browser.get(f"{pipeline.url}/?from={start}&to={end}")
+    _rendered(browser)
+    for dim in ("country", "device", "status", "category"):
+        values = [d["value"] for d in ref.docs.values() if d["kind"] == "window_dim" and d["dim"] == dim
+                  and d["window"] == "10s" and start <= d["start"] < end]
+        value = max(set(values), key=lambda v: (values.count(v), v))
+        browser.get(f"{pipeline.url}/?from={start}&to={end}")
         _rendered(browser)
-        assert _attrs(browser, "#source", "text") == [source]
-        key = {"item": "item_id"}.get(field, field)
-        want = query.overview(pipeline.es, query.Filters(start, end, **{key: value}), pipeline.prefix)
-        assert want["kpis"]["events"] > 0
-        assert _same(_kpi(browser, "events_per_s"), want["kpis"]["events_per_s"]), field
+        _wait(browser, f"return document.querySelector('select[name={dim}]').options.length > 1")
+        Select(browser.find_element(By.NAME, dim)).select_by_value(value)
+        browser.find_element(By.ID, "apply").click()
+        _wait(browser, f"return new URLSearchParams(location.search).get('{dim}') === {value!r}")
+        _rendered(browser)
+        assert _attrs(browser, "#source", "text") == ["dims"]
+        shown = _expected(ref, start, end, dim, value)
+        for name in ("events_per_s", "revenue_per_min", "error_rate"):
+            assert _same(_kpi(browser, name), getattr(shown, name)), (dim, name)
+        if dim == "category":
+            assert _attrs(browser, "#top-items tbody tr a", "text") == shown.top
+
+    # by item: the per-item window partials
+    item = want.top[0]
+    browser.get(f"{pipeline.url}/?from={start}&to={end}&item={item}")
+    _rendered(browser)
+    assert _attrs(browser, "#source", "text") == ["items"]
+    views = sum(d["counts"].get("view", 0) for d in ref.docs.values() if d["kind"] == "window_item"
+                and d["item_id"] == item and d["window"] == "10s" and start <= d["start"] < end)
+    assert views > 0 and _kpi(browser, "events_per_s") > 0
     assert _severe(browser) == []
 
 
@@ -240,6 +304,8 @@ def test_api_validates_inputs_and_documents_itself(pipeline: Pipeline) -> None:
                  "/api/stream"):
         assert path in spec["paths"], path
     assert api.get("/api/overview", params={"country": "de"}).status_code == 422
+    two = api.get("/api/overview", params={"country": "DE", "device": "mobile"})
+    assert two.status_code == 422 and "one of category, status, country, device" in two.json()["detail"]
     assert api.get("/api/overview", params={"item": "x" * 65}).status_code == 422
     assert api.get("/api/overview", params={"user": '" OR 1=1'}).status_code == 422
     assert api.get("/api/overview", params={"from": 2000, "to": 1000}).status_code == 422

@@ -7,6 +7,8 @@ from pulse.events.schema import Event
 from pulse.events.validate import Rejection
 
 ITEM_SHARDS: Final[int]
+FUNNEL: Final[list[str]]
+DIMENSIONS: Final[list[str]]
 SOURCE_PARTITION_HEADER: Final[str]
 SOURCE_OFFSET_HEADER: Final[str]
 RECORD_TS_HEADER: Final[str]

@@ -9,10 +9,13 @@ renders them (``native/src/docs.rs``); the kinds and ids are:
 - ``window_items:<size>:<start>:s<k>:p<p>``: the window's item partials of item shard ``k`` as nested ``items`` rows
   (``item_id``, ``category``, ``counts``, ``revenue_cents``, ``purchases``): a busy catalogue costs tens of
   writes per flush instead of one per item;
-- ``window_category:<size>:<start>:<category>:p<p>``;
+- ``window_dims:<size>:<start>:p<p>``: the window's exact breakdowns as nested ``rows`` (``dim`` — one of
+  :data:`pulse.aggregate.model.DIMENSIONS` —, ``value``, ``counts``, ``revenue_cents``, ``purchases``): one
+  document per window, not one per value (further pages ``window_dims:<size>:<start>:page<k>:p<p>`` only past
+  a few thousand rows);
 - ``user:<user_id>`` and ``items:s<k>:p<p>`` (current entity state), ``partition:<p>`` (watermark, accounting).
 
-:func:`expand` turns packed documents back into one logical row per item (what `pulse verify` compares).
+:func:`expand` turns packed documents back into one logical document per row (what `pulse verify` compares).
 """
 
 from __future__ import annotations
@@ -25,15 +28,21 @@ from pulse.aggregate._core import ITEM_SHARDS, item_shard
 __all__ = ["ITEM_SHARDS", "Doc", "expand", "item_shard"]
 
 Doc = tuple[str, dict[str, Any]]
+_WINDOW_FIELDS = ("window", "window_ms", "start", "end", "partition", "final", "version")
 
 
 def expand(docs: Iterable[Doc]) -> Iterator[Doc]:
-    """Packed item documents as one logical document per item (ids ``window_item:…`` and ``item:…``); every
-    other document as it is."""
+    """Packed documents as one logical document per row (ids ``window_item:…``, ``window_dim:…`` and
+    ``item:…``); every other document as it is."""
     for doc_id, doc in docs:
         kind = doc.get("kind")
-        if kind == "window_items":
-            base = {k: doc[k] for k in ("window", "window_ms", "start", "end", "partition", "final", "version")}
+        if kind in ("window_dims", "window_items"):
+            base = {k: doc[k] for k in _WINDOW_FIELDS}
+        if kind == "window_dims":
+            for row in doc["rows"]:
+                dim_id = f"window_dim:{doc['window']}:{doc['start']}:{row['dim']}:{row['value']}:p{doc['partition']}"
+                yield dim_id, {"kind": "window_dim", **base, **row}
+        elif kind == "window_items":
             for row in doc["items"]:
                 item_id = f"window_item:{doc['window']}:{doc['start']}:{row['item_id']}:p{doc['partition']}"
                 yield item_id, {"kind": "window_item", **base, **row}

@@ -24,6 +24,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from pulse.connect.elasticsearch import EsConnection
 from pulse.dashboard.guard import LOCAL_HOSTS, SecurityHeaders, SharedSnapshots, StreamLimit
+from pulse.events.schema import NAME_PATTERN
 from pulse.store import query
 
 STATIC = resources.files("pulse.dashboard") / "static"
@@ -31,6 +32,9 @@ MAX_RANGE_MS = 31 * 86_400_000
 PRESETS_MS = {"5m": 300_000, "15m": 900_000, "1h": 3_600_000, "6h": 21_600_000, "24h": 86_400_000,
               "7d": 604_800_000}
 Token = Annotated[str | None, Query(min_length=1, max_length=64, pattern=r"^[\w.:@\-]+$")]
+# Dimension values as the event contract allows them; they reach Elasticsearch only inside term clauses.
+Label = Annotated[str | None, Query(min_length=1, max_length=64)]
+Name = Annotated[str | None, Query(max_length=32, pattern=NAME_PATTERN)]
 
 
 class Preset(StrEnum):
@@ -55,8 +59,8 @@ def filters(
     range: Annotated[Preset, Query(description="A preset ending now (ignored with from/to).")] = Preset.m15,
     from_ms: Annotated[int | None, Query(alias="from", ge=0, description="Custom range start, epoch ms.")] = None,
     to_ms: Annotated[int | None, Query(alias="to", ge=0, description="Custom range end, epoch ms.")] = None,
-    event_type: Token = None, item: Token = None, category: Token = None, user: Token = None, status: Token = None,
-    country: Annotated[str | None, Query(pattern=r"^[A-Z]{2}$")] = None,
+    event_type: Name = None, item: Token = None, category: Label = None, user: Token = None, status: Name = None,
+    country: Annotated[str | None, Query(pattern=r"^[A-Z]{2}$")] = None, device: Label = None,
 ) -> query.Filters:
     """Query parameters → validated filters (422 with a reason otherwise)."""
     now = int(time.time() * 1000)
@@ -69,8 +73,11 @@ def filters(
         raise HTTPException(422, "the range must end after it starts")
     if end - start > MAX_RANGE_MS:
         raise HTTPException(422, "the range may span at most 31 days")
-    return query.Filters(start, end, event_type=event_type, item_id=item, category=category, user_id=user,
-                         status=status, country=country)
+    f = query.Filters(start, end, event_type=event_type, item_id=item, category=category, user_id=user,
+                      status=status, country=country, device=device)
+    if problem := f.problem():
+        raise HTTPException(422, problem)
+    return f
 
 
 Selected = Annotated[query.Filters, Depends(filters)]
@@ -116,6 +123,10 @@ def create_app(cfg: DashboardConfig) -> FastAPI:
     @app.get("/api/health", summary="Freshness, consumer lag, dead-letter and late counts")
     def api_health() -> dict[str, Any]:
         return query.pipeline_health(es, prefix)
+
+    @app.get("/api/dimensions", summary="The values each dimension has taken (for filter lists)")
+    def api_dimensions() -> dict[str, list[str]]:
+        return query.dimension_values(es, prefix)
 
     @app.get("/api/categories", summary="Known categories")
     def api_categories() -> list[str]:

@@ -13,7 +13,7 @@ from typing import Any
 from elasticsearch import Elasticsearch
 
 DEFAULT_PREFIX = "pulse"
-KIND_FAMILY = {"window": "windows", "window_items": "windows", "window_category": "windows", "user": "users",
+KIND_FAMILY = {"window": "windows", "window_items": "windows", "window_dims": "windows", "user": "users",
                "items": "items", "partition": "partitions"}
 FAMILIES = ("windows", "users", "items", "partitions")
 ARCHIVE_FAMILIES = ("events", "deadletter", "late")
@@ -25,7 +25,7 @@ _WINDOW = {
     "start": {"type": "date", "format": "epoch_millis"}, "end": {"type": "date", "format": "epoch_millis"},
     "final": {"type": "boolean"}, "events": {"type": "long"}, "errors": {"type": "long"},
     "min_cents": {"type": "long"}, "max_cents": {"type": "long"}, "unique_users": {"type": "long"},
-    "funnel": _COUNTS, "status": _COUNTS, "category": {"type": "keyword"},
+    "funnel": _COUNTS, "status": _COUNTS,
 }
 _OWNED = {"kind": {"type": "keyword"}, "partition": {"type": "integer"}, "version": {"type": "long"}}
 _TOTALS = {"counts": _COUNTS, "revenue_cents": {"type": "long"}, "purchases": {"type": "long"}}
@@ -33,10 +33,13 @@ _COMMON = _OWNED | _TOTALS
 # Packed item partials: one document per item shard, its items nested so terms aggregations stay exact.
 _ITEMS = {"shard": {"type": "integer"}, "items": {"type": "nested", "properties": _TOTALS | {
     "item_id": {"type": "keyword"}, "category": {"type": "keyword"}}}}
+# A window's breakdowns: one document per window, a nested row per (dimension, value).
+_DIMS = {"rows": {"type": "nested", "properties": _TOTALS | {"dim": {"type": "keyword"},
+                                                             "value": {"type": "keyword"}}}}
 NESTED_LIMIT = 50_000  # items per packed document (Elasticsearch's default is 10,000)
 FIELDS_LIMIT = 5_000  # mapped fields per index (Elasticsearch's default is 1,000)
 _PROPERTIES: dict[str, dict[str, Any]] = {
-    "windows": _COMMON | _WINDOW | _ITEMS,
+    "windows": _COMMON | _WINDOW | _ITEMS | _DIMS,
     "users": _COMMON | {"user_id": {"type": "keyword"}, "first_seen": {"type": "date", "format": "epoch_millis"},
                         "last_seen": {"type": "date", "format": "epoch_millis"}, "spent_cents": {"type": "long"},
                         "last_item": {"type": "keyword"}},

@@ -6,10 +6,13 @@ per-partition uniques (users are partitioned by key, so partials never overlap),
 
 Which documents answer depends on the filters:
 - none or an event type: window summaries (``kind=window``);
-- an item and/or category: the per-window item breakdowns (packed per item shard, read through nested
-  queries and aggregations) or category breakdowns;
-- a user, status or country: the raw event archive (``<prefix>-events``), which holds every valid event
-  (late ones included, since they did happen) — the aggregates are not broken down by those dimensions.
+- an item (and optionally its category): the per-window item breakdowns (packed per item shard, read through
+  nested queries and aggregations);
+- one dimension (category, status, country or device, :data:`pulse.aggregate.model.DIMENSIONS`): the window's
+  breakdown rows (``kind=window_dims``, nested ``rows``). Each dimension is broken down on its own, so two
+  dimensions at once are refused rather than answered from another source;
+- a user: the raw event archive (``<prefix>-events``), which holds every valid event (late ones included, since
+  they did happen).
 Filter values reach Elasticsearch only inside structured ``term``/``range`` clauses, never as query strings.
 """
 
@@ -22,9 +25,10 @@ from typing import Any
 
 from elasticsearch import Elasticsearch, NotFoundError, helpers
 
+from pulse.aggregate.model import DIMENSIONS, FUNNEL
 from pulse.store.indices import DEFAULT_PREFIX, FAMILIES, alias, heartbeat_index
 
-STEPS = ("view", "click", "add_to_cart", "purchase")
+STEPS = FUNNEL
 WINDOW_MS = {"10s": 10_000, "1m": 60_000, "1h": 3_600_000}
 MAX_BUCKETS = 400
 
@@ -41,16 +45,39 @@ class Filters:
     user_id: str | None = None
     status: str | None = None
     country: str | None = None
+    device: str | None = None
+
+    def dimensions(self) -> dict[str, str]:
+        """The dimension filters that are set, by dimension name."""
+        return {dim: value for dim in DIMENSIONS if (value := getattr(self, dim)) is not None}
+
+    @property
+    def dimension(self) -> tuple[str, str] | None:
+        """The one dimension filter the breakdowns answer (None: no dimension filter, or an item's)."""
+        dims = self.dimensions()
+        return next(iter(dims.items())) if len(dims) == 1 and not self.item_id else None
 
     @property
     def source(self) -> str:
-        if self.user_id or self.status or self.country:
+        if self.user_id:
             return "events"
         if self.item_id:
             return "items"
-        if self.category:
-            return "categories"
+        if self.dimensions():
+            return "dims"
         return "windows"
+
+    def problem(self) -> str | None:
+        """Why the aggregates cannot answer this combination of filters (None: they can)."""
+        dims = set(self.dimensions())
+        if self.user_id:
+            return None
+        if self.item_id and dims - {"category"}:
+            return "an item filter combines only with a category (items are not broken down by status, country " \
+                   "or device)"
+        if not self.item_id and len(dims) > 1:
+            return f"filter by one of {', '.join(DIMENSIONS)} at a time: each is broken down on its own"
+        return None
 
     def window(self) -> str:
         """The smallest window size that keeps the series under MAX_BUCKETS points."""
@@ -114,24 +141,45 @@ def _item_rows(f: Filters) -> dict[str, Any]:
     return {"nested": {"path": "items", "query": {"bool": {"filter": _row_terms(f)}}, "inner_hits": {"size": 100}}}
 
 
+def _dim_rows(dim: str, value: str) -> dict[str, Any]:
+    """Breakdown documents holding the row of one dimension's value (``inner_hits``: that row)."""
+    return {"nested": {"path": "rows", "query": {"bool": {"filter": _terms(**{"rows.dim": dim, "rows.value": value})}},
+                       "inner_hits": {"size": 1}}}
+
+
+def _nested_partials(es: Elasticsearch, index: str, clauses: list[dict[str, Any]], path: str,
+                     out: dict[int, dict[str, Any]]) -> None:
+    """Merge the matching nested rows (``inner_hits`` of ``path``) of the documents ``clauses`` select."""
+    if not es.indices.exists_alias(name=index):
+        return
+    query = {"query": {"bool": {"filter": clauses}}, "_source": ["start"]}
+    for hit in helpers.scan(es, index=index, query=query, size=1000):
+        bucket = out.setdefault(hit["_source"]["start"], _empty_bucket())
+        for row in hit["inner_hits"][path]["hits"]["hits"]:
+            _merge(bucket, row["_source"])
+
+
 def window_buckets(es: Elasticsearch, f: Filters, window: str | None = None,
                    prefix: str = DEFAULT_PREFIX) -> dict[int, dict[str, Any]]:
-    """Merged partials per window start in [start, end): from summaries, item or category breakdowns."""
+    """Merged partials per window start in [start, end): from summaries, item rows or breakdown rows. Under a
+    dimension filter, what the breakdowns do not hold (distinct users, the funnel; errors except by status) is
+    None."""
     window = window or f.window()
-    kind = {"windows": "window", "items": "window_items", "categories": "window_category"}[f.source]
+    kind = {"windows": "window", "items": "window_items", "dims": "window_dims"}[f.source]
     clauses = [{"term": {"kind": kind}}, {"term": {"window": window}},
                {"range": {"start": {"gte": f.start_ms, "lt": f.end_ms}}}]
     out: dict[int, dict[str, Any]] = {}
+    index = alias("windows", prefix)
     if f.source == "items":
-        index = alias("windows", prefix)
-        if es.indices.exists_alias(name=index):
-            query = {"query": {"bool": {"filter": [*clauses, _item_rows(f)]}}, "_source": ["start"]}
-            for hit in helpers.scan(es, index=index, query=query, size=1000):
-                bucket = out.setdefault(hit["_source"]["start"], _empty_bucket())
-                for row in hit["inner_hits"]["items"]["hits"]["hits"]:
-                    _merge(bucket, row["_source"])
-    else:
-        for d in _scan(es, alias("windows", prefix), [*clauses, *_terms(category=f.category)]):
+        _nested_partials(es, index, [*clauses, _item_rows(f)], "items", out)
+    elif f.source == "dims" and f.dimension:
+        dim, value = f.dimension
+        _nested_partials(es, index, [*clauses, _dim_rows(dim, value)], "rows", out)
+        for m in out.values():
+            m["unique_users"] = m["funnel"] = None
+            m["errors"] = (m["events"] if value != "ok" else 0) if dim == "status" else None
+    elif f.source == "windows":
+        for d in _scan(es, index, clauses):
             _merge(out.setdefault(d["start"], _empty_bucket()), d)
     for m in out.values():
         m["avg_cents"] = m["revenue_cents"] / m["purchases"] if m["purchases"] else None
@@ -140,13 +188,12 @@ def window_buckets(es: Elasticsearch, f: Filters, window: str | None = None,
 
 def _events_filters(f: Filters) -> list[dict[str, Any]]:
     return [{"range": {"ts": {"gte": f.start_ms, "lt": f.end_ms}}},
-            *_terms(event_type=f.event_type, item_id=f.item_id, category=f.category, user_id=f.user_id,
-                    status=f.status, country=f.country)]
+            *_terms(event_type=f.event_type, item_id=f.item_id, user_id=f.user_id, **f.dimensions())]
 
 
 def event_buckets(es: Elasticsearch, f: Filters, window: str | None = None,
                   prefix: str = DEFAULT_PREFIX) -> dict[int, dict[str, Any]]:
-    """The same bucket shape, computed from the raw event archive (for user, status and country filters)."""
+    """The same bucket shape, computed from the raw event archive (for a user filter)."""
     window = window or f.window()
     index = alias("events", prefix)
     if not es.indices.exists_alias(name=index):
@@ -177,8 +224,11 @@ def event_buckets(es: Elasticsearch, f: Filters, window: str | None = None,
 
 
 def top_items(es: Elasticsearch, f: Filters, by: str = "view", size: int = 10,
-              prefix: str = DEFAULT_PREFIX) -> list[dict[str, Any]]:
-    """Top-N items by one event type's count over the range: Σ partials per item, then rank (exact)."""
+              prefix: str = DEFAULT_PREFIX) -> list[dict[str, Any]] | None:
+    """Top-N items by one event type's count over the range: Σ partials per item, then rank (exact). None under
+    a dimension the item rows do not carry (only their category)."""
+    if f.source != "events" and set(f.dimensions()) - {"category"}:
+        return None
     if f.source == "events":
         resp = es.search(index=alias("events", prefix), size=0, query={"bool": {"filter": [
             *_events_filters(Filters(**asdict(f) | {"event_type": None})), {"term": {"event_type": by}}]}},
@@ -245,7 +295,7 @@ def overview(es: Elasticsearch, f: Filters, prefix: str = DEFAULT_PREFIX) -> dic
         b = buckets[start]
         view = b if not f.event_type else _only_type(b, f.event_type)
         for key in ("events", "errors", "purchases", "revenue_cents"):
-            total[key] += view[key]
+            total[key] += view[key] or 0
         if total["funnel"] is not None:
             for k in STEPS:
                 total["funnel"][k] += b["funnel"][k]
@@ -256,7 +306,8 @@ def overview(es: Elasticsearch, f: Filters, prefix: str = DEFAULT_PREFIX) -> dic
     begin = f.start_ms if first is None else max(f.start_ms, first)
     span_s = max(1.0, (min(f.end_ms, now_ms) - begin) / 1000)
     latest = buckets[starts[-1]] if starts else None
-    errors_known = f.source in ("windows", "events") and not f.event_type
+    by_status = f.dimension is not None and f.dimension[0] == "status"
+    errors_known = (f.source in ("windows", "events") or by_status) and not f.event_type
     funnel = total["funnel"]
     return {
         "source": f.source, "window": window, "window_ms": WINDOW_MS[window],
@@ -340,3 +391,19 @@ def categories(es: Elasticsearch, prefix: str = DEFAULT_PREFIX) -> list[str]:
     resp = es.search(index=alias("items", prefix), size=0, aggs={"rows": {"nested": {"path": "items"}, "aggs": {
         "c": {"terms": {"field": "items.category", "size": 200, "order": {"_key": "asc"}}}}}})
     return [b["key"] for b in resp["aggregations"]["rows"]["c"]["buckets"]]
+
+
+def dimension_values(es: Elasticsearch, prefix: str = DEFAULT_PREFIX, size: int = 200) -> dict[str, list[str]]:
+    """The values each dimension has taken in the breakdowns (for the filter lists), up to ``size`` each."""
+    out: dict[str, list[str]] = {dim: [] for dim in DIMENSIONS}
+    if not es.indices.exists_alias(name=alias("windows", prefix)):
+        return out
+    resp = es.search(index=alias("windows", prefix), size=0, query={"term": {"kind": "window_dims"}}, aggs={
+        "rows": {"nested": {"path": "rows"}, "aggs": {"dims": {"terms": {"field": "rows.dim", "size": len(DIMENSIONS)},
+                                                               "aggs": {"values": {"terms": {
+                                                                   "field": "rows.value", "size": size,
+                                                                   "order": {"_key": "asc"}}}}}}}})
+    for b in resp["aggregations"]["rows"]["dims"]["buckets"]:
+        if b["key"] in out:
+            out[b["key"]] = [v["key"] for v in b["values"]["buckets"]]
+    return out

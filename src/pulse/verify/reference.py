@@ -1,7 +1,8 @@
 """A deliberately simple recompute of every Pulse aggregate from raw input records, in one pass.
 
-It shares no aggregation code with the engine (only the event contract, ``validate``, and the generator's
-partitioner): plain dicts, one event at a time, per partition in offset order, with the documented rules:
+It shares no aggregation code with the engine (only the event contract, ``validate``, the generator's
+partitioner, and the model's names: funnel steps and dimensions): plain dicts, one event at a time, per
+partition in offset order, with the documented rules:
 - a valid event whose user Kafka's default partitioner puts in another partition (input not keyed by user id) is
   counted by that partition, at the point its recorded decisions say it took the record;
 - watermark = the partition's event clock − grace, or a floor the aggregator recorded for a quiet partition
@@ -22,11 +23,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from pulse.aggregate.model import DIMENSIONS, FUNNEL
 from pulse.events.schema import Event
 from pulse.events.validate import Rejection, validate
 from pulse.generate.partitioner import partition_for
 
-STEPS = ["view", "click", "add_to_cart", "purchase"]
+STEPS = list(FUNNEL)
 UNITS = [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)]
 
 
@@ -251,11 +253,13 @@ def _aggregate(p: int, events: list[tuple[Event, int]], sizes: list[int], sessio
                     "kind": "window_item", "window": name, "start": start, "end": start + size, "partition": p,
                     "item_id": e.item_id, "category": category, "counts": {}, "revenue_cents": 0, "purchases": 0})
                 _count(d, e.event_type, paid)
-            if e.category is not None:
-                d = docs.setdefault(f"window_category:{name}:{start}:{e.category}:p{p}", {
-                    "kind": "window_category", "window": name, "start": start, "end": start + size, "partition": p,
-                    "category": e.category, "counts": {}, "revenue_cents": 0, "purchases": 0})
-                _count(d, e.event_type, paid)
+            for dim in DIMENSIONS:
+                value = getattr(e, dim)
+                if value is not None:
+                    d = docs.setdefault(f"window_dim:{name}:{start}:{dim}:{value}:p{p}", {
+                        "kind": "window_dim", "window": name, "start": start, "end": start + size, "partition": p,
+                        "dim": dim, "value": value, "counts": {}, "revenue_cents": 0, "purchases": 0})
+                    _count(d, e.event_type, paid)
         u = docs.setdefault(f"user:{e.user_id}", {"kind": "user", "user_id": e.user_id, "partition": p,
                                                   "first_seen": e.ts, "last_seen": e.ts, "counts": {},
                                                   "spent_cents": 0, "purchases": 0, "last_item": None})

@@ -3,7 +3,8 @@
 (() => {
   const { fmt, chart, text, showError, getJSON } = Pulse;
   const form = document.getElementById("filters");
-  const FIELDS = ["event_type", "item", "category", "user", "status", "country"];
+  const FIELDS = ["event_type", "item", "category", "user", "status", "country", "device"];
+  const DIMENSIONS = ["category", "status", "country", "device"];
   const KPI = {
     events_per_s: fmt.count, revenue_per_min: fmt.money, active_users: fmt.count,
     conversion_rate: fmt.pct, error_rate: fmt.pct,
@@ -70,7 +71,13 @@
     if (s.errors != null) chart(errEl, s.t, { errors: s.errors }, s.partial);
 
     const tbody = document.querySelector("#top-items tbody");
-    tbody.replaceChildren(...o.top_items.map((it) => {
+    if (o.top_items == null) {
+      const tr = document.createElement("tr");
+      const td = text("td", "Items are not broken down by this filter's dimension.");
+      td.colSpan = 4;
+      tr.append(td);
+      tbody.replaceChildren(tr);
+    } else tbody.replaceChildren(...o.top_items.map((it) => {
       const tr = document.createElement("tr");
       const td = document.createElement("td");
       const a = text("a", it.item_id);
@@ -142,10 +149,15 @@
     source.onerror = () => { live.textContent = "reconnecting…"; live.classList.remove("on"); };
   }
 
-  getJSON("/api/categories").then((cats) => {
-    const sel = form.elements.category;
-    for (const c of cats) sel.append(new Option(c, c));
-    sel.value = params().get("category") || "";
+  // each dimension's select lists the values its breakdowns hold (a value in the URL stays selectable)
+  getJSON("/api/dimensions").then((values) => {
+    for (const dim of DIMENSIONS) {
+      const sel = form.elements[dim];
+      const chosen = params().get(dim) || "";
+      const known = values[dim] || [];
+      for (const v of chosen && !known.includes(chosen) ? [...known, chosen] : known) sel.append(new Option(v, v));
+      sel.value = chosen;
+    }
   }).catch(() => {});
   start();
 })();
