@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pulse.aggregate.model import DIMENSIONS, FUNNEL
+
 OLDEST_KIBANA = "8.11.0"
 CORE_MIGRATION = "8.8.0"
 TYPE_MIGRATION = {"index-pattern": "8.0.0", "lens": "8.9.0", "dashboard": "8.9.0"}
-STEPS = ("view", "click", "add_to_cart", "purchase")
+STEPS = FUNNEL
 
 # data view id → (alias it reads, time field)
 DATA_VIEWS = {
@@ -132,6 +134,9 @@ def visualisations() -> list[dict[str, Any]]:
             "item": _terms("item_id", "views"), "views": _count("views")}),
         _xy("pulse-raw-events", "Raw events by type (filter by user, item, type)", "pulse-events", "", "ts",
             {"y": _count("events")}, split=_terms("event_type", "y", 8)),
+        # the breakdowns are nested rows too: Lens splits the raw events by each dimension instead
+        *(_xy(f"pulse-by-{dim}", f"Events by {dim} (raw events)", "pulse-events", "", "ts", {"y": _count("events")},
+              split=_terms(dim, "y", 10)) for dim in DIMENSIONS),
         _table("pulse-pipeline-status", "Pipeline status (heartbeat)", "pulse-heartbeat", "", {
             "component": _terms("component", None, 20),
             "aggregator_lag": _last("aggregator_lag", "aggregator lag (records)", "at"),
@@ -149,7 +154,8 @@ def visualisations() -> list[dict[str, Any]]:
     ]
 
 
-CONTROLS = (("ctl-type", "event_type", "Event type"), ("ctl-item", "item_id", "Item"), ("ctl-user", "user_id", "User"))
+CONTROLS = (("ctl-type", "event_type", "Event type"), ("ctl-item", "item_id", "Item"), ("ctl-user", "user_id", "User"),
+            *((f"ctl-{dim}", dim, dim.capitalize()) for dim in DIMENSIONS))
 
 
 def dashboard(panels: list[dict[str, Any]]) -> dict[str, Any]:
@@ -174,7 +180,8 @@ def dashboard(panels: list[dict[str, Any]]) -> dict[str, Any]:
     attributes = {
         "title": "Pulse — live interaction analytics",
         "description": "KPIs, series, top items, funnel, raw-event drill-down and pipeline status. Filters: event "
-                       "type, item, user (controls) and the time picker; brush a chart to drill into time.",
+                       f"type, item, user, {', '.join(DIMENSIONS)} (controls) and the time picker; brush a chart "
+                       "to drill into time.",
         "panelsJSON": json.dumps(layout),
         "optionsJSON": json.dumps({"useMargins": True, "syncColors": False, "syncCursor": True,
                                    "syncTooltips": False, "hidePanelTitles": False}),
