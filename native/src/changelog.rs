@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::breakdown::{CATEGORY, DIMS};
+use crate::sketch::Sketch;
 use crate::state::{bump, Counts, Names, Row, Session, State, Window, ABSENT, ITEM_SHARDS, PAGE_BYTES};
 
 pub type Record = (Vec<u8>, Option<Vec<u8>>);
@@ -34,6 +35,7 @@ type RowIn = (String, Option<String>, Vec<(String, u64)>, i64, u64);
 type DimOut<'a> = (u8, &'a str, Named<'a>, i64, u64);
 type DimIn = (u8, String, Vec<(String, u64)>, i64, u64);
 type CatIn = (String, Vec<(String, u64)>, i64, u64); // the category log before breakdowns (restore only)
+type SketchLog = Vec<(u64, Vec<(i32, u64)>)>; // per sketched value: zeros, (bin, count)
 type SummaryIn = (Vec<(String, u64)>, Vec<(String, u64)>, [i64; 4], [u64; 4]);
 type Logged = (Vec<u8>, (i64, Vec<u8>)); // key, (offset, value)
 type UserOut<'a> = (i64, i64, Named<'a>, i64, u64, Option<&'a str>);
@@ -141,6 +143,9 @@ fn window_records(st: &State, win: &Window, is_final: bool, out: &mut Vec<Record
         if win.dims.legacy_records {
             out.push((key("c"), None));
         }
+        if win.quantiles.logged {
+            out.push((key("q"), None));
+        }
         out.extend((0..win.user_chunks).map(|seq| (key(&format!("u/{seq}")), None)));
         return written;
     }
@@ -154,6 +159,11 @@ fn window_records(st: &State, win: &Window, is_final: bool, out: &mut Vec<Record
         for (page, value) in pages.into_iter().enumerate() {
             out.push((key(&format!("i/{}", page_key(s, page))), Some(value)));
         }
+    }
+    if win.quantiles.dirty {
+        let value: SketchLog =
+            win.quantiles.sketches.iter().map(|s| (s.zeros, s.bins.iter().map(|(&i, &n)| (i, n)).collect())).collect();
+        out.push((key("q"), Some(enc(&value))));
     }
     if win.dims.dirty {
         // the whole breakdown, a page per few thousand rows, not a record per value
@@ -199,6 +209,7 @@ pub fn changed_records(st: &mut State, finals: &[(i64, i64)], users_published: b
                 win.items.logged_pages[s] = win.items.logged_pages[s].max(pages);
             }
             win.dims.logged_pages = win.dims.logged_pages.max(written.dims_pages);
+            win.quantiles.logged |= win.quantiles.dirty && wrote;
         }
     }
     for s in st.item_state.shards(st.item_state.dirty) {
@@ -431,6 +442,14 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], items_pending: bool, users_pe
                     }
                     let dims = &mut window(st, size, start).dims;
                     dims.logged_pages = dims.logged_pages.max(page + 1);
+                }
+                "q" => {
+                    let logged: SketchLog = dec(key, value)?;
+                    let q = &mut window(st, size, start).quantiles;
+                    for (sketch, (zeros, bins)) in q.sketches.iter_mut().zip(logged) {
+                        *sketch = Sketch { zeros, bins: bins.into_iter().collect() };
+                    }
+                    q.logged = true;
                 }
                 "c" => {
                     // logged before breakdowns: the categories alone; the next flush of the window logs them anew

@@ -3,6 +3,7 @@
 //! the contract with `pulse.store` (index templates, queries) and `pulse verify`; see `pulse.aggregate.docs`.
 
 use crate::breakdown::DIMENSIONS;
+use crate::sketch::{Sketch, SKETCHED};
 use crate::state::{Counts, Names, Row, State, Window, ABSENT, FUNNEL, PAGE_BYTES};
 
 pub type Doc = (String, &'static str, Vec<u8>);
@@ -16,6 +17,9 @@ pub fn label(size: i64) -> String {
     }
     format!("{size}ms")
 }
+
+/// The document field of each sketch in `SKETCHED` (`Obj::key` takes static names).
+const SKETCH_FIELDS: [&str; SKETCHED.len()] = ["amount_sketch", "price_sketch"];
 
 /// A JSON object under construction.
 struct Obj(Vec<u8>);
@@ -74,6 +78,14 @@ impl Obj {
         }
         self.raw("}")
     }
+    /// `{"zeros":n,"bins":[[bin,count],…]}` in bin order.
+    fn sketch(&mut self, s: &Sketch) -> &mut Self {
+        self.raw("{\"zeros\":").int(s.zeros).raw(",\"bins\":[");
+        for (n, (&i, &c)) in s.bins.iter().enumerate() {
+            self.raw(if n == 0 { "[" } else { ",[" }).int(i).raw(",").int(c).raw("]");
+        }
+        self.raw("]}")
+    }
     fn done(mut self) -> Vec<u8> {
         self.0.push(b'}');
         self.0
@@ -111,6 +123,9 @@ fn summary(st: &State, win: &Window, is_final: bool, v: i64) -> Doc {
         o.raw(if i == 0 { "{" } else { "," }).str(step).raw(":").int(win.funnel[i]);
     }
     o.raw("}");
+    for (sketch, key) in win.quantiles.sketches.iter().zip(SKETCH_FIELDS) {
+        o.key(key).sketch(sketch);
+    }
     (window_id("window", win, st.partition, None), "window", o.done())
 }
 
@@ -268,4 +283,16 @@ pub fn changed_docs(st: &State, finals: &[(i64, i64)], flushed_at: i64, details:
         out.push(partition(st, v, flushed_at));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sketch_fields_follow_the_sketched_names() {
+        for (field, name) in SKETCH_FIELDS.iter().zip(SKETCHED) {
+            assert_eq!(*field, format!("{name}_sketch"));
+        }
+    }
 }

@@ -23,6 +23,7 @@ pub mod docs;
 pub mod event;
 mod footprint;
 mod message;
+pub mod sketch;
 pub mod state;
 
 use boundary::{ChangelogRecord, Counters, Document, FlushOutput, ForwardRecord, SideRecord, StateSizes};
@@ -460,6 +461,17 @@ fn item_shard(item: &str) -> usize {
     state::item_shard(item)
 }
 
+/// The `qs` quantiles of a sketch given as its zero count and (bin, count) pairs (as documents carry it, after
+/// readers merged partitions by adding counts per bin); None for each when it is empty.
+#[pyfunction]
+fn sketch_quantiles(zeros: u64, bins: Vec<(i32, u64)>, qs: Vec<f64>) -> Vec<Option<f64>> {
+    let mut s = sketch::Sketch { zeros, ..Default::default() };
+    for (i, n) in bins {
+        *s.bins.entry(i).or_default() += n;
+    }
+    qs.into_iter().map(|q| s.quantile(q)).collect()
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Partition>()?;
@@ -479,6 +491,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ITEM_SHARDS", state::ITEM_SHARDS)?;
     m.add("FUNNEL", state::FUNNEL.to_vec())?;
     m.add("DIMENSIONS", breakdown::DIMENSIONS.to_vec())?;
+    m.add("SKETCHED", sketch::SKETCHED.to_vec())?;
+    m.add("QUANTILES", sketch::QUANTILES.to_vec())?;
+    m.add("SKETCH_ACCURACY", sketch::ACCURACY)?;
+    m.add_function(wrap_pyfunction!(sketch_quantiles, m)?)?;
     m.add("SOURCE_PARTITION_HEADER", message::SOURCE_PARTITION)?;
     m.add("SOURCE_OFFSET_HEADER", message::SOURCE_OFFSET)?;
     m.add("RECORD_TS_HEADER", message::RECORD_TS)?;

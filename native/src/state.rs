@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::breakdown::{Breakdown, Values, CATEGORY, COUNTRY, DEVICE, DIMS, STATUS};
 use crate::event::{cents, Event};
+use crate::sketch::{Quantiles, AMOUNT, PRICE};
 
 pub const ITEM_SHARDS: usize = 32;
 /// Item rows per document and per changelog record are cut into pages of about this many bytes: far below the
@@ -198,6 +199,7 @@ pub struct Window {
     pub logged: bool,     // some record of it is in the changelog, so evicting it takes tombstones
     pub items: Shards,
     pub dims: Breakdown,
+    pub quantiles: Quantiles,
     pub dirty: bool,
 }
 
@@ -523,6 +525,10 @@ impl State {
             win.dims.add(&values, etype, paid);
             if let Some(amount) = paid {
                 win.add_revenue(amount);
+                win.quantiles.add(AMOUNT, amount);
+                if let Some(price) = e.price {
+                    win.quantiles.add(PRICE, cents(price));
+                }
             }
             if step >= 0 {
                 win.funnel[step as usize] += 1;
@@ -641,6 +647,7 @@ impl State {
             win.dirty = false;
             win.items.flushed(details);
             win.dims.dirty = false;
+            win.quantiles.dirty = false;
             win.new_users.clear();
         }
         self.item_state.flushed(details);

@@ -29,10 +29,11 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 
-from pulse.aggregate.model import FUNNEL
+from pulse.aggregate.model import FUNNEL, QUANTILES, SKETCH_ACCURACY, SKETCHED, quantile_name, sketch_field
 from pulse.stack.process import interrupt
 from pulse.store import query
 from pulse.store.indices import alias
+from pulse.verify.diff import exact_quantile
 from pulse.verify.reference import Expected, recompute
 from pulse.verify.source import recorded_decisions, topic_rows
 from tests.names import unique
@@ -213,6 +214,14 @@ def test_kpis_equal_the_query_module_and_filters_apply(pipeline: Pipeline, brows
                             and d["window"] == "10s" and start <= d["start"] < end)) for k in FUNNEL):
         assert int(_attrs(browser, f'#funnel [data-step="{step}"]', "data-value")[0]) == n  # type: ignore[arg-type]
     assert _attrs(browser, "#top-items tbody tr a", "text") == want.top
+    for name in SKETCHED:  # merged over 6 partitions and every window of the range, within the stated bound
+        exact = [v for d in ref.docs.values() if d["kind"] == "window" and d["window"] == "10s"
+                 and start <= d["start"] < end for v in d[sketch_field(name)]]
+        assert len(exact) > 20, name
+        for q in QUANTILES:
+            shown = float(_attrs(browser, f'#quantiles tr[data-key="{name}"] td[data-q="{quantile_name(q)}"]',
+                                 "data-value")[0])  # type: ignore[arg-type]
+            assert abs(shown - exact_quantile(exact, q)) <= SKETCH_ACCURACY * exact_quantile(exact, q) * (1 + 1e-9)
     health = query.pipeline_health(pipeline.es, pipeline.prefix)
     assert _kpi(browser, "freshness_s") is not None and _kpi(browser, "freshness_s") >= 0
     assert health["partitions"] == 6

@@ -9,6 +9,11 @@ from pulse.events.validate import Rejection
 ITEM_SHARDS: Final[int]
 FUNNEL: Final[list[str]]
 DIMENSIONS: Final[list[str]]
+SKETCHED: Final[list[str]]
+QUANTILES: Final[list[float]]
+SKETCH_ACCURACY: Final[float]
+
+def sketch_quantiles(zeros: int, bins: list[tuple[int, int]], qs: list[float]) -> list[float | None]: ...
 SOURCE_PARTITION_HEADER: Final[str]
 SOURCE_OFFSET_HEADER: Final[str]
 RECORD_TS_HEADER: Final[str]

@@ -1,15 +1,65 @@
-"""The analytics model's names, declared once in the native core (``native/src/state.rs``, ``breakdown.rs``).
+"""The analytics model's names and rules, declared once in the native core (``native/src/state.rs``,
+``breakdown.rs``, ``sketch.rs``).
 
 - ``FUNNEL``: the ordered funnel steps (event types) a session advances through;
-- ``DIMENSIONS``: what every window is broken down by, exactly, one dimension at a time.
+- ``DIMENSIONS``: what every window is broken down by, exactly, one dimension at a time;
+- ``SKETCHED``: the values of ok purchases whose quantiles (``QUANTILES``) every window summary carries as a
+  mergeable sketch (``<name>_sketch``), each quantile within a relative ``SKETCH_ACCURACY`` of the exact one.
 
 The documents, the Elasticsearch mapping, the queries, the dashboard, the Kibana export and `pulse verify`'s
-reference read these names from here, so adding a step or a dimension is one change in the core.
+reference read these names from here, so adding a step, a dimension or a sketched value is one change in the
+core. Readers merge sketches as the engine would (adding counts per bin) and read quantiles with the core's
+own rule (:func:`quantiles`).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from pulse.aggregate import _core
 
 FUNNEL: tuple[str, ...] = tuple(_core.FUNNEL)
 DIMENSIONS: tuple[str, ...] = tuple(_core.DIMENSIONS)
+SKETCHED: tuple[str, ...] = tuple(_core.SKETCHED)
+QUANTILES: tuple[float, ...] = tuple(_core.QUANTILES)
+SKETCH_ACCURACY: float = _core.SKETCH_ACCURACY
+
+
+def sketch_field(name: str) -> str:
+    """The document field of a sketched value."""
+    return f"{name}_sketch"
+
+
+def quantile_name(q: float) -> str:
+    """0.95 -> "p95"."""
+    return f"p{round(q * 100)}"
+
+
+class MergedSketch:
+    """Sketches of several partitions or windows, merged as the engine merges them: counts per bin add."""
+
+    def __init__(self) -> None:
+        self.zeros = 0
+        self.bins: dict[int, int] = {}
+
+    def add(self, doc_sketch: dict[str, Any] | None) -> None:
+        """Fold in a document's ``{"zeros": n, "bins": [[bin, count], …]}``."""
+        if not doc_sketch:
+            return
+        self.zeros += doc_sketch["zeros"]
+        for i, n in doc_sketch["bins"]:
+            self.bins[i] = self.bins.get(i, 0) + n
+
+    def merge(self, other: MergedSketch) -> None:
+        self.zeros += other.zeros
+        for i, n in other.bins.items():
+            self.bins[i] = self.bins.get(i, 0) + n
+
+    @property
+    def count(self) -> int:
+        return self.zeros + sum(self.bins.values())
+
+    def quantiles(self, qs: tuple[float, ...] = QUANTILES) -> dict[str, float | None]:
+        """Each quantile (in the sketched unit, cents) by name: ``{"p50": …, …}``; None when empty."""
+        values = _core.sketch_quantiles(self.zeros, sorted(self.bins.items()), list(qs))
+        return {quantile_name(q): v for q, v in zip(qs, values, strict=True)}

@@ -12,6 +12,8 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
+from pulse.aggregate.model import SKETCHED, sketch_field
+
 DEFAULT_PREFIX = "pulse"
 KIND_FAMILY = {"window": "windows", "window_items": "windows", "window_dims": "windows", "user": "users",
                "items": "items", "partition": "partitions"}
@@ -27,6 +29,8 @@ _WINDOW = {
     "min_cents": {"type": "long"}, "max_cents": {"type": "long"}, "unique_users": {"type": "long"},
     "funnel": _COUNTS, "status": _COUNTS,
 }
+# Sketches are read whole and merged by the query module: stored, not indexed (their bins are not fields).
+_SKETCHES = {sketch_field(name): {"type": "object", "enabled": False} for name in SKETCHED}
 _OWNED = {"kind": {"type": "keyword"}, "partition": {"type": "integer"}, "version": {"type": "long"}}
 _TOTALS = {"counts": _COUNTS, "revenue_cents": {"type": "long"}, "purchases": {"type": "long"}}
 _COMMON = _OWNED | _TOTALS
@@ -39,7 +43,7 @@ _DIMS = {"rows": {"type": "nested", "properties": _TOTALS | {"dim": {"type": "ke
 NESTED_LIMIT = 50_000  # items per packed document (Elasticsearch's default is 10,000)
 FIELDS_LIMIT = 5_000  # mapped fields per index (Elasticsearch's default is 1,000)
 _PROPERTIES: dict[str, dict[str, Any]] = {
-    "windows": _COMMON | _WINDOW | _ITEMS | _DIMS,
+    "windows": _COMMON | _WINDOW | _ITEMS | _DIMS | _SKETCHES,
     "users": _COMMON | {"user_id": {"type": "keyword"}, "first_seen": {"type": "date", "format": "epoch_millis"},
                         "last_seen": {"type": "date", "format": "epoch_millis"}, "spent_cents": {"type": "long"},
                         "last_item": {"type": "keyword"}},
@@ -162,11 +166,23 @@ def ensure_indices(es: Elasticsearch, prefix: str = DEFAULT_PREFIX) -> list[str]
     for family in ARCHIVE_FAMILIES:
         es.indices.put_index_template(name=alias(family, prefix), **archive_template_body(family, prefix))
     made = [] if current_generation(es, prefix) else create_generation(es, 1, prefix, with_alias=True)
+    upgrade_mappings(es, prefix)
     for index, properties in ((heartbeat_index(prefix), HEARTBEAT_PROPERTIES), (meta_index(prefix), _META)):
         if not es.indices.exists(index=index):
             es.indices.create(index=index, **_strict(properties))
             made.append(index)
     return made
+
+
+def upgrade_mappings(es: Elasticsearch, prefix: str = DEFAULT_PREFIX) -> None:
+    """Add the fields a newer Pulse writes to the indices the aliases point at (an index takes its template's
+    mapping only when created, and the mappings are strict). Only additions: Elasticsearch refuses a changed
+    field type with a clear error, which stops setup before any document is refused."""
+    for family in FAMILIES:
+        name = alias(family, prefix)
+        if es.indices.exists_alias(name=name):
+            for index in es.indices.get_alias(name=name):
+                es.indices.put_mapping(index=index, properties=_PROPERTIES[family])
 
 
 def index_for(kind: str, prefix: str = DEFAULT_PREFIX) -> str:

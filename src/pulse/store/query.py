@@ -25,7 +25,7 @@ from typing import Any
 
 from elasticsearch import Elasticsearch, NotFoundError, helpers
 
-from pulse.aggregate.model import DIMENSIONS, FUNNEL
+from pulse.aggregate.model import DIMENSIONS, FUNNEL, SKETCHED, MergedSketch, sketch_field
 from pulse.store.indices import DEFAULT_PREFIX, FAMILIES, alias, heartbeat_index
 
 STEPS = FUNNEL
@@ -111,7 +111,8 @@ def _scan(es: Elasticsearch, index: str, filters: list[dict[str, Any]]) -> Itera
 
 def _empty_bucket() -> dict[str, Any]:
     return {"events": 0, "counts": {}, "errors": 0, "purchases": 0, "revenue_cents": 0, "min_cents": None,
-            "max_cents": None, "unique_users": 0, "funnel": dict.fromkeys(STEPS, 0)}
+            "max_cents": None, "unique_users": 0, "funnel": dict.fromkeys(STEPS, 0),
+            "sketches": {name: MergedSketch() for name in SKETCHED}}
 
 
 def _merge(m: dict[str, Any], d: dict[str, Any]) -> None:
@@ -126,6 +127,8 @@ def _merge(m: dict[str, Any], d: dict[str, Any]) -> None:
         m["counts"][k] = m["counts"].get(k, 0) + v
     for k, v in d.get("funnel", {}).items():
         m["funnel"][k] = m["funnel"].get(k, 0) + v
+    for name, sketch in m["sketches"].items():
+        sketch.add(d.get(sketch_field(name)))
     for name, fold in (("min_cents", min), ("max_cents", max)):
         if d.get(name) is not None:
             m[name] = d[name] if m[name] is None else fold(m[name], d[name])
@@ -293,6 +296,8 @@ def overview(es: Elasticsearch, f: Filters, prefix: str = DEFAULT_PREFIX) -> dic
     total = _empty_bucket() | {"funnel": dict.fromkeys(STEPS, 0) if f.source == "windows" else None}
     for start in starts:
         b = buckets[start]
+        for name, sketch in total["sketches"].items():
+            sketch.merge(b["sketches"][name])
         view = b if not f.event_type else _only_type(b, f.event_type)
         for key in ("events", "errors", "purchases", "revenue_cents"):
             total[key] += view[key] or 0
@@ -324,6 +329,9 @@ def overview(es: Elasticsearch, f: Filters, prefix: str = DEFAULT_PREFIX) -> dic
             "error_rate": total["errors"] / total["events"] if errors_known and total["events"] else None,
         },
         "funnel": funnel,
+        # of ok purchases over the range, in cents; only window summaries carry the sketches
+        "quantiles": {name: sketch.quantiles() for name, sketch in total["sketches"].items()}
+        if f.source == "windows" and f.event_type in (None, "purchase") else None,
         "series": {
             "t": starts,
             "types": {t: [buckets[s]["counts"].get(t, 0) for s in starts] for t in types},

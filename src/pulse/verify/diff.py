@@ -7,7 +7,32 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pulse.aggregate.docs import expand
+from pulse.aggregate.model import QUANTILES, SKETCH_ACCURACY, SKETCHED, MergedSketch, quantile_name, sketch_field
 from pulse.verify.reference import Expected
+
+SKETCH_FIELDS = frozenset(sketch_field(name) for name in SKETCHED)
+
+
+def exact_quantile(values: list[int], q: float) -> int:
+    """The value at rank ⌊q·(n − 1)⌋ of the sorted values (what the sketch's bound is stated against)."""
+    return sorted(values)[int(q * (len(values) - 1))]
+
+
+def sketch_problem(exact: list[int], sketch: dict[str, Any] | None) -> str | None:
+    """Why a document's sketch does not stand for the exact values (None: it counts every value and each
+    quantile is within the stated relative bound of the exact one)."""
+    merged = MergedSketch()
+    merged.add(sketch)
+    if merged.count != len(exact):
+        return f"{merged.count} values sketched, {len(exact)} expected"
+    if not exact:
+        return None
+    estimates = merged.quantiles()
+    for q in QUANTILES:
+        want, got = exact_quantile(exact, q), estimates[quantile_name(q)]
+        if got is None or abs(got - want) > SKETCH_ACCURACY * want * (1 + 1e-9):
+            return f"{quantile_name(q)} {got} is not within {SKETCH_ACCURACY:.0%} of {want}"
+    return None
 
 
 @dataclass
@@ -38,8 +63,9 @@ COUNTER_FIELDS = ("accepted", "dead_lettered", "late", "duplicates", "forwarded"
 
 
 def diff_documents(expected: Expected, actual: dict[str, dict[str, Any]]) -> DocDiff:
-    """Every expected document must exist with equal values for the fields the reference defines; documents
-    of the same kinds that the reference does not expect are extra. Partition documents are compared by
+    """Every expected document must exist with equal values for the fields the reference defines (sketches:
+    every value counted, each quantile within the stated bound); documents of the same kinds that the reference
+    does not expect are extra. Partition documents are compared by
     their summed counters. Packed item documents are compared item by item."""
     actual = dict(expand(actual.items()))
     out = DocDiff(problems=list(expected.problems))
@@ -51,7 +77,9 @@ def diff_documents(expected: Expected, actual: dict[str, dict[str, Any]]) -> Doc
         if have is None:
             out.missing.append(doc_id)
             continue
-        bad = [(doc_id, k, v, have.get(k)) for k, v in want.items() if have.get(k) != v]
+        bad = [(doc_id, k, v, have.get(k)) for k, v in want.items() if k not in SKETCH_FIELDS and have.get(k) != v]
+        bad += [(doc_id, k, f"quantiles of {len(v)} values", problem) for k, v in want.items()
+                if k in SKETCH_FIELDS and (problem := sketch_problem(v, have.get(k)))]
         if bad:
             out.mismatched.extend(bad)
         else:

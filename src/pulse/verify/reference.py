@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pulse.aggregate.model import DIMENSIONS, FUNNEL
+from pulse.aggregate.model import DIMENSIONS, FUNNEL, sketch_field
 from pulse.events.schema import Event
 from pulse.events.validate import Rejection, validate
 from pulse.generate.partitioner import partition_for
@@ -232,7 +232,9 @@ def _aggregate(p: int, events: list[tuple[Event, int]], sizes: list[int], sessio
             w = docs.setdefault(wid, {"kind": "window", "window": name, "start": start, "end": start + size,
                                       "partition": p, "events": 0, "counts": {}, "status": {}, "errors": 0,
                                       "purchases": 0, "revenue_cents": 0, "min_cents": None, "max_cents": None,
-                                      "unique_users": 0, "funnel": dict.fromkeys(STEPS, 0)})
+                                      "unique_users": 0, "funnel": dict.fromkeys(STEPS, 0),
+                                      # the exact values whose quantiles the window's sketches estimate
+                                      sketch_field("amount"): [], sketch_field("price"): []})
             w["events"] += 1
             w["counts"][e.event_type] = w["counts"].get(e.event_type, 0) + 1
             w["status"][e.status] = w["status"].get(e.status, 0) + 1
@@ -243,6 +245,9 @@ def _aggregate(p: int, events: list[tuple[Event, int]], sizes: list[int], sessio
                 w["revenue_cents"] += paid
                 w["min_cents"] = paid if w["min_cents"] is None else min(w["min_cents"], paid)
                 w["max_cents"] = paid if w["max_cents"] is None else max(w["max_cents"], paid)
+                w[sketch_field("amount")].append(paid)
+                if e.price is not None:
+                    w[sketch_field("price")].append(round(e.price * 100))
             if step_counted:
                 w["funnel"][step_counted] += 1
             window_users[wid].add(e.user_id)

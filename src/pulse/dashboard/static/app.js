@@ -105,6 +105,25 @@
       funnel.replaceChildren(text("p", "The ordered funnel is per session; it is not available under this filter."));
     }
 
+    const qBody = document.querySelector("#quantiles tbody");
+    if (o.quantiles == null) {
+      const tr = document.createElement("tr");
+      const td = text("td", "Quantiles come from the window summaries: not available under this filter.");
+      td.colSpan = 5;
+      tr.append(td);
+      qBody.replaceChildren(tr);
+    } else qBody.replaceChildren(...Object.entries(o.quantiles).map(([name, qs]) => {
+      const tr = document.createElement("tr");
+      tr.dataset.key = name;
+      tr.append(text("th", name === "amount" ? "order amount" : "unit price"));
+      for (const [q, cents] of Object.entries(qs)) {
+        const td = text("td", cents == null ? "–" : fmt.money(cents / 100), "n");
+        td.dataset.q = q; td.dataset.value = cents == null ? "" : String(cents);
+        tr.append(td);
+      }
+      return tr;
+    }));
+
     const h = o.health;
     const rows = [["accepted", h.accepted], ["dead-lettered", h.dead_lettered], ["late", h.late],
       ["duplicates", h.duplicates], ["repartitioned (not keyed by user)", h.forwarded],
