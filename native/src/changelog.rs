@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::breakdown::{CATEGORY, DIMS};
+use crate::hll::Packed;
 use crate::sketch::Sketch;
 use crate::state::{bump, Counts, Names, Row, Session, State, Window, ABSENT, ITEM_SHARDS, PAGE_BYTES};
 
@@ -146,6 +147,9 @@ fn window_records(st: &State, win: &Window, is_final: bool, out: &mut Vec<Record
         if win.quantiles.logged {
             out.push((key("q"), None));
         }
+        if win.user_sketch.logged {
+            out.push((key("h"), None));
+        }
         out.extend((0..win.user_chunks).map(|seq| (key(&format!("u/{seq}")), None)));
         return written;
     }
@@ -164,6 +168,9 @@ fn window_records(st: &State, win: &Window, is_final: bool, out: &mut Vec<Record
         let value: SketchLog =
             win.quantiles.sketches.iter().map(|s| (s.zeros, s.bins.iter().map(|(&i, &n)| (i, n)).collect())).collect();
         out.push((key("q"), Some(enc(&value))));
+    }
+    if win.user_sketch.dirty {
+        out.push((key("h"), Some(enc(&Packed::of(&win.user_sketch.registers)))));
     }
     if win.dims.dirty {
         // the whole breakdown, a page per few thousand rows, not a record per value
@@ -210,6 +217,7 @@ pub fn changed_records(st: &mut State, finals: &[(i64, i64)], users_published: b
             }
             win.dims.logged_pages = win.dims.logged_pages.max(written.dims_pages);
             win.quantiles.logged |= win.quantiles.dirty && wrote;
+            win.user_sketch.logged |= win.user_sketch.dirty && wrote;
         }
     }
     for s in st.item_state.shards(st.item_state.dirty) {
@@ -450,6 +458,12 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], items_pending: bool, users_pe
                         *sketch = Sketch { zeros, bins: bins.into_iter().collect() };
                     }
                     q.logged = true;
+                }
+                "h" => {
+                    let packed: Packed = dec(key, value)?;
+                    let h = &mut window(st, size, start).user_sketch;
+                    h.registers = packed.registers();
+                    h.logged = true;
                 }
                 "c" => {
                     // logged before breakdowns: the categories alone; the next flush of the window logs them anew

@@ -3,8 +3,10 @@
 //! the contract with `pulse.store` (index templates, queries) and `pulse verify`; see `pulse.aggregate.docs`.
 
 use crate::breakdown::DIMENSIONS;
+use crate::hll::{self, Packed, PRECISION};
 use crate::sketch::{Sketch, SKETCHED};
 use crate::state::{Counts, Names, Row, State, Window, ABSENT, FUNNEL, PAGE_BYTES};
+use base64::{engine::general_purpose::STANDARD as BASE64, Engine};
 
 pub type Doc = (String, &'static str, Vec<u8>);
 
@@ -86,6 +88,20 @@ impl Obj {
         }
         self.raw("]}")
     }
+    /// `{"p":14,"sparse":[[register,rank],…]}` while few registers are set, else `{"p":14,"dense":"<base64>"}`.
+    fn hll(&mut self, registers: &[u8]) -> &mut Self {
+        self.raw("{\"p\":").int(PRECISION);
+        match Packed::of(registers) {
+            Packed::Sparse(pairs) => {
+                self.raw(",\"sparse\":[");
+                for (n, (i, r)) in pairs.into_iter().enumerate() {
+                    self.raw(if n == 0 { "[" } else { ",[" }).int(i).raw(",").int(r).raw("]");
+                }
+                self.raw("]}")
+            }
+            Packed::Dense(r) => self.raw(",\"dense\":\"").raw(&BASE64.encode(r)).raw("\"}"),
+        }
+    }
     fn done(mut self) -> Vec<u8> {
         self.0.push(b'}');
         self.0
@@ -118,7 +134,12 @@ fn summary(st: &State, win: &Window, is_final: bool, v: i64) -> Doc {
     } else {
         o.key("min_cents").raw("null").key("max_cents").raw("null");
     }
-    o.key("unique_users").int(win.users.len()).key("funnel");
+    if win.exact_users() {
+        o.key("unique_users").int(win.users.len());
+    } else {
+        o.key("unique_users").raw("null"); // only its HyperLogLog (`window_users`)
+    }
+    o.key("funnel");
     for (i, step) in FUNNEL.iter().enumerate() {
         o.raw(if i == 0 { "{" } else { "," }).str(step).raw(":").int(win.funnel[i]);
     }
@@ -219,6 +240,14 @@ fn dims_docs(st: &State, win: &Window, is_final: bool, v: i64, out: &mut Vec<Doc
     }
 }
 
+/// The window's HyperLogLog of its users (windows from `SKETCH_USERS_FROM` on), apart from the summary so that it
+/// goes out only when one of its registers rose.
+fn users_doc(st: &State, win: &Window, is_final: bool, v: i64) -> Doc {
+    let mut o = window_base("window_users", win, st.partition, is_final, v);
+    o.key(hll::FIELD).hll(&win.user_sketch.registers);
+    (window_id("window_users", win, st.partition, None), "window_users", o.done())
+}
+
 fn user(st: &State, id: u32, v: i64) -> Option<Doc> {
     let u = &st.users[id as usize];
     if u.first == ABSENT {
@@ -261,6 +290,9 @@ pub fn changed_docs(st: &State, finals: &[(i64, i64)], flushed_at: i64, details:
         }
         if (is_final || win.dims.dirty) && !win.dims.is_empty() {
             dims_docs(st, win, is_final, v, &mut out);
+        }
+        if (is_final || win.user_sketch.dirty) && !win.user_sketch.registers.is_empty() {
+            out.push(users_doc(st, win, is_final, v));
         }
     }
     if users {

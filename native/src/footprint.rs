@@ -29,6 +29,7 @@ fn window(w: &Window) -> usize {
         + w.new_users.capacity() * size_of::<u32>()
         + shards(&w.items)
         + w.dims.capacity() * (size_of::<u32>() + size_of::<Row>() + 1)
+        + w.user_sketch.registers.capacity()
         + w.quantiles.sketches.iter().map(|s| s.bins.len() * 2 * (size_of::<i32>() + size_of::<u64>())).sum::<usize>()
 }
 

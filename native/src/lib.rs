@@ -22,6 +22,7 @@ pub mod changelog;
 pub mod docs;
 pub mod event;
 mod footprint;
+pub mod hll;
 mod message;
 pub mod sketch;
 pub mod state;
@@ -472,6 +473,12 @@ fn sketch_quantiles(zeros: u64, bins: Vec<(i32, u64)>, qs: Vec<f64>) -> Vec<Opti
     qs.into_iter().map(|q| s.quantile(q)).collect()
 }
 
+/// The distinct count a HyperLogLog's registers estimate (after readers merged them by maximum).
+#[pyfunction]
+fn hll_estimate(registers: &[u8]) -> f64 {
+    hll::estimate(registers)
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Partition>()?;
@@ -494,6 +501,11 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SKETCHED", sketch::SKETCHED.to_vec())?;
     m.add("QUANTILES", sketch::QUANTILES.to_vec())?;
     m.add("SKETCH_ACCURACY", sketch::ACCURACY)?;
+    m.add("HLL_PRECISION", hll::PRECISION)?;
+    m.add("USERS_SKETCH", hll::FIELD)?;
+    m.add("EXACT_USERS_UP_TO_MS", hll::EXACT_USERS_UP_TO)?;
+    m.add("SKETCH_USERS_FROM_MS", hll::SKETCH_USERS_FROM)?;
+    m.add_function(wrap_pyfunction!(hll_estimate, m)?)?;
     m.add_function(wrap_pyfunction!(sketch_quantiles, m)?)?;
     m.add("SOURCE_PARTITION_HEADER", message::SOURCE_PARTITION)?;
     m.add("SOURCE_OFFSET_HEADER", message::SOURCE_OFFSET)?;

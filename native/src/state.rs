@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::breakdown::{Breakdown, Values, CATEGORY, COUNTRY, DEVICE, DIMS, STATUS};
 use crate::event::{cents, Event};
+use crate::hll::{user_hash, Hll, EXACT_USERS_UP_TO, SKETCH_USERS_FROM};
 use crate::sketch::{Quantiles, AMOUNT, PRICE};
 
 pub const ITEM_SHARDS: usize = 32;
@@ -200,12 +201,17 @@ pub struct Window {
     pub items: Shards,
     pub dims: Breakdown,
     pub quantiles: Quantiles,
+    pub user_sketch: Hll, // windows from `SKETCH_USERS_FROM` on
     pub dirty: bool,
 }
 
 impl Window {
     pub fn end(&self) -> i64 {
         self.start + self.size
+    }
+    /// Whether the window counts its users exactly (a set), or only with its HyperLogLog.
+    pub fn exact_users(&self) -> bool {
+        self.size <= EXACT_USERS_UP_TO
     }
     pub fn add_revenue(&mut self, amount: i64) {
         let r = &mut self.rev;
@@ -509,6 +515,7 @@ impl State {
         if let Some(it) = item {
             self.set_category(it, values[CATEGORY]);
         }
+        let mut hash = None; // the user id's, once a window sketches users
         for i in 0..self.cfg.sizes.len() {
             let size = self.cfg.sizes[i];
             let start = ts - ts.rem_euclid(size);
@@ -516,8 +523,12 @@ impl State {
             win.dirty = true;
             bump(&mut win.counts, etype, 1);
             bump(&mut win.status, status, 1);
-            if win.users.insert(user) {
+            let new_here = !win.exact_users() || win.users.insert(user);
+            if new_here && win.exact_users() {
                 win.new_users.push(user);
+            }
+            if new_here && size >= SKETCH_USERS_FROM {
+                win.user_sketch.add(*hash.get_or_insert_with(|| user_hash(&e.user_id)));
             }
             if let Some(it) = item {
                 win.items.row(shard, it).add(etype, paid);
@@ -648,6 +659,7 @@ impl State {
             win.items.flushed(details);
             win.dims.dirty = false;
             win.quantiles.dirty = false;
+            win.user_sketch.dirty = false;
             win.new_users.clear();
         }
         self.item_state.flushed(details);

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -169,10 +170,39 @@ def group_lag(lookup: Consumer, topic: str, timeout_s: float = 2.0) -> int | Non
         return None
 
 
+def waiting_seconds(lookup: Consumer, topic: str, timeout_s: float = 0.5) -> float | None:
+    """How long the oldest record of ``topic`` that ``lookup``'s group has not committed has waited: lag in
+    seconds (0: none waits; None: it cannot be told now). With the topic's ``LogAppendTime`` the record's
+    timestamp is when the broker took it."""
+    try:
+        partitions = lookup.list_topics(topic, timeout=timeout_s).topics[topic].partitions
+        committed = lookup.committed([TopicPartition(topic, p) for p in partitions], timeout=timeout_s)
+        waiting = [TopicPartition(topic, tp.partition, max(tp.offset, 0)) for tp in committed
+                   if lookup.get_watermark_offsets(tp, timeout=timeout_s)[1] > max(tp.offset, 0)]
+        if not waiting:
+            return 0.0
+        lookup.assign(waiting)
+        oldest: dict[int, int] = {}
+        deadline = time.monotonic() + timeout_s
+        while len(oldest) < len(waiting) and time.monotonic() < deadline:
+            for msg in lookup.consume(64, timeout=0.1):
+                if msg.error() is None and msg.partition() not in oldest:
+                    oldest[msg.partition()] = msg.timestamp()[1]
+        return max(0.0, time.time() - min(oldest.values()) / 1000) if oldest else None
+    except (KafkaException, KeyError, TypeError):
+        return None
+    finally:
+        with contextlib.suppress(KafkaException):
+            lookup.unassign()
+
+
 def lag_reader(bootstrap: str, group: str) -> Consumer:
-    """A consumer for :func:`group_lag` of ``group``."""
+    """A consumer for :func:`group_lag` and :func:`waiting_seconds` of ``group`` (small fetches: it reads one
+    record per partition)."""
     return Consumer(client_config(bootstrap, {"group.id": group, "enable.auto.commit": False,
-                     "logger": QUIET_LOG}))
+                                              "logger": QUIET_LOG,
+                                              "max.partition.fetch.bytes": 16_384,
+                                              "queued.max.messages.kbytes": 1024}))
 
 
 def offsets_at(consumer: Consumer, topic: str, partitions: list[int], ts_ms: int) -> dict[int, int]:

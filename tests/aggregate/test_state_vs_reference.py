@@ -22,7 +22,7 @@ from pulse.generate.traffic import Traffic, TrafficConfig
 from pulse.verify.diff import diff_documents
 from pulse.verify.reference import recompute
 
-SIZES = (10_000, 60_000, 3_600_000)
+SIZES = (10_000, 60_000, 3_600_000, 86_400_000)
 
 
 def flush(st_: Partition, out: dict, details: bool = True, users: bool = True, log: list | None = None) -> list:

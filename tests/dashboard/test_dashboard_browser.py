@@ -224,6 +224,8 @@ def test_kpis_equal_the_query_module_and_filters_apply(pipeline: Pipeline, brows
             assert abs(shown - exact_quantile(exact, q)) <= SKETCH_ACCURACY * exact_quantile(exact, q) * (1 + 1e-9)
     health = query.pipeline_health(pipeline.es, pipeline.prefix)
     assert _kpi(browser, "freshness_s") is not None and _kpi(browser, "freshness_s") >= 0
+    lag_s = _kpi(browser, "aggregator_lag_s")  # a pipeline keeping up at 300 events/s: its oldest record is fresh
+    assert lag_s is not None and 0 <= lag_s < 10
     assert health["partitions"] == 6
 
     # filter by event type through the form: the URL and the numbers follow

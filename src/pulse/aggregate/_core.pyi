@@ -12,6 +12,12 @@ DIMENSIONS: Final[list[str]]
 SKETCHED: Final[list[str]]
 QUANTILES: Final[list[float]]
 SKETCH_ACCURACY: Final[float]
+HLL_PRECISION: Final[int]
+USERS_SKETCH: Final[str]
+EXACT_USERS_UP_TO_MS: Final[int]
+SKETCH_USERS_FROM_MS: Final[int]
+
+def hll_estimate(registers: bytes) -> float: ...
 
 def sketch_quantiles(zeros: int, bins: list[tuple[int, int]], qs: list[float]) -> list[float | None]: ...
 SOURCE_PARTITION_HEADER: Final[str]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class StateConfig:
-    window_sizes: tuple[int, ...] = (10_000, 60_000, 3_600_000)
+    window_sizes: tuple[int, ...] = (10_000, 60_000, 3_600_000, 86_400_000)
     grace_ms: int = 30_000
     dedup_horizon_ms: int = 30_000
     session_timeout_ms: int = 30 * 60_000

@@ -13,6 +13,8 @@ renders them (``native/src/docs.rs``); the kinds and ids are:
   :data:`pulse.aggregate.model.DIMENSIONS` —, ``value``, ``counts``, ``revenue_cents``, ``purchases``): one
   document per window, not one per value (further pages ``window_dims:<size>:<start>:page<k>:p<p>`` only past
   a few thousand rows);
+- ``window_users:<size>:<start>:p<p>`` (windows from :data:`pulse.aggregate.model.SKETCH_USERS_FROM_MS` on): a
+  HyperLogLog of the window's users (``users_hll``), published only when one of its registers rose;
 - ``user:<user_id>`` and ``items:s<k>:p<p>`` (current entity state), ``partition:<p>`` (watermark, accounting).
 
 :func:`expand` turns packed documents back into one logical document per row (what `pulse verify` compares).

@@ -4,7 +4,10 @@
 - ``FUNNEL``: the ordered funnel steps (event types) a session advances through;
 - ``DIMENSIONS``: what every window is broken down by, exactly, one dimension at a time;
 - ``SKETCHED``: the values of ok purchases whose quantiles (``QUANTILES``) every window summary carries as a
-  mergeable sketch (``<name>_sketch``), each quantile within a relative ``SKETCH_ACCURACY`` of the exact one.
+  mergeable sketch (``<name>_sketch``), each quantile within a relative ``SKETCH_ACCURACY`` of the exact one;
+- distinct users: exact (``unique_users``) in windows up to ``EXACT_USERS_UP_TO_MS``; windows from
+  ``SKETCH_USERS_FROM_MS`` on carry a HyperLogLog (``window_users`` documents, standard error
+  ``USERS_STANDARD_ERROR``), and longer windows only that.
 
 The documents, the Elasticsearch mapping, the queries, the dashboard, the Kibana export and `pulse verify`'s
 reference read these names from here, so adding a step, a dimension or a sketched value is one change in the
@@ -14,6 +17,8 @@ own rule (:func:`quantiles`).
 
 from __future__ import annotations
 
+import base64
+import math
 from typing import Any
 
 from pulse.aggregate import _core
@@ -23,6 +28,11 @@ DIMENSIONS: tuple[str, ...] = tuple(_core.DIMENSIONS)
 SKETCHED: tuple[str, ...] = tuple(_core.SKETCHED)
 QUANTILES: tuple[float, ...] = tuple(_core.QUANTILES)
 SKETCH_ACCURACY: float = _core.SKETCH_ACCURACY
+HLL_PRECISION: int = _core.HLL_PRECISION
+USERS_SKETCH: str = _core.USERS_SKETCH  # the field of ``window_users`` documents
+USERS_STANDARD_ERROR: float = 1.04 / math.sqrt(1 << HLL_PRECISION)
+EXACT_USERS_UP_TO_MS: int = _core.EXACT_USERS_UP_TO_MS
+SKETCH_USERS_FROM_MS: int = _core.SKETCH_USERS_FROM_MS
 
 
 def sketch_field(name: str) -> str:
@@ -63,3 +73,27 @@ class MergedSketch:
         """Each quantile (in the sketched unit, cents) by name: ``{"p50": …, …}``; None when empty."""
         values = _core.sketch_quantiles(self.zeros, sorted(self.bins.items()), list(qs))
         return {quantile_name(q): v for q, v in zip(qs, values, strict=True)}
+
+
+class MergedUsers:
+    """HyperLogLogs of several partitions or windows, merged as the engine would: the maximum per register."""
+
+    def __init__(self) -> None:
+        self.registers = bytearray(1 << HLL_PRECISION)
+        self.empty = True
+
+    def add(self, doc_hll: dict[str, Any] | None) -> None:
+        """Fold in a document's ``{"p": 14, "sparse": [[register, rank], …]}`` or ``{"p": 14, "dense": base64}``."""
+        if not doc_hll:
+            return
+        if doc_hll["p"] != HLL_PRECISION:
+            raise ValueError(f"a HyperLogLog of precision {doc_hll['p']}, not {HLL_PRECISION}")
+        regs = self.registers
+        pairs = enumerate(base64.b64decode(doc_hll["dense"])) if "dense" in doc_hll else doc_hll["sparse"]
+        for i, rank in pairs:
+            if rank > regs[i]:
+                regs[i] = rank
+        self.empty = False
+
+    def estimate(self) -> int:
+        return 0 if self.empty else round(_core.hll_estimate(bytes(self.registers)))

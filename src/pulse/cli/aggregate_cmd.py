@@ -71,8 +71,10 @@ def state_options(command: Callable[..., object]) -> Callable[..., object]:
     """The options that decide what the aggregates are (aggregate, verify and replay must agree on them):
     --windows, --grace, --dedup-horizon, --forward-wait."""
     for option in reversed((
-        click.option("--windows", envvar="PULSE_WINDOWS", default="10s,1m,1h", show_default=True, callback=_sizes,
-                     help="Tumbling window sizes."),
+        click.option("--windows", envvar="PULSE_WINDOWS", default=",".join(map(label, StateConfig.window_sizes)),
+                     show_default=True, callback=_sizes,
+                     help="Tumbling window sizes (windows up to 1h count users exactly; from 1h on they also "
+                          "carry a HyperLogLog, and longer ones only that)."),
         click.option("--grace", envvar="PULSE_GRACE", default="30s", show_default=True, type=Duration(0, ms=True),
                      help="Allowed lateness: the watermark is the max event time seen minus this."),
         click.option("--dedup-horizon", envvar="PULSE_DEDUP_HORIZON", default=None, type=Duration(0.001, ms=True),

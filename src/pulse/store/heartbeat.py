@@ -1,7 +1,8 @@
 """The pipeline heartbeat: one small document per writer saying how fresh and how far behind Pulse is.
 
 The dashboard and Kibana read it to show data freshness (age of the newest aggregate in Elasticsearch) and
-consumer lag (input records the aggregator has not committed yet, documents the writer has not written).
+consumer lag (input records the aggregator has not committed yet, and how long the oldest of them has waited;
+documents the writer has not written).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 from confluent_kafka import Consumer
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
-from pulse.kafkaio import group_lag, lag_reader
+from pulse.kafkaio import group_lag, lag_reader, waiting_seconds
 from pulse.store.indices import heartbeat_index
 
 
@@ -28,11 +29,20 @@ class Heartbeat:
     def due(self) -> bool:
         return time.monotonic() - self._last >= self.every_s
 
-    def lag(self, group: str, topic: str) -> int | None:
+    def _reader(self, group: str) -> Consumer:
         reader = self._readers.get(group)
         if reader is None:
             reader = self._readers[group] = lag_reader(self._bootstrap, group)
-        return group_lag(reader, topic)
+        return reader
+
+    def lag(self, group: str, topic: str) -> int | None:
+        """Records of ``topic`` the group has not committed."""
+        return group_lag(self._reader(group), topic)
+
+    def lag_seconds(self, group: str, topic: str) -> float | None:
+        """How long the group's oldest uncommitted record of ``topic`` has waited."""
+        waited = waiting_seconds(self._reader(group), topic)
+        return None if waited is None else round(waited, 3)
 
     def close(self) -> None:
         for reader in self._readers.values():

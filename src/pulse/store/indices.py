@@ -12,10 +12,11 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
-from pulse.aggregate.model import SKETCHED, sketch_field
+from pulse.aggregate.model import SKETCHED, USERS_SKETCH, sketch_field
 
 DEFAULT_PREFIX = "pulse"
-KIND_FAMILY = {"window": "windows", "window_items": "windows", "window_dims": "windows", "user": "users",
+KIND_FAMILY = {"window": "windows", "window_items": "windows", "window_dims": "windows", "window_users": "windows",
+               "user": "users",
                "items": "items", "partition": "partitions"}
 FAMILIES = ("windows", "users", "items", "partitions")
 ARCHIVE_FAMILIES = ("events", "deadletter", "late")
@@ -30,7 +31,8 @@ _WINDOW = {
     "funnel": _COUNTS, "status": _COUNTS,
 }
 # Sketches are read whole and merged by the query module: stored, not indexed (their bins are not fields).
-_SKETCHES = {sketch_field(name): {"type": "object", "enabled": False} for name in SKETCHED}
+_SKETCHES = {field: {"type": "object", "enabled": False}
+             for field in (*(sketch_field(name) for name in SKETCHED), USERS_SKETCH)}
 _OWNED = {"kind": {"type": "keyword"}, "partition": {"type": "integer"}, "version": {"type": "long"}}
 _TOTALS = {"counts": _COUNTS, "revenue_cents": {"type": "long"}, "purchases": {"type": "long"}}
 _COMMON = _OWNED | _TOTALS
@@ -77,6 +79,7 @@ _ARCHIVE_PROPERTIES: dict[str, dict[str, Any]] = {
 HEARTBEAT_PROPERTIES = {
     "component": {"type": "keyword"}, "at": {"type": "date", "format": "epoch_millis"},
     "group": {"type": "keyword"}, "topic": {"type": "keyword"}, "aggregator_lag": {"type": "long"},
+    "aggregator_lag_s": {"type": "double"},
     "store_lag": {"type": "long"}, "newest_flush_at": {"type": "date", "format": "epoch_millis"},
     "newest_event_ts": {"type": "date", "format": "epoch_millis"}, "written": {"type": "long"},
     "stale": {"type": "long"}, "dead_lettered": {"type": "long"}, "retries": {"type": "long"},
@@ -171,6 +174,8 @@ def ensure_indices(es: Elasticsearch, prefix: str = DEFAULT_PREFIX) -> list[str]
         if not es.indices.exists(index=index):
             es.indices.create(index=index, **_strict(properties))
             made.append(index)
+        else:  # an index from an older version: take the fields this one writes
+            es.indices.put_mapping(index=index, properties=properties)
     return made
 
 

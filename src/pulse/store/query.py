@@ -25,11 +25,20 @@ from typing import Any
 
 from elasticsearch import Elasticsearch, NotFoundError, helpers
 
-from pulse.aggregate.model import DIMENSIONS, FUNNEL, SKETCHED, MergedSketch, sketch_field
+from pulse.aggregate.model import (
+    DIMENSIONS,
+    EXACT_USERS_UP_TO_MS,
+    FUNNEL,
+    SKETCHED,
+    USERS_SKETCH,
+    MergedSketch,
+    MergedUsers,
+    sketch_field,
+)
 from pulse.store.indices import DEFAULT_PREFIX, FAMILIES, alias, heartbeat_index
 
 STEPS = FUNNEL
-WINDOW_MS = {"10s": 10_000, "1m": 60_000, "1h": 3_600_000}
+WINDOW_MS = {"10s": 10_000, "1m": 60_000, "1h": 3_600_000, "1d": 86_400_000}
 MAX_BUCKETS = 400
 
 
@@ -85,7 +94,7 @@ class Filters:
         for name, ms in WINDOW_MS.items():
             if span / ms <= MAX_BUCKETS:
                 return name
-        return "1h"
+        return "1d"
 
 
 def all_documents(es: Elasticsearch, prefix: str = DEFAULT_PREFIX) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -122,7 +131,7 @@ def _merge(m: dict[str, Any], d: dict[str, Any]) -> None:
     m["errors"] += d.get("errors", 0)
     m["purchases"] += d["purchases"]
     m["revenue_cents"] += d["revenue_cents"]
-    m["unique_users"] += d.get("unique_users", 0)
+    m["unique_users"] += d.get("unique_users") or 0  # None: a window counting users only approximately
     for k, v in counts.items():
         m["counts"][k] = m["counts"].get(k, 0) + v
     for k, v in d.get("funnel", {}).items():
@@ -184,6 +193,12 @@ def window_buckets(es: Elasticsearch, f: Filters, window: str | None = None,
     elif f.source == "windows":
         for d in _scan(es, index, clauses):
             _merge(out.setdefault(d["start"], _empty_bucket()), d)
+        if WINDOW_MS[window] > EXACT_USERS_UP_TO_MS:  # distinct users from the merged HyperLogLogs
+            users: dict[int, MergedUsers] = {}
+            for d in _scan(es, index, [{"term": {"kind": "window_users"}}, *clauses[1:]]):
+                users.setdefault(d["start"], MergedUsers()).add(d.get(USERS_SKETCH))
+            for start, m in out.items():
+                m["unique_users"] = users[start].estimate() if start in users else 0
     for m in out.values():
         m["avg_cents"] = m["revenue_cents"] / m["purchases"] if m["purchases"] else None
     return out
@@ -280,7 +295,8 @@ def pipeline_health(es: Elasticsearch, prefix: str = DEFAULT_PREFIX, now_ms: int
     return {"partitions": partitions, **totals,
             "newest_flush_at": newest_flush, "newest_event_ts": newest_event,
             "freshness_s": (now_ms - newest_flush) / 1000 if newest_flush else None,
-            "aggregator_lag": beat.get("aggregator_lag"), "store_lag": beat.get("store_lag"),
+            "aggregator_lag": beat.get("aggregator_lag"), "aggregator_lag_s": beat.get("aggregator_lag_s"),
+            "store_lag": beat.get("store_lag"),
             "store_dead_lettered": beat.get("dead_lettered"), "heartbeat_at": beat.get("at")}
 
 

@@ -118,6 +118,7 @@ class ElasticsearchWriter(Projection[WriterStats]):
         s.last_error = self.heartbeat.publish(
             self.es, cfg.index_prefix, group=cfg.group, topic=cfg.input_topic,
             aggregator_lag=self.heartbeat.lag(cfg.group, cfg.input_topic),
+            aggregator_lag_s=self.heartbeat.lag_seconds(cfg.group, cfg.input_topic),
             store_lag=self.heartbeat.lag(cfg.consumer_group, cfg.source_topic),
             newest_flush_at=s.newest_flush_ms or None, newest_event_ts=s.newest_event_ms or None,
             written=s.writes, stale=s.stale, dead_lettered=s.dead_lettered, retries=s.retries,

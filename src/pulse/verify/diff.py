@@ -7,10 +7,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pulse.aggregate.docs import expand
-from pulse.aggregate.model import QUANTILES, SKETCH_ACCURACY, SKETCHED, MergedSketch, quantile_name, sketch_field
+from pulse.aggregate.model import (
+    QUANTILES,
+    SKETCH_ACCURACY,
+    SKETCHED,
+    USERS_SKETCH,
+    USERS_STANDARD_ERROR,
+    MergedSketch,
+    MergedUsers,
+    quantile_name,
+    sketch_field,
+)
 from pulse.verify.reference import Expected
 
 SKETCH_FIELDS = frozenset(sketch_field(name) for name in SKETCHED)
+USERS_TOLERANCE = 4 * USERS_STANDARD_ERROR
+"""How far a HyperLogLog's estimate may be from the exact count (4 standard errors, relative)."""
 
 
 def exact_quantile(values: list[int], q: float) -> int:
@@ -59,12 +71,37 @@ class DocDiff:
         return "\n".join(parts)
 
 
+def users_problem(exact: set[str], doc_hll: dict[str, Any] | None) -> str | None:
+    """Why a window's HyperLogLog does not stand for its exact set of users (None: within the tolerance)."""
+    merged = MergedUsers()
+    merged.add(doc_hll)
+    got, want = merged.estimate(), len(exact)
+    if abs(got - want) > USERS_TOLERANCE * want + 0.5:
+        return f"estimate {got} is not within {USERS_TOLERANCE:.1%} of {want} distinct users"
+    return None
+
+
+def _field_problems(doc_id: str, want: dict[str, Any], have: dict[str, Any]) -> list[tuple[str, str, Any, Any]]:
+    out = []
+    for k, v in want.items():
+        if k in SKETCH_FIELDS:
+            if problem := sketch_problem(v, have.get(k)):
+                out.append((doc_id, k, f"quantiles of {len(v)} values", problem))
+        elif k == USERS_SKETCH:
+            if problem := users_problem(v, have.get(k)):
+                out.append((doc_id, k, f"{len(v)} distinct users", problem))
+        elif have.get(k) != v:
+            out.append((doc_id, k, v, have.get(k)))
+    return out
+
+
 COUNTER_FIELDS = ("accepted", "dead_lettered", "late", "duplicates", "forwarded")
 
 
 def diff_documents(expected: Expected, actual: dict[str, dict[str, Any]]) -> DocDiff:
-    """Every expected document must exist with equal values for the fields the reference defines (sketches:
-    every value counted, each quantile within the stated bound); documents of the same kinds that the reference
+    """Every expected document must exist with equal values for the fields the reference defines (quantile
+    sketches: every value counted, each quantile within the stated bound; HyperLogLogs: within
+    ``USERS_TOLERANCE``); documents of the same kinds that the reference
     does not expect are extra. Partition documents are compared by
     their summed counters. Packed item documents are compared item by item."""
     actual = dict(expand(actual.items()))
@@ -77,9 +114,7 @@ def diff_documents(expected: Expected, actual: dict[str, dict[str, Any]]) -> Doc
         if have is None:
             out.missing.append(doc_id)
             continue
-        bad = [(doc_id, k, v, have.get(k)) for k, v in want.items() if k not in SKETCH_FIELDS and have.get(k) != v]
-        bad += [(doc_id, k, f"quantiles of {len(v)} values", problem) for k, v in want.items()
-                if k in SKETCH_FIELDS and (problem := sketch_problem(v, have.get(k)))]
+        bad = _field_problems(doc_id, want, have)
         if bad:
             out.mismatched.extend(bad)
         else:

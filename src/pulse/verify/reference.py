@@ -23,7 +23,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pulse.aggregate.model import DIMENSIONS, FUNNEL, sketch_field
+from pulse.aggregate.model import (
+    DIMENSIONS,
+    EXACT_USERS_UP_TO_MS,
+    FUNNEL,
+    SKETCH_USERS_FROM_MS,
+    USERS_SKETCH,
+    sketch_field,
+)
 from pulse.events.schema import Event
 from pulse.events.validate import Rejection, validate
 from pulse.generate.partitioner import partition_for
@@ -250,8 +257,13 @@ def _aggregate(p: int, events: list[tuple[Event, int]], sizes: list[int], sessio
                     w[sketch_field("price")].append(round(e.price * 100))
             if step_counted:
                 w["funnel"][step_counted] += 1
-            window_users[wid].add(e.user_id)
-            w["unique_users"] = len(window_users[wid])
+            users = window_users[wid]
+            users.add(e.user_id)
+            w["unique_users"] = len(users) if size <= EXACT_USERS_UP_TO_MS else None
+            if size >= SKETCH_USERS_FROM_MS:  # the exact set whose size the window's HyperLogLog estimates
+                docs.setdefault(f"window_users:{name}:{start}:p{p}", {
+                    "kind": "window_users", "window": name, "start": start, "end": start + size, "partition": p,
+                    USERS_SKETCH: users})
             if e.item_id is not None:
                 category = item_category.setdefault(e.item_id, e.category)
                 d = docs.setdefault(f"window_item:{name}:{start}:{e.item_id}:p{p}", {

@@ -62,7 +62,9 @@
   function render(o) {
     for (const [name, format] of Object.entries(KPI)) setKpi(name, o.kpis[name], format);
     setKpi("freshness_s", o.health.freshness_s, fmt.secs);
-    setKpi("aggregator_lag", o.health.aggregator_lag, fmt.count);
+    setKpi("aggregator_lag_s", o.health.aggregator_lag_s, fmt.secs);
+    document.getElementById("lag-records").textContent =
+      o.health.aggregator_lag == null ? "" : fmt.count(o.health.aggregator_lag) + " records";
     const s = o.series;
     chart(document.getElementById("chart-types"), s.t, s.types, s.partial);
     chart(document.getElementById("chart-revenue"), s.t, { revenue: s.revenue }, s.partial);
