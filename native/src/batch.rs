@@ -149,12 +149,12 @@ fn route_partition(
     for &i in indices {
         let r = &recs[i];
         if forwarded {
-            if r.offset < st.repart_next {
+            if r.offset < st.pos.repart_next {
                 continue; // already inside the state
             }
             st.begin_forwarded(r.offset);
         } else {
-            if r.offset < st.next_offset {
+            if r.offset < st.pos.next_offset {
                 continue;
             }
             st.begin(r.offset);

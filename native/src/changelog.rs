@@ -72,7 +72,7 @@ fn pages<R: Serialize>(rows: impl Iterator<Item = R>, hint: usize) -> Vec<Vec<u8
 /// A shard's item rows, paged.
 fn shard_pages(st: &State, map: &rustc_hash::FxHashMap<u32, Row>) -> Vec<Vec<u8>> {
     let rows = map.iter().map(|(&it, row)| -> RowOut {
-        (st.items.name(it), st.category(it), named(&st.types, &row.counts), row.cents, row.purchases)
+        (st.catalog.items.name(it), st.category(it), named(&st.catalog.types, &row.counts), row.cents, row.purchases)
     });
     pages(rows, map.len())
 }
@@ -80,7 +80,7 @@ fn shard_pages(st: &State, map: &rustc_hash::FxHashMap<u32, Row>) -> Vec<Vec<u8>
 /// A window's breakdown rows, paged.
 fn dims_pages(st: &State, win: &Window) -> Vec<Vec<u8>> {
     let rows = win.dims.iter().map(|(d, value, row)| -> DimOut {
-        (d as u8, st.labels[d].name(value), named(&st.types, &row.counts), row.cents, row.purchases)
+        (d as u8, st.catalog.labels[d].name(value), named(&st.catalog.types, &row.counts), row.cents, row.purchases)
     });
     pages(rows, win.dims.len())
 }
@@ -154,7 +154,7 @@ fn window_records(st: &State, win: &Window, is_final: bool, out: &mut Vec<Record
         return written;
     }
     if win.dirty {
-        let value = (named(&st.types, &win.counts), named(&st.types, &win.status), win.rev, win.funnel);
+        let value = (named(&st.catalog.types, &win.counts), named(&st.catalog.types, &win.status), win.rev, win.funnel);
         out.push((key("s"), Some(enc(&value))));
     }
     for s in win.items.shards(win.items.dirty) {
@@ -181,7 +181,7 @@ fn window_records(st: &State, win: &Window, is_final: bool, out: &mut Vec<Record
         }
     }
     for ids in win.new_users.chunks(CHUNK) {
-        let names: Vec<&str> = ids.iter().map(|&u| st.user_ids.name(u)).collect();
+        let names: Vec<&str> = ids.iter().map(|&u| st.users.ids.name(u)).collect();
         out.push((key(&format!("u/{}", win.user_chunks + written.user_chunks)), Some(enc(&names))));
         written.user_chunks += 1;
     }
@@ -189,13 +189,13 @@ fn window_records(st: &State, win: &Window, is_final: bool, out: &mut Vec<Record
 }
 
 fn user_entry(st: &State, id: u32, kind: u8) -> Option<EntryOut<'_>> {
-    let u = &st.users[id as usize];
+    let u = &st.users.list[id as usize];
     if u.first == ABSENT {
         return None;
     }
-    let last_item = u.last_item.map(|i| st.items.name(i));
-    let rec = (u.first, u.last, named(&st.types, &u.counts), u.spent, u.purchases, last_item);
-    Some((kind, st.user_ids.name(id), Some(rec), None))
+    let last_item = u.last_item.map(|i| st.catalog.items.name(i));
+    let rec = (u.first, u.last, named(&st.catalog.types, &u.counts), u.spent, u.purchases, last_item);
+    Some((kind, st.users.ids.name(id), Some(rec), None))
 }
 
 /// Records for everything that changed since the last flush (`users_published`: this flush publishes the user
@@ -220,26 +220,29 @@ pub fn changed_records(st: &mut State, finals: &[(i64, i64)], users_published: b
             win.user_sketch.logged |= win.user_sketch.dirty && wrote;
         }
     }
-    for s in st.item_state.shards(st.item_state.dirty) {
-        for (page, value) in shard_pages(st, &st.item_state.maps[s]).into_iter().enumerate() {
+    for s in st.catalog.item_state.shards(st.catalog.item_state.dirty) {
+        for (page, value) in shard_pages(st, &st.catalog.item_state.maps[s]).into_iter().enumerate() {
             out.push((format!("it/{}", page_key(s, page)).into_bytes(), Some(value)));
         }
     }
     entity_records(st, users_published, &mut out);
     let meta: Meta = (
-        st.next_offset,
-        st.max_ts,
-        st.floor,
-        st.counters,
-        st.snap_epoch,
-        st.snap_chunks,
-        st.delta_first,
-        st.delta_next,
-        st.log_entries,
+        st.pos.next_offset,
+        st.time.max_ts,
+        st.time.floor,
+        st.pos.counters,
+        st.log.snap_epoch,
+        st.log.snap_chunks,
+        st.log.delta_first,
+        st.log.delta_next,
+        st.log.entries,
     );
     out.push((META.to_vec(), Some(enc(&meta))));
-    if st.repart_next > 0 || st.forwarded > 0 {
-        out.push((FORWARDING.to_vec(), Some(enc(&(st.repart_next, st.forwarded, &st.clocks, st.clock)))));
+    if st.pos.repart_next > 0 || st.pos.forwarded > 0 {
+        out.push((
+            FORWARDING.to_vec(),
+            Some(enc(&(st.pos.repart_next, st.pos.forwarded, &st.time.clocks, st.time.clock))),
+        ));
     }
     out
 }
@@ -247,57 +250,57 @@ pub fn changed_records(st: &mut State, finals: &[(i64, i64)], users_published: b
 /// How many of `changed_records`' records (the last ones) are the partition's position and counters, which every
 /// flush writes: the rest are state that changed.
 pub fn meta_records(st: &State) -> usize {
-    1 + usize::from(st.repart_next > 0 || st.forwarded > 0)
+    1 + usize::from(st.pos.repart_next > 0 || st.pos.forwarded > 0)
 }
 
 fn entity_records(st: &mut State, users_published: bool, out: &mut Vec<Record>) {
-    let changed = st.dirty_users.len() + st.dirty_sessions.len() + st.gone_sessions.len();
+    let changed = st.users.dirty.len() + st.sessions.dirty.len() + st.sessions.gone.len();
     if changed == 0 {
         return;
     }
-    st.log_entries += changed as u64;
-    let live = (st.users.len() + st.sessions.len()) as u64;
-    if st.log_entries > st.cfg.compact_after && st.log_entries > 2 * live {
+    st.log.entries += changed as u64;
+    let live = (st.users.list.len() + st.sessions.map.len()) as u64;
+    if st.log.entries > st.cfg.compact_after && st.log.entries > 2 * live {
         return snapshot(st, users_published, out);
     }
-    let mut entries: Vec<EntryOut> = st.dirty_users.iter().filter_map(|&u| user_entry(st, u, USER_PENDING)).collect();
-    for sid in &st.dirty_sessions {
-        if let Some(s) = st.sessions.get(sid) {
+    let mut entries: Vec<EntryOut> = st.users.dirty.iter().filter_map(|&u| user_entry(st, u, USER_PENDING)).collect();
+    for sid in &st.sessions.dirty {
+        if let Some(s) = st.sessions.map.get(sid) {
             entries.push((SESSION, sid, None, Some((s.steps, s.last))));
         }
     }
-    entries.extend(st.gone_sessions.iter().map(|sid| (SESSION_GONE, sid.as_str(), None, None)));
-    let mut seq = st.delta_next;
+    entries.extend(st.sessions.gone.iter().map(|sid| (SESSION_GONE, sid.as_str(), None, None)));
+    let mut seq = st.log.delta_next;
     for chunk in entries.chunks(CHUNK) {
         out.push((format!("e/{seq}").into_bytes(), Some(enc(&chunk))));
         seq += 1;
     }
-    st.delta_next = seq;
+    st.log.delta_next = seq;
 }
 
 /// Every live user and session in fresh chunks; the deltas and the previous snapshot are tombstoned.
 fn snapshot(st: &mut State, users_published: bool, out: &mut Vec<Record>) {
-    let epoch = st.snap_epoch + 1;
-    let mut entries: Vec<EntryOut> = (0..st.users.len() as u32)
+    let epoch = st.log.snap_epoch + 1;
+    let mut entries: Vec<EntryOut> = (0..st.users.list.len() as u32)
         .filter_map(|u| {
-            let kind = if st.users[u as usize].pending && !users_published { USER_PENDING } else { USER };
+            let kind = if st.users.list[u as usize].pending && !users_published { USER_PENDING } else { USER };
             user_entry(st, u, kind)
         })
         .collect();
-    entries.extend(st.sessions.iter().map(|(sid, s)| (SESSION, sid.as_str(), None, Some((s.steps, s.last)))));
+    entries.extend(st.sessions.map.iter().map(|(sid, s)| (SESSION, sid.as_str(), None, Some((s.steps, s.last)))));
     let mut n = 0;
     for chunk in entries.chunks(CHUNK) {
         out.push((format!("S/{epoch}/{n}").into_bytes(), Some(enc(&chunk))));
         n += 1;
     }
-    out.extend((st.delta_first..st.delta_next).map(|seq| (format!("e/{seq}").into_bytes(), None)));
-    if st.snap_epoch > 0 {
-        out.extend((0..st.snap_chunks).map(|i| (format!("S/{}/{i}", st.snap_epoch).into_bytes(), None)));
+    out.extend((st.log.delta_first..st.log.delta_next).map(|seq| (format!("e/{seq}").into_bytes(), None)));
+    if st.log.snap_epoch > 0 {
+        out.extend((0..st.log.snap_chunks).map(|i| (format!("S/{}/{i}", st.log.snap_epoch).into_bytes(), None)));
     }
-    st.snap_epoch = epoch;
-    st.snap_chunks = n;
-    st.delta_first = st.delta_next;
-    st.log_entries = 0;
+    st.log.snap_epoch = epoch;
+    st.log.snap_chunks = n;
+    st.log.delta_first = st.log.delta_next;
+    st.log.entries = 0;
 }
 
 /// Markers for a flush that published every pending item shard (`items`) and/or user document (`users`).
@@ -335,10 +338,10 @@ fn load_counts(types: &mut Names, named: Vec<(String, u64)>) -> Counts {
 fn load_rows(st: &mut State, rows: Vec<RowIn>) -> Vec<(u32, Row)> {
     rows.into_iter()
         .map(|(item, cat, counts, cents, purchases)| {
-            let it = st.items.id(&item);
-            let cat = cat.map(|c| st.labels[CATEGORY].id(&c));
+            let it = st.catalog.items.id(&item);
+            let cat = cat.map(|c| st.catalog.labels[CATEGORY].id(&c));
             st.set_category(it, cat);
-            (it, Row { counts: load_counts(&mut st.types, counts), cents, purchases })
+            (it, Row { counts: load_counts(&mut st.catalog.types, counts), cents, purchases })
         })
         .collect()
 }
@@ -361,9 +364,9 @@ pub fn restore(st: &mut State, records: Vec<(i64, Vec<u8>, Option<Vec<u8>>)>) ->
     for (key, (offset, value)) in live {
         apply(st, &key, &value, offset > items_at, offset > users_at)?;
     }
-    st.pending_users = (0..st.users.len() as u32).filter(|&u| st.users[u as usize].pending).collect();
-    if st.clocks.is_empty() {
-        st.clock = st.max_ts; // one stream: the clock is the largest event clock
+    st.users.pending = (0..st.users.list.len() as u32).filter(|&u| st.users.list[u as usize].pending).collect();
+    if st.time.clocks.is_empty() {
+        st.time.clock = st.time.max_ts; // one stream: the clock is the largest event clock
     }
     Ok(n)
 }
@@ -377,17 +380,18 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], items_pending: bool, users_pe
     match parts[0] {
         "m" => {
             let m: Meta = dec(key, value)?;
-            (st.next_offset, st.max_ts, st.floor, st.counters) = (m.0, m.1, m.2, m.3);
-            (st.snap_epoch, st.snap_chunks, st.delta_first, st.delta_next, st.log_entries) = (m.4, m.5, m.6, m.7, m.8);
+            (st.pos.next_offset, st.time.max_ts, st.time.floor, st.pos.counters) = (m.0, m.1, m.2, m.3);
+            (st.log.snap_epoch, st.log.snap_chunks, st.log.delta_first, st.log.delta_next, st.log.entries) =
+                (m.4, m.5, m.6, m.7, m.8);
         }
-        "r" => (st.repart_next, st.forwarded, st.clocks, st.clock) = dec(key, value)?,
+        "r" => (st.pos.repart_next, st.pos.forwarded, st.time.clocks, st.time.clock) = dec(key, value)?,
         "it" => {
             let (shard, _) = parts.get(1).and_then(|p| parse_page(p)).ok_or_else(|| bad(key, "malformed key"))?;
             let rows: Vec<RowIn> = dec(key, value)?;
             let rows = load_rows(st, rows);
-            st.item_state.maps[shard].extend(rows);
+            st.catalog.item_state.maps[shard].extend(rows);
             if items_pending {
-                st.item_state.unpublished |= 1 << shard;
+                st.catalog.item_state.unpublished |= 1 << shard;
             }
         }
         "e" | "S" => {
@@ -395,19 +399,19 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], items_pending: bool, users_pe
             for (kind, id, user, session) in entries {
                 match (kind, user, session) {
                     (USER | USER_PENDING, Some((first, last, counts, spent, purchases, last_item)), _) => {
-                        let uid = st.user_ids.id(&id);
-                        let counts = load_counts(&mut st.types, counts);
-                        let last_item = last_item.map(|i| st.items.id(&i));
-                        let u = st.user_mut(uid);
+                        let uid = st.users.ids.id(&id);
+                        let counts = load_counts(&mut st.catalog.types, counts);
+                        let last_item = last_item.map(|i| st.catalog.items.id(&i));
+                        let u = st.users.get_mut(uid);
                         (u.first, u.last, u.counts, u.spent, u.purchases) = (first, last, counts, spent, purchases);
                         u.last_item = last_item;
                         u.pending = kind == USER_PENDING && users_pending;
                     }
                     (SESSION, _, Some((steps, last))) => {
-                        st.sessions.insert(id, Session { steps, last, dirty: false });
+                        st.sessions.map.insert(id, Session { steps, last, dirty: false });
                     }
                     (SESSION_GONE, _, _) => {
-                        st.sessions.remove(&id);
+                        st.sessions.map.remove(&id);
                     }
                     _ => return Err(bad(key, "unknown entry")),
                 }
@@ -419,8 +423,8 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], items_pending: bool, users_pe
             match part {
                 "s" => {
                     let (counts, status, rev, funnel): SummaryIn = dec(key, value)?;
-                    let counts = load_counts(&mut st.types, counts);
-                    let status = load_counts(&mut st.types, status);
+                    let counts = load_counts(&mut st.catalog.types, counts);
+                    let status = load_counts(&mut st.catalog.types, status);
                     let win = window(st, size, start);
                     (win.counts, win.status, win.rev, win.funnel) = (counts, status, rev, funnel);
                 }
@@ -444,8 +448,8 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], items_pending: bool, users_pe
                         if d >= DIMS {
                             return Err(bad(key, "unknown dimension"));
                         }
-                        let id = st.labels[d].id(&name);
-                        let counts = load_counts(&mut st.types, counts);
+                        let id = st.catalog.labels[d].id(&name);
+                        let counts = load_counts(&mut st.catalog.types, counts);
                         window(st, size, start).dims.rows[d].insert(id, Row { counts, cents, purchases });
                     }
                     let dims = &mut window(st, size, start).dims;
@@ -469,8 +473,8 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], items_pending: bool, users_pe
                     // logged before breakdowns: the categories alone; the next flush of the window logs them anew
                     let rows: Vec<CatIn> = dec(key, value)?;
                     for (name, counts, cents, purchases) in rows {
-                        let id = st.labels[CATEGORY].id(&name);
-                        let counts = load_counts(&mut st.types, counts);
+                        let id = st.catalog.labels[CATEGORY].id(&name);
+                        let counts = load_counts(&mut st.catalog.types, counts);
                         window(st, size, start).dims.rows[CATEGORY].insert(id, Row { counts, cents, purchases });
                     }
                     window(st, size, start).dims.legacy_records = true;
@@ -478,7 +482,7 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], items_pending: bool, users_pe
                 "u" => {
                     let seq = num(4)? as u32;
                     let names: Vec<String> = dec(key, value)?;
-                    let ids: Vec<u32> = names.iter().map(|n| st.user_ids.id(n)).collect();
+                    let ids: Vec<u32> = names.iter().map(|n| st.users.ids.id(n)).collect();
                     let win = window(st, size, start);
                     win.users.extend(ids);
                     win.user_chunks = win.user_chunks.max(seq + 1);

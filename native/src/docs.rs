@@ -124,10 +124,10 @@ fn window_id(kind: &str, win: &Window, p: i32, dim: Option<&str>) -> String {
 fn summary(st: &State, win: &Window, is_final: bool, v: i64) -> Doc {
     let mut o = window_base("window", win, st.partition, is_final, v);
     let events: u64 = win.counts.iter().map(|c| c.1).sum();
-    let errors: u64 = win.status.iter().filter(|c| st.types.name(c.0) != "ok").map(|c| c.1).sum();
+    let errors: u64 = win.status.iter().filter(|c| st.catalog.types.name(c.0) != "ok").map(|c| c.1).sum();
     let [n, total, lo, hi] = win.rev;
-    o.key("events").int(events).key("counts").counts(&st.types, &win.counts);
-    o.key("status").counts(&st.types, &win.status).key("errors").int(errors);
+    o.key("events").int(events).key("counts").counts(&st.catalog.types, &win.counts);
+    o.key("status").counts(&st.catalog.types, &win.status).key("errors").int(errors);
     o.key("purchases").int(n).key("revenue_cents").int(total);
     if n > 0 {
         o.key("min_cents").int(lo).key("max_cents").int(hi);
@@ -186,12 +186,12 @@ fn totals(o: &mut Obj, types: &Names, row: &Row) {
 
 /// Item rows in item order, paged (see `paged`).
 fn paged_rows(st: &State, map: &rustc_hash::FxHashMap<u32, Row>, head: impl Fn() -> Obj) -> Vec<Obj> {
-    let mut items: Vec<(&str, &Row, u32)> = map.iter().map(|(&it, row)| (st.items.name(it), row, it)).collect();
+    let mut items: Vec<(&str, &Row, u32)> = map.iter().map(|(&it, row)| (st.catalog.items.name(it), row, it)).collect();
     items.sort_unstable_by_key(|r| r.0);
     let hint = items.len();
     paged(items.into_iter(), hint, head, |o, (name, row, it)| {
         o.raw("\"item_id\":").str(name).raw(",\"category\":").opt_str(st.category(it));
-        totals(o, &st.types, row);
+        totals(o, &st.catalog.types, row);
     })
 }
 
@@ -222,7 +222,7 @@ fn shard_docs(st: &State, win: &Window, is_final: bool, v: i64, mask: u32, out: 
 /// one document per window and partition, not one per value, so a flush writes as many of them as windows.
 fn dims_docs(st: &State, win: &Window, is_final: bool, v: i64, out: &mut Vec<Doc>) {
     let mut rows: Vec<(usize, &str, &Row)> =
-        win.dims.iter().map(|(d, value, row)| (d, st.labels[d].name(value), row)).collect();
+        win.dims.iter().map(|(d, value, row)| (d, st.catalog.labels[d].name(value), row)).collect();
     rows.sort_unstable_by_key(|r| (r.0, r.1));
     let head = || {
         let mut o = window_base("window_dims", win, st.partition, is_final, v);
@@ -232,7 +232,7 @@ fn dims_docs(st: &State, win: &Window, is_final: bool, v: i64, out: &mut Vec<Doc
     let hint = rows.len();
     let pages = paged(rows.into_iter(), hint, head, |o, (d, value, row)| {
         o.raw("\"dim\":").str(DIMENSIONS[d]).raw(",\"value\":").str(value);
-        totals(o, &st.types, row);
+        totals(o, &st.catalog.types, row);
     });
     for (page, o) in pages.into_iter().enumerate() {
         let middle = (page > 0).then(|| format!("page{page}"));
@@ -249,26 +249,26 @@ fn users_doc(st: &State, win: &Window, is_final: bool, v: i64) -> Doc {
 }
 
 fn user(st: &State, id: u32, v: i64) -> Option<Doc> {
-    let u = &st.users[id as usize];
+    let u = &st.users.list[id as usize];
     if u.first == ABSENT {
         return None;
     }
-    let name = st.user_ids.name(id);
+    let name = st.users.ids.name(id);
     let mut o = Obj::new();
     o.key("kind").str("user").key("user_id").str(name).key("partition").int(st.partition);
-    o.key("first_seen").int(u.first).key("last_seen").int(u.last).key("counts").counts(&st.types, &u.counts);
+    o.key("first_seen").int(u.first).key("last_seen").int(u.last).key("counts").counts(&st.catalog.types, &u.counts);
     o.key("spent_cents").int(u.spent).key("purchases").int(u.purchases);
-    o.key("last_item").opt_str(u.last_item.map(|i| st.items.name(i))).key("version").int(v);
+    o.key("last_item").opt_str(u.last_item.map(|i| st.catalog.items.name(i))).key("version").int(v);
     Some((format!("user:{name}"), "user", o.done()))
 }
 
 fn partition(st: &State, v: i64, flushed_at: i64) -> Doc {
-    let c = st.counters;
+    let c = st.pos.counters;
     let mut o = Obj::new();
     o.key("kind").str("partition").key("partition").int(st.partition).key("watermark").int(st.watermark());
-    o.key("max_event_ts").int(st.max_ts).key("next_offset").int(st.next_offset);
+    o.key("max_event_ts").int(st.time.max_ts).key("next_offset").int(st.pos.next_offset);
     o.key("accepted").int(c[0]).key("dead_lettered").int(c[1]).key("late").int(c[2]).key("duplicates").int(c[3]);
-    o.key("forwarded").int(st.forwarded as i64).key("repartition_offset").int(st.repart_next);
+    o.key("forwarded").int(st.pos.forwarded as i64).key("repartition_offset").int(st.pos.repart_next);
     o.key("version").int(v).key("flushed_at").int(flushed_at);
     (format!("partition:{}", st.partition), "partition", o.done())
 }
@@ -296,22 +296,22 @@ pub fn changed_docs(st: &State, finals: &[(i64, i64)], flushed_at: i64, details:
         }
     }
     if users {
-        out.extend(st.pending_users.iter().filter_map(|&u| user(st, u, v)));
+        out.extend(st.users.pending.iter().filter_map(|&u| user(st, u, v)));
     }
     if details {
-        for s in st.item_state.shards(st.item_state.to_publish()) {
+        for s in st.catalog.item_state.shards(st.catalog.item_state.to_publish()) {
             let head = || {
                 let mut o = Obj::new();
                 o.key("kind").str("items").key("partition").int(st.partition).key("shard").int(s).key("items");
                 o
             };
-            for (page, mut o) in paged_rows(st, &st.item_state.maps[s], head).into_iter().enumerate() {
+            for (page, mut o) in paged_rows(st, &st.catalog.item_state.maps[s], head).into_iter().enumerate() {
                 o.key("version").int(v);
                 out.push((format!("items:{}:p{}", page_name(s, page), st.partition), "items", o.done()));
             }
         }
     }
-    if st.meta_dirty || !out.is_empty() {
+    if st.pos.dirty || !out.is_empty() {
         out.push(partition(st, v, flushed_at));
     }
     out

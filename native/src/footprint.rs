@@ -37,13 +37,17 @@ impl State {
     /// Approximate heap bytes of this partition's state (see the module's note).
     pub fn footprint(&self) -> usize {
         let windows: usize = self.windows.values().map(window).sum();
-        let sessions = table(&self.sessions) + self.sessions.keys().map(String::capacity).sum::<usize>();
+        let sessions = table(&self.sessions.map) + self.sessions.map.keys().map(String::capacity).sum::<usize>();
         windows
             + sessions
-            + table(&self.seen)
-            + shards(&self.item_state)
-            + self.users.capacity() * size_of::<crate::state::User>()
-            + [&self.types, &self.items, &self.user_ids].into_iter().chain(&self.labels).map(names).sum::<usize>()
-            + self.item_cat.capacity() * size_of::<Option<Option<u32>>>()
+            + table(&self.dedup.seen)
+            + shards(&self.catalog.item_state)
+            + self.users.list.capacity() * size_of::<crate::state::User>()
+            + [&self.catalog.types, &self.catalog.items, &self.users.ids]
+                .into_iter()
+                .chain(&self.catalog.labels)
+                .map(names)
+                .sum::<usize>()
+            + self.catalog.item_cat.capacity() * size_of::<Option<Option<u32>>>()
     }
 }

@@ -20,12 +20,15 @@ mod boundary;
 pub mod breakdown;
 pub mod changelog;
 pub mod docs;
+pub mod entities;
 pub mod event;
 mod footprint;
 pub mod hll;
 mod message;
+pub mod progress;
 pub mod sketch;
 pub mod state;
+pub mod tables;
 
 use boundary::{ChangelogRecord, Counters, Document, FlushOutput, ForwardRecord, SideRecord, StateSizes};
 use event::{fast_validate, Event};
@@ -144,13 +147,13 @@ impl Partition {
         let finals = st.final_windows();
         let mut records = changelog::changed_records(st, &finals, users);
         let changed = records.len() > changelog::meta_records(st);
-        let busy = st.meta_dirty || !finals.is_empty() || changed || (details && st.has_unpublished());
+        let busy = st.pos.dirty || !finals.is_empty() || changed || (details && st.has_unpublished());
         let docs = if busy { docs::changed_docs(st, &finals, flushed_at, details, users) } else { Vec::new() };
         if !docs.is_empty() {
             records.extend(changelog::published_markers(details, users));
         }
         self.finals = finals;
-        let quiet = docs.is_empty() && !changed && !st.meta_dirty;
+        let quiet = docs.is_empty() && !changed && !st.pos.dirty;
         if quiet && self.dead.is_empty() && self.late.is_empty() && self.forward.is_empty() {
             return None;
         }
@@ -258,7 +261,7 @@ impl Partition {
     #[getter]
     fn next_offset(&self) -> PyResult<i64> {
         self.ready()?;
-        Ok(self.st.next_offset)
+        Ok(self.st.pos.next_offset)
     }
     #[getter]
     fn watermark(&self) -> PyResult<i64> {
@@ -269,20 +272,20 @@ impl Partition {
     #[getter]
     fn max_event_ts(&self) -> PyResult<Option<i64>> {
         self.ready()?;
-        Ok((self.st.max_ts != state::NEVER).then_some(self.st.max_ts))
+        Ok((self.st.time.max_ts != state::NEVER).then_some(self.st.time.max_ts))
     }
     /// Valid input records of this partition forwarded to the partition that owns their user (by Kafka's default
     /// partitioner, murmur2 of the user id): input not keyed by user id. Always 0 when `partitions` was not given.
     #[getter]
     fn forwarded(&self) -> PyResult<u64> {
         self.ready()?;
-        Ok(self.st.forwarded)
+        Ok(self.st.pos.forwarded)
     }
     /// The next record of the repartition topic's partition to take (records forwarded here).
     #[getter]
     fn repartition_offset(&self) -> PyResult<i64> {
         self.ready()?;
-        Ok(self.st.repart_next)
+        Ok(self.st.pos.repart_next)
     }
     /// The documents' version: the position in both inputs (input and repartition topic) as one growing number.
     #[getter]
@@ -294,13 +297,13 @@ impl Partition {
     #[getter]
     fn processed(&self) -> PyResult<u64> {
         self.ready()?;
-        Ok(self.st.processed)
+        Ok(self.st.pos.processed)
     }
     /// Where this partition's records ended: every record lands in exactly one outcome.
     #[getter]
     fn counters(&self) -> PyResult<Counters> {
         self.ready()?;
-        Ok(Counters::from(self.st.counters))
+        Ok(Counters::from(self.st.pos.counters))
     }
     /// Entries of the live state: open windows, users, sessions, remembered event ids.
     #[getter]
@@ -309,9 +312,9 @@ impl Partition {
         let st = &self.st;
         Ok(StateSizes {
             windows: st.windows.len(),
-            users: st.users.len(),
-            sessions: st.sessions.len(),
-            event_ids: st.seen.len(),
+            users: st.users.list.len(),
+            sessions: st.sessions.map.len(),
+            event_ids: st.dedup.seen.len(),
         })
     }
 
@@ -387,7 +390,7 @@ impl Partition {
     /// Users whose documents are behind their state.
     fn pending_users(&self) -> PyResult<usize> {
         self.ready()?;
-        Ok(self.st.pending_users.len())
+        Ok(self.st.users.pending.len())
     }
 
     /// One flush's output, or None when nothing changed. `details`: publish item shards; `users`: publish user

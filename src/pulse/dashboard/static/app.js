@@ -3,8 +3,7 @@
 (() => {
   const { fmt, chart, text, showError, getJSON } = Pulse;
   const form = document.getElementById("filters");
-  const FIELDS = ["event_type", "item", "category", "user", "status", "country", "device"];
-  const DIMENSIONS = ["category", "status", "country", "device"];
+  const FIELDS = ["event_type", "item", "user"]; // and one per dimension, once /api/dimensions names them
   const KPI = {
     events_per_s: fmt.count, revenue_per_min: fmt.money, active_users: fmt.count,
     conversion_rate: fmt.pct, error_rate: fmt.pct,
@@ -170,15 +169,21 @@
     source.onerror = () => { live.textContent = "reconnecting…"; live.classList.remove("on"); };
   }
 
-  // each dimension's select lists the values its breakdowns hold (a value in the URL stays selectable)
-  getJSON("/api/dimensions").then((values) => {
-    for (const dim of DIMENSIONS) {
-      const sel = form.elements[dim];
+  // a select per dimension, listing the values its breakdowns hold (a value in the URL stays selectable)
+  function dimensionFilters(values) {
+    const box = document.getElementById("dimensions");
+    for (const [dim, known] of Object.entries(values)) {
+      const sel = document.createElement("select");
+      sel.name = dim;
       const chosen = params().get(dim) || "";
-      const known = values[dim] || [];
+      sel.append(new Option("any", ""));
       for (const v of chosen && !known.includes(chosen) ? [...known, chosen] : known) sel.append(new Option(v, v));
-      sel.value = chosen;
+      const label = text("label", dim + " ");
+      label.append(sel);
+      box.append(label, " ");
+      FIELDS.push(dim);
     }
-  }).catch(() => {});
-  start();
+  }
+
+  getJSON("/api/dimensions").then(dimensionFilters, (err) => showError(String(err.message || err))).then(start);
 })();

@@ -1,0 +1,90 @@
+//! Per-user state and open sessions (the funnel's progress), with what changed since the last flush, and the
+//! counters of the log-structured changelog that holds them.
+
+use rustc_hash::FxHashMap;
+
+use crate::state::{Counts, ABSENT, FUNNEL};
+use crate::tables::Names;
+
+#[derive(Default, Clone)]
+pub struct User {
+    pub first: i64,
+    pub last: i64,
+    pub counts: Counts,
+    pub spent: i64,
+    pub purchases: u64,
+    pub last_item: Option<u32>,
+    pub dirty: bool,   // changed since the last flush (changelog)
+    pub pending: bool, // changed since its document was last published
+}
+
+pub struct Session {
+    pub steps: u8,
+    pub last: i64,
+    pub dirty: bool,
+}
+
+/// Per-user state and which users changed since the last flush (changelog) and publication (documents).
+#[derive(Default)]
+pub struct Users {
+    pub ids: Names,
+    pub list: Vec<User>,
+    pub dirty: Vec<u32>,
+    pub pending: Vec<u32>,
+}
+
+impl Users {
+    /// The user's state, created (with `first` = `ABSENT`) when the id is new.
+    pub fn get_mut(&mut self, user: u32) -> &mut User {
+        let ux = user as usize;
+        if ux >= self.list.len() {
+            self.list.resize(ux + 1, User { first: ABSENT, ..Default::default() });
+        }
+        &mut self.list[ux]
+    }
+}
+
+/// Open sessions (the funnel's progress) and which changed or closed since the last flush.
+#[derive(Default)]
+pub struct Sessions {
+    pub map: FxHashMap<String, Session>,
+    pub dirty: Vec<String>,
+    pub gone: Vec<String>,
+}
+
+impl Sessions {
+    /// Ordered funnel: a step counts once per session, only right after the previous step. A session idle past
+    /// `timeout` (judged against the watermark `wm` on arrival, so replays agree) starts over. Returns the step
+    /// this event counts for, or -1.
+    pub fn advance(&mut self, sid: &str, etype: &str, ts: i64, wm: i64, timeout: i64) -> i32 {
+        let step = FUNNEL.iter().position(|&s| s == etype).map_or(-1, |i| i as i32);
+        let session = match self.map.get_mut(sid) {
+            Some(s) => s,
+            None => self.map.entry(sid.to_owned()).or_insert(Session { steps: 0, last: ts, dirty: false }),
+        };
+        if session.last < wm - timeout {
+            session.steps = 0;
+            session.last = ts;
+        }
+        session.last = session.last.max(ts);
+        if !session.dirty {
+            session.dirty = true;
+            self.dirty.push(sid.to_owned());
+        }
+        if step >= 0 && session.steps as i32 == step {
+            session.steps = step as u8 + 1;
+            return step;
+        }
+        -1
+    }
+}
+
+/// The entity log (users and sessions): snapshot chunks plus delta records since.
+#[derive(Default)]
+pub struct EntityLog {
+    pub snap_epoch: u64,
+    pub snap_chunks: u64,
+    pub delta_first: u64,
+    pub delta_next: u64,
+    pub entries: u64,
+}
