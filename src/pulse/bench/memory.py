@@ -3,6 +3,9 @@
 Events are pre-produced with short sessions over a large user population (users drawn uniformly), then one
 `pulse aggregate` process consumes them and exits once it has published every document (users included); its peak
 resident set is the kernel's account of the whole run. The limit (2 GiB for 1M users) is checked against it.
+The peak of the aggregator's own estimate of its state (``pulse_state_bytes``, scraped from its metrics endpoint)
+is reported beside it: the resident peak also holds the documents and records of the final flush in flight,
+which vary from run to run, while the state is what a change to the aggregation costs.
 """
 
 from __future__ import annotations
@@ -13,12 +16,18 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from pulse.bench.aggregate import EXIT_IDLE_S, end_offsets, run_until_committed
 from pulse.config import Settings
 from pulse.generate.chaos import Chaos, ChaosConfig
 from pulse.generate.producer import EventProducer, RunLimits
 from pulse.generate.traffic import Traffic, TrafficConfig
+from pulse.observe import metrics
+from pulse.stack.private import free_port
 from pulse.topics import ensure_topics, input_topics
+
+SCRAPE_EVERY_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -26,6 +35,7 @@ class MemoryResult:
     events: int
     distinct_users: int
     peak_rss_bytes: int
+    peak_state_bytes: int  # the aggregator's own estimate (pulse_state_bytes), its largest value seen
     seconds: float
 
 
@@ -57,6 +67,28 @@ def _rss(pid: int) -> int:
     return 0
 
 
+class _StateScraper:
+    """The largest ``pulse_state_bytes`` the aggregator's metrics endpoint reports, scraped now and then."""
+
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.peak = 0
+        self._last = 0.0
+        self._name = metrics.STATE_BYTES.describe()[0].name
+
+    def __call__(self) -> None:
+        if time.monotonic() - self._last < SCRAPE_EVERY_S:
+            return
+        self._last = time.monotonic()
+        try:
+            text = httpx.get(self.url, timeout=0.5).text
+        except httpx.HTTPError:  # not listening yet, or gone
+            return
+        for line in text.splitlines():
+            if line.startswith(self._name + " "):
+                self.peak = max(self.peak, int(float(line.split()[1])))
+
+
 def run(settings: Settings, events: int, users: int, log: Path, timeout: float = 1800) -> MemoryResult:
     topic = f"pulse.bench.mem-{uuid.uuid4().hex[:6]}"
     ensure_topics(settings.bootstrap, input_topics(topic, 6, 24))
@@ -67,11 +99,14 @@ def run(settings: Settings, events: int, users: int, log: Path, timeout: float =
     group = f"bench-mem-{uuid.uuid4().hex[:6]}"
     ends = end_offsets(settings, topic)
     peak = [0]
+    port = free_port()
+    state = _StateScraper(port)
 
     def sample(pid: int) -> None:
         peak[0] = max(peak[0], _rss(pid))
+        state()
 
     argv = [sys.executable, "-m", "pulse", "aggregate", "--topic", topic, "--group", group, "--instance", group,
-            "--exit-when-idle", str(EXIT_IDLE_S)]
+            "--exit-when-idle", str(EXIT_IDLE_S), "--metrics-addr", f"127.0.0.1:{port}"]
     timed = run_until_committed(settings, "the aggregator", argv, group, topic, ends, timeout, log, sample, exits=True)
-    return MemoryResult(events, len(records.users), max(peak[0], timed.peak_rss_bytes), timed.seconds)
+    return MemoryResult(events, len(records.users), max(peak[0], timed.peak_rss_bytes), state.peak, timed.seconds)

@@ -218,4 +218,5 @@ def memory_bench(settings: Settings, count: int, users: int) -> None:
     peak_mib = r.peak_rss_bytes / 1024**2
     click.echo(f"{r.events:,} events, {r.distinct_users:,} distinct users: peak RSS {peak_mib:,.0f} MiB "
                f"in {r.seconds:.0f}s; limit for this many users {limit / 1024**2:,.0f} MiB "
-               f"({'meets' if r.peak_rss_bytes <= limit else 'MISSES'})")
+               f"({'meets' if r.peak_rss_bytes <= limit else 'MISSES'}); peak state estimate "
+               f"{r.peak_state_bytes / 1024**2:,.0f} MiB (pulse_state_bytes)")
