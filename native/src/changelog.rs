@@ -39,8 +39,16 @@ type CatIn = (String, Vec<(String, u64)>, i64, u64); // the category log before 
 type SketchLog = Vec<(u64, Vec<(i32, u64)>)>; // per sketched value: zeros, (bin, count)
 type SummaryIn = (Vec<(String, u64)>, Vec<(String, u64)>, [i64; 4], [u64; 4]);
 type Logged = (Vec<u8>, (i64, Vec<u8>)); // key, (offset, value)
-type UserOut<'a> = (i64, i64, Named<'a>, i64, u64, Option<&'a str>);
-type UserIn = (i64, i64, Vec<(String, u64)>, i64, u64, Option<String>);
+type HourOut<'a> = (i64, Named<'a>, i64, u64); // hour start, counts, cents, purchases
+type UserOut<'a> = (i64, i64, Named<'a>, i64, u64, Option<&'a str>, Vec<HourOut<'a>>);
+
+/// A user entry as logged: with the user's hours, or as logged before users had them.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum UserIn {
+    WithHours(i64, i64, Vec<(String, u64)>, i64, u64, Option<String>, Vec<(i64, Vec<(String, u64)>, i64, u64)>),
+    Before(i64, i64, Vec<(String, u64)>, i64, u64, Option<String>),
+}
 type EntryOut<'a> = (u8, &'a str, Option<UserOut<'a>>, Option<(u8, i64)>);
 type EntryIn = (u8, String, Option<UserIn>, Option<(u8, i64)>);
 type Meta = (i64, i64, i64, [u64; 4], u64, u64, u64, u64, u64);
@@ -194,7 +202,9 @@ fn user_entry(st: &State, id: u32, kind: u8) -> Option<EntryOut<'_>> {
         return None;
     }
     let last_item = u.last_item.map(|i| st.catalog.items.name(i));
-    let rec = (u.first, u.last, named(&st.catalog.types, &u.counts), u.spent, u.purchases, last_item);
+    let types = &st.catalog.types;
+    let hours = u.hours.iter().map(|(h, row)| (*h, named(types, &row.counts), row.cents, row.purchases)).collect();
+    let rec = (u.first, u.last, named(types, &u.counts), u.spent, u.purchases, last_item, hours);
     Some((kind, st.users.ids.name(id), Some(rec), None))
 }
 
@@ -398,13 +408,23 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], items_pending: bool, users_pe
             let entries: Vec<EntryIn> = dec(key, value)?;
             for (kind, id, user, session) in entries {
                 match (kind, user, session) {
-                    (USER | USER_PENDING, Some((first, last, counts, spent, purchases, last_item)), _) => {
+                    (USER | USER_PENDING, Some(user), _) => {
+                        let (first, last, counts, spent, purchases, last_item, hours) = match user {
+                            UserIn::WithHours(f, l, c, s, p, i, h) => (f, l, c, s, p, i, h),
+                            UserIn::Before(f, l, c, s, p, i) => (f, l, c, s, p, i, Vec::new()),
+                        };
                         let uid = st.users.ids.id(&id);
                         let counts = load_counts(&mut st.catalog.types, counts);
                         let last_item = last_item.map(|i| st.catalog.items.id(&i));
+                        let hours = hours
+                            .into_iter()
+                            .map(|(h, c, cents, purchases)| {
+                                (h, Row { counts: load_counts(&mut st.catalog.types, c), cents, purchases })
+                            })
+                            .collect();
                         let u = st.users.get_mut(uid);
                         (u.first, u.last, u.counts, u.spent, u.purchases) = (first, last, counts, spent, purchases);
-                        u.last_item = last_item;
+                        (u.last_item, u.hours) = (last_item, hours);
                         u.pending = kind == USER_PENDING && users_pending;
                     }
                     (SESSION, _, Some((steps, last))) => {

@@ -258,7 +258,13 @@ fn user(st: &State, id: u32, v: i64) -> Option<Doc> {
     o.key("kind").str("user").key("user_id").str(name).key("partition").int(st.partition);
     o.key("first_seen").int(u.first).key("last_seen").int(u.last).key("counts").counts(&st.catalog.types, &u.counts);
     o.key("spent_cents").int(u.spent).key("purchases").int(u.purchases);
-    o.key("last_item").opt_str(u.last_item.map(|i| st.catalog.items.name(i))).key("version").int(v);
+    o.key("last_item").opt_str(u.last_item.map(|i| st.catalog.items.name(i))).key("hours").raw("[");
+    for (n, (hour, row)) in u.hours.iter().enumerate() {
+        o.raw(if n == 0 { "{\"start\":" } else { ",{\"start\":" }).int(*hour);
+        totals(&mut o, &st.catalog.types, row);
+        o.raw("}");
+    }
+    o.raw("]").key("version").int(v);
     Some((format!("user:{name}"), "user", o.done()))
 }
 

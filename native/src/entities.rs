@@ -4,7 +4,11 @@
 use rustc_hash::FxHashMap;
 
 use crate::state::{Counts, ABSENT, FUNNEL};
-use crate::tables::Names;
+use crate::tables::{Names, Row};
+
+/// A user's own series: counts and revenue per hour, for the hours up to `USER_HOURS` before their latest event.
+pub const USER_HOUR_MS: i64 = 3_600_000;
+pub const USER_HOURS: i64 = 24;
 
 #[derive(Default, Clone)]
 pub struct User {
@@ -14,8 +18,37 @@ pub struct User {
     pub spent: i64,
     pub purchases: u64,
     pub last_item: Option<u32>,
-    pub dirty: bool,   // changed since the last flush (changelog)
-    pub pending: bool, // changed since its document was last published
+    pub hours: Vec<(i64, Row)>, // (hour start, its row), in hour order
+    pub dirty: bool,            // changed since the last flush (changelog)
+    pub pending: bool,          // changed since its document was last published
+}
+
+impl User {
+    /// The first hour kept: `USER_HOURS` hours up to the one of the latest event (`last`, already updated).
+    fn oldest_hour(&self) -> i64 {
+        self.last - self.last.rem_euclid(USER_HOUR_MS) - (USER_HOURS - 1) * USER_HOUR_MS
+    }
+
+    /// Count an event of `ts` in its hour, unless that hour is older than the ones kept; forget hours that fell
+    /// out of the kept range. An hour once dropped never comes back: `last` only grows.
+    pub fn count_hour(&mut self, ts: i64, etype: u32, paid: Option<i64>) {
+        let oldest = self.oldest_hour();
+        if self.hours.first().is_some_and(|h| h.0 < oldest) {
+            self.hours.retain(|h| h.0 >= oldest);
+        }
+        let hour = ts - ts.rem_euclid(USER_HOUR_MS);
+        if hour < oldest {
+            return;
+        }
+        let at = match self.hours.binary_search_by_key(&hour, |h| h.0) {
+            Ok(i) => i,
+            Err(i) => {
+                self.hours.insert(i, (hour, Row::default()));
+                i
+            }
+        };
+        self.hours[at].1.add(etype, paid);
+    }
 }
 
 pub struct Session {

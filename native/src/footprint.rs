@@ -43,6 +43,7 @@ impl State {
             + table(&self.dedup.seen)
             + shards(&self.catalog.item_state)
             + self.users.list.capacity() * size_of::<crate::state::User>()
+            + self.users.list.iter().map(|u| u.hours.capacity() * size_of::<(i64, Row)>()).sum::<usize>()
             + [&self.catalog.types, &self.catalog.items, &self.users.ids]
                 .into_iter()
                 .chain(&self.catalog.labels)

@@ -7,7 +7,7 @@
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::BTreeMap;
 
-pub use crate::entities::{EntityLog, Session, Sessions, User, Users};
+pub use crate::entities::{EntityLog, Session, Sessions, User, Users, USER_HOURS, USER_HOUR_MS};
 pub use crate::progress::{Dedup, EventClock, Position, SEEN_MIN};
 pub use crate::tables::{
     bump, item_shard, murmur2, user_partition, Counts, EventKey, Names, Row, Shards, ITEM_SHARDS, PAGE_BYTES,
@@ -283,6 +283,7 @@ impl State {
             }
         }
         bump(&mut u.counts, etype, 1);
+        u.count_hour(ts, etype, paid);
         if let Some(amount) = paid {
             u.spent += amount;
             u.purchases += 1;

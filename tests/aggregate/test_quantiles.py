@@ -35,8 +35,8 @@ def test_merged_sketches_are_within_the_bound_across_partitions_and_a_restart(va
         mine = [(n, v) for n, v in enumerate(values) if v[2] == p]
         cut = int(len(mine) * restart_at) if p == 1 else len(mine)
         st_, log, out = new_partition(p, cfg), [], {}
-        for part in (mine[:cut], mine[cut:]):
-            if part is mine[cut:] and cut < len(mine):
+        for second, part in enumerate((mine[:cut], mine[cut:])):
+            if second and part:
                 st_ = restored(p, cfg, log, [])
             for n, (amount, price, _) in part:
                 route(st_, n, None, _purchase(n, amount, price), BASE + n)

@@ -128,8 +128,8 @@ def test_restored_state_continues_exactly() -> None:
     st_ = new_partition(0, cfg)
     log: list = []
     out: dict = {}
-    for chunk in (rows[:half], rows[half:]):
-        if chunk is rows[half:]:
+    for second, chunk in enumerate((rows[:half], rows[half:])):
+        if second:
             st_ = restored(0, cfg, log, rows[:half])
         for _, offset, value, ts in chunk:
             route(st_, offset, None, value, ts)

@@ -8,6 +8,7 @@ grace period), so they cannot move while we compare.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -53,9 +54,11 @@ class Pipeline:
     started_ms: int
     bootstrap: str
 
-    def reference(self) -> Expected:
-        """Every aggregate recomputed from the input topic (`pulse run`'s defaults; its group is the topic)."""
-        return recompute(topic_rows(self.bootstrap, self.topic), (10_000, 60_000, 3_600_000), 30_000, 30_000,
+    def reference(self, until_ms: int | None = None) -> Expected:
+        """Every aggregate recomputed from the input topic (`pulse run`'s defaults; its group is the topic), or
+        from the records the broker took up to ``until_ms`` (a prefix of every partition)."""
+        rows = [r for r in topic_rows(self.bootstrap, self.topic) if until_ms is None or r[3] <= until_ms]
+        return recompute(rows, (10_000, 60_000, 3_600_000, 86_400_000), 30_000, 30_000,
                          decisions=recorded_decisions(self.bootstrap, self.topic, self.topic), partitions=6)
 
 
@@ -196,7 +199,27 @@ def _severe(driver: WebDriver) -> list[dict[str, object]]:
     return [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
 
 
-def test_kpis_equal_the_query_module_and_filters_apply(pipeline: Pipeline, browser: WebDriver) -> None:
+@contextlib.contextmanager
+def _archive_hidden(p: Pipeline) -> Iterator[None]:
+    """The raw event archive's read alias taken away (its daily indices keep being written), then given back."""
+    name = alias("events", p.prefix)
+    p.es.indices.refresh(index=f"{p.prefix}-*")
+    indices = list(p.es.indices.get_alias(name=name))
+    assert indices, "the archive has written nothing yet"
+    p.es.indices.update_aliases(actions=[{"remove": {"index": i, "alias": name}} for i in indices])
+    try:
+        yield
+    finally:
+        p.es.indices.update_aliases(actions=[{"add": {"index": i, "alias": name}} for i in indices])
+
+
+def test_every_number_equals_the_reference_without_the_archive(pipeline: Pipeline, browser: WebDriver) -> None:
+    """Every filter reads the aggregates: the page shows every number with the raw archive out of reach."""
+    with _archive_hidden(pipeline):
+        _every_number_equals_the_reference(pipeline, browser)
+
+
+def _every_number_equals_the_reference(pipeline: Pipeline, browser: WebDriver) -> None:
     start, end = _final_range(pipeline)
     t0 = time.monotonic()
     browser.get(f"{pipeline.url}/?from={start}&to={end}")
@@ -256,6 +279,25 @@ def test_kpis_equal_the_query_module_and_filters_apply(pipeline: Pipeline, brows
             assert _same(_kpi(browser, name), getattr(shown, name)), (dim, name)
         if dim == "category":
             assert _attrs(browser, "#top-items tbody tr a", "text") == shown.top
+
+    # by user: that user's own hourly series (the hours the range touches, the current one still growing), not
+    # the raw archive: between the reference of what the broker had 10 s before the page loaded and of everything
+    # after it rendered
+    user = max((d for d in ref.docs.values() if d["kind"] == "user"),
+               key=lambda d: (sum(sum(h["counts"].values()) for h in d["hours"] if h["start"] < end), d["user_id"]))
+    loaded = int(time.time() * 1000)
+    browser.get(f"{pipeline.url}/?from={start}&to={end}&user={user['user_id']}")
+    _rendered(browser)
+    assert _attrs(browser, "#source", "text") == ["user"] and _attrs(browser, "#window", "text") == ["1h"]
+    shown = [float(_attrs(browser, f"#chart-{c}", "data-total")[0]) for c in ("types", "revenue")]  # type: ignore[arg-type]
+
+    def totals(r: Expected) -> list[float]:
+        hours = [h for h in r.docs[f"user:{user['user_id']}"]["hours"] if h["start"] + 3_600_000 > start
+                 and h["start"] < end]
+        return [sum(sum(h["counts"].values()) for h in hours), sum(h["revenue_cents"] for h in hours) / 100]
+    low, high = totals(pipeline.reference(until_ms=loaded - 10_000)), totals(pipeline.reference())
+    assert low[0] > 0 and all(lo - 1e-6 <= s <= hi + 1e-6 for lo, s, hi in zip(low, shown, high, strict=True)), \
+        (low, shown, high)
 
     # by item: the per-item window partials
     item = want.top[0]

@@ -91,7 +91,8 @@ def metrics_ports(first: int, taken: int) -> dict[str, int]:
     return ports
 
 
-def pipeline_stages(settings: Settings, rate: float, dashboard_port: int, metrics: dict[str, int]) -> list[Stage]:
+def pipeline_stages(settings: Settings, rate: float, dashboard_port: int, metrics: dict[str, int],
+                    archive: bool = True) -> list[Stage]:
     logs = settings.home / "logs"
     py = [sys.executable, "-m", "pulse"]
 
@@ -106,13 +107,14 @@ def pipeline_stages(settings: Settings, rate: float, dashboard_port: int, metric
                 "--disorder-fraction", "0.01", "--duplicate-fraction", "0.005", "--late-fraction", "0.002",
                 "--invalid-fraction", "0.002", *observed("generate")]
 
-    return [
+    stages = [
         Stage("generate", generate, logs / "generate.log"),
         Stage("aggregate", command("aggregate"), logs / "aggregate.log"),
         Stage("store", command("store"), logs / "store.log"),
         Stage("archive", command("archive"), logs / "archive.log"),
         Stage("dashboard", command("dashboard", "--port", str(dashboard_port)), logs / "dashboard.log"),
     ]
+    return [s for s in stages if archive or s.name != "archive"]
 
 
 def _interrupt(*_args: object) -> None:
@@ -129,13 +131,16 @@ def _interrupt(*_args: object) -> None:
               help="Aggregator consumer group (names its changelog and aggregates topics).")
 @click.option("--index-prefix", envvar="PULSE_INDEX_PREFIX", default="pulse", show_default=True)
 @click.option("--keep-stack", is_flag=True, help="Leave Kafka and Elasticsearch running on exit.")
+@click.option("--archive/--no-archive", envvar="PULSE_RUN_ARCHIVE", default=True, show_default=True,
+              help="Run the raw event archive (a user's timeline and raw events in Kibana); every dashboard number "
+                   "comes from the aggregates either way.")
 @click.option("--metrics-port", envvar="PULSE_METRICS_PORT", type=click.IntRange(1, 65535), default=9464,
               show_default=True,
               help="First port of the stages' Prometheus endpoints (/metrics, /healthz, /readyz), one per stage "
                    "from here up, skipping taken ports; printed at start [env PULSE_METRICS_PORT].")
 @click.pass_obj
 def run(settings: Settings, rate: float, dashboard_port: int, group: str, index_prefix: str,
-        keep_stack: bool, metrics_port: int) -> None:
+        keep_stack: bool, archive: bool, metrics_port: int) -> None:
     """Run the whole pipeline locally until Ctrl-C: stack, setup, generator, aggregator, Elasticsearch writer,
     event archive and the live dashboard (its URL is printed)."""
     before = {s.name: s.pid for s in manager.status(settings)}
@@ -152,7 +157,7 @@ def run(settings: Settings, rate: float, dashboard_port: int, group: str, index_
                            index_prefix)
     click.echo(f"source topic id {lineage}")
     ports = metrics_ports(metrics_port, dashboard_port)
-    stages = pipeline_stages(settings, rate, dashboard_port, ports)
+    stages = pipeline_stages(settings, rate, dashboard_port, ports, archive)
     env = dict(os.environ) | {"PULSE_HOME": str(settings.home), "PULSE_TOPIC": settings.topic, "PULSE_GROUP": group,
                               "PULSE_INDEX_PREFIX": index_prefix}
     signal.signal(signal.SIGTERM, _interrupt)

@@ -48,7 +48,9 @@ _PROPERTIES: dict[str, dict[str, Any]] = {
     "windows": _COMMON | _WINDOW | _ITEMS | _DIMS | _SKETCHES,
     "users": _COMMON | {"user_id": {"type": "keyword"}, "first_seen": {"type": "date", "format": "epoch_millis"},
                         "last_seen": {"type": "date", "format": "epoch_millis"}, "spent_cents": {"type": "long"},
-                        "last_item": {"type": "keyword"}},
+                        "last_item": {"type": "keyword"},
+                        # the user's own hourly series, read with the document (never searched)
+                        "hours": {"type": "object", "enabled": False}},
     "items": _OWNED | _ITEMS,
     "partitions": _COMMON | {"watermark": {"type": "date", "format": "epoch_millis"},
                              "max_event_ts": {"type": "date", "format": "epoch_millis"},

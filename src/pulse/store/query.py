@@ -11,8 +11,9 @@ Which documents answer depends on the filters:
 - one dimension (category, status, country or device, :data:`pulse.aggregate.model.DIMENSIONS`): the window's
   breakdown rows (``kind=window_dims``, nested ``rows``). Each dimension is broken down on its own, so two
   dimensions at once are refused rather than answered from another source;
-- a user: the raw event archive (``<prefix>-events``), which holds every valid event (late ones included, since
-  they did happen).
+- a user: that user's own document (``user:<id>``), whose ``hours`` hold counts and revenue per hour for the
+  24 hours up to their latest event; the series is hourly and covers the whole hours the range touches. The
+  raw event archive serves only the user's timeline (late events included, since they did happen).
 Filter values reach Elasticsearch only inside structured ``term``/``range`` clauses, never as query strings.
 """
 
@@ -69,7 +70,7 @@ class Filters:
     @property
     def source(self) -> str:
         if self.user_id:
-            return "events"
+            return "user"
         if self.item_id:
             return "items"
         if self.dimensions():
@@ -80,7 +81,8 @@ class Filters:
         """Why the aggregates cannot answer this combination of filters (None: they can)."""
         dims = set(self.dimensions())
         if self.user_id:
-            return None
+            return None if not (dims or self.item_id) else \
+                "a user filter combines only with an event type (a user's hours are not broken down further)"
         if self.item_id and dims - {"category"}:
             return "an item filter combines only with a category (items are not broken down by status, country " \
                    "or device)"
@@ -89,7 +91,9 @@ class Filters:
         return None
 
     def window(self) -> str:
-        """The smallest window size that keeps the series under MAX_BUCKETS points."""
+        """The smallest window size that keeps the series under MAX_BUCKETS points (a user's: hours)."""
+        if self.user_id:
+            return "1h"
         span = self.end_ms - self.start_ms
         for name, ms in WINDOW_MS.items():
             if span / ms <= MAX_BUCKETS:
@@ -204,39 +208,19 @@ def window_buckets(es: Elasticsearch, f: Filters, window: str | None = None,
     return out
 
 
-def _events_filters(f: Filters) -> list[dict[str, Any]]:
-    return [{"range": {"ts": {"gte": f.start_ms, "lt": f.end_ms}}},
-            *_terms(event_type=f.event_type, item_id=f.item_id, user_id=f.user_id, **f.dimensions())]
-
-
-def event_buckets(es: Elasticsearch, f: Filters, window: str | None = None,
-                  prefix: str = DEFAULT_PREFIX) -> dict[int, dict[str, Any]]:
-    """The same bucket shape, computed from the raw event archive (for a user filter)."""
-    window = window or f.window()
-    index = alias("events", prefix)
-    if not es.indices.exists_alias(name=index):
+def user_buckets(es: Elasticsearch, f: Filters, prefix: str = DEFAULT_PREFIX) -> dict[int, dict[str, Any]]:
+    """The user's hours that overlap [start, end), in the bucket shape, from their own document."""
+    try:
+        doc = es.get(index=alias("users", prefix), id=f"user:{f.user_id}")["_source"]
+    except NotFoundError:
         return {}
-    ok_purchase = {"bool": {"filter": [{"term": {"event_type": "purchase"}}, {"term": {"status": "ok"}}]}}
-    resp = es.search(index=index, size=0, query={"bool": {"filter": _events_filters(f)}}, aggs={"t": {
-        "date_histogram": {"field": "ts", "fixed_interval": window, "min_doc_count": 1},
-        "aggs": {"types": {"terms": {"field": "event_type", "size": 50}},
-                 "errors": {"filter": {"bool": {"must_not": {"term": {"status": "ok"}}}}},
-                 "paid": {"filter": ok_purchase, "aggs": {"sum": {"sum": {"field": "amount"}},
-                                                          "min": {"min": {"field": "amount"}},
-                                                          "max": {"max": {"field": "amount"}}}},
-                 "users": {"cardinality": {"field": "user_id", "precision_threshold": 40000}}}}})
     out: dict[int, dict[str, Any]] = {}
-    for b in resp["aggregations"]["t"]["buckets"]:
-        paid = b["paid"]
-        m = out[int(b["key"])] = _empty_bucket() | {"funnel": None}
-        m["counts"] = {t["key"]: t["doc_count"] for t in b["types"]["buckets"]}
-        m["events"] = b["doc_count"]
-        m["errors"] = b["errors"]["doc_count"]
-        m["purchases"] = paid["doc_count"]
-        m["revenue_cents"] = round(paid["sum"]["value"] * 100)
-        m["min_cents"] = round(paid["min"]["value"] * 100) if paid["doc_count"] else None
-        m["max_cents"] = round(paid["max"]["value"] * 100) if paid["doc_count"] else None
-        m["unique_users"] = b["users"]["value"]
+    for hour in doc.get("hours", []):
+        if hour["start"] + WINDOW_MS["1h"] > f.start_ms and hour["start"] < f.end_ms:
+            m = out[hour["start"]] = _empty_bucket() | {"funnel": None}
+            _merge(m, hour)
+            m["errors"] = m["unique_users"] = None  # one user's hours hold counts and revenue only
+    for m in out.values():
         m["avg_cents"] = m["revenue_cents"] / m["purchases"] if m["purchases"] else None
     return out
 
@@ -244,15 +228,9 @@ def event_buckets(es: Elasticsearch, f: Filters, window: str | None = None,
 def top_items(es: Elasticsearch, f: Filters, by: str = "view", size: int = 10,
               prefix: str = DEFAULT_PREFIX) -> list[dict[str, Any]] | None:
     """Top-N items by one event type's count over the range: Σ partials per item, then rank (exact). None under
-    a dimension the item rows do not carry (only their category)."""
-    if f.source != "events" and set(f.dimensions()) - {"category"}:
+    a dimension the item rows do not carry (only their category) and for a user."""
+    if f.source == "user" or set(f.dimensions()) - {"category"}:
         return None
-    if f.source == "events":
-        resp = es.search(index=alias("events", prefix), size=0, query={"bool": {"filter": [
-            *_events_filters(Filters(**asdict(f) | {"event_type": None})), {"term": {"event_type": by}}]}},
-            aggs={"items": {"terms": {"field": "item_id", "size": size}}}) if es.indices.exists_alias(
-            name=alias("events", prefix)) else {"aggregations": {"items": {"buckets": []}}}
-        return [{"item_id": b["key"], "count": b["doc_count"]} for b in resp["aggregations"]["items"]["buckets"]]
     query = {"bool": {"filter": [{"term": {"kind": "window_items"}}, {"term": {"window": f.window()}},
                                  {"range": {"start": {"gte": f.start_ms, "lt": f.end_ms}}}]}}
     rows = _row_terms(f)
@@ -303,8 +281,7 @@ def pipeline_health(es: Elasticsearch, prefix: str = DEFAULT_PREFIX, now_ms: int
 def overview(es: Elasticsearch, f: Filters, prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
     """Everything the dashboard shows for one filter: KPIs, series per event type, revenue, errors, funnel."""
     window = f.window()
-    buckets = event_buckets(es, f, window, prefix) if f.source == "events" else window_buckets(es, f, window,
-                                                                                              prefix)
+    buckets = user_buckets(es, f, prefix) if f.source == "user" else window_buckets(es, f, window, prefix)
     starts = sorted(buckets)
     types = sorted({t for b in buckets.values() for t in b["counts"]}, key=lambda t: (t not in STEPS, t))
     if f.event_type:
@@ -328,7 +305,7 @@ def overview(es: Elasticsearch, f: Filters, prefix: str = DEFAULT_PREFIX) -> dic
     span_s = max(1.0, (min(f.end_ms, now_ms) - begin) / 1000)
     latest = buckets[starts[-1]] if starts else None
     by_status = f.dimension is not None and f.dimension[0] == "status"
-    errors_known = (f.source in ("windows", "events") or by_status) and not f.event_type
+    errors_known = (f.source == "windows" or by_status) and not f.event_type
     funnel = total["funnel"]
     return {
         "source": f.source, "window": window, "window_ms": WINDOW_MS[window],
@@ -340,7 +317,7 @@ def overview(es: Elasticsearch, f: Filters, prefix: str = DEFAULT_PREFIX) -> dic
             "revenue_cents": total["revenue_cents"],
             "revenue_per_min": total["revenue_cents"] / 100 / (span_s / 60),
             "purchases": total["purchases"],
-            "active_users": latest["unique_users"] if latest and f.source in ("windows", "events") else None,
+            "active_users": latest["unique_users"] if latest and f.source == "windows" else None,
             "conversion_rate": funnel["purchase"] / funnel["view"] if funnel and funnel["view"] else None,
             "error_rate": total["errors"] / total["events"] if errors_known and total["events"] else None,
         },

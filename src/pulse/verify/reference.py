@@ -36,6 +36,8 @@ from pulse.events.validate import Rejection, validate
 from pulse.generate.partitioner import partition_for
 
 STEPS = list(FUNNEL)
+HOUR_MS = 3_600_000
+USER_HOURS = 24  # the hours a user document keeps, up to the user's latest event
 UNITS = [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)]
 
 
@@ -220,6 +222,7 @@ def _aggregate(p: int, events: list[tuple[Event, int]], sizes: list[int], sessio
     sessions: dict[str, list[int]] = {}
     item_category: dict[str, str | None] = {}  # an item's category is the first one seen in the partition
     window_users: dict[str, set[str]] = defaultdict(set)
+    user_hours: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
     for e, watermark in events:
         ok = e.status == "ok"
         paid = round(e.amount * 100) if e.event_type == "purchase" and ok and e.amount is not None else None
@@ -289,12 +292,19 @@ def _aggregate(p: int, events: list[tuple[Event, int]], sizes: list[int], sessio
         if paid is not None:
             u["spent_cents"] += paid
             u["purchases"] += 1
+        hour = e.ts // HOUR_MS * HOUR_MS
+        row = user_hours[e.user_id].setdefault(hour, {"start": hour, "counts": {}, "revenue_cents": 0, "purchases": 0})
+        _count(row, e.event_type, paid)
         if e.item_id is not None:
             d = docs.setdefault(f"item:{e.item_id}:p{p}", {"kind": "item", "item_id": e.item_id, "category": e.category,
                                                            "partition": p, "counts": {}, "revenue_cents": 0,
                                                            "purchases": 0})
             _count(d, e.event_type, paid)
 
+    for user_id, hours in user_hours.items():  # a user's own series: the 24 hours up to their latest event
+        u = docs[f"user:{user_id}"]
+        oldest = u["last_seen"] // HOUR_MS * HOUR_MS - (USER_HOURS - 1) * HOUR_MS
+        u["hours"] = [hours[h] for h in sorted(hours) if h >= oldest]
 
 def _count(doc: dict[str, Any], event_type: str, paid: int | None) -> None:
     doc["counts"][event_type] = doc["counts"].get(event_type, 0) + 1

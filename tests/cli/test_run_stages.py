@@ -1,0 +1,18 @@
+"""`pulse run`'s stages: the archive is optional, and every stage gets its own metrics port."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pulse.cli.run_cmd import STAGES, metrics_ports, pipeline_stages
+from pulse.config import Settings
+
+
+def test_the_archive_stage_can_be_left_out_and_ports_stay_distinct(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path)
+    ports = metrics_ports(39464, 38050)
+    assert len(set(ports.values())) == len(STAGES) and 38050 not in ports.values()
+    every = pipeline_stages(settings, 10.0, 38050, ports)
+    without = pipeline_stages(settings, 10.0, 38050, ports, archive=False)
+    assert [s.name for s in every] == list(STAGES)
+    assert [s.name for s in without] == [n for n in STAGES if n != "archive"]
