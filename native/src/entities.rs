@@ -43,6 +43,9 @@ impl User {
         let at = match self.hours.binary_search_by_key(&hour, |h| h.0) {
             Ok(i) => i,
             Err(i) => {
+                // one more slot, not the four a first push reserves: a user is active in an hour or two, and a
+                // million users' spare slots would cost hundreds of megabytes
+                self.hours.reserve_exact(1);
                 self.hours.insert(i, (hour, Row::default()));
                 i
             }
