@@ -40,13 +40,14 @@ type SketchLog = Vec<(u64, Vec<(i32, u64)>)>; // per sketched value: zeros, (bin
 type SummaryIn = (Vec<(String, u64)>, Vec<(String, u64)>, [i64; 4], [u64; 4]);
 type Logged = (Vec<u8>, (i64, Vec<u8>)); // key, (offset, value)
 type HourOut<'a> = (i64, Named<'a>, i64, u64); // hour start, counts, cents, purchases
+type HourIn = (i64, Vec<(String, u64)>, i64, u64);
 type UserOut<'a> = (i64, i64, Named<'a>, i64, u64, Option<&'a str>, Vec<HourOut<'a>>);
 
 /// A user entry as logged: with the user's hours, or as logged before users had them.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum UserIn {
-    WithHours(i64, i64, Vec<(String, u64)>, i64, u64, Option<String>, Vec<(i64, Vec<(String, u64)>, i64, u64)>),
+    WithHours(i64, i64, Vec<(String, u64)>, i64, u64, Option<String>, Vec<HourIn>),
     Before(i64, i64, Vec<(String, u64)>, i64, u64, Option<String>),
 }
 type EntryOut<'a> = (u8, &'a str, Option<UserOut<'a>>, Option<(u8, i64)>);

@@ -280,9 +280,9 @@ fn partition(st: &State, v: i64, flushed_at: i64) -> Doc {
 }
 
 /// Documents for this flush: changed summaries and categories provisionally, closing windows in full as final;
-/// on a `details` flush every item shard changed since it was last published; with `users` every user document
-/// changed since then; and the partition document when anything moved.
-pub fn changed_docs(st: &State, finals: &[(i64, i64)], flushed_at: i64, details: bool, users: bool) -> Vec<Doc> {
+/// on a `details` flush every item shard changed since it was last published; the first `users` of the user
+/// documents changed since then; and the partition document when anything moved.
+pub fn changed_docs(st: &State, finals: &[(i64, i64)], flushed_at: i64, details: bool, users: usize) -> Vec<Doc> {
     let (v, mut out) = (st.version(), Vec::new());
     for (key, win) in &st.windows {
         let is_final = finals.contains(key);
@@ -301,9 +301,7 @@ pub fn changed_docs(st: &State, finals: &[(i64, i64)], flushed_at: i64, details:
             out.push(users_doc(st, win, is_final, v));
         }
     }
-    if users {
-        out.extend(st.users.pending.iter().filter_map(|&u| user(st, u, v)));
-    }
+    out.extend(st.users.pending.iter().take(users).filter_map(|&u| user(st, u, v)));
     if details {
         for s in st.catalog.item_state.shards(st.catalog.item_state.to_publish()) {
             let head = || {

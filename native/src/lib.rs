@@ -34,6 +34,11 @@ use boundary::{ChangelogRecord, Counters, Document, FlushOutput, ForwardRecord, 
 use event::{fast_validate, Event};
 use state::{Config, Outcome, State};
 
+/// User documents one flush (one transaction) sends at most: a stop after a million users changed publishes
+/// them in several transactions, so the documents in flight (rendered, converted, queued in the producer) stay
+/// bounded.
+pub const USERS_PER_FLUSH: usize = 50_000;
+
 /// A record routed away from the aggregates, to the dead-letter or late-events topic. `source`: the input
 /// partition and offset it was read from (for a record forwarded here, where it was first read).
 pub(crate) struct Side {
@@ -99,6 +104,7 @@ pub struct Partition {
     pub(crate) late: Vec<Side>,
     pub(crate) forward: Vec<Forward>,
     finals: Vec<(i64, i64)>,
+    users_out: usize,       // user documents the last flush rendered (the first of the pending ones)
     pub(crate) busy: usize, // batches in flight that route into this partition (see `batch`)
 }
 
@@ -141,18 +147,24 @@ impl Partition {
     }
 
     /// The Rust half of a flush (no Python objects, so it can run off the GIL): None when nothing changed.
+    /// With `users`, at most `USERS_PER_FLUSH` user documents go out; only the flush that sends the last of them
+    /// marks the users published (a crash before it re-publishes the earlier chunks, which versions make
+    /// harmless).
     fn render(&mut self, details: bool, users: bool, flushed_at: i64) -> Option<Rendered> {
         let st = &mut self.st;
         st.expire();
         let finals = st.final_windows();
-        let mut records = changelog::changed_records(st, &finals, users);
+        let out = if users { st.users.pending.len().min(USERS_PER_FLUSH) } else { 0 };
+        let all_users = users && out == st.users.pending.len();
+        let mut records = changelog::changed_records(st, &finals, all_users);
         let changed = records.len() > changelog::meta_records(st);
         let busy = st.pos.dirty || !finals.is_empty() || changed || (details && st.has_unpublished());
-        let docs = if busy { docs::changed_docs(st, &finals, flushed_at, details, users) } else { Vec::new() };
+        let docs = if busy { docs::changed_docs(st, &finals, flushed_at, details, out) } else { Vec::new() };
         if !docs.is_empty() {
-            records.extend(changelog::published_markers(details, users));
+            records.extend(changelog::published_markers(details, all_users));
         }
         self.finals = finals;
+        self.users_out = if busy { out } else { 0 };
         let quiet = docs.is_empty() && !changed && !st.pos.dirty;
         if quiet && self.dead.is_empty() && self.late.is_empty() && self.forward.is_empty() {
             return None;
@@ -243,6 +255,7 @@ impl Partition {
             late: Vec::new(),
             forward: Vec::new(),
             finals: Vec::new(),
+            users_out: 0,
             busy: 0,
         })
     }
@@ -411,7 +424,8 @@ impl Partition {
     fn committed(&mut self, details: bool, users: bool) -> PyResult<()> {
         self.ready()?;
         let finals = std::mem::take(&mut self.finals);
-        self.st.committed(&finals, details, users);
+        let out = if users { std::mem::take(&mut self.users_out) } else { 0 };
+        self.st.committed(&finals, details, out);
         Ok(())
     }
 

@@ -368,8 +368,9 @@ impl State {
             || self.windows.values().any(|w| w.items.to_publish() != 0)
     }
 
-    /// After a committed flush: `details` (item shards went out) and `users` (user documents went out).
-    pub fn committed(&mut self, finals: &[(i64, i64)], details: bool, users: bool) {
+    /// After a committed flush: `details` (item shards went out) and `users` (how many of the pending user
+    /// documents went out, from the first).
+    pub fn committed(&mut self, finals: &[(i64, i64)], details: bool, users: usize) {
         for key in finals {
             self.windows.remove(key);
         }
@@ -386,11 +387,9 @@ impl State {
             self.users.list[u as usize].dirty = false;
         }
         self.users.dirty.clear();
-        if users {
-            for &u in &self.users.pending {
-                self.users.list[u as usize].pending = false;
-            }
-            self.users.pending.clear();
+        let users = users.min(self.users.pending.len());
+        for u in self.users.pending.drain(..users) {
+            self.users.list[u as usize].pending = false;
         }
         for sid in self.sessions.dirty.drain(..) {
             if let Some(s) = self.sessions.map.get_mut(&sid) {

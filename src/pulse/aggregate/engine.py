@@ -304,6 +304,7 @@ class Engine:
                 decided.setdefault(p, []).append(decision)
             parts = list(self.states.values())
             details = details or self.policy.details_due(self.stats.flushes)
+        before = sum(st.pending_users() for st in parts)
         users_due = [complete or (details and self.policy.users_due(st.partition, st.pending_users(),
                                                                       self.stats.flushes)) for st in parts]
         outputs = []
@@ -331,6 +332,11 @@ class Engine:
         self.metrics.flushed(time.monotonic() - started)
         if wait:
             self._settle()
+        pending = sum(st.pending_users() for st in parts)
+        if complete and only is None and 0 < pending < before:
+            # a flush sends a bounded number of user documents (the native core's USERS_PER_FLUSH): a complete
+            # flush goes on, a transaction per chunk, until every user is published
+            self.flush(details=True, wait=wait)
 
     def _settle(self) -> None:
         """Wait for the commit in flight, if any; count it, or recover from its failure."""
