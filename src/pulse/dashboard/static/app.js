@@ -58,6 +58,15 @@
     el.querySelector(".value").textContent = format(value);
   }
 
+  // a table row saying why the table is empty
+  function note(message, columns) {
+    const tr = document.createElement("tr");
+    const td = text("td", message);
+    td.colSpan = columns;
+    tr.append(td);
+    return tr;
+  }
+
   function render(o) {
     for (const [name, format] of Object.entries(KPI)) setKpi(name, o.kpis[name], format);
     setKpi("freshness_s", o.health.freshness_s, fmt.secs);
@@ -73,11 +82,7 @@
 
     const tbody = document.querySelector("#top-items tbody");
     if (o.top_items == null) {
-      const tr = document.createElement("tr");
-      const td = text("td", "Items are not broken down by this filter's dimension.");
-      td.colSpan = 4;
-      tr.append(td);
-      tbody.replaceChildren(tr);
+      tbody.replaceChildren(note("Items are not broken down by this filter's dimension (or for one user).", 4));
     } else tbody.replaceChildren(...o.top_items.map((it) => {
       const tr = document.createElement("tr");
       const td = document.createElement("td");
@@ -108,11 +113,7 @@
 
     const qBody = document.querySelector("#quantiles tbody");
     if (o.quantiles == null) {
-      const tr = document.createElement("tr");
-      const td = text("td", "Quantiles come from the window summaries: not available under this filter.");
-      td.colSpan = 5;
-      tr.append(td);
-      qBody.replaceChildren(tr);
+      qBody.replaceChildren(note("Quantiles come from the window summaries: not available under this filter.", 5));
     } else qBody.replaceChildren(...Object.entries(o.quantiles).map(([name, qs]) => {
       const tr = document.createElement("tr");
       tr.dataset.key = name;
