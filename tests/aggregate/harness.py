@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from confluent_kafka.admin import AdminClient
 
+from pulse.aggregate.config import StateConfig
 from pulse.generate.ledger import Ledger
 from pulse.kafkaio import read_range
 from pulse.verify.reference import Expected, recompute
@@ -27,8 +28,9 @@ def read_latest_docs(bootstrap: str, topic: str) -> dict[str, dict[str, Any]]:
     return docs
 
 
-def expected_from_ledgers(ledgers: list[Ledger], sizes: tuple[int, ...] = (10_000, 60_000, 3_600_000),
+def expected_from_ledgers(ledgers: list[Ledger], sizes: tuple[int, ...] = StateConfig.window_sizes,
                          grace_ms: int = 30_000, horizon_ms: int = 30_000) -> Expected:
+    """The reference for an aggregator run with its defaults (``sizes``: its default windows)."""
     rows = [(r.partition, r.offset, r.value, r.record_ts) for ledger in ledgers for r in ledger]
     return recompute(rows, sizes, grace_ms, horizon_ms)
 

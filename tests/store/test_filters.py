@@ -26,4 +26,5 @@ def test_the_source_follows_the_filters_and_unanswerable_combinations_are_refuse
     assert Filters(0, 1, item_id="i", category="c").source == "items"
     assert "item filter combines only with a category" in (Filters(0, 1, item_id="i", country="DE").problem() or "")
     assert "at a time" in (Filters(0, 1, country="DE", device="mobile").problem() or "")
-    assert Filters(0, 1, user_id="u", country="DE", device="mobile").problem() is None  # the raw archive answers
+    assert Filters(0, 1, user_id="u", event_type="view").problem() is None  # the user's own hours answer
+    assert "user filter combines only with an event type" in (Filters(0, 1, user_id="u", country="DE").problem() or "")
