@@ -301,8 +301,12 @@ def overview(es: Elasticsearch, f: Filters, prefix: str = DEFAULT_PREFIX) -> dic
     # lie before the pipeline ran) to now or the range's end
     now_ms = int(time.time() * 1000)
     first = next((s for s in starts if buckets[s]["events"]), None)
-    begin = f.start_ms if first is None else max(f.start_ms, first)
-    span_s = max(1.0, (min(f.end_ms, now_ms) - begin) / 1000)
+    lo, hi = f.start_ms, f.end_ms
+    if f.source == "user":  # a user's series covers the whole hours the range touches
+        hour = WINDOW_MS["1h"]
+        lo, hi = lo // hour * hour, -(-hi // hour) * hour
+    begin = lo if first is None else max(lo, first)
+    span_s = max(1.0, (min(hi, now_ms) - begin) / 1000)
     latest = buckets[starts[-1]] if starts else None
     by_status = f.dimension is not None and f.dimension[0] == "status"
     errors_known = (f.source == "windows" or by_status) and not f.event_type
