@@ -12,7 +12,7 @@
 The documents, the Elasticsearch mapping, the queries, the dashboard, the Kibana export and `pulse verify`'s
 reference read these names from here, so adding a step, a dimension or a sketched value is one change in the
 core. Readers merge sketches as the engine would (adding counts per bin) and read quantiles with the core's
-own rule (:func:`quantiles`).
+own rule (:meth:`MergedSketch.quantiles`).
 """
 
 from __future__ import annotations
