@@ -8,9 +8,13 @@ import os
 import time
 from pathlib import Path
 
+import orjson
+from confluent_kafka import Consumer
 from elasticsearch import Elasticsearch
 
+from pulse.aggregate.config import StateConfig
 from pulse.bench import aggregate as agg
+from pulse.bench import flink
 from pulse.bench.scratch import scratch
 from pulse.config import Settings
 
@@ -25,8 +29,10 @@ def test_each_contender_reads_the_topic_to_its_end_and_commits(settings: Setting
         log = tmp_path / "contenders.log"
         es = Elasticsearch(settings.es_url)
         quix = agg.quix_python(settings)  # its own virtualenv, installed once per Pulse home
-        every = agg.contenders(settings, topic, ["raw", "naive", "pulse", "unkeyed", "quix"], quix)
-        assert [c.key for c in every] == ["raw", "naive", "pulse", "unkeyed", "quix"]
+        flink_cp = flink.classpath(settings)  # Flink's jars, resolved once per Pulse home; the job compiled once
+        names = ["raw", "naive", "pulse", "unkeyed", "quix", "flink"]
+        every = agg.contenders(settings, topic, names, quix, flink_cp)
+        assert [c.key for c in every] == names
         for contender in every:
             result = agg.measure(settings, contender, topic, ends, 120, log)
             assert result.events == count
@@ -37,3 +43,23 @@ def test_each_contender_reads_the_topic_to_its_end_and_commits(settings: Setting
                 assert not es.indices.exists(index=contender.index)
         agg.cleanup(settings)
         assert "Traceback" not in log.read_text()
+        # Flink's day windows hold every event it accepted: near the input count (less dead letters, duplicates)
+        day = max(StateConfig().window_sizes)
+        flink_group = next(c for c in every if c.key == "flink").group
+        counted = sum(sum(doc["counts"].values()) for doc in _committed(settings, flink.output_topic(flink_group))
+                      if doc["kind"] == "window" and doc["window_ms"] == day)
+        assert 0.95 * count <= counted <= count
+
+
+def _committed(settings: Settings, topic: str) -> list[dict]:
+    """Every committed record of ``topic`` (read_committed: an aborted transaction's records are not output)."""
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": f"check-{time.time()}",
+                         "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
+    consumer.subscribe([topic])
+    out, idle = [], 0
+    while idle < 3:
+        batch = consumer.consume(1000, 1.0)
+        idle = 0 if batch else idle + 1
+        out.extend(orjson.loads(m.value()) for m in batch if m.error() is None)
+    consumer.close()
+    return out

@@ -1,4 +1,4 @@
-"""`pulse bench aggregate`: events/s of one aggregator process vs Quix Streams, the naive design and raw reads.
+"""`pulse bench aggregate`: events/s of one aggregator process vs Flink, Quix Streams, the naive design and raw reads.
 
 Every contender is a separate process with a fresh consumer group on the same pre-produced topic. Its time
 runs from process start until all its output for the input is committed: for Pulse, until it exits after
@@ -23,13 +23,14 @@ from pathlib import Path
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from pulse import kafkaio
+from pulse.bench import flink
 from pulse.bench.contenders import naive_index
 from pulse.config import Settings
 from pulse.connect.kafka import client_config
 from pulse.errors import PulseError
 from pulse.kafkaio import admin_client
 from pulse.stack.process import interrupt
-from pulse.topics import partition_count, repartition_topic
+from pulse.topics import TopicSpec, ensure_topics, partition_count, repartition_topic
 
 QUIX_VERSION = "3.28.1"
 QUIX_SPEC = f"quixstreams=={QUIX_VERSION}"
@@ -47,6 +48,8 @@ class Contender:
     forwards_to: str | None = None  # a repartition topic it must also have read to its end before its time stops
     key: str = ""  # its name on the command line (raw, pulse, unkeyed, quix, naive)
     exits: bool = False  # it stops by itself once its output is complete: timed to its exit
+    group: str = ""  # its consumer group, when its command line has no ``--group``
+    offsets_in_kafka: bool = True  # its progress is its group's committed offsets (Flink's is in its checkpoints)
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,8 @@ def unkeyed_topic(topic: str) -> str:
     return f"{topic}-unkeyed"
 
 
-def contenders(settings: Settings, topic: str, which: list[str], quix: Path | None) -> list[Contender]:
+def contenders(settings: Settings, topic: str, which: list[str], quix: Path | None,
+               flink_cp: str | None = None) -> list[Contender]:
     tag = uuid.uuid4().hex[:6]
     b = settings.bootstrap
     py = [sys.executable, "-m"]
@@ -143,6 +147,16 @@ def contenders(settings: Settings, topic: str, which: list[str], quix: Path | No
                                    "--state-dir", str(state_dir)],
                                   "default settings (5 s commits); per-type counts and revenue per window (final), "
                                   "user state; no dedup, unique users, funnel, items, categories, dead letters")
+    if flink_cp is not None:
+        group = f"bench-flink-{tag}"
+        ensure_topics(settings.bootstrap, [TopicSpec(flink.output_topic(group), 6, {})])
+        table["flink"] = Contender(f"{flink.label()} (exactly-once)", flink.argv(settings, flink_cp, topic, group),
+                                   f"DataStream API on a local MiniCluster, default parallelism (cores), checkpoints "
+                                   f"every {flink.CHECKPOINT_MS} ms commit the Kafka sink's transactions; counts, "
+                                   "revenue, status, breakdowns, items, distinct users (exact), quantile bins, user "
+                                   "state, dedup, dead letters, late; windows publish only when they close; no "
+                                   "session funnel; timed to its exit (bounded source)", exits=True, group=group,
+                                   offsets_in_kafka=False)
     return [replace(table[name], key=name) for name in which if name in table]
 
 
@@ -165,11 +179,12 @@ def cpu_seconds(pid: int) -> float:
 def run_until_committed(settings: Settings, name: str, argv: list[str], group: str, topic: str,
                         ends: dict[int, int], timeout: float, log: Path,
                         on_poll: Callable[[int], None] | None = None, forwards_to: str | None = None,
-                        exits: bool = False) -> Timed:
+                        exits: bool = False, offsets_in_kafka: bool = True) -> Timed:
     """Start a consumer process and time it until its group committed every partition to ``ends`` (so exactly-
     once contenders are timed to their last commit), and every record it forwarded through ``forwards_to``, with
     the CPU it had used by then; then stop it. ``exits``: it stops by itself once all its output is committed;
-    timed to its exit, which must come after those commits. ``on_poll`` gets its pid."""
+    timed to its exit, which must come after those commits (``offsets_in_kafka=False``: its exit with status 0 says
+    its bounded input was read and its output committed, as Flink's job does). ``on_poll`` gets its pid."""
     watcher = Consumer(client_config(settings.bootstrap, {"group.id": group, "enable.auto.commit": False}))
     parts = [TopicPartition(topic, p) for p in ends]
 
@@ -187,7 +202,7 @@ def run_until_committed(settings: Settings, name: str, argv: list[str], group: s
                     pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
                     if pid:
                         proc.returncode = os.waitstatus_to_exitcode(status)
-                        if proc.returncode != 0 or not complete():
+                        if proc.returncode != 0 or (offsets_in_kafka and not complete()):
                             raise PulseError(f"{name} exited with {proc.returncode} before its work was committed; "
                                              f"see {log}")
                         return Timed(time.monotonic() - t0, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024)
@@ -223,8 +238,10 @@ def measure(settings: Settings, contender: Contender, topic: str, ends: dict[int
     """``topic`` and ``ends``: the common input, unless the contender reads its own (then read here)."""
     if contender.topic is not None:
         topic, ends = contender.topic, end_offsets(settings, contender.topic)
-    timed = run_until_committed(settings, contender.name, contender.argv, _group_of(contender.argv), topic, ends,
-                                timeout, log, forwards_to=contender.forwards_to, exits=contender.exits)
+    group = contender.group or _group_of(contender.argv)
+    timed = run_until_committed(settings, contender.name, contender.argv, group, topic, ends,
+                                timeout, log, forwards_to=contender.forwards_to, exits=contender.exits,
+                                offsets_in_kafka=contender.offsets_in_kafka)
     if contender.index is not None:
         _drop_index(settings, contender.index)
     return Result(contender.name, sum(ends.values()), timed.seconds, contender.note, timed.cpu)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -11,6 +12,9 @@ from rich.table import Table
 
 from pulse.cli.durations import Duration
 from pulse.config import Settings
+
+if TYPE_CHECKING:
+    from pulse.bench.e2e import RunResult
 
 
 @click.group()
@@ -74,9 +78,9 @@ def produce(settings: Settings, count: int, partitions: int, rounds: int) -> Non
 @bench.command("aggregate")
 @click.option("--count", type=click.IntRange(1000), default=300_000, show_default=True,
               help="Events pre-produced once and read by every contender.")
-@click.option("--contenders", "which", default="raw,pulse,unkeyed,quix,naive", show_default=True,
+@click.option("--contenders", "which", default="raw,pulse,unkeyed,flink,quix,naive", show_default=True,
               help="Comma-separated subset of raw, pulse, unkeyed (Pulse on the same events without keys: the "
-                   "repartitioned path), quix, naive.")
+                   "repartitioned path), flink, quix, naive.")
 @click.option("--rounds", type=click.IntRange(1, 9), default=3, show_default=True,
               help="Run every contender this many times, in turn; the verdict is the median of the per-round ratios.")
 @click.option("--timeout", type=Duration(10), default="15m", show_default=True,
@@ -88,14 +92,14 @@ def produce(settings: Settings, count: int, partitions: int, rounds: int) -> Non
 @click.pass_obj
 @on_stack
 def aggregate_bench(settings: Settings, count: int, which: str, rounds: int, timeout: float, warmup: int) -> None:
-    """Events/s of one aggregator process (exactly-once) vs Quix Streams, the naive design and a raw consumer.
+    """Events/s of one aggregator process (exactly-once) vs Flink, Quix Streams, the naive design and a raw consumer.
 
     Every contender reads the same pre-produced topic with a fresh consumer group and is timed from process
     start until all its output for the input is committed: Pulse until it has published every document it would
     publish (item shards and user documents included) and exited; the others to their last commit. Untimed
     warm-up runs of the raw consumer and Pulse come first, until Pulse's time stops improving and the broker's
     JIT compiler is quiet, so that the broker's internal topics and compiled code are ready (a freshly started
-    broker needs several). Targets: >= 10x Quix Streams and >= 0.5x the raw ceiling.
+    broker needs several). Targets: >= 3x Flink, >= 10x Quix Streams and >= 0.5x the raw ceiling.
     """
     import statistics
     import time as _time
@@ -105,6 +109,12 @@ def aggregate_bench(settings: Settings, count: int, which: str, rounds: int, tim
     console = Console(stderr=True)
     names = [n.strip() for n in which.split(",") if n.strip()]
     quix = agg.quix_python(settings, lambda m: console.print(m)) if "quix" in names else None
+    flink_cp = None
+    if "flink" in names:
+        from pulse.bench import flink
+
+        with console.status(f"resolving {flink.label()} from Maven Central (once) and compiling the job"):
+            flink_cp = flink.classpath(settings)
     topic = f"pulse.bench.agg-{_time.strftime('%H%M%S')}"
     agg.compile_sources()
     start_ms = int(_time.time() * 1000) - 600_000
@@ -125,7 +135,7 @@ def aggregate_bench(settings: Settings, count: int, which: str, rounds: int, tim
     results: list[dict[str, agg.Result]] = []
     for i in range(rounds):
         results.append({})
-        for contender in agg.contenders(settings, topic, names, quix):
+        for contender in agg.contenders(settings, topic, names, quix, flink_cp):
             with console.status(f"round {i + 1}/{rounds}: {contender.name}"):
                 results[-1][contender.key] = agg.measure(settings, contender, topic, ends, timeout, log)
     agg.cleanup(settings)
@@ -147,7 +157,7 @@ def aggregate_bench(settings: Settings, count: int, which: str, rounds: int, tim
     if ratios:
         click.echo(f"repartitioned path: pulse on unkeyed / keyed input = {statistics.median(ratios):.2f}x median of "
                    f"rounds [{', '.join(f'{x:.2f}' for x in ratios)}] ({results[0]['unkeyed'].note})")
-    for peer, target in (("quix", 10.0), ("naive", None), ("raw", 0.5)):
+    for peer, target in (("flink", 3.0), ("quix", 10.0), ("naive", None), ("raw", 0.5)):
         ratios = agg.per_round_ratios(results, "pulse", peer)
         if ratios:
             ratio = statistics.median(ratios)
@@ -220,3 +230,85 @@ def memory_bench(settings: Settings, count: int, users: int) -> None:
                f"in {r.seconds:.0f}s; limit for this many users {limit / 1024**2:,.0f} MiB "
                f"({'meets' if r.peak_rss_bytes <= limit else 'MISSES'}); peak state estimate "
                f"{r.peak_state_bytes / 1024**2:,.0f} MiB (pulse_state_bytes)")
+
+
+def _rates(text: str) -> list[float]:
+    """``10k,20k,50000`` → [10000.0, 20000.0, 50000.0], ascending."""
+    try:
+        rates = [float(r[:-1]) * 1000 if r.lower().endswith("k") else float(r)
+                 for r in (part.strip() for part in text.split(",")) if r]
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: write rates as a comma-separated list, e.g. 10k,20k,50k") from None
+    if not rates or min(rates) <= 0:
+        raise click.BadParameter("give at least one positive rate")
+    return sorted(rates)
+
+
+@bench.command("e2e")
+@click.option("--rates", default="10k,20k,35k,50k,65k,80k,100k", show_default=True,
+              help="Offered events/s to step through, ascending; the run stops at the first step that does not hold.")
+@click.option("--hold", type=Duration(5), default="60s", show_default=True,
+              help="Measured span of each step (after --settle).")
+@click.option("--settle", type=Duration(1), default="10s", show_default=True,
+              help="Unmeasured start of each step, for the pipeline to reach the new rate.")
+@click.option("--freshness-limit", type=Duration(0.5), default="3s", show_default=True,
+              help="A step holds only if probe events' freshness p99 is within this.")
+@click.option("--archive", "archive_modes", type=click.Choice(["both", "off", "on"]), default="both",
+              show_default=True, help="Run the pipeline without the raw-event archive, with it, or both in turn.")
+@click.pass_obj
+@on_stack
+def e2e_bench(settings: Settings, rates: str, hold: float, settle: float, freshness_limit: float,
+              archive_modes: str) -> None:
+    """The highest event rate the whole default pipeline sustains (target >= 50k/s without the archive).
+
+    Runs `pulse generate` at each offered rate → Kafka → `pulse aggregate` → `pulse store` (+ `pulse archive`)
+    → Elasticsearch, every stage its own process on this machine with the broker and the node. A step holds when
+    the input got >= 95 % of the offered rate, probe events (sent by a plain Kafka client with its default
+    partitioner) were all visible in a search of the aggregates with freshness p99 within the limit, and no
+    consumer's lag grew. Also prints Elasticsearch index operations per 1000 events from the node's indexing
+    statistics (aggregates, archive, heartbeats; target <= 20 for aggregates) and the cores each process used.
+    """
+    from pulse.bench import e2e
+
+    steps = _rates(rates)
+    log = settings.home / "logs" / "bench-e2e.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    console = Console(stderr=True)
+    runs = []
+    for archive in {"both": (False, True), "off": (False,), "on": (True,)}[archive_modes]:
+        label = "with the archive" if archive else "without the archive"
+        with console.status(label) as status:
+            runs.append(e2e.run(settings, steps, archive, hold, settle, freshness_limit, log,
+                                lambda m, label=label: status.update(f"{label}: {m}")))
+    for run in runs:
+        Console().print(e2e_table(run, hold))
+    for run in runs:
+        click.echo(e2e_verdict(run))
+
+
+def e2e_table(run: RunResult, hold: float) -> Table:
+    table = Table(title=f"pulse bench e2e, {'with' if run.archive else 'without'} the archive: {hold:.0f}s per step")
+    for col in ("offered/s", "input/s", "freshness p50", "p99", "probes", "ES ops/1000: aggregates", "archive",
+                "heartbeats", "cores used", "holds"):
+        table.add_column(col, justify="left" if col in ("cores used", "holds") else "right")
+    for s in run.steps:
+        cores = ", ".join(f"{name} {used:.2f}" for name, used in sorted(s.cores.items(), key=lambda kv: -kv[1]))
+        table.add_row(f"{s.offered:,.0f}", f"{s.delivered:,.0f}", f"{s.p(0.5):.2f}s", f"{s.p(0.99):.2f}s",
+                      f"{len(s.freshness)}" + (f" ({s.lost_probes} lost)" if s.lost_probes else ""),
+                      f"{s.ops_per_1000('aggregates'):.1f}", f"{s.ops_per_1000('archive'):.0f}",
+                      f"{s.ops_per_1000('heartbeats'):.2f}", cores, "yes" if not s.problems() else
+                      "no: " + "; ".join(s.problems()))
+    return table
+
+
+def e2e_verdict(run: RunResult) -> str:
+    label = "with the archive" if run.archive else "without the archive"
+    best = run.sustained
+    if best is None:
+        return f"{label}: no step held (the lowest offered was {run.steps[0].offered:,.0f}/s)"
+    line = (f"{label}: sustained {best.offered:,.0f} events/s (freshness p99 {best.p(0.99):.2f}s); "
+            f"aggregates {best.ops_per_1000('aggregates'):.1f} ES index ops per 1000 events")
+    if not run.archive:
+        line += (f" ({'meets' if best.offered >= 50_000 else 'MISSES'} >= 50k/s; "
+                 f"{'meets' if best.ops_per_1000('aggregates') <= 20 else 'MISSES'} <= 20 ops/1000)")
+    return line

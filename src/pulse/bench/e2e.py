@@ -1,0 +1,385 @@
+"""`pulse bench e2e`: the highest event rate the whole default pipeline sustains on this machine.
+
+The pipeline is what `pulse run` starts: `pulse generate` at a fixed offered rate → Kafka → `pulse aggregate` →
+`pulse store` (+ `pulse archive` when the archive is on) → Elasticsearch, every stage its own process, the broker
+and the node on the same cores. The rate is stepped up; a step *holds* when, over its measured span:
+
+- the input topic received at least 95 % of the offered rate (the generator shares the cores too);
+- every probe event became visible in a search of the aggregates, with freshness p99 within the limit;
+- no consumer lag grew: the aggregator's, the writer's and the archive's lag, sampled every second, did not
+  rise faster than 1 % of the rate, or ended under a second of input.
+
+Freshness is per event, as the Yahoo Streaming Benchmark measures latency: a probe thread sends a real event,
+with a plain confluent-kafka producer and its default partitioner (so probes take the repartitioned path when
+the client's partitioner disagrees with Pulse's), whose category is unique to it, and times how long until a
+search of the window breakdowns finds that category. Elasticsearch index operations come from the node's own
+indexing statistics, split into aggregates, archive and heartbeats.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+from confluent_kafka import Producer
+from elasticsearch import Elasticsearch
+
+from pulse import kafkaio
+from pulse.aggregate.model import DIMENSIONS
+from pulse.bench.aggregate import cpu_seconds
+from pulse.config import Settings
+from pulse.connect.kafka import client_config
+from pulse.errors import PulseError
+from pulse.stack.process import interrupt
+from pulse.store.indices import ARCHIVE_FAMILIES, FAMILIES, alias, ensure_indices, heartbeat_index
+from pulse.topics import aggregates_topic, ensure_topics, input_topics, store_group
+
+PARTITIONS = 6
+DELIVERED_FLOOR = 0.95
+"""A step counts only if the input topic got this share of the offered rate."""
+LAG_GROWTH = 0.01
+"""Lag rising faster than this share of the rate (events/s per s of hold) is growing, unless under 1 s of input."""
+READY_S = 60.0
+"""How long the pipeline may take to show its first probe, and the generator to send its first event."""
+PROBE_DIMENSION = "category"
+ARCHIVE_GROUP = "pulse-archive"  # `pulse archive`'s consumer group
+assert PROBE_DIMENSION in DIMENSIONS
+
+
+@dataclass(frozen=True)
+class StepResult:
+    offered: float  # events/s asked of the generator
+    seconds: float  # the measured span
+    events: int  # input records that arrived during it
+    freshness: list[float]  # seconds from each probe's send until a search found it
+    lost_probes: int  # probes never found
+    lag_growth: dict[str, float]  # per consumer, its lag's rise in records per second of the span
+    lag_end: dict[str, int]  # per consumer, its lag at the span's end
+    index_ops: dict[str, int]  # Elasticsearch index operations during the span: aggregates, archive, heartbeats
+    cores: dict[str, float]  # CPU seconds per second of the span, per process
+    limit_s: float
+
+    @property
+    def delivered(self) -> float:
+        return self.events / self.seconds
+
+    def p(self, q: float) -> float:
+        if not self.freshness:
+            return float("inf")
+        return statistics.quantiles(self.freshness, n=100, method="inclusive")[round(q * 100) - 1] \
+            if len(self.freshness) > 1 else self.freshness[0]
+
+    def ops_per_1000(self, kind: str) -> float:
+        return 1000 * self.index_ops.get(kind, 0) / max(1, self.events)
+
+    def problems(self) -> list[str]:
+        """Why this step did not hold (empty: it held)."""
+        out = []
+        if self.delivered < DELIVERED_FLOOR * self.offered:
+            out.append(f"the input got {self.delivered:,.0f}/s of {self.offered:,.0f}/s offered")
+        if self.lost_probes:
+            out.append(f"{self.lost_probes} probe(s) never became visible")
+        if self.p(0.99) > self.limit_s:
+            out.append(f"freshness p99 {self.p(0.99):.2f}s > {self.limit_s:.1f}s")
+        for name, growth in self.lag_growth.items():
+            if growth > LAG_GROWTH * self.offered and self.lag_end[name] > self.offered:
+                out.append(f"{name} lag grew {growth:,.0f} records/s to {self.lag_end[name]:,}")
+        return out
+
+
+@dataclass(frozen=True)
+class RunResult:
+    archive: bool
+    steps: list[StepResult]
+
+    @property
+    def sustained(self) -> StepResult | None:
+        """The highest step that held (steps stop at the first that did not)."""
+        held = [s for s in self.steps if not s.problems()]
+        return held[-1] if held else None
+
+
+def index_kind(name: str, prefix: str) -> str | None:
+    """Which part of Pulse's output an index belongs to: its aggregates, its raw-record archive or heartbeats."""
+    if name == heartbeat_index(prefix):
+        return "heartbeats"
+    for kinds, families in (("aggregates", FAMILIES), ("archive", ARCHIVE_FAMILIES)):
+        if any(name.startswith(f"{prefix}-{family}-") or name == f"{prefix}-{family}" for family in families):
+            return kinds
+    return None
+
+
+def index_ops(es: Elasticsearch, prefix: str) -> dict[str, int]:
+    """Index operations so far per kind, from the node's own indexing statistics."""
+    stats = es.indices.stats(index=f"{prefix}-*", metric="indexing", expand_wildcards="all")
+    out: dict[str, int] = {}
+    for name, index in stats["indices"].items():
+        kind = index_kind(name, prefix)
+        if kind is not None:
+            out[kind] = out.get(kind, 0) + index["primaries"]["indexing"]["index_total"]
+    return out
+
+
+class Probes:
+    """Sends a probe event every ``every_s`` and searches the aggregates for the ones not seen yet."""
+
+    def __init__(self, settings: Settings, topic: str, prefix: str, tag: str, every_s: float = 0.5) -> None:
+        self._producer = Producer(client_config(settings.bootstrap, {"linger.ms": 0}))
+        self._es = settings.es.client()
+        self._topic, self._index, self._tag, self.every_s = topic, alias("windows", prefix), tag, every_s
+        self._pending: dict[str, float] = {}  # category → when it was sent
+        self._n = 0
+        self.found: list[tuple[float, float]] = []  # (sent at, seconds until visible)
+        self.sent: list[float] = []
+
+    def send(self) -> None:
+        self._n += 1
+        name = f"probe-{self._tag}-{self._n}"
+        now = time.time()
+        event = {"event_id": name, "event_type": "view", "ts": int(now * 1000), "user_id": name,
+                 "session_id": name, PROBE_DIMENSION: name}
+        self._producer.produce(self._topic, orjson.dumps(event), key=name.encode())  # the default partitioner
+        self._producer.poll(0)
+        self._pending[name] = now
+        self.sent.append(now)
+
+    def search(self) -> None:
+        if not self._pending:
+            return
+        names = list(self._pending)
+        resp = self._es.search(index=self._index, size=0, query={"term": {"kind": "window_dims"}}, aggs={
+            "rows": {"nested": {"path": "rows"}, "aggs": {"probes": {
+                "filter": {"bool": {"filter": [{"term": {"rows.dim": PROBE_DIMENSION}},
+                                               {"terms": {"rows.value": names}}]}},
+                "aggs": {"seen": {"terms": {"field": "rows.value", "size": len(names)}}}}}}})
+        now = time.time()
+        for bucket in resp["aggregations"]["rows"]["probes"]["seen"]["buckets"]:
+            sent = self._pending.pop(bucket["key"], None)
+            if sent is not None:
+                self.found.append((sent, now - sent))
+
+    def run(self, stop: threading.Event) -> None:
+        next_send = time.monotonic()
+        while not stop.is_set():
+            if time.monotonic() >= next_send:
+                self.send()
+                next_send += self.every_s
+            self.search()
+            stop.wait(0.05)
+        self._producer.flush(10)
+
+    def between(self, start: float, end: float) -> tuple[list[float], int]:
+        """Freshness of the probes sent in [start, end), and how many of them were never found."""
+        seen = [latency for sent, latency in self.found if start <= sent < end]
+        return seen, sum(1 for sent in self.sent if start <= sent < end) - len(seen)
+
+
+class LagSampler:
+    """Every second, each consumer's lag in records."""
+
+    def __init__(self, settings: Settings, consumers: dict[str, tuple[str, str]]) -> None:
+        self._readers = {name: (kafkaio.lag_reader(settings.bootstrap, group), topic)
+                         for name, (group, topic) in consumers.items()}
+        self.samples: dict[str, list[tuple[float, int]]] = {name: [] for name in consumers}
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.wait(1.0):
+            for name, (reader, topic) in self._readers.items():
+                lag = kafkaio.group_lag(reader, topic)
+                if lag is not None:
+                    self.samples[name].append((time.time(), lag))
+
+    def growth(self, start: float, end: float) -> tuple[dict[str, float], dict[str, int]]:
+        """Per consumer: least-squares slope of its lag over [start, end) in records/s, and its last lag."""
+        slopes, last = {}, {}
+        for name, samples in self.samples.items():
+            span = [(t, lag) for t, lag in samples if start <= t < end]
+            if len(span) < 2:
+                continue
+            mt, ml = statistics.fmean(t for t, _ in span), statistics.fmean(lag for _, lag in span)
+            var = sum((t - mt) ** 2 for t, _ in span)
+            slopes[name] = sum((t - mt) * (lag - ml) for t, lag in span) / var if var else 0.0
+            last[name] = span[-1][1]
+        return slopes, last
+
+    def close(self) -> None:
+        for reader, _ in self._readers.values():
+            reader.close()
+
+
+@dataclass
+class Pipeline:
+    """The default pipeline's long-running stages on a topic, group and index prefix of its own."""
+
+    settings: Settings
+    archive: bool
+    log: Path
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def topic(self) -> str:
+        return f"pulse.bench.e2e-{self.tag}"
+
+    @property
+    def group(self) -> str:
+        return f"bench-e2e-{self.tag}"
+
+    @property
+    def prefix(self) -> str:
+        return f"bench-e2e-{self.tag}"
+
+    def consumers(self) -> dict[str, tuple[str, str]]:
+        out = {"aggregate": (self.group, self.topic), "store": (store_group(self.group), aggregates_topic(self.group))}
+        if self.archive:
+            out["archive"] = (ARCHIVE_GROUP, self.topic)
+        return out
+
+    def start(self) -> None:
+        ensure_topics(self.settings.bootstrap, input_topics(self.topic, PARTITIONS, 24))
+        ensure_indices(self.settings.es.client(), self.prefix)
+        py = [sys.executable, "-m", "pulse"]
+        stages = {"aggregate": [*py, "aggregate", "--topic", self.topic, "--group", self.group,
+                                "--instance", self.group],
+                  "store": [*py, "store", "--topic", self.topic, "--group", self.group,
+                            "--index-prefix", self.prefix]}
+        if self.archive:
+            stages["archive"] = [*py, "archive", "--topic", self.topic, "--index-prefix", self.prefix]
+        for name, argv in stages.items():
+            self.procs[name] = self._spawn(argv)
+
+    def generate(self, rate: float, seconds: float) -> subprocess.Popen[bytes]:
+        argv = [sys.executable, "-m", "pulse", "generate", "--topic", self.topic, "--rate", str(rate),
+                "--duration", f"{seconds:.1f}", "--seed", str(int(rate)), "--no-progress"]
+        self.procs["generate"] = self._spawn(argv)
+        return self.procs["generate"]
+
+    def _spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
+        with self.log.open("ab") as out:
+            return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def check(self) -> None:
+        for name, proc in self.procs.items():
+            if name != "generate" and proc.poll() is not None:
+                raise PulseError(f"`pulse {name}` exited with {proc.returncode} during the benchmark; see {self.log}")
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.procs.values())):
+            interrupt(proc)
+        es = self.settings.es.client()
+        es.indices.delete(index=f"{self.prefix}-*", ignore_unavailable=True, expand_wildcards="all")
+        es.options(ignore_status=404).indices.delete_index_template(name=f"{self.prefix}-*")
+
+
+def _cpu(pids: dict[str, int]) -> dict[str, float]:
+    out = {}
+    for name, pid in pids.items():
+        try:
+            out[name] = cpu_seconds(pid)
+        except OSError:  # exited
+            continue
+    return out
+
+
+def stack_pids(settings: Settings) -> dict[str, int]:
+    from pulse.stack.manager import services
+
+    return {svc.name: pid for svc in services(settings) if (pid := svc.process.pid())}
+
+
+@contextmanager
+def _running(target: Callable[[threading.Event], None]) -> Iterator[threading.Event]:
+    stop = threading.Event()
+    thread = threading.Thread(target=target, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield stop
+    finally:
+        stop.set()
+        thread.join(15)
+
+
+def _input_total(settings: Settings, topic: str) -> int:
+    return sum(kafkaio.end_offsets(kafkaio.admin_client(settings.bootstrap), topic, list(range(PARTITIONS))).values())
+
+
+def run(settings: Settings, rates: list[float], archive: bool, hold_s: float, settle_s: float, limit_s: float,
+        log: Path, on_step: Callable[[str], None] = lambda _: None, probe_every_s: float = 0.5,
+        drain_s: float = 60.0) -> RunResult:
+    """Step through ``rates`` (ascending) until one does not hold; each runs ``settle_s`` unmeasured, then
+    ``hold_s`` measured."""
+    pipeline = Pipeline(settings, archive, log)
+    steps: list[StepResult] = []
+    es = settings.es.client()
+    try:
+        pipeline.start()
+        probes = Probes(settings, pipeline.topic, pipeline.prefix, pipeline.tag, probe_every_s)
+        lags = LagSampler(settings, pipeline.consumers())
+        with _running(probes.run), _running(lags.run):
+            on_step("starting the pipeline")
+            _until(lambda: bool(probes.found), pipeline, READY_S, "no probe became visible in the aggregates")
+            for rate in rates:
+                on_step(f"{rate:,.0f} events/s: settling for {settle_s:.0f}s")
+                before = _input_total(settings, pipeline.topic)
+                generator = pipeline.generate(rate, settle_s + hold_s + 2)
+                _until(lambda before=before: _input_total(settings, pipeline.topic) > before + 1, pipeline, READY_S,
+                       "`pulse generate` sent nothing")
+                _wait(settle_s, pipeline)
+                on_step(f"{rate:,.0f} events/s: measuring for {hold_s:.0f}s")
+                pids = {**stack_pids(settings), **{n: p.pid for n, p in pipeline.procs.items()}}
+                t0, cpu0, ops0, in0 = time.time(), _cpu(pids), index_ops(es, pipeline.prefix), \
+                    _input_total(settings, pipeline.topic)
+                _wait(hold_s, pipeline)
+                t1, cpu1, ops1, in1 = time.time(), _cpu(pids), index_ops(es, pipeline.prefix), \
+                    _input_total(settings, pipeline.topic)
+                _wait(limit_s + 2, pipeline)  # the last probes' time to show up; the lag is still sampled
+                fresh, lost = probes.between(t0, t1)
+                growth, last = lags.growth(t0, t1)
+                steps.append(StepResult(
+                    rate, t1 - t0, in1 - in0, fresh, lost, growth, last,
+                    {k: ops1.get(k, 0) - ops0.get(k, 0) for k in ops1},
+                    {n: (cpu1[n] - cpu0[n]) / (t1 - t0) for n in cpu1 if n in cpu0}, limit_s))
+                interrupt(generator)
+                if steps[-1].problems():
+                    break
+                _drain(lags, pipeline, drain_s)
+        lags.close()
+    finally:
+        pipeline.stop()
+    return RunResult(archive, steps)
+
+
+def _wait(seconds: float, pipeline: Pipeline) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pipeline.check()
+        time.sleep(min(0.5, max(0.0, end - time.monotonic())))
+
+
+def _until(ready: Callable[[], bool], pipeline: Pipeline, seconds: float, failure: str) -> None:
+    end = time.monotonic() + seconds
+    while not ready():
+        pipeline.check()
+        if time.monotonic() > end:
+            raise PulseError(f"{failure} within {seconds:.0f}s; see {pipeline.log}")
+        time.sleep(0.2)
+
+
+def _drain(lags: LagSampler, pipeline: Pipeline, seconds: float) -> None:
+    """Let every consumer catch up before the next step, so a step starts from no backlog."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pipeline.check()
+        latest = [samples[-1][1] for samples in lags.samples.values() if samples]
+        if latest and max(latest) <= PARTITIONS:  # a transactional topic's last record is a marker no one reads
+            return
+        time.sleep(0.5)

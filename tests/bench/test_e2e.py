@@ -1,0 +1,66 @@
+"""`pulse bench e2e` on the real stack at a small rate: the whole pipeline runs, probes sent by a plain client
+are found in the aggregates, and Elasticsearch's own indexing statistics split the writes the way the pipeline's
+design says they must fall (the archive: one document per event)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from elasticsearch import Elasticsearch
+
+from pulse.bench import e2e
+from pulse.bench.scratch import scratch
+from pulse.config import Settings
+
+
+def test_a_small_step_holds_with_every_probe_seen_and_writes_split_by_kind(settings: Settings, tmp_path: Path) -> None:
+    log = tmp_path / "e2e.log"
+    with scratch(settings):
+        run = e2e.run(settings, [400.0], archive=True, hold_s=8, settle_s=4, limit_s=5, log=log, probe_every_s=0.25,
+                      drain_s=10)
+    assert [s.offered for s in run.steps] == [400.0]
+    step = run.steps[0]
+    assert not step.problems(), (step, log.read_text()[-2000:])
+    assert run.sustained is step
+    # the input topic got the offered rate over the measured span
+    assert 0.8 * 400 * step.seconds <= step.events <= 1.2 * 400 * step.seconds + 50
+    # a probe every 0.25 s over 8 s, each found, none faster than a flush can publish it or slower than the limit
+    assert len(step.freshness) >= 28 and step.lost_probes == 0
+    assert all(0.0 < f <= 5 for f in step.freshness)
+    # the archive indexes one document per event; the aggregates publish what changed (at this low rate nearly
+    # every event touches a user not seen in the last 30 s, so about one user document each); heartbeats a few
+    assert 800 <= step.ops_per_1000("archive") <= 1200, step.index_ops
+    assert 0 < step.ops_per_1000("aggregates") < 1500, step.index_ops
+    assert step.index_ops["heartbeats"] > 0
+    assert {"aggregate", "store", "archive", "generate", "kafka", "elasticsearch"} <= step.cores.keys()
+    assert "Traceback" not in log.read_text()
+    es = Elasticsearch(settings.es_url)
+    leftovers = es.indices.get(index="bench-e2e-*", expand_wildcards="all", allow_no_indices=True).body
+    assert not leftovers
+
+
+def _step(**changes: object) -> e2e.StepResult:
+    base = {"offered": 1000.0, "seconds": 10.0, "events": 10_000, "freshness": [0.5] * 20, "lost_probes": 0,
+            "lag_growth": {"aggregate": 0.0}, "lag_end": {"aggregate": 0}, "index_ops": {}, "cores": {},
+            "limit_s": 3.0}
+    return e2e.StepResult(**(base | changes))  # type: ignore[arg-type]
+
+
+def test_a_step_holds_only_at_the_offered_rate_with_fresh_probes_and_no_growing_lag() -> None:
+    assert _step().problems() == []
+    assert "offered" in _step(events=9_000).problems()[0]
+    assert "never became visible" in _step(lost_probes=1).problems()[0]
+    assert "p99" in _step(freshness=[0.5] * 19 + [4.0]).problems()[0]
+    assert "lag grew" in _step(lag_growth={"aggregate": 50.0}, lag_end={"aggregate": 5_000}).problems()[0]
+    # lag that rises but stays under a second of input is a pipeline at work, not one falling behind
+    assert _step(lag_growth={"aggregate": 50.0}, lag_end={"aggregate": 900}).problems() == []
+
+
+def test_indices_are_told_apart_by_kind() -> None:
+    assert e2e.index_kind("p-windows-000001", "p") == "aggregates"
+    assert e2e.index_kind("p-users-000002", "p") == "aggregates"
+    assert e2e.index_kind("p-events-2026.12.01", "p") == "archive"
+    assert e2e.index_kind("p-deadletter-2026.12.01", "p") == "archive"
+    assert e2e.index_kind("p-heartbeat", "p") == "heartbeats"
+    assert e2e.index_kind("p-meta", "p") is None
+    assert e2e.index_kind("pother-windows-000001", "p") is None
