@@ -25,8 +25,10 @@ def test_a_small_step_holds_with_every_probe_seen_and_writes_split_by_kind(setti
     # the input topic got the offered rate over the measured span
     assert 0.8 * 400 * step.seconds <= step.events <= 1.2 * 400 * step.seconds + 50
     # a probe every 0.25 s over 8 s, each found, none faster than a flush can publish it or slower than the limit
-    assert len(step.freshness) >= 28 and step.lost_probes == 0
-    assert all(0.0 < f <= 5 for f in step.freshness)
+    assert len(step.probes) >= 28 and step.lost_probes == 0
+    assert all(0.0 < p.seconds <= 5 + e2e.FORWARD_HOP_S for p in step.probes)
+    # half the probes come from a client partitioning as Pulse does, half from one that mostly does not
+    assert 0 < sum(p.forwarded for p in step.probes) < len(step.probes)
     # the archive indexes one document per event; the aggregates publish what changed (at this low rate nearly
     # every event touches a user not seen in the last 30 s, so about one user document each); heartbeats a few
     assert 800 <= step.ops_per_1000("archive") <= 1200, step.index_ops
@@ -39,8 +41,12 @@ def test_a_small_step_holds_with_every_probe_seen_and_writes_split_by_kind(setti
     assert not leftovers
 
 
+def _probes(seconds: list[float]) -> list[e2e.Probe]:
+    return [e2e.Probe(float(i), s, i % 2 == 0) for i, s in enumerate(seconds)]
+
+
 def _step(**changes: object) -> e2e.StepResult:
-    base = {"offered": 1000.0, "seconds": 10.0, "events": 10_000, "freshness": [0.5] * 20, "lost_probes": 0,
+    base = {"offered": 1000.0, "seconds": 10.0, "events": 10_000, "probes": _probes([0.5] * 20), "lost_probes": 0,
             "lag_growth": {"aggregate": 0.0}, "lag_end": {"aggregate": 0}, "index_ops": {}, "cores": {},
             "limit_s": 3.0}
     return e2e.StepResult(**(base | changes))  # type: ignore[arg-type]
@@ -50,7 +56,10 @@ def test_a_step_holds_only_at_the_offered_rate_with_fresh_probes_and_no_growing_
     assert _step().problems() == []
     assert "offered" in _step(events=9_000).problems()[0]
     assert "never became visible" in _step(lost_probes=1).problems()[0]
-    assert "p99" in _step(freshness=[0.5] * 19 + [4.0]).problems()[0]
+    assert "direct freshness p99" in _step(probes=_probes([0.5] * 19 + [4.0])).problems()[0]
+    # the forwarded path may take one flush interval more
+    assert _step(probes=_probes([3.9, 0.5] * 10)).problems() == []
+    assert "forwarded freshness p99" in _step(probes=_probes([4.1, 0.5] * 10)).problems()[0]
     assert "lag grew" in _step(lag_growth={"aggregate": 50.0}, lag_end={"aggregate": 5_000}).problems()[0]
     # lag that rises but stays under a second of input is a pipeline at work, not one falling behind
     assert _step(lag_growth={"aggregate": 50.0}, lag_end={"aggregate": 900}).problems() == []

@@ -5,15 +5,18 @@ The pipeline is what `pulse run` starts: `pulse generate` at a fixed offered rat
 and the node on the same cores. The rate is stepped up; a step *holds* when, over its measured span:
 
 - the input topic received at least 95 % of the offered rate (the generator shares the cores too);
-- every probe event became visible in a search of the aggregates, with freshness p99 within the limit;
+- every probe event became visible in a search of the aggregates, with freshness p99 within the limit for those
+  on the direct path, and within the limit plus one flush interval for those the aggregator forwarded (their
+  owner takes them at its next flush);
 - no consumer lag grew: the aggregator's, the writer's and the archive's lag, sampled every second, did not
   rise faster than 1 % of the rate, or ended under a second of input.
 
-Freshness is per event, as the Yahoo Streaming Benchmark measures latency: a probe thread sends a real event,
-with a plain confluent-kafka producer and its default partitioner (so probes take the repartitioned path when
-the client's partitioner disagrees with Pulse's), whose category is unique to it, and times how long until a
-search of the window breakdowns finds that category. Elasticsearch index operations come from the node's own
-indexing statistics, split into aggregates, archive and heartbeats.
+Freshness is per event, as the Yahoo Streaming Benchmark measures latency: a probe thread sends a real event
+whose category is unique to it, and times how long until a search of the window breakdowns finds that category.
+Probes alternate between librdkafka's and the Java client's default partitioners, so half of them (those whose
+partition is not their user's) take the forwarded path through the repartition topic; both are reported.
+Elasticsearch index operations come from the node's own indexing statistics, split into aggregates, archive
+and heartbeats.
 """
 
 from __future__ import annotations
@@ -30,15 +33,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-from confluent_kafka import Producer
+from confluent_kafka import Message, Producer
+from confluent_kafka.admin import AdminClient
 from elasticsearch import Elasticsearch
 
 from pulse import kafkaio
+from pulse.aggregate.engine import EngineConfig
 from pulse.aggregate.model import DIMENSIONS
 from pulse.bench.aggregate import cpu_seconds
 from pulse.config import Settings
 from pulse.connect.kafka import client_config
 from pulse.errors import PulseError
+from pulse.generate.partitioner import partition_for
 from pulse.stack.process import interrupt
 from pulse.store.indices import ARCHIVE_FAMILIES, FAMILIES, alias, ensure_indices, heartbeat_index
 from pulse.topics import aggregates_topic, ensure_topics, input_topics, store_group
@@ -51,6 +57,8 @@ LAG_GROWTH = 0.01
 READY_S = 60.0
 """How long the pipeline may take to show its first probe, and the generator to send its first event."""
 PROBE_DIMENSION = "category"
+FORWARD_HOP_S = EngineConfig.flush_interval_s
+"""What the forwarded path adds by design: the owner takes forwarded records at its next flush."""
 ARCHIVE_GROUP = "pulse-archive"  # `pulse archive`'s consumer group
 assert PROBE_DIMENSION in DIMENSIONS
 
@@ -60,7 +68,7 @@ class StepResult:
     offered: float  # events/s asked of the generator
     seconds: float  # the measured span
     events: int  # input records that arrived during it
-    freshness: list[float]  # seconds from each probe's send until a search found it
+    probes: list[Probe]  # those sent during the span and found
     lost_probes: int  # probes never found
     lag_growth: dict[str, float]  # per consumer, its lag's rise in records per second of the span
     lag_end: dict[str, int]  # per consumer, its lag at the span's end
@@ -72,11 +80,13 @@ class StepResult:
     def delivered(self) -> float:
         return self.events / self.seconds
 
-    def p(self, q: float) -> float:
-        if not self.freshness:
-            return float("inf")
-        return statistics.quantiles(self.freshness, n=100, method="inclusive")[round(q * 100) - 1] \
-            if len(self.freshness) > 1 else self.freshness[0]
+    def p(self, q: float, forwarded: bool | None = None) -> float:
+        """Freshness quantile ``q`` of every probe, or of the forwarded (True) or direct (False) ones."""
+        seconds = [p.seconds for p in self.probes if forwarded is None or p.forwarded == forwarded]
+        if not seconds:
+            return float("nan")
+        return statistics.quantiles(seconds, n=100, method="inclusive")[round(q * 100) - 1] \
+            if len(seconds) > 1 else seconds[0]
 
     def ops_per_1000(self, kind: str) -> float:
         return 1000 * self.index_ops.get(kind, 0) / max(1, self.events)
@@ -88,8 +98,12 @@ class StepResult:
             out.append(f"the input got {self.delivered:,.0f}/s of {self.offered:,.0f}/s offered")
         if self.lost_probes:
             out.append(f"{self.lost_probes} probe(s) never became visible")
-        if self.p(0.99) > self.limit_s:
-            out.append(f"freshness p99 {self.p(0.99):.2f}s > {self.limit_s:.1f}s")
+        for forwarded, limit in ((False, self.limit_s), (True, self.limit_s + FORWARD_HOP_S)):
+            path = "forwarded" if forwarded else "direct"
+            if not any(p.forwarded == forwarded for p in self.probes):
+                out.append(f"no {path} probe was seen")
+            elif self.p(0.99, forwarded) > limit:
+                out.append(f"{path} freshness p99 {self.p(0.99, forwarded):.2f}s > {limit:.1f}s")
         for name, growth in self.lag_growth.items():
             if growth > LAG_GROWTH * self.offered and self.lag_end[name] > self.offered:
                 out.append(f"{name} lag grew {growth:,.0f} records/s to {self.lag_end[name]:,}")
@@ -129,16 +143,29 @@ def index_ops(es: Elasticsearch, prefix: str) -> dict[str, int]:
     return out
 
 
+@dataclass(frozen=True)
+class Probe:
+    sent: float  # wall clock when it was handed to the producer
+    seconds: float  # until a search of the aggregates found it
+    forwarded: bool  # its partition was not its user's (so the aggregator forwarded it to the owner)
+
+
 class Probes:
-    """Sends a probe event every ``every_s`` and searches the aggregates for the ones not seen yet."""
+    """Sends a probe event every ``every_s`` and searches the aggregates for the ones not seen yet.
+
+    Probes alternate between two plain producers with their default partitioners: librdkafka's (CRC32 of the key,
+    which mostly lands records away from their user's partition, so the aggregator forwards them) and the Java
+    client's (murmur2, which Pulse's partitioning follows, so they take the direct path)."""
 
     def __init__(self, settings: Settings, topic: str, prefix: str, tag: str, every_s: float = 0.5) -> None:
-        self._producer = Producer(client_config(settings.bootstrap, {"linger.ms": 0}))
+        self._producers = [Producer(client_config(settings.bootstrap, {"linger.ms": 0, **extra}))
+                           for extra in ({}, {"partitioner": "murmur2_random"})]
         self._es = settings.es.client()
         self._topic, self._index, self._tag, self.every_s = topic, alias("windows", prefix), tag, every_s
         self._pending: dict[str, float] = {}  # category → when it was sent
+        self._forwarded: dict[str, bool] = {}  # category → whether its partition was not its user's
         self._n = 0
-        self.found: list[tuple[float, float]] = []  # (sent at, seconds until visible)
+        self.found: list[Probe] = []
         self.sent: list[float] = []
 
     def send(self) -> None:
@@ -147,12 +174,20 @@ class Probes:
         now = time.time()
         event = {"event_id": name, "event_type": "view", "ts": int(now * 1000), "user_id": name,
                  "session_id": name, PROBE_DIMENSION: name}
-        self._producer.produce(self._topic, orjson.dumps(event), key=name.encode())  # the default partitioner
-        self._producer.poll(0)
+        producer = self._producers[self._n % 2]
+        producer.produce(self._topic, orjson.dumps(event), key=name.encode(), on_delivery=self._delivered)
+        producer.poll(0)
         self._pending[name] = now
         self.sent.append(now)
 
+    def _delivered(self, err: object, msg: Message) -> None:
+        if err is None:
+            key = msg.key() or b""
+            self._forwarded[key.decode()] = msg.partition() != partition_for(key, PARTITIONS)
+
     def search(self) -> None:
+        for producer in self._producers:
+            producer.poll(0)
         if not self._pending:
             return
         names = list(self._pending)
@@ -165,7 +200,7 @@ class Probes:
         for bucket in resp["aggregations"]["rows"]["probes"]["seen"]["buckets"]:
             sent = self._pending.pop(bucket["key"], None)
             if sent is not None:
-                self.found.append((sent, now - sent))
+                self.found.append(Probe(sent, now - sent, self._forwarded.get(bucket["key"], True)))
 
     def run(self, stop: threading.Event) -> None:
         next_send = time.monotonic()
@@ -175,11 +210,12 @@ class Probes:
                 next_send += self.every_s
             self.search()
             stop.wait(0.05)
-        self._producer.flush(10)
+        for producer in self._producers:
+            producer.flush(10)
 
-    def between(self, start: float, end: float) -> tuple[list[float], int]:
-        """Freshness of the probes sent in [start, end), and how many of them were never found."""
-        seen = [latency for sent, latency in self.found if start <= sent < end]
+    def between(self, start: float, end: float) -> tuple[list[Probe], int]:
+        """The probes sent in [start, end) that were found, and how many of them were not."""
+        seen = [p for p in self.found if start <= p.sent < end]
         return seen, sum(1 for sent in self.sent if start <= sent < end) - len(seen)
 
 
@@ -280,13 +316,31 @@ class Pipeline:
         es.options(ignore_status=404).indices.delete_index_template(name=f"{self.prefix}-*")
 
 
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the node runs under a launcher as its own user)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            try:
+                todo.extend(int(c) for c in task.read_text().split())
+            except OSError:
+                continue
+    return out
+
+
 def _cpu(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of each process and its descendants."""
     out = {}
     for name, pid in pids.items():
-        try:
-            out[name] = cpu_seconds(pid)
-        except OSError:  # exited
-            continue
+        total = 0.0
+        for p in _tree(pid):
+            try:
+                total += cpu_seconds(p)
+            except OSError:  # exited
+                continue
+        out[name] = total
     return out
 
 
@@ -308,8 +362,30 @@ def _running(target: Callable[[threading.Event], None]) -> Iterator[threading.Ev
         thread.join(15)
 
 
-def _input_total(settings: Settings, topic: str) -> int:
-    return sum(kafkaio.end_offsets(kafkaio.admin_client(settings.bootstrap), topic, list(range(PARTITIONS))).values())
+@dataclass(frozen=True)
+class Snapshot:
+    at: float  # wall clock right after the input's end offsets were read
+    input: int  # records in the input topic
+    cpu: dict[str, float]
+    ops: dict[str, int]
+
+
+def _input_total(admin: AdminClient, topic: str) -> int:
+    return sum(kafkaio.end_offsets(admin, topic, list(range(PARTITIONS))).values())
+
+
+def _snapshot(admin: AdminClient, es: Elasticsearch, pipeline: Pipeline, pids: dict[str, int]) -> Snapshot:
+    records = _input_total(admin, pipeline.topic)
+    return Snapshot(time.time(), records, _cpu(pids), index_ops(es, pipeline.prefix))
+
+
+def _step(rate: float, a: Snapshot, b: Snapshot, probes: Probes, lags: LagSampler, limit_s: float) -> StepResult:
+    found, lost = probes.between(a.at, b.at)
+    growth, last = lags.growth(a.at, b.at)
+    span = b.at - a.at
+    return StepResult(rate, span, b.input - a.input, found, lost, growth, last,
+                      {k: b.ops.get(k, 0) - a.ops.get(k, 0) for k in b.ops},
+                      {n: (b.cpu[n] - a.cpu[n]) / span for n in b.cpu if n in a.cpu}, limit_s)
 
 
 def run(settings: Settings, rates: list[float], archive: bool, hold_s: float, settle_s: float, limit_s: float,
@@ -320,6 +396,7 @@ def run(settings: Settings, rates: list[float], archive: bool, hold_s: float, se
     pipeline = Pipeline(settings, archive, log)
     steps: list[StepResult] = []
     es = settings.es.client()
+    admin = kafkaio.admin_client(settings.bootstrap)
     try:
         pipeline.start()
         probes = Probes(settings, pipeline.topic, pipeline.prefix, pipeline.tag, probe_every_s)
@@ -329,25 +406,19 @@ def run(settings: Settings, rates: list[float], archive: bool, hold_s: float, se
             _until(lambda: bool(probes.found), pipeline, READY_S, "no probe became visible in the aggregates")
             for rate in rates:
                 on_step(f"{rate:,.0f} events/s: settling for {settle_s:.0f}s")
-                before = _input_total(settings, pipeline.topic)
+                before = _input_total(admin, pipeline.topic)
                 generator = pipeline.generate(rate, settle_s + hold_s + 2)
-                _until(lambda before=before: _input_total(settings, pipeline.topic) > before + 1, pipeline, READY_S,
-                       "`pulse generate` sent nothing")
+                # the probes add a few records a second: the generator has started once many more arrived
+                _until(lambda floor=before + rate / 10: _input_total(admin, pipeline.topic) > floor, pipeline,
+                       READY_S, "`pulse generate` sent nothing")
                 _wait(settle_s, pipeline)
                 on_step(f"{rate:,.0f} events/s: measuring for {hold_s:.0f}s")
                 pids = {**stack_pids(settings), **{n: p.pid for n, p in pipeline.procs.items()}}
-                t0, cpu0, ops0, in0 = time.time(), _cpu(pids), index_ops(es, pipeline.prefix), \
-                    _input_total(settings, pipeline.topic)
+                start = _snapshot(admin, es, pipeline, pids)
                 _wait(hold_s, pipeline)
-                t1, cpu1, ops1, in1 = time.time(), _cpu(pids), index_ops(es, pipeline.prefix), \
-                    _input_total(settings, pipeline.topic)
-                _wait(limit_s + 2, pipeline)  # the last probes' time to show up; the lag is still sampled
-                fresh, lost = probes.between(t0, t1)
-                growth, last = lags.growth(t0, t1)
-                steps.append(StepResult(
-                    rate, t1 - t0, in1 - in0, fresh, lost, growth, last,
-                    {k: ops1.get(k, 0) - ops0.get(k, 0) for k in ops1},
-                    {n: (cpu1[n] - cpu0[n]) / (t1 - t0) for n in cpu1 if n in cpu0}, limit_s))
+                end = _snapshot(admin, es, pipeline, pids)
+                _wait(limit_s + FORWARD_HOP_S + 2, pipeline)  # the last probes' time to show up
+                steps.append(_step(rate, start, end, probes, lags, limit_s))
                 interrupt(generator)
                 if steps[-1].problems():
                     break
