@@ -47,7 +47,7 @@ def _probes(seconds: list[float]) -> list[e2e.Probe]:
 
 def _step(**changes: object) -> e2e.StepResult:
     base = {"offered": 1000.0, "seconds": 10.0, "events": 10_000, "probes": _probes([0.5] * 20), "lost_probes": 0,
-            "lag_growth": {"aggregate": 0.0}, "lag_end": {"aggregate": 0}, "index_ops": {}, "cores": {},
+            "lag_growth": {"aggregate": 0.0}, "lag_peak": {"aggregate": 0}, "index_ops": {}, "cores": {},
             "limit_s": 3.0}
     return e2e.StepResult(**(base | changes))  # type: ignore[arg-type]
 
@@ -60,9 +60,9 @@ def test_a_step_holds_only_at_the_offered_rate_with_fresh_probes_and_no_growing_
     # the forwarded path may take one flush interval more
     assert _step(probes=_probes([3.9, 0.5] * 10)).problems() == []
     assert "forwarded freshness p99" in _step(probes=_probes([4.1, 0.5] * 10)).problems()[0]
-    assert "lag grew" in _step(lag_growth={"aggregate": 50.0}, lag_end={"aggregate": 5_000}).problems()[0]
-    # lag that rises but stays under a second of input is a pipeline at work, not one falling behind
-    assert _step(lag_growth={"aggregate": 50.0}, lag_end={"aggregate": 900}).problems() == []
+    assert "lag grew" in _step(lag_growth={"aggregate": 1_500.0}, lag_peak={"aggregate": 5_000}).problems()[0]
+    # a lag that rose by less than a second of input is a pipeline at work (commits once per flush), not behind
+    assert _step(lag_growth={"aggregate": 900.0}, lag_peak={"aggregate": 2_000}).problems() == []
 
 
 def test_indices_are_told_apart_by_kind() -> None:

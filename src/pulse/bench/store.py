@@ -30,10 +30,10 @@ from pulse.generate.chaos import Chaos, ChaosConfig
 from pulse.generate.producer import EventProducer, RunLimits
 from pulse.generate.traffic import Traffic, TrafficConfig
 from pulse.stack.process import interrupt
-from pulse.store.indices import alias, ensure_indices
+from pulse.store.indices import AGGREGATES_REFRESH_S, alias, ensure_indices
 from pulse.topics import aggregator_topics, ensure_topics, input_topics
 
-REFRESH_S = 1.0
+REFRESH_S = AGGREGATES_REFRESH_S
 
 
 @dataclass(frozen=True)

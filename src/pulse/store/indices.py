@@ -96,10 +96,20 @@ def alias(family: str, prefix: str = DEFAULT_PREFIX) -> str:
     return f"{prefix}-{family}"
 
 
-def _template(family: str, prefix: str, mappings: dict[str, Any], meta: str,
+AGGREGATES_REFRESH_S = 0.5
+"""How soon a written aggregate is searchable: the live page's freshness (they are few documents per second)."""
+ARCHIVE_REFRESH_S = 1.0
+"""The raw archive takes one document per event: Elasticsearch's default refresh, fewer segments to merge."""
+
+
+def _interval(seconds: float) -> str:
+    return f"{round(seconds * 1000)}ms"
+
+
+def _template(family: str, prefix: str, mappings: dict[str, Any], meta: str, refresh_s: float,
               aliases: dict[str, Any] | None = None) -> dict[str, Any]:
     template: dict[str, Any] = {
-        "settings": {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"},
+        "settings": {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": _interval(refresh_s)},
         "mappings": {"dynamic": "strict", **mappings},
     }
     if aliases:
@@ -112,7 +122,7 @@ def template_body(family: str, prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
     """Generations ``<prefix>-<family>-00000N`` of an aggregate family; the per-type maps hold longs."""
     body = _template(family, prefix, {
         "dynamic_templates": [{"counts_as_long": {"path_match": "*.*", "mapping": {"type": "long"}}}],
-        "properties": _PROPERTIES[family]}, "index template")
+        "properties": _PROPERTIES[family]}, "index template", AGGREGATES_REFRESH_S)
     body["template"]["settings"] |= {
         "index.mapping.nested_objects.limit": NESTED_LIMIT,
         # every event type and status is a field (``counts.<type>``): a producer with thousands of them must not
@@ -126,7 +136,7 @@ def template_body(family: str, prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
 def archive_template_body(family: str, prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
     """Daily indices ``<prefix>-<family>-YYYY.MM.DD``, each joining the read alias ``<prefix>-<family>``."""
     return _template(family, prefix, {"properties": _ARCHIVE_PROPERTIES[family]}, "daily archive index template",
-                     aliases={alias(family, prefix): {}})
+                     ARCHIVE_REFRESH_S, aliases={alias(family, prefix): {}})
 
 
 def heartbeat_index(prefix: str = DEFAULT_PREFIX) -> str:
@@ -182,14 +192,16 @@ def ensure_indices(es: Elasticsearch, prefix: str = DEFAULT_PREFIX) -> list[str]
 
 
 def upgrade_mappings(es: Elasticsearch, prefix: str = DEFAULT_PREFIX) -> None:
-    """Add the fields a newer Pulse writes to the indices the aliases point at (an index takes its template's
-    mapping only when created, and the mappings are strict). Only additions: Elasticsearch refuses a changed
-    field type with a clear error, which stops setup before any document is refused."""
+    """Add the fields a newer Pulse writes to the indices the aliases point at, and take its refresh interval (an
+    index takes its template's mapping and settings only when created, and the mappings are strict). Only
+    additions: Elasticsearch refuses a changed field type with a clear error, which stops setup before any
+    document is refused."""
     for family in FAMILIES:
         name = alias(family, prefix)
         if es.indices.exists_alias(name=name):
             for index in es.indices.get_alias(name=name):
                 es.indices.put_mapping(index=index, properties=_PROPERTIES[family])
+                es.indices.put_settings(index=index, settings={"refresh_interval": _interval(AGGREGATES_REFRESH_S)})
 
 
 def index_for(kind: str, prefix: str = DEFAULT_PREFIX) -> str:
