@@ -17,7 +17,8 @@ def test_live_indices_take_the_fields_a_newer_version_writes(es_url: str, index_
                   if k not in ("rows", "amount_sketch", "price_sketch")}
     index = f"{alias('windows', index_prefix)}-000001"
     es.indices.create(index=index, settings=old["settings"] | {"refresh_interval": "1s"},
-                      aliases={alias("windows", index_prefix): {}}, mappings={"dynamic": "strict", "properties": properties})
+                      aliases={alias("windows", index_prefix): {}},
+                      mappings={"dynamic": "strict", "properties": properties})
     doc = {"kind": "window_dims", "window": "10s", "start": 0, "partition": 0, "version": 1,
            "rows": [{"dim": "country", "value": "DE", "counts": {"view": 1}, "revenue_cents": 0, "purchases": 0}],
            "amount_sketch": {"zeros": 0, "bins": [[1, 2]]}}
