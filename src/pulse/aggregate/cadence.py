@@ -1,14 +1,18 @@
 """When the aggregator flushes, and what a flush publishes: the flush policy.
 
-A live stream flushes on the interval. Reading a backlog (a full batch since the last caught-up flush) flushes at
-most every backlog interval, and at once when the backlog has been read to its end. Item and user documents go out
-on a details flush; a busy partition's user documents at most every user interval.
+A live stream flushes on the interval, however busy. Reading a backlog (a full batch of records older than a couple
+of flush intervals, since the last caught-up flush) flushes at most every backlog interval, and at once when the
+backlog has been read to its end. Item and user documents go out on a details flush; a busy partition's user
+documents at most every user interval.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+
+LIVE_AGE_FLUSHES = 2.0
+"""Records younger than this many flush intervals are live traffic, however many arrive at once."""
 
 
 @dataclass
@@ -45,9 +49,13 @@ class FlushPolicy:
         due = self.last_flush + self.interval - time.monotonic()
         return 0.02 if self.full else max(0.01, min(0.2, due))
 
-    def consumed(self, records: int) -> None:
+    def consumed(self, records: int, newest_age_s: float | None = None) -> None:
+        """``records`` came in one batch, the newest of them ``newest_age_s`` old (by its Kafka timestamp)."""
         self.full = records >= self.batch
-        self.behind = self.behind or self.full
+        # a full batch of records younger than a couple of flush intervals is a busy live stream, not a backlog:
+        # it keeps the flush interval (the backlog's longer one would hold every event back for seconds)
+        live = newest_age_s is not None and newest_age_s < LIVE_AGE_FLUSHES * self.flush_interval_s
+        self.behind = self.behind or (self.full and not live)
         self.since_flush += records
 
     def since_flush_s(self) -> float:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from pulse.aggregate import decisions
 from pulse.aggregate.assignment import Assignment
@@ -154,7 +154,7 @@ class Engine:
                     self._await_prepared()  # raises its error, if any
                 interval = policy.interval
                 batch = self._consumer.consume(policy.batch, policy.wait_s())
-                policy.consumed(len(batch))
+                policy.consumed(len(batch), _age_s(batch[-1]) if batch else None)
                 if batch:
                     self._process(batch)
                     self._last_activity = time.monotonic()
@@ -425,6 +425,12 @@ class Engine:
                      sorted(tp.partition for tp in partitions))
         self._routed()
         self.metrics.released(self.assignment.release(consumer, partitions))
+
+
+def _age_s(msg: Message) -> float | None:
+    """How long ago the broker took ``msg`` (its producer's clock on a CreateTime topic), if it says."""
+    kind, ts = msg.timestamp()
+    return time.time() - ts / 1000 if kind != TIMESTAMP_NOT_AVAILABLE and ts > 0 else None
 
 
 FORWARDED_WAIT_S = 0.1

@@ -1,0 +1,39 @@
+"""The flush policy tells a busy live stream from a backlog by the age of what it reads, not by batch size alone:
+at tens of thousands of events a second every batch comes back full, and treating that as a backlog held every
+event back for the backlog's longer flush interval."""
+
+from __future__ import annotations
+
+from pulse.aggregate.cadence import LIVE_AGE_FLUSHES, FlushPolicy
+
+
+def _policy() -> FlushPolicy:
+    return FlushPolicy(flush_interval_s=1.0, backlog_flush_interval_s=5.0, batch_size=100)
+
+
+def test_full_batches_of_fresh_records_keep_the_live_interval() -> None:
+    policy = _policy()
+    for _ in range(10):
+        policy.consumed(100, newest_age_s=0.3)
+    assert policy.full and not policy.behind
+    assert policy.interval == 1.0
+
+
+def test_full_batches_of_old_records_are_a_backlog() -> None:
+    policy = _policy()
+    policy.consumed(100, newest_age_s=LIVE_AGE_FLUSHES * 1.0 + 0.5)
+    assert policy.behind and policy.interval == 5.0
+    # still behind while catching up, even once the records read are fresh again, until a caught-up flush
+    policy.consumed(100, newest_age_s=0.1)
+    assert policy.behind
+    policy.flushed(caught_up=True)
+    assert not policy.behind
+
+
+def test_records_without_a_timestamp_count_as_a_backlog_when_batches_are_full() -> None:
+    policy = _policy()
+    policy.consumed(100)
+    assert policy.behind
+    quiet = _policy()
+    quiet.consumed(40, newest_age_s=30.0)
+    assert not quiet.behind
