@@ -15,7 +15,7 @@ def test_full_batches_of_fresh_records_keep_the_live_interval() -> None:
     policy = _policy()
     for _ in range(10):
         policy.consumed(100, newest_age_s=0.3)
-    assert policy.full and not policy.behind
+    assert policy.full and policy.behind  # (reaching the end of what it read still flushes at once)
     assert policy.interval == 1.0
 
 
@@ -23,9 +23,11 @@ def test_full_batches_of_old_records_are_a_backlog() -> None:
     policy = _policy()
     policy.consumed(100, newest_age_s=LIVE_AGE_FLUSHES * 1.0 + 0.5)
     assert policy.behind and policy.interval == 5.0
-    # still behind while catching up, even once the records read are fresh again, until a caught-up flush
+    # a partial batch at the tail does not change what the backlog was; full fresh batches do
+    policy.consumed(10, newest_age_s=0.1)
+    assert policy.interval == 5.0
     policy.consumed(100, newest_age_s=0.1)
-    assert policy.behind
+    assert policy.interval == 1.0
     policy.flushed(caught_up=True)
     assert not policy.behind
 
@@ -33,7 +35,7 @@ def test_full_batches_of_old_records_are_a_backlog() -> None:
 def test_records_without_a_timestamp_count_as_a_backlog_when_batches_are_full() -> None:
     policy = _policy()
     policy.consumed(100)
-    assert policy.behind
+    assert policy.interval == 5.0
     quiet = _policy()
     quiet.consumed(40, newest_age_s=30.0)
-    assert not quiet.behind
+    assert not quiet.behind and quiet.interval == 1.0

@@ -33,6 +33,7 @@ class FlushPolicy:
     # behind: a full batch since the last caught-up flush, i.e. reading a backlog (timed flushes on the way do
     # not reset it, or a backlog whose last full batch met a timed flush waited a whole interval at its end)
     behind: bool = False
+    stale: bool = False  # the last full batch's newest record was older than live traffic's
     _last_details: float = field(default_factory=time.monotonic)
     _users_at: dict[int, float] = field(default_factory=dict)  # partition → its user documents last went out
 
@@ -42,7 +43,7 @@ class FlushPolicy:
 
     @property
     def interval(self) -> float:
-        return max(self.flush_interval_s, self.backlog_flush_interval_s if self.behind else 0)
+        return max(self.flush_interval_s, self.backlog_flush_interval_s if self.behind and self.stale else 0)
 
     def wait_s(self) -> float:
         """How long the next consume may wait: a flush comes on time, not 0.2 s late."""
@@ -52,10 +53,11 @@ class FlushPolicy:
     def consumed(self, records: int, newest_age_s: float | None = None) -> None:
         """``records`` came in one batch, the newest of them ``newest_age_s`` old (by its Kafka timestamp)."""
         self.full = records >= self.batch
-        # a full batch of records younger than a couple of flush intervals is a busy live stream, not a backlog:
-        # it keeps the flush interval (the backlog's longer one would hold every event back for seconds)
-        live = newest_age_s is not None and newest_age_s < LIVE_AGE_FLUSHES * self.flush_interval_s
-        self.behind = self.behind or (self.full and not live)
+        self.behind = self.behind or self.full
+        if self.full:
+            # full batches of records younger than a couple of flush intervals are a busy live stream: it keeps the
+            # flush interval (the backlog's longer one would hold every event back for seconds)
+            self.stale = newest_age_s is None or newest_age_s >= LIVE_AGE_FLUSHES * self.flush_interval_s
         self.since_flush += records
 
     def since_flush_s(self) -> float:
