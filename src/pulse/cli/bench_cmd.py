@@ -263,10 +263,12 @@ def e2e_bench(settings: Settings, rates: str, hold: float, settle: float, freshn
 
     Runs `pulse generate` at each offered rate → Kafka → `pulse aggregate` → `pulse store` (+ `pulse archive`)
     → Elasticsearch, every stage its own process on this machine with the broker and the node. A step holds when
-    the input got >= 95 % of the offered rate, probe events (sent by a plain Kafka client with its default
-    partitioner) were all visible in a search of the aggregates with freshness p99 within the limit, and no
-    consumer's lag grew. Also prints Elasticsearch index operations per 1000 events from the node's indexing
-    statistics (aggregates, archive, heartbeats; target <= 20 for aggregates) and the cores each process used.
+    the input got >= 95 % of the offered rate, probe events (sent by plain Kafka clients with librdkafka's and
+    the Java client's default partitioners, in turn) were all visible in a search of the aggregates with
+    freshness p99 within the limit (one flush interval more for those the aggregator forwards to their user's
+    partition), and no consumer fell behind. Also prints Elasticsearch index operations per 1000 events from the
+    node's indexing statistics (aggregates, archive, heartbeats; target <= 20 for aggregates) and the cores each
+    process used.
     """
     from pulse.bench import e2e
 
