@@ -45,12 +45,13 @@ def kafka_lib(settings: Settings, version: str | None = None, *, tools: bool = F
     version = version or (settings.kafka_tools_version if tools else settings.kafka_version)
     kind = "kafka-tools" if tools else "kafka"
     pom = _pom("kafka-tools.pom.xml" if tools else "kafka.pom.xml")
-    return maven_lib(settings, pom, f"{kind}-{version}", {"kafka.version": version})
+    return maven_lib(settings, pom, f"{kind}-{version}", f"{kind} {version}", {"kafka.version": version})
 
 
-def maven_lib(settings: Settings, pom: Path, name: str, properties: dict[str, str] | None = None) -> tuple[Path, bool]:
-    """Directory of the runtime jars ``pom`` depends on, resolved once into the cache as ``<name>/lib``; returns
-    (dir, downloaded_now)."""
+def maven_lib(settings: Settings, pom: Path, name: str, what: str,
+              properties: dict[str, str] | None = None) -> tuple[Path, bool]:
+    """Directory of the runtime jars ``pom`` depends on (``what``, for messages), resolved once into the cache as
+    ``<name>/lib``; returns (dir, downloaded_now)."""
     lib = settings.cache_dir / name / "lib"
     if (lib / MARKER).exists():
         return lib, False
@@ -60,7 +61,7 @@ def maven_lib(settings: Settings, pom: Path, name: str, properties: dict[str, st
         ["-f", str(pom), f"-Dmaven.repo.local={settings.cache_dir / 'm2'}",
          *(f"-D{key}={value}" for key, value in (properties or {}).items()),
          "dependency:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={lib}"],
-        name, settings.cache_dir / "logs" / f"maven-{name}.log",
+        what, settings.cache_dir / "logs" / f"maven-{name}.log",
     )
     (lib / MARKER).write_text(name)
     return lib, True

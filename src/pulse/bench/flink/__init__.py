@@ -50,7 +50,7 @@ def label() -> str:
 def classpath(settings: Settings) -> str:
     """The job's classpath: Flink's jars (resolved once) and the compiled job (compiled once per source)."""
     name = f"flink-{versions()['flink.version']}"
-    lib, _ = maven_lib(settings, _here() / "pom.xml", name)
+    lib, _ = maven_lib(settings, _here() / "pom.xml", name, label())
     source = _here() / f"{JOB}.java"
     digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
     classes = settings.cache_dir / name / f"classes-{digest}"
