@@ -46,6 +46,7 @@ from pulse.connect.kafka import client_config
 from pulse.errors import PulseError
 from pulse.generate.partitioner import partition_for
 from pulse.stack.process import interrupt
+from pulse.store.archive import ArchiveConfig
 from pulse.store.indices import ARCHIVE_FAMILIES, FAMILIES, alias, ensure_indices, heartbeat_index
 from pulse.topics import aggregates_topic, ensure_topics, input_topics, store_group
 
@@ -59,7 +60,7 @@ READY_S = 60.0
 PROBE_DIMENSION = "category"
 FORWARD_HOP_S = EngineConfig.flush_interval_s
 """What the forwarded path adds by design: the owner takes forwarded records at its next flush."""
-ARCHIVE_GROUP = "pulse-archive"  # `pulse archive`'s consumer group
+ARCHIVE_GROUP = ArchiveConfig.group  # `pulse archive`'s consumer group
 assert PROBE_DIMENSION in DIMENSIONS
 
 
