@@ -26,6 +26,7 @@ use std::thread::JoinHandle;
 
 use crate::event::{fast_validate, Event};
 use crate::message;
+use crate::progress::Mark;
 use crate::state::{Outcome, State};
 use crate::{Forward, Partition, Side};
 
@@ -79,8 +80,9 @@ struct Rec<'a> {
     slot: usize,
     offset: i64,
     ts: i64,
-    stream: i32,           // the input partition it was first read from (see `State::clock`)
+    stream: i32,           // the input partition it was first read from
     raw: Option<&'a [u8]>, // None: not bytes (a tombstone), so the Python validator decides
+    mark: Option<Mark>,    // a watermark marker from partition `stream`, not a record
 }
 
 /// Where phase 4 sent a record other than into the state.
@@ -137,7 +139,7 @@ fn recycle(mut verdicts: Vec<Verdict<'_>>) {
 
 /// Route one partition's records (`indices`, in batch order) into its state. Returns its side outputs. Records
 /// of the repartition topic (`forwarded`) are taken here whoever their user: the partition that forwarded them
-/// already chose this one.
+/// already chose this one, and judged them on time; its watermark markers move this partition's owner clock.
 fn route_partition(
     st: &mut State,
     recs: &[Rec<'_>],
@@ -153,6 +155,10 @@ fn route_partition(
                 continue; // already inside the state
             }
             st.begin_forwarded(r.offset);
+            if let Some(mark) = r.mark {
+                st.marked(r.stream as i64, mark);
+                continue;
+            }
         } else {
             if r.offset < st.pos.next_offset {
                 continue;
@@ -160,7 +166,7 @@ fn route_partition(
             st.begin(r.offset);
         }
         match &verdicts[i] {
-            Verdict::Valid(e) => match if forwarded { st.accept_here(e, r.ts, r.stream) } else { st.accept(e, r.ts) } {
+            Verdict::Valid(e) => match if forwarded { st.accept_here(e) } else { st.accept(e, r.ts) } {
                 Outcome::Late(detail) => out.push((i, Route::Late(detail))),
                 Outcome::Forward(owner) => out.push((i, Route::Forward { owner, user: e.user_id.to_string() })),
                 Outcome::Accepted | Outcome::Duplicate => {}
@@ -337,7 +343,7 @@ static INFLIGHT: Mutex<VecDeque<Job>> = Mutex::new(VecDeque::new());
 /// opens this batch's gate for it (`routed`).
 fn route_job(
     raws: Vec<Option<Raw>>,
-    meta: Vec<(usize, i64, i64, i32)>,
+    meta: Vec<(usize, i64, i64, i32, Option<Mark>)>,
     values: &[Py<PyAny>],
     states: Vec<StatePtr>,
     verdict: Py<PyAny>,
@@ -348,18 +354,23 @@ fn route_job(
     let recs: Vec<Rec<'_>> = meta
         .iter()
         .zip(raws)
-        .map(|(&(slot, offset, ts, stream), raw)| Rec {
+        .map(|(&(slot, offset, ts, stream, mark), raw)| Rec {
             slot,
             offset,
             ts,
             stream,
+            mark,
             // SAFETY: `values` holds a reference to every value, so its bytes live and do not move
             raw: raw.map(|Raw(ptr, len)| unsafe { std::slice::from_raw_parts(ptr, len) }),
         })
         .collect();
     let mut verdicts = parse_all(&recs);
-    let open: Vec<usize> =
-        verdicts.iter().enumerate().filter(|(_, v)| matches!(v, Verdict::Open)).map(|(i, _)| i).collect();
+    let open: Vec<usize> = verdicts
+        .iter()
+        .enumerate()
+        .filter(|(i, v)| matches!(v, Verdict::Open) && recs[*i].mark.is_none())
+        .map(|(i, _)| i)
+        .collect();
     if !open.is_empty() {
         Python::with_gil(|py| -> PyResult<()> {
             let verdict = verdict.bind(py);
@@ -490,13 +501,18 @@ pub fn process_batch(
     let mut msgs = Vec::with_capacity(n);
     let mut values = Vec::with_capacity(n);
     let mut raws = Vec::with_capacity(n);
-    let mut meta = Vec::with_capacity(n); // (slot, offset, ts, stream)
+    let mut meta = Vec::with_capacity(n); // (slot, offset, ts, stream, watermark marker)
     let mut sources = Vec::with_capacity(n);
     let mut stop = -1isize;
     let reader = message::Reader::new(py);
     for i in start..batch.len() {
         let msg = batch.get_item(i)?;
-        let (fields, source) = if forwarded { reader.read_forwarded(&msg)? } else { (reader.read(&msg)?, (-1, -1)) };
+        let (fields, source, mark) = if forwarded {
+            let f = reader.read_forwarded(&msg)?;
+            (f.fields, f.source, f.mark)
+        } else {
+            (reader.read(&msg)?, (-1, -1), None)
+        };
         if fields.failed {
             stop = i as isize;
             break;
@@ -517,11 +533,12 @@ pub fn process_batch(
             continue;
         }
         let (offset, ts, value) = (fields.offset, fields.ts, fields.value);
-        raws.push(value.downcast::<PyBytes>().ok().map(|b| Raw(b.as_bytes().as_ptr(), b.as_bytes().len())));
+        let bytes = if mark.is_some() { None } else { value.downcast::<PyBytes>().ok() };
+        raws.push(bytes.map(|b| Raw(b.as_bytes().as_ptr(), b.as_bytes().len())));
         values.push(value.unbind());
         msgs.push(msg.unbind());
         let source = if forwarded { source } else { (p, offset) };
-        meta.push((slot, offset, ts, source.0 as i32));
+        meta.push((slot, offset, ts, source.0 as i32, mark));
         sources.push(source);
     }
     if msgs.is_empty() {

@@ -31,6 +31,16 @@ pub struct ForwardRecord {
     pub record_ts: i64,
 }
 
+/// A partition's source watermark after its input up to `offset`, on its way to the repartition topic's
+/// partition of every other partition (`owners`), which take it in order with the records it forwarded before.
+#[pyclass(frozen, get_all, module = "pulse.aggregate._core")]
+pub struct Watermark {
+    pub value: i64,
+    pub idle: bool,
+    pub offset: i64,
+    pub owners: Vec<u32>,
+}
+
 /// A document for the aggregates topic: its id (the Kafka key), its kind and its JSON.
 #[pyclass(frozen, get_all, module = "pulse.aggregate._core")]
 pub struct Document {
@@ -54,6 +64,7 @@ pub struct FlushOutput {
     pub dead: Py<PyList>,      // SideRecord
     pub late: Py<PyList>,      // SideRecord
     pub forward: Py<PyList>,   // ForwardRecord
+    pub watermark: Option<Py<Watermark>>,
 }
 
 /// Where the records of a partition ended: each lands in exactly one (a forwarded record lands at its owner).

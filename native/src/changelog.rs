@@ -12,16 +12,17 @@ use serde::{Deserialize, Serialize};
 use crate::breakdown::{CATEGORY, DIMS};
 use crate::hll::Packed;
 use crate::sketch::Sketch;
-use crate::state::{bump, Counts, Names, Row, Session, State, Window, ABSENT, ITEM_SHARDS, PAGE_BYTES};
+use crate::entities::Step;
+use crate::state::{bump, Counts, Mark, Names, Row, Session, State, Window, ABSENT, ITEM_SHARDS, PAGE_BYTES};
 
 pub type Record = (Vec<u8>, Option<Vec<u8>>);
 
 pub const ITEMS_PUBLISHED: &[u8] = b"pub/items";
 pub const USERS_PUBLISHED: &[u8] = b"pub/users";
 const META: &[u8] = b"m";
-/// The repartition side of the meta record (position in the repartition topic, records forwarded, the streams'
-/// clocks and the clock they make), apart from it
-/// so that a partition whose input is keyed by user id logs nothing more.
+/// The owner side of the meta record (position in the repartition topic, records forwarded, the sources'
+/// watermarks as received, the owner watermark, the source watermark last sent and whether the source is idle),
+/// apart from it so that a partition of a one-partition topic logs nothing more.
 const FORWARDING: &[u8] = b"r";
 const CHUNK: usize = 5_000; // ids or entries per record: well under the broker's 1 MB message limit
 
@@ -41,17 +42,37 @@ type SummaryIn = (Vec<(String, u64)>, Vec<(String, u64)>, [i64; 4], [u64; 4]);
 type Logged = (Vec<u8>, (i64, Vec<u8>)); // key, (offset, value)
 type HourOut<'a> = (i64, Named<'a>, i64, u64); // hour start, counts, cents, purchases
 type HourIn = (i64, Vec<(String, u64)>, i64, u64);
-type UserOut<'a> = (i64, i64, Named<'a>, i64, u64, Option<&'a str>, Vec<HourOut<'a>>);
+type UserOut<'a> = (i64, i64, Named<'a>, i64, u64, Option<&'a str>, Vec<HourOut<'a>>, i64);
 
-/// A user entry as logged: with the user's hours, or as logged before users had them.
+/// A user entry as logged: with the time of its last item, before that with the user's hours, or as logged
+/// before users had them.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum UserIn {
+    WithItemTime(i64, i64, Vec<(String, u64)>, i64, u64, Option<String>, Vec<HourIn>, i64),
     WithHours(i64, i64, Vec<(String, u64)>, i64, u64, Option<String>, Vec<HourIn>),
     Before(i64, i64, Vec<(String, u64)>, i64, u64, Option<String>),
 }
-type EntryOut<'a> = (u8, &'a str, Option<UserOut<'a>>, Option<(u8, i64)>);
-type EntryIn = (u8, String, Option<UserIn>, Option<(u8, i64)>);
+type StepLog = (i64, i8, i8); // an open session event: time, funnel step, step counted
+type SessionOut = (u8, i64, Vec<StepLog>);
+/// A session entry as logged: with its open events, or (before sessions followed event time) without.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SessionIn {
+    Open(u8, i64, Vec<StepLog>),
+    Before(u8, i64),
+}
+type EntryOut<'a> = (u8, &'a str, Option<UserOut<'a>>, Option<SessionOut>);
+type EntryIn = (u8, String, Option<UserIn>, Option<SessionIn>);
+type MarkLog = (i64, bool);
+type OwnerOut<'a> = (i64, u64, Vec<MarkLog>, i64, MarkLog, bool);
+/// The owner side as logged, or as logged before watermarks were carried to owners (its clocks are dropped).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OwnerIn {
+    Marks(i64, u64, Vec<MarkLog>, i64, MarkLog, bool),
+    Before(i64, u64, serde::de::IgnoredAny, serde::de::IgnoredAny),
+}
 type Meta = (i64, i64, i64, [u64; 4], u64, u64, u64, u64, u64);
 
 fn enc<T: Serialize>(value: &T) -> Vec<u8> {
@@ -205,7 +226,7 @@ fn user_entry(st: &State, id: u32, kind: u8) -> Option<EntryOut<'_>> {
     let last_item = u.last_item.map(|i| st.catalog.items.name(i));
     let types = &st.catalog.types;
     let hours = u.hours.iter().map(|(h, row)| (*h, named(types, &row.counts), row.cents, row.purchases)).collect();
-    let rec = (u.first, u.last, named(types, &u.counts), u.spent, u.purchases, last_item, hours);
+    let rec = (u.first, u.last, named(types, &u.counts), u.spent, u.purchases, last_item, hours, u.item_ts);
     Some((kind, st.users.ids.name(id), Some(rec), None))
 }
 
@@ -249,19 +270,23 @@ pub fn changed_records(st: &mut State, finals: &[(i64, i64)], users_published: b
         st.log.entries,
     );
     out.push((META.to_vec(), Some(enc(&meta))));
-    if st.pos.repart_next > 0 || st.pos.forwarded > 0 {
-        out.push((
-            FORWARDING.to_vec(),
-            Some(enc(&(st.pos.repart_next, st.pos.forwarded, &st.time.clocks, st.time.clock))),
-        ));
+    if owner_logged(st) {
+        let t = &st.time;
+        let marks: Vec<MarkLog> = t.marks.iter().map(|m| (m.value, m.idle)).collect();
+        let value: OwnerOut = (st.pos.repart_next, st.pos.forwarded, marks, t.owner, (t.sent.value, t.sent.idle), t.idle);
+        out.push((FORWARDING.to_vec(), Some(enc(&value))));
     }
     out
+}
+
+fn owner_logged(st: &State) -> bool {
+    !st.time.marks.is_empty() || st.pos.repart_next > 0 || st.pos.forwarded > 0
 }
 
 /// How many of `changed_records`' records (the last ones) are the partition's position and counters, which every
 /// flush writes: the rest are state that changed.
 pub fn meta_records(st: &State) -> usize {
-    1 + usize::from(st.pos.repart_next > 0 || st.pos.forwarded > 0)
+    1 + usize::from(owner_logged(st))
 }
 
 fn entity_records(st: &mut State, users_published: bool, out: &mut Vec<Record>) {
@@ -277,7 +302,7 @@ fn entity_records(st: &mut State, users_published: bool, out: &mut Vec<Record>) 
     let mut entries: Vec<EntryOut> = st.users.dirty.iter().filter_map(|&u| user_entry(st, u, USER_PENDING)).collect();
     for sid in &st.sessions.dirty {
         if let Some(s) = st.sessions.map.get(sid) {
-            entries.push((SESSION, sid, None, Some((s.steps, s.last))));
+            entries.push((SESSION, sid, None, Some(session_out(s))));
         }
     }
     entries.extend(st.sessions.gone.iter().map(|sid| (SESSION_GONE, sid.as_str(), None, None)));
@@ -289,6 +314,10 @@ fn entity_records(st: &mut State, users_published: bool, out: &mut Vec<Record>) 
     st.log.delta_next = seq;
 }
 
+fn session_out(s: &Session) -> SessionOut {
+    (s.steps, s.last, s.open.iter().map(|o| (o.ts, o.kind, o.counted)).collect())
+}
+
 /// Every live user and session in fresh chunks; the deltas and the previous snapshot are tombstoned.
 fn snapshot(st: &mut State, users_published: bool, out: &mut Vec<Record>) {
     let epoch = st.log.snap_epoch + 1;
@@ -298,7 +327,7 @@ fn snapshot(st: &mut State, users_published: bool, out: &mut Vec<Record>) {
             user_entry(st, u, kind)
         })
         .collect();
-    entries.extend(st.sessions.map.iter().map(|(sid, s)| (SESSION, sid.as_str(), None, Some((s.steps, s.last)))));
+    entries.extend(st.sessions.map.iter().map(|(sid, s)| (SESSION, sid.as_str(), None, Some(session_out(s)))));
     let mut n = 0;
     for chunk in entries.chunks(CHUNK) {
         out.push((format!("S/{epoch}/{n}").into_bytes(), Some(enc(&chunk))));
@@ -376,9 +405,7 @@ pub fn restore(st: &mut State, records: Vec<(i64, Vec<u8>, Option<Vec<u8>>)>) ->
         apply(st, &key, &value, offset > items_at, offset > users_at)?;
     }
     st.users.pending = (0..st.users.list.len() as u32).filter(|&u| st.users.list[u as usize].pending).collect();
-    if st.time.clocks.is_empty() {
-        st.time.clock = st.time.max_ts; // one stream: the clock is the largest event clock
-    }
+    st.time.refresh(st.partition, st.cfg.grace, st.cfg.forward_wait); // never lower than what was logged
     Ok(n)
 }
 
@@ -395,7 +422,16 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], items_pending: bool, users_pe
             (st.log.snap_epoch, st.log.snap_chunks, st.log.delta_first, st.log.delta_next, st.log.entries) =
                 (m.4, m.5, m.6, m.7, m.8);
         }
-        "r" => (st.pos.repart_next, st.pos.forwarded, st.time.clocks, st.time.clock) = dec(key, value)?,
+        "r" => match dec(key, value)? {
+            OwnerIn::Marks(next, forwarded, marks, owner, (sent, sent_idle), idle) => {
+                (st.pos.repart_next, st.pos.forwarded, st.time.owner, st.time.idle) = (next, forwarded, owner, idle);
+                st.time.sent = Mark { value: sent, idle: sent_idle };
+                for (q, (value, idle)) in marks.into_iter().enumerate() {
+                    st.time.mark(q, Mark { value, idle });
+                }
+            }
+            OwnerIn::Before(next, forwarded, _, _) => (st.pos.repart_next, st.pos.forwarded) = (next, forwarded),
+        },
         "it" => {
             let (shard, _) = parts.get(1).and_then(|p| parse_page(p)).ok_or_else(|| bad(key, "malformed key"))?;
             let rows: Vec<RowIn> = dec(key, value)?;
@@ -410,9 +446,10 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], items_pending: bool, users_pe
             for (kind, id, user, session) in entries {
                 match (kind, user, session) {
                     (USER | USER_PENDING, Some(user), _) => {
-                        let (first, last, counts, spent, purchases, last_item, hours) = match user {
-                            UserIn::WithHours(f, l, c, s, p, i, h) => (f, l, c, s, p, i, h),
-                            UserIn::Before(f, l, c, s, p, i) => (f, l, c, s, p, i, Vec::new()),
+                        let (first, last, counts, spent, purchases, last_item, hours, item_ts) = match user {
+                            UserIn::WithItemTime(f, l, c, s, p, i, h, t) => (f, l, c, s, p, i, h, t),
+                            UserIn::WithHours(f, l, c, s, p, i, h) => (f, l, c, s, p, i, h, l),
+                            UserIn::Before(f, l, c, s, p, i) => (f, l, c, s, p, i, Vec::new(), l),
                         };
                         let uid = st.users.ids.id(&id);
                         let counts = load_counts(&mut st.catalog.types, counts);
@@ -425,11 +462,21 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], items_pending: bool, users_pe
                             .collect();
                         let u = st.users.get_mut(uid);
                         (u.first, u.last, u.counts, u.spent, u.purchases) = (first, last, counts, spent, purchases);
-                        (u.last_item, u.hours) = (last_item, hours);
+                        (u.last_item, u.hours, u.item_ts) = (last_item, hours, item_ts);
                         u.pending = kind == USER_PENDING && users_pending;
                     }
-                    (SESSION, _, Some((steps, last))) => {
-                        st.sessions.map.insert(id, Session { steps, last, dirty: false });
+                    (SESSION, _, Some(session)) => {
+                        let s = match session {
+                            SessionIn::Open(steps, last, open) => Session {
+                                steps,
+                                last,
+                                open: open.into_iter().map(|(ts, kind, counted)| Step { ts, kind, counted }).collect(),
+                                dirty: false,
+                            },
+                            // its last event time stands for the run so far
+                            SessionIn::Before(steps, last) => Session { steps, last, open: Vec::new(), dirty: false },
+                        };
+                        st.sessions.map.insert(id, s);
                     }
                     (SESSION_GONE, _, _) => {
                         st.sessions.map.remove(&id);

@@ -3,6 +3,7 @@
 
 use rustc_hash::FxHashMap;
 
+use crate::progress::NEVER;
 use crate::state::{Counts, ABSENT, FUNNEL};
 use crate::tables::{Names, Row};
 
@@ -18,6 +19,7 @@ pub struct User {
     pub spent: i64,
     pub purchases: u64,
     pub last_item: Option<u32>,
+    pub item_ts: i64, // the time of the event `last_item` comes from
     pub hours: Vec<(i64, Row)>, // (hour start, its row), in hour order
     pub dirty: bool,            // changed since the last flush (changelog)
     pub pending: bool,          // changed since its document was last published
@@ -54,10 +56,60 @@ impl User {
     }
 }
 
+/// An ok event of an open session at or after the owner watermark: where it sorts, and the funnel step it
+/// counts for (-1: none).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Step {
+    pub ts: i64,
+    pub kind: i8, // its funnel step (-1: another event type)
+    pub counted: i8,
+}
+
+/// A session's funnel: settled up to the watermark (the step reached and the time of the run's last event), and
+/// its ok events since, in event-time order, whose steps may still change as earlier events arrive.
 pub struct Session {
     pub steps: u8,
-    pub last: i64,
+    pub last: i64, // NEVER: nothing settled yet
+    pub open: Vec<Step>,
     pub dirty: bool,
+}
+
+impl Session {
+    pub fn new() -> Self {
+        Session { steps: 0, last: NEVER, open: Vec::new(), dirty: false }
+    }
+
+    /// The latest event time of the session.
+    pub fn latest(&self) -> i64 {
+        self.open.last().map_or(self.last, |s| s.ts)
+    }
+
+    /// One event after the run so far: a gap longer than `timeout` starts the funnel over.
+    fn next(steps: &mut u8, last: &mut i64, ts: i64, kind: i8, timeout: i64) -> i8 {
+        if *last != NEVER && ts - *last > timeout {
+            *steps = 0;
+        }
+        *last = ts;
+        if kind >= 0 && *steps as i8 == kind {
+            *steps += 1;
+            return kind;
+        }
+        -1
+    }
+
+    /// Fold the open events below the watermark into the settled part: no event below it can arrive any more.
+    pub fn settle(&mut self, wm: i64, timeout: i64) {
+        let n = self.open.iter().take_while(|s| s.ts < wm).count();
+        for s in self.open.drain(..n) {
+            Session::next(&mut self.steps, &mut self.last, s.ts, s.kind, timeout);
+        }
+    }
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Session::new()
+    }
 }
 
 /// Per-user state and which users changed since the last flush (changelog) and publication (documents).
@@ -89,29 +141,39 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// Ordered funnel: a step counts once per session, only right after the previous step. A session idle past
-    /// `timeout` (judged against the watermark `wm` on arrival, so replays agree) starts over. Returns the step
-    /// this event counts for, or -1.
-    pub fn advance(&mut self, sid: &str, etype: &str, ts: i64, wm: i64, timeout: i64) -> i32 {
-        let step = FUNNEL.iter().position(|&s| s == etype).map_or(-1, |i| i as i32);
+    /// Ordered funnel, in event time: a session's ok events sorted by (time, step), a step counts once per run,
+    /// only right after the previous step, and a gap longer than `timeout` starts a new run. So the steps do not
+    /// depend on the order events arrive in: an event that arrives after later ones re-decides the later ones
+    /// (all at or after the watermark `wm`, so in windows still open). Returns the changes to the windows'
+    /// funnels: (event time, step, +1 or -1).
+    pub fn advance(&mut self, sid: &str, etype: &str, ts: i64, wm: i64, timeout: i64) -> Vec<(i64, usize, i64)> {
+        let kind = FUNNEL.iter().position(|&s| s == etype).map_or(-1, |i| i as i8);
         let session = match self.map.get_mut(sid) {
             Some(s) => s,
-            None => self.map.entry(sid.to_owned()).or_insert(Session { steps: 0, last: ts, dirty: false }),
+            None => self.map.entry(sid.to_owned()).or_default(),
         };
-        if session.last < wm - timeout {
-            session.steps = 0;
-            session.last = ts;
-        }
-        session.last = session.last.max(ts);
         if !session.dirty {
             session.dirty = true;
             self.dirty.push(sid.to_owned());
         }
-        if step >= 0 && session.steps as i32 == step {
-            session.steps = step as u8 + 1;
-            return step;
+        session.settle(wm, timeout);
+        let at = session.open.partition_point(|s| (s.ts, s.kind) <= (ts, kind));
+        session.open.insert(at, Step { ts, kind, counted: -1 });
+        let (mut steps, mut last) = (session.steps, session.last);
+        let mut changes = Vec::new();
+        for s in session.open.iter_mut() {
+            let counted = Session::next(&mut steps, &mut last, s.ts, s.kind, timeout);
+            if counted != s.counted {
+                if s.counted >= 0 {
+                    changes.push((s.ts, s.counted as usize, -1));
+                }
+                if counted >= 0 {
+                    changes.push((s.ts, counted as usize, 1));
+                }
+                s.counted = counted;
+            }
         }
-        -1
+        changes
     }
 }
 

@@ -30,7 +30,7 @@ pub mod sketch;
 pub mod state;
 pub mod tables;
 
-use boundary::{ChangelogRecord, Counters, Document, FlushOutput, ForwardRecord, SideRecord, StateSizes};
+use boundary::{ChangelogRecord, Counters, Document, FlushOutput, ForwardRecord, SideRecord, StateSizes, Watermark};
 use event::{fast_validate, Event};
 use state::{Config, Outcome, State};
 
@@ -94,6 +94,7 @@ impl Forward {
 struct Rendered {
     records: Vec<changelog::Record>,
     docs: Vec<docs::Doc>,
+    marker: Option<state::Mark>, // the source watermark, for every other partition
 }
 
 /// One input partition's aggregation state (see `pulse.aggregate.state` for the Python side of the protocol).
@@ -165,16 +166,17 @@ impl Partition {
         }
         self.finals = finals;
         self.users_out = if busy { out } else { 0 };
-        let quiet = docs.is_empty() && !changed && !st.pos.dirty;
+        let marker = st.marker_due();
+        let quiet = docs.is_empty() && !changed && !st.pos.dirty && marker.is_none();
         if quiet && self.dead.is_empty() && self.late.is_empty() && self.forward.is_empty() {
             return None;
         }
-        Some(Rendered { records, docs })
+        Some(Rendered { records, docs, marker })
     }
 
     /// The Python half of a flush: the rendered output plus the side outputs, as `flush` returns them.
     fn output(&mut self, py: Python<'_>, rendered: Option<Rendered>) -> PyResult<Option<Py<FlushOutput>>> {
-        let Some(Rendered { records, docs }) = rendered else { return Ok(None) };
+        let Some(Rendered { records, docs, marker }) = rendered else { return Ok(None) };
         let recs = PyList::empty(py);
         for (k, v) in records {
             let value = v.map(|v| PyBytes::new(py, &v).unbind());
@@ -196,12 +198,26 @@ impl Partition {
         for record in self.forward.drain(..) {
             forward.append(record.into_py(py)?)?;
         }
+        let st = &self.st;
+        let watermark = match marker {
+            Some(m) => Some(Py::new(
+                py,
+                Watermark {
+                    value: m.value,
+                    idle: m.idle,
+                    offset: st.pos.next_offset,
+                    owners: (0..st.cfg.partitions).filter(|&q| q != st.partition as u32).collect(),
+                },
+            )?),
+            None => None,
+        };
         let out = FlushOutput {
             records: recs.unbind(),
             documents: documents.unbind(),
             dead: dead.unbind(),
             late: late.unbind(),
             forward: forward.unbind(),
+            watermark,
         };
         Ok(Some(Py::new(py, out)?))
     }
@@ -276,10 +292,32 @@ impl Partition {
         self.ready()?;
         Ok(self.st.pos.next_offset)
     }
+    /// The owner watermark: the smallest of its sources' (see `EventClock`); windows up to it are final.
     #[getter]
     fn watermark(&self) -> PyResult<i64> {
         self.ready()?;
         Ok(self.st.watermark())
+    }
+    /// The watermark of the partition's own input, as the source that judges its records on time or late.
+    #[getter]
+    fn source_watermark(&self) -> PyResult<i64> {
+        self.ready()?;
+        Ok(self.st.source().value)
+    }
+    /// Every partition's source watermark as this partition last received it, with whether it was idle (its own
+    /// slot as it is now); empty for a topic of one partition.
+    #[getter]
+    fn marks(&self) -> PyResult<Vec<(i64, bool)>> {
+        self.ready()?;
+        let own = self.st.source();
+        let slot = |(q, m): (usize, &state::Mark)| if q == self.st.partition as usize { own } else { *m };
+        Ok(self.st.time.marks.iter().enumerate().map(slot).map(|m| (m.value, m.idle)).collect())
+    }
+    /// The idle rule said the partition's input is idle, and no record was read since.
+    #[getter]
+    fn idle(&self) -> PyResult<bool> {
+        self.ready()?;
+        Ok(self.st.time.idle)
     }
     /// The largest event time accepted so far (None before the first).
     #[getter]
@@ -306,7 +344,7 @@ impl Partition {
         self.ready()?;
         Ok(self.st.version())
     }
-    /// Records routed so far by this object (changes whenever a batch touched the partition).
+    /// Input records routed so far by this object (changes whenever a batch read the partition's own input).
     #[getter]
     fn processed(&self) -> PyResult<u64> {
         self.ready()?;
@@ -394,10 +432,12 @@ impl Partition {
         Ok(self.st.closable_until(target))
     }
 
-    /// Idle partitions: raise the watermark to `value` by wall clock (recorded in the changelog); True if it moved.
-    fn advance_to(&mut self, value: i64) -> PyResult<bool> {
+    /// Idle partitions: raise the source watermark to `value` by wall clock, and say the input is `idle` until its
+    /// next record (recorded in the changelog, and carried to the other partitions); True if anything changed.
+    #[pyo3(signature = (value, idle = false))]
+    fn advance_to(&mut self, value: i64, idle: bool) -> PyResult<bool> {
         self.ready()?;
-        Ok(self.st.advance_to(value))
+        Ok(self.st.advance_to(value, idle))
     }
 
     /// Users whose documents are behind their state.
@@ -504,6 +544,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Document>()?;
     m.add_class::<SideRecord>()?;
     m.add_class::<ForwardRecord>()?;
+    m.add_class::<Watermark>()?;
     m.add_class::<Counters>()?;
     m.add_class::<StateSizes>()?;
     m.add_function(wrap_pyfunction!(batch::process_batch, m)?)?;
@@ -527,5 +568,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SOURCE_PARTITION_HEADER", message::SOURCE_PARTITION)?;
     m.add("SOURCE_OFFSET_HEADER", message::SOURCE_OFFSET)?;
     m.add("RECORD_TS_HEADER", message::RECORD_TS)?;
+    m.add("WATERMARK_HEADER", message::WATERMARK)?;
+    m.add("IDLE_HEADER", message::IDLE)?;
     Ok(())
 }

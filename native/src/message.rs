@@ -11,6 +11,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 use std::sync::OnceLock;
 
+use crate::progress::Mark;
+
 /// The fields the router reads from one consumed record.
 pub(crate) struct Fields<'py> {
     pub failed: bool, // the record carries an error (end of partition, broker error)
@@ -56,17 +58,28 @@ impl Reader {
 pub const SOURCE_PARTITION: &str = "pulse.source.partition";
 pub const SOURCE_OFFSET: &str = "pulse.source.offset";
 pub const RECORD_TS: &str = "pulse.record_ts";
+/// Headers of a watermark marker in the repartition topic (a record without a value): the source partition's
+/// watermark after its input up to the source offset, and whether it is idle.
+pub const WATERMARK: &str = "pulse.watermark";
+pub const IDLE: &str = "pulse.idle";
+
+/// A repartition topic record: a forwarded input record, or a source partition's watermark.
+pub(crate) struct Forwarded<'py> {
+    pub fields: Fields<'py>,
+    pub source: (i64, i64), // where it was first read: input (partition, offset)
+    pub mark: Option<Mark>,
+}
 
 impl Reader {
-    /// A repartition topic record's fields, with the timestamp of the input record it forwards, and that
-    /// record's (partition, offset). The headers through their accessor.
-    pub(crate) fn read_forwarded<'py>(&self, msg: &Bound<'py, PyAny>) -> PyResult<(Fields<'py>, (i64, i64))> {
+    /// A repartition topic record's fields, with the timestamp of the input record it forwards and that
+    /// record's (partition, offset), or the watermark it carries. The headers through their accessor.
+    pub(crate) fn read_forwarded<'py>(&self, msg: &Bound<'py, PyAny>) -> PyResult<Forwarded<'py>> {
         let mut fields = self.read(msg)?;
         if fields.failed {
-            return Ok((fields, (-1, -1)));
+            return Ok(Forwarded { fields, source: (-1, -1), mark: None });
         }
         let py = msg.py();
-        let (mut partition, mut offset, mut ts) = (None, None, None);
+        let (mut partition, mut offset, mut ts, mut watermark, mut idle) = (None, None, None, None, false);
         let headers = msg.call_method0(intern!(py, "headers"))?;
         if !headers.is_none() {
             for header in headers.try_iter()? {
@@ -76,19 +89,22 @@ impl Reader {
                     SOURCE_PARTITION => partition = number,
                     SOURCE_OFFSET => offset = number,
                     RECORD_TS => ts = number,
+                    WATERMARK => watermark = number,
+                    IDLE => idle = number == Some(1),
                     _ => {}
                 }
             }
         }
-        let (Some(partition), Some(offset), Some(ts)) = (partition, offset, ts) else {
+        let (Some(partition), Some(offset), Some(clock)) = (partition, offset, ts.or(watermark)) else {
             return Err(pyo3::exceptions::PyValueError::new_err(format!(
                 "record {} of the repartition topic lacks the headers {SOURCE_PARTITION}, {SOURCE_OFFSET} and \
-                 {RECORD_TS}: only Pulse may write that topic",
+                 {RECORD_TS} or {WATERMARK}: only Pulse may write that topic",
                 fields.offset
             )));
         };
-        fields.ts = ts;
-        Ok((fields, (partition, offset)))
+        let mark = watermark.map(|value| Mark { value, idle });
+        fields.ts = clock;
+        Ok(Forwarded { fields, source: (partition, offset), mark })
     }
 }
 

@@ -1,5 +1,6 @@
-//! Where a partition is: its position in its inputs with the fate of every record, its event clock (the
-//! watermark), and the event ids recent enough to make a duplicate.
+//! Where a partition is: its position in its inputs with the fate of every record, its event clocks (as the
+//! source of its own input, and as the owner of its users' records), and the event ids recent enough to make a
+//! duplicate.
 
 use rustc_hash::FxHashMap;
 
@@ -7,13 +8,15 @@ use crate::tables::EventKey;
 
 /// Below this many remembered event ids, pruning them is not worth a pass over the map.
 pub const SEEN_MIN: usize = 4096;
+/// No event time yet.
+pub const NEVER: i64 = -(1 << 62);
 
 /// Where the partition is in its two inputs, and what became of the records it read.
 #[derive(Default)]
 pub struct Position {
     pub next_offset: i64,
-    // records from the repartition topic (input of other partitions whose users this partition owns): the next
-    // one to take, and how many of this partition's own input records went to other partitions that way
+    // records from the repartition topic (input of other partitions whose users this partition owns, and their
+    // watermarks): the next one to take, and how many of this partition's own input records went elsewhere
     pub repart_next: i64,
     pub forwarded: u64,
     pub processed: u64,
@@ -21,46 +24,66 @@ pub struct Position {
     pub dirty: bool,        // moved since the last flush
 }
 
-/// The event clock the watermark follows. With one input (keyed by user id) it is `max_ts`. Once records
-/// forwarded from other partitions arrive, each source is a stream with its own clock (this partition's input
-/// is the stream numbered as the partition), and the clock is the slowest stream's, ignoring streams more
-/// than `forward_wait` behind the fastest; it never goes back. A partition reads its own input as a backlog
-/// faster than other partitions forward theirs, so a clock run by its own input alone would make the
-/// forwarded records of the same time late.
+/// A source partition's watermark as an owner sees it: its value, and whether the source said it is idle
+/// (nothing to read, and quiet for the idle timeout) since its last input record.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Mark {
+    pub value: i64,
+    pub idle: bool,
+}
+
+impl Mark {
+    pub const UNSEEN: Mark = Mark { value: NEVER, idle: false };
+}
+
+/// Event time, decided where each record is read and carried to the owner of its user (Flink's rule across a
+/// network shuffle):
+/// - as a *source*, the partition judges every record of its own input in offset order against its own
+///   watermark (`source`): the largest event clock of its on-time records minus grace, or a floor the idle rule
+///   recorded. A record below it is late, wherever its user is owned; an on-time record of another partition's
+///   user is forwarded, and the watermark follows it to every other partition as a marker;
+/// - as an *owner*, its watermark (`owner`) is the smallest of its sources' (its own and every other
+///   partition's, as their markers arrived), never going back. An idle source more than `forward_wait` behind
+///   the most advanced one holds nobody back (an empty or long-quiet partition).
+/// A record forwarded on time is never below its owner's watermark (the owner has only seen markers its source
+/// sent before it), so windows hold the same records whatever the order of arrival.
 pub struct EventClock {
-    pub max_ts: i64, // the largest event clock of any record taken
-    pub clock: i64,
-    pub clocks: Vec<(i32, i64)>, // (stream, its largest event clock); empty until a forwarded record arrives
-    pub floor: i64,              // raised by wall clock for an idle partition
+    pub max_ts: i64, // the largest event clock (event time capped by the record's timestamp) of an on-time input record
+    pub floor: i64,  // raised by the idle rule
+    pub idle: bool,  // the idle rule said so, and no input record was read since
+    pub marks: Vec<Mark>, // per input partition, its watermark as last received here (own slot unused); empty: no forwarding
+    pub owner: i64,
+    pub sent: Mark, // the source watermark last sent to the other partitions
 }
 
 impl EventClock {
-    pub fn watermark(&self, grace: i64) -> i64 {
-        (self.clock - grace).max(self.floor)
+    pub fn new(partitions: u32) -> Self {
+        let marks = if partitions > 1 { vec![Mark::UNSEEN; partitions as usize] } else { Vec::new() };
+        EventClock { max_ts: NEVER, floor: NEVER, idle: false, marks, owner: NEVER, sent: Mark::UNSEEN }
     }
 
-    /// A record of `stream` (`own`: the partition's input; else the partition that forwarded it) with event clock
-    /// `clock` was taken.
-    pub fn observe(&mut self, own: i32, stream: i32, clock: i64, forward_wait: i64) {
-        if self.clocks.is_empty() {
-            if stream == own {
-                if clock > self.max_ts {
-                    self.max_ts = clock;
-                    self.clock = clock;
-                }
-                return;
-            }
-            self.clocks.push((own, self.max_ts)); // every record so far was this partition's own
+    /// This partition's watermark as the source of its own input.
+    pub fn source(&self, grace: i64) -> Mark {
+        Mark { value: (self.max_ts - grace).max(self.floor), idle: self.idle }
+    }
+
+    /// Recompute the owner watermark from the sources' marks (call after any of them changed).
+    pub fn refresh(&mut self, own: i32, grace: i64, forward_wait: i64) {
+        let mine = self.source(grace);
+        let others = self.marks.iter().enumerate().filter(|(q, _)| *q != own as usize).map(|(_, m)| *m);
+        let all = || std::iter::once(mine).chain(others.clone());
+        let front = all().map(|m| m.value).max().unwrap_or(NEVER);
+        let held = all().filter(|m| !(m.idle && m.value < front.saturating_sub(forward_wait))).map(|m| m.value).min();
+        if let Some(v) = held {
+            self.owner = self.owner.max(v);
         }
-        match self.clocks.iter_mut().find(|c| c.0 == stream) {
-            Some(c) if clock <= c.1 => return,
-            Some(c) => c.1 = clock,
-            None => self.clocks.push((stream, clock)),
+    }
+
+    /// A marker from source partition `from`.
+    pub fn mark(&mut self, from: usize, mark: Mark) {
+        if let Some(m) = self.marks.get_mut(from) {
+            *m = Mark { value: m.value.max(mark.value), idle: mark.idle };
         }
-        self.max_ts = self.max_ts.max(clock);
-        let since = self.max_ts - forward_wait;
-        let slowest = self.clocks.iter().map(|c| c.1).filter(|&c| c >= since).min().unwrap_or(self.max_ts);
-        self.clock = self.clock.max(slowest);
     }
 }
 

@@ -8,7 +8,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::BTreeMap;
 
 pub use crate::entities::{EntityLog, Session, Sessions, User, Users, USER_HOURS, USER_HOUR_MS};
-pub use crate::progress::{Dedup, EventClock, Position, SEEN_MIN};
+pub use crate::progress::{Dedup, EventClock, Mark, Position, NEVER, SEEN_MIN};
 pub use crate::tables::{
     bump, item_shard, murmur2, user_partition, Counts, EventKey, Names, Row, Shards, ITEM_SHARDS, PAGE_BYTES,
 };
@@ -68,7 +68,7 @@ pub struct Config {
     pub session_timeout: i64,
     pub compact_after: u64,
     pub partitions: u32, // the input topic's partition count, to tell events not keyed by user id (0: unknown)
-    pub forward_wait: i64, // how far (event time) the clock waits for a stream of forwarded records that lags
+    pub forward_wait: i64, // how far (event time) behind the others an idle source may be and still hold owners back
 }
 
 /// What happened to one record, for the caller's side outputs.
@@ -103,17 +103,16 @@ pub struct State {
     pub log: EntityLog,
 }
 
-pub const NEVER: i64 = -(1 << 62);
 /// `User::first` of an interned id without user state (seen only in a window's user set so far).
 pub const ABSENT: i64 = i64::MIN;
 
 impl State {
     pub fn new(partition: i32, cfg: Config) -> Self {
         State {
+            time: EventClock::new(cfg.partitions),
             cfg,
             partition,
             pos: Position::default(),
-            time: EventClock { max_ts: NEVER, clock: NEVER, clocks: Vec::new(), floor: NEVER },
             windows: BTreeMap::new(),
             catalog: Catalog::default(),
             users: Users::default(),
@@ -123,23 +122,50 @@ impl State {
         }
     }
 
+    /// The owner watermark: windows up to it are final, and it is the clock of duplicates and sessions.
     pub fn watermark(&self) -> i64 {
-        self.time.watermark(self.cfg.grace)
+        self.time.owner
     }
 
-    /// See `EventClock::observe`.
-    pub fn observe(&mut self, stream: i32, clock: i64) {
-        self.time.observe(self.partition, stream, clock, self.cfg.forward_wait);
+    /// The watermark of this partition's own input, as a source (see `EventClock`).
+    pub fn source(&self) -> Mark {
+        self.time.source(self.cfg.grace)
     }
 
-    /// Raise the watermark to at least `value` (idle partitions, by wall clock); true if it moved.
-    pub fn advance_to(&mut self, value: i64) -> bool {
-        if value > self.watermark() {
-            self.time.floor = value;
-            self.pos.dirty = true;
-            return true;
+    fn refresh(&mut self) {
+        self.time.refresh(self.partition, self.cfg.grace, self.cfg.forward_wait);
+    }
+
+    /// Idle partitions: raise the source watermark to at least `value` by wall clock (recorded), and say the
+    /// source is idle until its next input record; true if anything changed.
+    pub fn advance_to(&mut self, value: i64, idle: bool) -> bool {
+        let before = self.source();
+        self.time.floor = self.time.floor.max(value);
+        self.time.idle |= idle;
+        if self.source() == before {
+            return false;
         }
-        false
+        self.refresh();
+        self.pos.dirty = true;
+        true
+    }
+
+    /// A watermark marker another partition sent this one through the repartition topic (after `begin_forwarded`).
+    pub fn marked(&mut self, from: i64, mark: Mark) {
+        if from >= 0 && from != self.partition as i64 {
+            self.time.mark(from as usize, mark);
+            self.refresh();
+        }
+    }
+
+    /// Markers to send to the other partitions: the source watermark if it changed since it was last sent.
+    pub fn marker_due(&mut self) -> Option<Mark> {
+        let now = self.source();
+        if self.time.marks.is_empty() || now == self.time.sent {
+            return None;
+        }
+        self.time.sent = now;
+        Some(now)
     }
 
     /// The partition's position in its two inputs as one number that only grows: the documents' version.
@@ -149,16 +175,17 @@ impl State {
 
     /// Before routing the input record at `offset`.
     pub fn begin(&mut self, offset: i64) {
+        self.time.idle = false; // a record was read: the source is not idle (refreshed when it is judged)
         self.pos.next_offset = offset + 1;
         self.pos.dirty = true;
         self.pos.processed += 1;
     }
 
-    /// Before routing the repartition topic's record at `offset` (a record another partition forwarded here).
+    /// Before routing the repartition topic's record at `offset` (a record or a watermark another partition
+    /// sent here). Not counted in `processed`, which says whether the partition's own input is active.
     pub fn begin_forwarded(&mut self, offset: i64) {
         self.pos.repart_next = offset + 1;
         self.pos.dirty = true;
-        self.pos.processed += 1;
     }
 
     /// After `begin`: the record was dead-lettered.
@@ -175,35 +202,40 @@ impl State {
         (owner != self.partition as u32).then_some(owner)
     }
 
-    /// Route one valid input record (after `begin`): forwarded to the partition that owns its user
-    /// (`Outcome::Forward`), or taken here (`accept_here`).
+    /// Route one valid input record (after `begin`), as its source: late against this partition's own
+    /// watermark (wherever its user is owned), else forwarded to the partition that owns its user
+    /// (`Outcome::Forward`), or taken here (`accept_here`). `record_ts` is the record's Kafka timestamp: the
+    /// event clock never runs ahead of it, so one event from a fast clock (up to the contract's future limit)
+    /// counts in its window but cannot make the partition's on-time events late. With `LogAppendTime` (how
+    /// `pulse setup` creates the topic) it is the broker's clock, which producers do not control.
     pub fn accept(&mut self, e: &Event, record_ts: i64) -> Outcome {
+        let wm = self.source().value;
+        if e.ts < wm {
+            self.refresh(); // the source is no longer idle
+            self.pos.counters[LATE] += 1;
+            return Outcome::Late(format!("ts {} < watermark {wm}", e.ts));
+        }
+        self.time.max_ts = self.time.max_ts.max(e.ts.min(record_ts));
+        self.refresh();
         if let Some(owner) = self.owner_elsewhere(&e.user_id) {
             self.pos.forwarded += 1;
             return Outcome::Forward(owner);
         }
-        self.accept_here(e, record_ts, self.partition)
+        self.accept_here(e)
     }
 
-    /// Route one valid event this partition owns (after `begin` or `begin_forwarded`): late, duplicate, or
-    /// folded into windows and entities. `stream`: where it was read (see `clock`).
-    /// `record_ts` is the record's Kafka timestamp: the partition's event clock never runs ahead of it, so one
-    /// event from a fast clock (up to the contract's future limit) counts in its window but cannot make the
-    /// partition's on-time events late. With `LogAppendTime` (how `pulse setup` creates the topic) it is the
-    /// broker's clock, which producers do not control.
-    pub fn accept_here(&mut self, e: &Event, record_ts: i64, stream: i32) -> Outcome {
+    /// Take one event this partition owns, judged on time by its source (after `begin`, or `begin_forwarded`
+    /// for a record another partition forwarded): a duplicate, or folded into windows and entities. An event
+    /// below the owner watermark can only come from a source that was idle and far behind (see `EventClock`):
+    /// its windows may be final, so it is late here.
+    pub fn accept_here(&mut self, e: &Event) -> Outcome {
         let ts = e.ts;
         let wm = self.watermark();
-        let key = EventKey::new(&e.event_id);
         if ts < wm {
             self.pos.counters[LATE] += 1;
-            if !self.dedup.seen.contains_key(&key) {
-                self.dedup.insert(key, ts, wm - self.cfg.horizon);
-            }
-            return Outcome::Late(format!("ts {ts} < watermark {wm}"));
+            return Outcome::Late(format!("ts {ts} < watermark {wm} of the owning partition"));
         }
-        self.observe(stream, ts.min(record_ts));
-        let wm = self.watermark();
+        let key = EventKey::new(&e.event_id);
         match self.dedup.seen.get_mut(&key) {
             Some(first) if *first >= wm - self.cfg.horizon => {
                 self.pos.counters[DUPLICATES] += 1;
@@ -215,12 +247,13 @@ impl State {
         self.pos.counters[ACCEPTED] += 1;
         let ok = e.status == "ok";
         let timeout = self.cfg.session_timeout;
-        let step = if ok { self.sessions.advance(&e.session_id, &e.event_type, ts, wm, timeout) } else { -1 };
-        self.fold(e, ok, step);
+        let steps = if ok { self.sessions.advance(&e.session_id, &e.event_type, ts, wm, timeout) } else { Vec::new() };
+        self.fold(e, &steps);
         Outcome::Accepted
     }
 
-    fn fold(&mut self, e: &Event, ok: bool, step: i32) {
+    fn fold(&mut self, e: &Event, steps: &[(i64, usize, i64)]) {
+        let ok = e.status == "ok";
         let ts = e.ts;
         let etype = self.catalog.types.id(&e.event_type);
         let status = self.catalog.types.id(&e.status);
@@ -262,9 +295,9 @@ impl State {
                     win.quantiles.add(PRICE, cents(price));
                 }
             }
-            if step >= 0 {
-                win.funnel[step as usize] += 1;
-            }
+        }
+        for &(at, step, delta) in steps {
+            self.count_step(at, step, delta);
         }
         if let Some(it) = item {
             self.catalog.item_state.row(shard, it).add(etype, paid);
@@ -276,10 +309,16 @@ impl State {
         } else if ts < u.first {
             u.first = ts;
         }
-        if ts >= u.last {
-            u.last = ts;
-            if item.is_some() {
-                u.last_item = item;
+        u.last = u.last.max(ts);
+        if let Some(it) = item {
+            // the item of the latest event that has one (the greater id on a tie), whatever the arrival order
+            let names = &self.catalog.items;
+            let later = match u.last_item {
+                None => true,
+                Some(was) => ts > u.item_ts || (ts == u.item_ts && names.name(it) > names.name(was)),
+            };
+            if later {
+                (u.last_item, u.item_ts) = (Some(it), ts);
             }
         }
         bump(&mut u.counts, etype, 1);
@@ -295,6 +334,16 @@ impl State {
         }
         if !was_pending {
             self.users.pending.push(user);
+        }
+    }
+
+    /// Move a session's funnel step counted at event time `at` in or out of its windows (all still open).
+    fn count_step(&mut self, at: i64, step: usize, delta: i64) {
+        for &size in &self.cfg.sizes {
+            if let Some(win) = self.windows.get_mut(&(size, at - at.rem_euclid(size))) {
+                win.funnel[step] = win.funnel[step].wrapping_add_signed(delta);
+                win.dirty = true;
+            }
         }
     }
 
@@ -339,10 +388,11 @@ impl State {
         if self.dedup.seen.len() > SEEN_MIN {
             self.dedup.prune(horizon);
         }
-        let idle = wm - self.cfg.session_timeout;
+        let timeout = self.cfg.session_timeout;
         let gone = &mut self.sessions.gone;
         self.sessions.map.retain(|sid, s| {
-            if s.last < idle {
+            s.settle(wm, timeout); // only its form changes, not its steps: it need not be logged again
+            if s.latest() < wm - timeout {
                 gone.push(sid.clone());
                 false
             } else {

@@ -24,6 +24,16 @@ INPUT_RETENTION_HOURS = 168
 """How long the input topic keeps records unless told otherwise (a week)."""
 
 
+def dead_letter_topic(topic: str) -> str:
+    """Where invalid input records of ``topic`` go, with their reason."""
+    return f"{topic}.dlq"
+
+
+def late_topic(topic: str) -> str:
+    """Where late input records of ``topic`` go."""
+    return f"{topic}.late"
+
+
 def input_topics(topic: str, partitions: int, retention_hours: float = INPUT_RETENTION_HOURS) -> list[TopicSpec]:
     """The input topic and its side outputs (dead letters, late events), all with the same partitioning."""
     retention = str(int(retention_hours * 3_600_000))
@@ -33,8 +43,8 @@ def input_topics(topic: str, partitions: int, retention_hours: float = INPUT_RET
     stamped = base | {"message.timestamp.type": "LogAppendTime"}
     return [
         TopicSpec(topic, partitions, stamped),
-        TopicSpec(f"{topic}.dlq", partitions, base),
-        TopicSpec(f"{topic}.late", partitions, base),
+        TopicSpec(dead_letter_topic(topic), partitions, base),
+        TopicSpec(late_topic(topic), partitions, base),
     ]
 
 
@@ -163,13 +173,13 @@ def aggregates_topic(group: str) -> str:
 
 
 def decisions_topic(group: str) -> str:
-    """Wall-clock decisions (idle partitions closing their windows), for `pulse verify`: see aggregate.decisions."""
+    """Timing decisions (idle partitions, forwarded records taken), for `pulse verify`: see aggregate.decisions."""
     return f"{group}.decisions"
 
 
 def repartition_topic(group: str) -> str:
-    """Input records not keyed by user id, forwarded to the partition that owns their user: see
-    aggregate.repartition."""
+    """Input records not keyed by user id, forwarded to the partition that owns their user, and every partition's
+    watermark: see aggregate.repartition."""
     return f"{group}.repartition"
 
 

@@ -1,33 +1,44 @@
-"""Input not keyed by user id, without Kafka: each partition forwards the records of users it does not own, the
-owners take them at their flushes, and the result equals the reference recompute given the same decisions
-(where each owner took its forwarded records). tests/realworld/test_keys.py runs the same through the broker.
+"""Input not keyed by user id, without Kafka: each partition judges its records where it reads them, forwards the
+on-time records of users it does not own with its watermark, and the owners take them at their flushes. Whatever
+the batching, the order partitions read and flush in, when owners take what was forwarded, and where a partition
+restarts from its changelog, the aggregates are the same, and equal the reference recompute given the recorded
+decisions. tests/realworld/test_arrival_order.py runs the same through the broker.
 """
 
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pulse.aggregate._core import RECORD_TS_HEADER, SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER
-from pulse.aggregate.state import StateConfig, new_partition, route_batch
+from pulse.aggregate._core import (
+    IDLE_HEADER,
+    RECORD_TS_HEADER,
+    SOURCE_OFFSET_HEADER,
+    SOURCE_PARTITION_HEADER,
+    WATERMARK_HEADER,
+)
+from pulse.aggregate.state import StateConfig, new_partition, remember_recent, route_batch
 from pulse.generate.chaos import ChaosConfig
 from pulse.verify.diff import diff_documents
-from pulse.verify.reference import Take, recompute
+from pulse.verify.reference import Forward, Marker, Take, recompute
 from tests.aggregate.test_state_vs_reference import SIZES, make_rows
 
 PARTITIONS = 4
+CFG = StateConfig(window_sizes=SIZES, grace_ms=30_000, dedup_horizon_ms=30_000)
+POSITIONAL = {"version", "repartition_offset", "next_offset", "flushed_at", "final", "watermark"}
+"""Document fields that say where a run is, not what it counted."""
 
 
-class _Forwarded:
-    """A record of the repartition topic, with the accessors the router reads."""
+class _Message:
+    """A consumed record, with the accessors the router reads."""
 
-    def __init__(self, partition: int, offset: int, value: bytes, source: tuple[int, int], record_ts: int) -> None:
-        self._p, self._o, self._v = partition, offset, value
-        self._h = [(SOURCE_PARTITION_HEADER, str(source[0]).encode()), (SOURCE_OFFSET_HEADER, str(source[1]).encode()),
-                   (RECORD_TS_HEADER, str(record_ts).encode())]
+    def __init__(self, partition: int, offset: int, value: bytes | None, headers: list[tuple[str, bytes]],
+                 ts: int = 0) -> None:
+        self._p, self._o, self._v, self._h, self._ts = partition, offset, value, headers, ts
 
     def error(self) -> None:
         return None
@@ -38,116 +49,208 @@ class _Forwarded:
     def offset(self) -> int:
         return self._o
 
-    def value(self) -> bytes:
+    def value(self) -> bytes | None:
         return self._v
 
     def key(self) -> bytes:
         return b"user"
 
     def timestamp(self) -> tuple[int, int]:
-        return (1, 0)  # when it was forwarded: the router must use the header instead
+        return (1, self._ts)  # a forwarded record's is when it was forwarded: the router must use the header
 
     def headers(self) -> list[tuple[str, bytes]]:
         return self._h
 
 
-class _Input(_Forwarded):
-    def __init__(self, partition: int, offset: int, value: bytes, ts: int) -> None:
-        super().__init__(partition, offset, value, (partition, offset), ts)
-        self._ts = ts
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, self._ts)
+def _h(**values: int) -> list[tuple[str, bytes]]:
+    names = {"partition": SOURCE_PARTITION_HEADER, "offset": SOURCE_OFFSET_HEADER, "ts": RECORD_TS_HEADER,
+             "watermark": WATERMARK_HEADER, "idle": IDLE_HEADER}
+    return [(names[k], str(v).encode()) for k, v in values.items()]
 
 
-@settings(max_examples=15, deadline=None)
-@given(seed=st.integers(0, 10_000), batch=st.integers(50, 3_000), late=st.floats(0, 0.05), dup=st.floats(0, 0.1),
-       bad=st.floats(0, 0.05), take_every=st.integers(1, 3))
-def test_forwarded_records_count_exactly_once_where_their_user_lives(seed: int, batch: int, late: float, dup: float,
-                                                                    bad: float, take_every: int) -> None:
-    """Round-robin input (what null keys give): duplicates of one event land in different partitions and are
-    still caught, every user has one document and one partition, and the numbers equal the reference's."""
-    rows = make_rows(4_000, seed, ChaosConfig(late_fraction=late, duplicate_fraction=dup, invalid_fraction=bad,
-                                              disorder_fraction=0.05), partitions=PARTITIONS)
+class Cluster:
+    """Partitions, their changelogs and the repartition topic, committed at every flush, as the engine would."""
+
+    def __init__(self, rows: list[tuple[int, int, bytes, int]]) -> None:
+        self.input = {p: [r for r in rows if r[0] == p] for p in range(PARTITIONS)}
+        self.states = {p: new_partition(p, CFG, PARTITIONS) for p in range(PARTITIONS)}
+        self.topic: dict[int, list[_Message]] = {p: [] for p in range(PARTITIONS)}  # the repartition topic
+        self.logs: dict[int, list[tuple[bytes, bytes | None]]] = {p: [] for p in range(PARTITIONS)}
+        self.late: dict[int, set[tuple[int, int]]] = {p: set() for p in range(PARTITIONS)}
+        self.decisions: dict[int, list[Any]] = {p: [] for p in range(PARTITIONS)}
+        self.pending: dict[int, list[Any]] = {p: [] for p in range(PARTITIONS)}  # decisions of the next flush
+        self.docs: dict[str, dict[str, Any]] = {}
+
+    def read(self, p: int, n: int) -> None:
+        st_ = self.states[p]
+        batch = [r for r in self.input[p] if r[1] >= st_.next_offset][:n]
+        route_batch(self.states, [_Message(pp, o, v, [], ts) for pp, o, v, ts in batch])
+
+    def take(self, p: int, n: int) -> None:
+        st_ = self.states[p]
+        before = st_.repartition_offset
+        route_batch(self.states, self.topic[p][before:before + n], forwarded=True)
+        if st_.repartition_offset != before:
+            self.pending[p].append(Take(st_.next_offset, st_.repartition_offset))
+
+    def flush(self, p: int) -> None:
+        st_ = self.states[p]
+        flushed = st_.flush(True, True, 0)
+        if flushed is None:
+            return
+        self.docs.update((d.id, orjson.loads(d.value)) for d in flushed.documents)
+        for f in flushed.forward:
+            assert f.owner != p and f.user
+            q = self.topic[f.owner]
+            q.append(_Message(f.owner, len(q), f.value, _h(partition=p, offset=f.offset, ts=f.record_ts)))
+        mark = flushed.watermark
+        for owner in mark.owners if mark else []:
+            q = self.topic[owner]
+            q.append(_Message(owner, len(q), None, _h(partition=p, offset=mark.offset, watermark=mark.value,
+                                                      idle=int(mark.idle))))
+        self.late[p].update((s.source_partition, s.source_offset) for s in flushed.late)
+        self.logs[p].extend((r.key, r.value) for r in flushed.records)
+        self.decisions[p] += self.pending[p]
+        self.pending[p] = []
+        st_.committed(True, True)
+
+    def restart(self, p: int) -> None:
+        """A crash: whatever was not flushed is lost; the state comes back from the changelog, with the ids of
+        recent on-time records re-read for duplicate detection (the late ones left out), as restore does."""
+        st_ = self.states[p] = new_partition(p, CFG, PARTITIONS)
+        st_.restore([(offset, k, v) for offset, (k, v) in enumerate(self.logs[p])])
+        self.pending[p] = []
+        horizon = st_.watermark - CFG.dedup_horizon_ms
+        own = [(v, ts) for _, o, v, ts in self.input[p] if o < st_.next_offset and (p, o) not in self.late[p]]
+        forwarded = [(m.value(), _headers(m)[RECORD_TS_HEADER]) for m in self.topic[p][:st_.repartition_offset]
+                     if m.value() is not None and _source(m) not in self.late[p]]
+        remember_recent(st_, own + forwarded, horizon)
+
+    def drain(self) -> None:
+        """Everything read, flushed and taken (twice over: taking forwards nothing, but flushing sends markers)."""
+        for _ in range(3):
+            for p in range(PARTITIONS):
+                self.read(p, 10**9)
+                self.flush(p)
+            for p in range(PARTITIONS):
+                self.take(p, 10**9)
+                self.flush(p)
+
+    def forwarded(self) -> dict[int, list[tuple[int, Forward | Marker]]]:
+        out: dict[int, list[tuple[int, Forward | Marker]]] = {}
+        for p, msgs in self.topic.items():
+            out[p] = []
+            for m in msgs:
+                h = _headers(m)
+                source = _source(m)
+                item: Forward | Marker = Forward(*source) if WATERMARK_HEADER not in h else \
+                    Marker(*source, h[WATERMARK_HEADER], h[IDLE_HEADER] == 1)
+                out[p].append((m.offset(), item))
+        return out
+
+    def counted(self) -> dict[str, dict[str, Any]]:
+        """The documents without the fields that say where the run is."""
+        return {i: {k: v for k, v in d.items() if k not in POSITIONAL} for i, d in self.docs.items()}
+
+    def totals(self) -> tuple[int, int, int, int]:
+        c = [st_.counters for st_ in self.states.values()]
+        return (sum(x.accepted for x in c), sum(x.late for x in c), sum(x.duplicate for x in c),
+                sum(x.dead_lettered for x in c))
+
+
+def _headers(m: _Message) -> dict[str, int]:
+    return {k: int(v) for k, v in m.headers()}
+
+
+def _source(m: _Message) -> tuple[int, int]:
+    h = _headers(m)
+    return h[SOURCE_PARTITION_HEADER], h[SOURCE_OFFSET_HEADER]
+
+
+def _rows(seed: int, late: float, dup: float, bad: float, n: int = 3_000) -> list[tuple[int, int, bytes, int]]:
+    """Generated traffic on random partitions (null keys), in time order apart from the chaos."""
+    rows = make_rows(n, seed, ChaosConfig(late_fraction=late, duplicate_fraction=dup, invalid_fraction=bad,
+                                          disorder_fraction=0.05), partitions=PARTITIONS)
     rng = random.Random(seed)
-    rows = [(rng.randrange(PARTITIONS), i, value, ts) for i, (_, _, value, ts) in enumerate(rows)]
-    cfg = StateConfig(window_sizes=SIZES, grace_ms=30_000, dedup_horizon_ms=30_000)
-    states = {p: new_partition(p, cfg, PARTITIONS) for p in range(PARTITIONS)}
-    topic: dict[int, list[_Forwarded]] = {p: [] for p in range(PARTITIONS)}  # the repartition topic
-    taken = dict.fromkeys(range(PARTITIONS), 0)
-    decisions: dict[int, list] = {p: [] for p in range(PARTITIONS)}
-    docs: dict = {}
+    offsets = [0] * PARTITIONS
+    out = []
+    for _, _, value, ts in rows:
+        p = rng.randrange(PARTITIONS)
+        out.append((p, offsets[p], value, ts))
+        offsets[p] += 1
+    return out
 
-    def flush(n: int, last: bool = False) -> None:
-        if n % take_every == 0 or last:  # the owners take what was forwarded so far (as fetched)
-            fetched = [m for p in range(PARTITIONS) for m in topic[p][taken[p]:]]
-            rng.shuffle(fetched)  # partitions interleave in a fetch; each keeps its order
-            fetched.sort(key=lambda m: (m.partition(), m.offset()))
-            route_batch(states, fetched, forwarded=True)
-            for p, st_ in states.items():
-                if st_.repartition_offset != taken[p]:
-                    taken[p] = st_.repartition_offset
-                    decisions[p].append(Take(st_.next_offset, st_.repartition_offset))
-        for p, st_ in states.items():
-            flushed = st_.flush(True, True, 0)
-            if flushed is None:
-                continue
-            docs.update((d.id, orjson.loads(d.value)) for d in flushed.documents)
-            for f in flushed.forward:
-                assert f.owner != p and f.user
-                topic[f.owner].append(_Forwarded(f.owner, len(topic[f.owner]), f.value, (p, f.offset), f.record_ts))
-            st_.committed(True, True)
 
-    for n, i in enumerate(range(0, len(rows), batch)):
-        route_batch(states, [_Input(*row) for row in rows[i:i + batch]])
-        flush(n)
-    flush(-1, last=True)  # forwarded records of the last input
-    flush(-1, last=True)
+def in_order(rows: list[tuple[int, int, bytes, int]]) -> Cluster:
+    """The plainest read: record after record in production order, each flush followed by every take."""
+    c = Cluster(rows)
+    for p, _, _, _ in rows:
+        c.read(p, 1)
+        c.flush(p)
+        for q in range(PARTITIONS):
+            c.take(q, 10**9)
+    c.drain()
+    return c
 
-    forwarded = {p: [(m.offset(), *_source(m)) for m in msgs] for p, msgs in topic.items()}
-    expected = recompute(rows, SIZES, 30_000, 30_000, decisions=decisions, forwarded=forwarded, partitions=PARTITIONS)
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 10_000), late=st.floats(0, 0.05), dup=st.floats(0, 0.1), bad=st.floats(0, 0.05),
+       ops=st.lists(st.tuples(st.sampled_from("rrrrfftx"), st.integers(0, PARTITIONS - 1), st.integers(1, 800)),
+                    min_size=5, max_size=60))
+def test_any_arrival_order_counts_the_same(seed: int, late: float, dup: float, bad: float,
+                                           ops: list[tuple[str, int, int]]) -> None:
+    """Random partitions, batches, flush and take interleavings and restarts (a backlog read partition after
+    partition is one of them) count exactly what one in-order pass counts, and what the reference counts."""
+    rows = _rows(seed, late, dup, bad)
+    c = Cluster(rows)
+    for op, p, n in ops:
+        if op == "r":
+            c.read(p, n)
+        elif op == "f":
+            c.flush(p)
+        elif op == "t":
+            c.take(p, n)
+        else:
+            c.restart(p)
+    c.drain()
+    plain = in_order(rows)
+    assert c.totals() == plain.totals()
+    mine, theirs = c.counted(), plain.counted()
+    differ = sorted(i for i in mine.keys() | theirs.keys() if mine.get(i) != theirs.get(i))
+    assert not differ, [(i, mine.get(i), theirs.get(i)) for i in differ[:3]]
+    expected = recompute(rows, SIZES, CFG.grace_ms, CFG.dedup_horizon_ms, decisions=c.decisions,
+                         forwarded=c.forwarded(), partitions=PARTITIONS)
     assert expected.forwarded > len(rows) // 2  # most records were not where their user lives
-    diff = diff_documents(expected, docs)
+    diff = diff_documents(expected, c.docs)
     assert diff.ok, diff.summary()
-    users = [d for d in docs.values() if d["kind"] == "user"]
-    assert len(users) == len({d["user_id"] for d in users})
 
 
-def _source(m: _Forwarded) -> tuple[int, int]:
-    h = dict(m.headers())
-    return int(h[SOURCE_PARTITION_HEADER]), int(h[SOURCE_OFFSET_HEADER])
+def test_a_backlog_read_partition_after_partition_makes_nothing_late() -> None:
+    """After a restart a consumer reads its backlog partition after partition, a minute and more of event time
+    each, long before the records the other partitions forward exist: nothing is late, as live."""
+    rows = _rows(7, 0.0, 0.0, 0.0, n=6_000)  # in order, nothing late
+    assert rows[-1][3] - rows[0][3] > 60_000
+    c = Cluster(rows)
+    for p in range(PARTITIONS):
+        c.read(p, 10**9)
+        c.flush(p)
+    c.drain()
+    assert c.totals() == (len(rows), 0, 0, 0)
+    assert c.counted() == in_order(rows).counted()
 
 
-def test_a_backlog_read_ahead_of_its_forwarded_records_makes_nothing_late() -> None:
-    """After a restart a partition reads its own backlog (a minute and more of event time) before the records
-    other partitions forward from theirs exist: its clock waits for the streams it knows, so none comes late."""
-    rows = make_rows(6_000, 7, ChaosConfig(), partitions=PARTITIONS)  # in order, nothing late
-    rng = random.Random(7)
-    rows = [(rng.randrange(PARTITIONS), i, value, ts) for i, (_, _, value, ts) in enumerate(rows)]
-    assert rows[-1][3] - rows[1_000][3] > 60_000
-    cfg = StateConfig(window_sizes=SIZES, grace_ms=5_000, dedup_horizon_ms=5_000)
-    states = {p: new_partition(p, cfg, PARTITIONS) for p in range(PARTITIONS)}
-    topic: dict[int, list[_Forwarded]] = {p: [] for p in range(PARTITIONS)}
-    decisions: dict[int, list] = {p: [] for p in range(PARTITIONS)}
+def test_a_partition_that_never_forwarded_holds_its_owners_windows_open() -> None:
+    """An owner's windows close only once every source's watermark passed them: a source that has read nothing
+    yet could still forward records of their time."""
+    rows = _rows(3, 0.0, 0.0, 0.0, n=2_000)
+    c = Cluster(rows)
+    for p in range(PARTITIONS - 1):  # the last partition is not read at all
+        c.read(p, 10**9)
+        c.flush(p)
+        c.take(p, 10**9)
+    owners = [c.states[p] for p in range(PARTITIONS - 1)]
+    assert all(st_.watermark < rows[0][3] for st_ in owners)
+    assert not any(d.get("final") for d in c.docs.values())
+    c.drain()
+    assert any(d.get("final") for d in c.docs.values())
 
-    def step(batch: list) -> None:
-        """Read ``batch``, commit what it forwards, and take what was forwarded."""
-        route_batch(states, [_Input(*row) for row in batch])
-        for p, st_ in states.items():
-            flushed = st_.flush(True, True, 0)
-            for f in flushed.forward if flushed else []:
-                topic[f.owner].append(_Forwarded(f.owner, len(topic[f.owner]), f.value, (p, f.offset), f.record_ts))
-            st_.committed(True, True)
-        route_batch(states, [m for p in range(PARTITIONS) for m in topic[p][states[p].repartition_offset:]],
-                    forwarded=True)
-        for p, st_ in states.items():
-            decisions[p].append(Take(st_.next_offset, st_.repartition_offset))
-
-    for i in range(0, 1_000, 100):  # live: forwarded records follow within a flush
-        step(rows[i:i + 100])
-    step(rows[1_000:])  # then the backlog in one go
-    assert sum(st_.counters.late for st_ in states.values()) == 0  # late
-    assert sum(st_.counters.accepted for st_ in states.values()) == len(rows)
-    forwarded = {p: [(m.offset(), *_source(m)) for m in msgs] for p, msgs in topic.items()}
-    expected = recompute(rows, SIZES, 5_000, 5_000, decisions=decisions, forwarded=forwarded, partitions=PARTITIONS)
-    assert (expected.accepted, expected.late) == (len(rows), 0)

@@ -72,3 +72,21 @@ def test_the_native_core_partitions_users_as_the_generator_does(user: str, parti
     from pulse.aggregate._core import user_partition
 
     assert user_partition(user, partitions) == partition_for(user.encode(), partitions)
+
+
+def test_crc32_partitions_match_a_default_librdkafka_client(bootstrap: str, new_topic) -> None:
+    """`--crc32-key-fraction` must put records where a plain Python, Go, Node or C client would."""
+    from confluent_kafka import Producer
+
+    from pulse.generate.partitioner import crc32_partition
+
+    topic = new_topic(partitions=6, prefix="crc")
+    placed: dict[bytes, int] = {}
+    producer = Producer({"bootstrap.servers": bootstrap})  # every default, the partitioner included
+    for n in range(60):
+        key = f"user-{n}".encode()
+        producer.produce(topic, b"{}", key, on_delivery=lambda err, msg: placed.__setitem__(msg.key(), msg.partition()))
+    assert producer.flush(30) == 0
+    assert len(placed) == 60
+    assert placed == {key: crc32_partition(key, 6) for key in placed}
+    assert len(set(placed.values())) > 1

@@ -23,6 +23,8 @@ def sketch_quantiles(zeros: int, bins: list[tuple[int, int]], qs: list[float]) -
 SOURCE_PARTITION_HEADER: Final[str]
 SOURCE_OFFSET_HEADER: Final[str]
 RECORD_TS_HEADER: Final[str]
+WATERMARK_HEADER: Final[str]
+IDLE_HEADER: Final[str]
 
 class Counters:
     """Where a partition's records ended: each lands in exactly one."""
@@ -68,12 +70,21 @@ class ForwardRecord:
     offset: int
     record_ts: int
 
+class Watermark:
+    """A partition's source watermark after its input up to ``offset``, for every other partition (``owners``)."""
+
+    value: int
+    idle: bool
+    offset: int
+    owners: list[int]
+
 class FlushOutput:
     records: list[ChangelogRecord]
     documents: list[Document]
     dead: list[SideRecord]
     late: list[SideRecord]
     forward: list[ForwardRecord]
+    watermark: Watermark | None
 
 class Partition:
     def __init__(self, partition: int, window_sizes: list[int], grace_ms: int, dedup_horizon_ms: int,
@@ -83,6 +94,9 @@ class Partition:
     partition: int
     next_offset: int
     watermark: int
+    source_watermark: int
+    idle: bool
+    marks: list[tuple[int, bool]]
     max_event_ts: int | None
     forwarded: int
     repartition_offset: int
@@ -97,7 +111,7 @@ class Partition:
     def remember(self, value: bytes, record_ts: int, horizon: int) -> bool: ...
     def remember_id(self, event_id: str, user_id: str, ts: int, horizon: int) -> None: ...
     def idle_floor(self, target: int) -> int | None: ...
-    def advance_to(self, value: int) -> bool: ...
+    def advance_to(self, value: int, idle: bool = False) -> bool: ...
     def pending_users(self) -> int: ...
     def flush(self, details: bool, users: bool, flushed_at: int) -> FlushOutput | None: ...
     def committed(self, details: bool, users: bool) -> None: ...

@@ -16,6 +16,7 @@ from pulse.aggregate.restore import restore_partition
 from pulse.aggregate.state import Partition, new_partition
 from pulse.kafkaio import end_offsets, offsets_at
 from pulse.kafkastart import start_where_committed
+from pulse.topics import late_topic
 
 _LOG = logging.getLogger("pulse.aggregate")
 
@@ -43,7 +44,7 @@ class Assignment:
         restored = None
         if logged:
             keys = restore_partition(st, self.state, self.bootstrap, self.changelog_topic, self.topic,
-                                     self.repartition_topic)
+                                     self.repartition_topic, late_topic(self.topic))
             self.restored_keys += keys
             restored = time.monotonic() - started
             _LOG.info("partition %d restored: %d keys in %.2fs", partition, keys, restored)

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from pulse.aggregate._core import FlushOutput
-from pulse.aggregate.repartition import headers
+from pulse.aggregate._core import SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER, FlushOutput
+from pulse.aggregate.repartition import headers, marker_headers
 from pulse.aggregate.transactions import Commit, Flushed, patiently, send_offsets, transactional_producer
 from pulse.errors import PulseError
 
@@ -153,6 +153,10 @@ class Checkpoint:
                 produce(repartition, record.value, record.user, record.owner, headers=forwarded_headers)
             except BufferError:
                 send(repartition, record.value, record.user, record.owner, forwarded_headers)
+        mark = flushed.watermark
+        if mark is not None:  # after the records it forwarded, in the same partitions
+            for owner in mark.owners:
+                send(repartition, None, None, owner, marker_headers(p, mark.offset, mark.value, mark.idle))
         self._produce_all(topics.changelog, p, ((r.key, r.value) for r in flushed.records))
         self._produce_all(topics.aggregates, p, ((d.id.encode(), d.value) for d in flushed.documents))
         for decision in out.decisions:
@@ -188,5 +192,5 @@ def _truncated(value: bytes, headers: list[tuple[str, bytes]]) -> tuple[bytes, l
 def _headers(offset: int, reason: str, detail: str, topic: str, partition: int) -> list[tuple[str, bytes]]:
     """A dead letter's or late event's: why, and where it was read (a forwarded record: where first read)."""
     return [("pulse.reason", reason.encode()), ("pulse.detail", detail.encode()[:1024]),
-            ("pulse.source.topic", topic.encode()), ("pulse.source.partition", str(partition).encode()),
-            ("pulse.source.offset", str(offset).encode())]
+            ("pulse.source.topic", topic.encode()), (SOURCE_PARTITION_HEADER, str(partition).encode()),
+            (SOURCE_OFFSET_HEADER, str(offset).encode())]

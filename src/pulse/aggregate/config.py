@@ -15,8 +15,8 @@ class StateConfig:
     # users and sessions are logged as per-flush deltas; past this many entries (and twice the live state) they
     # are folded into a fresh snapshot, so restore reads live state, not history
     compact_after: int = 50_000
-    # how far (event time) a partition's clock waits for records other partitions forward to it (input not
-    # keyed by user id): longer than the backlogs a restart leaves, or their forwarded records come late
+    # how far (event time) an idle partition may be behind the most advanced one and still hold back the windows
+    # of the partitions it sends its watermark to (an empty or long-quiet partition must not stop them)
     forward_wait_ms: int = 300_000
 
     def __post_init__(self) -> None:

@@ -1,12 +1,13 @@
 """Decisions the aggregator takes by timing, recorded durably so that `pulse verify` reproduces them.
 
 Everything else the engine decides follows from the input in offset order. Two things cannot:
-- closing the windows of a quiet partition depends on how long the partition has been quiet;
+- a quiet partition's event time (and that it is idle) depends on how long it has been quiet;
 - when records forwarded from other partitions (:mod:`pulse.aggregate.repartition`) are taken depends on when
   they arrived.
 Each such decision is one record in ``<group>.decisions`` (never compacted), written in the transaction of the
-flush that takes it, in the order taken: at input position ``offset`` of partition ``partition``, its watermark
-became at least ``floor``, or it took the forwarded records up to repartition offset ``taken_until``.
+flush that takes it, in the order taken: at input position ``offset`` of partition ``partition``, its source
+watermark became at least ``floor`` and it was idle until its next input record, or it took the repartition
+topic's records (forwarded records and other partitions' watermarks) up to offset ``taken_until``.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ class Decision(msgspec.Struct, frozen=True, omit_defaults=True):
     topic: str  # the input topic
     partition: int
     offset: int  # taken when the partition's input was read up to here (its next offset)
-    floor: int | None = None  # an idle close: the partition's watermark is at least this (epoch ms) ...
+    floor: int | None = None  # an idle step: the partition's source watermark is at least this (epoch ms) ...
     clock: int | None = None  # ... by its event-time clock then: its last event time + the quiet time
+    idle: bool = False  # ... and the source is idle until its next input record
     taken_until: int | None = None  # forwarded records taken: those before this repartition topic offset
     decided_at: int = 0  # wall clock, epoch ms (for people; nothing reads it)
 

@@ -25,11 +25,19 @@ from pulse.aggregate.checkpoint import Checkpoint, PartitionOutput, Topics
 from pulse.aggregate.group import Membership
 from pulse.aggregate.idle import IdleRule
 from pulse.aggregate.observed import EngineMetrics
+from pulse.aggregate.pacing import Pacer
 from pulse.aggregate.repartition import ForwardedInput
 from pulse.aggregate.state import Partition, StateConfig, flush_all, route_batch, settle
 from pulse.aggregate.transactions import Flushed
 from pulse.kafkaio import admin_client, end_offsets, group_caught_up, watermarks
-from pulse.topics import aggregates_topic, changelog_topic, decisions_topic, repartition_topic
+from pulse.topics import (
+    aggregates_topic,
+    changelog_topic,
+    dead_letter_topic,
+    decisions_topic,
+    late_topic,
+    repartition_topic,
+)
 
 _LOG = logging.getLogger("pulse.aggregate")
 
@@ -77,11 +85,11 @@ class EngineConfig:
 
     @property
     def dlq_topic(self) -> str:
-        return f"{self.topic}.dlq"
+        return dead_letter_topic(self.topic)
 
     @property
     def late_topic(self) -> str:
-        return f"{self.topic}.late"
+        return late_topic(self.topic)
 
 
 @dataclass
@@ -127,6 +135,7 @@ class Engine:
                                      Topics(cfg.topic, cfg.changelog_topic, cfg.aggregates_topic, cfg.decisions_topic,
                                             cfg.repartition_topic, cfg.dlq_topic, cfg.late_topic))
         self.idle = IdleRule(cfg.topic, cfg.idle_timeout_s, cfg.state.grace_ms)
+        self.pacer = Pacer(self._consumer, cfg.topic, cfg.state.forward_wait_ms)
         self.assignment = Assignment(cfg.bootstrap, cfg.topic, cfg.changelog_topic, cfg.repartition_topic, cfg.state,
                                      self._consumer, self._admin, self._forwarded_in, self._loaded, cfg.start_ms)
         self.policy = FlushPolicy(cfg.flush_interval_s, cfg.backlog_flush_interval_s, cfg.batch_size,
@@ -170,6 +179,7 @@ class Engine:
                 forwarded = not batch and policy.since_flush_s() >= FORWARDED_WAIT_S and self._forwarded()
                 if policy.due(interval, caught_up or forwarded):
                     self.flush(wait=False)  # the commit overlaps the next batches
+                    self.pacer.pace(self.states)  # here, not in flush: never inside a rebalance callback
                     policy.flushed(caught_up)
                     if caught_up:
                         self._drained.clear()
@@ -376,8 +386,7 @@ class Engine:
         now = time.monotonic()
         taken: dict[int, list[bytes]] = {}
         for p, st in self.states.items():
-            if st.repartition_offset != before[p]:
-                self.idle.active(p, now)
+            if st.repartition_offset != before[p]:  # not input activity: the partition may still be an idle source
                 self._last_activity = now
                 taken[p] = [decisions.encode(decisions.Decision(self.cfg.topic, p, st.next_offset,
                                                                 taken_until=st.repartition_offset,
@@ -410,6 +419,7 @@ class Engine:
         self.stats.rebalances += 1
         self._drained.clear()
         self._last_activity = time.monotonic()
+        self.pacer.reset()
         self.assignment.assign(consumer, partitions)
         self.stats.restored_keys = self.assignment.restored_keys
         self._last_activity = time.monotonic()

@@ -1,5 +1,8 @@
-"""The idle rule: a partition without input for a while, and with nothing left to read, closes its open windows by
-the wall clock. Each such step is a decision (it depends on timing), recorded for restore and for `pulse verify`."""
+"""The idle rule: a partition without input for a while, and with nothing left to read, is an idle source. Its
+event time goes on from its last event at the pace of the wall clock, far enough to close the open windows it
+holds back (its own and those of the partitions it sends its watermark to), and it says it is idle, so that once
+it is far behind the others (`--forward-wait`) it holds nobody back (an empty partition, at once). Each step
+depends on timing, so it is a decision, recorded for restore and for `pulse verify`."""
 
 from __future__ import annotations
 
@@ -16,15 +19,15 @@ Caught = Callable[[int, Partition], bool]
 class IdleRule:
     def __init__(self, topic: str, idle_timeout_s: float, grace_ms: int) -> None:
         self.topic, self.idle_timeout_s, self.grace_ms = topic, idle_timeout_s, grace_ms
-        self._last_record: dict[int, float] = {}  # partition → when it last took a record (monotonic)
-        self._processed: dict[int, int] = {}  # records processed per partition when last looked at
+        self._last_record: dict[int, float] = {}  # partition → when it last read an input record (monotonic)
+        self._processed: dict[int, int] = {}  # input records processed per partition when last looked at
 
     def active(self, partition: int, now: float | None = None) -> None:
-        """``partition`` took records (or was just loaded) now."""
+        """``partition`` read input records (or was just loaded) now."""
         self._last_record[partition] = time.monotonic() if now is None else now
 
     def routed(self, states: Mapping[int, Partition]) -> None:
-        """Partitions that took records since the last call count as active now."""
+        """Partitions that read input records since the last call count as active now."""
         now = time.monotonic()
         for p, st in states.items():
             if st.processed != self._processed.get(p):
@@ -32,24 +35,26 @@ class IdleRule:
                 self._last_record[p] = now
 
     def advance(self, states: Mapping[int, Partition], now_wall: int, caught: Caught) -> dict[int, bytes]:
-        """Close the open windows of partitions that are idle: no input for a while AND nothing left to read (a
-        partition with a backlog is busy, not idle). A quiet partition's event time goes on from its last event
-        at the pace of the wall clock, so a source that always arrives late by the same delay stays on time
-        after a quiet spell; the watermark moves only as far as the end of the last window that closes. The
-        decision goes to the changelog (restore) and, as one record per partition, to the decisions topic
-        (`pulse verify`), in this flush's transaction. Returns those records by partition."""
+        """Advance the source watermark of idle partitions: no input for a while AND nothing left to read (a
+        partition with a backlog is busy, not idle). A quiet partition's event time goes on from its last event at
+        the pace of the wall clock, so a source that always arrives late by the same delay stays on time after a
+        quiet spell; the watermark moves only as far as the end of the last open window (of any partition here)
+        that it holds back. The decision goes to the changelog (restore) and, as one record per partition, to the
+        decisions topic (`pulse verify`), in this flush's transaction. Returns those records by partition."""
         now = time.monotonic()
         decided: dict[int, bytes] = {}
         for p, st in states.items():
             quiet = now - self._last_record.get(p, now)
+            if quiet < self.idle_timeout_s or not caught(p, st):
+                continue
             last_event = st.max_event_ts
-            if quiet < self.idle_timeout_s or last_event is None:
-                continue
-            clock = last_event + int(quiet * 1000)
-            floor = st.idle_floor(clock - self.grace_ms)
-            if floor is None:
-                continue
-            if caught(p, st) and st.advance_to(floor):
+            clock = None if last_event is None else last_event + int(quiet * 1000)
+            floor = None
+            if clock is not None:
+                ends = [end for s in states.values() if (end := s.idle_floor(clock - self.grace_ms)) is not None]
+                floor = max(ends) if ends and max(ends) > st.source_watermark else None
+            if st.advance_to(st.source_watermark if floor is None else floor, idle=True):
                 decided[p] = decisions.encode(decisions.Decision(self.topic, p, st.next_offset, floor=floor,
-                                                                 clock=clock, decided_at=now_wall))
+                                                                 clock=clock if floor is not None else None,
+                                                                 idle=True, decided_at=now_wall))
         return decided

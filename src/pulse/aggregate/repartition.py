@@ -1,11 +1,14 @@
-"""Input not keyed by user id: records forwarded, exactly once, to the partition that owns their user.
+"""Input not keyed by user id: records forwarded, exactly once, to the partition that owns their user, with the
+watermarks of the partitions they were read from.
 
 Users must never span partitions (unique users add across partitions; user documents and duplicate detection
 have one owner). A valid input record whose user another partition owns by Kafka's default partitioner (murmur2
 of the user id, as Java clients key records) is not counted where it was read: it goes to that partition of
 ``<group>.repartition``, keyed by the user id, in the transaction of the flush that commits its input offset (so
 it is forwarded exactly once), with headers naming where it was read and its Kafka timestamp. Records keyed by
-user id never take this hop.
+user id never take this hop. Each flush also sends the partition's source watermark, when it moved, to every
+other partition (a marker: headers only), after the records it forwarded: an owner's windows close at the
+smallest of its sources' watermarks (see ``native/src/progress.rs``).
 
 The owning partition takes the records forwarded to it at its flushes, after the input it has read so far: a
 point that depends on timing, so each flush that takes some records it as a decision
@@ -21,17 +24,26 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from pulse.aggregate._core import RECORD_TS_HEADER, SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER
+from pulse.aggregate._core import (
+    IDLE_HEADER,
+    RECORD_TS_HEADER,
+    SOURCE_OFFSET_HEADER,
+    SOURCE_PARTITION_HEADER,
+    WATERMARK_HEADER,
+)
 from pulse.connect.kafka import client_config
 from pulse.kafkaio import BULK_FETCH, QUIET_LOG, read_messages
 
 
 @dataclass(frozen=True)
 class Origin:
-    """Where a forwarded record was first read, and its Kafka timestamp there."""
+    """Where a forwarded record was first read, and its Kafka timestamp there; or, for a watermark marker, the
+    source partition's watermark after its input up to ``offset`` (``watermark``), and whether it is idle."""
     partition: int
     offset: int
-    record_ts: int
+    record_ts: int | None = None
+    watermark: int | None = None
+    idle: bool = False
 
 
 def headers(partition: int, offset: int, record_ts: int) -> list[tuple[str, bytes]]:
@@ -40,10 +52,17 @@ def headers(partition: int, offset: int, record_ts: int) -> list[tuple[str, byte
             (RECORD_TS_HEADER, b"%d" % record_ts)]
 
 
+def marker_headers(partition: int, offset: int, watermark: int, idle: bool) -> list[tuple[str, bytes]]:
+    """A watermark marker's headers (the marker has no key and no value)."""
+    return [(SOURCE_PARTITION_HEADER, b"%d" % partition), (SOURCE_OFFSET_HEADER, b"%d" % offset),
+            (WATERMARK_HEADER, b"%d" % watermark), (IDLE_HEADER, b"1" if idle else b"0")]
+
+
 def origin(msg: Message) -> Origin:
     """A repartition topic record's origin, from its headers."""
     found = {name: int(value) for name, value in msg.headers() or [] if value is not None}
-    return Origin(found[SOURCE_PARTITION_HEADER], found[SOURCE_OFFSET_HEADER], found[RECORD_TS_HEADER])
+    return Origin(found[SOURCE_PARTITION_HEADER], found[SOURCE_OFFSET_HEADER], found.get(RECORD_TS_HEADER),
+                  found.get(WATERMARK_HEADER), found.get(IDLE_HEADER) == 1)
 
 
 def read_forwarded(bootstrap: str, topic: str, partition: int, start: int = 0,

@@ -23,7 +23,7 @@ from pulse.errors import PulseError
 from pulse.stack.private import PrivateStack, private_stack
 
 TRAFFIC = ("--late-fraction", "0.02", "--duplicate-fraction", "0.03", "--invalid-fraction", "0.01",
-           "--disorder-fraction", "0.05", "--null-key-fraction", "0.3")
+           "--disorder-fraction", "0.05", "--null-key-fraction", "0.3", "--crc32-key-fraction", "0.3")
 
 
 @dataclass

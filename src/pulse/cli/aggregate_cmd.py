@@ -62,8 +62,8 @@ def _sizes(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[in
 
 forward_wait_option = click.option(
     "--forward-wait", envvar="PULSE_FORWARD_WAIT", default="5m", show_default=True, type=Duration(0, ms=True),
-    help="Input not keyed by user id: how far (event time) a partition's clock waits for the records other "
-         "partitions forward to it; longer than a restart's backlog, or those records come late [env "
+    help="How far (event time) an idle partition (nothing to read, quiet for --idle-timeout) may be behind the "
+         "most advanced one and still hold back the others' windows: an empty partition never does [env "
          "PULSE_FORWARD_WAIT].")
 
 

@@ -95,6 +95,11 @@ def setup(settings: Settings, topic: str, partitions: int, retention_hours: floa
               envvar="PULSE_GEN_NULL_KEY_FRACTION",
               help="Share of records sent without a key, to a random partition, as REST proxies, connectors and "
                    "plain clients do (the aggregator forwards them to the partition that owns their user).")
+@click.option("--crc32-key-fraction", type=float, default=0.0, callback=_fraction, show_default=True,
+              envvar="PULSE_GEN_CRC32_KEY_FRACTION",
+              help="Share of records keyed by user id but partitioned as librdkafka clients (Python, Go, Node, C) "
+                   "do by default: CRC-32 of the key, not Java's murmur2 (the aggregator forwards those whose user "
+                   "another partition owns).")
 @click.option("--grace", type=Duration(0, ms=True), default="30s", show_default=True, envvar="PULSE_GRACE",
               help="The grace the aggregator allows (late events are pushed beyond it).")
 @click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -108,7 +113,8 @@ def setup(settings: Settings, topic: str, partitions: int, retention_hours: floa
 def generate(settings: Settings, **o: object) -> None:
     """Publish realistic user interactions (sessions walking a view→click→cart→purchase funnel) to Kafka.
 
-    Keys are user ids, partitioned with murmur2 exactly like Java clients (except --null-key-fraction of them).
+    Keys are user ids, partitioned with murmur2 exactly like Java clients (except --null-key-fraction and
+    --crc32-key-fraction of them).
     Ctrl-C flushes and prints a summary.
     """
     if o["count"] is None and o["duration"] is None and o["rate"] == 0:
@@ -135,7 +141,8 @@ def generate(settings: Settings, **o: object) -> None:
     params = {k: v for k, v in o.items() if k not in {"ledger", "progress", "metrics_addr"}} | {"start_ms": start_ms}
     ledger = open_ledger(o["ledger"], topic, int(partitions), params)  # type: ignore[arg-type]
     producer = EventProducer(settings.bootstrap, topic, int(partitions), ledger,
-                             null_keys=float(o["null_key_fraction"]), seed=int(o["seed"]))  # type: ignore[arg-type]
+                             null_keys=float(o["null_key_fraction"]), seed=int(o["seed"]),  # type: ignore[arg-type]
+                             crc32_keys=float(o["crc32_key_fraction"]))  # type: ignore[arg-type]
     if o["metrics_addr"]:
         metrics.generator(lambda: producer.report.delivered, lambda: producer.report.failed)
         serve(str(o["metrics_addr"]), every(2.0, lambda: broker_problem(settings.bootstrap, timeout=2.0)))

@@ -6,6 +6,7 @@ ledger knows each record's partition before delivery and tests can compare again
 
 from __future__ import annotations
 
+import zlib
 from functools import lru_cache
 
 _SEED = 0x9747B28C
@@ -46,3 +47,9 @@ def partition_for(key: bytes, partitions: int) -> int:
 @lru_cache(maxsize=1 << 20)
 def cached_partition(key: bytes, partitions: int) -> int:
     return partition_for(key, partitions)
+
+
+def crc32_partition(key: bytes, partitions: int) -> int:
+    """The partition librdkafka's default partitioner (``consistent_random``) gives a keyed record: CRC-32 of the
+    key modulo the partition count. What Python, Go, Node and C clients do unless told otherwise."""
+    return zlib.crc32(key) % partitions

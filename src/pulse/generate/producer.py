@@ -19,7 +19,7 @@ from pulse.connect.kafka import client_config
 from pulse.errors import BrokerUnavailable, PulseError
 from pulse.generate.chaos import Record, Tag
 from pulse.generate.ledger import LedgerWriter
-from pulse.generate.partitioner import cached_partition
+from pulse.generate.partitioner import cached_partition, crc32_partition
 from pulse.kafkaio import QUIET_LOG
 from pulse.topics import require_broker
 
@@ -73,11 +73,12 @@ class EventProducer:
     """Wraps one confluent-kafka Producer with delivery accounting and an optional ledger."""
 
     def __init__(self, bootstrap: str, topic: str, partitions: int, ledger: LedgerWriter | None = None,
-                 null_keys: float = 0.0, seed: int = 0, **overrides: object) -> None:
+                 null_keys: float = 0.0, seed: int = 0, crc32_keys: float = 0.0, **overrides: object) -> None:
         """``null_keys``: the share of records sent without a key to a random partition (what REST proxies,
-        connectors and plain clients do), as a foreign producer would; the rest are keyed by user id."""
+        connectors and plain clients do), as a foreign producer would; ``crc32_keys``: the share keyed by user id
+        but partitioned by librdkafka's default (CRC-32); the rest are keyed by user id as Java clients do."""
         require_broker(bootstrap)
-        self.null_keys = null_keys
+        self.null_keys, self.crc32_keys = null_keys, crc32_keys
         self._random = random.Random(seed)
         self.topic = topic
         self.partitions = partitions
@@ -134,13 +135,17 @@ class EventProducer:
         next_report = t0 + 0.25
         pace = limits.pace
         unkeyed, chance, anywhere = self.null_keys, self._random.random, self._random.randrange
+        foreign = unkeyed + self.crc32_keys
         n = 0
         try:
             for tag, key, value, send_ms in records:
                 if n >= count:
                     break
-                if unkeyed and chance() < unkeyed:
+                draw = chance() if foreign else 1.0
+                if draw < unkeyed:
                     key, partition = None, anywhere(parts)
+                elif draw < foreign:
+                    partition = crc32_partition(key, parts)
                 else:
                     partition = cached_partition(key, parts)
                 while True:

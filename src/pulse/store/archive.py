@@ -24,6 +24,7 @@ from pulse.events.validate import validate
 from pulse.store.bulk import BulkOp, SinkStats
 from pulse.store.indices import ARCHIVE_FAMILIES, alias
 from pulse.store.projection import Projection
+from pulse.topics import dead_letter_topic, late_topic
 
 DAY_MS = 86_400_000
 
@@ -42,7 +43,7 @@ class ArchiveConfig:
 
     @property
     def topics(self) -> list[str]:
-        return ([self.topic] if self.events else []) + [f"{self.topic}.dlq", f"{self.topic}.late"]
+        return ([self.topic] if self.events else []) + [dead_letter_topic(self.topic), late_topic(self.topic)]
 
 
 @dataclass
@@ -121,7 +122,7 @@ class ArchiveWriter(Projection[ArchiveStats]):
                   "routed_at": msg.timestamp()[1]}
         partition = int(_header(msg, "pulse.source.partition") or -1)
         offset = int(_header(msg, "pulse.source.offset") or -1)
-        if topic.endswith(".late"):
+        if topic == late_topic(self.topic):
             event = validate(value or b"", 2**62)
             if isinstance(event, Event):
                 self._emit("late", event.ts, event.event_id, self._event_doc(event, partition, offset) | routed)

@@ -2,24 +2,20 @@
 
 It shares no aggregation code with the engine (only the event contract, ``validate``, the generator's
 partitioner, and the model's names: funnel steps and dimensions): plain dicts, one event at a time, per
-partition in offset order, with the documented rules:
-- a valid event whose user Kafka's default partitioner puts in another partition (input not keyed by user id) is
-  counted by that partition, at the point its recorded decisions say it took the record;
-- watermark = the partition's event clock − grace, or a floor the aggregator recorded for a quiet partition
-  (from that input offset on) if higher; an event below it on arrival is late. The event clock is the max event
-  time seen, each capped at its record's Kafka timestamp; once records forwarded from other partitions arrive, it
-  is the slowest of the streams (own input, each forwarding partition) that are within the forward wait of the
-  fastest, and never goes back;
-- an ``event_id`` seen (not as a duplicate) with event time ≥ watermark − horizon is a duplicate;
-- funnel steps count once per session, in order, for ``ok`` events; a session idle past the timeout restarts;
+partition, with the documented rules:
+- which records count, and at which partition, follows :mod:`pulse.verify.order` (event time judged where each
+  record is read, watermarks carried to the partition that owns the user, duplicates);
+- funnel steps count in event-time order per session (by time, then step): once per run, only right after the
+  previous step, for ``ok`` events; a gap longer than the session timeout starts a new run;
+- a user's last item is the item of their latest event that has one (the greater id on a tie);
 - money in integer cents.
 Its output has the engine's document ids and fields, so the two can be diffed exactly.
 """
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,8 +28,22 @@ from pulse.aggregate.model import (
     sketch_field,
 )
 from pulse.events.schema import Event
-from pulse.events.validate import Rejection, validate
-from pulse.generate.partitioner import partition_for
+from pulse.events.validate import validate
+from pulse.verify.order import (
+    Counts,
+    Decisions,
+    Floor,
+    Forward,
+    Forwarded,
+    Marker,
+    Row,
+    Take,
+    check_forwarding,
+    judge_sources,
+    owned_events,
+)
+
+__all__ = ["Decisions", "Expected", "Floor", "Forward", "Forwarded", "Marker", "Take", "funnel_steps", "recompute"]
 
 STEPS = list(FUNNEL)
 HOUR_MS = 3_600_000
@@ -60,181 +70,65 @@ class Expected:
     problems: list[str] = field(default_factory=list)  # the repartition topic disagrees with the input
 
 
-@dataclass(frozen=True)
-class Floor:
-    """From input offset ``offset`` on, the partition's watermark is at least ``floor`` (a quiet partition)."""
-    offset: int
-    floor: int
-
-
-@dataclass(frozen=True)
-class Take:
-    """At input offset ``offset``, the partition took the records forwarded to it before repartition offset
-    ``until``."""
-    offset: int
-    until: int
-
-
-Decisions = dict[int, list[Floor | Take]]
-"""Per partition, the aggregator's recorded decisions, in the order it took them."""
-Forwarded = dict[int, list[tuple[int, int, int]]]
-"""Per owning partition, the repartition topic's records as (repartition offset, input partition, input offset)."""
-Verdict = Event | Rejection
-Item = tuple[Verdict, int, int] | int  # a record (verdict, record timestamp, stream), or a watermark floor
-
-
 def recompute(records: Iterable[tuple[int, int, bytes | None, int]], window_sizes: Iterable[int], grace_ms: int,
               horizon_ms: int, session_timeout_ms: int = 30 * 60_000, decisions: Decisions | None = None,
               forwarded: Forwarded | None = None, partitions: int = 0, forward_wait_ms: int = 300_000) -> Expected:
     """``records``: (partition, offset, value, record timestamp ms) in any order. ``partitions``: the input topic's
     partition count, to tell records whose user another partition owns (0: every record counts where read)."""
-    by_partition: dict[int, list[tuple[int, Verdict, int]]] = defaultdict(list)
-    away: dict[tuple[int, int], tuple[Verdict, int]] = {}  # records counted by another partition
+    rows: dict[int, list[Row]] = defaultdict(list)
     out = Expected()
     for partition, offset, value, record_ts in records:
         out.produced += 1
-        verdict = validate(value or b"", record_ts)
-        if partitions and isinstance(verdict, Event) \
-                and partition_for(verdict.user_id.encode(), partitions) != partition:
-            away[(partition, offset)] = (verdict, record_ts)
-            out.forwarded += 1
-        else:
-            by_partition[partition].append((offset, verdict, record_ts))
-    taken = _forwarded_records(away, forwarded or {}, out)
-    for partition in sorted(by_partition.keys() | taken.keys()):
-        rows = sorted(by_partition.get(partition, []), key=lambda r: r[0])
-        items = _sequence(partition, rows, (decisions or {}).get(partition, []), taken.get(partition, []))
-        accepted = _classify(partition, items, grace_ms, horizon_ms, forward_wait_ms, out)
-        _aggregate(partition, accepted, list(window_sizes), session_timeout_ms, out)
+        rows[partition].append((offset, validate(value or b"", record_ts), record_ts))
+    for p in rows:
+        rows[p].sort(key=lambda r: r[0])
+    decisions, forwarded = decisions or {}, forwarded or {}
+    counts = Counts()
+    away, timelines = judge_sources(rows, decisions, grace_ms, partitions, counts)
+    if partitions:
+        check_forwarding(away, forwarded, counts)
+    for p in sorted(rows.keys() | forwarded.keys()):
+        events = owned_events(p, rows.get(p, []), decisions.get(p, []), forwarded.get(p, []), away, timelines,
+                              grace_ms, horizon_ms, forward_wait_ms, partitions, counts)
+        _aggregate(p, list(events), list(window_sizes), session_timeout_ms, out)
+    out.accepted, out.dead_lettered, out.late, out.duplicates = (counts.accepted, counts.dead_lettered, counts.late,
+                                                                  counts.duplicates)
+    out.forwarded, out.problems = counts.forwarded, counts.problems
     return out
 
 
-def _forwarded_records(away: dict[tuple[int, int], tuple[Verdict, int]], forwarded: Forwarded,
-                       out: Expected) -> dict[int, list[tuple[int, Verdict, int, int]]]:
-    """Each owning partition's forwarded records, from the input itself, in repartition order; every record that
-    belongs elsewhere must be there exactly once."""
-    seen = Counter((p, o) for records in forwarded.values() for _, p, o in records)
-    missing = [key for key in away if key not in seen]
-    twice = [key for key, n in seen.items() if n > 1]
-    unknown = [key for key in seen if key not in away]
-    for what, keys in (("input records whose user another partition owns were never forwarded to it", missing),
-                       ("input records were forwarded more than once", twice),
-                       ("forwarded records are not input records of another partition's user", unknown)):
-        if keys:
-            out.problems.append(f"{len(keys)} {what}, e.g. partition {keys[0][0]} offset {keys[0][1]}")
-    if missing and not forwarded:
-        out.problems.append("the aggregator group has no repartition topic: is --group the aggregator's group?")
-    return {owner: [(r, *away[(p, o)], p) for r, p, o in sorted(records) if (p, o) in away]
-            for owner, records in forwarded.items()}
+def funnel_steps(events: list[Event], timeout_ms: int) -> dict[int, str]:
+    """The funnel step each event counts for (by its index in ``events``): per session, its ``ok`` events by
+    (time, step), a step once per run and only right after the previous one; a gap past the timeout starts over."""
+    sessions: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
+    for i, e in enumerate(events):
+        if e.status == "ok":
+            kind = STEPS.index(e.event_type) if e.event_type in STEPS else -1
+            sessions[e.session_id].append((e.ts, kind, i))
+    counted = {}
+    for run in sessions.values():
+        steps, last = 0, None
+        for ts, kind, i in sorted(run, key=lambda r: (r[0], r[1])):
+            if last is not None and ts - last > timeout_ms:
+                steps = 0
+            last = ts
+            if kind == steps:
+                counted[i] = STEPS[kind]
+                steps += 1
+    return counted
 
 
-def _sequence(partition: int, rows: list[tuple[int, Verdict, int]], decisions: list[Floor | Take],
-              taken: list[tuple[int, Verdict, int, int]]) -> Iterator[Item]:
-    """The partition's records and floors in the order the aggregator met them: its own input in offset order,
-    with each recorded decision applied before the input record at its offset."""
-    pending = iter(taken)
-    nxt = next(pending, None)
-    at = 0
-
-    def apply(upto: int | None) -> Iterator[Item]:
-        nonlocal at, nxt
-        while at < len(decisions) and (upto is None or decisions[at].offset <= upto):
-            d = decisions[at]
-            at += 1
-            if isinstance(d, Floor):
-                yield d.floor
-                continue
-            while nxt is not None and nxt[0] < d.until:
-                yield nxt[1], nxt[2], nxt[3]
-                nxt = next(pending, None)
-
-    for offset, verdict, record_ts in rows:
-        yield from apply(offset)
-        yield verdict, record_ts, partition
-    yield from apply(None)
-    while nxt is not None:  # forwarded but not taken yet: the aggregator takes them at its next flush
-        yield nxt[1], nxt[2], nxt[3]
-        nxt = next(pending, None)
-
-
-def _classify(partition: int, items: Iterable[Item], grace_ms: int, horizon_ms: int, forward_wait_ms: int,
-              out: Expected) -> list[tuple[Event, int]]:
-    """Returns the accepted events with the watermark in force when each arrived."""
-    max_ts = None  # the largest event clock of any stream
-    clock = None  # the event clock the watermark follows
-    streams: dict[int, int | None] = {}  # per stream its largest event clock, once another partition forwarded
-    floor = None
-    first_seen: dict[str, int] = {}
-    accepted = []
-
-    def observe(stream: int, at: int) -> None:
-        nonlocal max_ts, clock
-        if not streams:
-            if stream == partition:
-                if max_ts is None or at > max_ts:
-                    max_ts = clock = at
-                return
-            streams[partition] = max_ts  # every record so far was the partition's own
-        before = streams.get(stream)
-        if before is not None and at <= before:
-            return
-        streams[stream] = at
-        max_ts = at if max_ts is None else max(max_ts, at)
-        within = [c for c in streams.values() if c is not None and c >= max_ts - forward_wait_ms]
-        slowest = min(within) if within else max_ts
-        clock = slowest if clock is None else max(clock, slowest)
-
-    def mark() -> int | None:
-        by_events = None if clock is None else clock - grace_ms
-        if floor is None or (by_events is not None and by_events > floor):
-            return by_events
-        return floor
-
-    for item in items:
-        if isinstance(item, int):
-            floor = item if floor is None else max(floor, item)
-            continue
-        event, record_ts, stream = item
-        if not isinstance(event, Event):
-            out.dead_lettered += 1
-            continue
-        watermark = mark()
-        if watermark is not None and event.ts < watermark:
-            out.late += 1
-            if event.event_id not in first_seen:
-                first_seen[event.event_id] = event.ts
-            continue
-        observe(stream, min(event.ts, record_ts))  # the event clock never runs ahead of the record's timestamp
-        watermark = mark()
-        earlier = first_seen.get(event.event_id)
-        if earlier is not None and earlier >= watermark - horizon_ms:
-            out.duplicates += 1
-            continue
-        first_seen[event.event_id] = event.ts
-        out.accepted += 1
-        accepted.append((event, watermark))
-    return accepted
-
-
-def _aggregate(p: int, events: list[tuple[Event, int]], sizes: list[int], session_timeout_ms: int,
-               out: Expected) -> None:
+def _aggregate(p: int, events: list[Event], sizes: list[int], session_timeout_ms: int, out: Expected) -> None:
     docs = out.docs
-    sessions: dict[str, list[int]] = {}
+    steps = funnel_steps(events, session_timeout_ms)
+    last_item: dict[str, tuple[int, str]] = {}
     item_category: dict[str, str | None] = {}  # an item's category is the first one seen in the partition
     window_users: dict[str, set[str]] = defaultdict(set)
     user_hours: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
-    for e, watermark in events:
+    for n, e in enumerate(events):
         ok = e.status == "ok"
         paid = round(e.amount * 100) if e.event_type == "purchase" and ok and e.amount is not None else None
-        step_counted = None
-        if ok:
-            s = sessions.get(e.session_id)
-            if s is None or s[1] < watermark - session_timeout_ms:
-                s = sessions[e.session_id] = [0, e.ts]
-            s[1] = max(s[1], e.ts)
-            if e.event_type in STEPS and STEPS.index(e.event_type) == s[0]:
-                step_counted = e.event_type
-                s[0] += 1
+        step_counted = steps.get(n)
         for size in sizes:
             start = e.ts // size * size
             name = size_label(size)
@@ -284,10 +178,10 @@ def _aggregate(p: int, events: list[tuple[Event, int]], sizes: list[int], sessio
                                                   "first_seen": e.ts, "last_seen": e.ts, "counts": {},
                                                   "spent_cents": 0, "purchases": 0, "last_item": None})
         u["first_seen"] = min(u["first_seen"], e.ts)
-        if e.ts >= u["last_seen"]:
-            u["last_seen"] = e.ts
-            if e.item_id is not None:
-                u["last_item"] = e.item_id
+        u["last_seen"] = max(u["last_seen"], e.ts)
+        if e.item_id is not None and (e.user_id not in last_item or (e.ts, e.item_id) > last_item[e.user_id]):
+            last_item[e.user_id] = (e.ts, e.item_id)
+            u["last_item"] = e.item_id
         u["counts"][e.event_type] = u["counts"].get(e.event_type, 0) + 1
         if paid is not None:
             u["spent_cents"] += paid

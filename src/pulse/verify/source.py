@@ -9,7 +9,7 @@ from pulse.aggregate.repartition import read_forwarded
 from pulse.generate.ledger import read_ledger
 from pulse.kafkaio import offsets_at, read_range, reader
 from pulse.topics import partition_count, repartition_topic, topic_exists
-from pulse.verify.reference import Decisions, Floor, Forwarded, Take
+from pulse.verify.order import Decisions, Floor, Forward, Forwarded, Marker, Take
 
 Row = tuple[int, int, bytes | None, int]
 
@@ -42,15 +42,18 @@ def recorded_decisions(bootstrap: str, group: str, topic: str) -> Decisions:
     """The aggregator group's timing decisions about ``topic`` as the reference takes them."""
     out: Decisions = {}
     for p, ds in read_decisions(bootstrap, group, topic).items():
-        out[p] = [Floor(d.offset, d.floor) if d.floor is not None else Take(d.offset, d.taken_until or 0) for d in ds
-                  if d.floor is not None or d.taken_until is not None]
+        out[p] = [Take(d.offset, d.taken_until) if d.taken_until is not None else Floor(d.offset, d.floor, d.idle)
+                  for d in ds if d.floor is not None or d.idle or d.taken_until is not None]
     return out
 
 
 def forwarded_records(bootstrap: str, group: str) -> Forwarded:
-    """Where each record of the group's repartition topic was first read."""
+    """What each record of the group's repartition topic is: where a forwarded record was first read, or a source
+    partition's watermark."""
     name = repartition_topic(group)
     if not topic_exists(bootstrap, name):
         return {}
-    return {p: [(offset, origin.partition, origin.offset) for offset, origin, _ in read_forwarded(bootstrap, name, p)]
+    return {p: [(offset, Forward(origin.partition, origin.offset) if origin.watermark is None
+                 else Marker(origin.partition, origin.offset, origin.watermark, origin.idle))
+                for offset, origin, _ in read_forwarded(bootstrap, name, p)]
             for p in range(partition_count(bootstrap, name))}
