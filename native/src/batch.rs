@@ -14,7 +14,7 @@
 //! next ones are routed). Partitions share nothing, so this makes the same decisions as routing record by
 //! record, in the same order per partition.
 
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
@@ -28,7 +28,7 @@ use crate::event::{fast_validate, Event};
 use crate::message;
 use crate::progress::Mark;
 use crate::state::{Outcome, State};
-use crate::{Forward, Partition, Side};
+use crate::{forward, Forward, Partition, Side};
 
 /// Below this many records per thread, spawning threads costs more than it saves (a live stream's batches).
 const PER_THREAD_MIN: usize = 1_000;
@@ -83,13 +83,26 @@ struct Rec<'a> {
     stream: i32,           // the input partition it was first read from
     raw: Option<&'a [u8]>, // None: not bytes (a tombstone), so the Python validator decides
     mark: Option<Mark>,    // a watermark marker from partition `stream`, not a record
+    sub: u32,              // its place in a repartition topic record (a batch: its records, then the marker)
+}
+
+/// Where phase 1 found a record (see `Rec`); `span`: a forwarded record's bytes inside its batch's value.
+#[derive(Clone, Copy)]
+struct Meta {
+    slot: usize,
+    offset: i64,
+    ts: i64,
+    stream: i32,
+    mark: Option<Mark>,
+    sub: u32,
+    span: Option<(usize, usize)>,
 }
 
 /// Where phase 4 sent a record other than into the state.
 enum Route {
     Late(String),         // detail
     Dead(String, String), // reason, detail
-    Forward { owner: u32, user: String },
+    Forward { owner: u32 },
 }
 
 /// A batch's side outputs for one partition, by record index.
@@ -148,13 +161,19 @@ fn route_partition(
     forwarded: bool,
 ) -> Routed {
     let mut out = Vec::new();
+    let mut inside = false; // the current repartition topic record is already inside the state
     for &i in indices {
         let r = &recs[i];
         if forwarded {
-            if r.offset < st.pos.repart_next {
-                continue; // already inside the state
+            if r.sub == 0 {
+                inside = r.offset < st.pos.repart_next;
+                if !inside {
+                    st.begin_forwarded(r.offset);
+                }
             }
-            st.begin_forwarded(r.offset);
+            if inside {
+                continue;
+            }
             if let Some(mark) = r.mark {
                 st.marked(r.stream as i64, mark);
                 continue;
@@ -168,7 +187,7 @@ fn route_partition(
         match &verdicts[i] {
             Verdict::Valid(e) => match if forwarded { st.accept_here(e) } else { st.accept(e, r.ts) } {
                 Outcome::Late(detail) => out.push((i, Route::Late(detail))),
-                Outcome::Forward(owner) => out.push((i, Route::Forward { owner, user: e.user_id.to_string() })),
+                Outcome::Forward(owner) => out.push((i, Route::Forward { owner })),
                 Outcome::Accepted | Outcome::Duplicate => {}
             },
             Verdict::Invalid { reason, detail } => {
@@ -330,6 +349,7 @@ struct Job {
     msgs: Vec<Py<PyAny>>,
     stamps: Vec<i64>, // each record's Kafka timestamp (for a forwarded record, its input record's)
     sources: Vec<(i64, i64)>, // where each record was first read: input (partition, offset)
+    spans: Vec<Option<(usize, usize)>>, // a forwarded record's bytes in its batch's value
     routed: Vec<(*mut State, Arc<Gate>)>, // per partition: opens when this batch has routed into it
 }
 
@@ -343,7 +363,7 @@ static INFLIGHT: Mutex<VecDeque<Job>> = Mutex::new(VecDeque::new());
 /// opens this batch's gate for it (`routed`).
 fn route_job(
     raws: Vec<Option<Raw>>,
-    meta: Vec<(usize, i64, i64, i32, Option<Mark>)>,
+    meta: Vec<Meta>,
     values: &[Py<PyAny>],
     states: Vec<StatePtr>,
     verdict: Py<PyAny>,
@@ -354,12 +374,13 @@ fn route_job(
     let recs: Vec<Rec<'_>> = meta
         .iter()
         .zip(raws)
-        .map(|(&(slot, offset, ts, stream, mark), raw)| Rec {
+        .map(|(&Meta { slot, offset, ts, stream, mark, sub, .. }, raw)| Rec {
             slot,
             offset,
             ts,
             stream,
             mark,
+            sub,
             // SAFETY: `values` holds a reference to every value, so its bytes live and do not move
             raw: raw.map(|Raw(ptr, len)| unsafe { std::slice::from_raw_parts(ptr, len) }),
         })
@@ -375,7 +396,11 @@ fn route_job(
         Python::with_gil(|py| -> PyResult<()> {
             let verdict = verdict.bind(py);
             for &i in &open {
-                verdicts[i] = decide(verdict, values[i].bind(py), recs[i].ts)?;
+                let value = match (forwarded, recs[i].raw) {
+                    (true, Some(raw)) => PyBytes::new(py, raw).into_any(), // its bytes inside the batch
+                    _ => values[i].bind(py).clone(),
+                };
+                verdicts[i] = decide(verdict, &value, recs[i].ts)?;
             }
             Ok(())
         })?;
@@ -421,13 +446,13 @@ fn settle_older(py: Python<'_>, keep: usize) -> PyResult<()> {
             }
             inflight.pop_front().expect("a job in flight")
         };
-        let Job { handle, parts, msgs, stamps, sources, .. } = job;
+        let Job { handle, parts, msgs, stamps, sources, spans, .. } = job;
         let joined = py.allow_threads(|| handle.join());
         for part in &parts {
             part.bind(py).borrow_mut().busy -= 1;
         }
         let result = match joined {
-            Ok((out, values)) => out.and_then(|out| add_sides(py, &parts, &msgs, (&stamps, &sources), out, &values)),
+            Ok((out, values)) => out.and_then(|out| add_sides(py, &parts, &msgs, (&stamps, &sources, &spans), out, &values)),
             Err(_) => Err(PyRuntimeError::new_err("the routing thread panicked")),
         };
         if let Err(e) = result {
@@ -443,7 +468,7 @@ fn add_sides(
     py: Python<'_>,
     parts: &[Py<Partition>],
     msgs: &[Py<PyAny>],
-    (stamps, sources): (&[i64], &[(i64, i64)]),
+    (stamps, sources, spans): (&[i64], &[(i64, i64)], &[Option<(usize, usize)>]),
     out: Vec<Routed>,
     values: &[Py<PyAny>],
 ) -> PyResult<()> {
@@ -452,10 +477,19 @@ fn add_sides(
         for (i, route) in routed {
             let source = sources[i];
             let key = || msgs[i].bind(py).call_method0(intern!(py, "key")).map(Bound::unbind);
+            // a forwarded record's own bytes, out of its batch
+            let value = || -> PyResult<PyObject> {
+                Ok(match spans[i] {
+                    Some((a, b)) => PyBytes::new(py, &values[i].bind(py).downcast::<PyBytes>()?.as_bytes()[a..b])
+                        .into_any()
+                        .unbind(),
+                    None => values[i].clone_ref(py),
+                })
+            };
             match route {
                 Route::Late(detail) => {
-                    let value = values[i].clone_ref(py);
-                    part.late.push(Side { source, key: key()?, value, reason: "late".into(), detail })
+                    let key = if spans[i].is_some() { py.None() } else { key()? }; // the batch's key is no one's
+                    part.late.push(Side { source, key, value: value()?, reason: "late".into(), detail })
                 }
                 Route::Dead(reason, detail) => {
                     let value = if values[i].is_none(py) {
@@ -465,13 +499,9 @@ fn add_sides(
                     };
                     part.dead.push(Side { source, key: key()?, value, reason, detail });
                 }
-                Route::Forward { owner, user } => part.forward.push(Forward {
-                    offset: source.1,
-                    record_ts: stamps[i],
-                    owner,
-                    user,
-                    value: values[i].clone_ref(py),
-                }),
+                Route::Forward { owner } => {
+                    part.forward.push(Forward { offset: source.1, record_ts: stamps[i], owner, value: value()? })
+                }
             }
         }
     }
@@ -501,17 +531,17 @@ pub fn process_batch(
     let mut msgs = Vec::with_capacity(n);
     let mut values = Vec::with_capacity(n);
     let mut raws = Vec::with_capacity(n);
-    let mut meta = Vec::with_capacity(n); // (slot, offset, ts, stream, watermark marker)
+    let mut meta: Vec<Meta> = Vec::with_capacity(n);
     let mut sources = Vec::with_capacity(n);
     let mut stop = -1isize;
     let reader = message::Reader::new(py);
     for i in start..batch.len() {
         let msg = batch.get_item(i)?;
-        let (fields, source, mark) = if forwarded {
+        let (fields, sender) = if forwarded {
             let f = reader.read_forwarded(&msg)?;
-            (f.fields, f.source, f.mark)
+            (f.fields, Some((f.partition, f.mark)))
         } else {
-            (reader.read(&msg)?, (-1, -1), None)
+            (reader.read(&msg)?, None)
         };
         if fields.failed {
             stop = i as isize;
@@ -533,13 +563,40 @@ pub fn process_batch(
             continue;
         }
         let (offset, ts, value) = (fields.offset, fields.ts, fields.value);
-        let bytes = if mark.is_some() { None } else { value.downcast::<PyBytes>().ok() };
-        raws.push(bytes.map(|b| Raw(b.as_bytes().as_ptr(), b.as_bytes().len())));
-        values.push(value.unbind());
-        msgs.push(msg.unbind());
-        let source = if forwarded { source } else { (p, offset) };
-        meta.push((slot, offset, ts, source.0 as i32, mark));
-        sources.push(source);
+        let msg = msg.unbind();
+        let bytes = value.downcast::<PyBytes>().ok();
+        let Some((from, mark)) = sender else {
+            raws.push(bytes.map(|b| Raw(b.as_bytes().as_ptr(), b.as_bytes().len())));
+            values.push(value.unbind());
+            msgs.push(msg);
+            meta.push(Meta { slot, offset, ts, stream: p as i32, mark: None, sub: 0, span: None });
+            sources.push((p, offset));
+            continue;
+        };
+        // a batch: each forwarded record (borrowing the batch's bytes, which `values` keeps alive), then the marker
+        let packed = match &bytes {
+            Some(b) => forward::unpack(b.as_bytes()).map_err(PyValueError::new_err)?,
+            None => Vec::new(),
+        };
+        let base = bytes.as_ref().map_or(std::ptr::null(), |b| b.as_bytes().as_ptr());
+        for (k, rec) in packed.iter().enumerate() {
+            // SAFETY: `span` lies inside the batch's bytes
+            raws.push(Some(Raw(unsafe { base.add(rec.span.0) }, rec.value.len())));
+            values.push(value.clone().unbind());
+            msgs.push(msg.clone_ref(py));
+            let stream = from as i32;
+            meta.push(Meta { slot, offset, ts: rec.record_ts, stream, mark: None, sub: k as u32, span: Some(rec.span) });
+            sources.push((from, rec.offset));
+        }
+        let sub = packed.len() as u32;
+        drop(packed);
+        if mark.is_some() {
+            raws.push(None);
+            values.push(value.clone().unbind());
+            msgs.push(msg);
+            meta.push(Meta { slot, offset, ts, stream: from as i32, mark, sub, span: None });
+            sources.push((from, -1));
+        }
     }
     if msgs.is_empty() {
         return Ok(stop);
@@ -556,9 +613,10 @@ pub fn process_batch(
         }
     }
     for m in meta.iter_mut() {
-        m.0 = renumber[m.0];
+        m.slot = renumber[m.slot];
     }
-    let stamps = meta.iter().map(|m| m.2).collect();
+    let stamps = meta.iter().map(|m| m.ts).collect();
+    let spans = meta.iter().map(|m| m.span).collect();
     let verdict = verdict.clone().unbind();
     let mut inflight = INFLIGHT.lock().expect("job lock");
     // each partition routes after the latest batch in flight that routes into it
@@ -580,7 +638,7 @@ pub fn process_batch(
     for part in &parts {
         part.bind(py).borrow_mut().busy += 1; // its methods refuse until this job is settled
     }
-    inflight.push_back(Job { handle, parts, msgs, stamps, sources, routed });
+    inflight.push_back(Job { handle, parts, msgs, stamps, sources, spans, routed });
     drop(inflight);
     settle_older(py, 2)?; // the oldest batch, while this one is parsed and the previous one routes
     Ok(stop)

@@ -20,25 +20,16 @@ pub struct SideRecord {
     pub detail: String,
 }
 
-/// A valid input record whose user another partition owns, on its way to that partition (`owner`) of the
-/// repartition topic, keyed by the user id.
+/// Records a partition forwards to another (`owner`) in a flush, packed (`value`, None for none: see `forward`);
+/// the flush's last batch for that owner carries the partition's source watermark after its input up to `offset`.
 #[pyclass(frozen, get_all, module = "pulse.aggregate._core")]
-pub struct ForwardRecord {
+pub struct ForwardBatch {
     pub owner: u32,
-    pub user: Py<PyBytes>,
-    pub value: PyObject,
+    pub value: Option<Py<PyBytes>>,
+    pub records: usize,
     pub offset: i64,
-    pub record_ts: i64,
-}
-
-/// A partition's source watermark after its input up to `offset`, on its way to the repartition topic's
-/// partition of every other partition (`owners`), which take it in order with the records it forwarded before.
-#[pyclass(frozen, get_all, module = "pulse.aggregate._core")]
-pub struct Watermark {
-    pub value: i64,
+    pub watermark: Option<i64>,
     pub idle: bool,
-    pub offset: i64,
-    pub owners: Vec<u32>,
 }
 
 /// A document for the aggregates topic: its id (the Kafka key), its kind and its JSON.
@@ -63,8 +54,7 @@ pub struct FlushOutput {
     pub documents: Py<PyList>, // Document
     pub dead: Py<PyList>,      // SideRecord
     pub late: Py<PyList>,      // SideRecord
-    pub forward: Py<PyList>,   // ForwardRecord
-    pub watermark: Option<Py<Watermark>>,
+    pub forward: Py<PyList>,   // ForwardBatch
 }
 
 /// Where the records of a partition ended: each lands in exactly one (a forwarded record lands at its owner).

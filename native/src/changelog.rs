@@ -307,11 +307,19 @@ fn entity_records(st: &mut State, users_published: bool, out: &mut Vec<Record>) 
     }
     entries.extend(st.sessions.gone.iter().map(|sid| (SESSION_GONE, sid.as_str(), None, None)));
     let mut seq = st.log.delta_next;
-    for chunk in entries.chunks(CHUNK) {
-        out.push((format!("e/{seq}").into_bytes(), Some(enc(&chunk))));
+    for page in entry_pages(entries) {
+        out.push((format!("e/{seq}").into_bytes(), Some(page)));
         seq += 1;
     }
     st.log.delta_next = seq;
+}
+
+/// Entries in records of at most `CHUNK` entries and about `PAGE_BYTES` each (none for none).
+fn entry_pages(entries: Vec<EntryOut<'_>>) -> Vec<Vec<u8>> {
+    if entries.is_empty() {
+        return Vec::new();
+    }
+    entries.chunks(CHUNK).flat_map(|chunk| pages(chunk.iter(), chunk.len())).collect()
 }
 
 fn session_out(s: &Session) -> SessionOut {
@@ -329,8 +337,8 @@ fn snapshot(st: &mut State, users_published: bool, out: &mut Vec<Record>) {
         .collect();
     entries.extend(st.sessions.map.iter().map(|(sid, s)| (SESSION, sid.as_str(), None, Some(session_out(s)))));
     let mut n = 0;
-    for chunk in entries.chunks(CHUNK) {
-        out.push((format!("S/{epoch}/{n}").into_bytes(), Some(enc(&chunk))));
+    for page in entry_pages(entries) {
+        out.push((format!("S/{epoch}/{n}").into_bytes(), Some(page)));
         n += 1;
     }
     out.extend((st.log.delta_first..st.log.delta_next).map(|seq| (format!("e/{seq}").into_bytes(), None)));

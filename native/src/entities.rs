@@ -97,6 +97,35 @@ impl Session {
         -1
     }
 
+    /// Forget open events that can never count nor start a run, so a busy session stays small: one between two
+    /// neighbours within `timeout` of each other (no gap can ever open there: events only arrive) that is not a
+    /// funnel step, or is a first step with an earlier first step within `timeout` before it (without a gap, the
+    /// funnel has left step one by then, and never goes back).
+    fn compact(&mut self, timeout: i64) {
+        if self.open.len() < 3 {
+            return;
+        }
+        let mut kept: Vec<Step> = Vec::with_capacity(self.open.len());
+        let mut view: Option<i64> = None; // the latest first step kept
+        for i in 0..self.open.len() {
+            let s = self.open[i];
+            let prev = kept.last().map(|p| p.ts);
+            let bridged = match (prev, self.open.get(i + 1)) {
+                (Some(p), Some(n)) => n.ts - p <= timeout,
+                _ => false,
+            };
+            let idle = s.kind < 0 || (s.kind == 0 && view.is_some_and(|v| s.ts - v <= timeout));
+            if bridged && idle && s.counted < 0 {
+                continue;
+            }
+            if s.kind == 0 {
+                view = Some(s.ts);
+            }
+            kept.push(s);
+        }
+        self.open = kept;
+    }
+
     /// Fold the open events below the watermark into the settled part: no event below it can arrive any more.
     pub fn settle(&mut self, wm: i64, timeout: i64) {
         let n = self.open.iter().take_while(|s| s.ts < wm).count();
@@ -173,6 +202,7 @@ impl Sessions {
                 s.counted = counted;
             }
         }
+        session.compact(timeout);
         changes
     }
 }

@@ -22,6 +22,7 @@ pub mod changelog;
 pub mod docs;
 pub mod entities;
 pub mod event;
+pub mod forward;
 mod footprint;
 pub mod hll;
 mod message;
@@ -30,7 +31,7 @@ pub mod sketch;
 pub mod state;
 pub mod tables;
 
-use boundary::{ChangelogRecord, Counters, Document, FlushOutput, ForwardRecord, SideRecord, StateSizes, Watermark};
+use boundary::{ChangelogRecord, Counters, Document, FlushOutput, ForwardBatch, SideRecord, StateSizes};
 use event::{fast_validate, Event};
 use state::{Config, Outcome, State};
 
@@ -66,28 +67,12 @@ impl Side {
 }
 
 /// A valid input record whose user another partition owns, on its way to that partition's repartition topic
-/// partition (`owner`), keyed by the user id.
+/// partition (`owner`), packed with the others of the flush (see `forward`).
 pub(crate) struct Forward {
     pub(crate) offset: i64,
     pub(crate) record_ts: i64,
     pub(crate) owner: u32,
-    pub(crate) user: String,
     pub(crate) value: PyObject,
-}
-
-impl Forward {
-    fn into_py(self, py: Python<'_>) -> PyResult<Py<ForwardRecord>> {
-        Py::new(
-            py,
-            ForwardRecord {
-                owner: self.owner,
-                user: PyBytes::new(py, self.user.as_bytes()).unbind(),
-                value: self.value,
-                offset: self.offset,
-                record_ts: self.record_ts,
-            },
-        )
-    }
 }
 
 /// A flush's changelog records and documents, before they become Python objects.
@@ -133,9 +118,7 @@ impl Partition {
         let source = (self.st.partition as i64, offset);
         match self.st.accept(e, record_ts) {
             Outcome::Late(detail) => self.late.push(Side { source, key: key()?, value, reason: "late".into(), detail }),
-            Outcome::Forward(owner) => {
-                self.forward.push(Forward { offset, record_ts, owner, user: e.user_id.to_string(), value })
-            }
+            Outcome::Forward(owner) => self.forward.push(Forward { offset, record_ts, owner, value }),
             Outcome::Accepted | Outcome::Duplicate => {}
         }
         Ok(())
@@ -194,32 +177,62 @@ impl Partition {
         for side in self.late.drain(..) {
             late.append(side.into_py(py)?)?;
         }
-        let forward = PyList::empty(py);
-        for record in self.forward.drain(..) {
-            forward.append(record.into_py(py)?)?;
-        }
-        let st = &self.st;
-        let watermark = match marker {
-            Some(m) => Some(Py::new(
-                py,
-                Watermark {
-                    value: m.value,
-                    idle: m.idle,
-                    offset: st.pos.next_offset,
-                    owners: (0..st.cfg.partitions).filter(|&q| q != st.partition as u32).collect(),
-                },
-            )?),
-            None => None,
-        };
+        let forward = self.batches(py, marker)?;
         let out = FlushOutput {
             records: recs.unbind(),
             documents: documents.unbind(),
             dead: dead.unbind(),
             late: late.unbind(),
             forward: forward.unbind(),
-            watermark,
         };
         Ok(Some(Py::new(py, out)?))
+    }
+
+    /// The flush's forwarded records, one batch per owner with the source watermark after them; every other
+    /// partition gets one (perhaps of no records) when the watermark moved (`marker`).
+    fn batches<'py>(&mut self, py: Python<'py>, marker: Option<state::Mark>) -> PyResult<Bound<'py, PyList>> {
+        let st = &self.st;
+        let mut by_owner: std::collections::BTreeMap<u32, Vec<Forward>> = Default::default();
+        if marker.is_some() {
+            by_owner.extend((0..st.cfg.partitions).filter(|&q| q != st.partition as u32).map(|q| (q, Vec::new())));
+        }
+        for f in self.forward.drain(..) {
+            by_owner.entry(f.owner).or_default().push(f);
+        }
+        let mark = st.source();
+        let out = PyList::empty(py);
+        for (owner, records) in by_owner {
+            let bytes: Vec<Bound<'_, PyBytes>> =
+                records.iter().map(|f| f.value.bind(py).downcast::<PyBytes>().cloned()).collect::<Result<_, _>>()?;
+            // pages well under Kafka's message limit; only the last carries the watermark, which holds for all
+            let mut pages: Vec<std::ops::Range<usize>> = Vec::new();
+            let (mut from, mut size) = (0, 0);
+            for (i, b) in bytes.iter().enumerate() {
+                if i > from && size + b.as_bytes().len() > state::PAGE_BYTES {
+                    pages.push(from..i);
+                    (from, size) = (i, 0);
+                }
+                size += b.as_bytes().len() + 24;
+            }
+            pages.push(from..bytes.len());
+            let last = pages.len() - 1;
+            for (n, page) in pages.into_iter().enumerate() {
+                let value = (!page.is_empty()).then(|| {
+                    let items = records[page.clone()].iter().zip(&bytes[page.clone()]);
+                    PyBytes::new(py, &forward::pack(items.map(|(f, b)| (f.offset, f.record_ts, b.as_bytes())))).unbind()
+                });
+                let batch = ForwardBatch {
+                    owner,
+                    value,
+                    records: page.len(),
+                    offset: st.pos.next_offset,
+                    watermark: (n == last).then_some(mark.value),
+                    idle: mark.idle,
+                };
+                out.append(Py::new(py, batch)?)?;
+            }
+        }
+        Ok(out)
     }
 
     /// The fast path: route `value` if it is certainly valid; false (nothing changed) when Python must decide.
@@ -543,8 +556,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ChangelogRecord>()?;
     m.add_class::<Document>()?;
     m.add_class::<SideRecord>()?;
-    m.add_class::<ForwardRecord>()?;
-    m.add_class::<Watermark>()?;
+    m.add_class::<ForwardBatch>()?;
     m.add_class::<Counters>()?;
     m.add_class::<StateSizes>()?;
     m.add_function(wrap_pyfunction!(batch::process_batch, m)?)?;
@@ -567,7 +579,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sketch_quantiles, m)?)?;
     m.add("SOURCE_PARTITION_HEADER", message::SOURCE_PARTITION)?;
     m.add("SOURCE_OFFSET_HEADER", message::SOURCE_OFFSET)?;
-    m.add("RECORD_TS_HEADER", message::RECORD_TS)?;
     m.add("WATERMARK_HEADER", message::WATERMARK)?;
     m.add("IDLE_HEADER", message::IDLE)?;
     Ok(())

@@ -53,33 +53,30 @@ impl Reader {
     }
 }
 
-/// Headers of a record in the repartition topic: where it was first read, and that record's Kafka timestamp
-/// (the event clock's cap, which the forwarding must not change).
+/// Headers of a record in the repartition topic (a batch of forwarded records, see `forward`): the partition
+/// that sent it, its input position then, and its source watermark there (and whether it is idle).
 pub const SOURCE_PARTITION: &str = "pulse.source.partition";
 pub const SOURCE_OFFSET: &str = "pulse.source.offset";
-pub const RECORD_TS: &str = "pulse.record_ts";
-/// Headers of a watermark marker in the repartition topic (a record without a value): the source partition's
-/// watermark after its input up to the source offset, and whether it is idle.
 pub const WATERMARK: &str = "pulse.watermark";
 pub const IDLE: &str = "pulse.idle";
 
-/// A repartition topic record: a forwarded input record, or a source partition's watermark.
+/// A repartition topic record: forwarded records (its value) and the sender's watermark after them.
 pub(crate) struct Forwarded<'py> {
     pub fields: Fields<'py>,
-    pub source: (i64, i64), // where it was first read: input (partition, offset)
-    pub mark: Option<Mark>,
+    pub partition: i64,     // the partition that sent it
+    pub mark: Option<Mark>, // on the last batch of a flush
 }
 
 impl Reader {
-    /// A repartition topic record's fields, with the timestamp of the input record it forwards and that
-    /// record's (partition, offset), or the watermark it carries. The headers through their accessor.
+    /// A repartition topic record's fields, the partition that sent it and its watermark. The headers through
+    /// their accessor (one record per sender and flush).
     pub(crate) fn read_forwarded<'py>(&self, msg: &Bound<'py, PyAny>) -> PyResult<Forwarded<'py>> {
-        let mut fields = self.read(msg)?;
+        let fields = self.read(msg)?;
         if fields.failed {
-            return Ok(Forwarded { fields, source: (-1, -1), mark: None });
+            return Ok(Forwarded { fields, partition: -1, mark: None });
         }
         let py = msg.py();
-        let (mut partition, mut offset, mut ts, mut watermark, mut idle) = (None, None, None, None, false);
+        let (mut partition, mut watermark, mut idle) = (None, None, false);
         let headers = msg.call_method0(intern!(py, "headers"))?;
         if !headers.is_none() {
             for header in headers.try_iter()? {
@@ -87,24 +84,20 @@ impl Reader {
                 let number = value.and_then(|v| std::str::from_utf8(&v).ok().and_then(|t| t.parse::<i64>().ok()));
                 match name.as_str() {
                     SOURCE_PARTITION => partition = number,
-                    SOURCE_OFFSET => offset = number,
-                    RECORD_TS => ts = number,
                     WATERMARK => watermark = number,
                     IDLE => idle = number == Some(1),
                     _ => {}
                 }
             }
         }
-        let (Some(partition), Some(offset), Some(clock)) = (partition, offset, ts.or(watermark)) else {
+        let Some(partition) = partition else {
             return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                "record {} of the repartition topic lacks the headers {SOURCE_PARTITION}, {SOURCE_OFFSET} and \
-                 {RECORD_TS} or {WATERMARK}: only Pulse may write that topic",
+                "record {} of the repartition topic lacks the header {SOURCE_PARTITION}: only Pulse may write that \
+                 topic",
                 fields.offset
             )));
         };
-        let mark = watermark.map(|value| Mark { value, idle });
-        fields.ts = clock;
-        Ok(Forwarded { fields, source: (partition, offset), mark })
+        Ok(Forwarded { fields, partition, mark: watermark.map(|value| Mark { value, idle }) })
     }
 }
 

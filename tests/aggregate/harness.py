@@ -41,9 +41,9 @@ def start_aggregator(topic: str, group: str, *extra: str, log: Path | None = Non
                             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
-def run_aggregator_until_idle(topic: str, group: str, idle_s: float = 4.0, timeout: float = 300) -> None:
+def run_aggregator_until_idle(topic: str, group: str, *extra: str, idle_s: float = 4.0, timeout: float = 300) -> None:
     proc = subprocess.run([sys.executable, "-m", "pulse", "aggregate", "--topic", topic, "--group", group,
-                           "--exit-when-idle", str(idle_s)], capture_output=True, text=True, timeout=timeout,
+                           "--exit-when-idle", str(idle_s), *extra], capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
 

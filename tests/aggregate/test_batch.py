@@ -65,7 +65,7 @@ def plain(flushed: FlushOutput | None) -> dict[str, list[tuple]] | None:
             "documents": [(d.id, d.kind, d.value) for d in flushed.documents],
             **{kind: [(s.source_partition, s.source_offset, s.key, s.value, s.reason, s.detail) for s in sides]
                for kind, sides in (("dead", flushed.dead), ("late", flushed.late))},
-            "forward": [(f.owner, f.user, f.value, f.offset, f.record_ts) for f in flushed.forward]}
+            "forward": [(b.owner, b.value, b.records, b.offset, b.watermark, b.idle) for b in flushed.forward]}
 
 
 def _outputs(states: dict[int, Partition]) -> dict:

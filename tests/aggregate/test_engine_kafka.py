@@ -117,7 +117,7 @@ def test_eight_sigkills_during_300k_events(bootstrap, es_url, pipeline, index_pr
         time.sleep(rng.uniform(1.5, 6.0))  # from before its restore has finished to mid-way through its backlog
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-    run_aggregator_until_idle(topic, group, 5.0, 600)
+    run_aggregator_until_idle(topic, group, idle_s=5.0, timeout=600)
     assert_exact(bootstrap, group, [read_ledger(tmp_path / "l.gz")])
     # and through Elasticsearch, with the writer killed mid-way too, proven by `pulse verify`
     writer = subprocess.Popen([sys.executable, "-m", "pulse", "store", "--topic", topic, "--group", group,

@@ -14,13 +14,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pulse.aggregate._core import (
-    IDLE_HEADER,
-    RECORD_TS_HEADER,
-    SOURCE_OFFSET_HEADER,
-    SOURCE_PARTITION_HEADER,
-    WATERMARK_HEADER,
-)
+from pulse.aggregate.repartition import batch_headers, unpack
 from pulse.aggregate.state import StateConfig, new_partition, remember_recent, route_batch
 from pulse.generate.chaos import ChaosConfig
 from pulse.verify.diff import diff_documents
@@ -62,12 +56,6 @@ class _Message:
         return self._h
 
 
-def _h(**values: int) -> list[tuple[str, bytes]]:
-    names = {"partition": SOURCE_PARTITION_HEADER, "offset": SOURCE_OFFSET_HEADER, "ts": RECORD_TS_HEADER,
-             "watermark": WATERMARK_HEADER, "idle": IDLE_HEADER}
-    return [(names[k], str(v).encode()) for k, v in values.items()]
-
-
 class Cluster:
     """Partitions, their changelogs and the repartition topic, committed at every flush, as the engine would."""
 
@@ -99,15 +87,10 @@ class Cluster:
         if flushed is None:
             return
         self.docs.update((d.id, orjson.loads(d.value)) for d in flushed.documents)
-        for f in flushed.forward:
-            assert f.owner != p and f.user
-            q = self.topic[f.owner]
-            q.append(_Message(f.owner, len(q), f.value, _h(partition=p, offset=f.offset, ts=f.record_ts)))
-        mark = flushed.watermark
-        for owner in mark.owners if mark else []:
-            q = self.topic[owner]
-            q.append(_Message(owner, len(q), None, _h(partition=p, offset=mark.offset, watermark=mark.value,
-                                                      idle=int(mark.idle))))
+        for b in flushed.forward:
+            assert b.owner != p
+            q = self.topic[b.owner]
+            q.append(_Message(b.owner, len(q), b.value, batch_headers(p, b.offset, b.watermark, b.idle)))
         self.late[p].update((s.source_partition, s.source_offset) for s in flushed.late)
         self.logs[p].extend((r.key, r.value) for r in flushed.records)
         self.decisions[p] += self.pending[p]
@@ -122,8 +105,9 @@ class Cluster:
         self.pending[p] = []
         horizon = st_.watermark - CFG.dedup_horizon_ms
         own = [(v, ts) for _, o, v, ts in self.input[p] if o < st_.next_offset and (p, o) not in self.late[p]]
-        forwarded = [(m.value(), _headers(m)[RECORD_TS_HEADER]) for m in self.topic[p][:st_.repartition_offset]
-                     if m.value() is not None and _source(m) not in self.late[p]]
+        forwarded = [(value, origin.record_ts) for m in self.topic[p][:st_.repartition_offset]
+                     for origin, value in unpack(m.value(), m.headers())
+                     if value is not None and (origin.partition, origin.offset) not in self.late[p]]
         remember_recent(st_, own + forwarded, horizon)
 
     def drain(self) -> None:
@@ -141,11 +125,10 @@ class Cluster:
         for p, msgs in self.topic.items():
             out[p] = []
             for m in msgs:
-                h = _headers(m)
-                source = _source(m)
-                item: Forward | Marker = Forward(*source) if WATERMARK_HEADER not in h else \
-                    Marker(*source, h[WATERMARK_HEADER], h[IDLE_HEADER] == 1)
-                out[p].append((m.offset(), item))
+                for origin, value in unpack(m.value(), m.headers()):
+                    item: Forward | Marker = Forward(origin.partition, origin.offset) if value is not None else \
+                        Marker(origin.partition, origin.offset, origin.watermark or 0, origin.idle)
+                    out[p].append((m.offset(), item))
         return out
 
     def counted(self) -> dict[str, dict[str, Any]]:
@@ -156,15 +139,6 @@ class Cluster:
         c = [st_.counters for st_ in self.states.values()]
         return (sum(x.accepted for x in c), sum(x.late for x in c), sum(x.duplicate for x in c),
                 sum(x.dead_lettered for x in c))
-
-
-def _headers(m: _Message) -> dict[str, int]:
-    return {k: int(v) for k, v in m.headers()}
-
-
-def _source(m: _Message) -> tuple[int, int]:
-    h = _headers(m)
-    return h[SOURCE_PARTITION_HEADER], h[SOURCE_OFFSET_HEADER]
 
 
 def _rows(seed: int, late: float, dup: float, bad: float, n: int = 3_000) -> list[tuple[int, int, bytes, int]]:

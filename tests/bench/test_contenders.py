@@ -26,11 +26,12 @@ def test_each_contender_reads_the_topic_to_its_end_and_commits(settings: Setting
         ends = agg.prepare_input(settings, topic, count, 3)
         assert sum(ends.values()) == count
         assert sum(agg.prepare_input(settings, agg.unkeyed_topic(topic), count, 3, null_keys=1.0).values()) == count
+        assert sum(agg.prepare_input(settings, agg.crc32_topic(topic), count, 3, crc32_keys=1.0).values()) == count
         log = tmp_path / "contenders.log"
         es = Elasticsearch(settings.es_url)
         quix = agg.quix_python(settings)  # its own virtualenv, installed once per Pulse home
         flink_cp = flink.classpath(settings)  # Flink's jars, resolved once per Pulse home; the job compiled once
-        names = ["raw", "naive", "pulse", "unkeyed", "quix", "flink"]
+        names = ["raw", "naive", "pulse", "unkeyed", "crc32", "quix", "flink"]
         every = agg.contenders(settings, topic, names, quix, flink_cp)
         assert [c.key for c in every] == names
         for contender in every:

@@ -37,7 +37,7 @@ def test_input_not_keyed_by_user_id_is_exact(bootstrap, es_url, new_topic, index
     agg.wait(30)
     produce(bootstrap, topic, second, key=lambda e: e["session_id"])
     produce(bootstrap, topic, resent, key=lambda e: e["session_id"])
-    run_aggregator_until_idle(topic, group)
+    run_aggregator_until_idle(topic, group, "--grace", "5m")
     assert FORWARDING in log.read_text()
 
     events = first + second  # the re-sent ones are duplicates

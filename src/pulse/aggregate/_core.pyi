@@ -22,7 +22,6 @@ def hll_estimate(registers: bytes) -> float: ...
 def sketch_quantiles(zeros: int, bins: list[tuple[int, int]], qs: list[float]) -> list[float | None]: ...
 SOURCE_PARTITION_HEADER: Final[str]
 SOURCE_OFFSET_HEADER: Final[str]
-RECORD_TS_HEADER: Final[str]
 WATERMARK_HEADER: Final[str]
 IDLE_HEADER: Final[str]
 
@@ -61,30 +60,23 @@ class SideRecord:
     reason: str
     detail: str
 
-class ForwardRecord:
-    """A valid record whose user another partition (``owner``) owns."""
+class ForwardBatch:
+    """The records a partition forwards to another (``owner``) in a flush, packed (msgpack: ``[offset, record_ts,
+    value]`` each; None for none), with the partition's source watermark after its input up to ``offset``."""
 
     owner: int
-    user: bytes
-    value: bytes
+    value: bytes | None
+    records: int
     offset: int
-    record_ts: int
-
-class Watermark:
-    """A partition's source watermark after its input up to ``offset``, for every other partition (``owners``)."""
-
-    value: int
+    watermark: int
     idle: bool
-    offset: int
-    owners: list[int]
 
 class FlushOutput:
     records: list[ChangelogRecord]
     documents: list[Document]
     dead: list[SideRecord]
     late: list[SideRecord]
-    forward: list[ForwardRecord]
-    watermark: Watermark | None
+    forward: list[ForwardBatch]
 
 class Partition:
     def __init__(self, partition: int, window_sizes: list[int], grace_ms: int, dedup_horizon_ms: int,

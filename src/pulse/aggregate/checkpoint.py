@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from pulse.aggregate._core import SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER, FlushOutput
-from pulse.aggregate.repartition import headers, marker_headers
+from pulse.aggregate.repartition import batch_headers
 from pulse.aggregate.transactions import Commit, Flushed, patiently, send_offsets, transactional_producer
 from pulse.errors import PulseError
 
@@ -142,21 +142,13 @@ class Checkpoint:
                 if value is not None and len(value) > DEAD_LETTER_BYTES:
                     value, side_headers = _truncated(value, side_headers)
                 send(topic, value, side.key, p, side_headers)
-        if flushed.forward and p not in self._forwarding:
+        if p not in self._forwarding and any(batch.records for batch in flushed.forward):
             self._forwarding.add(p)
             _LOG.info("partition %d: forwarding records not keyed by user id to the partitions that own their users, "
                       "through %s (see the README, \"Input from your own producers\")", p, topics.repartition)
-        produce, repartition = self._producer.produce, topics.repartition
-        for record in flushed.forward:
-            forwarded_headers = headers(p, record.offset, record.record_ts)
-            try:
-                produce(repartition, record.value, record.user, record.owner, headers=forwarded_headers)
-            except BufferError:
-                send(repartition, record.value, record.user, record.owner, forwarded_headers)
-        mark = flushed.watermark
-        if mark is not None:  # after the records it forwarded, in the same partitions
-            for owner in mark.owners:
-                send(repartition, None, None, owner, marker_headers(p, mark.offset, mark.value, mark.idle))
+        for batch in flushed.forward:  # one per owner: its records, then this partition's watermark
+            send(topics.repartition, batch.value, None, batch.owner,
+                 batch_headers(p, batch.offset, batch.watermark, batch.idle))
         self._produce_all(topics.changelog, p, ((r.key, r.value) for r in flushed.records))
         self._produce_all(topics.aggregates, p, ((d.id.encode(), d.value) for d in flushed.documents))
         for decision in out.decisions:

@@ -122,6 +122,7 @@ class Engine:
         self.stats = EngineStats()
         self._on_flush = on_flush
         self._routing = False  # a batch handed to the routing thread and not yet settled
+        self._broken = False  # run() is stopping on an error
         self._drained: set[int] = set()  # partitions published on their own during the current backlog
         self._membership = membership or Membership(cfg.bootstrap, cfg.group, cfg.topic)
         if self._membership.topic != cfg.topic:
@@ -184,6 +185,9 @@ class Engine:
                     if caught_up:
                         self._drained.clear()
             self.flush(details=True)
+        except BaseException:
+            self._broken = True  # leaving the group must not try another transaction and hide this error
+            raise
         finally:
             self._consumer.close()  # leaves the group (revoke → flush already done above)
             self._forwarded_in.close()
@@ -324,7 +328,7 @@ class Engine:
             st.committed(details, users)  # handed over; a failed transaction reloads the state (_settle)
             outputs.append(PartitionOutput(
                 Flushed(st.partition, users, len(flushed.records), [d.kind for d in flushed.documents],
-                        len(flushed.forward), st.counters, st.next_offset),
+                        sum(batch.records for batch in flushed.forward), st.counters, st.next_offset),
                 flushed, decided.get(st.partition, [])))
         if not outputs:
             return
@@ -426,6 +430,10 @@ class Engine:
         self.joined = True
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._broken:  # stopping on an error: the next owner redoes the uncommitted work
+            self._routed()
+            self.metrics.released(self.assignment.release(consumer, partitions))
+            return
         _LOG.info("rebalance: handing over partitions %s after a last flush", sorted(tp.partition for tp in partitions))
         self.flush(details=True)
         self.metrics.released(self.assignment.release(consumer, partitions))

@@ -2,13 +2,14 @@
 watermarks of the partitions they were read from.
 
 Users must never span partitions (unique users add across partitions; user documents and duplicate detection
-have one owner). A valid input record whose user another partition owns by Kafka's default partitioner (murmur2
-of the user id, as Java clients key records) is not counted where it was read: it goes to that partition of
-``<group>.repartition``, keyed by the user id, in the transaction of the flush that commits its input offset (so
-it is forwarded exactly once), with headers naming where it was read and its Kafka timestamp. Records keyed by
-user id never take this hop. Each flush also sends the partition's source watermark, when it moved, to every
-other partition (a marker: headers only), after the records it forwarded: an owner's windows close at the
-smallest of its sources' watermarks (see ``native/src/progress.rs``).
+have one owner). A valid input record, on time where it was read, whose user another partition owns by Kafka's
+default partitioner (murmur2 of the user id, as Java clients key records) is not counted where it was read: it
+goes to that partition of ``<group>.repartition`` in the transaction of the flush that commits its input offset
+(so it is forwarded exactly once). A flush sends each owner one record: the records forwarded to it, packed with
+where each was read and its Kafka timestamp, and headers with the sending partition, its input position and its
+source watermark there; every other partition gets one, perhaps of no records, whenever that watermark moved.
+An owner's windows close at the smallest of its sources' watermarks (see ``native/src/progress.rs``). Records
+keyed by user id never take this hop.
 
 The owning partition takes the records forwarded to it at its flushes, after the input it has read so far: a
 point that depends on timing, so each flush that takes some records it as a decision
@@ -22,23 +23,18 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import msgspec
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from pulse.aggregate._core import (
-    IDLE_HEADER,
-    RECORD_TS_HEADER,
-    SOURCE_OFFSET_HEADER,
-    SOURCE_PARTITION_HEADER,
-    WATERMARK_HEADER,
-)
+from pulse.aggregate._core import IDLE_HEADER, SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER, WATERMARK_HEADER
 from pulse.connect.kafka import client_config
 from pulse.kafkaio import BULK_FETCH, QUIET_LOG, read_messages
 
 
 @dataclass(frozen=True)
 class Origin:
-    """Where a forwarded record was first read, and its Kafka timestamp there; or, for a watermark marker, the
-    source partition's watermark after its input up to ``offset`` (``watermark``), and whether it is idle."""
+    """Where a forwarded record was first read, and its Kafka timestamp there; or, for the watermark that closes
+    each batch, the sending partition's source watermark after its input up to ``offset``, and whether it is idle."""
     partition: int
     offset: int
     record_ts: int | None = None
@@ -46,30 +42,36 @@ class Origin:
     idle: bool = False
 
 
-def headers(partition: int, offset: int, record_ts: int) -> list[tuple[str, bytes]]:
-    """A forwarded record's headers: its origin (a flush writes one per forwarded record, so kept lean)."""
-    return [(SOURCE_PARTITION_HEADER, b"%d" % partition), (SOURCE_OFFSET_HEADER, b"%d" % offset),
-            (RECORD_TS_HEADER, b"%d" % record_ts)]
+def batch_headers(partition: int, offset: int, watermark: int | None, idle: bool) -> list[tuple[str, bytes]]:
+    """A batch's headers: who sent it, its input position then, and (on a flush's last batch for an owner) its
+    source watermark there."""
+    out = [(SOURCE_PARTITION_HEADER, b"%d" % partition), (SOURCE_OFFSET_HEADER, b"%d" % offset)]
+    if watermark is not None:
+        out += [(WATERMARK_HEADER, b"%d" % watermark), (IDLE_HEADER, b"1" if idle else b"0")]
+    return out
 
 
-def marker_headers(partition: int, offset: int, watermark: int, idle: bool) -> list[tuple[str, bytes]]:
-    """A watermark marker's headers (the marker has no key and no value)."""
-    return [(SOURCE_PARTITION_HEADER, b"%d" % partition), (SOURCE_OFFSET_HEADER, b"%d" % offset),
-            (WATERMARK_HEADER, b"%d" % watermark), (IDLE_HEADER, b"1" if idle else b"0")]
+_PACKED = msgspec.msgpack.Decoder(list[tuple[int, int, bytes]])
 
 
-def origin(msg: Message) -> Origin:
-    """A repartition topic record's origin, from its headers."""
-    found = {name: int(value) for name, value in msg.headers() or [] if value is not None}
-    return Origin(found[SOURCE_PARTITION_HEADER], found[SOURCE_OFFSET_HEADER], found.get(RECORD_TS_HEADER),
-                  found.get(WATERMARK_HEADER), found.get(IDLE_HEADER) == 1)
+def unpack(value: bytes | None, headers: list[tuple[str, bytes]]) -> Iterator[tuple[Origin, bytes | None]]:
+    """A batch's forwarded records (origin, value), then its watermark if it carries one (origin, None)."""
+    found = {name: int(raw) for name, raw in headers if raw is not None}
+    sender = found[SOURCE_PARTITION_HEADER]
+    for offset, record_ts, record in _PACKED.decode(value) if value else []:
+        yield Origin(sender, offset, record_ts), record
+    if WATERMARK_HEADER in found:
+        yield Origin(sender, found[SOURCE_OFFSET_HEADER], watermark=found[WATERMARK_HEADER],
+                     idle=found.get(IDLE_HEADER) == 1), None
 
 
 def read_forwarded(bootstrap: str, topic: str, partition: int, start: int = 0,
                    end: int | None = None) -> Iterator[tuple[int, Origin, bytes | None]]:
-    """The committed records of one repartition topic partition as (offset, origin, value)."""
+    """The committed records of one repartition topic partition, unpacked, as (offset, origin, value): each batch's
+    records share its offset, and its watermark comes last (value None)."""
     for msg in read_messages(bootstrap, topic, partition, start, end):
-        yield msg.offset(), origin(msg), msg.value()
+        for found, value in unpack(msg.value(), msg.headers() or []):
+            yield msg.offset(), found, value
 
 
 class ForwardedInput:

@@ -46,7 +46,7 @@ class Contender:
     index: str | None = None  # an Elasticsearch index it fills, deleted as soon as it has been measured
     topic: str | None = None  # its own input topic (else the one every contender reads)
     forwards_to: str | None = None  # a repartition topic it must also have read to its end before its time stops
-    key: str = ""  # its name on the command line (raw, pulse, unkeyed, quix, naive)
+    key: str = ""  # its name on the command line (raw, pulse, unkeyed, crc32, quix, naive)
     exits: bool = False  # it stops by itself once its output is complete: timed to its exit
     group: str = ""  # its consumer group, when its command line has no ``--group``
     offsets_in_kafka: bool = True  # its progress is its group's committed offsets (Flink's is in its checkpoints)
@@ -111,6 +111,16 @@ def unkeyed_topic(topic: str) -> str:
     return f"{topic}-unkeyed"
 
 
+def crc32_topic(topic: str) -> str:
+    """The same events as ``topic``, keyed by user id and partitioned as librdkafka clients do (CRC-32)."""
+    return f"{topic}-crc32"
+
+
+FOREIGN = {"unkeyed": (unkeyed_topic, "without keys", {"null_keys": 1.0}),
+           "crc32": (crc32_topic, "keyed with librdkafka's default partitioner", {"crc32_keys": 1.0})}
+"""The contenders on the same events as a foreign producer writes them: topic, how, and the producer's shares."""
+
+
 def contenders(settings: Settings, topic: str, which: list[str], quix: Path | None,
                flink_cp: str | None = None) -> list[Contender]:
     tag = uuid.uuid4().hex[:6]
@@ -131,6 +141,12 @@ def contenders(settings: Settings, topic: str, which: list[str], quix: Path | No
                              "the same events with null keys: 5/6 forwarded through the repartition topic",
                              topic=unkeyed_topic(topic), forwards_to=repartition_topic(f"bench-unkeyed-{tag}"),
                              exits=True),
+        "crc32": Contender("pulse aggregate, librdkafka-keyed input (exactly-once)",
+                           [*py, "pulse", "aggregate", "--topic", crc32_topic(topic), "--group",
+                            f"bench-crc32-{tag}", "--instance", f"bench-{tag}", "--exit-when-idle", str(EXIT_IDLE_S)],
+                           "the same events keyed by user id, CRC-32 partitioned: about 5/6 forwarded",
+                           topic=crc32_topic(topic), forwards_to=repartition_topic(f"bench-crc32-{tag}"),
+                           exits=True),
         "raw": Contender("raw consume-and-discard (ceiling)", [*py, "pulse.bench.contenders", "raw", "--broker", b,
                                                                "--topic", topic, "--group", f"bench-raw-{tag}", *fetch],
                          "confluent-kafka, batches of 20k"),
@@ -313,10 +329,11 @@ def per_round_ratios(rounds: list[dict[str, Result]], ours: str, peer: str) -> l
 
 
 def prepare_input(settings: Settings, topic: str, count: int, partitions: int, null_keys: float = 0.0,
-                  start_ms: int | None = None) -> dict[int, int]:
+                  start_ms: int | None = None, crc32_keys: float = 0.0) -> dict[int, int]:
     """Produce the input every contender reads: generated traffic with 1 % each of invalid, duplicate, late and
-    out-of-order events, starting 10 minutes back (or at ``start_ms``), ``null_keys`` of it without keys. Returns
-    the end offsets each contender must commit to."""
+    out-of-order events, starting 10 minutes back (or at ``start_ms``), ``null_keys`` of it without keys and
+    ``crc32_keys`` of it partitioned as librdkafka clients do. Returns the end offsets each contender must commit
+    to."""
     from pulse.generate.chaos import Chaos, ChaosConfig
     from pulse.generate.producer import EventProducer, RunLimits
     from pulse.generate.traffic import Traffic, TrafficConfig
@@ -325,7 +342,7 @@ def prepare_input(settings: Settings, topic: str, count: int, partitions: int, n
     ensure_topics(settings.bootstrap, input_topics(topic, partitions, 24))
     start = start_ms if start_ms is not None else int(time.time() * 1000) - 600_000
     traffic = Traffic(TrafficConfig(seed=5, start_ms=start))
-    producer = EventProducer(settings.bootstrap, topic, partitions, null_keys=null_keys)
+    producer = EventProducer(settings.bootstrap, topic, partitions, null_keys=null_keys, crc32_keys=crc32_keys)
     producer.run(Chaos(traffic, ChaosConfig(0.01, 0.01, 0.01, 0.01)), RunLimits(count=count), lambda: 0.0)
     return end_offsets(settings, topic)
 

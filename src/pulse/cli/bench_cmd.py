@@ -78,9 +78,9 @@ def produce(settings: Settings, count: int, partitions: int, rounds: int) -> Non
 @bench.command("aggregate")
 @click.option("--count", type=click.IntRange(1000), default=300_000, show_default=True,
               help="Events pre-produced once and read by every contender.")
-@click.option("--contenders", "which", default="raw,pulse,unkeyed,flink,quix,naive", show_default=True,
-              help="Comma-separated subset of raw, pulse, unkeyed (Pulse on the same events without keys: the "
-                   "repartitioned path), flink, quix, naive.")
+@click.option("--contenders", "which", default="raw,pulse,unkeyed,crc32,flink,quix,naive", show_default=True,
+              help="Comma-separated subset of raw, pulse, unkeyed and crc32 (Pulse on the same events without keys, "
+                   "and keyed with librdkafka's default partitioner: the repartitioned path), flink, quix, naive.")
 @click.option("--rounds", type=click.IntRange(1, 9), default=3, show_default=True,
               help="Run every contender this many times, in turn; the verdict is the median of the per-round ratios.")
 @click.option("--timeout", type=Duration(10), default="15m", show_default=True,
@@ -120,9 +120,10 @@ def aggregate_bench(settings: Settings, count: int, which: str, rounds: int, tim
     start_ms = int(_time.time() * 1000) - 600_000
     with console.status(f"producing {count:,} events to {topic}"):
         ends = agg.prepare_input(settings, topic, count, 6, start_ms=start_ms)
-    if "unkeyed" in names:
-        with console.status(f"producing the same {count:,} events without keys to {agg.unkeyed_topic(topic)}"):
-            agg.prepare_input(settings, agg.unkeyed_topic(topic), count, 6, null_keys=1.0, start_ms=start_ms)
+    for key, (named, how, shares) in agg.FOREIGN.items():
+        if key in names:
+            with console.status(f"producing the same {count:,} events {how} to {named(topic)}"):
+                agg.prepare_input(settings, named(topic), count, 6, start_ms=start_ms, **shares)
     log = settings.home / "logs" / "bench-aggregate.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with console.status("warm-up (untimed): raw consumer and pulse aggregate") as status:
@@ -153,10 +154,11 @@ def aggregate_bench(settings: Settings, count: int, which: str, rounds: int, tim
     if {"pulse", "raw"} <= results[0].keys():
         per_cpu = statistics.median(r["pulse"].per_cpu / r["raw"].per_cpu for r in results)
         click.echo(f"per CPU-second (throughput per core, no target): pulse / raw = {per_cpu:.2f}x")
-    ratios = agg.per_round_ratios(results, "unkeyed", "pulse")
-    if ratios:
-        click.echo(f"repartitioned path: pulse on unkeyed / keyed input = {statistics.median(ratios):.2f}x median of "
-                   f"rounds [{', '.join(f'{x:.2f}' for x in ratios)}] ({results[0]['unkeyed'].note})")
+    for key in agg.FOREIGN:
+        ratios = agg.per_round_ratios(results, key, "pulse")
+        if ratios:
+            click.echo(f"repartitioned path: pulse on {key} / keyed input = {statistics.median(ratios):.2f}x median "
+                       f"of rounds [{', '.join(f'{x:.2f}' for x in ratios)}] ({results[0][key].note})")
     for peer, target in (("flink", 3.0), ("quix", 10.0), ("naive", None), ("raw", 0.5)):
         ratios = agg.per_round_ratios(results, "pulse", peer)
         if ratios:

@@ -122,7 +122,7 @@ class ArchiveWriter(Projection[ArchiveStats]):
                   "routed_at": msg.timestamp()[1]}
         partition = int(_header(msg, "pulse.source.partition") or -1)
         offset = int(_header(msg, "pulse.source.offset") or -1)
-        if topic == late_topic(self.topic):
+        if topic == late_topic(self.cfg.topic):
             event = validate(value or b"", 2**62)
             if isinstance(event, Event):
                 self._emit("late", event.ts, event.event_id, self._event_doc(event, partition, offset) | routed)
