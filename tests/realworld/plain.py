@@ -27,16 +27,20 @@ def event(n: int, ts: int, **fields: Any) -> dict[str, Any]:
 
 def produce(bootstrap: str, topic: str, events: Iterable[dict[str, Any] | bytes],
             key: Callable[[dict[str, Any]], str | None] = lambda e: None,
-            timestamp: Callable[[dict[str, Any]], int] | None = None) -> int:
-    """Produce events as JSON with a default client; ``key`` picks a record key (None: unkeyed) and
-    ``timestamp`` a record timestamp (None: the client's clock). Returns how many were produced."""
+            timestamp: Callable[[dict[str, Any]], int] | None = None,
+            partition: Callable[[dict[str, Any]], int | None] | None = None) -> int:
+    """Produce events as JSON with a default client; ``key`` picks a record key (None: unkeyed),
+    ``timestamp`` a record timestamp (None: the client's clock) and ``partition`` a partition, as a producer with
+    its own partitioner does (None: the client's default partitioner). Returns how many were produced."""
     producer = Producer({"bootstrap.servers": bootstrap})
     n = 0
     for e in events:
         value = e if isinstance(e, bytes) else orjson.dumps(e)
         k = None if isinstance(e, bytes) else key(e)
         ts = 0 if timestamp is None or isinstance(e, bytes) else timestamp(e)
-        producer.produce(topic, value, None if k is None else k.encode(), timestamp=ts)
+        chosen = None if partition is None or isinstance(e, bytes) else partition(e)
+        producer.produce(topic, value, None if k is None else k.encode(), partition=-1 if chosen is None else chosen,
+                         timestamp=ts)
         producer.poll(0)
         n += 1
     assert producer.flush(30) == 0

@@ -10,7 +10,8 @@ from elasticsearch import Elasticsearch
 
 from pulse.kafkaio import read_range
 from pulse.store.indices import alias
-from tests.aggregate.harness import CHAOS, generate, run_aggregator_until_idle, run_store
+from pulse.store.query import all_documents
+from tests.aggregate.harness import CHAOS, generate, run_aggregator_until_idle, run_store, start_aggregator
 from tests.cli_helpers import one_line_error, run_pulse
 from tests.names import unique
 
@@ -86,3 +87,32 @@ def test_recreated_topic_is_refused_until_replayed(bootstrap, es_url, index_pref
     finally:
         for name in (topic, f"{topic}.dlq", f"{topic}.late", f"{group}.changelog", f"{group}.aggregates"):
             admin.delete_topics([name])
+
+
+POSITIONAL = {"version", "flushed_at", "repartition_offset", "next_offset"}
+"""Where a run was when it wrote a document, not what it counted."""
+
+
+def test_replay_of_a_null_keyed_topic_equals_the_live_run(bootstrap, es_url, new_topic, index_prefix,
+                                                          tmp_path: Path) -> None:
+    """Input without keys, aggregated live as it is produced, then rebuilt by `pulse replay` from the topic as a
+    backlog (every partition read long before the records others forward): the same documents, and exact."""
+    topic, group = new_topic(partitions=3, prefix="rpn"), unique("g")
+    live = start_aggregator(topic, group, "--exit-when-idle", "3", log=tmp_path / "live.log")
+    time.sleep(3)  # joined
+    generate(topic, tmp_path / "a.gz", 6_000, "--rate", "1500", "--null-key-fraction", "1", *CHAOS)
+    assert live.wait(120) == 0, (tmp_path / "live.log").read_text()[-3000:]
+    run_store(topic, group, index_prefix)
+    es = Elasticsearch(es_url)
+    es.indices.refresh(index=f"{index_prefix}-*")
+    before = {i: {k: v for k, v in d.items() if k not in POSITIONAL} for i, d in all_documents(es, index_prefix)}
+    assert any(d.get("forwarded") for d in before.values())
+
+    rebuilt = run_pulse("replay", "--from", "0", "--topic", topic, "--group", group, "--index-prefix", index_prefix)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    es.indices.refresh(index=f"{index_prefix}-*")
+    after = {i: {k: v for k, v in d.items() if k not in POSITIONAL} for i, d in all_documents(es, index_prefix)}
+    differ = sorted(i for i in before.keys() | after.keys() if before.get(i) != after.get(i))
+    assert not differ, [(i, before.get(i), after.get(i)) for i in differ[:3]]
+    ok = run_pulse("verify", "--topic", topic, "--group", group, "--index-prefix", index_prefix)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
