@@ -13,5 +13,7 @@ stop() { if [ "$started" = 1 ]; then $PULSE stack down; fi; }
 trap stop EXIT
 trap 'exit 130' INT TERM
 .venv/bin/ruff check src tests || exit 1
+# the native core: formatted, clippy-clean and its own unit tests
+(cd native && cargo fmt --check && cargo clippy --release -q -- -D warnings && cargo test --release -q --lib) || exit 1
 mkdir -p test-artifacts
 .venv/bin/python -m pytest "$@"

@@ -347,14 +347,20 @@ struct Job {
     handle: JoinHandle<(JobOut, Vec<Py<PyAny>>)>,
     parts: Vec<Py<Partition>>, // owned partitions in the batch, by slot
     msgs: Vec<Py<PyAny>>,
-    stamps: Vec<i64>, // each record's Kafka timestamp (for a forwarded record, its input record's)
-    sources: Vec<(i64, i64)>, // where each record was first read: input (partition, offset)
-    spans: Vec<Option<(usize, usize)>>, // a forwarded record's bytes in its batch's value
+    origins: Origins,
     routed: Vec<(*mut State, Arc<Gate>)>, // per partition: opens when this batch has routed into it
 }
 
 // SAFETY: the state pointers are only compared, never dereferenced, through `Job`
 unsafe impl Send for Job {}
+
+/// Per record of a job: its Kafka timestamp (for a forwarded record, its input record's), where it was first
+/// read (input partition, offset), and a forwarded record's bytes inside its batch's value.
+struct Origins {
+    stamps: Vec<i64>,
+    sources: Vec<(i64, i64)>,
+    spans: Vec<Option<(usize, usize)>>,
+}
 
 /// Batches being routed, oldest first (at most three: the reader stays up to two batches ahead of routing).
 static INFLIGHT: Mutex<VecDeque<Job>> = Mutex::new(VecDeque::new());
@@ -446,13 +452,13 @@ fn settle_older(py: Python<'_>, keep: usize) -> PyResult<()> {
             }
             inflight.pop_front().expect("a job in flight")
         };
-        let Job { handle, parts, msgs, stamps, sources, spans, .. } = job;
+        let Job { handle, parts, msgs, origins, .. } = job;
         let joined = py.allow_threads(|| handle.join());
         for part in &parts {
             part.bind(py).borrow_mut().busy -= 1;
         }
         let result = match joined {
-            Ok((out, values)) => out.and_then(|out| add_sides(py, &parts, &msgs, (&stamps, &sources, &spans), out, &values)),
+            Ok((out, values)) => out.and_then(|out| add_sides(py, &parts, &msgs, &origins, out, &values)),
             Err(_) => Err(PyRuntimeError::new_err("the routing thread panicked")),
         };
         if let Err(e) = result {
@@ -468,7 +474,7 @@ fn add_sides(
     py: Python<'_>,
     parts: &[Py<Partition>],
     msgs: &[Py<PyAny>],
-    (stamps, sources, spans): (&[i64], &[(i64, i64)], &[Option<(usize, usize)>]),
+    Origins { stamps, sources, spans }: &Origins,
     out: Vec<Routed>,
     values: &[Py<PyAny>],
 ) -> PyResult<()> {
@@ -585,7 +591,15 @@ pub fn process_batch(
             values.push(value.clone().unbind());
             msgs.push(msg.clone_ref(py));
             let stream = from as i32;
-            meta.push(Meta { slot, offset, ts: rec.record_ts, stream, mark: None, sub: k as u32, span: Some(rec.span) });
+            meta.push(Meta {
+                slot,
+                offset,
+                ts: rec.record_ts,
+                stream,
+                mark: None,
+                sub: k as u32,
+                span: Some(rec.span),
+            });
             sources.push((from, rec.offset));
         }
         let sub = packed.len() as u32;
@@ -638,7 +652,7 @@ pub fn process_batch(
     for part in &parts {
         part.bind(py).borrow_mut().busy += 1; // its methods refuse until this job is settled
     }
-    inflight.push_back(Job { handle, parts, msgs, stamps, sources, spans, routed });
+    inflight.push_back(Job { handle, parts, msgs, origins: Origins { stamps, sources, spans }, routed });
     drop(inflight);
     settle_older(py, 2)?; // the oldest batch, while this one is parsed and the previous one routes
     Ok(stop)

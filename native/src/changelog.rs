@@ -10,9 +10,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::breakdown::{CATEGORY, DIMS};
+use crate::entities::Step;
 use crate::hll::Packed;
 use crate::sketch::Sketch;
-use crate::entities::Step;
 use crate::state::{bump, Counts, Mark, Names, Row, Session, State, Window, ABSENT, ITEM_SHARDS, PAGE_BYTES};
 
 pub type Record = (Vec<u8>, Option<Vec<u8>>);
@@ -273,7 +273,8 @@ pub fn changed_records(st: &mut State, finals: &[(i64, i64)], users_published: b
     if owner_logged(st) {
         let t = &st.time;
         let marks: Vec<MarkLog> = t.marks.iter().map(|m| (m.value, m.idle)).collect();
-        let value: OwnerOut = (st.pos.repart_next, st.pos.forwarded, marks, t.owner, (t.sent.value, t.sent.idle), t.idle);
+        let value: OwnerOut =
+            (st.pos.repart_next, st.pos.forwarded, marks, t.owner, (t.sent.value, t.sent.idle), t.idle);
         out.push((FORWARDING.to_vec(), Some(enc(&value))));
     }
     out

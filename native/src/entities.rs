@@ -19,7 +19,7 @@ pub struct User {
     pub spent: i64,
     pub purchases: u64,
     pub last_item: Option<u32>,
-    pub item_ts: i64, // the time of the event `last_item` comes from
+    pub item_ts: i64,           // the time of the event `last_item` comes from
     pub hours: Vec<(i64, Row)>, // (hour start, its row), in hour order
     pub dirty: bool,            // changed since the last flush (changelog)
     pub pending: bool,          // changed since its document was last published

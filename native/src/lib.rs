@@ -22,8 +22,8 @@ pub mod changelog;
 pub mod docs;
 pub mod entities;
 pub mod event;
-pub mod forward;
 mod footprint;
+pub mod forward;
 pub mod hll;
 mod message;
 pub mod progress;
@@ -451,6 +451,13 @@ impl Partition {
     fn advance_to(&mut self, value: i64, idle: bool) -> PyResult<bool> {
         self.ready()?;
         Ok(self.st.advance_to(value, idle))
+    }
+
+    /// A source whose watermark has not moved for long is treated as idle here until its next one (see
+    /// `State::stalled`); True if anything changed.
+    fn stalled(&mut self, source: usize) -> PyResult<bool> {
+        self.ready()?;
+        Ok(self.st.stalled(source))
     }
 
     /// Users whose documents are behind their state.

@@ -45,6 +45,7 @@ impl Mark {
 /// - as an *owner*, its watermark (`owner`) is the smallest of its sources' (its own and every other
 ///   partition's, as their markers arrived), never going back. An idle source more than `forward_wait` behind
 ///   the most advanced one holds nobody back (an empty or long-quiet partition).
+///
 /// A record forwarded on time is never below its owner's watermark (the owner has only seen markers its source
 /// sent before it), so windows hold the same records whatever the order of arrival.
 pub struct EventClock {

@@ -158,6 +158,21 @@ impl State {
         }
     }
 
+    /// Treat source partition `from` as idle here until its next watermark (its watermark has not moved for a
+    /// long while: its aggregator died or hangs), so that it holds this partition's windows back by at most
+    /// `forward_wait` of event time; a recorded decision. True if anything changed.
+    pub fn stalled(&mut self, from: usize) -> bool {
+        match self.time.marks.get_mut(from) {
+            Some(m) if from != self.partition as usize && !m.idle => {
+                m.idle = true;
+                self.refresh();
+                self.pos.dirty = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Markers to send to the other partitions: the source watermark if it changed since it was last sent.
     pub fn marker_due(&mut self) -> Option<Mark> {
         let now = self.source();

@@ -18,7 +18,7 @@ from pulse.aggregate.repartition import batch_headers, unpack
 from pulse.aggregate.state import StateConfig, new_partition, remember_recent, route_batch
 from pulse.generate.chaos import ChaosConfig
 from pulse.verify.diff import diff_documents
-from pulse.verify.reference import Forward, Marker, Take, recompute
+from pulse.verify.reference import Forward, Marker, Stall, Take, recompute
 from tests.aggregate.test_state_vs_reference import SIZES, make_rows
 
 PARTITIONS = 4
@@ -59,9 +59,10 @@ class _Message:
 class Cluster:
     """Partitions, their changelogs and the repartition topic, committed at every flush, as the engine would."""
 
-    def __init__(self, rows: list[tuple[int, int, bytes, int]]) -> None:
+    def __init__(self, rows: list[tuple[int, int, bytes, int]], cfg: StateConfig = CFG) -> None:
+        self.cfg = cfg
         self.input = {p: [r for r in rows if r[0] == p] for p in range(PARTITIONS)}
-        self.states = {p: new_partition(p, CFG, PARTITIONS) for p in range(PARTITIONS)}
+        self.states = {p: new_partition(p, cfg, PARTITIONS) for p in range(PARTITIONS)}
         self.topic: dict[int, list[_Message]] = {p: [] for p in range(PARTITIONS)}  # the repartition topic
         self.logs: dict[int, list[tuple[bytes, bytes | None]]] = {p: [] for p in range(PARTITIONS)}
         self.late: dict[int, set[tuple[int, int]]] = {p: set() for p in range(PARTITIONS)}
@@ -100,15 +101,20 @@ class Cluster:
     def restart(self, p: int) -> None:
         """A crash: whatever was not flushed is lost; the state comes back from the changelog, with the ids of
         recent on-time records re-read for duplicate detection (the late ones left out), as restore does."""
-        st_ = self.states[p] = new_partition(p, CFG, PARTITIONS)
+        st_ = self.states[p] = new_partition(p, self.cfg, PARTITIONS)
         st_.restore([(offset, k, v) for offset, (k, v) in enumerate(self.logs[p])])
         self.pending[p] = []
-        horizon = st_.watermark - CFG.dedup_horizon_ms
+        horizon = st_.watermark - self.cfg.dedup_horizon_ms
         own = [(v, ts) for _, o, v, ts in self.input[p] if o < st_.next_offset and (p, o) not in self.late[p]]
         forwarded = [(value, origin.record_ts) for m in self.topic[p][:st_.repartition_offset]
                      for origin, value in unpack(m.value(), m.headers())
                      if value is not None and (origin.partition, origin.offset) not in self.late[p]]
         remember_recent(st_, own + forwarded, horizon)
+
+    def stall(self, p: int, source: int) -> None:
+        """``p`` gave up waiting for ``source``'s watermark (the engine's stall rule, by the wall clock)."""
+        if self.states[p].stalled(source):
+            self.pending[p].append(Stall(self.states[p].next_offset, source))
 
     def drain(self) -> None:
         """Everything read, flushed and taken (twice over: taking forwards nothing, but flushing sends markers)."""
@@ -228,3 +234,34 @@ def test_a_partition_that_never_forwarded_holds_its_owners_windows_open() -> Non
     c.drain()
     assert any(d.get("final") for d in c.docs.values())
 
+
+
+def test_a_stalled_source_holds_windows_back_by_the_forward_wait_and_its_late_records_are_replayed() -> None:
+    """A source that sends no watermark (its aggregator died) holds its owners' windows open until they record it
+    as stalled; then by at most the forward wait (here it is far behind: not at all). Its records that arrive
+    after the owners moved on are late there, and the reference, replaying the decisions, counts the same."""
+    cfg = StateConfig(window_sizes=SIZES, grace_ms=30_000, dedup_horizon_ms=30_000, forward_wait_ms=20_000)
+    rows = _rows(11, 0.0, 0.0, 0.0, n=6_000)
+    c = Cluster(rows, cfg)
+    owners = range(PARTITIONS - 1)
+    for p in owners:  # the last partition is not read: its aggregator is gone
+        c.read(p, 10**9)
+        c.flush(p)
+    for p in owners:
+        c.take(p, 10**9)
+        c.flush(p)
+    held = [c.states[p].watermark for p in owners]
+    for p in owners:
+        c.stall(p, PARTITIONS - 1)
+        c.flush(p)
+    moved = [c.states[p].watermark for p in owners]
+    assert all(m > h for m, h in zip(moved, held, strict=True))  # the windows it held back close now
+    assert max(moved) <= max(c.states[p].source_watermark for p in owners)
+    c.drain()  # its partition is read at last: its records of closed windows are late at their owners
+    accepted, late, _, _ = c.totals()
+    assert late > 0 and accepted + late == len(rows)
+    expected = recompute(rows, SIZES, cfg.grace_ms, cfg.dedup_horizon_ms, decisions=c.decisions,
+                         forwarded=c.forwarded(), partitions=PARTITIONS, forward_wait_ms=cfg.forward_wait_ms)
+    assert (expected.accepted, expected.late) == (accepted, late)
+    diff = diff_documents(expected, c.docs)
+    assert diff.ok, diff.summary()

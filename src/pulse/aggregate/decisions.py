@@ -1,13 +1,15 @@
 """Decisions the aggregator takes by timing, recorded durably so that `pulse verify` reproduces them.
 
-Everything else the engine decides follows from the input in offset order. Two things cannot:
+Everything else the engine decides follows from the input in offset order. Three things cannot:
 - a quiet partition's event time (and that it is idle) depends on how long it has been quiet;
+- that a source partition stalled (its watermark has not moved for `--stall-timeout`) depends on the wall clock;
 - when records forwarded from other partitions (:mod:`pulse.aggregate.repartition`) are taken depends on when
   they arrived.
 Each such decision is one record in ``<group>.decisions`` (never compacted), written in the transaction of the
 flush that takes it, in the order taken: at input position ``offset`` of partition ``partition``, its source
 watermark became at least ``floor`` and it was idle until its next input record, or it took the repartition
-topic's records (forwarded records and other partitions' watermarks) up to offset ``taken_until``.
+topic's records (forwarded records and other partitions' watermarks) up to offset ``taken_until``, or it treats
+source partition ``stalled`` as idle until that partition's next watermark.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class Decision(msgspec.Struct, frozen=True, omit_defaults=True):
     clock: int | None = None  # ... by its event-time clock then: its last event time + the quiet time
     idle: bool = False  # ... and the source is idle until its next input record
     taken_until: int | None = None  # forwarded records taken: those before this repartition topic offset
+    stalled: int | None = None  # this source partition's watermark had not moved for long: idle here until it does
     decided_at: int = 0  # wall clock, epoch ms (for people; nothing reads it)
 
 

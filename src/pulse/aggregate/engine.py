@@ -27,6 +27,7 @@ from pulse.aggregate.idle import IdleRule
 from pulse.aggregate.observed import EngineMetrics
 from pulse.aggregate.pacing import Pacer
 from pulse.aggregate.repartition import ForwardedInput
+from pulse.aggregate.stalls import StallRule
 from pulse.aggregate.state import Partition, StateConfig, flush_all, route_batch, settle
 from pulse.aggregate.transactions import Flushed
 from pulse.kafkaio import admin_client, end_offsets, group_caught_up, watermarks
@@ -62,6 +63,7 @@ class EngineConfig:
     user_interval_s: float = 30.0
     user_flushes: int | None = None  # instead: every Nth flush (benchmarks)
     idle_timeout_s: float = 10.0
+    stall_timeout_s: float = 60.0  # a source's watermark unmoved this long: its owners treat it as idle
     batch_size: int = 20_000
     transaction_timeout_ms: int = 20_000
     start_ms: int | None = None  # a partition without committed state starts at this record time (replay)
@@ -136,6 +138,7 @@ class Engine:
                                      Topics(cfg.topic, cfg.changelog_topic, cfg.aggregates_topic, cfg.decisions_topic,
                                             cfg.repartition_topic, cfg.dlq_topic, cfg.late_topic))
         self.idle = IdleRule(cfg.topic, cfg.idle_timeout_s, cfg.state.grace_ms)
+        self.stalls = StallRule(cfg.topic, cfg.stall_timeout_s)
         self.pacer = Pacer(self._consumer, cfg.topic, cfg.state.forward_wait_ms)
         self.assignment = Assignment(cfg.bootstrap, cfg.topic, cfg.changelog_topic, cfg.repartition_topic, cfg.state,
                                      self._consumer, self._admin, self._forwarded_in, self._loaded, cfg.start_ms)
@@ -316,6 +319,8 @@ class Engine:
             decided = self._take_forwarded(now_wall)
             for p, decision in self.idle.advance(self.states, now_wall, self._nothing_to_read).items():
                 decided.setdefault(p, []).append(decision)
+            for p, stalls in self.stalls.check(self.states, now_wall).items():
+                decided.setdefault(p, []).extend(stalls)
             parts = list(self.states.values())
             details = details or self.policy.details_due(self.stats.flushes)
         before = sum(st.pending_users() for st in parts)
@@ -455,4 +460,5 @@ FORWARDED_WAIT_S = 0.1
 """With no input to read, records forwarded to this instance's partitions are taken after this long (else at the
 next flush): the last records of a backlog need not wait a whole flush interval."""
 FORWARDED_BATCHES = 5
-"""A flush takes at most this many input batches' worth of forwarded records (the rest at the next one)."""
+"""A flush takes at most this many input batches' worth of repartition topic records, each a batch of forwarded
+records (the rest at the next one)."""

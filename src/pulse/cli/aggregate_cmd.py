@@ -112,6 +112,10 @@ def state_options(command: Callable[..., object]) -> Callable[..., object]:
 @click.option("--idle-timeout", envvar="PULSE_IDLE_TIMEOUT", default="10s", show_default=True,
               type=Duration(0.1),
               help="Time without input before a partition's windows close by wall clock.")
+@click.option("--stall-timeout", envvar="PULSE_STALL_TIMEOUT", default="60s", show_default=True,
+              type=Duration(0.1),
+              help="Time a partition's watermark may stand still (its aggregator died or hangs) before the partitions "
+                   "it holds back treat it as idle: then it holds their windows back by at most --forward-wait.")
 @click.option("--instance", envvar="PULSE_INSTANCE", default=None,
               help="Stable instance id for the transactional id [default: host name + a free local slot].")
 @click.option("--max-seconds", type=Duration(0.1), default=None, help="Stop after this long.")
@@ -122,7 +126,7 @@ def state_options(command: Callable[..., object]) -> Callable[..., object]:
 def aggregate(settings: Settings, topic: str, group: str, windows: tuple[int, ...], grace: int,
               dedup_horizon: int | None, forward_wait: int, flush_interval: float, backlog_flush_interval: float,
               detail_interval: float, user_interval: float, user_batch: int, compact_after: int, idle_timeout: float,
-              instance: str | None, max_seconds: float | None, exit_when_idle: float | None,
+              stall_timeout: float, instance: str | None, max_seconds: float | None, exit_when_idle: float | None,
               metrics_addr: str | None) -> None:
     """Consume interactions and maintain exactly-once windowed metrics and user/item state.
 
@@ -158,7 +162,7 @@ def aggregate(settings: Settings, topic: str, group: str, windows: tuple[int, ..
     cfg = EngineConfig(bootstrap=settings.bootstrap, topic=topic, group=group, instance=instance, state=state_cfg,
                        flush_interval_s=flush_interval, backlog_flush_interval_s=backlog_flush_interval,
                        detail_interval_s=detail_interval, user_interval_s=user_interval, user_batch=user_batch,
-                       idle_timeout_s=idle_timeout)
+                       idle_timeout_s=idle_timeout, stall_timeout_s=stall_timeout)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

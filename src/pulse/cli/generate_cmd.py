@@ -119,6 +119,8 @@ def generate(settings: Settings, **o: object) -> None:
     """
     if o["count"] is None and o["duration"] is None and o["rate"] == 0:
         raise click.UsageError("--rate 0 needs --count or --duration")
+    if float(o["null_key_fraction"]) + float(o["crc32_key_fraction"]) > 1:  # type: ignore[arg-type]
+        raise click.UsageError("--null-key-fraction and --crc32-key-fraction add up to more than 1")
     rate = float(o["rate"])  # type: ignore[arg-type]
     try:
         traffic_cfg = TrafficConfig(

@@ -7,10 +7,10 @@ It shares no code with the engine's (``native/src/progress.rs``); it follows the
   record whose user Kafka's default partitioner puts in another partition is forwarded there;
 - each partition is also an *owner*: its watermark is the smallest of its sources' (its own, and every other
   partition's as their markers arrived through the repartition topic, in the order its recorded decisions say it
-  took them), never going back; an idle source more than the forward wait behind the most advanced one does not
-  count. A record below it is late at the owner (a source that was idle and far behind). Otherwise an
-  ``event_id`` already counted with event time at or above the owner watermark minus the horizon is a
-  duplicate; anything else is accepted.
+  took them), never going back; an idle source (or one the owner recorded as stalled, until its next watermark)
+  more than the forward wait behind the most advanced one does not count. A record below it is late at the
+  owner (a source that was idle and far behind). Otherwise an ``event_id`` already counted with event time at
+  or above the owner watermark minus the horizon is a duplicate; anything else is accepted.
 Markers are the engine's; each is checked against the source's own watermark at that point, recomputed here.
 """
 
@@ -49,6 +49,13 @@ class Take:
 
 
 @dataclass(frozen=True)
+class Stall:
+    """At input offset ``offset``, the partition treated source ``source`` as idle until its next watermark."""
+    offset: int
+    source: int
+
+
+@dataclass(frozen=True)
 class Forward:
     """A forwarded record: the input record at (``partition``, ``offset``)."""
     partition: int
@@ -64,7 +71,7 @@ class Marker:
     idle: bool
 
 
-Decisions = dict[int, list[Floor | Take]]
+Decisions = dict[int, list[Floor | Take | Stall]]
 """Per partition, the aggregator's recorded decisions, in the order it took them."""
 Forwarded = dict[int, list[tuple[int, Forward | Marker]]]
 """Per owning partition, the repartition topic's records as (repartition offset, what it is)."""
@@ -181,6 +188,11 @@ class Owner:
             self.marks[m.partition] = (max(self.marks[m.partition][0], m.value), m.idle)
             self.refresh()
 
+    def stall(self, source: int) -> None:
+        if source in self.marks:
+            self.marks[source] = (self.marks[source][0], True)
+            self.refresh()
+
     def take(self, event: Event, out: Counts) -> bool:
         """True if ``event`` counts here."""
         if event.ts < self.watermark:
@@ -195,9 +207,10 @@ class Owner:
         return True
 
 
-def owned_events(p: int, rows: list[Row], decisions: list[Floor | Take], taken: list[tuple[int, Forward | Marker]],
-                 away: dict[tuple[int, int], tuple[Event, int]], timelines: dict[int, Timeline], grace: int,
-                 horizon: int, forward_wait: int, partitions: int, out: Counts) -> Iterator[Event]:
+def owned_events(p: int, rows: list[Row], decisions: list[Floor | Take | Stall],
+                 taken: list[tuple[int, Forward | Marker]], away: dict[tuple[int, int], tuple[Event, int]],
+                 timelines: dict[int, Timeline], grace: int, horizon: int, forward_wait: int, partitions: int,
+                 out: Counts) -> Iterator[Event]:
     """The events partition ``p`` counts, in the order it counts them: its own input in offset order, with each
     recorded decision applied before the input record at its offset (a take brings in the repartition topic's
     records up to its offset), then whatever was forwarded but not taken yet."""
@@ -220,16 +233,21 @@ def owned_events(p: int, rows: list[Row], decisions: list[Floor | Take], taken: 
             elif (item.partition, item.offset) in away and owner.take(away[(item.partition, item.offset)][0], out):
                 yield away[(item.partition, item.offset)][0]
 
+    at = 0  # the next decision to apply
+
     def decided(upto: int | None) -> Iterator[Event]:
-        while decisions and (upto is None or decisions[0].offset <= upto):
-            d = decisions.pop(0)
+        nonlocal at
+        while at < len(decisions) and (upto is None or decisions[at].offset <= upto):
+            d = decisions[at]
+            at += 1
             if isinstance(d, Floor):
                 owner.source.apply(d)
                 owner.refresh()
+            elif isinstance(d, Stall):
+                owner.stall(d.source)
             else:
                 yield from repartitioned(d.until)
 
-    decisions = list(decisions)
     for offset, verdict, record_ts in rows:
         yield from decided(offset)
         owner.source.idle = False

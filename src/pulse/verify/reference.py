@@ -37,13 +37,15 @@ from pulse.verify.order import (
     Forwarded,
     Marker,
     Row,
+    Stall,
     Take,
     check_forwarding,
     judge_sources,
     owned_events,
 )
 
-__all__ = ["Decisions", "Expected", "Floor", "Forward", "Forwarded", "Marker", "Take", "funnel_steps", "recompute"]
+__all__ = ["Decisions", "Expected", "Floor", "Forward", "Forwarded", "Marker", "Stall", "Take", "funnel_steps",
+           "recompute"]
 
 STEPS = list(FUNNEL)
 HOUR_MS = 3_600_000

@@ -9,7 +9,7 @@ from pulse.aggregate.repartition import read_forwarded
 from pulse.generate.ledger import read_ledger
 from pulse.kafkaio import offsets_at, read_range, reader
 from pulse.topics import partition_count, repartition_topic, topic_exists
-from pulse.verify.order import Decisions, Floor, Forward, Forwarded, Marker, Take
+from pulse.verify.order import Decisions, Floor, Forward, Forwarded, Marker, Stall, Take
 
 Row = tuple[int, int, bytes | None, int]
 
@@ -42,8 +42,14 @@ def recorded_decisions(bootstrap: str, group: str, topic: str) -> Decisions:
     """The aggregator group's timing decisions about ``topic`` as the reference takes them."""
     out: Decisions = {}
     for p, ds in read_decisions(bootstrap, group, topic).items():
-        out[p] = [Take(d.offset, d.taken_until) if d.taken_until is not None else Floor(d.offset, d.floor, d.idle)
-                  for d in ds if d.floor is not None or d.idle or d.taken_until is not None]
+        out[p] = []
+        for d in ds:
+            if d.taken_until is not None:
+                out[p].append(Take(d.offset, d.taken_until))
+            elif d.stalled is not None:
+                out[p].append(Stall(d.offset, d.stalled))
+            elif d.floor is not None or d.idle:
+                out[p].append(Floor(d.offset, d.floor, d.idle))
     return out
 
 
