@@ -15,8 +15,9 @@ Freshness is per event, as the Yahoo Streaming Benchmark measures latency: a pro
 whose category is unique to it, and times how long until a search of the window breakdowns finds that category.
 Probes alternate between librdkafka's and the Java client's default partitioners, so half of them (those whose
 partition is not their user's) take the forwarded path through the repartition topic; both are reported.
-Elasticsearch index operations come from the node's own indexing statistics, split into aggregates, archive
-and heartbeats.
+What Elasticsearch spends indexing (operations, time, Lucene documents) comes from the node's own statistics,
+split into aggregates (and each of their families), archive and heartbeats (see :mod:`pulse.bench.indexing`), so
+the aggregates' cost sits beside the naive design's, one raw document per event, in the same node and run.
 """
 
 from __future__ import annotations
@@ -41,13 +42,14 @@ from pulse import kafkaio
 from pulse.aggregate.engine import EngineConfig
 from pulse.aggregate.model import DIMENSIONS
 from pulse.bench.aggregate import cpu_seconds
+from pulse.bench.indexing import AGGREGATES, ARCHIVE, IndexCost, index_costs
 from pulse.config import Settings
 from pulse.connect.kafka import client_config
 from pulse.errors import PulseError
 from pulse.generate.partitioner import partition_for
 from pulse.stack.process import interrupt
 from pulse.store.archive import ArchiveConfig
-from pulse.store.indices import ARCHIVE_FAMILIES, FAMILIES, alias, ensure_indices, heartbeat_index
+from pulse.store.indices import alias, ensure_indices
 from pulse.topics import aggregates_topic, ensure_topics, input_topics, store_group
 
 PARTITIONS = 6
@@ -73,7 +75,7 @@ class StepResult:
     lost_probes: int  # probes never found
     lag_growth: dict[str, float]  # per consumer, its mean lag's rise from the span's first third to its last
     lag_peak: dict[str, int]  # per consumer, its largest lag
-    index_ops: dict[str, int]  # Elasticsearch index operations during the span: aggregates, archive, heartbeats
+    index: dict[str, IndexCost]  # what Elasticsearch indexed during the span, per part (see bench.indexing)
     cores: dict[str, float]  # CPU seconds per second of the span, per process
     limit_s: float
 
@@ -89,8 +91,23 @@ class StepResult:
         return statistics.quantiles(seconds, n=100, method="inclusive")[round(q * 100) - 1] \
             if len(seconds) > 1 else seconds[0]
 
-    def ops_per_1000(self, kind: str) -> float:
-        return 1000 * self.index_ops.get(kind, 0) / max(1, self.events)
+    def ops_per_1000(self, part: str) -> float:
+        """Index operations per 1000 input events."""
+        return 1000 * self.index.get(part, IndexCost()).ops / max(1, self.events)
+
+    def ms_per_1000(self, part: str) -> float:
+        """Milliseconds of the node's indexing time per 1000 input events."""
+        return 1000 * self.index.get(part, IndexCost()).millis / max(1, self.events)
+
+    def lucene_per_1000(self, part: str) -> float:
+        """Lucene documents added per 1000 input events (a lower bound, see bench.indexing)."""
+        return 1000 * self.index.get(part, IndexCost()).lucene_docs / max(1, self.events)
+
+    @property
+    def time_ratio(self) -> float | None:
+        """The aggregates' indexing time over the archive's (None without the archive)."""
+        archive = self.index.get(ARCHIVE, IndexCost()).millis
+        return self.index.get(AGGREGATES, IndexCost()).millis / archive if archive else None
 
     def problems(self) -> list[str]:
         """Why this step did not hold (empty: it held)."""
@@ -121,27 +138,6 @@ class RunResult:
         """The highest step that held (steps stop at the first that did not)."""
         held = [s for s in self.steps if not s.problems()]
         return held[-1] if held else None
-
-
-def index_kind(name: str, prefix: str) -> str | None:
-    """Which part of Pulse's output an index belongs to: its aggregates, its raw-record archive or heartbeats."""
-    if name == heartbeat_index(prefix):
-        return "heartbeats"
-    for kinds, families in (("aggregates", FAMILIES), ("archive", ARCHIVE_FAMILIES)):
-        if any(name.startswith(f"{prefix}-{family}-") or name == f"{prefix}-{family}" for family in families):
-            return kinds
-    return None
-
-
-def index_ops(es: Elasticsearch, prefix: str) -> dict[str, int]:
-    """Index operations so far per kind, from the node's own indexing statistics."""
-    stats = es.indices.stats(index=f"{prefix}-*", metric="indexing", expand_wildcards="all")
-    out: dict[str, int] = {}
-    for name, index in stats["indices"].items():
-        kind = index_kind(name, prefix)
-        if kind is not None:
-            out[kind] = out.get(kind, 0) + index["primaries"]["indexing"]["index_total"]
-    return out
 
 
 @dataclass(frozen=True)
@@ -368,7 +364,7 @@ class Snapshot:
     at: float  # wall clock right after the input's end offsets were read
     input: int  # records in the input topic
     cpu: dict[str, float]
-    ops: dict[str, int]
+    index: dict[str, IndexCost]
 
 
 def _input_total(admin: AdminClient, topic: str) -> int:
@@ -377,7 +373,7 @@ def _input_total(admin: AdminClient, topic: str) -> int:
 
 def _snapshot(admin: AdminClient, es: Elasticsearch, pipeline: Pipeline, pids: dict[str, int]) -> Snapshot:
     records = _input_total(admin, pipeline.topic)
-    return Snapshot(time.time(), records, _cpu(pids), index_ops(es, pipeline.prefix))
+    return Snapshot(time.time(), records, _cpu(pids), index_costs(es, pipeline.prefix))
 
 
 def _step(rate: float, a: Snapshot, b: Snapshot, probes: Probes, lags: LagSampler, limit_s: float) -> StepResult:
@@ -385,7 +381,7 @@ def _step(rate: float, a: Snapshot, b: Snapshot, probes: Probes, lags: LagSample
     growth, last = lags.growth(a.at, b.at)
     span = b.at - a.at
     return StepResult(rate, span, b.input - a.input, found, lost, growth, last,
-                      {k: b.ops.get(k, 0) - a.ops.get(k, 0) for k in b.ops},
+                      growth(a.index, b.index),
                       {n: (b.cpu[n] - a.cpu[n]) / span for n in b.cpu if n in a.cpu}, limit_s)
 
 
