@@ -131,18 +131,18 @@ impl Partition {
     }
 
     /// The Rust half of a flush (no Python objects, so it can run off the GIL): None when nothing changed.
-    /// With `users`, at most `USERS_PER_FLUSH` user documents go out; only the flush that sends the last of them
-    /// marks the users published (a crash before it re-publishes the earlier chunks, which versions make
-    /// harmless).
-    fn render(&mut self, details: bool, users: bool, flushed_at: i64) -> Option<Rendered> {
+    /// The first `users` pending user documents (oldest change first, at most `USERS_PER_FLUSH`) go out; only the
+    /// flush that sends the last of them marks the users published (a crash before it re-publishes the earlier
+    /// ones, which versions make harmless).
+    fn render(&mut self, details: bool, users: usize, flushed_at: i64) -> Option<Rendered> {
         let st = &mut self.st;
         st.expire();
         let finals = st.final_windows();
-        let out = if users { st.users.pending.len().min(USERS_PER_FLUSH) } else { 0 };
-        let all_users = users && out == st.users.pending.len();
+        let out = st.users.pending.len().min(users).min(USERS_PER_FLUSH);
+        let all_users = out > 0 && out == st.users.pending.len();
         let mut records = changelog::changed_records(st, &finals, all_users);
         let changed = records.len() > changelog::meta_records(st);
-        let busy = st.pos.dirty || !finals.is_empty() || changed || (details && st.has_unpublished());
+        let busy = st.pos.dirty || !finals.is_empty() || changed || out > 0 || (details && st.has_unpublished());
         let docs = if busy { docs::changed_docs(st, &finals, flushed_at, details, out) } else { Vec::new() };
         if !docs.is_empty() {
             records.extend(changelog::published_markers(details, all_users));
@@ -466,13 +466,13 @@ impl Partition {
         Ok(self.st.users.pending.len())
     }
 
-    /// One flush's output, or None when nothing changed. `details`: publish item shards; `users`: publish user
-    /// documents. Call `committed` once they are written.
+    /// One flush's output, or None when nothing changed. `details`: publish item shards; `users`: how many of the
+    /// pending user documents to publish, oldest change first. Call `committed` once they are written.
     fn flush(
         &mut self,
         py: Python<'_>,
         details: bool,
-        users: bool,
+        users: usize,
         flushed_at: i64,
     ) -> PyResult<Option<Py<FlushOutput>>> {
         self.ready()?;
@@ -497,18 +497,18 @@ impl Partition {
 }
 
 /// Flush several partitions at once: their documents are rendered in parallel without the GIL (a flush after a
-/// backlog renders megabytes of JSON), then converted in order. `users[i]` is partition i's `users` flag; the
+/// backlog renders megabytes of JSON), then converted in order. `users[i]` is partition i's `users` count; the
 /// result lines up with `partitions` (None: nothing changed), as `Partition.flush` returns for each.
 #[pyfunction]
 fn flush_all<'py>(
     py: Python<'py>,
     partitions: Vec<Bound<'py, Partition>>,
     details: bool,
-    users: Vec<bool>,
+    users: Vec<usize>,
     flushed_at: i64,
 ) -> PyResult<Vec<Option<Py<FlushOutput>>>> {
     if users.len() != partitions.len() {
-        return Err(PyValueError::new_err("one users flag per partition"));
+        return Err(PyValueError::new_err("one users count per partition"));
     }
     let mut refs: Vec<PyRefMut<'py, Partition>> = partitions.iter().map(|p| p.borrow_mut()).collect();
     for part in &refs {

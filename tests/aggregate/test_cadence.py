@@ -39,3 +39,13 @@ def test_records_without_a_timestamp_count_as_a_backlog_when_batches_are_full() 
     quiet = _policy()
     quiet.consumed(40, newest_age_s=30.0)
     assert not quiet.behind and quiet.interval == 1.0
+
+
+def test_user_documents_cost_the_same_share_of_events_at_any_rate_above_the_floor() -> None:
+    policy = FlushPolicy(1.0, 5.0, 1000, user_writes_per_1000=20.0, user_floor=5)
+    assert policy.users_budget(0, 0) == 5  # the first flush: nothing accepted yet, the floor
+    assert policy.users_budget(0, 500) == 10  # 500 events: 2 %
+    assert policy.users_budget(0, 50_500) == 1_000  # a hundred times the events, a hundred times the users
+    assert policy.users_budget(0, 50_600) == 5  # a quiet flush still publishes the floor
+    assert policy.users_budget(1, 10_000) == 5  # each partition counts its own events
+    assert policy.users_budget(1, 20_000) == 200

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pulse.aggregate import docs
-from pulse.aggregate.state import Partition, StateConfig, decide, new_partition, remember_recent, route
+from pulse.aggregate.state import EVERY_USER, Partition, StateConfig, decide, new_partition, remember_recent, route
 from pulse.generate.chaos import Chaos, ChaosConfig
 from pulse.generate.partitioner import partition_for
 from pulse.generate.traffic import Traffic, TrafficConfig
@@ -23,17 +23,21 @@ from pulse.verify.diff import diff_documents
 from pulse.verify.reference import recompute
 
 SIZES = (10_000, 60_000, 3_600_000, 86_400_000)
+PARTIAL_USERS = 7
+"""A flush's user budget smaller than the users that changed: the rest wait for the next flushes."""
 
 
-def flush(st_: Partition, out: dict, details: bool = True, users: bool = True, log: list | None = None) -> list:
-    """One flush as the engine does it, "committed" at once; documents land in ``out``, records in ``log``."""
+def flush(st_: Partition, out: dict, details: bool = True, users: int = EVERY_USER, log: list | None = None) -> list:
+    """One flush as the engine does it, "committed" at once; documents land in ``out``, records in ``log``.
+    ``users``: how many pending user documents go out (a count: a bool would publish one)."""
+    assert not isinstance(users, bool)
     flushed = st_.flush(details, users, 0)
     if flushed is None:
         return []
     out.update((d.id, orjson.loads(d.value)) for d in flushed.documents)
     if log is not None:
         log.extend((r.key, r.value) for r in flushed.records)
-    st_.committed(details, users)
+    st_.committed(details, users > 0)
     return flushed.documents
 
 
@@ -58,9 +62,10 @@ def run_engine(rows: list[tuple[int, int, bytes, int]], batch: int, cfg: StateCo
         for p, offset, value, ts in rows[i:i + batch]:
             (route if fast else decide)(states[p], offset, None, value, ts)
         last = n == len(starts)
-        details, users = last or n % detail_every == 0, last or n % user_every == 0
+        details = last or n % detail_every == 0
+        users = EVERY_USER if last else PARTIAL_USERS if n % user_every == 0 else 0  # oldest changes first
         for st_ in states.values():
-            flush(st_, out, details, users and details)
+            flush(st_, out, details, users)
     return out
 
 
@@ -196,7 +201,7 @@ def test_a_crash_between_coalesced_publications_loses_no_document(seed: int, bat
                 route(st_, offset, None, value, ts)
             done = bool(second) and n == len(chunks)
             details = done or n % detail_every == 0
-            flush(st_, out, details, done or (details and n % user_every == 0), log)
+            flush(st_, out, details, EVERY_USER if done else PARTIAL_USERS if n % user_every == 0 else 0, log)
     diff = diff_documents(recompute(rows, SIZES, 30_000, 30_000), out)
     assert diff.ok, diff.summary()
 

@@ -2,8 +2,10 @@
 
 A live stream flushes on the interval, however busy. Reading a backlog (a full batch of records older than a couple
 of flush intervals, since the last caught-up flush) flushes at most every backlog interval, and at once when the
-backlog has been read to its end. Item and user documents go out on a details flush; a busy partition's user
-documents at most every user interval.
+backlog has been read to its end. Item documents go out on a details flush. User documents go out every flush,
+oldest change first, as many as a budget allows: a share of the events the partition accepted since its last flush,
+and at least a floor; so they cost the same per event at any rate, and a user's document is as fresh as the
+queue of changed users ahead of it allows.
 """
 
 from __future__ import annotations
@@ -23,9 +25,8 @@ class FlushPolicy:
     flush_records: int | None = None  # also flush after this many records (benchmarks simulating a live rate)
     detail_interval_s: float = 5.0
     detail_flushes: int | None = None  # instead: every Nth flush (benchmarks)
-    user_batch: int = 1000
-    user_interval_s: float = 30.0
-    user_flushes: int | None = None  # instead: every Nth flush (benchmarks)
+    user_writes_per_1000: float = 20.0  # user documents per 1000 events accepted
+    user_floor: int = 5  # user documents a partition may publish on any flush, however few events came
     last_flush: float = field(default_factory=time.monotonic)
     since_flush: int = 0  # records consumed since the last flush
     # the last batch was full: reading a backlog, take what has arrived rather than wait at its tail
@@ -35,7 +36,7 @@ class FlushPolicy:
     behind: bool = False
     stale: bool = False  # the last full batch's newest record was older than live traffic's
     _last_details: float = field(default_factory=time.monotonic)
-    _users_at: dict[int, float] = field(default_factory=dict)  # partition → its user documents last went out
+    _accepted: dict[int, int] = field(default_factory=dict)  # partition → its accepted count at the last budget
 
     @property
     def batch(self) -> int:
@@ -81,15 +82,9 @@ class FlushPolicy:
     def details_sent(self) -> None:
         self._last_details = time.monotonic()
 
-    def users_due(self, partition: int, pending: int, flushes: int) -> bool:
-        """A partition's user documents go out with the details while few changed; beyond that (heavy traffic:
-        one write per active user) at most every user interval, to bound write cost."""
-        if pending <= self.user_batch:
-            return True
-        if self.user_flushes:
-            return (flushes + 1) % self.user_flushes == 0
-        last = self._users_at.setdefault(partition, time.monotonic())
-        return time.monotonic() - last >= self.user_interval_s
-
-    def users_sent(self, partition: int) -> None:
-        self._users_at[partition] = time.monotonic()
+    def users_budget(self, partition: int, accepted: int) -> int:
+        """How many of ``partition``'s pending user documents this flush publishes, given how many events it has
+        accepted in all (``accepted``)."""
+        since = accepted - self._accepted.get(partition, accepted)
+        self._accepted[partition] = accepted
+        return max(self.user_floor, int(since * self.user_writes_per_1000 / 1000))

@@ -28,7 +28,7 @@ from pulse.aggregate.observed import EngineMetrics
 from pulse.aggregate.pacing import Pacer
 from pulse.aggregate.repartition import ForwardedInput
 from pulse.aggregate.stalls import StallRule
-from pulse.aggregate.state import Partition, StateConfig, flush_all, route_batch, settle
+from pulse.aggregate.state import EVERY_USER, Partition, StateConfig, flush_all, route_batch, settle
 from pulse.aggregate.transactions import Flushed
 from pulse.kafkaio import admin_client, end_offsets, group_caught_up, watermarks
 from pulse.topics import (
@@ -57,11 +57,10 @@ class EngineConfig:
     backlog_flush_interval_s: float = 5.0
     detail_interval_s: float = 5.0  # item and user documents are published at most this often (coalesced)
     detail_flushes: int | None = None  # instead: every Nth flush (deterministic cadence for benchmarks)
-    # User documents go out with the details while at most `user_batch` changed per partition; beyond that
-    # (heavy traffic: one write per active user) at most every `user_interval_s`, to bound write cost.
-    user_batch: int = 1000
-    user_interval_s: float = 30.0
-    user_flushes: int | None = None  # instead: every Nth flush (benchmarks)
+    # User documents go out every flush, oldest change first, within a budget per partition: this many per 1000
+    # events it accepted since its last flush, and at least `user_floor` (see FlushPolicy.users_budget)
+    user_writes_per_1000: float = 20.0
+    user_floor: int = 5
     idle_timeout_s: float = 10.0
     stall_timeout_s: float = 60.0  # a source's watermark unmoved this long: its owners treat it as idle
     batch_size: int = 20_000
@@ -143,8 +142,8 @@ class Engine:
         self.assignment = Assignment(cfg.bootstrap, cfg.topic, cfg.changelog_topic, cfg.repartition_topic, cfg.state,
                                      self._consumer, self._admin, self._forwarded_in, self._loaded, cfg.start_ms)
         self.policy = FlushPolicy(cfg.flush_interval_s, cfg.backlog_flush_interval_s, cfg.batch_size,
-                                  cfg.flush_records, cfg.detail_interval_s, cfg.detail_flushes, cfg.user_batch,
-                                  cfg.user_interval_s, cfg.user_flushes)
+                                  cfg.flush_records, cfg.detail_interval_s, cfg.detail_flushes,
+                                  cfg.user_writes_per_1000, cfg.user_floor)
 
     @property
     def states(self) -> dict[int, Partition]:
@@ -324,15 +323,15 @@ class Engine:
             parts = list(self.states.values())
             details = details or self.policy.details_due(self.stats.flushes)
         before = sum(st.pending_users() for st in parts)
-        users_due = [complete or (details and self.policy.users_due(st.partition, st.pending_users(),
-                                                                      self.stats.flushes)) for st in parts]
+        users_due = [EVERY_USER if complete else self.policy.users_budget(st.partition, st.counters.accepted)
+                     for st in parts]
         outputs = []
         for st, users, flushed in zip(parts, users_due, flush_all(parts, details, users_due, now_wall), strict=True):
             if flushed is None:
                 continue
-            st.committed(details, users)  # handed over; a failed transaction reloads the state (_settle)
+            st.committed(details, users > 0)  # handed over; a failed transaction reloads the state (_settle)
             outputs.append(PartitionOutput(
-                Flushed(st.partition, users, len(flushed.records), [d.kind for d in flushed.documents],
+                Flushed(st.partition, len(flushed.records), [d.kind for d in flushed.documents],
                         sum(batch.records for batch in flushed.forward), st.counters, st.next_offset),
                 flushed, decided.get(st.partition, [])))
         if not outputs:
@@ -366,8 +365,6 @@ class Engine:
             self._transaction_failed(commit.error)
             return
         for flushed in commit.work:
-            if flushed.users:
-                self.policy.users_sent(flushed.partition)
             self.stats.forwarded += flushed.forwarded
             self.stats.docs += len(flushed.kinds)
             self.stats.docs_by_kind.update(flushed.kinds)

@@ -68,14 +68,16 @@ class EngineMetrics:
             for kind in flushed.kinds:
                 m.DOCUMENTS.labels(kind).inc()
         m.PARTITIONS.set(len(states))
-        sizes, footprint = [0] * len(STATE_KINDS), 0
+        sizes, footprint, pending = [0] * len(STATE_KINDS), 0, 0
         for st in states.values():
             if not st.busy:
                 sizes = [a + b for a, b in zip(sizes, st.sizes.as_list(), strict=True)]
                 footprint += st.state_bytes
+                pending += st.pending_users()
         for kind, size in zip(STATE_KINDS, sizes, strict=True):
             m.STATE_KEYS.labels(kind).set(size)
         m.STATE_BYTES.set(footprint)
+        m.USERS_PENDING.set(pending)
 
     def _lag(self) -> dict[int, int]:
         """Records past each partition's committed position (0 while its end is unknown)."""

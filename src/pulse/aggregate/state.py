@@ -23,8 +23,11 @@ from pulse.errors import PulseError
 from pulse.events.schema import Event
 from pulse.events.validate import Rejection, validate
 
-__all__ = ["Partition", "StateConfig", "decide", "flush_all", "new_partition", "remember_recent", "route",
-           "route_batch", "settle", "verdict"]
+__all__ = ["EVERY_USER", "Partition", "StateConfig", "decide", "flush_all", "new_partition", "remember_recent",
+           "route", "route_batch", "settle", "verdict"]
+
+EVERY_USER = 2**63 - 1
+"""A flush's ``users`` that publishes every pending user document (in chunks the core bounds)."""
 
 
 def new_partition(partition: int, cfg: StateConfig, partitions: int = 0) -> Partition:

@@ -65,7 +65,6 @@ class Flushed:
     """What one partition put into a transaction (counted once the transaction commits)."""
 
     partition: int
-    users: bool  # its user documents went out
     changelog_records: int
     kinds: list[str]  # the kinds of the documents published
     forwarded: int  # records forwarded to the partition that owns their user

@@ -42,7 +42,7 @@ from pulse import kafkaio
 from pulse.aggregate.engine import EngineConfig
 from pulse.aggregate.model import DIMENSIONS
 from pulse.bench.aggregate import cpu_seconds
-from pulse.bench.indexing import AGGREGATES, ARCHIVE, IndexCost, index_costs
+from pulse.bench.indexing import AGGREGATES, ARCHIVE, IndexCost, index_costs, index_growth
 from pulse.config import Settings
 from pulse.connect.kafka import client_config
 from pulse.errors import PulseError
@@ -381,7 +381,7 @@ def _step(rate: float, a: Snapshot, b: Snapshot, probes: Probes, lags: LagSample
     growth, last = lags.growth(a.at, b.at)
     span = b.at - a.at
     return StepResult(rate, span, b.input - a.input, found, lost, growth, last,
-                      growth(a.index, b.index),
+                      index_growth(a.index, b.index),
                       {n: (b.cpu[n] - a.cpu[n]) / span for n in b.cpu if n in a.cpu}, limit_s)
 
 

@@ -57,6 +57,6 @@ def index_costs(es: Elasticsearch, prefix: str) -> dict[str, IndexCost]:
     return out
 
 
-def growth(before: dict[str, IndexCost], after: dict[str, IndexCost]) -> dict[str, IndexCost]:
+def index_growth(before: dict[str, IndexCost], after: dict[str, IndexCost]) -> dict[str, IndexCost]:
     """What each part added between two readings (a part first seen in ``after`` started from nothing)."""
     return {part: cost - before.get(part, IndexCost()) for part, cost in after.items()}

@@ -64,8 +64,7 @@ def _topic(settings: Settings, name: str) -> str:
     return name
 
 
-def write_cost(settings: Settings, events: int, rate: float, flush_s: float = 1.0, detail_s: float = 5.0,
-               user_s: float = 30.0) -> WriteCost:
+def write_cost(settings: Settings, events: int, rate: float, flush_s: float = 1.0, detail_s: float = 5.0) -> WriteCost:
     topic = _topic(settings, f"pulse.bench.store-{uuid.uuid4().hex[:6]}")
     traffic = Traffic(TrafficConfig(seed=11, rate=rate, start_ms=int(time.time() * 1000) - 3_600_000))
     EventProducer(settings.bootstrap, topic, 6).run(Chaos(traffic, ChaosConfig()), RunLimits(count=events),
@@ -73,8 +72,7 @@ def write_cost(settings: Settings, events: int, rate: float, flush_s: float = 1.
     per_flush = max(1, round(rate * flush_s))
     engine = Engine(EngineConfig(bootstrap=settings.bootstrap, topic=topic, group=f"bench-store-{uuid.uuid4().hex[:6]}",
                                  instance="bench", flush_interval_s=3600, batch_size=min(10_000, per_flush),
-                                 flush_records=per_flush, detail_flushes=max(1, round(detail_s / flush_s)),
-                                 user_flushes=max(1, round(user_s / flush_s))))
+                                 flush_records=per_flush, detail_flushes=max(1, round(detail_s / flush_s))))
     ensure_topics(settings.bootstrap, aggregator_topics(engine.cfg.group, 6))
     stats = engine.run(threading.Event(), exit_when_idle_s=2.0)
     return WriteCost(stats.consumed, stats.docs, stats.flushes, rate, dict(stats.docs_by_kind.most_common()))

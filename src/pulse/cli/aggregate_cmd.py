@@ -98,13 +98,13 @@ def state_options(command: Callable[..., object]) -> Callable[..., object]:
                    "when read to its end.")
 @click.option("--detail-interval", envvar="PULSE_DETAIL_INTERVAL", default="5s", show_default=True,
               type=Duration(0.05, 600),
-              help="Time between publishing item shards and user documents (coalesced; summaries go every "
-                   "flush).")
-@click.option("--user-interval", envvar="PULSE_USER_INTERVAL", default="30s", show_default=True,
-              type=Duration(0.05, 3600),
-              help="Time between user documents of a busy partition (more than --user-batch users changed).")
-@click.option("--user-batch", envvar="PULSE_USER_BATCH", default=1000, show_default=True, type=click.IntRange(0),
-              help="Changed users per partition that still go out with every details flush.")
+              help="Time between publishing item shards (coalesced; summaries go every flush).")
+@click.option("--user-writes", envvar="PULSE_USER_WRITES", default=20.0, show_default=True,
+              type=click.FloatRange(0, 1000),
+              help="User documents published per 1000 events a partition accepts, oldest change first, each flush "
+                   "(at least --user-floor): Elasticsearch's cost for users stays the same per event at any rate.")
+@click.option("--user-floor", envvar="PULSE_USER_FLOOR", default=5, show_default=True, type=click.IntRange(0),
+              help="User documents a partition may publish on any flush, however few events it accepted.")
 @click.option("--compact-after", envvar="PULSE_COMPACT_AFTER", default=50_000, show_default=True,
               type=click.IntRange(1),
               help="User/session changes logged per partition before they are folded into a changelog snapshot "
@@ -125,7 +125,7 @@ def state_options(command: Callable[..., object]) -> Callable[..., object]:
 @click.pass_obj
 def aggregate(settings: Settings, topic: str, group: str, windows: tuple[int, ...], grace: int,
               dedup_horizon: int | None, forward_wait: int, flush_interval: float, backlog_flush_interval: float,
-              detail_interval: float, user_interval: float, user_batch: int, compact_after: int, idle_timeout: float,
+              detail_interval: float, user_writes: float, user_floor: int, compact_after: int, idle_timeout: float,
               stall_timeout: float, instance: str | None, max_seconds: float | None, exit_when_idle: float | None,
               metrics_addr: str | None) -> None:
     """Consume interactions and maintain exactly-once windowed metrics and user/item state.
@@ -161,7 +161,7 @@ def aggregate(settings: Settings, topic: str, group: str, windows: tuple[int, ..
 
     cfg = EngineConfig(bootstrap=settings.bootstrap, topic=topic, group=group, instance=instance, state=state_cfg,
                        flush_interval_s=flush_interval, backlog_flush_interval_s=backlog_flush_interval,
-                       detail_interval_s=detail_interval, user_interval_s=user_interval, user_batch=user_batch,
+                       detail_interval_s=detail_interval, user_writes_per_1000=user_writes, user_floor=user_floor,
                        idle_timeout_s=idle_timeout, stall_timeout_s=stall_timeout)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -207,7 +207,7 @@ def store_bench(settings: Settings, rate: float, count: int, live_rates: str, se
                           "meets" if value <= budget else "MISSES")
     Console().print(table)
     click.echo(f"write cost: {cost.documents:,} documents for {cost.events:,} events in {cost.flushes} flushes "
-               f"(item shards every 5th, users of busy partitions every 30th): "
+               f"(item shards every 5th, users within the default budget per 1000 events): "
                + ", ".join(f"{kind} {n:,}" for kind, n in cost.by_kind.items()) + "; freshness samples: "
                + ", ".join(str(len(f.samples)) for f in fresh_runs))
 

@@ -34,6 +34,8 @@ STATE_BYTES = Gauge("pulse_state_bytes", "Approximate heap bytes of the live sta
 RESTORE_SECONDS = Histogram("pulse_restore_seconds", "Time to restore one partition's state from its changelog.",
                             buckets=SECONDS)
 PARTITIONS = Gauge("pulse_assigned_partitions", "Input partitions this aggregator owns.")
+USERS_PENDING = Gauge("pulse_users_pending", "Users whose document is behind their state, waiting for their turn "
+                      "in the user budget (--user-writes), over this aggregator's partitions.")
 
 # store and archive
 ES_BULK_SECONDS = Histogram("pulse_es_bulk_seconds", "Latency of one Elasticsearch bulk request.", ["writer"],
