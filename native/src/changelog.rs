@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::breakdown::{CATEGORY, DIMS};
 use crate::entities::Step;
 use crate::hll::Packed;
+use crate::publish;
 use crate::sketch::Sketch;
 use crate::state::{bump, Counts, Mark, Names, Row, Session, State, Window, ABSENT, ITEM_SHARDS, PAGE_BYTES};
 
@@ -413,7 +414,7 @@ pub fn restore(st: &mut State, records: Vec<(i64, Vec<u8>, Option<Vec<u8>>)>) ->
     for (key, (offset, value)) in live {
         apply(st, &key, &value, offset > items_at, offset > users_at)?;
     }
-    st.users.pending = (0..st.users.list.len() as u32).filter(|&u| st.users.list[u as usize].pending).collect();
+    st.users.requeue((0..st.users.list.len() as u32).filter(|&u| st.users.list[u as usize].pending).collect());
     st.time.refresh(st.partition, st.cfg.grace, st.cfg.forward_wait); // never lower than what was logged
     Ok(n)
 }
@@ -510,11 +511,15 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], items_pending: bool, users_pe
                         parts.get(4).and_then(|p| parse_page(p)).ok_or_else(|| bad(key, "malformed key"))?;
                     let rows: Vec<RowIn> = dec(key, value)?;
                     let rows = load_rows(st, rows);
+                    // an older version kept item rows for every window: logged (so eviction tombstones them), dropped
+                    let keeps = publish::keeps_items(&st.cfg.sizes, size);
                     let win = window(st, size, start);
-                    win.items.maps[shard].extend(rows);
                     win.items.logged_pages[shard] = win.items.logged_pages[shard].max(page + 1);
-                    if items_pending {
-                        win.items.unpublished |= 1 << shard;
+                    if keeps {
+                        win.items.maps[shard].extend(rows);
+                        if items_pending {
+                            win.items.unpublished |= 1 << shard;
+                        }
                     }
                 }
                 "d" => {

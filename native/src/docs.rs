@@ -4,6 +4,7 @@
 
 use crate::breakdown::DIMENSIONS;
 use crate::hll::{self, Packed, PRECISION};
+use crate::publish::ItemPlan;
 use crate::sketch::{Sketch, SKETCHED};
 use crate::state::{Counts, Names, Row, State, Window, ABSENT, FUNNEL, PAGE_BYTES};
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine};
@@ -108,10 +109,15 @@ impl Obj {
     }
 }
 
-fn window_base(kind: &str, win: &Window, p: i32, is_final: bool, version: i64) -> Obj {
+fn window_head(kind: &str, win: &Window, p: i32) -> Obj {
     let mut o = Obj::new();
     o.key("kind").str(kind).key("window").str(&label(win.size)).key("window_ms").int(win.size);
     o.key("start").int(win.start).key("end").int(win.end()).key("partition").int(p);
+    o
+}
+
+fn window_base(kind: &str, win: &Window, p: i32, is_final: bool, version: i64) -> Obj {
+    let mut o = window_head(kind, win, p);
     o.key("final").raw(if is_final { "true" } else { "false" }).key("version").int(version);
     o
 }
@@ -204,10 +210,13 @@ fn page_name(shard: usize, page: usize) -> String {
     }
 }
 
-fn shard_docs(st: &State, win: &Window, is_final: bool, v: i64, mask: u32, out: &mut Vec<Doc>) {
+/// The shards of `mask` with their items. They say nothing of finality: a window's summary does, so closing a
+/// window re-sends only the shards that changed since they last went out.
+fn shard_docs(st: &State, win: &Window, v: i64, mask: u32, out: &mut Vec<Doc>) {
     for s in win.items.shards(mask) {
         let head = || {
-            let mut o = window_base("window_items", win, st.partition, is_final, v);
+            let mut o = window_head("window_items", win, st.partition);
+            o.key("version").int(v);
             o.key("shard").int(s).key("items");
             o
         };
@@ -282,17 +291,15 @@ fn partition(st: &State, v: i64, flushed_at: i64) -> Doc {
 /// Documents for this flush: changed summaries and categories provisionally, closing windows in full as final;
 /// on a `details` flush every item shard changed since it was last published; the first `users` of the user
 /// documents changed since then; and the partition document when anything moved.
-pub fn changed_docs(st: &State, finals: &[(i64, i64)], flushed_at: i64, details: bool, users: usize) -> Vec<Doc> {
+pub fn changed_docs(st: &State, finals: &[(i64, i64)], flushed_at: i64, items: &ItemPlan, users: usize) -> Vec<Doc> {
     let (v, mut out) = (st.version(), Vec::new());
     for (key, win) in &st.windows {
         let is_final = finals.contains(key);
         if is_final || win.dirty {
             out.push(summary(st, win, is_final, v));
         }
-        if is_final {
-            shard_docs(st, win, true, v, u32::MAX, &mut out);
-        } else if details && win.items.to_publish() != 0 {
-            shard_docs(st, win, false, v, win.items.to_publish(), &mut out);
+        if items.publishes(key) {
+            shard_docs(st, win, v, win.items.to_publish(), &mut out);
         }
         if (is_final || win.dims.dirty) && !win.dims.is_empty() {
             dims_docs(st, win, is_final, v, &mut out);
@@ -302,7 +309,7 @@ pub fn changed_docs(st: &State, finals: &[(i64, i64)], flushed_at: i64, details:
         }
     }
     out.extend(st.users.pending.iter().take(users).filter_map(|&u| user(st, u, v)));
-    if details {
+    if items.item_state {
         for s in st.catalog.item_state.shards(st.catalog.item_state.to_publish()) {
             let head = || {
                 let mut o = Obj::new();

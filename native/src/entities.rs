@@ -2,6 +2,7 @@
 //! counters of the log-structured changelog that holds them.
 
 use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
 
 use crate::progress::NEVER;
 use crate::state::{Counts, ABSENT, FUNNEL};
@@ -147,10 +148,47 @@ pub struct Users {
     pub ids: Names,
     pub list: Vec<User>,
     pub dirty: Vec<u32>,
-    pub pending: Vec<u32>,
+    pub pending: Vec<u32>, // in the order they changed since published: documents go out from the front
+    queued: u64,           // users ever put in `pending` (since this state was built)
+    sent: u64,             // users ever taken off its front
+    by: VecDeque<(i64, u64)>, // (a flush's wall clock, `queued` then): the first so many were waiting by then
 }
 
 impl Users {
+    /// `user` changed since its document was published.
+    pub fn queue(&mut self, user: u32) {
+        self.pending.push(user);
+        self.queued += 1;
+    }
+
+    /// Rebuilt pending users (a restore): they wait from the next flush on.
+    pub fn requeue(&mut self, pending: Vec<u32>) {
+        (self.queued, self.sent) = (pending.len() as u64, 0);
+        self.pending = pending;
+        self.by.clear();
+    }
+
+    /// How many pending users, from the front, have waited at least `delay` at wall clock `now` (a flush's).
+    pub fn overdue(&mut self, now: i64, delay: i64) -> usize {
+        if self.by.back().is_none_or(|&(_, q)| q < self.queued) {
+            self.by.push_back((now, self.queued));
+        }
+        let waited = self.by.iter().take_while(|&&(at, _)| at <= now - delay).last().map_or(0, |&(_, q)| q);
+        waited.saturating_sub(self.sent) as usize
+    }
+
+    /// The first `n` pending users' documents went out.
+    pub fn sent(&mut self, n: usize) {
+        let n = n.min(self.pending.len());
+        for u in self.pending.drain(..n) {
+            self.list[u as usize].pending = false;
+        }
+        self.sent += n as u64;
+        while self.by.front().is_some_and(|&(_, q)| q <= self.sent) {
+            self.by.pop_front();
+        }
+    }
+
     /// The user's state, created (with `first` = `ABSENT`) when the id is new.
     pub fn get_mut(&mut self, user: u32) -> &mut User {
         let ux = user as usize;

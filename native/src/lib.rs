@@ -27,12 +27,14 @@ pub mod forward;
 pub mod hll;
 mod message;
 pub mod progress;
+pub mod publish;
 pub mod sketch;
 pub mod state;
 pub mod tables;
 
 use boundary::{ChangelogRecord, Counters, Document, FlushOutput, ForwardBatch, SideRecord, StateSizes};
 use event::{fast_validate, Event};
+use publish::{Details, ItemPlan};
 use state::{Config, Outcome, State};
 
 /// User documents one flush (one transaction) sends at most: a stop after a million users changed publishes
@@ -90,6 +92,8 @@ pub struct Partition {
     pub(crate) late: Vec<Side>,
     pub(crate) forward: Vec<Forward>,
     finals: Vec<(i64, i64)>,
+    items: ItemPlan,        // the item shards the last flush rendered
+    flushed_at: i64,        // the last flush's wall clock
     users_out: usize,       // user documents the last flush rendered (the first of the pending ones)
     pub(crate) busy: usize, // batches in flight that route into this partition (see `batch`)
 }
@@ -134,20 +138,28 @@ impl Partition {
     /// The first `users` pending user documents (oldest change first, at most `USERS_PER_FLUSH`) go out; only the
     /// flush that sends the last of them marks the users published (a crash before it re-publishes the earlier
     /// ones, which versions make harmless).
-    fn render(&mut self, details: bool, users: usize, flushed_at: i64) -> Option<Rendered> {
+    fn render(&mut self, details: Details, users: usize, flushed_at: i64) -> Option<Rendered> {
         let st = &mut self.st;
         st.expire();
         let finals = st.final_windows();
-        let out = st.users.pending.len().min(users).min(USERS_PER_FLUSH);
+        let items = publish::plan(st, &finals, details, flushed_at);
+        let delay = st.cfg.user_max_delay;
+        let overdue = st.users.overdue(flushed_at, delay);
+        let out = st.users.pending.len().min(users.max(overdue)).min(USERS_PER_FLUSH);
         let all_users = out > 0 && out == st.users.pending.len();
         let mut records = changelog::changed_records(st, &finals, all_users);
         let changed = records.len() > changelog::meta_records(st);
-        let busy = st.pos.dirty || !finals.is_empty() || changed || out > 0 || (details && st.has_unpublished());
-        let docs = if busy { docs::changed_docs(st, &finals, flushed_at, details, out) } else { Vec::new() };
+        let heavy = out > 0 || !items.windows.is_empty() || items.item_state;
+        let busy = st.pos.dirty || !finals.is_empty() || changed || heavy;
+        let docs = if busy { docs::changed_docs(st, &finals, flushed_at, &items, out) } else { Vec::new() };
         if !docs.is_empty() {
-            records.extend(changelog::published_markers(details, all_users));
+            // every pending item shard went out on a details flush: a restore owes none of those logged before
+            let all_items = items.complete && details != Details::Closing;
+            records.extend(changelog::published_markers(all_items, all_users));
         }
         self.finals = finals;
+        self.items = items;
+        self.flushed_at = flushed_at;
         self.users_out = if busy { out } else { 0 };
         let marker = st.marker_due();
         let quiet = docs.is_empty() && !changed && !st.pos.dirty && marker.is_none();
@@ -254,7 +266,7 @@ impl Partition {
 impl Partition {
     #[new]
     #[pyo3(signature = (partition, window_sizes, grace_ms, dedup_horizon_ms, session_timeout_ms, compact_after = 50_000,
-                        partitions = 0, forward_wait_ms = 300_000))]
+                        partitions = 0, forward_wait_ms = 300_000, user_max_delay_ms = 60_000))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         partition: i32,
@@ -265,6 +277,7 @@ impl Partition {
         compact_after: u64,
         partitions: u32,
         forward_wait_ms: i64,
+        user_max_delay_ms: i64,
     ) -> PyResult<Self> {
         if window_sizes.iter().any(|&s| s <= 0) {
             return Err(PyValueError::new_err("window sizes must be positive"));
@@ -277,6 +290,7 @@ impl Partition {
             compact_after,
             partitions,
             forward_wait: forward_wait_ms,
+            user_max_delay: user_max_delay_ms,
         };
         Ok(Partition {
             st: batch::StateBox::new(State::new(partition, cfg)),
@@ -284,6 +298,8 @@ impl Partition {
             late: Vec::new(),
             forward: Vec::new(),
             finals: Vec::new(),
+            items: ItemPlan::default(),
+            flushed_at: 0,
             users_out: 0,
             busy: 0,
         })
@@ -466,12 +482,12 @@ impl Partition {
         Ok(self.st.users.pending.len())
     }
 
-    /// One flush's output, or None when nothing changed. `details`: publish item shards; `users`: how many of the
-    /// pending user documents to publish, oldest change first. Call `committed` once they are written.
+    /// One flush's output, or None when nothing changed. `details`: which item shards to publish; `users`: how
+    /// many of the pending user documents to publish, oldest change first. Call `committed` once they are written.
     fn flush(
         &mut self,
         py: Python<'_>,
-        details: bool,
+        details: Details,
         users: usize,
         flushed_at: i64,
     ) -> PyResult<Option<Py<FlushOutput>>> {
@@ -481,11 +497,12 @@ impl Partition {
     }
 
     /// After the flush's transaction committed: evict final windows and clear what was written.
-    fn committed(&mut self, details: bool, users: bool) -> PyResult<()> {
+    fn committed(&mut self) -> PyResult<()> {
         self.ready()?;
         let finals = std::mem::take(&mut self.finals);
-        let out = if users { std::mem::take(&mut self.users_out) } else { 0 };
-        self.st.committed(&finals, details, out);
+        let items = std::mem::take(&mut self.items);
+        let out = std::mem::take(&mut self.users_out);
+        self.st.committed(&finals, &items, out, self.flushed_at);
         Ok(())
     }
 
@@ -503,7 +520,7 @@ impl Partition {
 fn flush_all<'py>(
     py: Python<'py>,
     partitions: Vec<Bound<'py, Partition>>,
-    details: bool,
+    details: Details,
     users: Vec<usize>,
     flushed_at: i64,
 ) -> PyResult<Vec<Option<Py<FlushOutput>>>> {
@@ -566,6 +583,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ForwardBatch>()?;
     m.add_class::<Counters>()?;
     m.add_class::<StateSizes>()?;
+    m.add_class::<Details>()?;
+    m.add("ITEMS_FROM_MS", publish::ITEMS_FROM)?;
     m.add_function(wrap_pyfunction!(batch::process_batch, m)?)?;
     m.add_function(wrap_pyfunction!(batch::settle, m)?)?;
     m.add_function(wrap_pyfunction!(flush_all, m)?)?;

@@ -16,6 +16,7 @@ pub use crate::tables::{
 use crate::breakdown::{Breakdown, Values, CATEGORY, COUNTRY, DEVICE, DIMS, STATUS};
 use crate::event::{cents, Event};
 use crate::hll::{user_hash, Hll, EXACT_USERS_UP_TO, SKETCH_USERS_FROM};
+use crate::publish::{self, ItemPlan};
 use crate::sketch::{Quantiles, AMOUNT, PRICE};
 
 pub const FUNNEL: [&str; 4] = ["view", "click", "add_to_cart", "purchase"];
@@ -69,6 +70,7 @@ pub struct Config {
     pub compact_after: u64,
     pub partitions: u32, // the input topic's partition count, to tell events not keyed by user id (0: unknown)
     pub forward_wait: i64, // how far (event time) behind the others an idle source may be and still hold owners back
+    pub user_max_delay: i64, // wall clock a changed user's document waits at most, whatever the budget
 }
 
 /// What happened to one record, for the caller's side outputs.
@@ -299,7 +301,7 @@ impl State {
             if new_here && size >= SKETCH_USERS_FROM {
                 win.user_sketch.add(*hash.get_or_insert_with(|| user_hash(&e.user_id)));
             }
-            if let Some(it) = item {
+            if let Some(it) = item.filter(|_| publish::keeps_items(&self.cfg.sizes, size)) {
                 win.items.row(shard, it).add(etype, paid);
             }
             win.dims.add(&values, etype, paid);
@@ -348,7 +350,7 @@ impl State {
             self.users.dirty.push(user);
         }
         if !was_pending {
-            self.users.pending.push(user);
+            self.users.queue(user);
         }
     }
 
@@ -427,35 +429,26 @@ impl State {
         self.windows.values().filter(|w| w.end() <= wm).map(|w| (w.size, w.start)).collect()
     }
 
-    pub fn has_unpublished(&self) -> bool {
-        !self.users.pending.is_empty()
-            || self.catalog.item_state.to_publish() != 0
-            || self.windows.values().any(|w| w.items.to_publish() != 0)
-    }
-
-    /// After a committed flush: `details` (item shards went out) and `users` (how many of the pending user
-    /// documents went out, from the first).
-    pub fn committed(&mut self, finals: &[(i64, i64)], details: bool, users: usize) {
+    /// After a committed flush at wall clock `now`: the item shards `items` planned went out, and `users` of the
+    /// pending user documents (from the first).
+    pub fn committed(&mut self, finals: &[(i64, i64)], items: &ItemPlan, users: usize, now: i64) {
         for key in finals {
             self.windows.remove(key);
         }
-        for win in self.windows.values_mut() {
+        for (key, win) in self.windows.iter_mut() {
             win.dirty = false;
-            win.items.flushed(details);
+            win.items.flushed(items.publishes(key).then_some(now));
             win.dims.dirty = false;
             win.quantiles.dirty = false;
             win.user_sketch.dirty = false;
             win.new_users.clear();
         }
-        self.catalog.item_state.flushed(details);
+        self.catalog.item_state.flushed(items.item_state.then_some(now));
         for &u in &self.users.dirty {
             self.users.list[u as usize].dirty = false;
         }
         self.users.dirty.clear();
-        let users = users.min(self.users.pending.len());
-        for u in self.users.pending.drain(..users) {
-            self.users.list[u as usize].pending = false;
-        }
+        self.users.sent(users);
         for sid in self.sessions.dirty.drain(..) {
             if let Some(s) = self.sessions.map.get_mut(&sid) {
                 s.dirty = false;

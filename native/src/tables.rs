@@ -135,6 +135,7 @@ pub struct Shards {
     pub dirty: u32,                       // bit per shard changed since the last flush (changelog)
     pub unpublished: u32,                 // bit per shard changed since its document was last published
     pub logged_pages: [u16; ITEM_SHARDS], // changelog pages written per shard (to tombstone them all)
+    pub published_at: i64,                // wall clock of their last publication (0: not since the start)
 }
 
 impl Default for Shards {
@@ -144,6 +145,7 @@ impl Default for Shards {
             dirty: 0,
             unpublished: 0,
             logged_pages: [0; ITEM_SHARDS],
+            published_at: 0,
         }
     }
 }
@@ -160,9 +162,11 @@ impl Shards {
     pub fn shards(&self, mask: u32) -> impl Iterator<Item = usize> + '_ {
         (0..ITEM_SHARDS).filter(move |&s| mask & (1 << s) != 0 && !self.maps[s].is_empty())
     }
-    pub fn flushed(&mut self, published: bool) {
-        if published {
+    /// After a committed flush that published the pending shards (at wall clock `at`) or not (`None`).
+    pub fn flushed(&mut self, published: Option<i64>) {
+        if let Some(at) = published {
             self.unpublished = 0;
+            self.published_at = at;
         } else {
             self.unpublished |= self.dirty;
         }

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from pulse.aggregate._core import FlushOutput, process_batch
 from pulse.aggregate.state import (
     EVERY_USER,
+    Details,
     Partition,
     StateConfig,
     flush_all,
@@ -82,7 +83,7 @@ def _outputs(states: dict[int, Partition]) -> dict:
     """Everything a flush would write, per partition, plus the counters."""
     out = {}
     for p, st_ in sorted(states.items()):
-        flushed = plain(st_.flush(True, EVERY_USER, 0))
+        flushed = plain(st_.flush(Details.ALL, EVERY_USER, 0))
         out[p] = {"counters": st_.counters.as_list(), "next": st_.next_offset}
         if flushed is not None:
             out[p] |= {"docs": {i: orjson.loads(v) for i, _, v in flushed["documents"]},
@@ -156,7 +157,7 @@ def test_partitions_refuse_to_be_used_while_a_batch_is_being_routed() -> None:
     part = new_partition(0, StateConfig(window_sizes=SIZES))
     route_batch({0: part}, [_Msg(p, o, v, ts) for p, o, v, ts in rows], wait=False)
     with pytest.raises(RuntimeError, match="settle"):
-        part.flush(True, EVERY_USER, 0)
+        part.flush(Details.ALL, EVERY_USER, 0)
     with pytest.raises(RuntimeError, match="settle"):
         _ = part.next_offset
     settle()
@@ -173,9 +174,9 @@ def test_only_the_partitions_being_routed_refuse() -> None:
     route_batch({0: first}, [_Msg(p, o, v, ts) for p, o, v, ts in rows if p == 0])
     route_batch({1: second}, [_Msg(p, o, v, ts) for p, o, v, ts in rows if p == 1], wait=False)
     assert second.busy and not first.busy
-    assert first.flush(True, EVERY_USER, 0) is not None  # while partition 1 is being routed
+    assert first.flush(Details.ALL, EVERY_USER, 0) is not None  # while partition 1 is being routed
     with pytest.raises(RuntimeError, match="settle"):
-        flush_all([first, second], True, [EVERY_USER, EVERY_USER], 0)
+        flush_all([first, second], Details.ALL, [EVERY_USER, EVERY_USER], 0)
     settle()
     assert not second.busy and second.next_offset == max(o for p, o, _v, _ts in rows if p == 1) + 1
 
@@ -201,9 +202,9 @@ def test_a_batch_after_a_failed_one_is_not_routed() -> None:
 
 
 @settings(max_examples=6, deadline=None)
-@given(seed=st.integers(0, 10_000), details=st.booleans(),
+@given(seed=st.integers(0, 10_000), details=st.sampled_from([Details.CLOSING, Details.DUE, Details.ALL]),
        users=st.lists(st.sampled_from([0, 1, 50, EVERY_USER]), min_size=4, max_size=4))
-def test_flushing_partitions_together_equals_flushing_each(seed: int, users: list[int], details: bool) -> None:
+def test_flushing_partitions_together_equals_flushing_each(seed: int, users: list[int], details: Details) -> None:
     """``flush_all`` renders partitions in parallel: the same output, per partition and in order, as
     ``Partition.flush`` on each (quiet partitions give None in their place)."""
     rows = make_rows(4_000, seed, ChaosConfig(late_fraction=0.03, invalid_fraction=0.03), partitions=3)
@@ -216,8 +217,8 @@ def test_flushing_partitions_together_equals_flushing_each(seed: int, users: lis
     for _ in range(2):  # the second flush finds little or nothing changed
         one_by_one = [plain(st_.flush(details, u, 7)) for st_, u in zip(each, users, strict=True)]
         assert [plain(f) for f in flush_all(together, details, users, 7)] == one_by_one
-        for st_, u in zip(together + each, users + users, strict=True):
-            st_.committed(details, u > 0)
+        for st_ in together + each:
+            st_.committed()
 
 
 @pytest.mark.parametrize("real", [True, False], ids=["confluent-kafka", "look-alike"])

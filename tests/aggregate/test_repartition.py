@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pulse.aggregate.repartition import batch_headers, unpack
-from pulse.aggregate.state import EVERY_USER, StateConfig, new_partition, remember_recent, route_batch
+from pulse.aggregate.state import EVERY_USER, Details, StateConfig, new_partition, remember_recent, route_batch
 from pulse.generate.chaos import ChaosConfig
 from pulse.verify.diff import diff_documents
 from pulse.verify.reference import Forward, Marker, Stall, Take, recompute
@@ -84,7 +84,7 @@ class Cluster:
 
     def flush(self, p: int) -> None:
         st_ = self.states[p]
-        flushed = st_.flush(True, EVERY_USER, 0)
+        flushed = st_.flush(Details.ALL, EVERY_USER, 0)
         if flushed is None:
             return
         self.docs.update((d.id, orjson.loads(d.value)) for d in flushed.documents)
@@ -96,7 +96,7 @@ class Cluster:
         self.logs[p].extend((r.key, r.value) for r in flushed.records)
         self.decisions[p] += self.pending[p]
         self.pending[p] = []
-        st_.committed(True, True)
+        st_.committed()
 
     def restart(self, p: int) -> None:
         """A crash: whatever was not flushed is lost; the state comes back from the changelog, with the ids of

@@ -15,7 +15,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pulse.aggregate import docs
-from pulse.aggregate.state import EVERY_USER, Partition, StateConfig, decide, new_partition, remember_recent, route
+from pulse.aggregate.state import (
+    EVERY_USER,
+    Details,
+    Partition,
+    StateConfig,
+    decide,
+    new_partition,
+    remember_recent,
+    route,
+)
 from pulse.generate.chaos import Chaos, ChaosConfig
 from pulse.generate.partitioner import partition_for
 from pulse.generate.traffic import Traffic, TrafficConfig
@@ -27,17 +36,18 @@ PARTIAL_USERS = 7
 """A flush's user budget smaller than the users that changed: the rest wait for the next flushes."""
 
 
-def flush(st_: Partition, out: dict, details: bool = True, users: int = EVERY_USER, log: list | None = None) -> list:
-    """One flush as the engine does it, "committed" at once; documents land in ``out``, records in ``log``.
-    ``users``: how many pending user documents go out (a count: a bool would publish one)."""
+def flush(st_: Partition, out: dict, details: Details = Details.ALL, users: int = EVERY_USER,
+          log: list | None = None, now: int = 0) -> list:
+    """One flush at wall clock ``now`` as the engine does it, "committed" at once; documents land in ``out``,
+    records in ``log``. ``users``: how many pending user documents go out (a count: a bool would publish one)."""
     assert not isinstance(users, bool)
-    flushed = st_.flush(details, users, 0)
+    flushed = st_.flush(details, users, now)
     if flushed is None:
         return []
     out.update((d.id, orjson.loads(d.value)) for d in flushed.documents)
     if log is not None:
         log.extend((r.key, r.value) for r in flushed.records)
-    st_.committed(details, users > 0)
+    st_.committed()
     return flushed.documents
 
 
@@ -50,11 +60,18 @@ def restored(partition: int, cfg: StateConfig, log: list, before: list) -> Parti
     return st_
 
 
+def details(last: bool, n: int, detail_every: int) -> Details:
+    """What the ``n``th flush does about item shards: every ``detail_every``th is a details flush, the last
+    publishes everything."""
+    return Details.ALL if last else Details.DUE if n % detail_every == 0 else Details.CLOSING
+
+
 def run_engine(rows: list[tuple[int, int, bytes, int]], batch: int, cfg: StateConfig, detail_every: int = 1,
                user_every: int = 1, fast: bool = True) -> dict:
-    """Feed ``rows`` in batches, flushing after each; item shards go out every ``detail_every``th flush and users
-    every ``user_every``th (as the engine coalesces them), and the last flush publishes everything.
-    ``fast=False`` sends every record through the contract's validator instead of the native fast path."""
+    """Feed ``rows`` in batches, flushing after each, a second of wall clock apart; item shards go out on their
+    cadence on every ``detail_every``th flush and users every ``user_every``th (as the engine coalesces them),
+    and the last flush publishes everything. ``fast=False`` sends every record through the contract's validator
+    instead of the native fast path."""
     states = {p: new_partition(p, cfg) for p in {r[0] for r in rows}}
     out: dict = {}
     starts = range(0, len(rows), batch)
@@ -62,10 +79,9 @@ def run_engine(rows: list[tuple[int, int, bytes, int]], batch: int, cfg: StateCo
         for p, offset, value, ts in rows[i:i + batch]:
             (route if fast else decide)(states[p], offset, None, value, ts)
         last = n == len(starts)
-        details = last or n % detail_every == 0
         users = EVERY_USER if last else PARTIAL_USERS if n % user_every == 0 else 0  # oldest changes first
         for st_ in states.values():
-            flush(st_, out, details, users)
+            flush(st_, out, details(last, n, detail_every), users, now=n * 1000)
     return out
 
 
@@ -200,8 +216,8 @@ def test_a_crash_between_coalesced_publications_loses_no_document(seed: int, bat
             for _, offset, value, ts in part[i:i + batch]:
                 route(st_, offset, None, value, ts)
             done = bool(second) and n == len(chunks)
-            details = done or n % detail_every == 0
-            flush(st_, out, details, EVERY_USER if done else PARTIAL_USERS if n % user_every == 0 else 0, log)
+            users = EVERY_USER if done else PARTIAL_USERS if n % user_every == 0 else 0
+            flush(st_, out, details(done, n, detail_every), users, log, now=(second * 10**6 + n) * 1000)
     diff = diff_documents(recompute(rows, SIZES, 30_000, 30_000), out)
     assert diff.ok, diff.summary()
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import orjson
 
 from pulse.aggregate.config import StateConfig
-from pulse.aggregate.state import EVERY_USER, new_partition, route
+from pulse.aggregate.state import EVERY_USER, Details, new_partition, route
 from tests.aggregate.test_state_vs_reference import restored
 
 BASE = 1_795_000_000_000
@@ -24,14 +24,14 @@ def _fill() -> object:
 def test_users_go_out_in_chunks_and_only_the_last_chunk_marks_them_published() -> None:
     st_, log, sent = _fill(), [], set()
     for expected_left in (USERS - 50_000, 0):
-        flushed = st_.flush(True, EVERY_USER, 0)
+        flushed = st_.flush(Details.ALL, EVERY_USER, 0)
         log.extend((r.key, r.value) for r in flushed.records)
         users = {d.id for d in flushed.documents if d.kind == "user"}
         assert users and not users & sent
         sent |= users
         marked = any(r.key == b"pub/users" for r in flushed.records)
         assert marked == (expected_left == 0)
-        st_.committed(True, True)
+        st_.committed()
         assert st_.pending_users() == expected_left
         if expected_left:  # a crash here: the restored state owes every user again (none marked published)
             assert restored(0, StateConfig(window_sizes=(60_000,)), list(log), []).pending_users() == USERS

@@ -41,6 +41,8 @@ from tests.names import unique
 
 ARTIFACTS = Path(os.environ.get("PULSE_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+USER_MAX_DELAY_S = 5
+"""The pipeline's `--user-max-delay`: a user's document is at most this (and a flush) behind the user."""
 KPIS = ("events_per_s", "revenue_per_min", "active_users", "conversion_rate", "error_rate")
 
 
@@ -90,7 +92,8 @@ def _expected(ref: Expected, start: int, end: int, dim: str | None = None, value
     users = sum(d["unique_users"] for d in windows if d["start"] == latest) if dim is None else None
     views: dict[str, int] = {}
     for d in ref.docs.values():
-        if d["kind"] == "window_item" and d["window"] == "10s" and start <= d["start"] < end \
+        # items are broken down from minute windows on: the top items are those of the minutes starting in the range
+        if d["kind"] == "window_item" and d["window"] == "1m" and start <= d["start"] < end \
                 and (dim is None or (dim == "category" and d["category"] == value)):
             views[d["item_id"]] = views.get(d["item_id"], 0) + d["counts"].get("view", 0)
     top = [i for i, n in sorted(views.items(), key=lambda kv: (-kv[1], kv[0])) if n > 0][:10]
@@ -111,7 +114,7 @@ def pipeline(es_url: str, bootstrap: str) -> Iterator[Pipeline]:
     port = _free_port()
     env = dict(os.environ) | {"PULSE_TOPIC": f"dash-{tag}", "PULSE_GROUP": f"dash-{tag}",
                               "PULSE_INDEX_PREFIX": f"d{tag}", "PULSE_DASHBOARD_PORT": str(port),
-                              "PULSE_GEN_RATE": "300"}
+                              "PULSE_GEN_RATE": "300", "PULSE_USER_MAX_DELAY": f"{USER_MAX_DELAY_S}s"}
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     log = (ARTIFACTS / "pulse-run.log").open("wb")
     started = int(time.time() * 1000)
@@ -281,8 +284,8 @@ def _every_number_equals_the_reference(pipeline: Pipeline, browser: WebDriver) -
             assert _attrs(browser, "#top-items tbody tr a", "text") == shown.top
 
     # by user: that user's own hourly series (the hours the range touches, the current one still growing), not
-    # the raw archive: between the reference of what the broker had 10 s before the page loaded and of everything
-    # after it rendered
+    # the raw archive: between the reference of what the broker had a user document's longest delay and a few
+    # flushes before the page loaded and of everything after it rendered
     user = max((d for d in ref.docs.values() if d["kind"] == "user"),
                key=lambda d: (sum(sum(h["counts"].values()) for h in d["hours"] if h["start"] < end), d["user_id"]))
     loaded = int(time.time() * 1000)
@@ -295,7 +298,8 @@ def _every_number_equals_the_reference(pipeline: Pipeline, browser: WebDriver) -
         hours = [h for h in r.docs[f"user:{user['user_id']}"]["hours"] if h["start"] + 3_600_000 > start
                  and h["start"] < end]
         return [sum(sum(h["counts"].values()) for h in hours), sum(h["revenue_cents"] for h in hours) / 100]
-    low, high = totals(pipeline.reference(until_ms=loaded - 10_000)), totals(pipeline.reference())
+    low = totals(pipeline.reference(until_ms=loaded - USER_MAX_DELAY_S * 1000 - 10_000))
+    high = totals(pipeline.reference())
     assert low[0] > 0 and all(lo - 1e-6 <= s <= hi + 1e-6 for lo, s, hi in zip(low, shown, high, strict=True)), \
         (low, shown, high)
 
@@ -305,7 +309,7 @@ def _every_number_equals_the_reference(pipeline: Pipeline, browser: WebDriver) -
     _rendered(browser)
     assert _attrs(browser, "#source", "text") == ["items"]
     views = sum(d["counts"].get("view", 0) for d in ref.docs.values() if d["kind"] == "window_item"
-                and d["item_id"] == item and d["window"] == "10s" and start <= d["start"] < end)
+                and d["item_id"] == item and d["window"] == "1m" and start <= d["start"] < end)
     assert views > 0 and _kpi(browser, "events_per_s") > 0
     assert _severe(browser) == []
 

@@ -1,7 +1,7 @@
 """Type stubs of the native core (``native/``, Rust): the shapes that cross the boundary with Python."""
 
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from pulse.events.schema import Event
 from pulse.events.validate import Rejection
@@ -16,6 +16,7 @@ HLL_PRECISION: Final[int]
 USERS_SKETCH: Final[str]
 EXACT_USERS_UP_TO_MS: Final[int]
 SKETCH_USERS_FROM_MS: Final[int]
+ITEMS_FROM_MS: Final[int]
 
 def hll_estimate(registers: bytes) -> float: ...
 
@@ -24,6 +25,13 @@ SOURCE_PARTITION_HEADER: Final[str]
 SOURCE_OFFSET_HEADER: Final[str]
 WATERMARK_HEADER: Final[str]
 IDLE_HEADER: Final[str]
+
+class Details:
+    """What a flush does about item shards: those of closing windows, also those whose cadence has come, or
+    every pending one."""
+    CLOSING: ClassVar[Details]
+    DUE: ClassVar[Details]
+    ALL: ClassVar[Details]
 
 class Counters:
     """Where a partition's records ended: each lands in exactly one."""
@@ -81,7 +89,7 @@ class FlushOutput:
 class Partition:
     def __init__(self, partition: int, window_sizes: list[int], grace_ms: int, dedup_horizon_ms: int,
                  session_timeout_ms: int, compact_after: int = 50_000, partitions: int = 0,
-                 forward_wait_ms: int = 300_000) -> None: ...
+                 forward_wait_ms: int = 300_000, user_max_delay_ms: int = 60_000) -> None: ...
     busy: bool
     partition: int
     next_offset: int
@@ -106,14 +114,14 @@ class Partition:
     def advance_to(self, value: int, idle: bool = False) -> bool: ...
     def stalled(self, source: int) -> bool: ...
     def pending_users(self) -> int: ...
-    def flush(self, details: bool, users: int, flushed_at: int) -> FlushOutput | None: ...
-    def committed(self, details: bool, users: bool) -> None: ...
+    def flush(self, details: Details, users: int, flushed_at: int) -> FlushOutput | None: ...
+    def committed(self) -> None: ...
     def restore(self, records: list[tuple[int, bytes, bytes | None]]) -> int: ...
 
 def process_batch(states: dict[int, Partition], batch: list[Any], start: int,
                   verdict: Callable[[bytes | None, int], Event | Rejection], forwarded: bool) -> int: ...
 def settle() -> None: ...
-def flush_all(partitions: list[Partition], details: bool, users: list[int],
+def flush_all(partitions: list[Partition], details: Details, users: list[int],
               flushed_at: int) -> list[FlushOutput | None]: ...
 def label(size_ms: int) -> str: ...
 def user_partition(user: str, partitions: int) -> int: ...

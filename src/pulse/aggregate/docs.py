@@ -39,7 +39,7 @@ def expand(docs: Iterable[Doc]) -> Iterator[Doc]:
     for doc_id, doc in docs:
         kind = doc.get("kind")
         if kind in ("window_dims", "window_items"):
-            base = {k: doc[k] for k in _WINDOW_FIELDS}
+            base = {k: doc[k] for k in _WINDOW_FIELDS if k in doc}  # item shards say nothing of finality
         if kind == "window_dims":
             for row in doc["rows"]:
                 dim_id = f"window_dim:{doc['window']}:{doc['start']}:{row['dim']}:{row['value']}:p{doc['partition']}"

@@ -28,7 +28,7 @@ from pulse.aggregate.observed import EngineMetrics
 from pulse.aggregate.pacing import Pacer
 from pulse.aggregate.repartition import ForwardedInput
 from pulse.aggregate.stalls import StallRule
-from pulse.aggregate.state import EVERY_USER, Partition, StateConfig, flush_all, route_batch, settle
+from pulse.aggregate.state import EVERY_USER, Details, Partition, StateConfig, flush_all, route_batch, settle
 from pulse.aggregate.transactions import Flushed
 from pulse.kafkaio import admin_client, end_offsets, group_caught_up, watermarks
 from pulse.topics import (
@@ -67,6 +67,7 @@ class EngineConfig:
     transaction_timeout_ms: int = 20_000
     start_ms: int | None = None  # a partition without committed state starts at this record time (replay)
     flush_records: int | None = None  # also flush after this many records (benchmarks simulating a live rate)
+    clock_per_flush_s: float | None = None  # benchmarks simulating a live rate: the wall clock a flush stands for
 
     @property
     def changelog_topic(self) -> str:
@@ -118,6 +119,7 @@ class Engine:
         the first transaction begins only once it is done. ``membership``: the group, if already joining (the
         command line subscribes before it imports the engine); otherwise it is joined here."""
         self.cfg = cfg
+        self._started_ms = int(time.time() * 1000)
         self._prepare = prepare
         self._prepared: Future[object] | None = None
         self.stats = EngineStats()
@@ -309,7 +311,7 @@ class Engine:
         self._await_prepared()
         self.checkpoint.ready()
         started = time.monotonic()
-        now_wall = int(time.time() * 1000)
+        now_wall = self._wall_ms()
         complete = details  # stop, revoke, caught up: publish everything
         decided: dict[int, list[bytes]] = {}
         if only is not None:
@@ -326,10 +328,11 @@ class Engine:
         users_due = [EVERY_USER if complete else self.policy.users_budget(st.partition, st.counters.accepted)
                      for st in parts]
         outputs = []
-        for st, users, flushed in zip(parts, users_due, flush_all(parts, details, users_due, now_wall), strict=True):
+        items = Details.ALL if complete else Details.DUE if details else Details.CLOSING
+        for st, flushed in zip(parts, flush_all(parts, items, users_due, now_wall), strict=True):
             if flushed is None:
                 continue
-            st.committed(details, users > 0)  # handed over; a failed transaction reloads the state (_settle)
+            st.committed()  # handed over; a failed transaction reloads the state (_settle)
             outputs.append(PartitionOutput(
                 Flushed(st.partition, len(flushed.records), [d.kind for d in flushed.documents],
                         sum(batch.records for batch in flushed.forward), st.counters, st.next_offset),
@@ -355,6 +358,13 @@ class Engine:
             # a flush sends a bounded number of user documents (the native core's USERS_PER_FLUSH): a complete
             # flush goes on, a transaction per chunk, until every user is published
             self.flush(details=True, wait=wait)
+
+    def _wall_ms(self) -> int:
+        """The flush's wall clock; a benchmark that simulates a live rate simulates its clock too
+        (``clock_per_flush_s``), so that cadences in wall time (item shards) keep their meaning."""
+        if self.cfg.clock_per_flush_s is not None:
+            return self._started_ms + round(self.stats.flushes * self.cfg.clock_per_flush_s * 1000)
+        return int(time.time() * 1000)
 
     def _settle(self) -> None:
         """Wait for the commit in flight, if any; count it, or recover from its failure."""

@@ -7,7 +7,9 @@
   mergeable sketch (``<name>_sketch``), each quantile within a relative ``SKETCH_ACCURACY`` of the exact one;
 - distinct users: exact (``unique_users``) in windows up to ``EXACT_USERS_UP_TO_MS``; windows from
   ``SKETCH_USERS_FROM_MS`` on carry a HyperLogLog (``window_users`` documents, standard error
-  ``USERS_STANDARD_ERROR``), and longer windows only that.
+  ``USERS_STANDARD_ERROR``), and longer windows only that;
+- item rows: windows from ``ITEMS_FROM_MS`` on keep them (if no window is that long, the longest does); shorter
+  windows are not broken down by item.
 
 The documents, the Elasticsearch mapping, the queries, the dashboard, the Kibana export and `pulse verify`'s
 reference read these names from here, so adding a step, a dimension or a sketched value is one change in the
@@ -33,6 +35,7 @@ USERS_SKETCH: str = _core.USERS_SKETCH  # the field of ``window_users`` document
 USERS_STANDARD_ERROR: float = 1.04 / math.sqrt(1 << HLL_PRECISION)
 EXACT_USERS_UP_TO_MS: int = _core.EXACT_USERS_UP_TO_MS
 SKETCH_USERS_FROM_MS: int = _core.SKETCH_USERS_FROM_MS
+ITEMS_FROM_MS: int = _core.ITEMS_FROM_MS
 
 
 def sketch_field(name: str) -> str:

@@ -17,14 +17,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from pulse.aggregate._core import Partition, flush_all, process_batch, settle
+from pulse.aggregate._core import Details, Partition, flush_all, process_batch, settle
 from pulse.aggregate.config import StateConfig
 from pulse.errors import PulseError
 from pulse.events.schema import Event
 from pulse.events.validate import Rejection, validate
 
-__all__ = ["EVERY_USER", "Partition", "StateConfig", "decide", "flush_all", "new_partition", "remember_recent",
-           "route", "route_batch", "settle", "verdict"]
+__all__ = ["EVERY_USER", "Details", "Partition", "StateConfig", "decide", "flush_all", "new_partition",
+           "remember_recent", "route", "route_batch", "settle", "verdict"]
 
 EVERY_USER = 2**63 - 1
 """A flush's ``users`` that publishes every pending user document (in chunks the core bounds)."""
@@ -34,7 +34,7 @@ def new_partition(partition: int, cfg: StateConfig, partitions: int = 0) -> Part
     """``partitions``: the input topic's partition count, so that the state forwards events whose user another
     partition owns (``Partition.forwarded``); 0 takes every event here."""
     return Partition(partition, list(cfg.window_sizes), cfg.grace_ms, cfg.dedup_horizon_ms, cfg.session_timeout_ms,
-                     cfg.compact_after, partitions, cfg.forward_wait_ms)
+                     cfg.compact_after, partitions, cfg.forward_wait_ms, cfg.user_max_delay_ms)
 
 
 def verdict(value: bytes | None, record_ts: int) -> Event | Rejection:

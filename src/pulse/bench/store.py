@@ -72,7 +72,8 @@ def write_cost(settings: Settings, events: int, rate: float, flush_s: float = 1.
     per_flush = max(1, round(rate * flush_s))
     engine = Engine(EngineConfig(bootstrap=settings.bootstrap, topic=topic, group=f"bench-store-{uuid.uuid4().hex[:6]}",
                                  instance="bench", flush_interval_s=3600, batch_size=min(10_000, per_flush),
-                                 flush_records=per_flush, detail_flushes=max(1, round(detail_s / flush_s))))
+                                 flush_records=per_flush, detail_flushes=max(1, round(detail_s / flush_s)),
+                                 clock_per_flush_s=flush_s))
     ensure_topics(settings.bootstrap, aggregator_topics(engine.cfg.group, 6))
     stats = engine.run(threading.Event(), exit_when_idle_s=2.0)
     return WriteCost(stats.consumed, stats.docs, stats.flushes, rate, dict(stats.docs_by_kind.most_common()))

@@ -105,6 +105,9 @@ def state_options(command: Callable[..., object]) -> Callable[..., object]:
                    "(at least --user-floor): Elasticsearch's cost for users stays the same per event at any rate.")
 @click.option("--user-floor", envvar="PULSE_USER_FLOOR", default=5, show_default=True, type=click.IntRange(0),
               help="User documents a partition may publish on any flush, however few events it accepted.")
+@click.option("--user-max-delay", envvar="PULSE_USER_MAX_DELAY", default="60s", show_default=True,
+              type=Duration(0, 86_400),
+              help="A changed user's document goes out after this long at the latest, whatever --user-writes allows.")
 @click.option("--compact-after", envvar="PULSE_COMPACT_AFTER", default=50_000, show_default=True,
               type=click.IntRange(1),
               help="User/session changes logged per partition before they are folded into a changelog snapshot "
@@ -125,7 +128,8 @@ def state_options(command: Callable[..., object]) -> Callable[..., object]:
 @click.pass_obj
 def aggregate(settings: Settings, topic: str, group: str, windows: tuple[int, ...], grace: int,
               dedup_horizon: int | None, forward_wait: int, flush_interval: float, backlog_flush_interval: float,
-              detail_interval: float, user_writes: float, user_floor: int, compact_after: int, idle_timeout: float,
+              detail_interval: float, user_writes: float, user_floor: int, user_max_delay: float,
+              compact_after: int, idle_timeout: float,
               stall_timeout: float, instance: str | None, max_seconds: float | None, exit_when_idle: float | None,
               metrics_addr: str | None) -> None:
     """Consume interactions and maintain exactly-once windowed metrics and user/item state.
@@ -136,7 +140,8 @@ def aggregate(settings: Settings, topic: str, group: str, windows: tuple[int, ..
     horizon = dedup_horizon or grace
     try:
         state_cfg = StateConfig(window_sizes=windows, grace_ms=grace, dedup_horizon_ms=horizon,
-                                compact_after=compact_after, forward_wait_ms=forward_wait)
+                                compact_after=compact_after, forward_wait_ms=forward_wait,
+                                user_max_delay_ms=round(user_max_delay * 1000))
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     def side_topics() -> None:

@@ -30,6 +30,7 @@ from pulse.aggregate.model import (
     DIMENSIONS,
     EXACT_USERS_UP_TO_MS,
     FUNNEL,
+    ITEMS_FROM_MS,
     SKETCHED,
     USERS_SKETCH,
     MergedSketch,
@@ -91,14 +92,23 @@ class Filters:
         return None
 
     def window(self) -> str:
-        """The smallest window size that keeps the series under MAX_BUCKETS points (a user's: hours)."""
+        """The smallest window size that keeps the series under MAX_BUCKETS points (a user's: hours; an item's:
+        only windows broken down by item)."""
         if self.user_id:
             return "1h"
-        span = self.end_ms - self.start_ms
-        for name, ms in WINDOW_MS.items():
-            if span / ms <= MAX_BUCKETS:
-                return name
-        return "1d"
+        return self.item_window() if self.item_id else _fitting(self.end_ms - self.start_ms, WINDOW_MS)
+
+    def item_window(self) -> str:
+        """The smallest window broken down by item that keeps the range under MAX_BUCKETS windows."""
+        return _fitting(self.end_ms - self.start_ms, {n: ms for n, ms in WINDOW_MS.items() if ms >= ITEMS_FROM_MS})
+
+
+def _fitting(span_ms: int, sizes: dict[str, int]) -> str:
+    """The smallest of ``sizes`` that splits ``span_ms`` into at most MAX_BUCKETS windows (else the largest)."""
+    for name, ms in sizes.items():
+        if span_ms / ms <= MAX_BUCKETS:
+            return name
+    return list(sizes)[-1]
 
 
 def all_documents(es: Elasticsearch, prefix: str = DEFAULT_PREFIX) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -231,7 +241,7 @@ def top_items(es: Elasticsearch, f: Filters, by: str = "view", size: int = 10,
     a dimension the item rows do not carry (only their category) and for a user."""
     if f.source == "user" or set(f.dimensions()) - {"category"}:
         return None
-    query = {"bool": {"filter": [{"term": {"kind": "window_items"}}, {"term": {"window": f.window()}},
+    query = {"bool": {"filter": [{"term": {"kind": "window_items"}}, {"term": {"window": f.item_window()}},
                                  {"range": {"start": {"gte": f.start_ms, "lt": f.end_ms}}}]}}
     rows = _row_terms(f)
     if not es.indices.exists_alias(name=alias("windows", prefix)):

@@ -23,6 +23,7 @@ from pulse.aggregate.model import (
     DIMENSIONS,
     EXACT_USERS_UP_TO_MS,
     FUNNEL,
+    ITEMS_FROM_MS,
     SKETCH_USERS_FROM_MS,
     USERS_SKETCH,
     sketch_field,
@@ -126,6 +127,7 @@ def _aggregate(p: int, events: list[Event], sizes: list[int], session_timeout_ms
     last_item: dict[str, tuple[int, str]] = {}
     item_category: dict[str, str | None] = {}  # an item's category is the first one seen in the partition
     window_users: dict[str, set[str]] = defaultdict(set)
+    items_from = min(ITEMS_FROM_MS, max(sizes))  # shorter windows are not broken down by item
     user_hours: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
     for n, e in enumerate(events):
         ok = e.status == "ok"
@@ -165,6 +167,7 @@ def _aggregate(p: int, events: list[Event], sizes: list[int], session_timeout_ms
                     USERS_SKETCH: users})
             if e.item_id is not None:
                 category = item_category.setdefault(e.item_id, e.category)
+            if e.item_id is not None and size >= items_from:
                 d = docs.setdefault(f"window_item:{name}:{start}:{e.item_id}:p{p}", {
                     "kind": "window_item", "window": name, "start": start, "end": start + size, "partition": p,
                     "item_id": e.item_id, "category": category, "counts": {}, "revenue_cents": 0, "purchases": 0})

@@ -1,0 +1,116 @@
+"""Which item shards a flush publishes (``native/src/publish.rs``): windows shorter than a minute keep no item rows,
+a window's changed shards go out at most every quarter of its size (a minute at most), the item state every
+minute, a closing window sends only the shards that changed since, with finality in its summary alone, and a
+flush that publishes everything does so whatever the cadence. That the documents still equal the reference
+across batchings and restarts is pinned in test_state_vs_reference.py."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from itertools import pairwise
+
+import orjson
+
+from pulse.aggregate.model import ITEMS_FROM_MS
+from pulse.aggregate.state import EVERY_USER, Details, Partition, StateConfig, new_partition, route
+
+BASE = 1_795_000_000_000  # event time, a day boundary is far
+SIZES = (10_000, 60_000, 3_600_000)
+
+
+def _event(n: int, ts: int, item: str) -> bytes:
+    return orjson.dumps({"event_id": f"e{n}", "event_type": "view", "ts": ts, "user_id": f"u{n % 7}",
+                         "session_id": f"s{n % 7}", "item_id": item})
+
+
+class Feed:
+    """A partition fed one event per item per step, flushed after each step at a wall clock a second later."""
+
+    def __init__(self, sizes: tuple[int, ...] = SIZES) -> None:
+        self.st: Partition = new_partition(0, StateConfig(window_sizes=sizes, grace_ms=1_000))
+        self.n = 0
+        self.now = BASE  # the wall clock
+
+    def route(self, ts: int, items: list[str]) -> None:
+        for item in items:
+            route(self.st, self.n, None, _event(self.n, ts, item), ts)
+            self.n += 1
+
+    def flush(self, details: Details = Details.DUE) -> list[dict]:
+        self.now += 1_000
+        flushed = self.st.flush(details, EVERY_USER, self.now)
+        self.st.committed()
+        return [] if flushed is None else [orjson.loads(d.value) for d in flushed.documents]
+
+
+def test_windows_shorter_than_a_minute_keep_no_item_rows() -> None:
+    feed = Feed()
+    feed.route(BASE, ["a", "b"])
+    docs = feed.flush(Details.ALL)
+    assert {d["window"] for d in docs if d["kind"] == "window_items"} == {"1m", "1h"}
+    assert {d["window"] for d in docs if d["kind"] == "window"} == {"10s", "1m", "1h"}
+    assert ITEMS_FROM_MS == 60_000
+    # with no window that long, the longest keeps them
+    only_short = Feed((10_000, 30_000))
+    only_short.route(BASE, ["a"])
+    assert {d["window"] for d in only_short.flush(Details.ALL) if d["kind"] == "window_items"} == {"30s"}
+
+
+def test_changed_shards_go_out_at_most_every_quarter_window_and_a_minute_at_most() -> None:
+    feed = Feed()
+    published: dict[str, list[int]] = defaultdict(list)
+    for step in range(150):  # 150 s of wall clock, events all in one 1h window and its minutes
+        feed.route(BASE + step * 100, [f"i{step % 40}"])
+        for d in feed.flush():
+            kind = d["kind"] if d["kind"] != "window_items" else f"window_items:{d['window']}"
+            if feed.now not in published[kind]:
+                published[kind].append(feed.now)
+    assert len(published["window"]) == 150  # summaries every flush
+    hour, minute, state = published["window_items:1h"], published["window_items:1m"], published["items"]
+    assert [b - a for a, b in pairwise(hour)] == [60_000] * (len(hour) - 1) and len(hour) == 3
+    assert [b - a for a, b in pairwise(state)] == [60_000] * (len(state) - 1)
+    assert all(b - a >= 15_000 for a, b in pairwise(minute)) and len(minute) >= 9
+
+
+def test_a_closing_window_sends_only_its_changed_shards_and_its_summary_says_final() -> None:
+    feed = Feed((60_000,))
+    items = [f"item-{k}" for k in range(200)]  # every shard
+    feed.route(BASE, items)
+    first = [d for d in feed.flush(Details.ALL) if d["kind"] == "window_items"]
+    assert len(first) > 20 and all("final" not in d for d in first)
+    feed.route(BASE + 1, ["item-7"])  # one shard changes
+    feed.route(BASE + 70_000, ["later"])  # the watermark passes the first minute
+    docs = feed.flush(Details.CLOSING)
+    closing = [d for d in docs if d["kind"] == "window_items" and d["start"] == BASE - BASE % 60_000]
+    assert [[row["item_id"] for row in d["items"] if row["item_id"] == "item-7"] for d in closing] == [["item-7"]]
+    summary = next(d for d in docs if d["kind"] == "window" and d["start"] == BASE - BASE % 60_000)
+    assert summary["final"] is True and summary["counts"] == {"view": 201}
+
+
+def test_publishing_everything_ignores_the_cadence() -> None:
+    feed = Feed()
+    feed.route(BASE, ["a"])
+    feed.flush(Details.DUE)  # publishes at the first chance
+    feed.route(BASE + 1, ["b"])
+    assert not [d for d in feed.flush(Details.DUE) if d["kind"] in ("window_items", "items")]  # not due yet
+    docs = feed.flush(Details.ALL)
+    assert {d["window"] for d in docs if d["kind"] == "window_items"} == {"1m", "1h"}
+    assert any(d["kind"] == "items" for d in docs)
+
+
+def test_a_changed_users_document_waits_at_most_the_max_delay_whatever_the_budget() -> None:
+    st_ = new_partition(0, StateConfig(window_sizes=(60_000,), user_max_delay_ms=10_000))
+
+    def users(now: int, budget: int = 0) -> list[str]:
+        flushed = st_.flush(Details.CLOSING, budget, now)
+        st_.committed()
+        return [] if flushed is None else [d.id for d in flushed.documents if d.kind == "user"]
+
+    for n in range(100):
+        route(st_, n, None, _event(n, BASE + n, "a").replace(b'"u%d"' % (n % 7), b'"user%03d"' % n), BASE + n)
+    assert users(BASE) == []  # queued by this flush
+    assert users(BASE + 5_000, budget=3) == ["user:user000", "user:user001", "user:user002"]  # oldest first
+    route(st_, 100, None, _event(100, BASE + 100, "a").replace(b'"u2"', b'"late-comer"'), BASE + 100)
+    assert len(users(BASE + 10_000)) == 97  # waited 10 s: all that were queued by the first flush
+    assert users(BASE + 15_000) == []
+    assert users(BASE + 20_000) == ["user:late-comer"]  # queued by the flush at 10 s
