@@ -227,19 +227,33 @@ fn shard_docs(st: &State, win: &Window, v: i64, mask: u32, out: &mut Vec<Doc>) {
     }
 }
 
-/// The window's breakdown rows (`dim`, `value`, totals) in dimension then value order, paged (see `paged`):
-/// one document per window and partition, not one per value, so a flush writes as many of them as windows.
+/// The window's breakdown rows (`dim`, `value`, totals) in dimension then value order, stored for readers to pick
+/// from (`breakdown`, not indexed: a nested document per row made the breakdowns most of what Elasticsearch
+/// indexed), and every dimension's values as keywords (`values`) to find the documents holding a value. One
+/// document per window and partition, not one per value; past `PAGE_BYTES` further pages (each with all the
+/// values, so a search finds every page and the reader takes the row from the page that holds it).
 fn dims_docs(st: &State, win: &Window, is_final: bool, v: i64, out: &mut Vec<Doc>) {
     let mut rows: Vec<(usize, &str, &Row)> =
         win.dims.iter().map(|(d, value, row)| (d, st.catalog.labels[d].name(value), row)).collect();
     rows.sort_unstable_by_key(|r| (r.0, r.1));
     let head = || {
         let mut o = window_base("window_dims", win, st.partition, is_final, v);
-        o.key("rows");
+        o.key("values").raw("{");
+        for (d, name) in DIMENSIONS.iter().enumerate() {
+            o.raw(if d == 0 { "\"" } else { ",\"" }).raw(name).raw("\":[");
+            for (n, (_, value, _)) in rows.iter().filter(|r| r.0 == d).enumerate() {
+                if n > 0 {
+                    o.raw(",");
+                }
+                o.str(value);
+            }
+            o.raw("]");
+        }
+        o.raw("}").key("breakdown");
         o
     };
     let hint = rows.len();
-    let pages = paged(rows.into_iter(), hint, head, |o, (d, value, row)| {
+    let pages = paged(rows.iter().copied(), hint, head, |o, (d, value, row)| {
         o.raw("\"dim\":").str(DIMENSIONS[d]).raw(",\"value\":").str(value);
         totals(o, &st.catalog.types, row);
     });

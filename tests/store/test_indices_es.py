@@ -1,6 +1,6 @@
 """Upgrading Pulse over indices an older version created: `ensure_indices` adds the new fields to the live
 indices (their mappings are strict), so the first breakdown or sketch document is not refused, and their
-refresh interval."""
+refresh interval; the breakdowns an older version wrote (nested rows) are still read."""
 
 from __future__ import annotations
 
@@ -8,26 +8,32 @@ import pytest
 from elasticsearch import BadRequestError, Elasticsearch
 
 from pulse.store.indices import AGGREGATES_REFRESH_S, alias, ensure_indices, template_body
+from pulse.store.query import Filters, window_buckets
 
 
 def test_live_indices_take_the_fields_a_newer_version_writes(es_url: str, index_prefix: str) -> None:
     es = Elasticsearch(es_url)
     old = template_body("windows", index_prefix)["template"]
     properties = {k: v for k, v in old["mappings"]["properties"].items()
-                  if k not in ("rows", "amount_sketch", "price_sketch")}
+                  if k not in ("values", "breakdown", "amount_sketch", "price_sketch")}
     index = f"{alias('windows', index_prefix)}-000001"
     es.indices.create(index=index, settings=old["settings"] | {"refresh_interval": "1s"},
                       aliases={alias("windows", index_prefix): {}},
                       mappings={"dynamic": "strict", "properties": properties})
-    doc = {"kind": "window_dims", "window": "10s", "start": 0, "partition": 0, "version": 1,
-           "rows": [{"dim": "country", "value": "DE", "counts": {"view": 1}, "revenue_cents": 0, "purchases": 0}],
-           "amount_sketch": {"zeros": 0, "bins": [[1, 2]]}}
+    row = {"dim": "country", "value": "DE", "counts": {"view": 1}, "revenue_cents": 0, "purchases": 0}
+    base = {"kind": "window_dims", "window": "10s", "window_ms": 10_000, "start": 0, "end": 10_000, "version": 1}
+    older = base | {"partition": 0, "rows": [row]}  # what the older version wrote: nested rows
+    newer = base | {"partition": 1, "values": {"country": ["DE"]}, "breakdown": [row],
+                    "amount_sketch": {"zeros": 0, "bins": [[1, 2]]}}
+    es.index(index=index, id="window_dims:10s:0:p0", document=older)
     with pytest.raises(BadRequestError, match="strict_dynamic_mapping_exception"):
-        es.index(index=index, id="d", document=doc)
+        es.index(index=index, id="window_dims:10s:0:p1", document=newer)
     ensure_indices(es, index_prefix)
-    es.index(index=index, id="d", document=doc, refresh=True)
-    assert es.count(index=index, query={"nested": {"path": "rows", "query": {"term": {"rows.value": "DE"}}}})[
-        "count"] == 1
+    es.index(index=index, id="window_dims:10s:0:p1", document=newer, refresh=True)
+    assert es.count(index=index, query={"term": {"values.country": "DE"}})["count"] == 1
+    # the breakdown reads both: the older document's nested row and the newer one's stored row
+    buckets = window_buckets(es, Filters(0, 10_000, country="DE"), "10s", index_prefix)
+    assert buckets[0]["events"] == 2 and buckets[0]["counts"] == {"view": 2}
     # and the refresh interval of this version (how soon the live page sees an aggregate)
     settings = es.indices.get_settings(index=index)[index]["settings"]["index"]
     assert settings["refresh_interval"] == f"{round(AGGREGATES_REFRESH_S * 1000)}ms"

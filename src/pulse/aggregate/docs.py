@@ -6,13 +6,14 @@ apply them idempotently with external versioning. Readers merge partials across 
 renders them (``native/src/docs.rs``); the kinds and ids are:
 
 - ``window:<size>:<start>:p<p>``: counts per type and status, revenue (sum/min/max in cents), unique users, funnel;
-- ``window_items:<size>:<start>:s<k>:p<p>``: the window's item partials of item shard ``k`` as nested ``items`` rows
-  (``item_id``, ``category``, ``counts``, ``revenue_cents``, ``purchases``): a busy catalogue costs tens of
-  writes per flush instead of one per item;
-- ``window_dims:<size>:<start>:p<p>``: the window's exact breakdowns as nested ``rows`` (``dim`` — one of
-  :data:`pulse.aggregate.model.DIMENSIONS` —, ``value``, ``counts``, ``revenue_cents``, ``purchases``): one
-  document per window, not one per value (further pages ``window_dims:<size>:<start>:page<k>:p<p>`` only past
-  a few thousand rows);
+- ``window_items:<size>:<start>:s<k>:p<p>`` (windows from :data:`pulse.aggregate.model.ITEMS_FROM_MS` on): the
+  window's item partials of item shard ``k`` as nested ``items`` rows (``item_id``, ``category``, ``counts``,
+  ``revenue_cents``, ``purchases``), published on a cadence that grows with the window; the summary says whether
+  the window is final;
+- ``window_dims:<size>:<start>:p<p>``: the window's exact breakdowns as stored ``breakdown`` rows (``dim`` — one
+  of :data:`pulse.aggregate.model.DIMENSIONS` —, ``value``, ``counts``, ``revenue_cents``, ``purchases``) and
+  each dimension's values as keywords (``values``): one document per window, not one per value (further pages
+  ``window_dims:<size>:<start>:page<k>:p<p>`` only past a few thousand rows);
 - ``window_users:<size>:<start>:p<p>`` (windows from :data:`pulse.aggregate.model.SKETCH_USERS_FROM_MS` on): a
   HyperLogLog of the window's users (``users_hll``), published only when one of its registers rose;
 - ``user:<user_id>`` and ``items:s<k>:p<p>`` (current entity state), ``partition:<p>`` (watermark, accounting).
@@ -41,7 +42,7 @@ def expand(docs: Iterable[Doc]) -> Iterator[Doc]:
         if kind in ("window_dims", "window_items"):
             base = {k: doc[k] for k in _WINDOW_FIELDS if k in doc}  # item shards say nothing of finality
         if kind == "window_dims":
-            for row in doc["rows"]:
+            for row in doc.get("breakdown", doc.get("rows", [])):  # ``rows``: an older version's nested rows
                 dim_id = f"window_dim:{doc['window']}:{doc['start']}:{row['dim']}:{row['value']}:p{doc['partition']}"
                 yield dim_id, {"kind": "window_dim", **base, **row}
         elif kind == "window_items":

@@ -188,13 +188,12 @@ class Probes:
         if not self._pending:
             return
         names = list(self._pending)
-        resp = self._es.search(index=self._index, size=0, query={"term": {"kind": "window_dims"}}, aggs={
-            "rows": {"nested": {"path": "rows"}, "aggs": {"probes": {
-                "filter": {"bool": {"filter": [{"term": {"rows.dim": PROBE_DIMENSION}},
-                                               {"terms": {"rows.value": names}}]}},
-                "aggs": {"seen": {"terms": {"field": "rows.value", "size": len(names)}}}}}}})
+        field = f"values.{PROBE_DIMENSION}"
+        resp = self._es.search(index=self._index, size=0, query={"bool": {"filter": [
+            {"term": {"kind": "window_dims"}}, {"terms": {field: names}}]}},
+            aggs={"seen": {"terms": {"field": field, "size": len(names), "include": names}}})
         now = time.time()
-        for bucket in resp["aggregations"]["rows"]["probes"]["seen"]["buckets"]:
+        for bucket in resp["aggregations"]["seen"]["buckets"]:
             sent = self._pending.pop(bucket["key"], None)
             if sent is not None:
                 self.found.append(Probe(sent, now - sent, self._forwarded.get(bucket["key"], True)))

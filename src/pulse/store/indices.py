@@ -12,7 +12,7 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
-from pulse.aggregate.model import SKETCHED, USERS_SKETCH, sketch_field
+from pulse.aggregate.model import DIMENSIONS, SKETCHED, USERS_SKETCH, sketch_field
 
 DEFAULT_PREFIX = "pulse"
 KIND_FAMILY = {"window": "windows", "window_items": "windows", "window_dims": "windows", "window_users": "windows",
@@ -39,9 +39,12 @@ _COMMON = _OWNED | _TOTALS
 # Packed item partials: one document per item shard, its items nested so terms aggregations stay exact.
 _ITEMS = {"shard": {"type": "integer"}, "items": {"type": "nested", "properties": _TOTALS | {
     "item_id": {"type": "keyword"}, "category": {"type": "keyword"}}}}
-# A window's breakdowns: one document per window, a nested row per (dimension, value).
-_DIMS = {"rows": {"type": "nested", "properties": _TOTALS | {"dim": {"type": "keyword"},
-                                                             "value": {"type": "keyword"}}}}
+# A window's breakdowns: one document per window, its rows stored for readers to pick from (``breakdown``, not
+# indexed) and each dimension's values as keywords (``values``) to find the documents holding a value. Documents
+# of older versions hold the rows nested (``rows``): still mapped, so that readers find them too.
+_DIMS = {"values": {"properties": {dim: {"type": "keyword"} for dim in DIMENSIONS}},
+         "breakdown": {"type": "object", "enabled": False},
+         "rows": {"type": "nested", "properties": _TOTALS | {"dim": {"type": "keyword"}, "value": {"type": "keyword"}}}}
 NESTED_LIMIT = 50_000  # items per packed document (Elasticsearch's default is 10,000)
 FIELDS_LIMIT = 5_000  # mapped fields per index (Elasticsearch's default is 1,000)
 _PROPERTIES: dict[str, dict[str, Any]] = {

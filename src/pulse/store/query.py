@@ -9,8 +9,9 @@ Which documents answer depends on the filters:
 - an item (and optionally its category): the per-window item breakdowns (packed per item shard, read through
   nested queries and aggregations);
 - one dimension (category, status, country or device, :data:`pulse.aggregate.model.DIMENSIONS`): the window's
-  breakdown rows (``kind=window_dims``, nested ``rows``). Each dimension is broken down on its own, so two
-  dimensions at once are refused rather than answered from another source;
+  breakdown rows (``kind=window_dims``: found by the value's keyword in ``values``, the row taken from the stored
+  ``breakdown``). Each dimension is broken down on its own, so two dimensions at once are refused rather than
+  answered from another source;
 - a user: that user's own document (``user:<id>``), whose ``hours`` hold counts and revenue per hour for the
   24 hours up to their latest event; the series is hourly and covers the whole hours the range touches. The
   raw event archive serves only the user's timeline (late events included, since they did happen).
@@ -167,10 +168,25 @@ def _item_rows(f: Filters) -> dict[str, Any]:
     return {"nested": {"path": "items", "query": {"bool": {"filter": _row_terms(f)}}, "inner_hits": {"size": 100}}}
 
 
-def _dim_rows(dim: str, value: str) -> dict[str, Any]:
-    """Breakdown documents holding the row of one dimension's value (``inner_hits``: that row)."""
-    return {"nested": {"path": "rows", "query": {"bool": {"filter": _terms(**{"rows.dim": dim, "rows.value": value})}},
-                       "inner_hits": {"size": 1}}}
+def _dim_partials(es: Elasticsearch, index: str, clauses: list[dict[str, Any]], dim: str, value: str,
+                  out: dict[int, dict[str, Any]]) -> None:
+    """Merge the row of one dimension's value from the breakdown documents ``clauses`` select: found by the
+    value's keyword, the row picked from the stored ``breakdown``; an older version's documents hold it as a
+    nested row (``inner_hits``)."""
+    if not es.indices.exists_alias(name=index):
+        return
+    row = {"bool": {"filter": _terms(**{"rows.dim": dim, "rows.value": value})}}
+    nested = {"nested": {"path": "rows", "query": row, "inner_hits": {"size": 1}, "ignore_unmapped": True}}
+    query = {"query": {"bool": {"filter": clauses, "minimum_should_match": 1, "should": [
+        {"term": {f"values.{dim}": value}}, nested]}}, "_source": ["start", "breakdown"]}
+    for hit in helpers.scan(es, index=index, query=query, size=500):
+        bucket = out.setdefault(hit["_source"]["start"], _empty_bucket())
+        rows = hit["_source"].get("breakdown")
+        if rows is None:
+            rows = [row["_source"] for row in hit.get("inner_hits", {}).get("rows", {}).get("hits", {}).get("hits", [])]
+        for row in rows:
+            if row["dim"] == dim and row["value"] == value:
+                _merge(bucket, row)
 
 
 def _nested_partials(es: Elasticsearch, index: str, clauses: list[dict[str, Any]], path: str,
@@ -200,7 +216,7 @@ def window_buckets(es: Elasticsearch, f: Filters, window: str | None = None,
         _nested_partials(es, index, [*clauses, _item_rows(f)], "items", out)
     elif f.source == "dims" and f.dimension:
         dim, value = f.dimension
-        _nested_partials(es, index, [*clauses, _dim_rows(dim, value)], "rows", out)
+        _dim_partials(es, index, clauses, dim, value, out)
         for m in out.values():
             m["unique_users"] = m["funnel"] = None
             m["errors"] = (m["events"] if value != "ok" else 0) if dim == "status" else None
@@ -414,11 +430,7 @@ def dimension_values(es: Elasticsearch, prefix: str = DEFAULT_PREFIX, size: int 
     if not es.indices.exists_alias(name=alias("windows", prefix)):
         return out
     resp = es.search(index=alias("windows", prefix), size=0, query={"term": {"kind": "window_dims"}}, aggs={
-        "rows": {"nested": {"path": "rows"}, "aggs": {"dims": {"terms": {"field": "rows.dim", "size": len(DIMENSIONS)},
-                                                               "aggs": {"values": {"terms": {
-                                                                   "field": "rows.value", "size": size,
-                                                                   "order": {"_key": "asc"}}}}}}}})
-    for b in resp["aggregations"]["rows"]["dims"]["buckets"]:
-        if b["key"] in out:
-            out[b["key"]] = [v["key"] for v in b["values"]["buckets"]]
+        dim: {"terms": {"field": f"values.{dim}", "size": size, "order": {"_key": "asc"}}} for dim in DIMENSIONS})
+    for dim in DIMENSIONS:
+        out[dim] = [v["key"] for v in resp["aggregations"][dim]["buckets"]]
     return out
