@@ -10,7 +10,7 @@ use crate::state::State;
 /// The shortest window that keeps item rows (a shorter one does only if no window is this long).
 pub const ITEMS_FROM: i64 = 60_000;
 /// The longest a changed window's item shards wait for their next publication (a window publishes at most every
-/// quarter of its size, and never more often than details flushes come).
+/// half its size, and never more often than details flushes come).
 pub const ITEMS_EVERY_MAX: i64 = 60_000;
 
 /// What a flush does about item shards.
@@ -44,7 +44,7 @@ impl ItemPlan {
 
 /// How long a window's changed item shards wait between publications.
 pub fn items_every(size: i64) -> i64 {
-    (size / 4).min(ITEMS_EVERY_MAX)
+    (size / 2).min(ITEMS_EVERY_MAX)
 }
 
 /// Whether windows of `size` keep item rows, among windows of `sizes`.
@@ -81,7 +81,7 @@ mod tests {
 
     #[test]
     fn long_windows_wait_longer_up_to_a_minute() {
-        assert_eq!(items_every(60_000), 15_000);
+        assert_eq!(items_every(60_000), 30_000);
         assert_eq!(items_every(3_600_000), 60_000);
         assert_eq!(items_every(86_400_000), 60_000);
     }

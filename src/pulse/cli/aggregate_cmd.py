@@ -99,7 +99,7 @@ def state_options(command: Callable[..., object]) -> Callable[..., object]:
 @click.option("--detail-interval", envvar="PULSE_DETAIL_INTERVAL", default="5s", show_default=True,
               type=Duration(0.05, 600),
               help="How often a flush publishes item shards that are due (each window's changed shards at most "
-                   "every quarter of its size and a minute at most; summaries and breakdowns go every flush).")
+                   "every half of its size and a minute at most; summaries and breakdowns go every flush).")
 @click.option("--user-writes", envvar="PULSE_USER_WRITES", default=20.0, show_default=True,
               type=click.FloatRange(0, 1000),
               help="User documents published per 1000 events a partition accepts, oldest change first, each flush "
