@@ -297,7 +297,7 @@ def e2e_bench(settings: Settings, rates: str, hold: float, settle: float, freshn
             runs.append(e2e.run(settings, steps, archive, hold, settle, limit, log,
                                 lambda m, label=label: status.update(f"{label}: {m}")))
     for run in runs:
-        Console().print(e2e_table(run, hold))
+        Console(width=max(Console().width, 140)).print(e2e_table(run, hold))  # readable in a log too
         click.echo("\n".join(e2e_details(run)))
     for run in runs:
         click.echo(e2e_verdict(run))
@@ -310,21 +310,21 @@ def e2e_table(run: RunResult, hold: float) -> Table:
     from pulse.bench.indexing import AGGREGATES, ARCHIVE
 
     table = Table(title=f"pulse bench e2e, {'with' if run.archive else 'without'} the archive: {hold:.0f}s per step")
-    for col in ("offered/s", "input/s", "freshness p50 / p99", "direct p99", "forwarded p99",
-                "per 1000 events: aggregates ops / Lucene docs / ms", "archive ops / Lucene docs / ms",
-                "aggregates ÷ archive time", "holds"):
+    table.caption = ("per 1000 events: index operations / Lucene documents / ms of indexing time; "
+                     "time ratio = aggregates' indexing time ÷ the archive's")
+    for col in ("offered/s", "input/s", "fresh p50/p99", "direct p99", "fwd p99", "aggregates", "archive",
+                "time ratio", "holds"):
         table.add_column(col, justify="left" if col == "holds" else "right")
     for s in run.steps:
         ratio = "-" if s.time_ratio is None else f"{s.time_ratio:.2f}x"
-        table.add_row(f"{s.offered:,.0f}", f"{s.delivered:,.0f}", f"{s.p(0.5):.2f}s / {s.p(0.99):.2f}s",
+        table.add_row(f"{s.offered:,.0f}", f"{s.delivered:,.0f}", f"{s.p(0.5):.2f}/{s.p(0.99):.2f}s",
                       f"{s.p(0.99, False):.2f}s", f"{s.p(0.99, True):.2f}s", _cost(s, AGGREGATES),
                       _cost(s, ARCHIVE) if run.archive else "-", ratio, "yes" if not s.problems() else "no")
     return table
 
 
 def _cost(step: StepResult, part: str) -> str:
-    return (f"{step.ops_per_1000(part):.1f} / {step.lucene_per_1000(part):.0f} / "
-            f"{step.ms_per_1000(part):.1f}")
+    return f"{step.ops_per_1000(part):.1f}/{step.lucene_per_1000(part):.0f}/{step.ms_per_1000(part):.1f}"
 
 
 def e2e_details(run: RunResult) -> list[str]:
