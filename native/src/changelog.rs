@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
 use crate::breakdown::{CATEGORY, DIMS};
 use crate::entities::Step;
 use crate::hll::Packed;
-use crate::publish;
 use crate::sketch::Sketch;
 use crate::state::{bump, Counts, Mark, Names, Row, Session, State, Window, ABSENT, ITEM_SHARDS, PAGE_BYTES};
 
@@ -512,7 +511,7 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], items_pending: bool, users_pe
                     let rows: Vec<RowIn> = dec(key, value)?;
                     let rows = load_rows(st, rows);
                     // an older version kept item rows for every window: logged (so eviction tombstones them), dropped
-                    let keeps = publish::keeps_items(&st.cfg.sizes, size);
+                    let keeps = st.cfg.keeps_items(size);
                     let win = window(st, size, start);
                     win.items.logged_pages[shard] = win.items.logged_pages[shard].max(page + 1);
                     if keeps {

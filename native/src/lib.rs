@@ -283,6 +283,7 @@ impl Partition {
             return Err(PyValueError::new_err("window sizes must be positive"));
         }
         let cfg = Config {
+            items_from: publish::items_from(&window_sizes),
             sizes: window_sizes,
             grace: grace_ms,
             horizon: dedup_horizon_ms,

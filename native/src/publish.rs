@@ -47,9 +47,9 @@ pub fn items_every(size: i64) -> i64 {
     (size / 2).min(ITEMS_EVERY_MAX)
 }
 
-/// Whether windows of `size` keep item rows, among windows of `sizes`.
-pub fn keeps_items(sizes: &[i64], size: i64) -> bool {
-    size >= ITEMS_FROM.min(sizes.iter().copied().max().unwrap_or(0))
+/// The shortest window, among windows of `sizes`, that keeps item rows (decided once, at construction).
+pub fn items_from(sizes: &[i64]) -> i64 {
+    ITEMS_FROM.min(sizes.iter().copied().max().unwrap_or(0))
 }
 
 /// The plan for a flush at wall-clock `now` that closes `finals`.
@@ -88,10 +88,7 @@ mod tests {
 
     #[test]
     fn short_windows_keep_items_only_when_nothing_is_longer() {
-        let sizes = [10_000, 60_000, 3_600_000];
-        assert!(!keeps_items(&sizes, 10_000));
-        assert!(keeps_items(&sizes, 60_000));
-        assert!(keeps_items(&[10_000, 30_000], 30_000));
-        assert!(!keeps_items(&[10_000, 30_000], 10_000));
+        assert_eq!(items_from(&[10_000, 60_000, 3_600_000]), 60_000);
+        assert_eq!(items_from(&[10_000, 30_000]), 30_000);
     }
 }

@@ -16,7 +16,7 @@ pub use crate::tables::{
 use crate::breakdown::{Breakdown, Values, CATEGORY, COUNTRY, DEVICE, DIMS, STATUS};
 use crate::event::{cents, Event};
 use crate::hll::{user_hash, Hll, EXACT_USERS_UP_TO, SKETCH_USERS_FROM};
-use crate::publish::{self, ItemPlan};
+use crate::publish::ItemPlan;
 use crate::sketch::{Quantiles, AMOUNT, PRICE};
 
 pub const FUNNEL: [&str; 4] = ["view", "click", "add_to_cart", "purchase"];
@@ -71,6 +71,13 @@ pub struct Config {
     pub partitions: u32, // the input topic's partition count, to tell events not keyed by user id (0: unknown)
     pub forward_wait: i64, // how far (event time) behind the others an idle source may be and still hold owners back
     pub user_max_delay: i64, // wall clock a changed user's document waits at most, whatever the budget
+    pub items_from: i64, // the shortest window that keeps item rows (`publish::items_from`)
+}
+
+impl Config {
+    pub fn keeps_items(&self, size: i64) -> bool {
+        size >= self.items_from
+    }
 }
 
 /// What happened to one record, for the caller's side outputs.
@@ -301,7 +308,7 @@ impl State {
             if new_here && size >= SKETCH_USERS_FROM {
                 win.user_sketch.add(*hash.get_or_insert_with(|| user_hash(&e.user_id)));
             }
-            if let Some(it) = item.filter(|_| publish::keeps_items(&self.cfg.sizes, size)) {
+            if let Some(it) = item.filter(|_| self.cfg.keeps_items(size)) {
                 win.items.row(shard, it).add(etype, paid);
             }
             win.dims.add(&values, etype, paid);
