@@ -149,7 +149,10 @@ impl Partition {
         let all_users = out > 0 && out == st.users.pending.len();
         let mut records = changelog::changed_records(st, &finals, all_users);
         let changed = records.len() > changelog::meta_records(st);
-        let heavy = out > 0 || !items.windows.is_empty() || items.item_state;
+        // users within the budget ride along with a flush that happens anyway; overdue ones, or all of them when
+        // everything is published, make one happen (else every timed flush of a quiet partition would commit)
+        let users_due = out > 0 && (overdue > 0 || details == Details::All);
+        let heavy = users_due || !items.windows.is_empty() || items.item_state;
         let busy = st.pos.dirty || !finals.is_empty() || changed || heavy;
         let docs = if busy { docs::changed_docs(st, &finals, flushed_at, &items, out) } else { Vec::new() };
         if !docs.is_empty() {

@@ -109,8 +109,10 @@ def test_a_changed_users_document_waits_at_most_the_max_delay_whatever_the_budge
     for n in range(100):
         route(st_, n, None, _event(n, BASE + n, "a").replace(b'"u%d"' % (n % 7), b'"user%03d"' % n), BASE + n)
     assert users(BASE) == []  # queued by this flush
+    assert users(BASE + 4_000, budget=3) == []  # the budget alone does not make a quiet partition flush
+    route(st_, 100, None, _event(100, BASE + 100, "a").replace(b'"u2"', b'"user050"'), BASE + 100)  # still queued
     assert users(BASE + 5_000, budget=3) == ["user:user000", "user:user001", "user:user002"]  # oldest first
-    route(st_, 100, None, _event(100, BASE + 100, "a").replace(b'"u2"', b'"late-comer"'), BASE + 100)
+    route(st_, 101, None, _event(101, BASE + 101, "a").replace(b'"u3"', b'"late-comer"'), BASE + 101)
     assert len(users(BASE + 10_000)) == 97  # waited 10 s: all that were queued by the first flush
     assert users(BASE + 15_000) == []
     assert users(BASE + 20_000) == ["user:late-comer"]  # queued by the flush at 10 s
