@@ -5,6 +5,7 @@
 
 use rustc_hash::FxHashMap;
 
+use crate::publish::Change;
 use crate::state::Row;
 
 /// The dimensions every window is broken down by, in index order. Declared once: the documents, the
@@ -23,14 +24,14 @@ pub type Values = [Option<u32>; DIMS];
 #[derive(Default)]
 pub struct Breakdown {
     pub rows: [FxHashMap<u32, Row>; DIMS],
-    pub dirty: bool,          // changed since the last flush
+    pub change: Change,
     pub logged_pages: u16,    // changelog pages written (to tombstone them all)
     pub legacy_records: bool, // restored from the older one-record-per-window category log, to tombstone too
 }
 
 impl Breakdown {
     pub fn add(&mut self, values: &Values, etype: u32, paid: Option<i64>) {
-        self.dirty = true;
+        self.change.touch();
         for (rows, value) in self.rows.iter_mut().zip(values) {
             if let Some(v) = value {
                 rows.entry(*v).or_default().add(etype, paid);

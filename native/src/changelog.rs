@@ -17,6 +17,7 @@ use crate::state::{bump, Counts, Mark, Names, Row, Session, State, Window, ABSEN
 
 pub type Record = (Vec<u8>, Option<Vec<u8>>);
 
+/// Every pending detail (item shards, breakdowns, user sketches) went out with the flush that logged this marker.
 pub const ITEMS_PUBLISHED: &[u8] = b"pub/items";
 pub const USERS_PUBLISHED: &[u8] = b"pub/users";
 const META: &[u8] = b"m";
@@ -199,10 +200,10 @@ fn window_records(st: &State, win: &Window, is_final: bool, out: &mut Vec<Record
             win.quantiles.sketches.iter().map(|s| (s.zeros, s.bins.iter().map(|(&i, &n)| (i, n)).collect())).collect();
         out.push((key("q"), Some(enc(&value))));
     }
-    if win.user_sketch.dirty {
+    if win.user_sketch.change.dirty {
         out.push((key("h"), Some(enc(&Packed::of(&win.user_sketch.registers)))));
     }
-    if win.dims.dirty {
+    if win.dims.change.dirty {
         // the whole breakdown, a page per few thousand rows, not a record per value
         let pages = dims_pages(st, win);
         written.dims_pages = pages.len() as u16;
@@ -249,7 +250,7 @@ pub fn changed_records(st: &mut State, finals: &[(i64, i64)], users_published: b
             }
             win.dims.logged_pages = win.dims.logged_pages.max(written.dims_pages);
             win.quantiles.logged |= win.quantiles.dirty && wrote;
-            win.user_sketch.logged |= win.user_sketch.dirty && wrote;
+            win.user_sketch.logged |= win.user_sketch.change.dirty && wrote;
         }
     }
     for s in st.catalog.item_state.shards(st.catalog.item_state.dirty) {
@@ -352,7 +353,7 @@ fn snapshot(st: &mut State, users_published: bool, out: &mut Vec<Record>) {
     st.log.entries = 0;
 }
 
-/// Markers for a flush that published every pending item shard (`items`) and/or user document (`users`).
+/// Markers for a flush that published every pending detail (`items`) and/or user document (`users`).
 pub fn published_markers(items: bool, users: bool) -> Vec<Record> {
     let mut out = Vec::new();
     if items {
@@ -396,7 +397,8 @@ fn load_rows(st: &mut State, rows: Vec<RowIn>) -> Vec<(u32, Row)> {
 }
 
 /// Apply changelog records `(offset, key, value)` (in offset order) to an empty state; returns the live keys.
-/// Item and user state logged after the last matching published marker is marked unpublished.
+/// Details (item shards, breakdowns, user sketches) and users logged after the last matching published marker are
+/// marked unpublished.
 pub fn restore(st: &mut State, records: Vec<(i64, Vec<u8>, Option<Vec<u8>>)>) -> Result<usize, String> {
     let mut latest: rustc_hash::FxHashMap<Vec<u8>, (i64, Vec<u8>)> = Default::default();
     for (offset, key, value) in records {
@@ -418,7 +420,7 @@ pub fn restore(st: &mut State, records: Vec<(i64, Vec<u8>, Option<Vec<u8>>)>) ->
     Ok(n)
 }
 
-fn apply(st: &mut State, key: &[u8], value: &[u8], items_pending: bool, users_pending: bool) -> Result<(), String> {
+fn apply(st: &mut State, key: &[u8], value: &[u8], details_pending: bool, users_pending: bool) -> Result<(), String> {
     let path = std::str::from_utf8(key).map_err(|e| bad(key, e))?;
     let parts: Vec<&str> = path.splitn(5, '/').collect();
     let num = |i: usize| -> Result<i64, String> {
@@ -446,7 +448,7 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], items_pending: bool, users_pe
             let rows: Vec<RowIn> = dec(key, value)?;
             let rows = load_rows(st, rows);
             st.catalog.item_state.maps[shard].extend(rows);
-            if items_pending {
+            if details_pending {
                 st.catalog.item_state.unpublished |= 1 << shard;
             }
         }
@@ -516,7 +518,7 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], items_pending: bool, users_pe
                     win.items.logged_pages[shard] = win.items.logged_pages[shard].max(page + 1);
                     if keeps {
                         win.items.maps[shard].extend(rows);
-                        if items_pending {
+                        if details_pending {
                             win.items.unpublished |= 1 << shard;
                         }
                     }
@@ -535,6 +537,9 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], items_pending: bool, users_pe
                     }
                     let dims = &mut window(st, size, start).dims;
                     dims.logged_pages = dims.logged_pages.max(page + 1);
+                    if details_pending {
+                        dims.change.restored_unpublished();
+                    }
                 }
                 "q" => {
                     let logged: SketchLog = dec(key, value)?;
@@ -549,6 +554,9 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], items_pending: bool, users_pe
                     let h = &mut window(st, size, start).user_sketch;
                     h.registers = packed.registers();
                     h.logged = true;
+                    if details_pending {
+                        h.change.restored_unpublished();
+                    }
                 }
                 "c" => {
                     // logged before breakdowns: the categories alone; the next flush of the window logs them anew

@@ -4,7 +4,7 @@
 
 use crate::breakdown::DIMENSIONS;
 use crate::hll::{self, Packed, PRECISION};
-use crate::publish::ItemPlan;
+use crate::publish::{Change, Plan};
 use crate::sketch::{Sketch, SKETCHED};
 use crate::state::{Counts, Names, Row, State, Window, ABSENT, FUNNEL, PAGE_BYTES};
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine};
@@ -302,28 +302,30 @@ fn partition(st: &State, v: i64, flushed_at: i64) -> Doc {
     (format!("partition:{}", st.partition), "partition", o.done())
 }
 
-/// Documents for this flush: changed summaries and categories provisionally, closing windows in full as final;
-/// on a `details` flush every item shard changed since it was last published; the first `users` of the user
-/// documents changed since then; and the partition document when anything moved.
-pub fn changed_docs(st: &State, finals: &[(i64, i64)], flushed_at: i64, items: &ItemPlan, users: usize) -> Vec<Doc> {
+/// Documents for this flush: changed summaries provisionally, closing windows' summaries, breakdowns and sketches
+/// as final; the breakdowns, user sketches and item shards `plan` says; the first `users` of the user documents
+/// changed since they last went out; and the partition document when anything moved.
+pub fn changed_docs(st: &State, finals: &[(i64, i64)], flushed_at: i64, plan: &Plan, users: usize) -> Vec<Doc> {
     let (v, mut out) = (st.version(), Vec::new());
     for (key, win) in &st.windows {
         let is_final = finals.contains(key);
         if is_final || win.dirty {
             out.push(summary(st, win, is_final, v));
         }
-        if items.publishes(key) {
+        if plan.items_of(key) {
             shard_docs(st, win, v, win.items.to_publish(), &mut out);
         }
-        if (is_final || win.dims.dirty) && !win.dims.is_empty() {
+        // a closing window's breakdowns and sketch say it is final, changed or not
+        let due = |c: Change| is_final || (plan.breakdowns_of(key) && c.to_publish());
+        if due(win.dims.change) && !win.dims.is_empty() {
             dims_docs(st, win, is_final, v, &mut out);
         }
-        if (is_final || win.user_sketch.dirty) && !win.user_sketch.registers.is_empty() {
+        if due(win.user_sketch.change) && !win.user_sketch.registers.is_empty() {
             out.push(users_doc(st, win, is_final, v));
         }
     }
     out.extend(st.users.pending.iter().take(users).filter_map(|&u| user(st, u, v)));
-    if items.item_state {
+    if plan.item_state {
         for s in st.catalog.item_state.shards(st.catalog.item_state.to_publish()) {
             let head = || {
                 let mut o = Obj::new();

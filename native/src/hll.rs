@@ -5,6 +5,7 @@
 //! users costs 16 KiB per partition, not a set. Registers merge by maximum: across partitions, and across
 //! windows (distinct users over several hours).
 
+use crate::publish::Change;
 use rustc_hash::FxHasher;
 use std::hash::Hasher;
 
@@ -34,7 +35,7 @@ pub fn user_hash(user: &str) -> u64 {
 #[derive(Default)]
 pub struct Hll {
     pub registers: Vec<u8>, // empty until the first user
-    pub dirty: bool,        // a register rose since the last flush (its document and record go out with it)
+    pub change: Change,     // a register rose
     pub logged: bool,       // in the changelog (to tombstone)
 }
 
@@ -47,7 +48,7 @@ impl Hll {
         let rank = ((hash << PRECISION) | (1 << (PRECISION - 1))).leading_zeros() as u8 + 1;
         if rank > self.registers[index] {
             self.registers[index] = rank;
-            self.dirty = true;
+            self.change.touch();
         }
     }
 }

@@ -34,7 +34,7 @@ pub mod tables;
 
 use boundary::{ChangelogRecord, Counters, Document, FlushOutput, ForwardBatch, SideRecord, StateSizes};
 use event::{fast_validate, Event};
-use publish::{Details, ItemPlan};
+use publish::{Details, Plan};
 use state::{Config, Outcome, State};
 
 /// User documents one flush (one transaction) sends at most: a stop after a million users changed publishes
@@ -92,7 +92,7 @@ pub struct Partition {
     pub(crate) late: Vec<Side>,
     pub(crate) forward: Vec<Forward>,
     finals: Vec<(i64, i64)>,
-    items: ItemPlan,        // the item shards the last flush rendered
+    plan: Plan,             // the pending documents the last flush rendered
     flushed_at: i64,        // the last flush's wall clock
     users_out: usize,       // user documents the last flush rendered (the first of the pending ones)
     pub(crate) busy: usize, // batches in flight that route into this partition (see `batch`)
@@ -142,7 +142,7 @@ impl Partition {
         let st = &mut self.st;
         st.expire();
         let finals = st.final_windows();
-        let items = publish::plan(st, &finals, details, flushed_at);
+        let plan = publish::plan(st, &finals, details, flushed_at);
         let delay = st.cfg.user_max_delay;
         let overdue = st.users.overdue(flushed_at, delay);
         let out = st.users.pending.len().min(users.max(overdue)).min(USERS_PER_FLUSH);
@@ -152,16 +152,16 @@ impl Partition {
         // users within the budget ride along with a flush that happens anyway; overdue ones, or all of them when
         // everything is published, make one happen (else every timed flush of a quiet partition would commit)
         let users_due = out > 0 && (overdue > 0 || details == Details::All);
-        let heavy = users_due || !items.windows.is_empty() || items.item_state;
+        let heavy = users_due || plan.publishes_any();
         let busy = st.pos.dirty || !finals.is_empty() || changed || heavy;
-        let docs = if busy { docs::changed_docs(st, &finals, flushed_at, &items, out) } else { Vec::new() };
+        let docs = if busy { docs::changed_docs(st, &finals, flushed_at, &plan, out) } else { Vec::new() };
         if !docs.is_empty() {
-            // every pending item shard went out on a details flush: a restore owes none of those logged before
-            let all_items = items.complete && details != Details::Closing;
+            // every pending document went out on a details flush: a restore owes none of those logged before
+            let all_items = plan.complete && details != Details::Closing;
             records.extend(changelog::published_markers(all_items, all_users));
         }
         self.finals = finals;
-        self.items = items;
+        self.plan = plan;
         self.flushed_at = flushed_at;
         self.users_out = if busy { out } else { 0 };
         let marker = st.marker_due();
@@ -302,7 +302,7 @@ impl Partition {
             late: Vec::new(),
             forward: Vec::new(),
             finals: Vec::new(),
-            items: ItemPlan::default(),
+            plan: Plan::default(),
             flushed_at: 0,
             users_out: 0,
             busy: 0,
@@ -504,9 +504,9 @@ impl Partition {
     fn committed(&mut self) -> PyResult<()> {
         self.ready()?;
         let finals = std::mem::take(&mut self.finals);
-        let items = std::mem::take(&mut self.items);
+        let plan = std::mem::take(&mut self.plan);
         let out = std::mem::take(&mut self.users_out);
-        self.st.committed(&finals, &items, out, self.flushed_at);
+        self.st.committed(&finals, &plan, out, self.flushed_at);
         Ok(())
     }
 

@@ -1,7 +1,13 @@
-//! Which item shards a flush publishes: the heavy documents (a nested row per item) go out on a cadence of their
-//! own that grows with the window, so a long window's rows are not re-indexed every few seconds while nearly all
-//! of them are unchanged; a closing window publishes the shards that changed since, and the window's summary says
-//! it is final. Windows shorter than `ITEMS_FROM` keep no item rows at all (unless they are the longest).
+//! What a flush publishes besides the summaries. Every part of a window's state knows whether it changed since the
+//! last flush (what the changelog logs) and since its document last went out (`Change`, or a bit per item shard);
+//! a plan decides which of those pending documents this flush sends:
+//! - summaries go out on every flush that changed them (they are small and what dashboards poll);
+//! - breakdowns and user sketches of windows from `DETAILS_FROM` on go out on details flushes;
+//! - item shards (a nested row per item, the heaviest documents) on a cadence that grows with the window, so a
+//!   long window's rows are not re-indexed every few seconds while nearly all of them are unchanged;
+//! - a closing window sends whatever is pending, and its summary says it is final.
+//!
+//! Windows shorter than `ITEMS_FROM` keep no item rows at all (unless they are the longest).
 
 use pyo3::prelude::*;
 
@@ -9,18 +15,49 @@ use crate::state::State;
 
 /// The shortest window that keeps item rows (a shorter one does only if no window is this long).
 pub const ITEMS_FROM: i64 = 60_000;
-/// The longest a changed window's item shards wait for their next publication (a window publishes at most every
-/// half its size, and never more often than details flushes come).
-pub const ITEMS_EVERY_MAX: i64 = 60_000;
+/// Windows from this size on publish their breakdowns and user sketches on details flushes only (shorter ones, the
+/// live view's, on every flush).
+pub const DETAILS_FROM: i64 = 60_000;
+/// A changed window's item shards wait for their next publication at most half the window, and 1/60 of it, but at
+/// least `ITEMS_EVERY_MIN` (never more often than details flushes come) and at most `ITEMS_EVERY_MAX` (which the
+/// current item state, a window without end, waits too).
+pub const ITEMS_EVERY_MIN: i64 = 60_000;
+pub const ITEMS_EVERY_MAX: i64 = 300_000;
 
-/// What a flush does about item shards.
+/// Whether a part of the state changed since the last flush (`dirty`: the changelog logs it) and since its document
+/// last went out (`to_publish`): the one record of both that each part keeps.
+#[derive(Default, Clone, Copy, Debug)]
+pub struct Change {
+    pub dirty: bool,
+    unpublished: bool,
+}
+
+impl Change {
+    pub fn touch(&mut self) {
+        self.dirty = true;
+    }
+    pub fn to_publish(&self) -> bool {
+        self.dirty || self.unpublished
+    }
+    /// Restored from the changelog without proof that its document went out.
+    pub fn restored_unpublished(&mut self) {
+        self.unpublished = true;
+    }
+    /// After a committed flush that published its document or not.
+    pub fn flushed(&mut self, published: bool) {
+        self.unpublished = !published && self.to_publish();
+        self.dirty = false;
+    }
+}
+
+/// What a flush does about the documents that wait for details flushes.
 #[pyclass(eq, eq_int, module = "pulse.aggregate._core")]
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Details {
-    /// None but those of closing windows.
+    /// None but those of closing windows (and breakdowns of windows shorter than `DETAILS_FROM`).
     #[pyo3(name = "CLOSING")]
     Closing,
-    /// Also those whose cadence has come (a details flush).
+    /// Also breakdowns and user sketches, and item shards whose cadence has come (a details flush).
     #[pyo3(name = "DUE")]
     Due,
     /// Every pending one (stopping, handing a partition over, caught up).
@@ -28,23 +65,30 @@ pub enum Details {
     All,
 }
 
-/// The item shards one flush publishes, decided once and applied to both the documents and the state.
+/// The pending documents one flush publishes, decided once and applied to both the documents and the state.
 #[derive(Default)]
-pub struct ItemPlan {
-    pub windows: Vec<(i64, i64)>, // windows whose pending shards go out
-    pub item_state: bool,         // the current item state's pending shards go out
-    pub complete: bool,           // nothing stays pending
+pub struct Plan {
+    pub items: Vec<(i64, i64)>,      // windows whose pending item shards go out
+    pub breakdowns: Vec<(i64, i64)>, // windows whose pending breakdowns and user sketch go out
+    pub item_state: bool,            // the current item state's pending shards go out
+    pub complete: bool,              // nothing stays pending
 }
 
-impl ItemPlan {
-    pub fn publishes(&self, key: &(i64, i64)) -> bool {
-        self.windows.contains(key)
+impl Plan {
+    pub fn items_of(&self, key: &(i64, i64)) -> bool {
+        self.items.contains(key)
+    }
+    pub fn breakdowns_of(&self, key: &(i64, i64)) -> bool {
+        self.breakdowns.contains(key)
+    }
+    pub fn publishes_any(&self) -> bool {
+        !self.items.is_empty() || !self.breakdowns.is_empty() || self.item_state
     }
 }
 
 /// How long a window's changed item shards wait between publications.
 pub fn items_every(size: i64) -> i64 {
-    (size / 2).min(ITEMS_EVERY_MAX)
+    (size / 2).min((size / 60).clamp(ITEMS_EVERY_MIN, ITEMS_EVERY_MAX))
 }
 
 /// The shortest window, among windows of `sizes`, that keeps item rows (decided once, at construction).
@@ -53,15 +97,23 @@ pub fn items_from(sizes: &[i64]) -> i64 {
 }
 
 /// The plan for a flush at wall-clock `now` that closes `finals`.
-pub fn plan(st: &State, finals: &[(i64, i64)], details: Details, now: i64) -> ItemPlan {
-    let mut out = ItemPlan { complete: true, ..Default::default() };
+pub fn plan(st: &State, finals: &[(i64, i64)], details: Details, now: i64) -> Plan {
+    let mut out = Plan { complete: true, ..Default::default() };
     for (key, win) in &st.windows {
+        let closing = finals.contains(key) || details == Details::All;
+        if win.dims.change.to_publish() || win.user_sketch.change.to_publish() {
+            if closing || details == Details::Due || win.size < DETAILS_FROM {
+                out.breakdowns.push(*key);
+            } else {
+                out.complete = false;
+            }
+        }
         if win.items.to_publish() == 0 {
             continue;
         }
         let due = details == Details::Due && now - win.items.published_at >= items_every(win.size);
-        if finals.contains(key) || details == Details::All || due {
-            out.windows.push(*key);
+        if closing || due {
+            out.items.push(*key);
         } else {
             out.complete = false;
         }
@@ -80,10 +132,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn long_windows_wait_longer_up_to_a_minute() {
+    fn long_windows_wait_longer_up_to_five_minutes() {
+        assert_eq!(items_every(10_000), 5_000);
         assert_eq!(items_every(60_000), 30_000);
         assert_eq!(items_every(3_600_000), 60_000);
-        assert_eq!(items_every(86_400_000), 60_000);
+        assert_eq!(items_every(86_400_000), 300_000);
+    }
+
+    #[test]
+    fn a_change_stays_pending_until_published() {
+        let mut c = Change::default();
+        c.touch();
+        c.flushed(false);
+        assert!(c.to_publish() && !c.dirty);
+        c.flushed(false);
+        assert!(c.to_publish());
+        c.flushed(true);
+        assert!(!c.to_publish());
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub use crate::tables::{
 use crate::breakdown::{Breakdown, Values, CATEGORY, COUNTRY, DEVICE, DIMS, STATUS};
 use crate::event::{cents, Event};
 use crate::hll::{user_hash, Hll, EXACT_USERS_UP_TO, SKETCH_USERS_FROM};
-use crate::publish::ItemPlan;
+use crate::publish::Plan;
 use crate::sketch::{Quantiles, AMOUNT, PRICE};
 
 pub const FUNNEL: [&str; 4] = ["view", "click", "add_to_cart", "purchase"];
@@ -438,19 +438,19 @@ impl State {
 
     /// After a committed flush at wall clock `now`: the item shards `items` planned went out, and `users` of the
     /// pending user documents (from the first).
-    pub fn committed(&mut self, finals: &[(i64, i64)], items: &ItemPlan, users: usize, now: i64) {
+    pub fn committed(&mut self, finals: &[(i64, i64)], plan: &Plan, users: usize, now: i64) {
         for key in finals {
             self.windows.remove(key);
         }
         for (key, win) in self.windows.iter_mut() {
             win.dirty = false;
-            win.items.flushed(items.publishes(key).then_some(now));
-            win.dims.dirty = false;
+            win.items.flushed(plan.items_of(key).then_some(now));
+            win.dims.change.flushed(plan.breakdowns_of(key));
             win.quantiles.dirty = false;
-            win.user_sketch.dirty = false;
+            win.user_sketch.change.flushed(plan.breakdowns_of(key));
             win.new_users.clear();
         }
-        self.catalog.item_state.flushed(items.item_state.then_some(now));
+        self.catalog.item_state.flushed(plan.item_state.then_some(now));
         for &u in &self.users.dirty {
             self.users.list[u as usize].dirty = false;
         }

@@ -1,7 +1,8 @@
-"""Which item shards a flush publishes (``native/src/publish.rs``): windows shorter than a minute keep no item rows,
-a window's changed shards go out at most every half of its size (a minute at most), the item state every
-minute, a closing window sends only the shards that changed since, with finality in its summary alone, and a
-flush that publishes everything does so whatever the cadence. That the documents still equal the reference
+"""What a flush publishes besides summaries (``native/src/publish.rs``): windows shorter than a minute keep no item
+rows; breakdowns and user sketches of windows from a minute on wait for details flushes; a window's changed shards
+go out at most every half of its size and 1/60 of it (a minute to five), the item state every five minutes; a
+closing window sends only the shards that changed since, with finality in its summary alone; and a flush that
+publishes everything does so whatever the cadence. That the documents still equal the reference
 across batchings and restarts is pinned in test_state_vs_reference.py."""
 
 from __future__ import annotations
@@ -56,20 +57,34 @@ def test_windows_shorter_than_a_minute_keep_no_item_rows() -> None:
     assert {d["window"] for d in only_short.flush(Details.ALL) if d["kind"] == "window_items"} == {"30s"}
 
 
-def test_changed_shards_go_out_at_most_every_half_window_and_a_minute_at_most() -> None:
+def test_changed_shards_go_out_at_most_every_half_window_and_a_minute_to_five() -> None:
     feed = Feed()
     published: dict[str, list[int]] = defaultdict(list)
-    for step in range(150):  # 150 s of wall clock, events all in one 1h window and its minutes
-        feed.route(BASE + step * 100, [f"i{step % 40}"])
+    for step in range(320):  # 320 s of wall clock, events all in one 1h window and one of its minutes
+        feed.route(BASE + step * 10, [f"i{step % 40}"])
         for d in feed.flush():
             kind = d["kind"] if d["kind"] != "window_items" else f"window_items:{d['window']}"
             if feed.now not in published[kind]:
                 published[kind].append(feed.now)
-    assert len(published["window"]) == 150  # summaries every flush
+    assert len(published["window"]) == 320  # summaries every flush
     hour, minute, state = published["window_items:1h"], published["window_items:1m"], published["items"]
-    assert [b - a for a, b in pairwise(hour)] == [60_000] * (len(hour) - 1) and len(hour) == 3
-    assert [b - a for a, b in pairwise(state)] == [60_000] * (len(state) - 1)
-    assert [b - a for a, b in pairwise(minute)] == [30_000] * (len(minute) - 1) and len(minute) == 5
+    assert [b - a for a, b in pairwise(hour)] == [60_000] * 5
+    assert [b - a for a, b in pairwise(minute)] == [30_000] * 10
+    assert [b - a for a, b in pairwise(state)] == [300_000]
+
+
+def test_breakdowns_of_minute_windows_and_longer_wait_for_details_flushes() -> None:
+    feed = Feed()
+    sent: dict[tuple[str, str], list[int]] = defaultdict(list)
+    details = (4, 9, 14, 19)
+    for step in range(20):
+        feed.route(BASE + step * 10, [f"i{step % 3}"])
+        for d in feed.flush(Details.DUE if step in details else Details.CLOSING):
+            if d["kind"] in ("window_dims", "window_users"):
+                sent[(d["kind"], d["window"])].append(step)
+    assert sent[("window_dims", "10s")] == list(range(20))  # the live view's: every flush
+    assert sent[("window_dims", "1m")] == sent[("window_dims", "1h")] == list(details)
+    assert sent[("window_users", "1h")][0] == 4 and set(sent[("window_users", "1h")]) <= set(details)
 
 
 def test_a_closing_window_sends_only_its_changed_shards_and_its_summary_says_final() -> None:
@@ -116,3 +131,21 @@ def test_a_changed_users_document_waits_at_most_the_max_delay_whatever_the_budge
     assert len(users(BASE + 10_000)) == 97  # waited 10 s: all that were queued by the first flush
     assert users(BASE + 15_000) == []
     assert users(BASE + 20_000) == ["user:late-comer"]  # queued by the flush at 10 s
+
+
+def test_breakdowns_logged_but_not_yet_published_go_out_after_a_restore() -> None:
+    cfg = StateConfig(window_sizes=(60_000, 3_600_000), grace_ms=1_000)
+    st_ = new_partition(0, cfg)
+    log: list = []
+    for n in range(5):
+        route(st_, n, None, _event(n, BASE + n, f"i{n}"), BASE + n)
+    flushed = st_.flush(Details.CLOSING, EVERY_USER, BASE)  # logged; breakdowns wait for a details flush
+    assert flushed is not None and not [d for d in flushed.documents if d.kind in ("window_dims", "window_users")]
+    log.extend((r.key, r.value) for r in flushed.records)
+    st_.committed()
+    again = new_partition(0, cfg)  # a crash: only the log survives
+    again.restore([(offset, r[0], r[1]) for offset, r in enumerate(log)])
+    flushed = again.flush(Details.DUE, EVERY_USER, BASE + 1_000)
+    assert flushed is not None
+    sent = {(d.kind, orjson.loads(d.value)["window"]) for d in flushed.documents if d.kind.startswith("window_")}
+    assert {("window_dims", "1m"), ("window_dims", "1h"), ("window_users", "1h")} <= sent
