@@ -4,7 +4,8 @@
 //! - summaries go out on every flush that changed them (they are small and what dashboards poll);
 //! - breakdowns and user sketches of windows from `DETAILS_FROM` on go out on details flushes;
 //! - item shards (a nested row per item, the heaviest documents) on a cadence that grows with the window, so a
-//!   long window's rows are not re-indexed every few seconds while nearly all of them are unchanged;
+//!   long window's rows are not re-indexed every few seconds while nearly all of them are unchanged (a whole
+//!   shard goes out when any of its rows changed);
 //! - a closing window sends whatever is pending, and its summary says it is final.
 //!
 //! Windows shorter than `ITEMS_FROM` keep no item rows at all (unless they are the longest).
@@ -18,11 +19,14 @@ pub const ITEMS_FROM: i64 = 60_000;
 /// Windows from this size on publish their breakdowns and user sketches on details flushes only (shorter ones, the
 /// live view's, on every flush).
 pub const DETAILS_FROM: i64 = 60_000;
-/// A changed window's item shards wait for their next publication at most half the window, and 1/60 of it, but at
-/// least `ITEMS_EVERY_MIN` (never more often than details flushes come) and at most `ITEMS_EVERY_MAX` (which the
-/// current item state, a window without end, waits too).
+/// A changed window's item shards wait for their next publication at most half the window, and 1/12 of it but at
+/// least `ITEMS_EVERY_MIN` (never more often than details flushes come) and at most `ITEMS_EVERY_MAX`: a longer
+/// window serves longer ranges (the query module picks the smallest window that keeps a range under its bucket
+/// limit), where the latest window's rows trailing by minutes is a small part of the answer.
 pub const ITEMS_EVERY_MIN: i64 = 60_000;
-pub const ITEMS_EVERY_MAX: i64 = 300_000;
+pub const ITEMS_EVERY_MAX: i64 = 900_000;
+/// The current item state (a window without end) waits this long between publications.
+pub const ITEM_STATE_EVERY: i64 = 300_000;
 
 /// Whether a part of the state changed since the last flush (`dirty`: the changelog logs it) and since its document
 /// last went out (`to_publish`): the one record of both that each part keeps.
@@ -88,7 +92,7 @@ impl Plan {
 
 /// How long a window's changed item shards wait between publications.
 pub fn items_every(size: i64) -> i64 {
-    (size / 2).min((size / 60).clamp(ITEMS_EVERY_MIN, ITEMS_EVERY_MAX))
+    (size / 2).min((size / 12).clamp(ITEMS_EVERY_MIN, ITEMS_EVERY_MAX))
 }
 
 /// The shortest window, among windows of `sizes`, that keeps item rows (decided once, at construction).
@@ -120,7 +124,7 @@ pub fn plan(st: &State, finals: &[(i64, i64)], details: Details, now: i64) -> Pl
     }
     let state = &st.catalog.item_state;
     if state.to_publish() != 0 {
-        let due = details == Details::Due && now - state.published_at >= ITEMS_EVERY_MAX;
+        let due = details == Details::Due && now - state.published_at >= ITEM_STATE_EVERY;
         out.item_state = details == Details::All || due;
         out.complete &= out.item_state;
     }
@@ -132,11 +136,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn long_windows_wait_longer_up_to_five_minutes() {
+    fn long_windows_wait_longer_up_to_a_quarter_hour() {
         assert_eq!(items_every(10_000), 5_000);
         assert_eq!(items_every(60_000), 30_000);
-        assert_eq!(items_every(3_600_000), 60_000);
-        assert_eq!(items_every(86_400_000), 300_000);
+        assert_eq!(items_every(3_600_000), 300_000);
+        assert_eq!(items_every(86_400_000), 900_000);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 """What a flush publishes besides summaries (``native/src/publish.rs``): windows shorter than a minute keep no item
 rows; breakdowns and user sketches of windows from a minute on wait for details flushes; a window's changed shards
-go out at most every half of its size and 1/60 of it (a minute to five), the item state every five minutes; a
+go out at most every half of its size and 1/12 of it (a minute to a quarter hour), the item state every five
+minutes; a
 closing window sends only the shards that changed since, with finality in its summary alone; and a flush that
 publishes everything does so whatever the cadence. That the documents still equal the reference
 across batchings and restarts is pinned in test_state_vs_reference.py."""
@@ -57,20 +58,21 @@ def test_windows_shorter_than_a_minute_keep_no_item_rows() -> None:
     assert {d["window"] for d in only_short.flush(Details.ALL) if d["kind"] == "window_items"} == {"30s"}
 
 
-def test_changed_shards_go_out_at_most_every_half_window_and_a_minute_to_five() -> None:
-    feed = Feed()
+def test_changed_shards_go_out_at_most_every_half_window_and_a_twelfth_of_it() -> None:
+    feed = Feed((*SIZES, 86_400_000))
     published: dict[str, list[int]] = defaultdict(list)
-    for step in range(320):  # 320 s of wall clock, events all in one 1h window and one of its minutes
-        feed.route(BASE + step * 10, [f"i{step % 40}"])
+    for step in range(1000):  # 1000 s of wall clock, events all in one day, hour and minute
+        feed.route(BASE + step, [f"i{step % 40}"])
         for d in feed.flush():
             kind = d["kind"] if d["kind"] != "window_items" else f"window_items:{d['window']}"
             if feed.now not in published[kind]:
                 published[kind].append(feed.now)
-    assert len(published["window"]) == 320  # summaries every flush
-    hour, minute, state = published["window_items:1h"], published["window_items:1m"], published["items"]
-    assert [b - a for a, b in pairwise(hour)] == [60_000] * 5
-    assert [b - a for a, b in pairwise(minute)] == [30_000] * 10
-    assert [b - a for a, b in pairwise(state)] == [300_000]
+    assert len(published["window"]) == 1000  # summaries every flush
+    every = {kind: {b - a for a, b in pairwise(times)} for kind, times in published.items()}
+    assert every["window_items:1m"] == {30_000}
+    assert every["window_items:1h"] == {300_000} and len(published["window_items:1h"]) == 4
+    assert every["window_items:1d"] == {900_000}
+    assert every["items"] == {300_000}
 
 
 def test_breakdowns_of_minute_windows_and_longer_wait_for_details_flushes() -> None:

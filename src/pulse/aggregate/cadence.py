@@ -25,8 +25,10 @@ class FlushPolicy:
     flush_records: int | None = None  # also flush after this many records (benchmarks simulating a live rate)
     detail_interval_s: float = 5.0
     detail_flushes: int | None = None  # instead: every Nth flush (benchmarks)
-    user_writes_per_1000: float = 20.0  # user documents per 1000 events accepted
-    user_floor: int = 5  # user documents a partition may publish on any flush, however few events came
+    # user documents per 1000 events accepted: with the floor and the max delay (`StateConfig.user_max_delay_ms`)
+    # this keeps users a minority of what Elasticsearch indexes at any rate
+    user_writes_per_1000: float = 5.0
+    user_floor: int = 2  # user documents a partition may publish on any flush, however few events came
     last_flush: float = field(default_factory=time.monotonic)
     since_flush: int = 0  # records consumed since the last flush
     # the last batch was full: reading a backlog, take what has arrived rather than wait at its tail

@@ -19,7 +19,7 @@ class StateConfig:
     # of the partitions it sends its watermark to (an empty or long-quiet partition must not stop them)
     forward_wait_ms: int = 300_000
     # a changed user's document goes out within the user budget (FlushPolicy), and after this long whatever it
-    user_max_delay_ms: int = 60_000
+    user_max_delay_ms: int = 300_000
 
     def __post_init__(self) -> None:
         if self.dedup_horizon_ms < self.grace_ms:

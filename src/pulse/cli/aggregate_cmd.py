@@ -15,6 +15,7 @@ from typing import IO, TYPE_CHECKING
 
 import click
 
+from pulse.aggregate.cadence import FlushPolicy
 from pulse.aggregate.config import StateConfig
 from pulse.aggregate.group import Membership
 from pulse.aggregate.windows import label, parse_sizes
@@ -96,17 +97,24 @@ def state_options(command: Callable[..., object]) -> Callable[..., object]:
               type=Duration(0.05, 600),
               help="Time between flushes while reading a backlog (full batches); a backlog is published at once "
                    "when read to its end.")
-@click.option("--detail-interval", envvar="PULSE_DETAIL_INTERVAL", default="5s", show_default=True,
+@click.option("--detail-interval", envvar="PULSE_DETAIL_INTERVAL",
+              default=label(round(FlushPolicy.detail_interval_s * 1000)), show_default=True,
               type=Duration(0.05, 600),
-              help="How often a flush publishes item shards that are due (each window's changed shards at most "
-                   "every half of its size and a minute at most; summaries and breakdowns go every flush).")
-@click.option("--user-writes", envvar="PULSE_USER_WRITES", default=20.0, show_default=True,
+              help="How often a flush publishes the breakdowns and user sketches of windows from a minute on, and "
+                   "the item shards that are due (each window's changed shards at most every half of its size and "
+                   "1/12 of it, between a minute and a quarter hour; the item state every five minutes). Summaries, "
+                   "and the shorter "
+                   "windows' breakdowns, go every flush.")
+@click.option("--user-writes", envvar="PULSE_USER_WRITES", default=FlushPolicy.user_writes_per_1000,
+              show_default=True,
               type=click.FloatRange(0, 1000),
               help="User documents published per 1000 events a partition accepts, oldest change first, each flush "
                    "(at least --user-floor): Elasticsearch's cost for users stays the same per event at any rate.")
-@click.option("--user-floor", envvar="PULSE_USER_FLOOR", default=5, show_default=True, type=click.IntRange(0),
+@click.option("--user-floor", envvar="PULSE_USER_FLOOR", default=FlushPolicy.user_floor, show_default=True,
+              type=click.IntRange(0),
               help="User documents a partition may publish on any flush, however few events it accepted.")
-@click.option("--user-max-delay", envvar="PULSE_USER_MAX_DELAY", default="60s", show_default=True,
+@click.option("--user-max-delay", envvar="PULSE_USER_MAX_DELAY", default=label(StateConfig.user_max_delay_ms),
+              show_default=True,
               type=Duration(0, 86_400),
               help="A changed user's document goes out after this long at the latest, whatever --user-writes allows.")
 @click.option("--compact-after", envvar="PULSE_COMPACT_AFTER", default=50_000, show_default=True,

@@ -19,6 +19,8 @@ KIND_FAMILY = {"window": "windows", "window_items": "windows", "window_dims": "w
                "user": "users",
                "items": "items", "partition": "partitions"}
 FAMILIES = ("windows", "users", "items", "partitions")
+LIVE_FAMILIES = ("windows", "partitions")
+"""What dashboards poll: the writer refreshes them as soon as it wrote to them (the others wait for their interval)."""
 ARCHIVE_FAMILIES = ("events", "deadletter", "late")
 """Time-based (daily) indices of raw records for drill-down; Pulse deletes them after the retention."""
 

@@ -25,8 +25,15 @@ S = TypeVar("S", bound=SinkStats)
 _LOG = logging.getLogger("pulse.store")
 
 
+_BATCH = 5_000  # records per consume call
+
+
 class Projection(Generic[S]):
     """Subclasses implement :meth:`add` (one record), :meth:`take` (the ops to write now) and :meth:`beat`."""
+
+    # write as soon as the topic is drained, not only every ``flush_interval_s``: for input that comes in bursts
+    # (an aggregator's transactions), where waiting only adds latency
+    flush_when_drained = False
 
     def __init__(self, bootstrap: str, es: EsConnection, group_id: str, dlq_topic: str, stats: S, component: str,
                  flush_interval_s: float, on_flush: Callable[[S], None] | None = None) -> None:
@@ -63,6 +70,9 @@ class Projection(Generic[S]):
     def beat(self) -> None:
         """Publish the heartbeat (``self.heartbeat.publish``)."""
 
+    def written(self, requests: list[list[BulkOp]]) -> None:
+        """After Elasticsearch accepted ``requests`` (before the offsets are committed)."""
+
     # -- the loop -------------------------------------------------------------------------------------------------
     def run(self, stop: threading.Event, exit_when_idle_s: float | None = None) -> S:
         sources = self.sources()
@@ -71,14 +81,15 @@ class Projection(Generic[S]):
         try:
             while not stop.is_set():
                 self.on_tick()
-                batch = self._consumer.consume(5_000, 0.05)
+                batch = self._consumer.consume(_BATCH, 0.05)
                 for msg in batch:
                     if msg.error() is None:
                         self.add(msg)
                 if batch:
                     last_input = time.monotonic()
                     self.stats.consumed += len(batch)
-                if self.full() or time.monotonic() - last_flush >= self.flush_interval_s:
+                drained = self.flush_when_drained and bool(batch) and len(batch) < _BATCH
+                if self.full() or drained or time.monotonic() - last_flush >= self.flush_interval_s:
                     self.flush(stop)
                     last_flush = time.monotonic()
                 if exit_when_idle_s is not None and not batch and time.monotonic() - last_input > exit_when_idle_s:
@@ -113,6 +124,7 @@ class Projection(Generic[S]):
         if requests:
             for ops in requests:
                 self._sink.write(ops, stop)
+            self.written(requests)
             self._commit()
             if self._on_flush:
                 self._on_flush(self.stats)

@@ -10,17 +10,21 @@ buffer), so memory stays bounded by one flush. Each flush also refreshes the pip
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
 from confluent_kafka import Message
+from elasticsearch import ApiError, TransportError
 
 from pulse.connect.elasticsearch import EsConnection
 from pulse.store.bulk import BulkOp, SinkStats
-from pulse.store.indices import KIND_FAMILY, index_for
+from pulse.store.indices import KIND_FAMILY, LIVE_FAMILIES, alias, index_for
 from pulse.store.projection import Projection
 from pulse.topics import aggregates_topic, store_group
+
+_LOG = logging.getLogger("pulse.store")
 
 
 @dataclass(frozen=True)
@@ -57,12 +61,16 @@ class WriterStats(SinkStats):
 
 
 class ElasticsearchWriter(Projection[WriterStats]):
+    flush_when_drained = True  # each aggregator flush arrives as one transaction: write it at once
+
     def __init__(self, cfg: WriterConfig, on_flush: Callable[[WriterStats], None] | None = None) -> None:
         super().__init__(cfg.bootstrap, cfg.es, cfg.consumer_group, cfg.dlq_topic, WriterStats(),
                          f"store:{cfg.group}", cfg.flush_interval_s, on_flush)
         self.cfg = cfg
         self._pending: dict[str, tuple[int, str, bytes]] = {}  # id -> (version, index, source)
         self._pending_bytes = 0
+        # a replay's indices are read only once its aliases swap: their interval is soon enough
+        self._live = set() if cfg.generation is not None else {alias(f, cfg.index_prefix) for f in LIVE_FAMILIES}
 
     def sources(self) -> dict[str, bool]:
         return {self.cfg.source_topic: True}
@@ -110,6 +118,16 @@ class ElasticsearchWriter(Projection[WriterStats]):
         if chunk:
             requests.append(chunk)
         return requests
+
+    def written(self, requests: list[list[BulkOp]]) -> None:
+        """Make what dashboards poll searchable now rather than at the next refresh interval; best effort (the
+        interval still refreshes)."""
+        live = sorted({op.index for ops in requests for op in ops} & self._live)
+        if live:
+            try:
+                self.es.indices.refresh(index=live)
+            except (ApiError, TransportError) as exc:
+                _LOG.debug("refresh of %s failed (%s); the refresh interval catches up", live, exc)
 
     def beat(self) -> None:
         if self.cfg.generation is not None:
