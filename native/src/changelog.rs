@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::breakdown::{CATEGORY, DIMS};
+use crate::breakdown::{CATEGORY, DIMENSIONS, DIMS};
 use crate::entities::Step;
 use crate::hll::Packed;
 use crate::sketch::Sketch;
@@ -35,8 +35,15 @@ const SESSION_GONE: u8 = 2;
 type Named<'a> = Vec<(&'a str, u64)>;
 type RowOut<'a> = (&'a str, Option<&'a str>, Named<'a>, i64, u64);
 type RowIn = (String, Option<String>, Vec<(String, u64)>, i64, u64);
-type DimOut<'a> = (u8, &'a str, Named<'a>, i64, u64);
-type DimIn = (u8, String, Vec<(String, u64)>, i64, u64);
+type DimOut<'a> = (&'a str, &'a str, Named<'a>, i64, u64); // dimension, value, counts, cents, purchases
+type DimIn = (Dimension, String, Vec<(String, u64)>, i64, u64);
+/// A breakdown row's dimension as logged: by name, or (older logs) by its index in `DIMENSIONS` then.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Dimension {
+    Name(String),
+    Index(u8),
+}
 type CatIn = (String, Vec<(String, u64)>, i64, u64); // the category log before breakdowns (restore only)
 type SketchLog = Vec<(u64, Vec<(i32, u64)>)>; // per sketched value: zeros, (bin, count)
 type SummaryIn = (Vec<(String, u64)>, Vec<(String, u64)>, [i64; 4], [u64; 4]);
@@ -111,7 +118,13 @@ fn shard_pages(st: &State, map: &rustc_hash::FxHashMap<u32, Row>) -> Vec<Vec<u8>
 /// A window's breakdown rows, paged.
 fn dims_pages(st: &State, win: &Window) -> Vec<Vec<u8>> {
     let rows = win.dims.iter().map(|(d, value, row)| -> DimOut {
-        (d as u8, st.catalog.labels[d].name(value), named(&st.catalog.types, &row.counts), row.cents, row.purchases)
+        (
+            DIMENSIONS[d],
+            st.catalog.labels[d].name(value),
+            named(&st.catalog.types, &row.counts),
+            row.cents,
+            row.purchases,
+        )
     });
     pages(rows, win.dims.len())
 }
@@ -526,11 +539,12 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], details_pending: bool, users_
                 "d" => {
                     let page = num(4)? as u16;
                     let rows: Vec<DimIn> = dec(key, value)?;
-                    for (d, name, counts, cents, purchases) in rows {
-                        let d = usize::from(d);
-                        if d >= DIMS {
-                            return Err(bad(key, "unknown dimension"));
-                        }
+                    for (dim, name, counts, cents, purchases) in rows {
+                        let d = match dim {
+                            Dimension::Name(n) => DIMENSIONS.iter().position(|&known| known == n),
+                            Dimension::Index(i) => Some(usize::from(i)).filter(|&i| i < DIMS),
+                        };
+                        let Some(d) = d else { return Err(bad(key, "unknown dimension")) };
                         let id = st.catalog.labels[d].id(&name);
                         let counts = load_counts(&mut st.catalog.types, counts);
                         window(st, size, start).dims.rows[d].insert(id, Row { counts, cents, purchases });
@@ -586,4 +600,79 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], details_pending: bool, users_
 
 fn window(st: &mut State, size: i64, start: i64) -> &mut Window {
     st.windows.entry((size, start)).or_insert_with(|| Window { size, start, logged: true, ..Default::default() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Event;
+    use crate::state::Config;
+    use std::borrow::Cow;
+
+    fn state() -> State {
+        let cfg = Config {
+            sizes: vec![60_000],
+            grace: 1_000,
+            horizon: 1_000,
+            session_timeout: 60_000,
+            compact_after: 1_000,
+            partitions: 0,
+            forward_wait: 60_000,
+            user_max_delay: 60_000,
+            items_from: 60_000,
+        };
+        State::new(0, cfg)
+    }
+
+    fn breakdown_record(st: &mut State) -> (Vec<u8>, Vec<u8>) {
+        let e = Event {
+            event_id: Cow::Borrowed("e1"),
+            event_type: Cow::Borrowed("view"),
+            ts: 120_000,
+            user_id: Cow::Borrowed("u1"),
+            session_id: Cow::Borrowed("s1"),
+            item_id: Some(Cow::Borrowed("i1")),
+            category: Some(Cow::Borrowed("books")),
+            price: None,
+            amount: None,
+            status: Cow::Borrowed("ok"),
+            device: Cow::Borrowed("mobile"),
+            country: Cow::Borrowed("DE"),
+        };
+        st.begin(0);
+        st.accept(&e, 120_000);
+        let records = changed_records(st, &[], false);
+        records.into_iter().find(|(k, _)| k.ends_with(b"/d/0")).map(|(k, v)| (k, v.unwrap())).unwrap()
+    }
+
+    #[test]
+    fn breakdown_rows_are_logged_by_dimension_name_and_older_logs_by_index_restore() {
+        let (key, value) = breakdown_record(&mut state());
+        type Logged = (String, String, Vec<(String, u64)>, i64, u64);
+        let rows: Vec<Logged> = rmp_serde::from_slice(&value).unwrap();
+        let dims: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+        assert_eq!(dims, DIMENSIONS.to_vec());
+        let by_index: Vec<_> = rows
+            .into_iter()
+            .map(|(d, v, c, cents, n)| (DIMENSIONS.iter().position(|&x| x == d).unwrap() as u8, v, c, cents, n))
+            .collect();
+        for value in [value, rmp_serde::to_vec(&by_index).unwrap()] {
+            let mut st = state();
+            restore(&mut st, vec![(0, key.clone(), Some(value))]).unwrap();
+            let win = st.windows.values().next().unwrap();
+            for (d, name) in DIMENSIONS.iter().enumerate() {
+                let expected = ["books", "ok", "DE", "mobile"][d];
+                let rows: Vec<&str> = win.dims.rows[d].keys().map(|&v| st.catalog.labels[d].name(v)).collect();
+                assert_eq!(rows, vec![expected], "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_dimension_is_refused() {
+        let (key, _) = breakdown_record(&mut state());
+        let row = vec![("planet", "mars", Vec::<(String, u64)>::new(), 0i64, 0u64)];
+        let err = restore(&mut state(), vec![(0, key, Some(rmp_serde::to_vec(&row).unwrap()))]).err().unwrap();
+        assert!(err.contains("unknown dimension"), "{err}");
+    }
 }
