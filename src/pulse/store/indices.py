@@ -2,8 +2,11 @@
 
 Each document kind lives behind an alias (``pulse-windows``, ``pulse-users``, ``pulse-items``,
 ``pulse-partitions``) that points at a concrete index (``pulse-windows-000001``), so a replay can build new
-indices and swap the alias atomically. Mappings are strict at the top level; the per-type maps (``counts``,
-``status``, ``funnel``) take any event type or status as a long.
+indices and swap the alias atomically. Hot and cold apart: the small documents dashboards poll (window
+summaries, breakdowns and sketches; partitions) are refreshed as soon as they are written, the heavy ones that
+change slowly (item shards of windows and of the item state, users) wait for a longer refresh interval. Mappings
+are strict at the top level; the per-type maps (``counts``, ``status``, ``funnel``) take any event type or status
+as a long.
 """
 
 from __future__ import annotations
@@ -13,21 +16,25 @@ from typing import Any
 from elasticsearch import Elasticsearch
 
 from pulse.aggregate.model import DIMENSIONS, SKETCHED, USERS_SKETCH, sketch_field
+from pulse.errors import PulseError
 
 DEFAULT_PREFIX = "pulse"
-KIND_FAMILY = {"window": "windows", "window_items": "windows", "window_dims": "windows", "window_users": "windows",
+KIND_FAMILY = {"window": "windows", "window_dims": "windows", "window_users": "windows",
                "user": "users",
-               "items": "items", "partition": "partitions"}
+               "window_items": "items", "items": "items", "partition": "partitions"}
 FAMILIES = ("windows", "users", "items", "partitions")
 LIVE_FAMILIES = ("windows", "partitions")
-"""What dashboards poll: the writer refreshes them as soon as it wrote to them (the others wait for their interval)."""
+"""What dashboards poll: the writer refreshes them as soon as it wrote to them (the others wait for their interval,
+`COLD_REFRESH_S`)."""
 ARCHIVE_FAMILIES = ("events", "deadletter", "late")
 """Time-based (daily) indices of raw records for drill-down; Pulse deletes them after the retention."""
 
 _COUNTS = {"type": "object", "dynamic": True}
-_WINDOW = {
+_WINDOW_HEAD = {
     "kind": {"type": "keyword"}, "window": {"type": "keyword"}, "window_ms": {"type": "long"},
     "start": {"type": "date", "format": "epoch_millis"}, "end": {"type": "date", "format": "epoch_millis"},
+}
+_WINDOW = _WINDOW_HEAD | {
     "final": {"type": "boolean"}, "events": {"type": "long"}, "errors": {"type": "long"},
     "min_cents": {"type": "long"}, "max_cents": {"type": "long"}, "unique_users": {"type": "long"},
     "funnel": _COUNTS, "status": _COUNTS,
@@ -50,13 +57,14 @@ _DIMS = {"values": {"properties": {dim: {"type": "keyword"} for dim in DIMENSION
 NESTED_LIMIT = 50_000  # items per packed document (Elasticsearch's default is 10,000)
 FIELDS_LIMIT = 5_000  # mapped fields per index (Elasticsearch's default is 1,000)
 _PROPERTIES: dict[str, dict[str, Any]] = {
-    "windows": _COMMON | _WINDOW | _ITEMS | _DIMS | _SKETCHES,
+    "windows": _COMMON | _WINDOW | _DIMS | _SKETCHES,
     "users": _COMMON | {"user_id": {"type": "keyword"}, "first_seen": {"type": "date", "format": "epoch_millis"},
                         "last_seen": {"type": "date", "format": "epoch_millis"}, "spent_cents": {"type": "long"},
                         "last_item": {"type": "keyword"},
                         # the user's own hourly series, read with the document (never searched)
                         "hours": {"type": "object", "enabled": False}},
-    "items": _OWNED | _ITEMS,
+    # the item state's shards and windows' item shards (`window_items`, with the window's head)
+    "items": _OWNED | _WINDOW_HEAD | _ITEMS,
     "partitions": _COMMON | {"watermark": {"type": "date", "format": "epoch_millis"},
                              "max_event_ts": {"type": "date", "format": "epoch_millis"},
                              "next_offset": {"type": "long"}, "accepted": {"type": "long"},
@@ -102,7 +110,13 @@ def alias(family: str, prefix: str = DEFAULT_PREFIX) -> str:
 
 
 AGGREGATES_REFRESH_S = 0.5
-"""How soon a written aggregate is searchable: the live page's freshness (they are few documents per second)."""
+"""How soon a written aggregate of `LIVE_FAMILIES` is searchable if the writer's own refresh did not come first."""
+COLD_REFRESH_S = 5.0
+"""How soon item shards and users are searchable: they are published every few minutes; fewer segments to merge."""
+
+
+def refresh_s(family: str) -> float:
+    return AGGREGATES_REFRESH_S if family in LIVE_FAMILIES else COLD_REFRESH_S
 ARCHIVE_REFRESH_S = 1.0
 """The raw archive takes one document per event: Elasticsearch's default refresh, fewer segments to merge."""
 
@@ -127,7 +141,7 @@ def template_body(family: str, prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:
     """Generations ``<prefix>-<family>-00000N`` of an aggregate family; the per-type maps hold longs."""
     body = _template(family, prefix, {
         "dynamic_templates": [{"counts_as_long": {"path_match": "*.*", "mapping": {"type": "long"}}}],
-        "properties": _PROPERTIES[family]}, "index template", AGGREGATES_REFRESH_S)
+        "properties": _PROPERTIES[family]}, "index template", refresh_s(family))
     body["template"]["settings"] |= {
         "index.mapping.nested_objects.limit": NESTED_LIMIT,
         # every event type and status is a field (``counts.<type>``): a producer with thousands of them must not
@@ -185,8 +199,10 @@ def ensure_indices(es: Elasticsearch, prefix: str = DEFAULT_PREFIX) -> list[str]
         es.indices.put_index_template(name=alias(family, prefix), **template_body(family, prefix))
     for family in ARCHIVE_FAMILIES:
         es.indices.put_index_template(name=alias(family, prefix), **archive_template_body(family, prefix))
-    made = [] if current_generation(es, prefix) else create_generation(es, 1, prefix, with_alias=True)
+    # a family an older version did not have gets its index in the current generation
+    made = create_generation(es, current_generation(es, prefix) or 1, prefix, with_alias=True)
     upgrade_mappings(es, prefix)
+    move_kind(es, "window_items", "windows", prefix)
     for index, properties in ((heartbeat_index(prefix), HEARTBEAT_PROPERTIES), (meta_index(prefix), _META)):
         if not es.indices.exists(index=index):
             es.indices.create(index=index, **_strict(properties))
@@ -206,7 +222,34 @@ def upgrade_mappings(es: Elasticsearch, prefix: str = DEFAULT_PREFIX) -> None:
         if es.indices.exists_alias(name=name):
             for index in es.indices.get_alias(name=name):
                 es.indices.put_mapping(index=index, properties=_PROPERTIES[family])
-                es.indices.put_settings(index=index, settings={"refresh_interval": _interval(AGGREGATES_REFRESH_S)})
+                es.indices.put_settings(index=index, settings={"refresh_interval": _interval(refresh_s(family))})
+
+
+def move_kind(es: Elasticsearch, kind: str, old_family: str, prefix: str = DEFAULT_PREFIX) -> int:
+    """Move the ``kind`` documents an older version wrote to ``old_family``'s indices to the family they belong in
+    now (same ids and versions: a newer copy already there wins), then delete them where they were. Returns how
+    many were moved."""
+    old, new = alias(old_family, prefix), index_for(kind, prefix)
+    if old == new or not es.indices.exists_alias(name=old):
+        return 0
+    es.indices.refresh(index=old)
+    moved = 0
+    query = {"query": {"term": {"kind": kind}}}
+    while hits := es.search(index=old, size=500, **query)["hits"]["hits"]:
+        ops: list[dict[str, Any]] = []
+        for hit in hits:
+            ops.append({"index": {"_index": new, "_id": hit["_id"], "version": hit["_source"].get("version", 0),
+                                  "version_type": "external_gte"}})
+            ops.append(hit["_source"])
+        result = es.bulk(operations=ops, refresh=True)
+        refused = [item["index"] for item in result["items"] if item["index"].get("status", 200) >= 300
+                   and item["index"].get("status") != 409]  # 409: the new family holds a newer version
+        if refused:
+            raise PulseError(f"moving {kind} documents to {new} failed: {refused[0].get('error')}")
+        deletes = [{"delete": {"_index": hit["_index"], "_id": hit["_id"]}} for hit in hits]
+        es.bulk(operations=deletes, refresh=True)
+        moved += len(hits)
+    return moved
 
 
 def index_for(kind: str, prefix: str = DEFAULT_PREFIX) -> str:

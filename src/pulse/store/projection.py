@@ -73,6 +73,9 @@ class Projection(Generic[S]):
     def written(self, requests: list[list[BulkOp]]) -> None:
         """After Elasticsearch accepted ``requests`` (before the offsets are committed)."""
 
+    def finished(self) -> None:
+        """After the last flush, before the loop ends."""
+
     # -- the loop -------------------------------------------------------------------------------------------------
     def run(self, stop: threading.Event, exit_when_idle_s: float | None = None) -> S:
         sources = self.sources()
@@ -128,5 +131,7 @@ class Projection(Generic[S]):
             self._commit()
             if self._on_flush:
                 self._on_flush(self.stats)
+        if final:
+            self.finished()
         if final or self.heartbeat.due():
             self.beat()

@@ -38,7 +38,7 @@ from pulse.aggregate.model import (
     MergedUsers,
     sketch_field,
 )
-from pulse.store.indices import DEFAULT_PREFIX, FAMILIES, alias, heartbeat_index
+from pulse.store.indices import DEFAULT_PREFIX, FAMILIES, alias, heartbeat_index, index_for
 
 STEPS = FUNNEL
 WINDOW_MS = {"10s": 10_000, "1m": 60_000, "1h": 3_600_000, "1d": 86_400_000}
@@ -213,7 +213,7 @@ def window_buckets(es: Elasticsearch, f: Filters, window: str | None = None,
     out: dict[int, dict[str, Any]] = {}
     index = alias("windows", prefix)
     if f.source == "items":
-        _nested_partials(es, index, [*clauses, _item_rows(f)], "items", out)
+        _nested_partials(es, index_for("window_items", prefix), [*clauses, _item_rows(f)], "items", out)
     elif f.source == "dims" and f.dimension:
         dim, value = f.dimension
         _dim_partials(es, index, clauses, dim, value, out)
@@ -260,9 +260,10 @@ def top_items(es: Elasticsearch, f: Filters, by: str = "view", size: int = 10,
     query = {"bool": {"filter": [{"term": {"kind": "window_items"}}, {"term": {"window": f.item_window()}},
                                  {"range": {"start": {"gte": f.start_ms, "lt": f.end_ms}}}]}}
     rows = _row_terms(f)
-    if not es.indices.exists_alias(name=alias("windows", prefix)):
+    index = index_for("window_items", prefix)
+    if not es.indices.exists_alias(name=index):
         return []
-    resp = es.search(index=alias("windows", prefix), size=0, query=query, aggs={"rows": {
+    resp = es.search(index=index, size=0, query=query, aggs={"rows": {
         "nested": {"path": "items"}, "aggs": {"match": {"filter": {"bool": {"filter": rows}}, "aggs": {
             "items": {"terms": {"field": "items.item_id", "size": size, "order": [{"n": "desc"}, {"_key": "asc"}],
                                 "shard_size": max(size * 20, 200)},
@@ -419,8 +420,9 @@ def categories(es: Elasticsearch, prefix: str = DEFAULT_PREFIX) -> list[str]:
     """Known categories (for the filter list)."""
     if not es.indices.exists_alias(name=alias("items", prefix)):
         return []
-    resp = es.search(index=alias("items", prefix), size=0, aggs={"rows": {"nested": {"path": "items"}, "aggs": {
-        "c": {"terms": {"field": "items.category", "size": 200, "order": {"_key": "asc"}}}}}})
+    resp = es.search(index=alias("items", prefix), size=0, query={"term": {"kind": "items"}}, aggs={"rows": {
+        "nested": {"path": "items"}, "aggs": {
+            "c": {"terms": {"field": "items.category", "size": 200, "order": {"_key": "asc"}}}}}})
     return [b["key"] for b in resp["aggregations"]["rows"]["c"]["buckets"]]
 
 

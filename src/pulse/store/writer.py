@@ -71,6 +71,7 @@ class ElasticsearchWriter(Projection[WriterStats]):
         self._pending_bytes = 0
         # a replay's indices are read only once its aliases swap: their interval is soon enough
         self._live = set() if cfg.generation is not None else {alias(f, cfg.index_prefix) for f in LIVE_FAMILIES}
+        self._unrefreshed: set[str] = set()
 
     def sources(self) -> dict[str, bool]:
         return {self.cfg.source_topic: True}
@@ -120,14 +121,23 @@ class ElasticsearchWriter(Projection[WriterStats]):
         return requests
 
     def written(self, requests: list[list[BulkOp]]) -> None:
-        """Make what dashboards poll searchable now rather than at the next refresh interval; best effort (the
-        interval still refreshes)."""
-        live = sorted({op.index for ops in requests for op in ops} & self._live)
-        if live:
+        """Make what dashboards poll searchable now rather than at the next refresh interval."""
+        written = {op.index for ops in requests for op in ops}
+        self._refresh(written & self._live)
+        self._unrefreshed |= written - self._live
+
+    def finished(self) -> None:
+        """What a stopping writer wrote is searchable when it exits (a batch run's readers come next)."""
+        self._refresh(self._unrefreshed)
+        self._unrefreshed.clear()
+
+    def _refresh(self, indices: set[str]) -> None:
+        """Best effort: the refresh interval catches up."""
+        if indices:
             try:
-                self.es.indices.refresh(index=live)
+                self.es.indices.refresh(index=sorted(indices))
             except (ApiError, TransportError) as exc:
-                _LOG.debug("refresh of %s failed (%s); the refresh interval catches up", live, exc)
+                _LOG.debug("refresh of %s failed (%s); the refresh interval catches up", sorted(indices), exc)
 
     def beat(self) -> None:
         if self.cfg.generation is not None:
