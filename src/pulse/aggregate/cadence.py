@@ -27,7 +27,7 @@ class FlushPolicy:
     detail_flushes: int | None = None  # instead: every Nth flush (benchmarks)
     # user documents per 1000 events accepted: with the floor and the max delay (`StateConfig.user_max_delay_ms`)
     # this keeps users a minority of what Elasticsearch indexes at any rate
-    user_writes_per_1000: float = 5.0
+    user_writes_per_1000: float = 3.0
     user_floor: int = 2  # user documents a partition may publish on any flush, however few events came
     last_flush: float = field(default_factory=time.monotonic)
     since_flush: int = 0  # records consumed since the last flush
