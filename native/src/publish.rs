@@ -104,9 +104,10 @@ pub fn items_from(sizes: &[i64]) -> i64 {
 pub fn plan(st: &State, finals: &[(i64, i64)], details: Details, now: i64) -> Plan {
     let mut out = Plan { complete: true, ..Default::default() };
     for (key, win) in &st.windows {
-        let closing = finals.contains(key) || details == Details::All;
+        // a closing window, or a flush that publishes everything, sends whatever is pending
+        let everything = finals.contains(key) || details == Details::All;
         if win.dims.change.to_publish() || win.user_sketch.change.to_publish() {
-            if closing || details == Details::Due || win.size < DETAILS_FROM {
+            if everything || details == Details::Due || win.size < DETAILS_FROM {
                 out.breakdowns.push(*key);
             } else {
                 out.complete = false;
@@ -116,7 +117,7 @@ pub fn plan(st: &State, finals: &[(i64, i64)], details: Details, now: i64) -> Pl
             continue;
         }
         let due = details == Details::Due && now - win.items.published_at >= items_every(win.size);
-        if closing || due {
+        if everything || due {
             out.items.push(*key);
         } else {
             out.complete = false;

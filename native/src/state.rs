@@ -436,7 +436,7 @@ impl State {
         self.windows.values().filter(|w| w.end() <= wm).map(|w| (w.size, w.start)).collect()
     }
 
-    /// After a committed flush at wall clock `now`: the item shards `items` planned went out, and `users` of the
+    /// After a committed flush at wall clock `now`: the documents `plan` planned went out, and `users` of the
     /// pending user documents (from the first).
     pub fn committed(&mut self, finals: &[(i64, i64)], plan: &Plan, users: usize, now: i64) {
         for key in finals {

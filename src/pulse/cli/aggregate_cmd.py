@@ -103,8 +103,7 @@ def state_options(command: Callable[..., object]) -> Callable[..., object]:
               help="How often a flush publishes the breakdowns and user sketches of windows from a minute on, and "
                    "the item shards that are due (each window's changed shards at most every half of its size and "
                    "1/12 of it, between a minute and a quarter hour; the item state every five minutes). Summaries, "
-                   "and the shorter "
-                   "windows' breakdowns, go every flush.")
+                   "and the shorter windows' breakdowns, go every flush.")
 @click.option("--user-writes", envvar="PULSE_USER_WRITES", default=FlushPolicy.user_writes_per_1000,
               show_default=True,
               type=click.FloatRange(0, 1000),

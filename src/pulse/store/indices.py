@@ -234,22 +234,25 @@ def move_kind(es: Elasticsearch, kind: str, old_family: str, prefix: str = DEFAU
         return 0
     es.indices.refresh(index=old)
     moved = 0
-    query = {"query": {"term": {"kind": kind}}}
-    while hits := es.search(index=old, size=500, **query)["hits"]["hits"]:
+    while hits := es.search(index=old, size=500, query={"term": {"kind": kind}})["hits"]["hits"]:
         ops: list[dict[str, Any]] = []
         for hit in hits:
             ops.append({"index": {"_index": new, "_id": hit["_id"], "version": hit["_source"].get("version", 0),
                                   "version_type": "external_gte"}})
             ops.append(hit["_source"])
-        result = es.bulk(operations=ops, refresh=True)
-        refused = [item["index"] for item in result["items"] if item["index"].get("status", 200) >= 300
-                   and item["index"].get("status") != 409]  # 409: the new family holds a newer version
-        if refused:
-            raise PulseError(f"moving {kind} documents to {new} failed: {refused[0].get('error')}")
+        # 409 on the copy: the new family holds a newer version; 404 on the delete: already gone
+        _bulk_or_fail(es, ops, {409}, f"moving {kind} documents to {new}")
         deletes = [{"delete": {"_index": hit["_index"], "_id": hit["_id"]}} for hit in hits]
-        es.bulk(operations=deletes, refresh=True)
+        _bulk_or_fail(es, deletes, {404}, f"deleting the moved {kind} documents from {old}")
         moved += len(hits)
     return moved
+
+
+def _bulk_or_fail(es: Elasticsearch, ops: list[dict[str, Any]], fine: set[int], what: str) -> None:
+    for item in es.bulk(operations=ops, refresh=True)["items"]:
+        result = next(iter(item.values()))
+        if result.get("status", 500) >= 300 and result.get("status") not in fine:
+            raise PulseError(f"{what} failed: {result.get('error')}")
 
 
 def index_for(kind: str, prefix: str = DEFAULT_PREFIX) -> str:
