@@ -2,8 +2,8 @@
 
 Shared by the aggregates writer and the event archive. A version conflict (409) means Elasticsearch already
 holds the same or a newer version (or, for ``create``, the same event id): that is success. 429, 5xx and
-connection errors are retried with exponential backoff and jitter while the caller's consumer is paused, so
-Kafka is the buffer and memory stays bounded by one batch. Mapping and other document errors go to a
+connection errors are retried with exponential backoff and jitter (the caller holds its input meanwhile, so Kafka
+is the buffer and memory stays bounded). Mapping and other document errors go to a
 dead-letter topic with the error, and never crash the writer.
 """
 
@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
 from pulse.connect.kafka import client_config
@@ -62,21 +62,20 @@ class SinkStats:
 
 
 class BulkSink:
-    def __init__(self, es: Elasticsearch, consumer: Consumer, bootstrap: str, dlq_topic: str,
-                 stats: SinkStats, component: str) -> None:
+    def __init__(self, es: Elasticsearch, bootstrap: str, dlq_topic: str, stats: SinkStats, component: str) -> None:
         self.es, self.stats, self.dlq_topic = es, stats, dlq_topic
         self._bulk_seconds = metrics.ES_BULK_SECONDS.labels(component)
         self._written = metrics.ES_DOCUMENTS.labels(component)
         self._retries = metrics.ES_RETRIES.labels(component)
         self._dead = metrics.STORE_DEAD_LETTERS.labels(component)
-        self._consumer = consumer
         ensure_topics(bootstrap, [TopicSpec(dlq_topic, 1, {"retention.ms": str(7 * 86_400_000)})],
                       compare_config=False)
         self._dlq = Producer(client_config(bootstrap, {"enable.idempotence": True, "acks": "all",
                               "message.timeout.ms": 0, "logger": QUIET_LOG}))
 
-    def write(self, ops: list[BulkOp], stop: threading.Event | None = None) -> None:
-        """Write every op: returns once each one succeeded, was stale, or was dead-lettered."""
+    def write(self, ops: list[BulkOp], stopping: Callable[[], bool] = lambda: False) -> None:
+        """Write every op: returns once each one succeeded, was stale, or was dead-lettered (or raises once
+        ``stopping`` and Elasticsearch kept failing for `SHUTDOWN_PATIENCE_S`)."""
         todo, delay, outage_started = ops, 0.2, None
         while todo:
             try:
@@ -93,7 +92,7 @@ class BulkSink:
             self._retries.inc()
             self._wait(delay)
             delay = min(delay * 2, 10.0)
-            if stop is not None and stop.is_set() and time.monotonic() - outage_started > SHUTDOWN_PATIENCE_S:
+            if stopping() and time.monotonic() - outage_started > SHUTDOWN_PATIENCE_S:
                 raise RuntimeError(f"Elasticsearch still failing after {SHUTDOWN_PATIENCE_S:.0f}s at shutdown: "
                                    f"{self.stats.last_error}")
         if outage_started is not None:
@@ -105,16 +104,9 @@ class BulkSink:
     def close(self) -> None:
         self._dlq.flush(10)
 
-    def _wait(self, seconds: float) -> None:
-        """Back off with jitter, keeping the consumer in its group without fetching (Kafka buffers)."""
-        assignment = self._consumer.assignment()
-        if assignment:
-            self._consumer.pause(assignment)
-        end = time.monotonic() + seconds * random.uniform(0.5, 1.5)
-        while time.monotonic() < end:
-            self._consumer.poll(0.1)
-        if assignment:
-            self._consumer.resume(assignment)
+    @staticmethod
+    def _wait(seconds: float) -> None:
+        time.sleep(seconds * random.uniform(0.5, 1.5))  # jitter: writers that failed together retry apart
 
     def _bulk(self, ops: list[BulkOp]) -> list[BulkOp]:
         """One bulk request; returns the ops to retry."""

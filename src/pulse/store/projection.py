@@ -3,6 +3,13 @@
 Consume in batches, let the subclass turn records into bulk operations, write them through :class:`BulkSink`
 when a flush is due (time or size), commit offsets only after Elasticsearch accepted everything, refresh the
 heartbeat, and (for batch jobs) stop once the group has committed every source topic to its end.
+
+Flushes are written by worker threads, up to `IN_FLIGHT` at once (Elasticsearch's advice for indexing speed:
+several bulk workers, so that its write threads run in parallel): while they are written, the loop reads and
+coalesces the next one. The loop waits only when the next flush is full and every worker busy (memory stays
+bounded by a few flushes); a wait that goes on (Elasticsearch down) keeps the consumer in its group without
+fetching (Kafka is the buffer). Offsets are those the consumer had reached when a flush was taken, committed in
+order once it and every flush before it are written.
 """
 
 from __future__ import annotations
@@ -10,10 +17,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from confluent_kafka import Consumer, KafkaException, Message
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from pulse.connect.elasticsearch import EsConnection
 from pulse.connect.kafka import client_config
@@ -26,6 +37,17 @@ _LOG = logging.getLogger("pulse.store")
 
 
 _BATCH = 5_000  # records per consume call
+IN_FLIGHT = 2  # flushes being written at once
+_PATIENT_WAIT_S = 5.0  # waiting longer for a write, the consumer pauses (which drops what it prefetched)
+
+
+@dataclass(frozen=True)
+class _InFlight:
+    """A flush being written: its requests, and the positions to commit once they are."""
+
+    written: Future[None]
+    requests: list[list[BulkOp]]
+    positions: list[TopicPartition]
 
 
 class Projection(Generic[S]):
@@ -49,7 +71,10 @@ class Projection(Generic[S]):
             "fetch.wait.max.ms": 50, "logger": QUIET_LOG, "error_cb": outage_log(component, bootstrap),
         }))
         self._admin = admin_client(bootstrap)
-        self._sink = BulkSink(self.es, self._consumer, bootstrap, dlq_topic, stats, component)
+        self._sink = BulkSink(self.es, bootstrap, dlq_topic, stats, component)
+        self._writer = ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix=f"{component}-bulk")
+        self._in_flight: deque[_InFlight] = deque()  # oldest first
+        self._halt = threading.Event()  # the loop ended without a final flush: the worker gives up in time
         self.heartbeat = Heartbeat(bootstrap, component)
 
     # -- what subclasses provide --------------------------------------------------------------------------------
@@ -81,6 +106,7 @@ class Projection(Generic[S]):
         sources = self.sources()
         self._consumer.subscribe(list(sources))
         last_flush = last_input = time.monotonic()
+        due = False
         try:
             while not stop.is_set():
                 self.on_tick()
@@ -92,27 +118,42 @@ class Projection(Generic[S]):
                     last_input = time.monotonic()
                     self.stats.consumed += len(batch)
                 drained = self.flush_when_drained and bool(batch) and len(batch) < _BATCH
-                if self.full() or drained or time.monotonic() - last_flush >= self.flush_interval_s:
+                due = due or drained or time.monotonic() - last_flush >= self.flush_interval_s
+                self._settle(wait=False)
+                # a due flush waits for a free worker (coalescing meanwhile), unless the next one is full
+                if self.full() or (due and len(self._in_flight) < IN_FLIGHT):
                     self.flush(stop)
-                    last_flush = time.monotonic()
+                    last_flush, due = time.monotonic(), False
                 if exit_when_idle_s is not None and not batch and time.monotonic() - last_input > exit_when_idle_s:
-                    self.flush(stop)
+                    self.flush(stop, settle=True)
                     if all(group_caught_up(self._consumer, self._admin, t, tx) for t, tx in sources.items()):
                         break
                     last_input = time.monotonic()
             self.flush(stop, final=True)
         finally:
+            self._halt.set()
+            self._writer.shutdown(wait=True, cancel_futures=True)
             self._consumer.close()
             self._sink.close()
             self.heartbeat.close()
         return self.stats
 
-    def _commit(self) -> None:
+    def _positions(self) -> list[TopicPartition]:
+        """Where the consumer has read to: what a flush taken now covers."""
+        try:
+            return [tp for tp in self._consumer.position(self._consumer.assignment()) if tp.offset >= 0]
+        except KafkaException as exc:  # no position while the group rebalances: the next flush commits
+            _LOG.debug("positions unknown (%s)", exc.args[0].str())
+            return []
+
+    def _commit(self, positions: list[TopicPartition]) -> None:
         """Commit the positions after a successful write. While the brokers restart (or the group rebalances) a
         commit can fail; the next flush commits later positions, and a record written twice meanwhile is
         idempotent (versions, ids), so the failure is logged and the loop goes on."""
+        if not positions:
+            return
         try:
-            self._consumer.commit(asynchronous=False)
+            self._consumer.commit(offsets=positions, asynchronous=False)
         except KafkaException as exc:
             err = exc.args[0]
             if err.fatal():
@@ -122,15 +163,47 @@ class Projection(Generic[S]):
     def on_tick(self) -> None:
         """Housekeeping before each poll (e.g. retention)."""
 
-    def flush(self, stop: threading.Event | None = None, final: bool = False) -> None:
-        requests = self.take()
-        if requests:
-            for ops in requests:
-                self._sink.write(ops, stop)
-            self.written(requests)
-            self._commit()
+    def _write(self, requests: list[list[BulkOp]], stop: threading.Event | None) -> None:
+        """On the worker thread: every request, then what the subclass does once they are written."""
+        for ops in requests:
+            self._sink.write(ops, lambda: self._halt.is_set() or (stop is not None and stop.is_set()))
+        self.written(requests)
+
+    def _settle(self, wait: bool = True, keep: int = 0) -> None:
+        """Commit what the oldest written flushes covered; ``wait``: until at most ``keep`` are in flight."""
+        while self._in_flight:
+            flight = self._in_flight[0]
+            if not flight.written.done():
+                if not wait or len(self._in_flight) <= keep:
+                    return
+                self._wait(flight.written)
+            self._in_flight.popleft()
+            flight.written.result()  # an error of the write (e.g. Elasticsearch gone at shutdown) ends the loop
+            self._commit(flight.positions)
             if self._on_flush:
                 self._on_flush(self.stats)
+
+    def _wait(self, written: Future[None]) -> None:
+        if wait_for([written], _PATIENT_WAIT_S).done:
+            return
+        assignment = self._consumer.assignment()
+        self._consumer.pause(assignment)
+        try:
+            while not written.done():
+                self._consumer.poll(0.1)  # stays in the group; paused partitions fetch nothing
+        finally:
+            self._consumer.resume(assignment)
+
+    def flush(self, stop: threading.Event | None = None, final: bool = False, settle: bool = False) -> None:
+        """Hand what is pending to a worker (waiting for one to be free); ``final`` or ``settle``: and wait until
+        every flush is written."""
+        requests = self.take()
+        if requests:
+            positions = self._positions()
+            self._settle(keep=IN_FLIGHT - 1)
+            self._in_flight.append(_InFlight(self._writer.submit(self._write, requests, stop), requests, positions))
+        if final or settle:
+            self._settle()
         if final:
             self.finished()
         if final or self.heartbeat.due():
