@@ -5,7 +5,7 @@
 
 use rustc_hash::FxHashMap;
 
-use crate::publish::Change;
+use crate::change::Change;
 use crate::state::Row;
 
 /// The dimensions every window is broken down by, in index order. Declared once: the documents, the

@@ -3,8 +3,9 @@
 //! the contract with `pulse.store` (index templates, queries) and `pulse verify`; see `pulse.aggregate.docs`.
 
 use crate::breakdown::DIMENSIONS;
+use crate::change::Change;
 use crate::hll::{self, Packed, PRECISION};
-use crate::publish::{Change, Plan};
+use crate::publish::Plan;
 use crate::sketch::{Sketch, SKETCHED};
 use crate::state::{Counts, Names, Row, State, Window, ABSENT, FUNNEL, PAGE_BYTES};
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine};
@@ -309,11 +310,11 @@ pub fn changed_docs(st: &State, finals: &[(i64, i64)], flushed_at: i64, plan: &P
     let (v, mut out) = (st.version(), Vec::new());
     for (key, win) in &st.windows {
         let is_final = finals.contains(key);
-        if is_final || win.dirty {
+        if is_final || win.summary.to_publish() {
             out.push(summary(st, win, is_final, v));
         }
         if plan.items_of(key) {
-            shard_docs(st, win, v, win.items.to_publish(), &mut out);
+            shard_docs(st, win, v, win.items.change.pieces_to_publish(), &mut out);
         }
         // a closing window's breakdowns and sketch say it is final, changed or not
         let due = |c: Change| is_final || (plan.breakdowns_of(key) && c.to_publish());
@@ -326,7 +327,7 @@ pub fn changed_docs(st: &State, finals: &[(i64, i64)], flushed_at: i64, plan: &P
     }
     out.extend(st.users.pending.iter().take(users).filter_map(|&u| user(st, u, v)));
     if plan.item_state {
-        for s in st.catalog.item_state.shards(st.catalog.item_state.to_publish()) {
+        for s in st.catalog.item_state.shards(st.catalog.item_state.change.pieces_to_publish()) {
             let head = || {
                 let mut o = Obj::new();
                 o.key("kind").str("items").key("partition").int(st.partition).key("shard").int(s).key("items");

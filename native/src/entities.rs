@@ -177,8 +177,17 @@ impl Users {
         waited.saturating_sub(self.sent) as usize
     }
 
+    /// After a committed flush, which logged the changed users and published the first `sent` pending ones.
+    pub fn flushed(&mut self, sent: usize) {
+        for &u in &self.dirty {
+            self.list[u as usize].dirty = false;
+        }
+        self.dirty.clear();
+        self.sent(sent);
+    }
+
     /// The first `n` pending users' documents went out.
-    pub fn sent(&mut self, n: usize) {
+    fn sent(&mut self, n: usize) {
         let n = n.min(self.pending.len());
         for u in self.pending.drain(..n) {
             self.list[u as usize].pending = false;
@@ -208,6 +217,16 @@ pub struct Sessions {
 }
 
 impl Sessions {
+    /// After a committed flush, which logged the changed and closed sessions.
+    pub fn flushed(&mut self) {
+        for sid in self.dirty.drain(..) {
+            if let Some(s) = self.map.get_mut(&sid) {
+                s.dirty = false;
+            }
+        }
+        self.gone.clear();
+    }
+
     /// Ordered funnel, in event time: a session's ok events sorted by (time, step), a step counts once per run,
     /// only right after the previous step, and a gap longer than `timeout` starts a new run. So the steps do not
     /// depend on the order events arrive in: an event that arrives after later ones re-decides the later ones

@@ -5,7 +5,7 @@
 //! users costs 16 KiB per partition, not a set. Registers merge by maximum: across partitions, and across
 //! windows (distinct users over several hours).
 
-use crate::publish::Change;
+use crate::change::Change;
 use rustc_hash::FxHasher;
 use std::hash::Hasher;
 
@@ -36,7 +36,6 @@ pub fn user_hash(user: &str) -> u64 {
 pub struct Hll {
     pub registers: Vec<u8>, // empty until the first user
     pub change: Change,     // a register rose
-    pub logged: bool,       // in the changelog (to tombstone)
 }
 
 impl Hll {

@@ -18,6 +18,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub mod batch;
 mod boundary;
 pub mod breakdown;
+pub mod change;
 pub mod changelog;
 pub mod docs;
 pub mod entities;

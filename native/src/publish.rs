@@ -1,6 +1,5 @@
-//! What a flush publishes besides the summaries. Every part of a window's state knows whether it changed since the
-//! last flush (what the changelog logs) and since its document last went out (`Change`, or a bit per item shard);
-//! a plan decides which of those pending documents this flush sends:
+//! What a flush publishes besides the summaries. Every part of a window's state knows, by its `Change`, what changed
+//! since its document last went out; a plan decides which of those pending documents this flush sends:
 //! - summaries go out on every flush that changed them (they are small and what dashboards poll);
 //! - breakdowns and user sketches of windows from `DETAILS_FROM` on go out on details flushes;
 //! - item shards (a nested row per item, the heaviest documents) on a cadence that grows with the window, so a
@@ -27,32 +26,6 @@ pub const ITEMS_EVERY_MIN: i64 = 60_000;
 pub const ITEMS_EVERY_MAX: i64 = 900_000;
 /// The current item state (a window without end) waits this long between publications.
 pub const ITEM_STATE_EVERY: i64 = 300_000;
-
-/// Whether a part of the state changed since the last flush (`dirty`: the changelog logs it) and since its document
-/// last went out (`to_publish`): the one record of both that each part keeps.
-#[derive(Default, Clone, Copy, Debug)]
-pub struct Change {
-    pub dirty: bool,
-    unpublished: bool,
-}
-
-impl Change {
-    pub fn touch(&mut self) {
-        self.dirty = true;
-    }
-    pub fn to_publish(&self) -> bool {
-        self.dirty || self.unpublished
-    }
-    /// Restored from the changelog without proof that its document went out.
-    pub fn restored_unpublished(&mut self) {
-        self.unpublished = true;
-    }
-    /// After a committed flush that published its document or not.
-    pub fn flushed(&mut self, published: bool) {
-        self.unpublished = !published && self.to_publish();
-        self.dirty = false;
-    }
-}
 
 /// What a flush does about the documents that wait for details flushes.
 #[pyclass(eq, eq_int, module = "pulse.aggregate._core")]
@@ -113,7 +86,7 @@ pub fn plan(st: &State, finals: &[(i64, i64)], details: Details, now: i64) -> Pl
                 out.complete = false;
             }
         }
-        if win.items.to_publish() == 0 {
+        if !win.items.change.to_publish() {
             continue;
         }
         let due = details == Details::Due && now - win.items.published_at >= items_every(win.size);
@@ -124,7 +97,7 @@ pub fn plan(st: &State, finals: &[(i64, i64)], details: Details, now: i64) -> Pl
         }
     }
     let state = &st.catalog.item_state;
-    if state.to_publish() != 0 {
+    if state.change.to_publish() {
         let due = details == Details::Due && now - state.published_at >= ITEM_STATE_EVERY;
         out.item_state = details == Details::All || due;
         out.complete &= out.item_state;
@@ -142,18 +115,6 @@ mod tests {
         assert_eq!(items_every(60_000), 30_000);
         assert_eq!(items_every(3_600_000), 300_000);
         assert_eq!(items_every(86_400_000), 900_000);
-    }
-
-    #[test]
-    fn a_change_stays_pending_until_published() {
-        let mut c = Change::default();
-        c.touch();
-        c.flushed(false);
-        assert!(c.to_publish() && !c.dirty);
-        c.flushed(false);
-        assert!(c.to_publish());
-        c.flushed(true);
-        assert!(!c.to_publish());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! within `α` of the exact quantile (the value at rank ⌊q·(n − 1)⌋ of the sorted values). Sketches merge by
 //! adding bin counts: partitions and windows merge exactly as if one sketch had seen every value.
 
+use crate::change::Change;
 use std::collections::BTreeMap;
 
 /// The relative-error bound α of every quantile Pulse reports.
@@ -87,14 +88,13 @@ impl Sketch {
 #[derive(Default)]
 pub struct Quantiles {
     pub sketches: [Sketch; SKETCHED.len()],
-    pub dirty: bool,  // changed since the last flush
-    pub logged: bool, // in the changelog (to tombstone)
+    pub change: Change,
 }
 
 impl Quantiles {
     pub fn add(&mut self, which: usize, cents: i64) {
         self.sketches[which].add(cents);
-        self.dirty = true;
+        self.change.touch();
     }
 }
 

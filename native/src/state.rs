@@ -14,6 +14,7 @@ pub use crate::tables::{
 };
 
 use crate::breakdown::{Breakdown, Values, CATEGORY, COUNTRY, DEVICE, DIMS, STATUS};
+use crate::change::Change;
 use crate::event::{cents, Event};
 use crate::hll::{user_hash, Hll, EXACT_USERS_UP_TO, SKETCH_USERS_FROM};
 use crate::publish::Plan;
@@ -37,17 +38,35 @@ pub struct Window {
     pub users: FxHashSet<u32>,
     pub new_users: Vec<u32>,
     pub user_chunks: u32, // changelog records holding this window's user ids so far
-    pub logged: bool,     // some record of it is in the changelog, so evicting it takes tombstones
+    pub summary: Change,
     pub items: Shards,
     pub dims: Breakdown,
     pub quantiles: Quantiles,
     pub user_sketch: Hll, // windows from `SKETCH_USERS_FROM` on
-    pub dirty: bool,
 }
 
 impl Window {
     pub fn end(&self) -> i64 {
         self.start + self.size
+    }
+    /// Whether some record of the window is in the changelog, so that evicting it takes tombstones.
+    pub fn logged(&self) -> bool {
+        self.summary.logged()
+            || self.items.change.logged()
+            || self.dims.change.logged()
+            || self.dims.legacy_records
+            || self.quantiles.change.logged()
+            || self.user_sketch.change.logged()
+            || self.user_chunks > 0
+    }
+    /// After a committed flush at wall clock `now` (summaries go out whenever they changed).
+    fn flushed(&mut self, items: bool, breakdowns: bool, now: i64) {
+        self.summary.flushed(true);
+        self.quantiles.change.flushed(true);
+        self.items.flushed(items.then_some(now));
+        self.dims.change.flushed(breakdowns);
+        self.user_sketch.change.flushed(breakdowns);
+        self.new_users.clear();
     }
     /// Whether the window counts its users exactly (a set), or only with its HyperLogLog.
     pub fn exact_users(&self) -> bool {
@@ -298,7 +317,7 @@ impl State {
             let size = self.cfg.sizes[i];
             let start = ts - ts.rem_euclid(size);
             let win = self.windows.entry((size, start)).or_insert_with(|| Window { size, start, ..Default::default() });
-            win.dirty = true;
+            win.summary.touch();
             bump(&mut win.counts, etype, 1);
             bump(&mut win.status, status, 1);
             let new_here = !win.exact_users() || win.users.insert(user);
@@ -366,7 +385,7 @@ impl State {
         for &size in &self.cfg.sizes {
             if let Some(win) = self.windows.get_mut(&(size, at - at.rem_euclid(size))) {
                 win.funnel[step] = win.funnel[step].wrapping_add_signed(delta);
-                win.dirty = true;
+                win.summary.touch();
             }
         }
     }
@@ -443,25 +462,11 @@ impl State {
             self.windows.remove(key);
         }
         for (key, win) in self.windows.iter_mut() {
-            win.dirty = false;
-            win.items.flushed(plan.items_of(key).then_some(now));
-            win.dims.change.flushed(plan.breakdowns_of(key));
-            win.quantiles.dirty = false;
-            win.user_sketch.change.flushed(plan.breakdowns_of(key));
-            win.new_users.clear();
+            win.flushed(plan.items_of(key), plan.breakdowns_of(key), now);
         }
         self.catalog.item_state.flushed(plan.item_state.then_some(now));
-        for &u in &self.users.dirty {
-            self.users.list[u as usize].dirty = false;
-        }
-        self.users.dirty.clear();
-        self.users.sent(users);
-        for sid in self.sessions.dirty.drain(..) {
-            if let Some(s) = self.sessions.map.get_mut(&sid) {
-                s.dirty = false;
-            }
-        }
-        self.sessions.gone.clear();
+        self.users.flushed(users);
+        self.sessions.flushed();
         self.pos.dirty = false;
     }
 }

@@ -1,6 +1,7 @@
 //! The state's building blocks: interned names, counts per name, rows of counts and revenue, item shards, event
 //! id keys, and the partitioning rules the state must agree with.
 
+use crate::change::Change;
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
@@ -132,8 +133,7 @@ impl Row {
 /// each, past `PAGE_BYTES`).
 pub struct Shards {
     pub maps: Vec<FxHashMap<u32, Row>>,
-    pub dirty: u32,                       // bit per shard changed since the last flush (changelog)
-    pub unpublished: u32,                 // bit per shard changed since its document was last published
+    pub change: Change,                   // a piece per shard
     pub logged_pages: [u16; ITEM_SHARDS], // changelog pages written per shard (to tombstone them all)
     pub published_at: i64,                // wall clock of their last publication (0: not since the start)
 }
@@ -142,8 +142,7 @@ impl Default for Shards {
     fn default() -> Self {
         Shards {
             maps: (0..ITEM_SHARDS).map(|_| FxHashMap::default()).collect(),
-            dirty: 0,
-            unpublished: 0,
+            change: Change::default(),
             logged_pages: [0; ITEM_SHARDS],
             published_at: 0,
         }
@@ -152,11 +151,8 @@ impl Default for Shards {
 
 impl Shards {
     pub fn row(&mut self, shard: usize, item: u32) -> &mut Row {
-        self.dirty |= 1 << shard;
+        self.change.touch_piece(shard);
         self.maps[shard].entry(item).or_default()
-    }
-    pub fn to_publish(&self) -> u32 {
-        self.dirty | self.unpublished
     }
     /// The non-empty shards among `mask` (a bit per shard), in order.
     pub fn shards(&self, mask: u32) -> impl Iterator<Item = usize> + '_ {
@@ -164,12 +160,9 @@ impl Shards {
     }
     /// After a committed flush that published the pending shards (at wall clock `at`) or not (`None`).
     pub fn flushed(&mut self, published: Option<i64>) {
+        self.change.flushed(published.is_some());
         if let Some(at) = published {
-            self.unpublished = 0;
             self.published_at = at;
-        } else {
-            self.unpublished |= self.dirty;
         }
-        self.dirty = 0;
     }
 }

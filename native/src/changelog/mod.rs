@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::breakdown::DIMENSIONS;
 use crate::hll::Packed;
-use crate::state::{Counts, Names, Row, Session, State, Window, ABSENT, PAGE_BYTES};
+use crate::state::{Counts, Names, Row, Session, State, Window, ABSENT, ITEM_SHARDS, PAGE_BYTES};
 use records::{
     Bin, BreakdownRow, Count, Counters, Entry, Forwarding, Hour, ItemRow, MarkRecord, Meta, OpenStep, Revenue,
     SessionRecord, SketchRecord, Summary, User, FORMAT, SESSION, SESSION_GONE, USER, USER_PENDING,
@@ -120,12 +120,12 @@ fn window_records(st: &State, win: &Window, is_final: bool, out: &mut Vec<Record
     let (size, start) = (win.size, win.start);
     let key = |rest: &str| format!("w/{size}/{start}/{rest}").into_bytes();
     let mut written = Written { user_chunks: 0, item_pages: Vec::new(), dims_pages: 0 };
-    if is_final && !win.logged {
+    if is_final && !win.logged() {
         return written;
     }
     if is_final {
         out.push((key("s"), None));
-        for s in win.items.shards(u32::MAX) {
+        for s in (0..ITEM_SHARDS).filter(|&s| win.items.logged_pages[s] > 0 || !win.items.maps[s].is_empty()) {
             let pages = win.items.logged_pages[s].max(1) as usize;
             out.extend((0..pages).map(|page| (key(&format!("i/{}", page_key(s, page))), None)));
         }
@@ -133,16 +133,16 @@ fn window_records(st: &State, win: &Window, is_final: bool, out: &mut Vec<Record
         if win.dims.legacy_records {
             out.push((key("c"), None));
         }
-        if win.quantiles.logged {
+        if win.quantiles.change.logged() {
             out.push((key("q"), None));
         }
-        if win.user_sketch.logged {
+        if win.user_sketch.change.logged() {
             out.push((key("h"), None));
         }
         out.extend((0..win.user_chunks).map(|seq| (key(&format!("u/{seq}")), None)));
         return written;
     }
-    if win.dirty {
+    if win.summary.to_log() {
         let value = Summary {
             counts: named(&st.catalog.types, &win.counts),
             status: named(&st.catalog.types, &win.status),
@@ -151,14 +151,14 @@ fn window_records(st: &State, win: &Window, is_final: bool, out: &mut Vec<Record
         };
         out.push((key("s"), Some(enc(&value))));
     }
-    for s in win.items.shards(win.items.dirty) {
+    for s in win.items.shards(win.items.change.pieces_to_log()) {
         let pages = shard_pages(st, &win.items.maps[s]);
         written.item_pages.push((s, pages.len() as u16));
         for (page, value) in pages.into_iter().enumerate() {
             out.push((key(&format!("i/{}", page_key(s, page))), Some(value)));
         }
     }
-    if win.quantiles.dirty {
+    if win.quantiles.change.to_log() {
         let value: Vec<SketchRecord> = win
             .quantiles
             .sketches
@@ -170,10 +170,10 @@ fn window_records(st: &State, win: &Window, is_final: bool, out: &mut Vec<Record
             .collect();
         out.push((key("q"), Some(enc(&value))));
     }
-    if win.user_sketch.change.dirty {
+    if win.user_sketch.change.to_log() {
         out.push((key("h"), Some(enc(&Packed::of(&win.user_sketch.registers)))));
     }
-    if win.dims.change.dirty {
+    if win.dims.change.to_log() {
         // the whole breakdown, a page per few thousand rows, not a record per value
         let pages = dims_pages(st, win);
         written.dims_pages = pages.len() as u16;
@@ -228,23 +228,19 @@ pub fn changed_records(st: &mut State, finals: &[(i64, i64)], users_published: b
     let mut out = Vec::new();
     let mut logged = Vec::new();
     for (key, win) in &st.windows {
-        let before = out.len();
         let written = window_records(st, win, finals.contains(key), &mut out);
-        logged.push((*key, out.len() > before, written));
+        logged.push((*key, written));
     }
-    for (key, wrote, written) in logged {
+    for (key, written) in logged {
         if let Some(win) = st.windows.get_mut(&key) {
             win.user_chunks += written.user_chunks;
-            win.logged |= wrote;
             for (s, pages) in written.item_pages {
                 win.items.logged_pages[s] = win.items.logged_pages[s].max(pages);
             }
             win.dims.logged_pages = win.dims.logged_pages.max(written.dims_pages);
-            win.quantiles.logged |= win.quantiles.dirty && wrote;
-            win.user_sketch.logged |= win.user_sketch.change.dirty && wrote;
         }
     }
-    for s in st.catalog.item_state.shards(st.catalog.item_state.dirty) {
+    for s in st.catalog.item_state.shards(st.catalog.item_state.change.pieces_to_log()) {
         for (page, value) in shard_pages(st, &st.catalog.item_state.maps[s]).into_iter().enumerate() {
             out.push((format!("it/{}", page_key(s, page)).into_bytes(), Some(value)));
         }

@@ -115,9 +115,7 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], details_pending: bool, users_
             let rows: Vec<ItemRow<String>> = dec(key, value)?;
             let rows = load_rows(st, rows);
             st.catalog.item_state.maps[shard].extend(rows);
-            if details_pending {
-                st.catalog.item_state.unpublished |= 1 << shard;
-            }
+            st.catalog.item_state.change.restored(shard, details_pending);
         }
         "e" | "S" => {
             let entries: Vec<Entry<String>> = dec(key, value)?;
@@ -165,6 +163,7 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], details_pending: bool, users_
                     let win = window(st, size, start);
                     (win.counts, win.status) = (counts, status);
                     (win.rev, win.funnel) = (summary.revenue.array(), summary.funnel);
+                    win.summary.restored(0, false);
                 }
                 "i" => {
                     let (shard, page) =
@@ -175,11 +174,9 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], details_pending: bool, users_
                     let keeps = st.cfg.keeps_items(size);
                     let win = window(st, size, start);
                     win.items.logged_pages[shard] = win.items.logged_pages[shard].max(page + 1);
+                    win.items.change.restored(shard, keeps && details_pending);
                     if keeps {
                         win.items.maps[shard].extend(rows);
-                        if details_pending {
-                            win.items.unpublished |= 1 << shard;
-                        }
                     }
                 }
                 "d" => {
@@ -197,9 +194,7 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], details_pending: bool, users_
                     }
                     let dims = &mut window(st, size, start).dims;
                     dims.logged_pages = dims.logged_pages.max(page + 1);
-                    if details_pending {
-                        dims.change.restored_unpublished();
-                    }
+                    dims.change.restored(0, details_pending);
                 }
                 "q" => {
                     let logged: Vec<SketchRecord> = dec(key, value)?;
@@ -207,16 +202,13 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], details_pending: bool, users_
                     for (sketch, SketchRecord { zeros, bins }) in q.sketches.iter_mut().zip(logged) {
                         *sketch = Sketch { zeros, bins: bins.into_iter().map(|b| (b.index, b.count)).collect() };
                     }
-                    q.logged = true;
+                    q.change.restored(0, false);
                 }
                 "h" => {
                     let packed: Packed = dec(key, value)?;
                     let h = &mut window(st, size, start).user_sketch;
                     h.registers = packed.registers();
-                    h.logged = true;
-                    if details_pending {
-                        h.change.restored_unpublished();
-                    }
+                    h.change.restored(0, details_pending);
                 }
                 "c" => {
                     // logged before breakdowns: the categories alone; the next flush of the window logs them anew
@@ -245,7 +237,7 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], details_pending: bool, users_
 }
 
 fn window(st: &mut State, size: i64, start: i64) -> &mut Window {
-    st.windows.entry((size, start)).or_insert_with(|| Window { size, start, logged: true, ..Default::default() })
+    st.windows.entry((size, start)).or_insert_with(|| Window { size, start, ..Default::default() })
 }
 
 #[cfg(test)]
