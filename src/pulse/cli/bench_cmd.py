@@ -338,7 +338,8 @@ def e2e_details(run: RunResult) -> list[str]:
         cores = ", ".join(f"{name} {used:.2f}" for name, used in sorted(s.cores.items(), key=lambda kv: -kv[1]))
         families = ", ".join(f"{family} {_cost(s, family)}" for family in FAMILIES if family in s.index)
         lines.append(f"  {s.offered:,.0f}/s: cores used: {cores} (total {sum(s.cores.values()):.2f}); "
-                     f"{len(s.probes)} probes ({sum(p.forwarded for p in s.probes)} forwarded, {s.lost_probes} lost); "
+                     f"{len(s.probes)} probes ({sum(p.forwarded for p in s.probes)} forwarded, {s.lost_probes} lost; "
+                     f"freshness p50 direct {s.p(0.5, False):.2f}s, forwarded {s.p(0.5, True):.2f}s); "
                      f"aggregates by family (ops / Lucene docs / ms per 1000 events): {families}; heartbeats "
                      f"{s.ops_per_1000(HEARTBEATS):.2f} ops" + ("" if not s.problems() else
                                                                 "; does not hold: " + "; ".join(s.problems())))
