@@ -58,3 +58,28 @@ def test_a_protocol_the_broker_does_not_speak_is_one_line(bootstrap: str) -> Non
     env = dict(os.environ) | {"PULSE_BOOTSTRAP": bootstrap, "PULSE_KAFKA_SECURITY_PROTOCOL": "SSL"}
     done = run_pulse("setup", "--topic", unique("ssl"), env=env, timeout=120)
     assert "Kafka is not reachable" in one_line_error(done)
+
+
+def test_the_operators_properties_win_over_a_clients_tuning_and_safety_settings_are_refused() -> None:
+    from pulse.connect.kafka import client_config
+
+    props = {"session.timeout.ms": "30000", "fetch.wait.max.ms": "10", "security.protocol": "SASL_SSL"}
+    own = {"group.id": "g", "session.timeout.ms": 6_000, "heartbeat.interval.ms": 1_500,
+           "isolation.level": "read_committed", "acks": "all"}
+    conf = client_config("b:9092", own, props)
+    assert conf["session.timeout.ms"] == "30000" and conf["fetch.wait.max.ms"] == "10"
+    assert conf["heartbeat.interval.ms"] == 1_500 and conf["group.id"] == "g"
+    assert conf["bootstrap.servers"] == "b:9092" and conf["security.protocol"] == "SASL_SSL"
+    # the same value in another spelling is no conflict
+    assert client_config("b:9092", own, props | {"isolation.level": "READ_COMMITTED", "acks": "-1"})["acks"] == "all"
+    with pytest.raises(PulseError, match=r"isolation.level=read_uncommitted .* cannot apply") as err:
+        client_config("b:9092", own, props | {"isolation.level": "read_uncommitted"})
+    assert "\n" not in str(err.value)
+    # a safety setting this client leaves alone is the operator's to set
+    assert client_config("b:9092", {"linger.ms": 5}, {"acks": "1"})["acks"] == "1"
+
+
+def test_a_refused_property_stops_a_command_with_one_line(bootstrap: str) -> None:
+    env = dict(os.environ) | {"PULSE_BOOTSTRAP": bootstrap, "PULSE_KAFKA_ENABLE_AUTO_COMMIT": "true"}
+    done = run_pulse("aggregate", "--topic", unique("auto"), "--exit-when-idle", "1", env=env, timeout=120)
+    assert "enable.auto.commit=true" in one_line_error(done)

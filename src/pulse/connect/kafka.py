@@ -2,8 +2,9 @@
 once, from a properties file (``--kafka-config FILE`` / ``PULSE_KAFKA_CONFIG``: the ``client.properties``
 convention of ``kcat -F`` and Kafka's own tools) and then from ``PULSE_KAFKA_<PROPERTY>`` variables
 (``PULSE_KAFKA_SECURITY_PROTOCOL=SASL_SSL`` sets ``security.protocol``; ``…_FILE`` reads the value from a file,
-for secrets). Every Kafka client is configured by :func:`client_config`; a client's own settings (group,
-transactional id, isolation) come last and win.
+for secrets). Every Kafka client is configured by :func:`client_config`: the operator's properties win over a
+client's tuning (timeouts, fetch and batch sizes), and the settings exactly-once and no loss rest on
+(`PULSE_DECIDES`) are the client's own: an operator's different value is refused with one line, never ignored.
 """
 
 from __future__ import annotations
@@ -78,9 +79,30 @@ def connection_properties() -> dict[str, str]:
     return properties_from(os.environ)
 
 
-def client_config(bootstrap: str, settings: Mapping[str, object] | None = None) -> dict[str, object]:
-    """A Kafka client's configuration: the connection properties, ``bootstrap``, then the client's own settings."""
-    return {**connection_properties(), "bootstrap.servers": bootstrap, **(settings or {})}
+PULSE_DECIDES = frozenset({
+    "group.id", "group.instance.id", "transactional.id", "enable.auto.commit", "enable.auto.offset.store",
+    "isolation.level", "auto.offset.reset", "partition.assignment.strategy", "enable.partition.eof",
+    "enable.idempotence", "acks", "message.timeout.ms", "delivery.report.only.error",
+})
+"""Client settings that exactly-once and no loss rest on: where a client sets one, its value applies."""
+
+_SAME = {"-1": "all"}  # librdkafka's spellings of one value (acks)
+
+
+def client_config(bootstrap: str, settings: Mapping[str, object] | None = None,
+                  properties: Mapping[str, str] | None = None) -> dict[str, object]:
+    """A Kafka client's configuration: its tuning, then the connection properties (``properties``, this
+    process's by default: the operator's, which win), ``bootstrap``, then the settings of `PULSE_DECIDES` it sets."""
+    props = connection_properties() if properties is None else properties
+    own = dict(settings or {})
+    for key in sorted(own.keys() & props.keys() & PULSE_DECIDES):
+        theirs, ours = (_SAME.get(str(v).lower(), str(v).lower()) for v in (props[key], own[key]))
+        if theirs != ours:
+            raise PulseError(f"Kafka property {key}={props[key]} (PULSE_KAFKA_* or --kafka-config) cannot apply: "
+                             f"Pulse sets {key}={own[key]} for this client, and exactly-once or no loss rests on it")
+    tuning = {k: v for k, v in own.items() if k not in PULSE_DECIDES}
+    decided = {k: v for k, v in own.items() if k in PULSE_DECIDES}
+    return {**tuning, **props, "bootstrap.servers": bootstrap, **decided}
 
 
 def use_config_file(path: Path) -> None:
