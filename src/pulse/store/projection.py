@@ -43,10 +43,9 @@ _PATIENT_WAIT_S = 5.0  # waiting longer for a write, the consumer pauses (which 
 
 @dataclass(frozen=True)
 class _InFlight:
-    """A flush being written: its requests, and the positions to commit once they are."""
+    """A flush being written, and the positions to commit once it is."""
 
     written: Future[None]
-    requests: list[list[BulkOp]]
     positions: list[TopicPartition]
 
 
@@ -201,7 +200,7 @@ class Projection(Generic[S]):
         if requests:
             positions = self._positions()
             self._settle(keep=IN_FLIGHT - 1)
-            self._in_flight.append(_InFlight(self._writer.submit(self._write, requests, stop), requests, positions))
+            self._in_flight.append(_InFlight(self._writer.submit(self._write, requests, stop), positions))
         if final or settle:
             self._settle()
         if final:
