@@ -16,20 +16,13 @@ Markers are the engine's; each is checked against the source's own watermark at 
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Iterable, Iterator
+import heapq
 from dataclasses import dataclass, field
 
 from pulse.events.schema import Event
-from pulse.events.validate import Rejection
-from pulse.generate.partitioner import partition_for
 
 NEVER = -(1 << 62)
 """No event time yet."""
-
-Verdict = Event | Rejection
-Row = tuple[int, Verdict, int]
-"""One input record of a partition: (offset, its verdict, its Kafka timestamp)."""
 
 
 @dataclass(frozen=True)
@@ -57,9 +50,12 @@ class Stall:
 
 @dataclass(frozen=True)
 class Forward:
-    """A forwarded record: the input record at (``partition``, ``offset``)."""
+    """A forwarded record: the input record at (``partition``, ``offset``), as the repartition topic holds it
+    (its value and Kafka timestamp there)."""
     partition: int
     offset: int
+    record_ts: int = 0
+    value: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -71,20 +67,29 @@ class Marker:
     idle: bool
 
 
-Decisions = dict[int, list[Floor | Take | Stall]]
+Decision = Floor | Take | Stall
+Decisions = dict[int, list[Decision]]
 """Per partition, the aggregator's recorded decisions, in the order it took them."""
-Forwarded = dict[int, list[tuple[int, Forward | Marker]]]
-"""Per owning partition, the repartition topic's records as (repartition offset, what it is)."""
+Taken = tuple[int, Forward | Marker]
+"""A repartition topic record as (its offset there, what it is)."""
+Forwarded = dict[int, list[Taken]]
+"""Per owning partition, the repartition topic's records."""
 
 
 @dataclass
 class Counts:
+    read: int = 0  # input records
     dead_lettered: int = 0
     late: int = 0
     duplicates: int = 0
     accepted: int = 0
     forwarded: int = 0  # on-time valid records counted by the partition that owns their user
     problems: list[str] = field(default_factory=list)
+
+    def add(self, other: Counts) -> None:
+        for name in ("read", "dead_lettered", "late", "duplicates", "accepted", "forwarded"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.problems += other.problems
 
 
 @dataclass
@@ -112,57 +117,9 @@ class Source:
 
 
 @dataclass
-class Timeline:
-    """A source's watermark by input position, to check the markers it sent."""
-    offsets: list[int] = field(default_factory=list)  # after the record at this offset ...
-    values: list[int] = field(default_factory=list)  # ... the watermark by events
-    floors: list[tuple[int, int]] = field(default_factory=list)  # (offset, floor from there on)
-
-    def at(self, position: int) -> int:
-        """The watermark once every record before ``position`` and every floor up to it applied."""
-        i = bisect.bisect_left(self.offsets, position)
-        value = self.values[i - 1] if i else NEVER
-        j = bisect.bisect_right([o for o, _ in self.floors], position)
-        return max([value, *(f for _, f in self.floors[:j])])
-
-
-def judge_sources(rows: dict[int, list[Row]], decisions: Decisions, grace: int, partitions: int,
-                  out: Counts) -> tuple[dict[tuple[int, int], tuple[Event, int]], dict[int, Timeline]]:
-    """Every partition as a source: counts dead letters and late events, and returns the on-time records other
-    partitions own, by (partition, offset), and each source's watermark timeline."""
-    away: dict[tuple[int, int], tuple[Event, int]] = {}
-    timelines: dict[int, Timeline] = {}
-    for p, records in rows.items():
-        source, line = Source(grace), Timeline()
-        floors = iter(d for d in decisions.get(p, []) if isinstance(d, Floor))
-        pending = next(floors, None)
-        for offset, verdict, record_ts in records:
-            while pending is not None and pending.offset <= offset:
-                source.apply(pending)
-                if pending.floor is not None:
-                    line.floors.append((pending.offset, pending.floor))
-                pending = next(floors, None)
-            if not isinstance(verdict, Event):
-                out.dead_lettered += 1
-            elif not source.judge(verdict, record_ts):
-                out.late += 1
-            else:
-                line.offsets.append(offset)
-                line.values.append(source.value())
-                if partitions and partition_for(verdict.user_id.encode(), partitions) != p:
-                    away[(p, offset)] = (verdict, record_ts)
-                    out.forwarded += 1
-        while pending is not None:
-            if pending.floor is not None:
-                line.floors.append((pending.offset, pending.floor))
-            pending = next(floors, None)
-        timelines[p] = line
-    return away, timelines
-
-
-@dataclass
 class Owner:
-    """A partition's clock as the owner of its users' records, and the ids it counted."""
+    """A partition's clock as the owner of its users' records, and the ids it counted (forgotten once the
+    horizon is behind them: they can never be duplicates again)."""
     partition: int
     partitions: int
     horizon: int
@@ -171,6 +128,7 @@ class Owner:
     marks: dict[int, tuple[int, bool]] = field(default_factory=dict)
     watermark: int = NEVER
     first_seen: dict[str, int] = field(default_factory=dict)
+    _expiry: list[tuple[int, str]] = field(default_factory=list)  # (event time, id), the oldest first
 
     def __post_init__(self) -> None:
         if self.partitions > 1:
@@ -180,8 +138,16 @@ class Owner:
         sources = [(self.source.value(), self.source.idle), *self.marks.values()]
         front = max(v for v, _ in sources)
         held = [v for v, idle in sources if not (idle and v < front - self.forward_wait)]
-        if held:
-            self.watermark = max(self.watermark, min(held))
+        if held and min(held) > self.watermark:
+            self.watermark = min(held)
+            self._forget(self.watermark - self.horizon)
+
+    def _forget(self, before: int) -> None:
+        expiry, seen = self._expiry, self.first_seen
+        while expiry and expiry[0][0] < before:
+            ts, event_id = heapq.heappop(expiry)
+            if seen.get(event_id) == ts:
+                del seen[event_id]
 
     def mark(self, m: Marker) -> None:
         if m.partition in self.marks:
@@ -203,79 +169,6 @@ class Owner:
             out.duplicates += 1
             return False
         self.first_seen[event.event_id] = event.ts
+        heapq.heappush(self._expiry, (event.ts, event.event_id))
         out.accepted += 1
         return True
-
-
-def owned_events(p: int, rows: list[Row], decisions: list[Floor | Take | Stall],
-                 taken: list[tuple[int, Forward | Marker]], away: dict[tuple[int, int], tuple[Event, int]],
-                 timelines: dict[int, Timeline], grace: int, horizon: int, forward_wait: int, partitions: int,
-                 out: Counts) -> Iterator[Event]:
-    """The events partition ``p`` counts, in the order it counts them: its own input in offset order, with each
-    recorded decision applied before the input record at its offset (a take brings in the repartition topic's
-    records up to its offset), then whatever was forwarded but not taken yet."""
-    owner = Owner(p, partitions, horizon, forward_wait, Source(grace))
-    pending = iter(taken)
-    nxt = next(pending, None)
-
-    def repartitioned(until: int | None) -> Iterator[Event]:
-        nonlocal nxt
-        while nxt is not None and (until is None or nxt[0] < until):
-            item = nxt[1]
-            nxt = next(pending, None)
-            if isinstance(item, Marker):
-                line = timelines.get(item.partition)
-                allowed = line.at(item.offset) if line is not None else NEVER
-                if item.value > allowed:
-                    out.problems.append(f"partition {item.partition} sent a watermark of {item.value} after offset "
-                                        f"{item.offset}, beyond its input's {allowed}")
-                owner.mark(item)
-            elif (item.partition, item.offset) in away and owner.take(away[(item.partition, item.offset)][0], out):
-                yield away[(item.partition, item.offset)][0]
-
-    at = 0  # the next decision to apply
-
-    def decided(upto: int | None) -> Iterator[Event]:
-        nonlocal at
-        while at < len(decisions) and (upto is None or decisions[at].offset <= upto):
-            d = decisions[at]
-            at += 1
-            if isinstance(d, Floor):
-                owner.source.apply(d)
-                owner.refresh()
-            elif isinstance(d, Stall):
-                owner.stall(d.source)
-            else:
-                yield from repartitioned(d.until)
-
-    for offset, verdict, record_ts in rows:
-        yield from decided(offset)
-        owner.source.idle = False
-        if not isinstance(verdict, Event) or not owner.source.judge(verdict, record_ts):
-            continue
-        owner.refresh()
-        if (not partitions or partition_for(verdict.user_id.encode(), partitions) == p) and owner.take(verdict, out):
-            yield verdict
-    yield from decided(None)
-    yield from repartitioned(None)  # forwarded but not taken yet: the aggregator takes them at its next flush
-
-
-def check_forwarding(away: Iterable[tuple[int, int]], forwarded: Forwarded, out: Counts) -> None:
-    """Every on-time record whose user another partition owns must be in the repartition topic exactly once."""
-    away = set(away)
-    seen: dict[tuple[int, int], int] = {}
-    for items in forwarded.values():
-        for _, item in items:
-            if isinstance(item, Forward):
-                seen[(item.partition, item.offset)] = seen.get((item.partition, item.offset), 0) + 1
-    missing = sorted(k for k in away if k not in seen)
-    twice = sorted(k for k, n in seen.items() if n > 1)
-    unknown = sorted(k for k in seen if k not in away)
-    for what, keys in (("on-time input records whose user another partition owns were never forwarded to it",
-                        missing),
-                       ("input records were forwarded more than once", twice),
-                       ("forwarded records are not on-time input records of another partition's user", unknown)):
-        if keys:
-            out.problems.append(f"{len(keys)} {what}, e.g. partition {keys[0][0]} offset {keys[0][1]}")
-    if missing and not forwarded:
-        out.problems.append("the aggregator group has no repartition topic: is --group the aggregator's group?")

@@ -1,0 +1,228 @@
+"""The reference's arithmetic: one partition's counted events into the engine's documents, in plain dicts.
+
+It shares no aggregation code with the engine (only the model's names: funnel steps, dimensions, where users are
+exact and items broken down), and follows the documented rules:
+- funnel steps count in event-time order per session (by time, then step): once per run, only right after the
+  previous step, for ``ok`` events; a gap longer than the session timeout starts a new run;
+- a user's last item is the item of their latest event that has one (the greater id on a tie); a user document
+  keeps the 24 hours up to the user's latest event;
+- an item's category is the first one seen in the partition;
+- money in integer cents.
+Windows are handed out once the owner's watermark passed their end (no counted event can reach them any more);
+funnel steps are settled up to the watermark first, since an event counted later may come before them in time.
+Users and items stay until :meth:`PartitionTally.finish`.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any
+
+from pulse.aggregate.model import (
+    DIMENSIONS,
+    EXACT_USERS_UP_TO_MS,
+    FUNNEL,
+    ITEMS_FROM_MS,
+    SKETCH_USERS_FROM_MS,
+    USERS_SKETCH,
+    sketch_field,
+)
+from pulse.events.schema import Event
+from pulse.verify.order import NEVER
+from pulse.verify.walk import Doc
+
+STEPS = list(FUNNEL)
+HOUR_MS = 3_600_000
+USER_HOURS = 24  # the hours a user document keeps, up to the user's latest event
+UNITS = [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)]
+AMOUNT, PRICE = sketch_field("amount"), sketch_field("price")
+
+
+def size_label(ms: int) -> str:
+    for unit, n in UNITS:
+        if ms % n == 0:
+            return f"{ms // n}{unit}"
+    return f"{ms}ms"
+
+
+def _count(doc: dict[str, Any], event_type: str, paid: int | None) -> None:
+    doc["counts"][event_type] = doc["counts"].get(event_type, 0) + 1
+    if paid is not None:
+        doc["revenue_cents"] += paid
+        doc["purchases"] += 1
+
+
+class PartitionTally:
+    """Partition ``partition``'s documents, built event by event in the order the partition counted them."""
+
+    def __init__(self, partition: int, sizes: list[int], session_timeout_ms: int) -> None:
+        self.p = partition
+        self.sizes = [(size, size_label(size)) for size in sorted(sizes)]
+        self.items_from = min(ITEMS_FROM_MS, max(sizes))  # shorter windows are not broken down by item
+        self.session_timeout = session_timeout_ms
+        self.watermark = NEVER
+        self._open: dict[str, dict[str, Any]] = {}  # window documents (of every kind) not finished yet
+        self._ends: list[tuple[int, str]] = []  # (end, id) of the open documents
+        self._users_of: dict[str, set[str]] = {}  # a window's distinct users, by its ``window:`` id
+        self._funnel: list[tuple[int, int, int, str]] = []  # unsettled ok events: (ts, step or -1, order, session)
+        self._sessions: dict[str, tuple[int, int]] = {}  # session → (steps done in the run, its last event time)
+        self._order = 0
+        self._kept_sessions = 0  # sessions left after the last forgetting
+        self.users: dict[str, dict[str, Any]] = {}
+        self._hours: dict[str, dict[int, dict[str, Any]]] = {}
+        self._last_item: dict[str, tuple[int, str]] = {}
+        self.items: dict[str, dict[str, Any]] = {}
+        self._category: dict[str, str | None] = {}
+
+    def add(self, e: Event) -> None:
+        ok = e.status == "ok"
+        paid = round(e.amount * 100) if e.event_type == "purchase" and ok and e.amount is not None else None
+        if ok:
+            step = STEPS.index(e.event_type) if e.event_type in STEPS else -1
+            heapq.heappush(self._funnel, (e.ts, step, self._order, e.session_id))
+            self._order += 1
+        category = self._category.setdefault(e.item_id, e.category) if e.item_id is not None else None
+        for size, name in self.sizes:
+            start = e.ts // size * size
+            head = {"window": name, "start": start, "end": start + size, "partition": self.p}
+            w = self._window(f"window:{name}:{start}:p{self.p}", head, size)
+            w["events"] += 1
+            w["counts"][e.event_type] = w["counts"].get(e.event_type, 0) + 1
+            w["status"][e.status] = w["status"].get(e.status, 0) + 1
+            if not ok:
+                w["errors"] += 1
+            if paid is not None:
+                w["purchases"] += 1
+                w["revenue_cents"] += paid
+                w["min_cents"] = paid if w["min_cents"] is None else min(w["min_cents"], paid)
+                w["max_cents"] = paid if w["max_cents"] is None else max(w["max_cents"], paid)
+                w[AMOUNT].append(paid)
+                if e.price is not None:
+                    w[PRICE].append(round(e.price * 100))
+            self._users_of[f"window:{name}:{start}:p{self.p}"].add(e.user_id)
+            if e.item_id is not None and size >= self.items_from:
+                d = self._row(f"window_item:{name}:{start}:{e.item_id}:p{self.p}", head,
+                              {"kind": "window_item", "item_id": e.item_id, "category": category})
+                _count(d, e.event_type, paid)
+            for dim in DIMENSIONS:
+                value = getattr(e, dim)
+                if value is not None:
+                    d = self._row(f"window_dim:{name}:{start}:{dim}:{value}:p{self.p}", head,
+                                  {"kind": "window_dim", "dim": dim, "value": value})
+                    _count(d, e.event_type, paid)
+        self._user(e, paid)
+        if e.item_id is not None:
+            d = self.items.get(e.item_id)
+            if d is None:
+                d = self.items[e.item_id] = {"kind": "item", "item_id": e.item_id, "category": e.category,
+                                             "partition": self.p, "counts": {}, "revenue_cents": 0, "purchases": 0}
+            _count(d, e.event_type, paid)
+
+    def _window(self, wid: str, head: dict[str, Any], size: int) -> dict[str, Any]:
+        w = self._open.get(wid)
+        if w is None:
+            w = self._open[wid] = {"kind": "window", **head, "events": 0, "counts": {}, "status": {}, "errors": 0,
+                                   "purchases": 0, "revenue_cents": 0, "min_cents": None, "max_cents": None,
+                                   "unique_users": 0, "funnel": dict.fromkeys(STEPS, 0),
+                                   # the exact values whose quantiles the window's sketches estimate
+                                   AMOUNT: [], PRICE: []}
+            heapq.heappush(self._ends, (head["end"], wid))
+            users: set[str] = set()
+            self._users_of[wid] = users
+            if size >= SKETCH_USERS_FROM_MS:  # the exact set whose size the window's HyperLogLog estimates
+                uid = f"window_users:{head['window']}:{head['start']}:p{self.p}"
+                self._open[uid] = {"kind": "window_users", **head, USERS_SKETCH: users}
+                heapq.heappush(self._ends, (head["end"], uid))
+        return w
+
+    def _row(self, rid: str, head: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+        d = self._open.get(rid)
+        if d is None:
+            d = self._open[rid] = {**fields, **head, "counts": {}, "revenue_cents": 0, "purchases": 0}
+            heapq.heappush(self._ends, (head["end"], rid))
+        return d
+
+    def _user(self, e: Event, paid: int | None) -> None:
+        u = self.users.get(e.user_id)
+        if u is None:
+            u = self.users[e.user_id] = {"kind": "user", "user_id": e.user_id, "partition": self.p,
+                                         "first_seen": e.ts, "last_seen": e.ts, "counts": {}, "spent_cents": 0,
+                                         "purchases": 0, "last_item": None}
+            self._hours[e.user_id] = {}
+        u["first_seen"] = min(u["first_seen"], e.ts)
+        u["last_seen"] = max(u["last_seen"], e.ts)
+        if e.item_id is not None:
+            last = self._last_item.get(e.user_id)
+            if last is None or (e.ts, e.item_id) > last:
+                self._last_item[e.user_id] = (e.ts, e.item_id)
+                u["last_item"] = e.item_id
+        u["counts"][e.event_type] = u["counts"].get(e.event_type, 0) + 1
+        if paid is not None:
+            u["spent_cents"] += paid
+            u["purchases"] += 1
+        hours = self._hours[e.user_id]
+        hour = e.ts // HOUR_MS * HOUR_MS
+        row = hours.get(hour)
+        if row is None:
+            row = hours[hour] = {"start": hour, "counts": {}, "revenue_cents": 0, "purchases": 0}
+            if len(hours) > USER_HOURS:  # only the hours up to the latest event are kept
+                oldest = self._oldest_hour(u)
+                for h in [h for h in hours if h < oldest]:
+                    del hours[h]
+        _count(row, e.event_type, paid)
+
+    @staticmethod
+    def _oldest_hour(u: dict[str, Any]) -> int:
+        return int(u["last_seen"]) // HOUR_MS * HOUR_MS - (USER_HOURS - 1) * HOUR_MS
+
+    def advance(self, watermark: int) -> list[Doc]:
+        """The window documents no counted event can change any more, now that nothing below ``watermark``
+        counts: those that end at or before it."""
+        self.watermark = watermark
+        self._settle_funnel(watermark)
+        return self._finish_windows(watermark)
+
+    def finish(self) -> tuple[list[Doc], list[Doc]]:
+        """Everything left at the end of the input: the open window documents, and the users and items."""
+        self._settle_funnel(None)
+        windows = self._finish_windows(None)
+        entities: list[Doc] = []
+        for user_id, u in self.users.items():
+            hours = self._hours[user_id]
+            oldest = self._oldest_hour(u)
+            u["hours"] = [hours[h] for h in sorted(hours) if h >= oldest]
+            entities.append((f"user:{user_id}", u))
+        entities += [(f"item:{item_id}:p{self.p}", d) for item_id, d in self.items.items()]
+        return windows, entities
+
+    def _settle_funnel(self, before: int | None) -> None:
+        """Count the funnel steps of the ok events before ``before`` (all: None), in (time, step) order."""
+        pending, sessions, timeout = self._funnel, self._sessions, self.session_timeout
+        while pending and (before is None or pending[0][0] < before):
+            ts, step, _, session = heapq.heappop(pending)
+            done, last = sessions.get(session, (0, ts))
+            if ts - last > timeout:
+                done = 0
+            if step == done:
+                for size, name in self.sizes:
+                    self._open[f"window:{name}:{ts // size * size}:p{self.p}"]["funnel"][STEPS[step]] += 1
+                done += 1
+            sessions[session] = (done, ts)
+        if before is not None and len(sessions) > 2 * self._kept_sessions + 1024:
+            # a session quiet for longer than the timeout starts over anyway: forget it
+            stale = before - timeout
+            for session in [s for s, (_, last) in sessions.items() if last < stale]:
+                del sessions[session]
+            self._kept_sessions = len(sessions)
+
+    def _finish_windows(self, upto: int | None) -> list[Doc]:
+        out: list[Doc] = []
+        ends, docs = self._ends, self._open
+        while ends and (upto is None or ends[0][0] <= upto):
+            _, doc_id = heapq.heappop(ends)
+            d = docs.pop(doc_id)
+            if d["kind"] == "window":
+                users = self._users_of.pop(doc_id)
+                d["unique_users"] = len(users) if d["end"] - d["start"] <= EXACT_USERS_UP_TO_MS else None
+            out.append((doc_id, d))
+        return out

@@ -1,0 +1,199 @@
+"""One pass over one partition, as source and as owner, in the order the aggregator's recorded decisions say.
+
+The partition's input is read once in offset order. As a *source* it judges each record against its own clock
+(:class:`~pulse.verify.order.Source`), checks the watermarks it sent to other partitions against that clock, and
+sums up (count and digest) what it should have forwarded to each owner. As an *owner* it takes its own users'
+records, and at each recorded take the repartition topic's records up to the offset taken, and counts what its
+clock and duplicate horizon let through. Nothing is held per record: forwarding is checked by comparing the
+sums each pair of partitions saw (:func:`check_flows`), so a record lost, sent twice or changed on the way shows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pulse.events.schema import Event
+from pulse.events.validate import validate
+from pulse.generate.partitioner import cached_partition
+from pulse.verify.order import Counts, Decision, Floor, Forward, Marker, Owner, Source, Stall, Taken
+
+Row = tuple[int, bytes | None, int]
+"""One input record of a partition: (offset, value, Kafka timestamp)."""
+Doc = tuple[str, dict[str, Any]]
+_MASK = (1 << 64) - 1
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What decides which records count: the aggregator's settings and the input's shape."""
+    grace_ms: int
+    horizon_ms: int
+    forward_wait_ms: int = 300_000
+    partitions: int = 0  # the input's partition count; 0: every record counts where it was read
+    starts: dict[int, int] = field(default_factory=dict)  # first input offset read per partition (default 0)
+
+
+@dataclass
+class Flow:
+    """Records forwarded from one partition to another: how many, and an order-free digest of them."""
+    count: int = 0
+    digest: int = 0
+
+    def add(self, offset: int, value: bytes | None) -> None:
+        h = hashlib.blake2b(offset.to_bytes(8, "little") + (value or b""), digest_size=8).digest()
+        self.count += 1
+        self.digest = (self.digest + int.from_bytes(h, "little")) & _MASK
+
+
+@dataclass
+class Walked:
+    """What one partition's walk found: its counts, and the flows it sent (by owner) and received (by source)."""
+    partition: int
+    counts: Counts = field(default_factory=Counts)
+    sent: dict[int, Flow] = field(default_factory=dict)
+    received: dict[int, Flow] = field(default_factory=dict)
+
+
+class Tally(Protocol):
+    """What the walk hands counted events to (:class:`pulse.verify.tally.PartitionTally`)."""
+
+    def add(self, event: Event) -> None: ...
+
+    def advance(self, watermark: int) -> list[Doc]: ...
+
+
+class PartitionWalk:
+    """Partition ``partition``'s pass. ``sent_markers``: the watermarks it sent, as (input offset, largest value
+    sent there), by offset. ``on_finished`` gets the owner watermark and the window documents it finished."""
+
+    def __init__(self, partition: int, rules: Rules, decisions: list[Decision], sent_markers: list[tuple[int, int]],
+                 tally: Tally, on_finished: Callable[[int, list[Doc]], None]) -> None:
+        self.p = partition
+        self.rules = rules
+        self.out = Walked(partition)
+        self.owner = Owner(partition, rules.partitions, rules.horizon_ms, rules.forward_wait_ms,
+                           Source(rules.grace_ms))
+        self._decisions = decisions
+        self._next_decision = 0
+        self._markers = sent_markers
+        self._next_marker = 0
+        self._tally = tally
+        self._on_finished = on_finished
+        self._published = self.owner.watermark
+        self._taken: Iterator[Taken] = iter(())
+        self._pending: Taken | None = None
+
+    def run(self, rows: Iterable[Row], taken: Iterable[Taken]) -> Walked:
+        """Walk the partition's input ``rows`` (offset order) and its repartition topic records ``taken``."""
+        self._taken = iter(taken)
+        self._pending = next(self._taken, None)
+        owner, source, counts, parts = self.owner, self.owner.source, self.out.counts, self.rules.partitions
+        for offset, value, record_ts in rows:
+            counts.read += 1
+            self._decide(offset)
+            self._check_markers(offset + 1)
+            source.idle = False
+            verdict = validate(value or b"", record_ts)
+            if not isinstance(verdict, Event):
+                counts.dead_lettered += 1
+                continue
+            if not source.judge(verdict, record_ts):
+                counts.late += 1
+                continue
+            owner.refresh()
+            to = cached_partition(verdict.user_id.encode(), parts) if parts else self.p
+            if to != self.p:
+                counts.forwarded += 1
+                self.out.sent.setdefault(to, Flow()).add(offset, value)
+            elif owner.take(verdict, counts):
+                self._tally.add(verdict)
+            self._publish()
+        self._decide(None)
+        self._check_markers(None)
+        self._take(None)  # forwarded but not taken yet: the aggregator takes them at its next flush
+        self._publish()
+        return self.out
+
+    def _publish(self) -> None:
+        if self.owner.watermark > self._published:
+            self._published = self.owner.watermark
+            docs = self._tally.advance(self._published)
+            if docs:
+                self._on_finished(self._published, docs)
+
+    def _decide(self, upto: int | None) -> None:
+        """Apply the recorded decisions up to input offset ``upto`` (all: None)."""
+        ds, owner = self._decisions, self.owner
+        while self._next_decision < len(ds) and (upto is None or ds[self._next_decision].offset <= upto):
+            d = ds[self._next_decision]
+            self._next_decision += 1
+            self._check_markers(d.offset)
+            if isinstance(d, Floor):
+                owner.source.apply(d)
+                owner.refresh()
+            elif isinstance(d, Stall):
+                owner.stall(d.source)
+            else:
+                self._take(d.until)
+            self._publish()
+
+    def _check_markers(self, before: int | None) -> None:
+        """Check the watermarks this partition sent at input offsets before ``before`` (all: None) against its
+        clock there (every record before the marker's offset and every floor up to it applied)."""
+        marks, allowed = self._markers, self.owner.source.value()
+        while self._next_marker < len(marks) and (before is None or marks[self._next_marker][0] < before):
+            offset, value = marks[self._next_marker]
+            self._next_marker += 1
+            if value > allowed:
+                self.out.counts.problems.append(f"partition {self.p} sent a watermark of {value} after offset "
+                                                f"{offset}, beyond its input's {allowed}")
+
+    def _take(self, until: int | None) -> None:
+        """Take the repartition topic's records before offset ``until`` (all: None)."""
+        owner, counts, starts = self.owner, self.out.counts, self.rules.starts
+        while self._pending is not None and (until is None or self._pending[0] < until):
+            item = self._pending[1]
+            self._pending = next(self._taken, None)
+            if isinstance(item, Marker):
+                owner.mark(item)
+            elif item.offset >= starts.get(item.partition, 0):
+                self.out.received.setdefault(item.partition, Flow()).add(item.offset, item.value)
+                verdict = validate(item.value or b"", item.record_ts)
+                if isinstance(verdict, Event) and owner.take(verdict, counts):
+                    self._tally.add(verdict)
+            self._publish()
+
+
+def check_flows(walks: Iterable[Walked]) -> list[str]:
+    """Every pair of partitions must agree on what went between them: each on-time record whose user another
+    partition owns reached it exactly once, unchanged."""
+    walks = list(walks)
+    sent = {(w.partition, q): f for w in walks for q, f in w.sent.items()}
+    received = {(p, w.partition): f for w in walks for p, f in w.received.items()}
+    problems = []
+    for p, q in sorted(sent.keys() | received.keys()):
+        s, r = sent.get((p, q), Flow()), received.get((p, q), Flow())
+        if s != r:
+            how = "a record lost or sent twice" if s.count != r.count else "a record changed on the way"
+            problems.append(f"partition {p} had {s.count:,} on-time records of partition {q}'s users; the "
+                            f"repartition topic brought {r.count:,} ({how})")
+    if sent and not received:
+        problems.append("the aggregator group has no repartition records: is --group the aggregator's group?")
+    return problems
+
+
+def sent_markers(forwarded: Iterable[Taken]) -> dict[int, list[tuple[int, int]]]:
+    """The watermarks each partition sent, as :class:`PartitionWalk` checks them."""
+    best: dict[int, dict[int, int]] = {}
+    for _, item in forwarded:
+        if isinstance(item, Marker):
+            at = best.setdefault(item.partition, {})
+            at[item.offset] = max(at.get(item.offset, item.value), item.value)
+    return {p: sorted(at.items()) for p, at in best.items()}
+
+
+__all__ = ["Doc", "Flow", "Forward", "PartitionWalk", "Row", "Rules", "Tally", "Walked", "check_flows",
+           "sent_markers"]
