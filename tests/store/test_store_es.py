@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -59,6 +60,14 @@ def test_end_to_end_equals_independent_recompute_and_tampering_is_caught(
     es.delete(index=alias("users", prefix), id=victim, refresh=True)
     gone = run_pulse("verify", "--topic", topic, "--index-prefix", prefix)
     assert gone.returncode == 1 and f"missing {victim}" in gone.stderr
+    # and a document no input made, in a window range the streamed diff reads, is reported as extra
+    stray = hit["_source"] | {"start": 0, "end": 10_000, "version": 1}
+    stray_id = f"window:{stray['window']}:0:p{stray['partition']}"
+    es.index(index=alias("windows", prefix), id=stray_id, document=stray, refresh=True)
+    extra = run_pulse("verify", "--topic", topic, "--index-prefix", prefix, "--json")
+    report = json.loads(extra.stdout)
+    assert extra.returncode == 1 and report["documents"]["extra"] == 1 and report["documents"]["missing"] == 1
+    assert f"extra {stray_id}" in report["examples"] and report["input_records"] == 30_000
 
 
 def _writer(bootstrap: str, es_url: str, prefix: str) -> ElasticsearchWriter:

@@ -60,9 +60,18 @@ def unpack(value: bytes | None, headers: list[tuple[str, bytes]]) -> Iterator[tu
     sender = found[SOURCE_PARTITION_HEADER]
     for offset, record_ts, record in _PACKED.decode(value) if value else []:
         yield Origin(sender, offset, record_ts), record
-    if WATERMARK_HEADER in found:
-        yield Origin(sender, found[SOURCE_OFFSET_HEADER], watermark=found[WATERMARK_HEADER],
-                     idle=found.get(IDLE_HEADER) == 1), None
+    mark = watermark_of(headers)
+    if mark is not None:
+        yield mark, None
+
+
+def watermark_of(headers: list[tuple[str, bytes]]) -> Origin | None:
+    """The watermark a batch carries, from its headers alone (None: it carries none)."""
+    found = {name: int(raw) for name, raw in headers if raw is not None}
+    if WATERMARK_HEADER not in found:
+        return None
+    return Origin(found[SOURCE_PARTITION_HEADER], found[SOURCE_OFFSET_HEADER], watermark=found[WATERMARK_HEADER],
+                  idle=found.get(IDLE_HEADER) == 1)
 
 
 def read_forwarded(bootstrap: str, topic: str, partition: int, start: int = 0,

@@ -18,7 +18,7 @@ from pulse.observe.logs import FORMATS, LEVELS, configure
 VERBS = {
     "stack": "stack_cmd:stack", "setup": "generate_cmd:setup", "generate": "generate_cmd:generate",
     "events": "generate_cmd:events", "run": "run_cmd:run", "aggregate": "aggregate_cmd:aggregate",
-    "store": "store_cmd:store", "verify": "store_cmd:verify", "archive": "store_cmd:archive",
+    "store": "store_cmd:store", "verify": "verify_cmd:verify", "archive": "store_cmd:archive",
     "replay": "store_cmd:replay", "bench": "bench_cmd:bench", "dashboard": "dashboard_cmd:dashboard",
     "kibana": "kibana_cmd:kibana", "chaos": "chaos_cmd:chaos", "config": "config_cmd:config",
 }

@@ -1,17 +1,14 @@
-"""`pulse store` (Kafka aggregates → Elasticsearch) and `pulse verify` (independent recompute vs Elasticsearch)."""
+"""`pulse store` (Kafka aggregates → Elasticsearch), `pulse archive` and `pulse replay`."""
 
 from __future__ import annotations
 
 import datetime as dt
 import signal
-import sys
 import threading
 import time
-from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from pulse.cli.aggregate_cmd import state_options
 from pulse.cli.durations import Duration
@@ -32,7 +29,7 @@ def _serve_metrics(settings: Settings, metrics_addr: str | None) -> None:
     serve(metrics_addr, every(2.0, lambda: _writer_readiness(settings)))
 
 
-def _require_es(settings: Settings) -> None:
+def require_es(settings: Settings) -> None:
     if settings.es.status() not in {"green", "yellow"}:
         raise PulseError(f"Elasticsearch is not reachable at {settings.es.display} (is the stack up? `pulse stack up`)")
 
@@ -57,7 +54,7 @@ def parse_instant(value: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def _instant(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
+def instant(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
     return None if value is None else parse_instant(value)
 
 
@@ -94,7 +91,7 @@ def store(settings: Settings, topic: str, group: str, index_prefix: str, flush_i
     from pulse.topics import require_broker
 
     require_broker(settings.bootstrap)
-    _require_es(settings)
+    require_es(settings)
     _serve_metrics(settings, metrics_addr)
     es = settings.es.client()
     ensure_indices(es, index_prefix)
@@ -117,63 +114,6 @@ def store(settings: Settings, topic: str, group: str, index_prefix: str, flush_i
 
 @click.command()
 @click.option("--topic", envvar="PULSE_TOPIC", default="pulse.events", show_default=True, help="Input topic.")
-@click.option("--ledger", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Recompute from a generator ledger instead of reading the topic.")
-@click.option("--group", envvar="PULSE_GROUP", default="pulse-aggregator", show_default=True,
-              help="The aggregator group whose results are checked (its recorded idle decisions are replayed).")
-@click.option("--index-prefix", envvar="PULSE_INDEX_PREFIX", default="pulse", show_default=True)
-@state_options
-@click.option("--from", "from_ms", default=None, callback=_instant,
-              help="Only input from this record time (after `pulse replay --from`): epoch ms, ISO time or 2h.")
-@click.pass_obj
-def verify(settings: Settings, topic: str, ledger: Path | None, group: str, index_prefix: str,
-           windows: tuple[int, ...], grace: int, dedup_horizon: int | None, forward_wait: int,
-           from_ms: int | None) -> None:
-    """Recompute every aggregate from the input in one independent pass and diff it against Elasticsearch.
-
-    Exits non-zero on any missing, extra or mismatched document: the user's proof of exactly-once.
-    """
-
-    from pulse.store.query import all_documents
-    from pulse.topics import partition_count
-    from pulse.verify.diff import diff_documents
-    from pulse.verify.reference import recompute
-    from pulse.verify.source import forwarded_records, ledger_rows, recorded_decisions, topic_rows
-
-    _require_es(settings)
-    grace_ms, horizon = grace, dedup_horizon or grace
-    console = Console(stderr=True)
-    with console.status("recomputing from the input"):
-        if ledger:
-            rows, topic, partitions = ledger_rows(ledger)
-        else:
-            rows = topic_rows(settings.bootstrap, topic, from_ms)
-            partitions = partition_count(settings.bootstrap, topic)
-        expected = recompute(rows, windows, grace_ms, horizon, forward_wait_ms=forward_wait,
-                             decisions=recorded_decisions(settings.bootstrap, group, topic),
-                             forwarded=forwarded_records(settings.bootstrap, group), partitions=partitions)
-    with console.status("reading Elasticsearch"):
-        actual = dict(all_documents(settings.es.client(), index_prefix))
-    diff = diff_documents(expected, actual)
-    table = Table(title=f"pulse verify: {expected.produced:,} input records")
-    for col in ("documents", "checked", "matched", "missing", "extra", "mismatched"):
-        table.add_column(col, justify="right" if col != "documents" else "left")
-    table.add_row("all", f"{diff.checked:,}", f"{diff.matched:,}", f"{len(diff.missing):,}", f"{len(diff.extra):,}",
-                  f"{len(diff.mismatched):,}")
-    for kind, n in sorted(diff.by_kind.items()):
-        table.add_row(f"  {kind}", f"{n:,}", "", "", "", "")
-    Console().print(table)
-    click.echo(f"records: {expected.accepted:,} accepted, {expected.dead_lettered:,} dead-lettered, "
-               f"{expected.late:,} late, {expected.duplicates:,} duplicates "
-               f"({expected.forwarded:,} counted by the partition that owns their user, each forwarded once)")
-    if not diff.ok:
-        click.echo(diff.summary(10), err=True)
-        sys.exit(1)
-    click.echo("OK: Elasticsearch equals the independent recompute")
-
-
-@click.command()
-@click.option("--topic", envvar="PULSE_TOPIC", default="pulse.events", show_default=True, help="Input topic.")
 @click.option("--index-prefix", envvar="PULSE_INDEX_PREFIX", default="pulse", show_default=True)
 @click.option("--retention-days", envvar="PULSE_ARCHIVE_RETENTION_DAYS", type=click.FloatRange(0.01), default=7.0,
               show_default=True, help="Daily indices older than this are deleted by Pulse (no ILM needed).")
@@ -192,7 +132,7 @@ def archive(settings: Settings, topic: str, index_prefix: str, retention_days: f
     from pulse.topics import partition_count
 
     partition_count(settings.bootstrap, topic)  # clear error if the broker or the topic is missing
-    _require_es(settings)
+    require_es(settings)
     _serve_metrics(settings, metrics_addr)
     ensure_indices(settings.es.client(), index_prefix)
     cfg = ArchiveConfig(bootstrap=settings.bootstrap, es=settings.es, topic=topic, index_prefix=index_prefix,
@@ -204,7 +144,7 @@ def archive(settings: Settings, topic: str, index_prefix: str, retention_days: f
 
 
 @click.command()
-@click.option("--from", "from_ms", required=True, callback=_instant,
+@click.option("--from", "from_ms", required=True, callback=instant,
               help="Rebuild from this record time: epoch ms, ISO 8601 time, or a duration ago (2h). 0 = everything.")
 @click.option("--topic", envvar="PULSE_TOPIC", default="pulse.events", show_default=True, help="Input topic.")
 @click.option("--group", envvar="PULSE_GROUP", default="pulse-aggregator", show_default=True,
@@ -226,7 +166,7 @@ def replay(settings: Settings, from_ms: int, topic: str, group: str, index_prefi
     from pulse.topics import require_broker
 
     require_broker(settings.bootstrap)
-    _require_es(settings)
+    require_es(settings)
     state = StateConfig(window_sizes=windows, grace_ms=grace, dedup_horizon_ms=dedup_horizon or grace,
                         forward_wait_ms=forward_wait)
     plan = ReplayPlan(bootstrap=settings.bootstrap, es=settings.es, topic=topic, from_ms=from_ms,

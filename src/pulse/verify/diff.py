@@ -18,6 +18,7 @@ from pulse.aggregate.model import (
     quantile_name,
     sketch_field,
 )
+from pulse.verify.order import Counts
 from pulse.verify.reference import Expected
 
 SKETCH_FIELDS = frozenset(sketch_field(name) for name in SKETCHED)
@@ -47,13 +48,18 @@ def sketch_problem(exact: list[int], sketch: dict[str, Any] | None) -> str | Non
     return None
 
 
+EXAMPLES = 20  # differences kept to show, of each sort
+
+
 @dataclass
 class DocDiff:
+    """How documents compared: counts of each outcome, and the first few differences of each sort to show."""
     checked: int = 0
     matched: int = 0
-    missing: list[str] = field(default_factory=list)
-    extra: list[str] = field(default_factory=list)
-    mismatched: list[tuple[str, str, Any, Any]] = field(default_factory=list)  # id, field, expected, actual
+    missing: int = 0
+    extra: int = 0
+    mismatched: int = 0
+    examples: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # found in the input before any document
     by_kind: Counter[str] = field(default_factory=Counter)
 
@@ -61,14 +67,21 @@ class DocDiff:
     def ok(self) -> bool:
         return not (self.missing or self.extra or self.mismatched or self.problems)
 
+    def note(self, what: str) -> None:
+        if len(self.examples) < 3 * EXAMPLES:
+            self.examples.append(what)
+
+    def add(self, other: DocDiff) -> None:
+        for name in ("checked", "matched", "missing", "extra", "mismatched"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.examples += other.examples[: max(0, 3 * EXAMPLES - len(self.examples))]
+        self.problems += other.problems
+        self.by_kind.update(other.by_kind)
+
     def summary(self, limit: int = 5) -> str:
-        parts = [f"checked {self.checked}, matched {self.matched}, missing {len(self.missing)}, "
-                 f"extra {len(self.extra)}, mismatched {len(self.mismatched)}"]
-        parts += self.problems
-        parts += [f"missing {m}" for m in self.missing[:limit]]
-        parts += [f"extra {m}" for m in self.extra[:limit]]
-        parts += [f"{i}.{f}: expected {e!r}, got {a!r}" for i, f, e, a in self.mismatched[:limit]]
-        return "\n".join(parts)
+        return "\n".join([f"checked {self.checked}, matched {self.matched}, missing {self.missing}, "
+                          f"extra {self.extra}, mismatched {self.mismatched}", *self.problems,
+                          *self.examples[: 3 * limit]])
 
 
 def users_problem(exact: set[str], doc_hll: dict[str, Any] | None) -> str | None:
@@ -81,53 +94,69 @@ def users_problem(exact: set[str], doc_hll: dict[str, Any] | None) -> str | None
     return None
 
 
-def _field_problems(doc_id: str, want: dict[str, Any], have: dict[str, Any]) -> list[tuple[str, str, Any, Any]]:
+def _field_problems(want: dict[str, Any], have: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     out = []
     for k, v in want.items():
         if k in SKETCH_FIELDS:
             if problem := sketch_problem(v, have.get(k)):
-                out.append((doc_id, k, f"quantiles of {len(v)} values", problem))
+                out.append((k, f"quantiles of {len(v)} values", problem))
         elif k == USERS_SKETCH:
             if problem := users_problem(v, have.get(k)):
-                out.append((doc_id, k, f"{len(v)} distinct users", problem))
+                out.append((k, f"{len(v)} distinct users", problem))
         elif have.get(k) != v:
-            out.append((doc_id, k, v, have.get(k)))
+            out.append((k, v, have.get(k)))
     return out
+
+
+def compare(expected: dict[str, dict[str, Any]], actual: dict[str, dict[str, Any]], out: DocDiff) -> None:
+    """Every expected document must exist with equal values for the fields the reference defines (quantile
+    sketches: every value counted, each quantile within the stated bound; HyperLogLogs: within
+    ``USERS_TOLERANCE``); every other document of ``actual`` is extra. ``actual`` holds packed documents
+    expanded (:func:`pulse.aggregate.docs.expand`)."""
+    for doc_id, want in expected.items():
+        out.checked += 1
+        out.by_kind[want["kind"]] += 1
+        have = actual.get(doc_id)
+        if have is None:
+            out.missing += 1
+            out.note(f"missing {doc_id}")
+            continue
+        bad = _field_problems(want, have)
+        out.mismatched += len(bad)
+        for name, e, a in bad:
+            out.note(f"{doc_id}.{name}: expected {e!r}, got {a!r}")
+        if not bad:
+            out.matched += 1
+    for doc_id in sorted(actual.keys() - expected.keys()):
+        out.extra += 1
+        out.note(f"extra {doc_id}")
 
 
 COUNTER_FIELDS = ("accepted", "dead_lettered", "late", "duplicates", "forwarded")
 
 
+def compare_totals(expected: Counts, partitions: list[dict[str, Any]], out: DocDiff) -> None:
+    """The partition documents' counters, summed, must equal the recompute's (when there are any)."""
+    if not partitions:
+        return
+    for name in COUNTER_FIELDS:
+        got, want = sum(int(d.get(name, 0)) for d in partitions), getattr(expected, name)
+        out.checked += 1
+        if got != want:
+            out.mismatched += 1
+            out.note(f"partition:*.{name}: expected {want!r}, got {got!r}")
+        else:
+            out.matched += 1
+
+
 def diff_documents(expected: Expected, actual: dict[str, dict[str, Any]]) -> DocDiff:
-    """Every expected document must exist with equal values for the fields the reference defines (quantile
-    sketches: every value counted, each quantile within the stated bound; HyperLogLogs: within
-    ``USERS_TOLERANCE``); documents of the same kinds that the reference
-    does not expect are extra. Partition documents are compared by
-    their summed counters. Packed item documents are compared item by item."""
+    """:func:`compare` of a whole recompute with a whole projection (documents of kinds the recompute made
+    none of are not looked at), and :func:`compare_totals`."""
     actual = dict(expand(actual.items()))
     out = DocDiff(problems=list(expected.problems))
     kinds = {doc["kind"] for doc in expected.docs.values()}
-    for doc_id, want in expected.docs.items():
-        out.checked += 1
-        out.by_kind[want["kind"]] += 1
-        have = actual.get(doc_id)
-        if have is None:
-            out.missing.append(doc_id)
-            continue
-        bad = _field_problems(doc_id, want, have)
-        if bad:
-            out.mismatched.extend(bad)
-        else:
-            out.matched += 1
-    out.extra = sorted(i for i, d in actual.items() if d.get("kind") in kinds and i not in expected.docs)
-    partitions = [d for d in actual.values() if d.get("kind") == "partition"]
-    if partitions:
-        for name in COUNTER_FIELDS:
-            got = sum(int(d.get(name, 0)) for d in partitions)
-            want_n = getattr(expected, name)
-            out.checked += 1
-            if got != want_n:
-                out.mismatched.append(("partition:*", name, want_n, got))
-            else:
-                out.matched += 1
+    compare(expected.docs, {i: d for i, d in actual.items() if d.get("kind") in kinds}, out)
+    totals = Counts(read=expected.produced, dead_lettered=expected.dead_lettered, late=expected.late,
+                    duplicates=expected.duplicates, accepted=expected.accepted, forwarded=expected.forwarded)
+    compare_totals(totals, [d for d in actual.values() if d.get("kind") == "partition"], out)
     return out

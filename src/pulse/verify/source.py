@@ -1,37 +1,40 @@
-"""Where `pulse verify` reads the input from: the Kafka topic itself, or a generator ledger."""
+"""Where `pulse verify` reads the input from: the Kafka topic itself (a partition at a time, streamed), or a
+generator ledger (whole, for small inputs); and what the aggregator group recorded beside it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from pulse.aggregate.decisions import read_decisions
-from pulse.aggregate.repartition import read_forwarded
+from pulse.aggregate.repartition import read_forwarded, watermark_of
 from pulse.generate.ledger import read_ledger
-from pulse.kafkaio import offsets_at, read_range, reader
+from pulse.kafkaio import offsets_at, read_messages, read_range, reader, watermarks
 from pulse.topics import partition_count, repartition_topic, topic_exists
-from pulse.verify.order import Decisions, Floor, Forward, Forwarded, Marker, Stall, Take
-
-Row = tuple[int, int, bytes | None, int]
-
-
-def topic_rows(bootstrap: str, topic: str, from_ms: int | None = None) -> list[Row]:
-    """Every committed record of the input topic (from a record time, if given) as
-    (partition, offset, value, timestamp)."""
-    parts = list(range(partition_count(bootstrap, topic)))
-    starts = dict.fromkeys(parts, 0)
-    if from_ms is not None:
-        consumer = reader(bootstrap)
-        try:
-            starts = offsets_at(consumer, topic, parts, from_ms)
-        finally:
-            consumer.close()
-    rows: list[Row] = []
-    for p in parts:
-        rows.extend((p, offset, value, ts) for offset, _key, value, ts in read_range(bootstrap, topic, p, starts[p]))
-    return rows
+from pulse.verify.order import Decisions, Floor, Forward, Marker, Stall, Take, Taken
+from pulse.verify.walk import Row
 
 
-def ledger_rows(path: Path) -> tuple[list[Row], str, int]:
+def input_span(bootstrap: str, topic: str, from_ms: int | None = None) -> dict[int, tuple[int, int]]:
+    """Per partition of the input, the offsets to verify: from the first record at or after ``from_ms`` (if
+    given; else from the beginning) up to the end."""
+    consumer = reader(bootstrap)
+    try:
+        parts = list(range(partition_count(bootstrap, topic)))
+        ends = {p: watermarks(consumer, topic, p) for p in parts}
+        starts = offsets_at(consumer, topic, parts, from_ms) if from_ms is not None else {p: ends[p][0] for p in parts}
+    finally:
+        consumer.close()
+    return {p: (max(starts[p], ends[p][0]), ends[p][1]) for p in parts}
+
+
+def input_rows(bootstrap: str, topic: str, partition: int, start: int) -> Iterator[Row]:
+    """The committed records of one input partition from ``start``, in offset order."""
+    for offset, _key, value, ts in read_range(bootstrap, topic, partition, start):
+        yield offset, value, ts
+
+
+def ledger_rows(path: Path) -> tuple[list[tuple[int, int, bytes | None, int]], str, int]:
     """The delivered records of a generator ledger, and the topic and partition count it wrote to."""
     ledger = read_ledger(path)
     rows = [(r.partition, r.offset, r.value, r.record_ts) for r in ledger]
@@ -53,13 +56,34 @@ def recorded_decisions(bootstrap: str, group: str, topic: str) -> Decisions:
     return out
 
 
-def forwarded_records(bootstrap: str, group: str) -> Forwarded:
-    """What each record of the group's repartition topic is: where a forwarded record was first read, or a source
-    partition's watermark."""
+def repartitioned(bootstrap: str, group: str, partition: int) -> Iterator[Taken]:
+    """The group's repartition topic records for owner ``partition``, in order: each forwarded record (with its
+    value) or a source's watermark."""
+    name = repartition_topic(group)
+    if not topic_exists(bootstrap, name) or partition >= partition_count(bootstrap, name):
+        return
+    for offset, origin, value in read_forwarded(bootstrap, name, partition):
+        if origin.watermark is None:
+            yield offset, Forward(origin.partition, origin.offset, origin.record_ts or 0, value)
+        else:
+            yield offset, Marker(origin.partition, origin.offset, origin.watermark, origin.idle)
+
+
+def sent_watermarks(bootstrap: str, group: str) -> Iterator[Taken]:
+    """Every watermark the group's partitions sent each other, read from the repartition topic's headers alone."""
+    name = repartition_topic(group)
+    if not topic_exists(bootstrap, name):
+        return
+    for p in range(partition_count(bootstrap, name)):
+        for msg in read_messages(bootstrap, name, p, 0):
+            mark = watermark_of(msg.headers() or [])
+            if mark is not None and mark.watermark is not None:
+                yield msg.offset(), Marker(mark.partition, mark.offset, mark.watermark, mark.idle)
+
+
+def forwarded_records(bootstrap: str, group: str) -> dict[int, list[Taken]]:
+    """Every record of the group's repartition topic, by owner (for the in-memory recompute)."""
     name = repartition_topic(group)
     if not topic_exists(bootstrap, name):
         return {}
-    return {p: [(offset, Forward(origin.partition, origin.offset) if origin.watermark is None
-                 else Marker(origin.partition, origin.offset, origin.watermark, origin.idle))
-                for offset, origin, _ in read_forwarded(bootstrap, name, p)]
-            for p in range(partition_count(bootstrap, name))}
+    return {p: list(repartitioned(bootstrap, group, p)) for p in range(partition_count(bootstrap, name))}

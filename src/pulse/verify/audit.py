@@ -1,0 +1,166 @@
+"""`pulse verify` streamed: each input partition walked once, its windows diffed against Elasticsearch a batch at
+a time as the owner watermark finishes them, its users and items at the end; partitions walked side by side,
+one process each.
+
+What is held is the live state (open windows, users, items, the ids within the duplicate horizon) and one
+batch of finished windows, never the input. A batch is compared with the stored documents of the same partition
+whose end falls in the same range, so a stored document the recompute never made is found as well.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from pulse.connect.elasticsearch import EsConnection
+from pulse.verify.diff import DocDiff, compare, compare_totals
+from pulse.verify.order import NEVER, Counts, Decision
+from pulse.verify.tally import PartitionTally
+from pulse.verify.walk import Doc, PartitionWalk, Row, Rules, Walked, check_flows, sent_markers
+
+BATCH = 5_000  # finished window documents compared at once
+PROGRESS_EVERY = 20_000  # input records between progress reports
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to verify, against which documents."""
+    bootstrap: str
+    es: EsConnection
+    topic: str
+    group: str
+    index_prefix: str
+    window_sizes: tuple[int, ...]
+    rules: Rules
+    span: dict[int, tuple[int, int]]  # per input partition: (first offset, end offset)
+    session_timeout_ms: int = 30 * 60_000
+
+
+@dataclass
+class Report:
+    counts: Counts
+    diff: DocDiff
+    seconds: float
+    partitions: int
+
+    @property
+    def ok(self) -> bool:
+        return self.diff.ok
+
+    def as_json(self) -> dict[str, Any]:
+        c, d = self.counts, self.diff
+        return {"ok": self.ok, "input_records": c.read, "partitions": self.partitions,
+                "seconds": round(self.seconds, 3),
+                "records": {"accepted": c.accepted, "dead_lettered": c.dead_lettered, "late": c.late,
+                            "duplicates": c.duplicates, "forwarded": c.forwarded},
+                "documents": {"checked": d.checked, "matched": d.matched, "missing": d.missing, "extra": d.extra,
+                              "mismatched": d.mismatched, "by_kind": dict(sorted(d.by_kind.items()))},
+                "problems": d.problems, "examples": d.examples}
+
+
+@dataclass
+class _Checked:
+    walked: Walked
+    diff: DocDiff = field(default_factory=DocDiff)
+
+
+_progress: Any = None  # in a worker: the queue progress goes to
+
+
+def _init_worker(progress: Any) -> None:
+    global _progress
+    _progress = progress
+
+
+def check_partition(plan: Plan, p: int, decisions: list[Decision], markers: list[tuple[int, int]]) -> _Checked:
+    """Walk input partition ``p`` and diff its documents against Elasticsearch as they finish."""
+    from pulse.store.readback import entities, windows_ending
+    from pulse.verify.source import input_rows, repartitioned
+
+    es = plan.es.client()
+    diff = DocDiff()
+    batch: dict[str, dict[str, Any]] = {}
+    compared_to = [NEVER]  # windows ending at or before it are compared
+
+    def flush(upto: int | None) -> None:
+        after = None if compared_to[0] == NEVER else compared_to[0]
+        compare(batch, windows_ending(es, p, after, upto, plan.index_prefix), diff)
+        batch.clear()
+        if upto is not None:
+            compared_to[0] = upto
+
+    def finished(watermark: int, docs: list[Doc]) -> None:
+        batch.update(docs)
+        if len(batch) >= BATCH:
+            flush(watermark)
+
+    start = plan.span.get(p, (0, 0))[0]
+    tally = PartitionTally(p, list(plan.window_sizes), plan.session_timeout_ms)
+    walk = PartitionWalk(p, plan.rules, decisions, markers, tally, finished)
+    walked = walk.run(_reported(p, input_rows(plan.bootstrap, plan.topic, p, start)),
+                      repartitioned(plan.bootstrap, plan.group, p))
+    windows, owned = tally.finish()
+    batch.update(windows)
+    flush(None)
+    compare(dict(owned), entities(es, p, plan.index_prefix), diff)
+    return _Checked(walked, diff)
+
+
+def _reported(p: int, rows: Iterator[Row]) -> Iterator[Row]:
+    n = 0
+    for row in rows:
+        yield row
+        n += 1
+        if n % PROGRESS_EVERY == 0 and _progress is not None:
+            _progress.put((p, PROGRESS_EVERY))
+    if _progress is not None:
+        _progress.put((p, n % PROGRESS_EVERY))
+
+
+def run(plan: Plan, decisions: dict[int, list[Decision]], workers: int,
+        on_progress: Callable[[int], None] = lambda n: None) -> Report:
+    """Verify every partition of ``plan.span`` with ``workers`` processes; ``on_progress`` gets records read."""
+    from pulse.store.readback import partition_documents, partitions_holding
+    from pulse.verify.source import sent_watermarks
+
+    began = time.monotonic()
+    markers = sent_markers(sent_watermarks(plan.bootstrap, plan.group))
+    parts = sorted(plan.span)
+    ctx = multiprocessing.get_context("spawn")  # a fork would copy the parent's Kafka clients' threads
+    progress = ctx.Queue()
+    results: dict[int, _Checked] = {}
+    with ProcessPoolExecutor(max_workers=max(1, min(workers, len(parts) or 1)), mp_context=ctx,
+                             initializer=_init_worker, initargs=(progress,)) as pool:
+        futures: dict[Future[_Checked], int] = {
+            pool.submit(check_partition, plan, p, decisions.get(p, []), markers.get(p, [])): p for p in parts}
+        pending = set(futures)
+        while pending:
+            try:
+                _, n = progress.get(timeout=0.2)
+                on_progress(n)
+            except queue.Empty:
+                pass
+            for f in [f for f in pending if f.done()]:
+                pending.discard(f)
+                results[futures[f]] = f.result()
+        while True:
+            try:
+                on_progress(progress.get_nowait()[1])
+            except queue.Empty:
+                break
+    counts, diff = Counts(), DocDiff()
+    for p in parts:
+        counts.add(results[p].walked.counts)
+        diff.add(results[p].diff)
+    diff.problems[:0] = counts.problems + check_flows(r.walked for r in results.values())
+    es = plan.es.client()
+    compare_totals(counts, partition_documents(es, plan.index_prefix), diff)
+    strangers = sorted(partitions_holding(es, plan.index_prefix) - set(parts))
+    if strangers:
+        diff.problems.append(f"documents of partitions the input does not have: {strangers[:10]}")
+    return Report(counts, diff, time.monotonic() - began, len(parts))
