@@ -312,7 +312,7 @@ class Pipeline:
         es.options(ignore_status=404).indices.delete_index_template(name=f"{self.prefix}-*")
 
 
-def _tree(pid: int) -> list[int]:
+def process_tree(pid: int) -> list[int]:
     """``pid`` and its descendants (the node runs under a launcher as its own user)."""
     out, todo = [], [pid]
     while todo:
@@ -331,7 +331,7 @@ def _cpu(pids: dict[str, int]) -> dict[str, float]:
     out = {}
     for name, pid in pids.items():
         total = 0.0
-        for p in _tree(pid):
+        for p in process_tree(pid):
             try:
                 total += cpu_seconds(p)
             except OSError:  # exited

@@ -56,7 +56,7 @@ class _CountingUsers:
         return record
 
 
-def _rss(pid: int) -> int:
+def rss(pid: int) -> int:
     try:
         lines = Path(f"/proc/{pid}/status").read_text().splitlines()
     except OSError:  # exited meanwhile
@@ -103,7 +103,7 @@ def run(settings: Settings, events: int, users: int, log: Path, timeout: float =
     state = _StateScraper(port)
 
     def sample(pid: int) -> None:
-        peak[0] = max(peak[0], _rss(pid))
+        peak[0] = max(peak[0], rss(pid))
         state()
 
     argv = [sys.executable, "-m", "pulse", "aggregate", "--topic", topic, "--group", group, "--instance", group,

@@ -235,6 +235,54 @@ def memory_bench(settings: Settings, count: int, users: int) -> None:
                f"{r.peak_state_bytes / 1024**2:,.0f} MiB (pulse_state_bytes)")
 
 
+@bench.command("verify")
+@click.option("--sizes", default="1M,4M,16M", show_default=True, callback=lambda _c, _p, v: _counts(v),
+              help="Input sizes to verify, in records (k and M suffixes), one step each.")
+@click.option("--workers", type=click.IntRange(1), default=2, show_default=True, help="`pulse verify --workers`.")
+@click.pass_obj
+@on_stack
+def verify_bench(settings: Settings, sizes: list[int], workers: int) -> None:
+    """Records/s and peak RSS of `pulse verify` over growing inputs (targets: 100k records/s; memory that does
+    not grow with the input)."""
+    from pulse.bench import verify
+
+    log = settings.home / "logs" / "bench-verify.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with Console(stderr=True).status("verify") as status:
+        steps = verify.run(settings, sizes, log, workers, lambda msg: status.update(msg))
+    table = Table(title=f"pulse bench verify: {workers} workers, 6 partitions, 1 % each of invalid, duplicate, "
+                        "late and out-of-order events")
+    for col in ("records", "documents", "seconds", "records/s", "peak RSS MiB", "MiB per 1M records", "exact"):
+        table.add_column(col, justify="right")
+    for s in steps:
+        mib = s.peak_rss_bytes / 1024**2
+        table.add_row(f"{s.records:,}", f"{s.documents:,}", f"{s.seconds:,.1f}", f"{s.rate:,.0f}", f"{mib:,.0f}",
+                      f"{mib / (s.records / 1e6):,.0f}", "yes" if s.ok else "NO")
+    Console(width=140).print(table)
+    first, last = steps[0], steps[-1]
+    growth = (last.peak_rss_bytes - first.peak_rss_bytes) / 1024**2 / max((last.records - first.records) / 1e6, 1e-9)
+    slowest = min(s.rate for s in steps)
+    click.echo(f"slowest step {slowest:,.0f} records/s ({'meets' if slowest >= 100_000 else 'MISSES'} the 100k "
+               f"target); peak RSS grew {growth:,.1f} MiB per additional 1M records "
+               f"({first.peak_rss_bytes / 1024**2:,.0f} MiB at {first.records:,}, "
+               f"{last.peak_rss_bytes / 1024**2:,.0f} MiB at {last.records:,})")
+    if not all(s.ok for s in steps):
+        raise click.ClickException(f"`pulse verify` found differences; see {log}")
+
+
+def _counts(text: str) -> list[int]:
+    """``1M,4M,16M`` → [1000000, 4000000, 16000000]."""
+    scale = {"k": 1_000, "m": 1_000_000}
+    try:
+        out = [int(float(r[:-1]) * scale[r[-1].lower()]) if r[-1].lower() in scale else int(r)
+               for r in (part.strip() for part in text.split(",")) if r]
+    except (ValueError, IndexError):
+        raise click.BadParameter(f"{text!r}: write sizes as a comma-separated list, e.g. 1M,4M,16M") from None
+    if not out or min(out) < 1000:
+        raise click.BadParameter("give sizes of at least 1000 records")
+    return sorted(out)
+
+
 def _rates(text: str) -> list[float]:
     """``10k,20k,50000`` → [10000.0, 20000.0, 50000.0], ascending."""
     try:

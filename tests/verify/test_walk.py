@@ -1,0 +1,80 @@
+"""The verify walk on its own: a repartition topic that lost, repeated or changed a record, or a watermark a
+source could not have sent, is named; and what the walk holds follows the live state, not the input's length."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+from typing import Any
+
+from pulse.generate.chaos import ChaosConfig
+from pulse.verify.order import Forward, Marker
+from pulse.verify.reference import recompute
+from pulse.verify.tally import PartitionTally
+from pulse.verify.walk import PartitionWalk, Rules
+from tests.aggregate.test_repartition import CFG, PARTITIONS, _rows, in_order
+from tests.aggregate.test_state_vs_reference import SIZES, make_rows
+
+
+def _problems(rows: list[tuple[int, int, bytes, int]], forwarded: dict[int, list[Any]], decisions: Any) -> list[str]:
+    return recompute(rows, SIZES, CFG.grace_ms, CFG.dedup_horizon_ms, decisions=decisions, forwarded=forwarded,
+                     partitions=PARTITIONS).problems
+
+
+def test_a_lost_repeated_or_changed_forwarded_record_and_an_impossible_watermark_are_named() -> None:
+    rows = _rows(5, 0.0, 0.0, 0.0, n=2_000)
+    c = in_order(rows)
+    clean = c.forwarded()
+    assert _problems(rows, clean, c.decisions) == []
+    owner = next(q for q, items in clean.items() if any(isinstance(i, Forward) for _, i in items))
+    at = next(n for n, (_, i) in enumerate(clean[owner]) if isinstance(i, Forward))
+    offset, first = clean[owner][at]
+
+    lost = copy.deepcopy(clean)
+    del lost[owner][at]
+    assert any("lost or sent twice" in p for p in _problems(rows, lost, c.decisions))
+
+    twice = copy.deepcopy(clean)
+    twice[owner].insert(at, (offset, first))
+    assert any("lost or sent twice" in p for p in _problems(rows, twice, c.decisions))
+
+    other = next(v for p, _, v, _ in rows if v not in {r[2] for r in rows if (r[0], r[1]) == (first.partition,
+                                                                                                first.offset)})
+    changed = copy.deepcopy(clean)
+    changed[owner][at] = (offset, Forward(first.partition, first.offset, 1, other))
+    assert any("changed on the way" in p for p in _problems(rows, changed, c.decisions))
+
+    ahead = copy.deepcopy(clean)
+    n, (moffset, mark) = next((n, x) for n, x in enumerate(ahead[owner]) if isinstance(x[1], Marker)
+                              and x[1].value > 0)
+    ahead[owner][n] = (moffset, replace(mark, value=mark.value + 3_600_000))
+    assert any(f"partition {mark.partition} sent a watermark" in p for p in _problems(rows, ahead, c.decisions))
+
+
+def test_held_state_follows_the_horizon_and_finished_windows_never_change() -> None:
+    """Hours of input at 50 events/s: the ids within the horizon and the open windows are all that is held, and
+    every window handed out as finished is final: its end is behind the owner watermark, and the rest of the input
+    never touches it."""
+    rows = [(o, v, ts) for p, o, v, ts in make_rows(40_000, 3, ChaosConfig(0.01, 0.01, 0.01, 0.01), partitions=1)]
+    assert rows[-1][2] - rows[0][2] > 600_000
+    tally = PartitionTally(0, [10_000, 60_000], 30 * 60_000)
+    handed: dict[str, dict[str, Any]] = {}
+    largest_open = 0
+
+    def finished(watermark: int, docs: list[tuple[str, dict[str, Any]]]) -> None:
+        nonlocal largest_open
+        for doc_id, doc in docs:
+            assert doc["end"] <= watermark and doc_id not in handed
+            handed[doc_id] = copy.deepcopy(doc)
+        largest_open = max(largest_open, len(tally._open))
+
+    walk = PartitionWalk(0, Rules(30_000, 30_000), [], [], tally, finished)
+    walked = walk.run(iter(rows), iter(()))
+    assert walked.counts.accepted > 30_000 and walked.counts.late > 0 and walked.counts.duplicates > 0
+    # ids: at most what arrives within horizon + grace (50/s over a minute), not the 40,000 read
+    assert len(walk.owner.first_seen) < 4_000
+    assert largest_open < 2_000
+    windows, _ = tally.finish()
+    whole = recompute([(0, o, v, ts) for o, v, ts in rows], [10_000, 60_000], 30_000, 30_000).docs
+    assert handed and all(whole[i] == d for i, d in handed.items())
+    assert {i for i, d in whole.items() if d["kind"] not in ("user", "item")} == handed.keys() | dict(windows).keys()
