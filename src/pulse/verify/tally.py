@@ -16,6 +16,7 @@ Users and items stay until :meth:`PartitionTally.finish`.
 from __future__ import annotations
 
 import heapq
+from dataclasses import dataclass
 from typing import Any
 
 from pulse.aggregate.model import (
@@ -52,17 +53,49 @@ def _count(doc: dict[str, Any], event_type: str, paid: int | None) -> None:
         doc["purchases"] += 1
 
 
+def _merge_counts(into: dict[str, Any], d: dict[str, Any]) -> None:
+    for k, n in d["counts"].items():
+        into["counts"][k] = into["counts"].get(k, 0) + n
+    into["revenue_cents"] += d["revenue_cents"]
+    into["purchases"] += d["purchases"]
+
+
+@dataclass(frozen=True)
+class Level:
+    """One window size, and where its numbers come from: events (the smallest sizes), or the finished windows
+    of the largest smaller size that divides it (every event of such a window falls in exactly one of its own)."""
+    size: int
+    name: str
+    feeder: int | None  # the size it is merged from (None: it counts events)
+    items: bool  # broken down by item
+    counts_items: bool  # its item rows count events (its feeder has none)
+    parents: tuple[int, ...]  # the sizes its finished windows merge into
+
+
+def levels(sizes: list[int]) -> dict[int, Level]:
+    ordered = sorted(set(sizes))
+    items_from = min(ITEMS_FROM_MS, max(ordered))  # shorter windows are not broken down by item
+    feeders = {s: max((f for f in ordered if f < s and s % f == 0), default=None) for s in ordered}
+    return {s: Level(s, size_label(s), feeders[s], s >= items_from,
+                     s >= items_from and (feeders[s] is None or feeders[s] < items_from),  # type: ignore[operator]
+                     tuple(p for p in ordered if feeders[p] == s)) for s in ordered}
+
+
 class PartitionTally:
-    """Partition ``partition``'s documents, built event by event in the order the partition counted them."""
+    """Partition ``partition``'s documents, built event by event in the order the partition counted them.
+
+    Each event is counted once per size that counts events; a finished window is merged into the windows it
+    nests in (:class:`Level`), which therefore finish after it."""
 
     def __init__(self, partition: int, sizes: list[int], session_timeout_ms: int) -> None:
         self.p = partition
-        self.sizes = [(size, size_label(size)) for size in sorted(sizes)]
-        self.items_from = min(ITEMS_FROM_MS, max(sizes))  # shorter windows are not broken down by item
+        self.levels = levels(sizes)
+        self._roots = [lv for lv in self.levels.values() if lv.feeder is None]
+        self._item_roots = [lv for lv in self.levels.values() if lv.counts_items and lv.feeder is not None]
         self.session_timeout = session_timeout_ms
         self.watermark = NEVER
         self._open: dict[str, dict[str, Any]] = {}  # window documents (of every kind) not finished yet
-        self._ends: list[tuple[int, str]] = []  # (end, id) of the open documents
+        self._ends: list[tuple[int, int, str]] = []  # (end, size, id) of the open documents: nested ones first
         self._users_of: dict[str, set[str]] = {}  # a window's distinct users, by its ``window:`` id
         self._funnel: list[tuple[int, int, int, str]] = []  # unsettled ok events: (ts, step or -1, order, session)
         self._sessions: dict[str, tuple[int, int]] = {}  # session → (steps done in the run, its last event time)
@@ -82,10 +115,9 @@ class PartitionTally:
             heapq.heappush(self._funnel, (e.ts, step, self._order, e.session_id))
             self._order += 1
         category = self._category.setdefault(e.item_id, e.category) if e.item_id is not None else None
-        for size, name in self.sizes:
-            start = e.ts // size * size
-            head = {"window": name, "start": start, "end": start + size, "partition": self.p}
-            w = self._window(f"window:{name}:{start}:p{self.p}", head, size)
+        for lv in self._roots:
+            start = e.ts // lv.size * lv.size
+            w = self._window(lv, start)
             w["events"] += 1
             w["counts"][e.event_type] = w["counts"].get(e.event_type, 0) + 1
             w["status"][e.status] = w["status"].get(e.status, 0) + 1
@@ -99,17 +131,15 @@ class PartitionTally:
                 w[AMOUNT].append(paid)
                 if e.price is not None:
                     w[PRICE].append(round(e.price * 100))
-            self._users_of[f"window:{name}:{start}:p{self.p}"].add(e.user_id)
-            if e.item_id is not None and size >= self.items_from:
-                d = self._row(f"window_item:{name}:{start}:{e.item_id}:p{self.p}", head,
-                              {"kind": "window_item", "item_id": e.item_id, "category": category})
-                _count(d, e.event_type, paid)
+            self._users_of[f"window:{lv.name}:{start}:p{self.p}"].add(e.user_id)
             for dim in DIMENSIONS:
                 value = getattr(e, dim)
                 if value is not None:
-                    d = self._row(f"window_dim:{name}:{start}:{dim}:{value}:p{self.p}", head,
-                                  {"kind": "window_dim", "dim": dim, "value": value})
-                    _count(d, e.event_type, paid)
+                    _count(self._dim(lv, start, dim, value), e.event_type, paid)
+        if e.item_id is not None:
+            for lv in self._roots + self._item_roots:
+                if lv.counts_items:
+                    _count(self._item(lv, e.ts // lv.size * lv.size, e.item_id, category), e.event_type, paid)
         self._user(e, paid)
         if e.item_id is not None:
             d = self.items.get(e.item_id)
@@ -118,29 +148,67 @@ class PartitionTally:
                                              "partition": self.p, "counts": {}, "revenue_cents": 0, "purchases": 0}
             _count(d, e.event_type, paid)
 
-    def _window(self, wid: str, head: dict[str, Any], size: int) -> dict[str, Any]:
+    def _head(self, lv: Level, start: int) -> dict[str, Any]:
+        return {"window": lv.name, "start": start, "end": start + lv.size, "partition": self.p}
+
+    def _window(self, lv: Level, start: int) -> dict[str, Any]:
+        wid = f"window:{lv.name}:{start}:p{self.p}"
         w = self._open.get(wid)
         if w is None:
+            head = self._head(lv, start)
             w = self._open[wid] = {"kind": "window", **head, "events": 0, "counts": {}, "status": {}, "errors": 0,
                                    "purchases": 0, "revenue_cents": 0, "min_cents": None, "max_cents": None,
                                    "unique_users": 0, "funnel": dict.fromkeys(STEPS, 0),
                                    # the exact values whose quantiles the window's sketches estimate
                                    AMOUNT: [], PRICE: []}
-            heapq.heappush(self._ends, (head["end"], wid))
+            heapq.heappush(self._ends, (head["end"], lv.size, wid))
             users: set[str] = set()
             self._users_of[wid] = users
-            if size >= SKETCH_USERS_FROM_MS:  # the exact set whose size the window's HyperLogLog estimates
-                uid = f"window_users:{head['window']}:{head['start']}:p{self.p}"
+            if lv.size >= SKETCH_USERS_FROM_MS:  # the exact set whose size the window's HyperLogLog estimates
+                uid = f"window_users:{lv.name}:{start}:p{self.p}"
                 self._open[uid] = {"kind": "window_users", **head, USERS_SKETCH: users}
-                heapq.heappush(self._ends, (head["end"], uid))
+                heapq.heappush(self._ends, (head["end"], lv.size, uid))
         return w
 
-    def _row(self, rid: str, head: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+    def _dim(self, lv: Level, start: int, dim: str, value: str) -> dict[str, Any]:
+        return self._row(lv, start, f"window_dim:{lv.name}:{start}:{dim}:{value}:p{self.p}",
+                         {"kind": "window_dim", "dim": dim, "value": value})
+
+    def _item(self, lv: Level, start: int, item_id: str, category: str | None) -> dict[str, Any]:
+        return self._row(lv, start, f"window_item:{lv.name}:{start}:{item_id}:p{self.p}",
+                         {"kind": "window_item", "item_id": item_id, "category": category})
+
+    def _row(self, lv: Level, start: int, rid: str, fields: dict[str, Any]) -> dict[str, Any]:
         d = self._open.get(rid)
         if d is None:
+            head = self._head(lv, start)
             d = self._open[rid] = {**fields, **head, "counts": {}, "revenue_cents": 0, "purchases": 0}
-            heapq.heappush(self._ends, (head["end"], rid))
+            heapq.heappush(self._ends, (head["end"], lv.size, rid))
         return d
+
+    def _merge_up(self, lv: Level, doc_id: str, d: dict[str, Any]) -> None:
+        """Add a finished window document of size ``lv`` to the windows it nests in."""
+        kind = d["kind"]
+        for size in lv.parents:
+            up = self.levels[size]
+            start = d["start"] // size * size
+            if kind == "window":
+                w = self._window(up, start)
+                for name in ("events", "errors", "purchases", "revenue_cents"):
+                    w[name] += d[name]
+                for name in ("counts", "status", "funnel"):
+                    for k, n in d[name].items():
+                        w[name][k] = w[name].get(k, 0) + n
+                for name, pick in (("min_cents", min), ("max_cents", max)):
+                    if d[name] is not None:
+                        w[name] = d[name] if w[name] is None else pick(w[name], d[name])
+                w[AMOUNT] += d[AMOUNT]
+                w[PRICE] += d[PRICE]
+                self._users_of[f"window:{up.name}:{start}:p{self.p}"] |= self._users_of[doc_id]
+            elif kind == "window_dim":
+                _merge_counts(self._dim(up, start, d["dim"], d["value"]), d)
+            elif kind == "window_item" and not up.counts_items:
+                _merge_counts(self._item(up, start, d["item_id"], d["category"]), d)
 
     def _user(self, e: Event, paid: int | None) -> None:
         u = self.users.get(e.user_id)
@@ -204,8 +272,8 @@ class PartitionTally:
             if ts - last > timeout:
                 done = 0
             if step == done:
-                for size, name in self.sizes:
-                    self._open[f"window:{name}:{ts // size * size}:p{self.p}"]["funnel"][STEPS[step]] += 1
+                for lv in self._roots:
+                    self._open[f"window:{lv.name}:{ts // lv.size * lv.size}:p{self.p}"]["funnel"][STEPS[step]] += 1
                 done += 1
             sessions[session] = (done, ts)
         if before is not None and len(sessions) > 2 * self._kept_sessions + 1024:
@@ -219,10 +287,11 @@ class PartitionTally:
         out: list[Doc] = []
         ends, docs = self._ends, self._open
         while ends and (upto is None or ends[0][0] <= upto):
-            _, doc_id = heapq.heappop(ends)
+            _, size, doc_id = heapq.heappop(ends)
             d = docs.pop(doc_id)
+            self._merge_up(self.levels[size], doc_id, d)
             if d["kind"] == "window":
                 users = self._users_of.pop(doc_id)
-                d["unique_users"] = len(users) if d["end"] - d["start"] <= EXACT_USERS_UP_TO_MS else None
+                d["unique_users"] = len(users) if size <= EXACT_USERS_UP_TO_MS else None
             out.append((doc_id, d))
         return out
