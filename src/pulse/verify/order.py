@@ -130,17 +130,33 @@ class Owner:
     first_seen: dict[str, int] = field(default_factory=dict)
     _expiry: list[tuple[int, str]] = field(default_factory=list)  # (event time, id), the oldest first
 
+    _busy_min: int | None = None  # the smallest other source's watermark, when none of them is idle
+
     def __post_init__(self) -> None:
         if self.partitions > 1:
             self.marks = {q: (NEVER, False) for q in range(self.partitions) if q != self.partition}
+        self._summarize()
+
+    def _summarize(self) -> None:
+        marks = self.marks.values()
+        self._busy_min = None if any(idle for _, idle in marks) else min((v for v, _ in marks), default=None)
 
     def refresh(self) -> None:
-        sources = [(self.source.value(), self.source.idle), *self.marks.values()]
-        front = max(v for v, _ in sources)
-        held = [v for v, idle in sources if not (idle and v < front - self.forward_wait)]
-        if held and min(held) > self.watermark:
-            self.watermark = min(held)
-            self._forget(self.watermark - self.horizon)
+        own = self.source.value()
+        if not self.source.idle and self._busy_min is not None:
+            low = min(own, self._busy_min)  # nothing idle: every source holds the owner back
+        elif not self.source.idle and not self.marks:
+            low = own
+        else:
+            sources = [(own, self.source.idle), *self.marks.values()]
+            front = max(v for v, _ in sources)
+            held = [v for v, idle in sources if not (idle and v < front - self.forward_wait)]
+            if not held:
+                return
+            low = min(held)
+        if low > self.watermark:
+            self.watermark = low
+            self._forget(low - self.horizon)
 
     def _forget(self, before: int) -> None:
         expiry, seen = self._expiry, self.first_seen
@@ -152,11 +168,13 @@ class Owner:
     def mark(self, m: Marker) -> None:
         if m.partition in self.marks:
             self.marks[m.partition] = (max(self.marks[m.partition][0], m.value), m.idle)
+            self._summarize()
             self.refresh()
 
     def stall(self, source: int) -> None:
         if source in self.marks:
             self.marks[source] = (self.marks[source][0], True)
+            self._summarize()
             self.refresh()
 
     def take(self, event: Event, out: Counts) -> bool:
