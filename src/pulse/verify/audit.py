@@ -9,11 +9,12 @@ whose end falls in the same range, so a stored document the recompute never made
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import queue
+import signal
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +76,7 @@ _progress: Any = None  # in a worker: the queue progress goes to
 def _init_worker(progress: Any) -> None:
     global _progress
     _progress = progress
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the workers
 
 
 def check_partition(plan: Plan, p: int, decisions: list[Decision], markers: list[tuple[int, int]]) -> _Checked:
@@ -134,25 +136,23 @@ def run(plan: Plan, decisions: dict[int, list[Decision]], workers: int,
     ctx = multiprocessing.get_context("spawn")  # a fork would copy the parent's Kafka clients' threads
     progress = ctx.Queue()
     results: dict[int, _Checked] = {}
-    with ProcessPoolExecutor(max_workers=max(1, min(workers, len(parts) or 1)), mp_context=ctx,
-                             initializer=_init_worker, initargs=(progress,)) as pool:
-        futures: dict[Future[_Checked], int] = {
-            pool.submit(check_partition, plan, p, decisions.get(p, []), markers.get(p, [])): p for p in parts}
-        pending = set(futures)
+    pool = ctx.Pool(max(1, min(workers, len(parts) or 1)), initializer=_init_worker, initargs=(progress,))
+    try:
+        pending = {p: pool.apply_async(check_partition, (plan, p, decisions.get(p, []), markers.get(p, [])))
+                   for p in parts}
         while pending:
-            try:
-                _, n = progress.get(timeout=0.2)
-                on_progress(n)
-            except queue.Empty:
-                pass
-            for f in [f for f in pending if f.done()]:
-                pending.discard(f)
-                results[futures[f]] = f.result()
-        while True:
-            try:
-                on_progress(progress.get_nowait()[1])
-            except queue.Empty:
-                break
+            with contextlib.suppress(queue.Empty):
+                on_progress(progress.get(timeout=0.2)[1])
+            for p in [p for p, r in pending.items() if r.ready()]:
+                results[p] = pending.pop(p).get()  # a worker's error is raised here
+        pool.close()
+    finally:
+        pool.terminate()  # on an error or Ctrl-C: the other workers stop too
+    while True:
+        try:
+            on_progress(progress.get_nowait()[1])
+        except queue.Empty:
+            break
     counts, diff = Counts(), DocDiff()
     for p in parts:
         counts.add(results[p].walked.counts)
