@@ -98,7 +98,8 @@ def read_range(bootstrap: str, topic: str, partition: int, start: int, end: int 
 
 def read_messages(bootstrap: str, topic: str, partition: int, start: int, end: int | None = None,
                   timeout_s: float = 120.0, settled: bool = False) -> Iterator[Message]:
-    """Yield the committed records from ``start`` up to ``end`` (or the end), as consumed messages.
+    """Yield the committed records from ``start`` up to ``end`` (or the end), as consumed messages; fails once
+    ``timeout_s`` pass without a record.
 
     The end of a read_committed reader is the last stable offset: the first record of a transaction still open.
     ``settled``: read past it, once that transaction has ended (its records come if it commits), to the end of
@@ -114,7 +115,7 @@ def read_messages(bootstrap: str, topic: str, partition: int, start: int, end: i
         if stop <= max(start, low):
             return
         consumer.assign([TopicPartition(topic, partition, start if start >= 0 else OFFSET_BEGINNING)])
-        deadline = time.monotonic() + timeout_s
+        deadline = time.monotonic() + timeout_s  # moved on by every record: a long read is not a stuck one
         while time.monotonic() < deadline:
             for msg in consumer.consume(10_000, 0.5):
                 err = msg.error()
@@ -127,10 +128,11 @@ def read_messages(bootstrap: str, topic: str, partition: int, start: int, end: i
                 if msg.offset() >= stop:
                     return
                 yield msg
+                deadline = time.monotonic() + timeout_s
             position = consumer.position([TopicPartition(topic, partition)])[0].offset
             if position >= stop:
                 return
-        raise PulseError(f"reading {topic}[{partition}] to offset {stop} timed out after {timeout_s:.0f}s "
+        raise PulseError(f"reading {topic}[{partition}] to offset {stop} made no progress for {timeout_s:.0f}s "
                          "(an open transaction from a crashed instance? it aborts within transaction.timeout.ms)")
     finally:
         consumer.close()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -68,6 +71,27 @@ def test_end_to_end_equals_independent_recompute_and_tampering_is_caught(
     report = json.loads(extra.stdout)
     assert extra.returncode == 1 and report["documents"]["extra"] == 1 and report["documents"]["missing"] == 1
     assert f"extra {stray_id}" in report["examples"] and report["input_records"] == 30_000
+    _interrupted_verify_stops_with_its_workers(topic, prefix)
+
+
+def _interrupted_verify_stops_with_its_workers(topic: str, prefix: str) -> None:
+    """Ctrl-C while the workers walk the partitions: one line, exit 130, and no worker left behind."""
+    proc = subprocess.Popen([sys.executable, "-m", "pulse", "verify", "--topic", topic, "--index-prefix", prefix],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    workers: list[int] = []
+    while len(workers) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        workers = [int(c) for c in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+        time.sleep(0.05)
+    assert len(workers) >= 2, "verify finished before its workers were seen"
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert "pulse: interrupted" in err
+    time.sleep(1)
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()
+                and "zombie" not in Path(f"/proc/{pid}/status").read_text()]
 
 
 def _writer(bootstrap: str, es_url: str, prefix: str) -> ElasticsearchWriter:

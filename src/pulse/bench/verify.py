@@ -94,4 +94,8 @@ def run(settings: Settings, sizes: list[int], log: Path, workers: int,
     for n in sizes:
         say(f"{n:,} records: producing, aggregating, storing, then verifying")
         out.append(step(settings, n, log, workers))
+        s = out[-1]
+        with log.open("a") as f:
+            f.write(f"bench verify: {s.records:,} records in {s.seconds:.1f}s ({s.rate:,.0f}/s), peak RSS "
+                    f"{s.peak_rss_bytes / 1024**2:,.0f} MiB, {'exact' if s.ok else 'NOT exact'}\n")
     return out

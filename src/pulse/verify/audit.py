@@ -20,7 +20,7 @@ from typing import Any
 
 from pulse.connect.elasticsearch import EsConnection
 from pulse.verify.diff import DocDiff, compare, compare_totals
-from pulse.verify.order import NEVER, Counts, Decision
+from pulse.verify.order import Counts, Decision
 from pulse.verify.tally import PartitionTally
 from pulse.verify.walk import Doc, PartitionWalk, Row, Rules, Walked, check_flows, sent_markers
 
@@ -79,36 +79,46 @@ def _init_worker(progress: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the workers
 
 
+class _WindowDiff:
+    """Finished window documents of one partition, diffed a batch at a time against the stored ones whose end
+    falls in the same range."""
+
+    def __init__(self, es: Any, partition: int, prefix: str, diff: DocDiff) -> None:
+        self.es, self.partition, self.prefix, self.diff = es, partition, prefix, diff
+        self.batch: dict[str, dict[str, Any]] = {}
+        self.compared_to: int | None = None  # windows ending at or before it are compared
+
+    def finished(self, watermark: int, docs: list[Doc]) -> None:
+        self.batch.update(docs)
+        if len(self.batch) >= BATCH:
+            self.flush(watermark)
+
+    def flush(self, upto: int | None) -> None:
+        """Compare the batch, which holds every expected window ending after the last flush and up to ``upto``
+        (None: every one left)."""
+        from pulse.store.readback import windows_ending
+
+        compare(self.batch, windows_ending(self.es, self.partition, self.compared_to, upto, self.prefix), self.diff)
+        self.batch.clear()
+        self.compared_to = upto
+
+
 def check_partition(plan: Plan, p: int, decisions: list[Decision], markers: list[tuple[int, int]]) -> _Checked:
     """Walk input partition ``p`` and diff its documents against Elasticsearch as they finish."""
-    from pulse.store.readback import entities, windows_ending
+    from pulse.store.readback import entities
     from pulse.verify.source import input_rows, repartitioned
 
     es = plan.es.client()
     diff = DocDiff()
-    batch: dict[str, dict[str, Any]] = {}
-    compared_to = [NEVER]  # windows ending at or before it are compared
-
-    def flush(upto: int | None) -> None:
-        after = None if compared_to[0] == NEVER else compared_to[0]
-        compare(batch, windows_ending(es, p, after, upto, plan.index_prefix), diff)
-        batch.clear()
-        if upto is not None:
-            compared_to[0] = upto
-
-    def finished(watermark: int, docs: list[Doc]) -> None:
-        batch.update(docs)
-        if len(batch) >= BATCH:
-            flush(watermark)
-
-    start = plan.span.get(p, (0, 0))[0]
+    windows = _WindowDiff(es, p, plan.index_prefix, diff)
     tally = PartitionTally(p, list(plan.window_sizes), plan.session_timeout_ms)
-    walk = PartitionWalk(p, plan.rules, decisions, markers, tally, finished)
+    walk = PartitionWalk(p, plan.rules, decisions, markers, tally, windows.finished)
+    start = plan.span.get(p, (0, 0))[0]
     walked = walk.run(_reported(p, input_rows(plan.bootstrap, plan.topic, p, start)),
                       repartitioned(plan.bootstrap, plan.group, p))
-    windows, owned = tally.finish()
-    batch.update(windows)
-    flush(None)
+    rest, owned = tally.finish()
+    windows.batch.update(rest)
+    windows.flush(None)
     compare(dict(owned), entities(es, p, plan.index_prefix), diff)
     return _Checked(walked, diff)
 
