@@ -34,6 +34,13 @@ def input_rows(bootstrap: str, topic: str, partition: int, start: int) -> Iterat
         yield offset, value, ts
 
 
+def topic_rows(bootstrap: str, topic: str) -> list[tuple[int, int, bytes | None, int]]:
+    """Every committed record of the input topic as (partition, offset, value, timestamp), held in memory (for
+    the in-memory recompute: tests and small inputs)."""
+    return [(p, *row) for p, (start, _) in input_span(bootstrap, topic).items()
+            for row in input_rows(bootstrap, topic, p, start)]
+
+
 def ledger_rows(path: Path) -> tuple[list[tuple[int, int, bytes | None, int]], str, int]:
     """The delivered records of a generator ledger, and the topic and partition count it wrote to."""
     ledger = read_ledger(path)
