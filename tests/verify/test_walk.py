@@ -8,11 +8,12 @@ from dataclasses import replace
 from typing import Any
 
 from pulse.generate.chaos import ChaosConfig
-from pulse.verify.order import Forward, Marker
-from pulse.verify.reference import recompute
+from pulse.verify.lookahead import Entry, Lookahead, index
+from pulse.verify.order import Forward, Marker, Take
+from pulse.verify.reference import _filled, recompute
 from pulse.verify.tally import PartitionTally
 from pulse.verify.walk import PartitionWalk, Rules
-from tests.aggregate.test_repartition import CFG, PARTITIONS, _rows, in_order
+from tests.aggregate.test_repartition import CFG, PARTITIONS, Cluster, _rows, in_order
 from tests.aggregate.test_state_vs_reference import SIZES, make_rows
 
 
@@ -78,3 +79,47 @@ def test_held_state_follows_the_horizon_and_finished_windows_never_change() -> N
     whole = recompute([(0, o, v, ts) for o, v, ts in rows], [10_000, 60_000], 30_000, 30_000).docs
     assert handed and all(whole[i] == d for i, d in handed.items())
     assert {i for i, d in whole.items() if d["kind"] not in ("user", "item")} == handed.keys() | dict(windows).keys()
+
+
+def test_the_look_ahead_hands_windows_out_long_before_a_late_take_and_counts_the_same() -> None:
+    """Input keyed by user id, read as a backlog by an aggregator that flushed each partition in small steps but
+    took the other partitions' watermarks only at the very end: the owner watermark stays at "never" until then.
+    Nothing is forwarded, so the look-ahead (the owner's own clock, as no sender has records left for it) hands its
+    windows out as the input goes, and the documents are the same as without it."""
+    rows = make_rows(6_000, 9, ChaosConfig(0.01, 0.01, 0.01, 0.01), partitions=PARTITIONS)
+    c = Cluster(rows)
+    for _ in range(30):  # every partition read and flushed in steps; nothing taken yet
+        for p in range(PARTITIONS):
+            c.read(p, 60)
+            c.flush(p)
+    c.drain()
+    owner = 0
+    at = {(p, o): (v, ts) for p, o, v, ts in rows}
+    items = [(o, _filled(i, at)) for o, i in c.forwarded()[owner]]
+    own = [(o, v, ts) for p, o, v, ts in sorted(rows) if p == owner]
+    assert {type(d) for d in c.decisions[owner]} == {Take} and min(d.offset for d in c.decisions[owner]) == len(own)
+
+    def walk(ahead: Lookahead | None) -> tuple[dict[str, Any], int]:
+        tally = PartitionTally(owner, list(SIZES), 30 * 60_000)
+        docs: dict[str, Any] = {}
+        early = [0]  # documents handed out before the last input record
+
+        def finished(_watermark: int, out: list[tuple[str, dict[str, Any]]]) -> None:
+            docs.update(out)
+            if w.out.counts.read < len(own):
+                early[0] += len(out)
+
+        rules = Rules(CFG.grace_ms, CFG.dedup_horizon_ms, partitions=PARTITIONS)
+        w = PartitionWalk(owner, rules, c.decisions[owner], [], tally, finished, ahead)
+        w.run(iter(own), iter(items))
+        windows, entities = tally.finish()
+        docs.update(windows)
+        docs.update(entities)
+        return docs, early[0]
+
+    plain, none_early = walk(None)
+    entries: list[Entry] = [(o, i.partition, i.value if isinstance(i, Marker) else None) for o, i in items]
+    ahead, early = walk(index(entries, items[-1][0] + 1))
+    assert ahead == plain
+    short = sum(1 for d in plain.values() if d.get("window") in ("10s", "1m"))
+    assert none_early == 0 and early > short // 3  # short windows were handed out while the input was read

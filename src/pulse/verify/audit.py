@@ -20,6 +20,7 @@ from typing import Any
 
 from pulse.connect.elasticsearch import EsConnection
 from pulse.verify.diff import DocDiff, compare, compare_totals
+from pulse.verify.lookahead import Lookahead
 from pulse.verify.order import Counts, Decision
 from pulse.verify.tally import PartitionTally
 from pulse.verify.walk import Doc, PartitionWalk, Row, Rules, Walked, check_flows, sent_markers
@@ -103,7 +104,8 @@ class _WindowDiff:
         self.compared_to = upto
 
 
-def check_partition(plan: Plan, p: int, decisions: list[Decision], markers: list[tuple[int, int]]) -> _Checked:
+def check_partition(plan: Plan, p: int, decisions: list[Decision], markers: list[tuple[int, int]],
+                    lookahead: Lookahead | None) -> _Checked:
     """Walk input partition ``p`` and diff its documents against Elasticsearch as they finish."""
     from pulse.store.readback import entities
     from pulse.verify.source import input_rows, repartitioned
@@ -112,7 +114,7 @@ def check_partition(plan: Plan, p: int, decisions: list[Decision], markers: list
     diff = DocDiff()
     windows = _WindowDiff(es, p, plan.index_prefix, diff)
     tally = PartitionTally(p, list(plan.window_sizes), plan.session_timeout_ms)
-    walk = PartitionWalk(p, plan.rules, decisions, markers, tally, windows.finished)
+    walk = PartitionWalk(p, plan.rules, decisions, markers, tally, windows.finished, lookahead)
     start = plan.span.get(p, (0, 0))[0]
     walked = walk.run(_reported(p, input_rows(plan.bootstrap, plan.topic, p, start)),
                       repartitioned(plan.bootstrap, plan.group, p))
@@ -138,17 +140,19 @@ def run(plan: Plan, decisions: dict[int, list[Decision]], workers: int,
         on_progress: Callable[[int], None] = lambda n: None) -> Report:
     """Verify every partition of ``plan.span`` with ``workers`` processes; ``on_progress`` gets records read."""
     from pulse.store.readback import partition_documents, partitions_holding
-    from pulse.verify.source import sent_watermarks
+    from pulse.verify.source import repartition_index
 
     began = time.monotonic()
-    markers = sent_markers(sent_watermarks(plan.bootstrap, plan.group))
+    marks, ahead = repartition_index(plan.bootstrap, plan.group)
+    markers = sent_markers(marks)
     parts = sorted(plan.span)
     ctx = multiprocessing.get_context("spawn")  # a fork would copy the parent's Kafka clients' threads
     progress = ctx.Queue()
     results: dict[int, _Checked] = {}
     pool = ctx.Pool(max(1, min(workers, len(parts) or 1)), initializer=_init_worker, initargs=(progress,))
     try:
-        pending = {p: pool.apply_async(check_partition, (plan, p, decisions.get(p, []), markers.get(p, [])))
+        pending = {p: pool.apply_async(check_partition, (plan, p, decisions.get(p, []), markers.get(p, []),
+                                                    ahead.get(p)))
                    for p in parts}
         while pending:
             with contextlib.suppress(queue.Empty):

@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pulse.verify.order import Counts, Decisions, Floor, Forward, Forwarded, Marker, Stall, Take
+from pulse.verify.lookahead import Entry, Lookahead, index
+from pulse.verify.order import Counts, Decisions, Floor, Forward, Forwarded, Marker, Stall, Take, Taken
 from pulse.verify.tally import PartitionTally
 from pulse.verify.walk import Doc, PartitionWalk, Row, Rules, check_flows, sent_markers
 
@@ -62,7 +63,8 @@ def recompute(records: Iterable[tuple[int, int, bytes | None, int]], window_size
 
     for p in sorted(rows.keys() | taken.keys()):
         tally = PartitionTally(p, sizes, session_timeout_ms)
-        walk = PartitionWalk(p, rules, decisions.get(p, []), markers.get(p, []), tally, keep)
+        walk = PartitionWalk(p, rules, decisions.get(p, []), markers.get(p, []), tally, keep,
+                             _lookahead(taken.get(p, [])))
         walks.append(walk.run(rows.get(p, []), taken.get(p, [])))
         counts.add(walks[-1].counts)
         windows, entities = tally.finish()
@@ -70,6 +72,11 @@ def recompute(records: Iterable[tuple[int, int, bytes | None, int]], window_size
         docs.update(entities)
     counts.problems += check_flows(walks)
     return Expected.of(counts, docs)
+
+
+def _lookahead(items: list[Taken]) -> Lookahead:
+    entries: list[Entry] = [(o, item.partition, item.value if isinstance(item, Marker) else None) for o, item in items]
+    return index(entries, items[-1][0] + 1 if items else 0)
 
 
 def _filled(item: Forward | Marker, at: dict[tuple[int, int], tuple[bytes | None, int]]) -> Forward | Marker:

@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from pulse.aggregate._core import SOURCE_PARTITION_HEADER
 from pulse.aggregate.decisions import read_decisions
 from pulse.aggregate.repartition import read_forwarded, watermark_of
 from pulse.generate.ledger import read_ledger
 from pulse.kafkaio import offsets_at, read_messages, read_range, reader, watermarks
 from pulse.topics import partition_count, repartition_topic, topic_exists
+from pulse.verify.lookahead import Entry, Lookahead, index
 from pulse.verify.order import Decisions, Floor, Forward, Marker, Stall, Take, Taken
 from pulse.verify.walk import Row
 
@@ -76,16 +78,31 @@ def repartitioned(bootstrap: str, group: str, partition: int) -> Iterator[Taken]
             yield offset, Marker(origin.partition, origin.offset, origin.watermark, origin.idle)
 
 
-def sent_watermarks(bootstrap: str, group: str) -> Iterator[Taken]:
-    """Every watermark the group's partitions sent each other, read from the repartition topic's headers alone."""
+def repartition_index(bootstrap: str, group: str) -> tuple[list[Taken], dict[int, Lookahead]]:
+    """From the group's repartition topic's headers alone: every watermark its partitions sent each other, and
+    per owner partition the look-ahead of what it has yet to take."""
     name = repartition_topic(group)
     if not topic_exists(bootstrap, name):
-        return
+        return [], {}
+    marks: list[Taken] = []
+    owners: dict[int, Lookahead] = {}
     for p in range(partition_count(bootstrap, name)):
+        entries: list[Entry] = []
         for msg in read_messages(bootstrap, name, p, 0):
-            mark = watermark_of(msg.headers() or [])
+            headers = msg.headers() or []
+            mark = watermark_of(headers)
+            value = msg.value()
+            if value is not None and len(value) > 1:  # records, not an empty pack
+                entries.append((msg.offset(), _sender(headers), None))
             if mark is not None and mark.watermark is not None:
-                yield msg.offset(), Marker(mark.partition, mark.offset, mark.watermark, mark.idle)
+                entries.append((msg.offset(), mark.partition, mark.watermark))
+                marks.append((msg.offset(), Marker(mark.partition, mark.offset, mark.watermark, mark.idle)))
+        owners[p] = index(entries, entries[-1][0] + 1 if entries else 0)
+    return marks, owners
+
+
+def _sender(headers: list[tuple[str, bytes]]) -> int:
+    return next(int(raw) for name, raw in headers if name == SOURCE_PARTITION_HEADER)
 
 
 def forwarded_records(bootstrap: str, group: str) -> dict[int, list[Taken]]:

@@ -18,12 +18,14 @@ from typing import Any, Protocol
 from pulse.events.schema import Event
 from pulse.events.validate import validate
 from pulse.generate.partitioner import cached_partition
+from pulse.verify.lookahead import ALWAYS, Lookahead
 from pulse.verify.order import Counts, Decision, Floor, Forward, Marker, Owner, Source, Stall, Taken
 
 Row = tuple[int, bytes | None, int]
 """One input record of a partition: (offset, value, Kafka timestamp)."""
 Doc = tuple[str, dict[str, Any]]
 _MASK = (1 << 64) - 1
+LOOK_EVERY = 1_000  # input records between two look-ahead bounds
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,8 @@ class PartitionWalk:
     sent there), by offset. ``on_finished`` gets the owner watermark and the window documents it finished."""
 
     def __init__(self, partition: int, rules: Rules, decisions: list[Decision], sent_markers: list[tuple[int, int]],
-                 tally: Tally, on_finished: Callable[[int, list[Doc]], None]) -> None:
+                 tally: Tally, on_finished: Callable[[int, list[Doc]], None],
+                 lookahead: Lookahead | None = None) -> None:
         self.p = partition
         self.rules = rules
         self.out = Walked(partition)
@@ -83,6 +86,8 @@ class PartitionWalk:
         self._tally = tally
         self._on_finished = on_finished
         self._published = self.owner.watermark
+        self._lookahead = lookahead
+        self._look_at = 0  # the input records read when the look-ahead bound is next worked out
         self._taken: Iterator[Taken] = iter(())
         self._pending: Taken | None = None
 
@@ -118,11 +123,18 @@ class PartitionWalk:
         return self.out
 
     def _publish(self) -> None:
-        if self.owner.watermark > self._published:
-            self._published = self.owner.watermark
-            docs = self._tally.advance(self._published)
+        """Hand out the windows nothing left to count can reach: those ending at or before the owner watermark, or
+        the look-ahead bound (worked out every ``LOOK_EVERY`` records) if that is further."""
+        target = self.owner.watermark
+        if self._lookahead is not None and self.out.counts.read >= self._look_at:
+            self._look_at = self.out.counts.read + LOOK_EVERY
+            ahead = ALWAYS if self._pending is None else self._lookahead.bound(self._pending[0])
+            target = max(target, min(self.owner.source.value(), ahead))
+        if target > self._published:
+            self._published = target
+            docs = self._tally.advance(target)
             if docs:
-                self._on_finished(self._published, docs)
+                self._on_finished(target, docs)
 
     def _decide(self, upto: int | None) -> None:
         """Apply the recorded decisions up to input offset ``upto`` (all: None)."""
