@@ -12,7 +12,7 @@ from pulse.verify.lookahead import Entry, Lookahead, index
 from pulse.verify.order import Forward, Marker, Take
 from pulse.verify.reference import _filled, recompute
 from pulse.verify.tally import PartitionTally
-from pulse.verify.walk import PartitionWalk, Rules
+from pulse.verify.walk import PartitionWalk, Rules, sent_markers
 from tests.aggregate.test_repartition import CFG, PARTITIONS, Cluster, _rows, in_order
 from tests.aggregate.test_state_vs_reference import SIZES, make_rows
 
@@ -123,3 +123,42 @@ def test_the_look_ahead_hands_windows_out_long_before_a_late_take_and_counts_the
     assert ahead == plain
     short = sum(1 for d in plain.values() if d.get("window") in ("10s", "1m"))
     assert none_early == 0 and early > short // 3  # short windows were handed out while the input was read
+
+
+def test_a_walk_fed_a_piece_at_a_time_as_a_follower_reads_finds_what_one_pass_finds() -> None:
+    """`verify --follow` walks each partition a round at a time: the input up to what the aggregator committed,
+    the decisions recorded so far, the repartition topic read to its end. Documents and counts must not depend on
+    where the rounds cut."""
+    rows = _rows(11, 0.02, 0.02, 0.02, n=3_000)
+    c = in_order(rows)
+    at = {(p, o): (v, ts) for p, o, v, ts in rows}
+    forwarded = {q: [(o, _filled(i, at)) for o, i in items] for q, items in c.forwarded().items()}
+    markers = sent_markers(i for items in forwarded.values() for i in items)
+    whole = recompute(rows, SIZES, CFG.grace_ms, CFG.dedup_horizon_ms, decisions=c.decisions,
+                      forwarded=c.forwarded(), partitions=PARTITIONS)
+    rules = Rules(CFG.grace_ms, CFG.dedup_horizon_ms, partitions=PARTITIONS)
+    docs: dict[str, dict[str, Any]] = {}
+    read = accepted = 0
+    for p in range(PARTITIONS):
+        mine = sorted((o, v, ts) for q, o, v, ts in rows if q == p)
+        tally = PartitionTally(p, SIZES, 30 * 60_000)
+        walk = PartitionWalk(p, rules, [], [], tally, lambda _w, d: docs.update(d))
+        ds, ms, taken = c.decisions.get(p, []), markers.get(p, []), forwarded.get(p, [])
+        given, until = 0, 0
+        for lo in range(0, len(mine), 173):
+            piece, cut = mine[lo:lo + 173], (mine[lo + 172][0] + 1 if lo + 173 < len(mine) else 1 << 62)
+            new = [d for d in ds if (mine[lo][0] if lo else -1) < d.offset <= cut]
+            walk.extend(new, [m for m in ms if (mine[lo][0] if lo else -1) < m[0] <= cut])
+            until = max([until, *(d.until for d in new if isinstance(d, Take))])
+            more = [t for t in taken[given:] if t[0] < until + 3]  # to its end: a little past the last take
+            given += len(more)
+            walk.feed(piece, more)
+        walk.feed([], taken[given:])
+        walked = walk.close()
+        assert walked.counts.problems == []
+        read, accepted = read + walked.counts.read, accepted + walked.counts.accepted
+        windows, entities = tally.finish()
+        docs.update(windows)
+        docs.update(entities)
+    assert (read, accepted) == (whole.produced, whole.accepted)
+    assert docs == whole.docs

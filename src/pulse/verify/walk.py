@@ -11,6 +11,7 @@ sums each pair of partitions saw (:func:`check_flows`), so a record lost, sent t
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -79,22 +80,37 @@ class PartitionWalk:
         self.out = Walked(partition)
         self.owner = Owner(partition, rules.partitions, rules.horizon_ms, rules.forward_wait_ms,
                            Source(rules.grace_ms))
-        self._decisions = decisions
+        self._decisions = list(decisions)
         self._next_decision = 0
-        self._markers = sent_markers
+        self._markers = list(sent_markers)
         self._next_marker = 0
         self._tally = tally
         self._on_finished = on_finished
         self._published = self.owner.watermark
         self._lookahead = lookahead
         self._look_at = 0  # the input records read when the look-ahead bound is next worked out
-        self._taken: Iterator[Taken] = iter(())
+        self._position = rules.starts.get(partition, 0)  # the next input offset to walk
+        self._taken: deque[Iterator[Taken]] = deque()  # the repartition topic records, as they were handed in
         self._pending: Taken | None = None
 
     def run(self, rows: Iterable[Row], taken: Iterable[Taken]) -> Walked:
         """Walk the partition's input ``rows`` (offset order) and its repartition topic records ``taken``."""
-        self._taken = iter(taken)
-        self._pending = next(self._taken, None)
+        self.feed(rows, taken)
+        return self.close()
+
+    def extend(self, decisions: Iterable[Decision], sent_markers: Iterable[tuple[int, int]]) -> None:
+        """More recorded decisions and sent watermarks, later than those given so far (a followed input)."""
+        del self._decisions[:self._next_decision], self._markers[:self._next_marker]
+        self._next_decision = self._next_marker = 0
+        self._decisions.extend(decisions)
+        self._markers.extend(sent_markers)
+
+    def feed(self, rows: Iterable[Row], taken: Iterable[Taken] = ()) -> None:
+        """Walk more of the input: ``rows`` continue the partition's input in offset order, ``taken`` its
+        repartition topic records. Decisions up to the last row's offset are applied; the rest wait."""
+        self._taken.append(iter(taken))
+        if self._pending is None:
+            self._pending = self._next_taken()
         owner, source, counts, parts = self.owner, self.owner.source, self.out.counts, self.rules.partitions
         for offset, value, record_ts in rows:
             counts.read += 1
@@ -116,11 +132,25 @@ class PartitionWalk:
             elif owner.take(verdict, counts):
                 self._tally.add(verdict)
             self._publish()
+            self._position = offset + 1
+        self._decide(self._position)  # the decisions taken once the input was read up to here
+
+    def close(self) -> Walked:
+        """The end of the input: every decision left, and what was forwarded but not taken yet (the aggregator
+        takes it at its next flush)."""
         self._decide(None)
         self._check_markers(None)
-        self._take(None)  # forwarded but not taken yet: the aggregator takes them at its next flush
+        self._take(None)
         self._publish()
         return self.out
+
+    def _next_taken(self) -> Taken | None:
+        while self._taken:
+            item = next(self._taken[0], None)
+            if item is not None:
+                return item
+            self._taken.popleft()
+        return None
 
     def _publish(self) -> None:
         """Hand out the windows nothing left to count can reach: those ending at or before the owner watermark, or
@@ -168,7 +198,7 @@ class PartitionWalk:
         owner, counts, starts = self.owner, self.out.counts, self.rules.starts
         while self._pending is not None and (until is None or self._pending[0] < until):
             item = self._pending[1]
-            self._pending = next(self._taken, None)
+            self._pending = self._next_taken()
             if isinstance(item, Marker):
                 owner.mark(item)
             elif item.offset >= starts.get(item.partition, 0):
