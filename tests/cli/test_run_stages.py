@@ -1,4 +1,5 @@
-"""`pulse run`'s stages: the archive is optional, and every stage gets its own metrics port."""
+"""`pulse run`'s stages: the archive and the following verify are optional, and every stage gets its own metrics
+port."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ def test_the_archive_stage_can_be_left_out_and_ports_stay_distinct(tmp_path: Pat
     settings = Settings(home=tmp_path)
     ports = metrics_ports(39464, 38050)
     assert len(set(ports.values())) == len(STAGES) and 38050 not in ports.values()
-    every = pipeline_stages(settings, 10.0, 38050, ports)
+    every = pipeline_stages(settings, 10.0, 38050, ports, verify=True)
+    default = pipeline_stages(settings, 10.0, 38050, ports)
     without = pipeline_stages(settings, 10.0, 38050, ports, archive=False)
     assert [s.name for s in every] == list(STAGES)
-    assert [s.name for s in without] == [n for n in STAGES if n != "archive"]
+    assert [s.name for s in default] == [n for n in STAGES if n != "verify"]
+    assert [s.name for s in without] == [n for n in STAGES if n not in ("archive", "verify")]
+    assert next(s for s in every if s.name == "verify").argv()[3:5] == ["verify", "--follow"]

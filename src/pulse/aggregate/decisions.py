@@ -40,6 +40,10 @@ def encode(decision: Decision) -> bytes:
     return _ENCODER.encode(decision)
 
 
+def decode(value: bytes) -> Decision:
+    return _DECODER.decode(value)
+
+
 def read_decisions(bootstrap: str, group: str, topic: str) -> dict[int, list[Decision]]:
     """The committed decisions of ``group`` about input ``topic``, per partition in the order they were taken."""
     name = decisions_topic(group)
@@ -50,7 +54,7 @@ def read_decisions(bootstrap: str, group: str, topic: str) -> dict[int, list[Dec
         for _, _, value, _ in read_range(bootstrap, name, p, 0):
             if value is None:
                 continue
-            d = _DECODER.decode(value)
+            d = decode(value)
             if d.topic == topic:
                 out.setdefault(d.partition, []).append(d)
     return out

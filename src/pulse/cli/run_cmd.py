@@ -76,7 +76,7 @@ class Stage:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
-STAGES = ("generate", "aggregate", "store", "archive", "dashboard")
+STAGES = ("generate", "aggregate", "store", "archive", "dashboard", "verify")
 
 
 def metrics_ports(first: int, taken: int) -> dict[str, int]:
@@ -92,7 +92,7 @@ def metrics_ports(first: int, taken: int) -> dict[str, int]:
 
 
 def pipeline_stages(settings: Settings, rate: float, dashboard_port: int, metrics: dict[str, int],
-                    archive: bool = True) -> list[Stage]:
+                    archive: bool = True, verify: bool = False) -> list[Stage]:
     logs = settings.home / "logs"
     py = [sys.executable, "-m", "pulse"]
 
@@ -113,8 +113,10 @@ def pipeline_stages(settings: Settings, rate: float, dashboard_port: int, metric
         Stage("store", command("store"), logs / "store.log"),
         Stage("archive", command("archive"), logs / "archive.log"),
         Stage("dashboard", command("dashboard", "--port", str(dashboard_port)), logs / "dashboard.log"),
+        Stage("verify", command("verify", "--follow"), logs / "verify.log"),
     ]
-    return [s for s in stages if archive or s.name != "archive"]
+    wanted = {"archive": archive, "verify": verify}
+    return [s for s in stages if wanted.get(s.name, True)]
 
 
 def _interrupt(*_args: object) -> None:
@@ -138,9 +140,12 @@ def _interrupt(*_args: object) -> None:
               show_default=True,
               help="First port of the stages' Prometheus endpoints (/metrics, /healthz, /readyz), one per stage "
                    "from here up, skipping taken ports; printed at start [env PULSE_METRICS_PORT].")
+@click.option("--verify/--no-verify", envvar="PULSE_RUN_VERIFY", default=False, show_default=True,
+              help="Also run `pulse verify --follow`: every window checked against an independent recompute once "
+                   "final; the dashboard shows how far it got, or the first difference.")
 @click.pass_obj
 def run(settings: Settings, rate: float, dashboard_port: int, group: str, index_prefix: str,
-        keep_stack: bool, archive: bool, metrics_port: int) -> None:
+        keep_stack: bool, archive: bool, metrics_port: int, verify: bool) -> None:
     """Run the whole pipeline locally until Ctrl-C: stack, setup, generator, aggregator, Elasticsearch writer,
     event archive and the live dashboard (its URL is printed)."""
     before = {s.name: s.pid for s in manager.status(settings)}
@@ -157,7 +162,7 @@ def run(settings: Settings, rate: float, dashboard_port: int, group: str, index_
                            index_prefix)
     click.echo(f"source topic id {lineage}")
     ports = metrics_ports(metrics_port, dashboard_port)
-    stages = pipeline_stages(settings, rate, dashboard_port, ports, archive)
+    stages = pipeline_stages(settings, rate, dashboard_port, ports, archive, verify)
     env = dict(os.environ) | {"PULSE_HOME": str(settings.home), "PULSE_TOPIC": settings.topic, "PULSE_GROUP": group,
                               "PULSE_INDEX_PREFIX": index_prefix}
     signal.signal(signal.SIGTERM, _interrupt)

@@ -13,9 +13,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pulse.cli.aggregate_cmd import state_options
+from pulse.cli.durations import Duration
 from pulse.cli.store_cmd import instant, require_es
 from pulse.config import Settings
-from pulse.verify.audit import Report
+from pulse.observe.server import metrics_addr_option
+from pulse.verify.audit import Plan, Report
 
 
 @click.command()
@@ -31,22 +33,39 @@ from pulse.verify.audit import Report
 @click.option("--workers", envvar="PULSE_VERIFY_WORKERS", type=click.IntRange(1), default=os.cpu_count() or 1,
               show_default="the machine's cores", help="Partitions walked at once, one process each.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object (for programs).")
+@click.option("--follow", is_flag=True, envvar="PULSE_VERIFY_FOLLOW",
+              help="Keep going beside the running pipeline: check each window once it is final and stored, log each "
+                   "difference, count them in metrics; Ctrl-C stops.")
+@click.option("--interval", envvar="PULSE_VERIFY_INTERVAL", default="1s", show_default=True, type=Duration(0.1),
+              help="With --follow: how often to walk up to what the aggregator committed.")
+@click.option("--state-file", envvar="PULSE_VERIFY_STATE_FILE", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="With --follow: where it keeps the point every window was checked up to, so a "
+                                 "restart reports nothing twice [default: <home>/verify/<group>-<index prefix>.json].")
+@metrics_addr_option
 @click.pass_obj
 def verify(settings: Settings, topic: str, ledger: Path | None, group: str, index_prefix: str,
            windows: tuple[int, ...], grace: int, dedup_horizon: int | None, forward_wait: int,
-           from_ms: int | None, workers: int, as_json: bool) -> None:
+           from_ms: int | None, workers: int, as_json: bool, follow: bool, interval: float, state_file: Path | None,
+           metrics_addr: str | None) -> None:
     """Recompute every aggregate from the input and diff it against Elasticsearch: the proof of exactly-once.
 
     Each input partition is read once, in offset order; windows are compared as soon as they are final, users
     and items at the end, so memory follows the live state, not the input's length. Exits non-zero on any
     missing, extra or mismatched document, or on input the aggregator's own records contradict.
     """
-    from pulse.verify.audit import Plan, run
+    from pulse.verify.audit import run
     from pulse.verify.source import input_span, recorded_decisions
     from pulse.verify.walk import Rules
 
     require_es(settings)
     horizon = dedup_horizon or grace
+    if follow:
+        span = input_span(settings.bootstrap, topic, from_ms)
+        rules = Rules(grace, horizon, forward_wait, len(span), {p: start for p, (start, _) in span.items()})
+        plan = Plan(settings.bootstrap, settings.es, topic, group, index_prefix, windows, rules, span)
+        _follow(plan, state_file or settings.home / "verify" / f"{group}-{index_prefix}.json", interval,
+                metrics_addr)
+        return
     if ledger:
         report = _from_ledger(settings, ledger, group, index_prefix, windows, grace, horizon, forward_wait)
     else:
@@ -93,6 +112,45 @@ def _from_ledger(settings: Settings, ledger: Path, group: str, index_prefix: str
     counts = Counts(read=expected.produced, dead_lettered=expected.dead_lettered, late=expected.late,
                     duplicates=expected.duplicates, accepted=expected.accepted, forwarded=expected.forwarded)
     return Report(counts, diff, time.monotonic() - began, partitions)
+
+
+def _follow(plan: Plan, state: Path, interval: float, metrics_addr: str | None) -> None:
+    import signal
+    import threading
+    import time
+
+    from pulse.observe.server import serve
+    from pulse.verify.follow import Round, follow
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    serve(metrics_addr)
+    click.echo(f"verify: following {plan.topic} for group {plan.group} into {plan.index_prefix}-*; checkpoint {state}",
+               err=True)
+
+    waited: list[float] = []
+
+    def said(r: Round, up_to: int) -> None:
+        if r.waiting is not None:  # said once a minute while it lasts
+            if not waited or time.monotonic() - waited[0] > 60:
+                waited[:] = [time.monotonic()]
+                click.echo(f"verify: waiting: {r.waiting}", err=True)
+            return
+        waited.clear()
+        if r.checked or r.differences:
+            click.echo(f"verify: {r.checked:,} window documents checked, {r.differences:,} differences; every window "
+                       f"checked up to {_when(up_to)}", err=True)
+
+    diff = follow(plan, state, interval, stop, said)
+    click.echo(f"verify: stopped; {diff.checked:,} window documents checked, "
+               f"{diff.missing + diff.extra + diff.mismatched:,} differences", err=True)
+
+
+def _when(ms: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if ms else "nothing yet"
 
 
 def _print(report: Report, as_json: bool) -> None:

@@ -47,6 +47,15 @@ STORE_DEAD_LETTERS = Counter("pulse_store_dead_letters",
                              "Documents Elasticsearch rejected for good, sent to the store's dead-letter topic.",
                              ["writer"])
 
+VERIFY_WINDOWS_CHECKED = Counter("pulse_verify_windows_checked",
+                                 "Window documents `pulse verify --follow` compared with its recompute, once final.")
+VERIFY_MISMATCHES = Counter("pulse_verify_mismatches", "Differences `pulse verify --follow` found: a window document "
+                            "missing, extra, or with a field that differs (one per field).")
+VERIFY_ROUNDS = Counter("pulse_verify_rounds", "Rounds `pulse verify --follow` walked the input up to the "
+                        "aggregator's commits.")
+VERIFY_CHECKED_UP_TO = Gauge("pulse_verify_checked_up_to_ms", "Event time (epoch ms) up to which every window of every "
+                             "partition has been compared by `pulse verify --follow` (0: none yet).")
+
 
 
 class _Read(Collector):

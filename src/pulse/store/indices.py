@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from elasticsearch import Elasticsearch
+from elasticsearch import BadRequestError, Elasticsearch
 
 from pulse.aggregate.model import DIMENSIONS, SKETCHED, USERS_SKETCH, sketch_field
 from pulse.errors import PulseError
@@ -99,6 +99,8 @@ HEARTBEAT_PROPERTIES = {
     "newest_event_ts": {"type": "date", "format": "epoch_millis"}, "written": {"type": "long"},
     "stale": {"type": "long"}, "dead_lettered": {"type": "long"}, "retries": {"type": "long"},
     "outage_s": {"type": "double"}, "expired": {"type": "long"}, "archived": {"type": "long"},
+    "checked_up_to": {"type": "date", "format": "epoch_millis"}, "checked": {"type": "long"},
+    "differences": {"type": "long"}, "first_difference": {"type": "keyword", "ignore_above": 2048},
 }
 _META = {"topic": {"type": "keyword"}, "topic_id": {"type": "keyword"}, "generation": {"type": "integer"},
          "group": {"type": "keyword"}, "recorded_at": {"type": "date", "format": "epoch_millis"},
@@ -179,9 +181,21 @@ def create_generation(es: Elasticsearch, generation: int, prefix: str = DEFAULT_
         index = f"{alias(family, prefix)}-{generation:06d}"
         if not es.indices.exists(index=index):
             aliases = {alias(family, prefix): {"is_write_index": True}} if with_alias else None
-            es.indices.create(index=index, aliases=aliases)
-            made.append(index)
+            if _create(es, index, aliases=aliases):
+                made.append(index)
     return made
+
+
+def _create(es: Elasticsearch, index: str, **body: Any) -> bool:
+    """Create ``index``; False if another process (the store, `verify --follow`, the dashboard starting beside
+    it) created it first."""
+    try:
+        es.indices.create(index=index, **body)
+    except BadRequestError as exc:
+        if exc.error != "resource_already_exists_exception":
+            raise
+        return False
+    return True
 
 
 def current_generation(es: Elasticsearch, prefix: str = DEFAULT_PREFIX) -> int:
@@ -204,8 +218,7 @@ def ensure_indices(es: Elasticsearch, prefix: str = DEFAULT_PREFIX) -> list[str]
     upgrade_mappings(es, prefix)
     move_kind(es, "window_items", "windows", prefix)
     for index, properties in ((heartbeat_index(prefix), HEARTBEAT_PROPERTIES), (meta_index(prefix), _META)):
-        if not es.indices.exists(index=index):
-            es.indices.create(index=index, **_strict(properties))
+        if not es.indices.exists(index=index) and _create(es, index, **_strict(properties)):
             made.append(index)
         else:  # an index from an older version: take the fields this one writes
             es.indices.put_mapping(index=index, properties=properties)

@@ -292,17 +292,25 @@ def pipeline_health(es: Elasticsearch, prefix: str = DEFAULT_PREFIX, now_ms: int
             totals[k] += d.get(k, 0)
         newest_flush = max(newest_flush or 0, d["flushed_at"])
         newest_event = max(newest_event or 0, d["max_event_ts"] or 0) or None
-    beat: dict[str, Any] = {}
-    if es.indices.exists(index=heartbeat_index(prefix)):
-        hits = es.search(index=heartbeat_index(prefix), size=20, query={"prefix": {"component": "store:"}},
-                         sort=[{"at": "desc"}])["hits"]["hits"]
-        beat = hits[0]["_source"] if hits else {}
+    beat, verified = _heartbeat(es, prefix, "store:"), _heartbeat(es, prefix, "verify:")
     return {"partitions": partitions, **totals,
             "newest_flush_at": newest_flush, "newest_event_ts": newest_event,
             "freshness_s": (now_ms - newest_flush) / 1000 if newest_flush else None,
             "aggregator_lag": beat.get("aggregator_lag"), "aggregator_lag_s": beat.get("aggregator_lag_s"),
             "store_lag": beat.get("store_lag"),
-            "store_dead_lettered": beat.get("dead_lettered"), "heartbeat_at": beat.get("at")}
+            "store_dead_lettered": beat.get("dead_lettered"), "heartbeat_at": beat.get("at"),
+            # `pulse verify --follow`: every window final up to here equals the recompute, or the first difference
+            "verified_up_to": verified.get("checked_up_to"), "verify_differences": verified.get("differences"),
+            "verify_first_difference": verified.get("first_difference"), "verify_at": verified.get("at")}
+
+
+def _heartbeat(es: Elasticsearch, prefix: str, component: str) -> dict[str, Any]:
+    """The newest heartbeat of the components named ``component``… (empty: none)."""
+    if not es.indices.exists(index=heartbeat_index(prefix)):
+        return {}
+    hits = es.search(index=heartbeat_index(prefix), size=1, query={"prefix": {"component": component}},
+                     sort=[{"at": "desc"}])["hits"]["hits"]
+    return hits[0]["_source"] if hits else {}
 
 
 def overview(es: Elasticsearch, f: Filters, prefix: str = DEFAULT_PREFIX) -> dict[str, Any]:

@@ -80,17 +80,19 @@ def _init_worker(progress: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the workers
 
 
-class _WindowDiff:
+class WindowDiff:
     """Finished window documents of one partition, diffed a batch at a time against the stored ones whose end
     falls in the same range."""
 
-    def __init__(self, es: Any, partition: int, prefix: str, diff: DocDiff) -> None:
+    def __init__(self, es: Any, partition: int, prefix: str, diff: DocDiff, compared_to: int | None = None) -> None:
         self.es, self.partition, self.prefix, self.diff = es, partition, prefix, diff
         self.batch: dict[str, dict[str, Any]] = {}
-        self.compared_to: int | None = None  # windows ending at or before it are compared
+        self.compared_to = compared_to  # windows ending at or before it are compared (None: none yet)
 
     def finished(self, watermark: int, docs: list[Doc]) -> None:
-        self.batch.update(docs)
+        if self.compared_to is not None and watermark <= self.compared_to:
+            return  # compared before (a follower's restart)
+        self.batch.update(d for d in docs if self.compared_to is None or d[1]["end"] > self.compared_to)
         if len(self.batch) >= BATCH:
             self.flush(watermark)
 
@@ -99,6 +101,8 @@ class _WindowDiff:
         (None: every one left)."""
         from pulse.store.readback import windows_ending
 
+        if upto is not None and self.compared_to is not None and upto <= self.compared_to:
+            return
         compare(self.batch, windows_ending(self.es, self.partition, self.compared_to, upto, self.prefix), self.diff)
         self.batch.clear()
         self.compared_to = upto
@@ -112,7 +116,7 @@ def check_partition(plan: Plan, p: int, decisions: list[Decision], markers: list
 
     es = plan.es.client()
     diff = DocDiff()
-    windows = _WindowDiff(es, p, plan.index_prefix, diff)
+    windows = WindowDiff(es, p, plan.index_prefix, diff)
     tally = PartitionTally(p, list(plan.window_sizes), plan.session_timeout_ms)
     walk = PartitionWalk(p, plan.rules, decisions, markers, tally, windows.finished, lookahead)
     start = plan.span.get(p, (0, 0))[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,12 +63,15 @@ class DocDiff:
     examples: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # found in the input before any document
     by_kind: Counter[str] = field(default_factory=Counter)
+    on_note: Callable[[str], None] | None = field(default=None, repr=False, compare=False)  # every difference
 
     @property
     def ok(self) -> bool:
         return not (self.missing or self.extra or self.mismatched or self.problems)
 
     def note(self, what: str) -> None:
+        if self.on_note is not None:
+            self.on_note(what)
         if len(self.examples) < 3 * EXAMPLES:
             self.examples.append(what)
 

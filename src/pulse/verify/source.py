@@ -7,13 +7,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pulse.aggregate._core import SOURCE_PARTITION_HEADER
+from pulse.aggregate.decisions import Decision as RecordedDecision
 from pulse.aggregate.decisions import read_decisions
-from pulse.aggregate.repartition import read_forwarded, watermark_of
+from pulse.aggregate.repartition import Origin, read_forwarded, watermark_of
 from pulse.generate.ledger import read_ledger
 from pulse.kafkaio import offsets_at, read_messages, read_range, reader, watermarks
 from pulse.topics import partition_count, repartition_topic, topic_exists
 from pulse.verify.lookahead import Entry, Lookahead, index
-from pulse.verify.order import Decisions, Floor, Forward, Marker, Stall, Take, Taken
+from pulse.verify.order import Decision, Decisions, Floor, Forward, Marker, Stall, Take, Taken
 from pulse.verify.walk import Row
 
 
@@ -54,15 +55,19 @@ def recorded_decisions(bootstrap: str, group: str, topic: str) -> Decisions:
     """The aggregator group's timing decisions about ``topic`` as the reference takes them."""
     out: Decisions = {}
     for p, ds in read_decisions(bootstrap, group, topic).items():
-        out[p] = []
-        for d in ds:
-            if d.taken_until is not None:
-                out[p].append(Take(d.offset, d.taken_until))
-            elif d.stalled is not None:
-                out[p].append(Stall(d.offset, d.stalled))
-            elif d.floor is not None or d.idle:
-                out[p].append(Floor(d.offset, d.floor, d.idle))
+        out[p] = [mine for mine in map(as_decision, ds) if mine is not None]
     return out
+
+
+def as_decision(d: RecordedDecision) -> Decision | None:
+    """A recorded decision as the reference takes it (None: one that decides nothing)."""
+    if d.taken_until is not None:
+        return Take(d.offset, d.taken_until)
+    if d.stalled is not None:
+        return Stall(d.offset, d.stalled)
+    if d.floor is not None or d.idle:
+        return Floor(d.offset, d.floor, d.idle)
+    return None
 
 
 def repartitioned(bootstrap: str, group: str, partition: int) -> Iterator[Taken]:
@@ -72,10 +77,14 @@ def repartitioned(bootstrap: str, group: str, partition: int) -> Iterator[Taken]
     if not topic_exists(bootstrap, name) or partition >= partition_count(bootstrap, name):
         return
     for offset, origin, value in read_forwarded(bootstrap, name, partition):
-        if origin.watermark is None:
-            yield offset, Forward(origin.partition, origin.offset, origin.record_ts or 0, value)
-        else:
-            yield offset, Marker(origin.partition, origin.offset, origin.watermark, origin.idle)
+        yield offset, as_taken(origin, value)
+
+
+def as_taken(origin: Origin, value: bytes | None) -> Forward | Marker:
+    """A repartition topic record: a forwarded record (its value) or a source's watermark (no value)."""
+    if origin.watermark is None:
+        return Forward(origin.partition, origin.offset, origin.record_ts or 0, value)
+    return Marker(origin.partition, origin.offset, origin.watermark, origin.idle)
 
 
 def repartition_index(bootstrap: str, group: str) -> tuple[list[Taken], dict[int, Lookahead]]:

@@ -152,6 +152,11 @@ class PartitionWalk:
             self._taken.popleft()
         return None
 
+    @property
+    def published(self) -> int:
+        """The owner watermark up to which every window was handed out."""
+        return self._published
+
     def _publish(self) -> None:
         """Hand out the windows nothing left to count can reach: those ending at or before the owner watermark, or
         the look-ahead bound (worked out every ``LOOK_EVERY`` records) if that is further."""

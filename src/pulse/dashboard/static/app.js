@@ -67,12 +67,27 @@
     return tr;
   }
 
+  // how far `pulse verify --follow` got, or the first difference it found (hidden when it does not run)
+  function renderVerified(h) {
+    const el = document.getElementById("kpi-verified");
+    el.hidden = h.verify_at == null;
+    const bad = (h.verify_differences || 0) > 0;
+    el.classList.toggle("bad", bad);
+    el.dataset.value = bad ? "mismatch" : h.verified_up_to == null ? "" : String(h.verified_up_to);
+    el.querySelector(".value").textContent =
+      bad ? "MISMATCH" : h.verified_up_to == null ? "starting" : "up to " + fmt.time(h.verified_up_to).slice(11);
+    document.getElementById("verify-detail").textContent = bad
+      ? fmt.count(h.verify_differences) + " differences; first: " + h.verify_first_difference
+      : h.verified_up_to == null ? "" : fmt.time(h.verified_up_to) + " UTC";
+  }
+
   function render(o) {
     for (const [name, format] of Object.entries(KPI)) setKpi(name, o.kpis[name], format);
     setKpi("freshness_s", o.health.freshness_s, fmt.secs);
     setKpi("aggregator_lag_s", o.health.aggregator_lag_s, fmt.secs);
     document.getElementById("lag-records").textContent =
       o.health.aggregator_lag == null ? "" : fmt.count(o.health.aggregator_lag) + " records";
+    renderVerified(o.health);
     const s = o.series;
     chart(document.getElementById("chart-types"), s.t, s.types, s.partial);
     chart(document.getElementById("chart-revenue"), s.t, { revenue: s.revenue }, s.partial);

@@ -1,0 +1,156 @@
+"""`pulse verify --follow` beside a live pipeline fed by a plain client's partitioner: it checks each window once
+final, catches a document altered in Elasticsearch within two of the aggregator's flushes (the metric rises, a
+log line names the document and field), and after a restart goes on from its checkpoint without reporting the same
+difference twice."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+import httpx
+import pytest
+from elasticsearch import Elasticsearch
+
+from pulse.store.indices import alias
+from tests.names import unique
+from tests.realworld.private_stack import free_port
+
+FLUSHES = re.compile(r"^pulse_flush_seconds_count (\S+)$", re.M)
+
+
+class Stage:
+    """One `pulse` command running in the background, its output in a file."""
+
+    def __init__(self, log: Path, *args: str) -> None:
+        self.log = log
+        self._out: IO[bytes] = log.open("wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "pulse", *args], stdout=self._out,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
+        finally:
+            self._out.close()
+
+
+def _metric(port: int, name: str) -> float:
+    try:
+        body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return -1.0
+    found = re.search(rf"^{name} (\S+)$", body, re.M)
+    return float(found.group(1)) if found else -1.0
+
+
+def _wait(check: Callable[[], bool], timeout: float, what: str, log: Callable[[], str]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}:\n{log()[-3000:]}")
+
+
+@pytest.fixture
+def stages() -> Iterator[list[Stage]]:
+    running: list[Stage] = []
+    yield running
+    for stage in reversed(running):
+        stage.stop()
+
+
+def _final_unchecked_window(es: Elasticsearch, prefix: str, checked_to: dict[int, int]) -> dict | None:
+    """A 10 s window summary the aggregator has finished (its partition's watermark is past its end) but the
+    stopped follower has not compared yet."""
+    parts = es.search(index=alias("partitions", prefix), size=100, query={"term": {"kind": "partition"}})
+    for hit in parts["hits"]["hits"]:
+        p, watermark = hit["_source"]["partition"], hit["_source"].get("watermark") or 0
+        query = {"bool": {"filter": [{"term": {"kind": "window"}}, {"term": {"window": "10s"}},
+                                     {"term": {"partition": p}},
+                                     {"range": {"end": {"gt": checked_to.get(str(p), 0), "lte": watermark - 10_000}}}]}}
+        found = es.search(index=alias("windows", prefix), size=1, query=query, sort=[{"end": "asc"}])["hits"]["hits"]
+        if found:
+            return found[0]
+    return None
+
+
+@pytest.mark.slow
+def test_follow_catches_an_altered_window_within_two_flushes_and_resumes_from_its_checkpoint(
+        bootstrap: str, es_url: str, new_topic: Callable[..., str], index_prefix: str, tmp_path: Path,
+        stages: list[Stage]) -> None:
+    topic, group = new_topic(partitions=3, prefix="fo"), unique("g")
+    agg_port, verify_port = free_port(), free_port()
+    state = tmp_path / "verify.json"
+    where = ("--topic", topic, "--group", group)
+    stages.append(Stage(tmp_path / "generate.log", "generate", "--topic", topic, "--rate", "300", "--duration", "240s",
+                        "--crc32-key-fraction", "0.9", "--late-fraction", "0.01", "--duplicate-fraction", "0.01",
+                        "--invalid-fraction", "0.01", "--disorder-fraction", "0.01", "--no-progress"))
+    stages.append(Stage(tmp_path / "aggregate.log", "aggregate", *where, "--metrics-addr", f"127.0.0.1:{agg_port}"))
+    stages.append(Stage(tmp_path / "store.log", "store", *where, "--index-prefix", index_prefix))
+    follow = Stage(tmp_path / "verify.log", "verify", "--follow", *where, "--index-prefix", index_prefix,
+                   "--state-file", str(state), "--metrics-addr", f"127.0.0.1:{verify_port}")
+    stages.append(follow)
+
+    def checked() -> float:
+        return _metric(verify_port, "pulse_verify_windows_checked_total")
+
+    _wait(lambda: checked() > 0 and _metric(verify_port, "pulse_verify_checked_up_to_ms") > 0, 150,
+          "the follower's first checked windows", follow.text)
+    assert _metric(verify_port, "pulse_verify_mismatches_total") == 0, follow.text()
+
+    # hold the follower while a window it has not compared yet becomes final and stored, then alter that window
+    follow.proc.send_signal(signal.SIGSTOP)
+    es = Elasticsearch(es_url)
+    checked_to = json.loads(state.read_text())["checked_to"]
+    victim = None
+    deadline = time.monotonic() + 60
+    while victim is None and time.monotonic() < deadline:
+        time.sleep(1)
+        es.indices.refresh(index=f"{index_prefix}-*")
+        victim = _final_unchecked_window(es, index_prefix, checked_to)
+    assert victim is not None, "no window became final while the follower was held"
+    es.update(index=victim["_index"], id=victim["_id"], doc={"events": victim["_source"]["events"] + 1000},
+              refresh=True)
+    flushes = float(FLUSHES.search(httpx.get(f"http://127.0.0.1:{agg_port}/metrics").text).group(1))  # type: ignore[union-attr]
+    follow.proc.send_signal(signal.SIGCONT)
+    _wait(lambda: _metric(verify_port, "pulse_verify_mismatches_total") >= 1, 30, "the mismatch", follow.text)
+    after = float(FLUSHES.search(httpx.get(f"http://127.0.0.1:{agg_port}/metrics").text).group(1))  # type: ignore[union-attr]
+    assert after - flushes <= 2, f"caught after {after - flushes:.0f} flushes"
+    assert _metric(verify_port, "pulse_verify_mismatches_total") == 1
+    line = next(x for x in follow.text().splitlines() if "verify mismatch" in x)
+    assert f"{victim['_id']}.events" in line, line
+    # the dashboard's health shows it
+    from pulse.store import query
+    health = query.pipeline_health(es, index_prefix)
+    assert health["verify_differences"] == 1 and victim["_id"] in health["verify_first_difference"]
+
+    # a restart walks from the start again but reports nothing it reported before, and goes on checking
+    assert follow.stop() == 0 and "verify: stopped" in follow.text()
+    saved = json.loads(state.read_text())["checked_to"]
+    again = Stage(tmp_path / "verify2.log", "verify", "--follow", *where, "--index-prefix", index_prefix,
+                  "--state-file", str(state), "--metrics-addr", f"127.0.0.1:{verify_port}")
+    stages.append(again)
+    _wait(lambda: _metric(verify_port, "pulse_verify_checked_up_to_ms") > max(saved.values()) + 20_000, 120,
+          "windows past the checkpoint", again.text)
+    assert _metric(verify_port, "pulse_verify_mismatches_total") == 0, again.text()
+    assert victim["_id"] not in again.text() and checked() > 0
+    # each window was compared once over the two runs: the restart started past where the first run stopped
+    assert all(int(v) >= saved[p] for p, v in json.loads(state.read_text())["checked_to"].items())
