@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
+    IsolationLevel,
     KafkaError,
     KafkaException,
     Message,
@@ -138,10 +139,13 @@ def read_messages(bootstrap: str, topic: str, partition: int, start: int, end: i
         consumer.close()
 
 
-def end_offsets(admin: AdminClient, topic: str, partitions: list[int], timeout_s: float = 10.0) -> dict[int, int]:
-    """High watermarks in one batched admin request (a busy consumer's own lookups wait behind its fetches)."""
+def end_offsets(admin: AdminClient, topic: str, partitions: list[int], timeout_s: float = 10.0,
+                committed: bool = False) -> dict[int, int]:
+    """High watermarks in one batched admin request (a busy consumer's own lookups wait behind its fetches);
+    ``committed``: last stable offsets instead, where a ``read_committed`` reader's view ends now."""
+    level = IsolationLevel.READ_COMMITTED if committed else IsolationLevel.READ_UNCOMMITTED
     ends = admin.list_offsets({TopicPartition(topic, p): OffsetSpec.latest() for p in partitions},
-                              request_timeout=timeout_s)
+                              isolation_level=level, request_timeout=timeout_s)
     return {tp.partition: fut.result(timeout=timeout_s).offset for tp, fut in ends.items()}
 
 

@@ -2,12 +2,14 @@
 
 Live traffic with late, duplicate, invalid and disordered records, 30 % of them without a key, flows through the
 whole pipeline while aggregators are SIGKILLed as a second instance joins and leaves, the writer is SIGKILLed, and
-the broker and Elasticsearch are each restarted once. Then everything is drained and checked: `pulse verify` exact,
-and every record the generator delivered counted exactly once (accepted + dead-lettered + late + duplicates).
+the broker and Elasticsearch are each restarted once, with `pulse verify --follow` checking windows throughout. Then
+everything is drained and checked: `pulse verify` exact, the follower caught up without a difference, and every
+record the generator delivered counted exactly once (accepted + dead-lettered + late + duplicates).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -17,10 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+
 from pulse.cli.generate_cmd import DELIVERED, PRODUCED, summary_counts
 from pulse.config import Settings
 from pulse.errors import PulseError
-from pulse.stack.private import PrivateStack, private_stack
+from pulse.stack.private import PrivateStack, free_port, private_stack
 
 TRAFFIC = ("--late-fraction", "0.02", "--duplicate-fraction", "0.03", "--invalid-fraction", "0.01",
            "--disorder-fraction", "0.05", "--null-key-fraction", "0.3", "--crc32-key-fraction", "0.3")
@@ -38,10 +42,13 @@ class ChaosReport:
     forwarded: int = 0  # records counted by the partition that owns their user, not where they were read
     verify_ok: bool = False
     verify_output: str = ""
+    follow_checked: int = 0  # window documents `pulse verify --follow` compared during the run
+    follow_differences: int = -1  # the differences it found (-1: it did not catch up with the input)
 
     @property
     def exact(self) -> bool:
-        return self.verify_ok and self.produced == self.delivered == self.in_topic == sum(self.counted.values())
+        return (self.verify_ok and self.produced == self.delivered == self.in_topic == sum(self.counted.values())
+                and self.follow_checked > 0 and self.follow_differences == 0)
 
 
 class _Stage:
@@ -83,8 +90,15 @@ def run_chaos(settings: Settings, rate: float, seconds: float, logs: Path,
         made = stack.pulse("setup", **env)
         if made.returncode != 0:
             raise PulseError(f"setup failed: {made.stderr.strip()[-300:]}")
-        _faults(stack, env, report, logs, say)
-        _drain_and_check(stack, env, report, logs, say)
+        port = free_port()
+        follower = _Stage(stack, env, logs / "verify-follow.log", "verify", "--follow", "--metrics-addr",
+                          f"127.0.0.1:{port}", "--state-file", str(logs / "verify-follow.json"))
+        try:
+            _faults(stack, env, report, logs, say)
+            _drain_and_check(stack, env, report, logs, say)
+            _follower_caught_up(port, report, say)
+        finally:
+            follower.stop()
     return report
 
 
@@ -151,17 +165,39 @@ def _drain_and_check(stack: PrivateStack, env: dict[str, str], report: ChaosRepo
         if done.returncode != 0:
             raise PulseError(f"draining with `pulse {verb}` failed; see {logs / f'drain-{verb}.log'}")
     say("verifying against an independent recompute of the topic")
-    verify = stack.pulse("verify", timeout=900, **env)
+    verify = stack.pulse("verify", "--json", timeout=900, **env)
     report.verify_ok, report.verify_output = verify.returncode == 0, verify.stdout + verify.stderr
     (logs / "verify.log").write_text(report.verify_output)
-    counts = re.search(r"records: ([\d,]+) accepted, ([\d,]+) dead-lettered, ([\d,]+) late, ([\d,]+) duplicates",
-                       verify.stdout)
-    topic = re.search(r"pulse verify: ([\d,]+) input records", verify.stdout)
-    forwarded = re.search(r"\(([\d,]+) counted by the partition that owns their user", verify.stdout)
-    report.forwarded = int(forwarded.group(1).replace(",", "")) if forwarded else 0
-    report.in_topic = int(topic.group(1).replace(",", "")) if topic else 0
-    if counts:
-        names = ("accepted", "dead_lettered", "late", "duplicates")
-        report.counted = {n: int(v.replace(",", "")) for n, v in zip(names, counts.groups(), strict=True)}
+    try:
+        found = json.loads(verify.stdout)
+    except ValueError:
+        return
+    records = found["records"]
+    report.in_topic, report.forwarded = found["input_records"], records["forwarded"]
+    report.counted = {n: records[n] for n in ("accepted", "dead_lettered", "late", "duplicates")}
+
+
+def _follower_caught_up(port: int, report: ChaosReport, say: Callable[[str], None], timeout_s: float = 600) -> None:
+    """Wait until `pulse verify --follow`, which ran through every fault, has walked the whole input; then take
+    what it compared and found."""
+    say("waiting for `pulse verify --follow` to walk the whole input")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        walked = _metric(port, "pulse_verify_input_records")
+        if walked is not None and walked >= report.in_topic > 0:
+            time.sleep(3)  # the round that walked the last records compares their windows before the next one
+            report.follow_checked = int(_metric(port, "pulse_verify_windows_checked_total") or 0)
+            report.follow_differences = int(_metric(port, "pulse_verify_mismatches_total") or 0)
+            return
+        time.sleep(1)
+
+
+def _metric(port: int, name: str) -> float | None:
+    try:
+        body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return None
+    found = re.search(rf"^{name} (\S+)$", body, re.M)
+    return float(found.group(1)) if found else None
 
 

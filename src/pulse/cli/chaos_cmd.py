@@ -43,6 +43,10 @@ def chaos(settings: Settings, rate: float, seconds: float) -> None:
                          ("of those, forwarded (not keyed by user id)", report.forwarded)):
         table.add_row(label.replace("_", "-"), f"{value:,}")
     table.add_row("pulse verify", "exact" if report.verify_ok else "DIFFERENCES")
+    table.add_row("pulse verify --follow (window documents checked during the run)",
+                  f"{report.follow_checked:,}, " + ("exact" if report.follow_differences == 0 else
+                                                    "DID NOT CATCH UP" if report.follow_differences < 0 else
+                                                    f"{report.follow_differences:,} DIFFERENCES"))
     Console().print(table)
     for at, what in report.faults:
         click.echo(f"  {at:6.1f}s  {what}")

@@ -53,6 +53,8 @@ VERIFY_MISMATCHES = Counter("pulse_verify_mismatches", "Differences `pulse verif
                             "missing, extra, or with a field that differs (one per field).")
 VERIFY_ROUNDS = Counter("pulse_verify_rounds", "Rounds `pulse verify --follow` walked the input up to the "
                         "aggregator's commits.")
+VERIFY_INPUT_RECORDS = Gauge("pulse_verify_input_records", "Input records `pulse verify --follow` has walked since it "
+                             "last started from the beginning of the input.")
 VERIFY_CHECKED_UP_TO = Gauge("pulse_verify_checked_up_to_ms", "Event time (epoch ms) up to which every window of every "
                              "partition has been compared by `pulse verify --follow` (0: none yet).")
 

@@ -28,22 +28,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
-from elasticsearch import ApiError, TransportError
 
 from pulse.aggregate.decisions import decode as decode_decision
 from pulse.aggregate.repartition import unpack
 from pulse.errors import PulseError
-from pulse.kafkaio import admin_client, end_offsets, lag_reader, reader, watermarks
-from pulse.observe.metrics import VERIFY_CHECKED_UP_TO, VERIFY_MISMATCHES, VERIFY_ROUNDS, VERIFY_WINDOWS_CHECKED
+from pulse.kafkaio import admin_client, end_offsets, lag_reader, reader
+from pulse.observe.metrics import (
+    VERIFY_CHECKED_UP_TO,
+    VERIFY_INPUT_RECORDS,
+    VERIFY_MISMATCHES,
+    VERIFY_ROUNDS,
+    VERIFY_WINDOWS_CHECKED,
+)
 from pulse.store.heartbeat import Heartbeat
 from pulse.store.indices import ensure_indices
 from pulse.topics import (
     aggregates_topic,
     decisions_topic,
-    partition_count,
     repartition_topic,
     store_group,
-    topic_exists,
 )
 from pulse.verify.audit import Plan, WindowDiff
 from pulse.verify.diff import DocDiff
@@ -55,6 +58,7 @@ from pulse.verify.walk import PartitionWalk, Row, sent_markers
 _LOG = logging.getLogger("pulse.verify")
 READ_TIMEOUT_S = 60.0
 RETRY_S = 5.0
+_PASSING = {KafkaError._PARTITION_EOF, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN}
 
 
 class Tail:
@@ -67,10 +71,6 @@ class Tail:
         self._held: dict[int, list[Message]] = {p: [] for p in starts}  # read past the last end asked for
         self._consumer.assign([TopicPartition(topic, p, o) for p, o in starts.items()])
 
-    def stable_ends(self) -> dict[int, int]:
-        """Each partition's last stable offset: what a committed read reaches now."""
-        return {p: watermarks(self._consumer, self.topic, p)[1] for p in self.position}
-
     def read(self, ends: dict[int, int]) -> dict[int, list[Message]]:
         """The records from where the last read stopped up to ``ends`` (exclusive), per partition."""
         out: dict[int, list[Message]] = {}
@@ -81,12 +81,13 @@ class Tail:
         waiting = {p for p, end in ends.items() if self.position[p] < end and not self._held[p]}
         deadline = time.monotonic() + READ_TIMEOUT_S
         while waiting:
-            for msg in self._consumer.consume(10_000, 0.2):
+            for msg in self._consumer.consume(10_000, 0.05):
                 p = msg.partition()
-                if msg.error() is not None:
-                    if msg.error().code() != KafkaError._PARTITION_EOF:
-                        raise PulseError(f"reading {self.topic}[{p}] failed: {msg.error().str()}")
-                    continue
+                err = msg.error()
+                if err is not None:
+                    if err.code() not in _PASSING and not err.retriable():
+                        raise PulseError(f"reading {self.topic}[{p}] failed: {err.str()}")
+                    continue  # the end for now, or a broker away (the client reconnects; the deadline bounds it)
                 self.position[p] = msg.offset() + 1
                 (out[p] if p in ends and msg.offset() < ends[p] else self._held[p]).append(msg)
                 deadline = time.monotonic() + READ_TIMEOUT_S
@@ -156,14 +157,18 @@ class Follower:
         self._committed = lag_reader(plan.bootstrap, plan.group)
         self._stored = lag_reader(plan.bootstrap, store_group(plan.group))
         self._admin = admin_client(plan.bootstrap)
+        self._counts: dict[str, int] = {}  # partition counts of the group's topics, once they exist
 
     def round(self, wait_s: float) -> Round:
         plan = self.plan
+        began = time.monotonic()
         frontier = self._frontier()
         decisions = self._read(decisions_topic(plan.group))
         forwarded = self._read(repartition_topic(plan.group))
+        read = time.monotonic()
         if not self._stored_up_to(self._output_ends(), wait_s):
             return Round(waiting="the store has not written the aggregator's latest documents yet")
+        stored = time.monotonic()
         taken: dict[int, list[Taken]] = {}
         for p, msgs in forwarded.items():
             taken[p] = [(m.offset(), as_taken(origin, value)) for m in msgs
@@ -187,9 +192,12 @@ class Follower:
             walked += len(mine)
             self.windows[p].flush(walk.published)
         checked, differences = self.diff.checked - before[0], _differences(self.diff) - before[1]
+        _LOG.debug("round: read %.2fs, store wait %.2fs, walk and compare %.2fs (%d records, %d documents)",
+                   read - began, stored - read, time.monotonic() - stored, walked, checked)
         VERIFY_WINDOWS_CHECKED.inc(checked)
         VERIFY_MISMATCHES.inc(differences)
         VERIFY_ROUNDS.inc()
+        VERIFY_INPUT_RECORDS.set(sum(w.out.counts.read for w in self.walks.values()))
         self.checkpoint.save({p: w.compared_to for p, w in self.windows.items() if w.compared_to is not None})
         VERIFY_CHECKED_UP_TO.set(self.checked_up_to())
         return Round(walked, checked, differences)
@@ -204,20 +212,29 @@ class Follower:
         committed = self._committed.committed(tps, timeout=10)
         return {tp.partition: max(tp.offset, self.plan.span[tp.partition][0]) for tp in committed}
 
+    def _partitions(self, topic: str) -> list[int]:
+        """The partitions of one of the group's topics (none until the aggregator made it)."""
+        if topic not in self._counts:
+            info = self._admin.list_topics(topic, timeout=10).topics.get(topic)
+            if info is None or info.error is not None or not info.partitions:
+                return []
+            self._counts[topic] = len(info.partitions)
+        return list(range(self._counts[topic]))
+
     def _read(self, topic: str) -> dict[int, list[Message]]:
+        """The records of one of the group's topics committed since the last round."""
+        parts = self._partitions(topic)
+        if not parts:
+            return {}
         tail = self._tails.get(topic)
         if tail is None:
-            if not topic_exists(self.plan.bootstrap, topic):
-                return {}
-            tail = self._tails[topic] = Tail(self.plan.bootstrap, topic,
-                                             dict.fromkeys(range(partition_count(self.plan.bootstrap, topic)), 0))
-        return tail.read(tail.stable_ends())
+            tail = self._tails[topic] = Tail(self.plan.bootstrap, topic, dict.fromkeys(parts, 0))
+        return tail.read(end_offsets(self._admin, topic, parts, committed=True))
 
     def _output_ends(self) -> dict[int, int]:
         name = aggregates_topic(self.plan.group)
-        if not topic_exists(self.plan.bootstrap, name):
-            return {}
-        return end_offsets(self._admin, name, list(range(partition_count(self.plan.bootstrap, name))))
+        parts = self._partitions(name)
+        return end_offsets(self._admin, name, parts) if parts else {}
 
     def _stored_up_to(self, ends: dict[int, int], wait_s: float) -> bool:
         """True once the store group has committed the aggregates topic up to ``ends`` (its last record may be a
@@ -231,7 +248,7 @@ class Follower:
                 return True
             if time.monotonic() > deadline:
                 return False
-            time.sleep(0.1)
+            time.sleep(0.05)
 
     def close(self) -> None:
         for tail in [self.inputs, *self._tails.values()]:
@@ -267,9 +284,9 @@ def follow(plan: Plan, state_path: Path, interval_s: float, stop: threading.Even
             began = time.monotonic()
             try:
                 result = follower.round(wait_s=max(interval_s, 1.0))
-            except (PulseError, KafkaException, ApiError, TransportError) as exc:
-                # a broker or node away mid-round: what was read is not all walked, so walk again from the start
-                # (only windows past the checkpoint are compared, so nothing is reported twice)
+            except Exception as exc:
+                # a broker or node away for long mid-round: what was read is not all walked, so walk again from the
+                # start (only windows past the checkpoint are compared, so nothing is reported twice)
                 _LOG.warning("verify: %s; starting over from the checkpoint in %.0fs", _one_line(exc), RETRY_S)
                 follower.close()
                 if stop.wait(RETRY_S):
