@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from elasticsearch import ApiError, TransportError
 
 from pulse.aggregate.decisions import decode as decode_decision
 from pulse.aggregate.repartition import unpack
@@ -158,39 +159,50 @@ class Follower:
         self._stored = lag_reader(plan.bootstrap, store_group(plan.group))
         self._admin = admin_client(plan.bootstrap)
         self._counts: dict[str, int] = {}  # partition counts of the group's topics, once they exist
+        self._decided: dict[int, list[Decision]] = {}  # read, not walked yet: by input partition
+        self._taken: dict[int, list[Taken]] = {}  # the repartition topic's records read, not walked yet: by owner
 
     def round(self, wait_s: float) -> Round:
         plan = self.plan
         began = time.monotonic()
-        frontier = self._frontier()
-        decisions = self._read(decisions_topic(plan.group))
-        forwarded = self._read(repartition_topic(plan.group))
-        read = time.monotonic()
-        if not self._stored_up_to(self._output_ends(), wait_s):
-            return Round(waiting="the store has not written the aggregator's latest documents yet")
-        stored = time.monotonic()
-        taken: dict[int, list[Taken]] = {}
-        for p, msgs in forwarded.items():
-            taken[p] = [(m.offset(), as_taken(origin, value)) for m in msgs
-                        for origin, value in unpack(m.value(), m.headers() or [])]
-        markers = sent_markers(item for items in taken.values() for item in items)
-        per_partition: dict[int, list[Decision]] = {}
-        for msgs in decisions.values():
+        try:
+            frontier = self._frontier()
+        except KafkaException as exc:  # the group coordinator moving, or the broker away: nothing read yet
+            return Round(waiting=f"the aggregator group's commits: {_one_line(exc)}")
+        # kept until a round walks: a round that waits for the store must not lose what it read
+        for msgs in self._read(decisions_topic(plan.group)).values():
             for m in msgs:
                 d = decode_decision(m.value()) if m.value() is not None else None
                 mine = as_decision(d) if d is not None and d.topic == plan.topic else None
                 if d is not None and mine is not None:
-                    per_partition.setdefault(d.partition, []).append(mine)
+                    self._decided.setdefault(d.partition, []).append(mine)
+        for p, msgs in self._read(repartition_topic(plan.group)).items():
+            self._taken.setdefault(p, []).extend((m.offset(), as_taken(origin, value)) for m in msgs
+                                                 for origin, value in unpack(m.value(), m.headers() or []))
+        read = time.monotonic()
+        try:
+            if not self._stored_up_to(self._output_ends(), wait_s):
+                return Round(waiting="the store has not written the aggregator's latest documents yet")
+        except KafkaException as exc:
+            return Round(waiting=f"the store group's commits: {_one_line(exc)}")
+        stored = time.monotonic()
+        decided, taken, self._decided, self._taken = self._decided, self._taken, {}, {}
+        markers = sent_markers(item for items in taken.values() for item in items)
         rows = self.inputs.read(frontier)
         before = (self.diff.checked, _differences(self.diff))
         walked = 0
         for p in self.parts:
             walk = self.walks[p]
-            walk.extend(per_partition.get(p, []), markers.get(p, []))
+            walk.extend(decided.get(p, []), markers.get(p, []))
             mine: list[Row] = [(m.offset(), m.value(), m.timestamp()[1]) for m in rows.get(p, [])]
             walk.feed(mine, taken.get(p, []))
             walked += len(mine)
-            self.windows[p].flush(walk.published)
+        unreachable = None
+        for p in self.parts:
+            try:
+                self.windows[p].flush(self.walks[p].published)
+            except (ApiError, TransportError) as exc:  # kept: the next round compares them
+                unreachable = f"Elasticsearch: {_one_line(exc)}"
         checked, differences = self.diff.checked - before[0], _differences(self.diff) - before[1]
         _LOG.debug("round: read %.2fs, store wait %.2fs, walk and compare %.2fs (%d records, %d documents)",
                    read - began, stored - read, time.monotonic() - stored, walked, checked)
@@ -200,7 +212,7 @@ class Follower:
         VERIFY_INPUT_RECORDS.set(sum(w.out.counts.read for w in self.walks.values()))
         self.checkpoint.save({p: w.compared_to for p, w in self.windows.items() if w.compared_to is not None})
         VERIFY_CHECKED_UP_TO.set(self.checked_up_to())
-        return Round(walked, checked, differences)
+        return Round(walked, checked, differences, unreachable)
 
     def checked_up_to(self) -> int:
         """The event time up to which every partition's windows are compared (0: none yet)."""
@@ -279,6 +291,7 @@ def follow(plan: Plan, state_path: Path, interval_s: float, stop: threading.Even
     es, beat = plan.es.client(), Heartbeat(plan.bootstrap, f"verify:{plan.group}")
     ensure_indices(es, plan.index_prefix)  # the heartbeat's, if the store has not made it yet
     follower = Follower(plan, Checkpoint(state_path, plan), report)
+    warned = -3600.0
     try:
         while not stop.is_set():
             began = time.monotonic()
@@ -296,9 +309,11 @@ def follow(plan: Plan, state_path: Path, interval_s: float, stop: threading.Even
             on_round(result, follower.checked_up_to())
             if beat.due() or result.differences:
                 d = follower.diff
-                if problem := beat.publish(es, plan.index_prefix, checked_up_to=follower.checked_up_to() or None,
-                                           checked=d.checked, differences=_differences(d),
-                                           first_difference=first[0] if first else None):
+                problem = beat.publish(es, plan.index_prefix, checked_up_to=follower.checked_up_to() or None,
+                                       checked=d.checked, differences=_differences(d),
+                                       first_difference=first[0] if first else None)
+                if problem and time.monotonic() - warned > 60:  # Elasticsearch away: said once a minute
+                    warned = time.monotonic()
                     _LOG.warning("%s", problem)
             stop.wait(max(0.0, interval_s - (time.monotonic() - began)))
     finally:

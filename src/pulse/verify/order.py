@@ -23,6 +23,8 @@ from pulse.events.schema import Event
 
 NEVER = -(1 << 62)
 """No event time yet."""
+UNCHECKED = "_unchecked"
+"""A recomputed document's fields the recompute cannot know (a range's edges): the diff skips them."""
 
 
 @dataclass(frozen=True)

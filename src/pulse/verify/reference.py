@@ -40,20 +40,26 @@ class Expected:
 
 def recompute(records: Iterable[tuple[int, int, bytes | None, int]], window_sizes: Iterable[int], grace_ms: int,
               horizon_ms: int, session_timeout_ms: int = 30 * 60_000, decisions: Decisions | None = None,
-              forwarded: Forwarded | None = None, partitions: int = 0, forward_wait_ms: int = 300_000) -> Expected:
+              forwarded: Forwarded | None = None, partitions: int = 0, forward_wait_ms: int = 300_000,
+              starts: dict[int, int] | None = None, unseen_before: int | None = None,
+              unread_before: int | None = None) -> Expected:
     """``records``: (partition, offset, value, record timestamp ms) in any order. ``partitions``: the input topic's
     partition count, to tell records whose user another partition owns (0: every record counts where read).
-    ``forwarded`` may name records by position alone: their values are taken from ``records``."""
+    ``forwarded`` may name records by position alone: their values are taken from ``records``. ``starts``: walk
+    each partition from this offset on, the records before it stamped before ``unread_before`` (a range; see
+    :func:`pulse.verify.ranges.rebuild_from`)."""
+    starts = starts or {}
     rows: dict[int, list[Row]] = defaultdict(list)
     for partition, offset, value, record_ts in records:
-        rows[partition].append((offset, value, record_ts))
+        if offset >= starts.get(partition, 0):
+            rows[partition].append((offset, value, record_ts))
     for p in rows:
         rows[p].sort(key=lambda r: r[0])
     decisions, forwarded = decisions or {}, forwarded or {}
     at = {(p, offset): (value, ts) for p, rs in rows.items() for offset, value, ts in rs}
     taken = {q: [(o, _filled(item, at)) for o, item in items] for q, items in forwarded.items()}
     markers = sent_markers(item for items in taken.values() for item in items)
-    rules = Rules(grace_ms, horizon_ms, forward_wait_ms, partitions)
+    rules = Rules(grace_ms, horizon_ms, forward_wait_ms, partitions, starts, unread_before)
     sizes = list(window_sizes)
     docs: dict[str, dict[str, Any]] = {}
     counts, walks = Counts(), []
@@ -62,7 +68,7 @@ def recompute(records: Iterable[tuple[int, int, bytes | None, int]], window_size
         docs.update(finished)
 
     for p in sorted(rows.keys() | taken.keys()):
-        tally = PartitionTally(p, sizes, session_timeout_ms)
+        tally = PartitionTally(p, sizes, session_timeout_ms, unseen_before)
         walk = PartitionWalk(p, rules, decisions.get(p, []), markers.get(p, []), tally, keep,
                              _lookahead(taken.get(p, [])))
         walks.append(walk.run(rows.get(p, []), taken.get(p, [])))

@@ -29,7 +29,7 @@ from pulse.aggregate.model import (
     sketch_field,
 )
 from pulse.events.schema import Event
-from pulse.verify.order import NEVER
+from pulse.verify.order import NEVER, UNCHECKED
 from pulse.verify.walk import Doc
 
 STEPS = list(FUNNEL)
@@ -87,8 +87,14 @@ class PartitionTally:
     Each event is counted once per size that counts events; a finished window is merged into the windows it
     nests in (:class:`Level`), which therefore finish after it."""
 
-    def __init__(self, partition: int, sizes: list[int], session_timeout_ms: int) -> None:
+    def __init__(self, partition: int, sizes: list[int], session_timeout_ms: int,
+                 unseen_before: int | None = None) -> None:
+        """``unseen_before``: the walk starts mid-input (a range), and events before this time may exist that it
+        never sees. A session that may have such events within its timeout has an unknown funnel state until a gap
+        longer than the timeout: the windows its events fall in get their ``funnel`` marked unchecked. Item rows'
+        ``category`` (the first seen in the partition) is unchecked too."""
         self.p = partition
+        self.unseen_before = unseen_before
         self.levels = levels(sizes)
         self._roots = [lv for lv in self.levels.values() if lv.feeder is None]
         self._item_roots = [lv for lv in self.levels.values() if lv.counts_items and lv.feeder is not None]
@@ -98,7 +104,8 @@ class PartitionTally:
         self._ends: list[tuple[int, int, str]] = []  # (end, size, id) of the open documents: nested ones first
         self._users_of: dict[str, set[str]] = {}  # a window's distinct users, by its ``window:`` id
         self._funnel: list[tuple[int, int, int, str]] = []  # unsettled ok events: (ts, step or -1, order, session)
-        self._sessions: dict[str, tuple[int, int]] = {}  # session → (steps done in the run, its last event time)
+        # session → (steps done in the run, its last event time, whether unseen events may precede the run)
+        self._sessions: dict[str, tuple[int, int, bool]] = {}
         self._order = 0
         self._kept_sessions = 0  # sessions left after the last forgetting
         self.users: dict[str, dict[str, Any]] = {}
@@ -183,6 +190,8 @@ class PartitionTally:
         if d is None:
             head = self._head(lv, start)
             d = self._open[rid] = {**fields, **head, "counts": {}, "revenue_cents": 0, "purchases": 0}
+            if self.unseen_before is not None and fields["kind"] == "window_item":
+                d[UNCHECKED] = {"category"}
             heapq.heappush(self._ends, (head["end"], lv.size, rid))
         return d
 
@@ -204,6 +213,8 @@ class PartitionTally:
                         w[name] = d[name] if w[name] is None else pick(w[name], d[name])
                 w[AMOUNT] += d[AMOUNT]
                 w[PRICE] += d[PRICE]
+                if UNCHECKED in d:
+                    w.setdefault(UNCHECKED, set()).update(d[UNCHECKED])
                 self._users_of[f"window:{up.name}:{start}:p{self.p}"] |= self._users_of[doc_id]
             elif kind == "window_dim":
                 _merge_counts(self._dim(up, start, d["dim"], d["value"]), d)
@@ -268,18 +279,24 @@ class PartitionTally:
         pending, sessions, timeout = self._funnel, self._sessions, self.session_timeout
         while pending and (before is None or pending[0][0] < before):
             ts, step, _, session = heapq.heappop(pending)
-            done, last = sessions.get(session, (0, ts))
+            done, last, unsure = sessions.get(session) or (0, ts, self.unseen_before is not None
+                                                           and ts - timeout < self.unseen_before)
             if ts - last > timeout:
-                done = 0
-            if step == done:
+                done, unsure = 0, False
+            counted = step == done
+            if counted or unsure:
                 for lv in self._roots:
-                    self._open[f"window:{lv.name}:{ts // lv.size * lv.size}:p{self.p}"]["funnel"][STEPS[step]] += 1
-                done += 1
-            sessions[session] = (done, ts)
+                    w = self._open[f"window:{lv.name}:{ts // lv.size * lv.size}:p{self.p}"]
+                    if counted:
+                        w["funnel"][STEPS[step]] += 1
+                    if unsure:
+                        w.setdefault(UNCHECKED, set()).add("funnel")
+            done += counted
+            sessions[session] = (done, ts, unsure)
         if before is not None and len(sessions) > 2 * self._kept_sessions + 1024:
             # a session quiet for longer than the timeout starts over anyway: forget it
             stale = before - timeout
-            for session in [s for s, (_, last) in sessions.items() if last < stale]:
+            for session in [s for s, (_, last, _) in sessions.items() if last < stale]:
                 del sessions[session]
             self._kept_sessions = len(sessions)
 

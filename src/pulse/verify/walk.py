@@ -37,6 +37,7 @@ class Rules:
     forward_wait_ms: int = 300_000
     partitions: int = 0  # the input's partition count; 0: every record counts where it was read
     starts: dict[int, int] = field(default_factory=dict)  # first input offset read per partition (default 0)
+    unread_before_ms: int | None = None  # a range: the records before ``starts`` have record times before this
 
 
 @dataclass
@@ -89,7 +90,7 @@ class PartitionWalk:
         self._published = self.owner.watermark
         self._lookahead = lookahead
         self._look_at = 0  # the input records read when the look-ahead bound is next worked out
-        self._position = rules.starts.get(partition, 0)  # the next input offset to walk
+        self._start = self._position = rules.starts.get(partition, 0)  # the next input offset to walk
         self._taken: deque[Iterator[Taken]] = deque()  # the repartition topic records, as they were handed in
         self._pending: Taken | None = None
 
@@ -190,11 +191,14 @@ class PartitionWalk:
     def _check_markers(self, before: int | None) -> None:
         """Check the watermarks this partition sent at input offsets before ``before`` (all: None) against its
         clock there (every record before the marker's offset and every floor up to it applied)."""
-        marks, allowed = self._markers, self.owner.source.value()
+        marks, source = self._markers, self.owner.source
+        allowed, unread = source.value(), self.rules.unread_before_ms
+        # in a range, the clock is the partition's own only once it passed every record before the range's start
+        known = unread is None or source.max_ts >= unread
         while self._next_marker < len(marks) and (before is None or marks[self._next_marker][0] < before):
             offset, value = marks[self._next_marker]
             self._next_marker += 1
-            if value > allowed:
+            if value > allowed and known and offset >= self._start:
                 self.out.counts.problems.append(f"partition {self.p} sent a watermark of {value} after offset "
                                                 f"{offset}, beyond its input's {allowed}")
 
