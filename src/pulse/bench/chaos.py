@@ -125,23 +125,33 @@ def _faults(stack: PrivateStack, env: dict[str, str], report: ChaosReport, logs:
         (0.65, "SIGKILL the writer (restarted)", writer.kill_and_restart),
         (0.75, "Elasticsearch stopped for 15 s, then started", lambda: _down(stack, "elasticsearch", 15)),
     ]
-    for at, what, act in plan:
-        time.sleep(max(0.0, t0 + at * report.seconds - time.monotonic()))
-        if what == "aggregator b joins":
-            second = _Stage(stack, env, logs / "aggregate-b.log", "aggregate", "--instance", "chaos-b")
-        elif what == "aggregator b leaves" and second is not None:
-            second.stop()
-        else:
-            act()
-        mark(what)
-    if generator.proc.wait(report.seconds + 600) != 0:
-        raise PulseError(f"the generator failed; see {logs / 'generate.log'}")
-    mark("generator finished")
-    log = (logs / "generate.log").read_text(errors="replace")
-    report.produced, report.delivered = (_last_summary(log, row) for row in (PRODUCED, DELIVERED))
-    for stage in (first, writer):
-        stage.stop()
-    mark("aggregator a and writer stopped")
+    try:
+        for at, what, act in plan:
+            time.sleep(max(0.0, t0 + at * report.seconds - time.monotonic()))
+            if what == "aggregator b joins":
+                second = _Stage(stack, env, logs / "aggregate-b.log", "aggregate", "--instance", "chaos-b")
+            elif what == "aggregator b leaves" and second is not None:
+                second.stop()
+            else:
+                act()
+            mark(what)
+        try:
+            code = generator.proc.wait(report.seconds + 600)
+        except subprocess.TimeoutExpired:
+            raise PulseError("the generator had not finished 10 minutes after its end; see "
+                             f"{logs / 'generate.log'}") from None
+        if code != 0:
+            raise PulseError(f"the generator failed; see {logs / 'generate.log'}")
+        mark("generator finished")
+        log = (logs / "generate.log").read_text(errors="replace")
+        report.produced, report.delivered = (_last_summary(log, row) for row in (PRODUCED, DELIVERED))
+        for stage in (first, writer):
+            stage.stop()
+        mark("aggregator a and writer stopped")
+    finally:  # on a failure too: nothing of the run is left behind
+        for stage in (generator, first, writer, second):
+            if stage is not None and stage.proc.poll() is None:
+                stage.stop(timeout=30)
 
 
 def _down(stack: PrivateStack, service: str, seconds: float) -> None:

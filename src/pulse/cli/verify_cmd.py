@@ -18,6 +18,7 @@ from pulse.cli.store_cmd import instant, require_es
 from pulse.config import Settings
 from pulse.observe.server import metrics_addr_option
 from pulse.verify.audit import Plan, Report
+from pulse.verify.walk import Rules
 
 
 @click.command()
@@ -28,8 +29,12 @@ from pulse.verify.audit import Plan, Report
               help="The aggregator group whose results are checked (its recorded decisions are replayed).")
 @click.option("--index-prefix", envvar="PULSE_INDEX_PREFIX", default="pulse", show_default=True)
 @state_options
-@click.option("--from", "from_ms", default=None, callback=instant,
-              help="Only input from this record time (after `pulse replay --from`): epoch ms, ISO time or 2h.")
+@click.option("--from", "from_ms", envvar="PULSE_VERIFY_FROM", default=None, callback=instant,
+              help="Only windows starting at or after this time (epoch ms, ISO time or 2h ago); the state before it "
+                   "is rebuilt from a lead-in of the input, and users, items and counters are not compared "
+                   "(docs/verify.md). After `pulse replay --from` the replay's start is found by itself.")
+@click.option("--to", "to_ms", envvar="PULSE_VERIFY_TO", default=None, callback=instant,
+              help="Only windows ending at or before this time; the input is read only a little past it.")
 @click.option("--workers", envvar="PULSE_VERIFY_WORKERS", type=click.IntRange(1), default=os.cpu_count() or 1,
               show_default="the machine's cores", help="Partitions walked at once, one process each.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object (for programs).")
@@ -45,8 +50,8 @@ from pulse.verify.audit import Plan, Report
 @click.pass_obj
 def verify(settings: Settings, topic: str, ledger: Path | None, group: str, index_prefix: str,
            windows: tuple[int, ...], grace: int, dedup_horizon: int | None, forward_wait: int,
-           from_ms: int | None, workers: int, as_json: bool, follow: bool, interval: float, state_file: Path | None,
-           metrics_addr: str | None) -> None:
+           from_ms: int | None, to_ms: int | None, workers: int, as_json: bool, follow: bool, interval: float,
+           state_file: Path | None, metrics_addr: str | None) -> None:
     """Recompute every aggregate from the input and diff it against Elasticsearch: the proof of exactly-once.
 
     Each input partition is read once, in offset order; windows are compared as soon as they are final, users
@@ -54,26 +59,24 @@ def verify(settings: Settings, topic: str, ledger: Path | None, group: str, inde
     missing, extra or mismatched document, or on input the aggregator's own records contradict.
     """
     from pulse.verify.audit import run
-    from pulse.verify.source import input_span, recorded_decisions
-    from pulse.verify.walk import Rules
+    from pulse.verify.source import recorded_decisions
 
     require_es(settings)
     horizon = dedup_horizon or grace
+    if follow and to_ms is not None:
+        raise click.UsageError("--to ends a range; --follow keeps going: pass one of them")
     if follow:
-        span = input_span(settings.bootstrap, topic, from_ms)
-        rules = Rules(grace, horizon, forward_wait, len(span), {p: start for p, (start, _) in span.items()})
-        plan = Plan(settings.bootstrap, settings.es, topic, group, index_prefix, windows, rules, span)
+        plan = _plan(settings, topic, group, index_prefix, windows, Rules(grace, horizon, forward_wait), from_ms, None)
         _follow(plan, state_file or settings.home / "verify" / f"{group}-{index_prefix}.json", interval,
                 metrics_addr)
         return
     if ledger:
         report = _from_ledger(settings, ledger, group, index_prefix, windows, grace, horizon, forward_wait)
     else:
-        span = input_span(settings.bootstrap, topic, from_ms)
-        rules = Rules(grace, horizon, forward_wait, len(span), {p: start for p, (start, _) in span.items()})
-        plan = Plan(settings.bootstrap, settings.es, topic, group, index_prefix, windows, rules, span)
+        plan = _plan(settings, topic, group, index_prefix, windows, Rules(grace, horizon, forward_wait), from_ms,
+                     to_ms)
         decisions = recorded_decisions(settings.bootstrap, group, topic)
-        total = sum(end - start for start, end in span.values())
+        total = sum(end - start for start, end in plan.span.values())
         if as_json or not sys.stderr.isatty():
             report = run(plan, decisions, workers)
         else:
@@ -112,6 +115,27 @@ def _from_ledger(settings: Settings, ledger: Path, group: str, index_prefix: str
     counts = Counts(read=expected.produced, dead_lettered=expected.dead_lettered, late=expected.late,
                     duplicates=expected.duplicates, accepted=expected.accepted, forwarded=expected.forwarded)
     return Report(counts, diff, time.monotonic() - began, partitions)
+
+
+def _plan(settings: Settings, topic: str, group: str, index_prefix: str, windows: tuple[int, ...], rules: Rules,
+          from_ms: int | None, to_ms: int | None) -> Plan:
+    """What to read and compare: all the aggregates were built from (the input since a replay's start, if they
+    were replayed), or a range of windows with the state before it rebuilt (docs/verify.md)."""
+    from dataclasses import replace
+
+    from pulse.store.lineage import recorded
+    from pulse.verify.ranges import TO_MARGIN_MS, exact, plan_scope
+    from pulse.verify.source import input_span
+
+    base = (recorded(settings.es.client(), topic, index_prefix) or {}).get("replayed_from")
+    read_from, scope = plan_scope(from_ms, to_ms, base, rules.grace_ms, Plan.session_timeout_ms)
+    stop = None if to_ms is None else to_ms + rules.grace_ms + TO_MARGIN_MS
+    span = input_span(settings.bootstrap, topic, read_from, stop)
+    at_base = read_from == base if base is not None else all(start == 0 for start, _ in span.values())
+    scope = exact(scope, at_base, to_ms)
+    rules = replace(rules, partitions=len(span), starts={p: start for p, (start, _) in span.items()},
+                    unread_before_ms=scope.unread_before)
+    return Plan(settings.bootstrap, settings.es, topic, group, index_prefix, windows, rules, span, scope=scope)
 
 
 def _follow(plan: Plan, state: Path, interval: float, metrics_addr: str | None) -> None:

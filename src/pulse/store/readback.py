@@ -34,13 +34,15 @@ def _read(es: Elasticsearch, kinds: tuple[str, ...], prefix: str, filters: list[
 
 
 def windows_ending(es: Elasticsearch, partition: int, after: int | None, upto: int | None,
-                   prefix: str = DEFAULT_PREFIX) -> Docs:
+                   prefix: str = DEFAULT_PREFIX, starting_from: int | None = None) -> Docs:
     """Partition ``partition``'s window documents (summaries, breakdowns, user sketches, item rows) whose end is
-    after ``after`` and at most ``upto`` (None: unbounded)."""
+    after ``after`` and at most ``upto`` (None: unbounded), and whose start is at least ``starting_from``."""
     ends = {k: v for k, v in (("gt", after), ("lte", upto)) if v is not None}
     filters: list[dict[str, Any]] = [{"term": {"partition": partition}}]
     if ends:
         filters.append({"range": {"end": ends}})
+    if starting_from is not None:
+        filters.append({"range": {"start": {"gte": starting_from}}})
     return _read(es, WINDOW_KINDS, prefix, filters)
 
 

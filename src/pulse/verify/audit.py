@@ -10,6 +10,7 @@ whose end falls in the same range, so a stored document the recompute never made
 from __future__ import annotations
 
 import contextlib
+import itertools
 import multiprocessing
 import queue
 import signal
@@ -22,6 +23,7 @@ from pulse.connect.elasticsearch import EsConnection
 from pulse.verify.diff import DocDiff, compare, compare_totals
 from pulse.verify.lookahead import Lookahead
 from pulse.verify.order import Counts, Decision
+from pulse.verify.ranges import Scope
 from pulse.verify.tally import PartitionTally
 from pulse.verify.walk import Doc, PartitionWalk, Row, Rules, Walked, check_flows, sent_markers
 
@@ -41,6 +43,7 @@ class Plan:
     rules: Rules
     span: dict[int, tuple[int, int]]  # per input partition: (first offset, end offset)
     session_timeout_ms: int = 30 * 60_000
+    scope: Scope = field(default_factory=Scope)  # a range: which windows, and what its walk cannot know
 
 
 @dataclass
@@ -49,6 +52,8 @@ class Report:
     diff: DocDiff
     seconds: float
     partitions: int
+    scope: Scope = field(default_factory=Scope)
+    reached: int | None = None  # with --to: every partition's windows ending up to here were compared
 
     @property
     def ok(self) -> bool:
@@ -62,13 +67,16 @@ class Report:
                             "duplicates": c.duplicates, "forwarded": c.forwarded},
                 "documents": {"checked": d.checked, "matched": d.matched, "missing": d.missing, "extra": d.extra,
                               "mismatched": d.mismatched, "by_kind": dict(sorted(d.by_kind.items()))},
-                "problems": d.problems, "examples": d.examples}
+                "problems": d.problems, "examples": d.examples,
+                "range": {"windows_from": self.scope.windows_from, "windows_to": self.scope.windows_to,
+                          "compared_up_to": self.reached, "users_items_counters": self.scope.whole}}
 
 
 @dataclass
 class _Checked:
     walked: Walked
     diff: DocDiff = field(default_factory=DocDiff)
+    reached: int | None = None  # with --to: windows ending up to here were compared
 
 
 _progress: Any = None  # in a worker: the queue progress goes to
@@ -84,15 +92,20 @@ class WindowDiff:
     """Finished window documents of one partition, diffed a batch at a time against the stored ones whose end
     falls in the same range."""
 
-    def __init__(self, es: Any, partition: int, prefix: str, diff: DocDiff, compared_to: int | None = None) -> None:
+    def __init__(self, es: Any, partition: int, prefix: str, diff: DocDiff, compared_to: int | None = None,
+                 scope: Scope | None = None) -> None:
         self.es, self.partition, self.prefix, self.diff = es, partition, prefix, diff
+        self.scope = scope or Scope()
         self.batch: dict[str, dict[str, Any]] = {}
         self.compared_to = compared_to  # windows ending at or before it are compared (None: none yet)
+        if self.scope.windows_from is not None and (compared_to is None or compared_to < self.scope.windows_from):
+            self.compared_to = self.scope.windows_from  # no window of the range ends before it starts
 
     def finished(self, watermark: int, docs: list[Doc]) -> None:
         if self.compared_to is not None and watermark <= self.compared_to:
-            return  # compared before (a follower's restart)
-        self.batch.update(d for d in docs if self.compared_to is None or d[1]["end"] > self.compared_to)
+            return  # compared before (a follower's restart), or before the range
+        self.batch.update(d for d in docs if (self.compared_to is None or d[1]["end"] > self.compared_to)
+                          and self.scope.wants(d[1]))
         if len(self.batch) >= BATCH:
             self.flush(watermark)
 
@@ -103,7 +116,8 @@ class WindowDiff:
 
         if upto is not None and self.compared_to is not None and upto <= self.compared_to:
             return
-        compare(self.batch, windows_ending(self.es, self.partition, self.compared_to, upto, self.prefix), self.diff)
+        compare(self.batch, windows_ending(self.es, self.partition, self.compared_to, upto, self.prefix,
+                                           self.scope.windows_from), self.diff)
         self.batch.clear()
         self.compared_to = upto
 
@@ -114,18 +128,27 @@ def check_partition(plan: Plan, p: int, decisions: list[Decision], markers: list
     from pulse.store.readback import entities
     from pulse.verify.source import input_rows, repartitioned
 
-    es = plan.es.client()
+    es, scope = plan.es.client(), plan.scope
     diff = DocDiff()
-    windows = WindowDiff(es, p, plan.index_prefix, diff)
-    tally = PartitionTally(p, list(plan.window_sizes), plan.session_timeout_ms)
+    windows = WindowDiff(es, p, plan.index_prefix, diff, scope=scope)
+    tally = PartitionTally(p, list(plan.window_sizes), plan.session_timeout_ms, scope.unseen_before)
     walk = PartitionWalk(p, plan.rules, decisions, markers, tally, windows.finished, lookahead)
-    start = plan.span.get(p, (0, 0))[0]
-    walked = walk.run(_reported(p, input_rows(plan.bootstrap, plan.topic, p, start)),
+    start, end = plan.span.get(p, (0, 0))
+    if scope.windows_to is not None:  # read on past the range only until every window of it is final
+        to = scope.windows_to
+        rows = _reported(p, input_rows(plan.bootstrap, plan.topic, p, start))
+        walk.feed(itertools.takewhile(lambda _row: walk.published < to, rows),
+                  repartitioned(plan.bootstrap, plan.group, p))
+        reached = min(walk.published, to)
+        windows.flush(reached)
+        return _Checked(walk.out, diff, reached)
+    walked = walk.run(_reported(p, input_rows(plan.bootstrap, plan.topic, p, start, end)),
                       repartitioned(plan.bootstrap, plan.group, p))
     rest, owned = tally.finish()
-    windows.batch.update(rest)
+    windows.batch.update(d for d in rest if scope.wants(d[1]))
     windows.flush(None)
-    compare(dict(owned), entities(es, p, plan.index_prefix), diff)
+    if scope.whole:
+        compare(dict(owned), entities(es, p, plan.index_prefix), diff)
     return _Checked(walked, diff)
 
 
@@ -177,8 +200,10 @@ def run(plan: Plan, decisions: dict[int, list[Decision]], workers: int,
         diff.add(results[p].diff)
     diff.problems[:0] = counts.problems + check_flows(r.walked for r in results.values())
     es = plan.es.client()
-    compare_totals(counts, partition_documents(es, plan.index_prefix), diff)
-    strangers = sorted(partitions_holding(es, plan.index_prefix) - set(parts))
-    if strangers:
-        diff.problems.append(f"documents of partitions the input does not have: {strangers[:10]}")
-    return Report(counts, diff, time.monotonic() - began, len(parts))
+    if plan.scope.whole:
+        compare_totals(counts, partition_documents(es, plan.index_prefix), diff)
+        strangers = sorted(partitions_holding(es, plan.index_prefix) - set(parts))
+        if strangers:
+            diff.problems.append(f"documents of partitions the input does not have: {strangers[:10]}")
+    reached = [r.reached for r in results.values() if r.reached is not None]
+    return Report(counts, diff, time.monotonic() - began, len(parts), plan.scope, min(reached, default=None))

@@ -150,8 +150,8 @@ class Follower:
         self.walks: dict[int, PartitionWalk] = {}
         self.windows: dict[int, WindowDiff] = {}
         for p in self.parts:
-            self.windows[p] = WindowDiff(es, p, plan.index_prefix, self.diff, checkpoint.checked_to.get(p))
-            tally = PartitionTally(p, list(plan.window_sizes), plan.session_timeout_ms)
+            self.windows[p] = WindowDiff(es, p, plan.index_prefix, self.diff, checkpoint.checked_to.get(p), plan.scope)
+            tally = PartitionTally(p, list(plan.window_sizes), plan.session_timeout_ms, plan.scope.unseen_before)
             self.walks[p] = PartitionWalk(p, plan.rules, [], [], tally, self.windows[p].finished)
         self.inputs = Tail(plan.bootstrap, plan.topic, {p: plan.span[p][0] for p in self.parts})
         self._tails: dict[str, Tail] = {}

@@ -18,22 +18,24 @@ from pulse.verify.order import Decision, Decisions, Floor, Forward, Marker, Stal
 from pulse.verify.walk import Row
 
 
-def input_span(bootstrap: str, topic: str, from_ms: int | None = None) -> dict[int, tuple[int, int]]:
+def input_span(bootstrap: str, topic: str, from_ms: int | None = None,
+               to_ms: int | None = None) -> dict[int, tuple[int, int]]:
     """Per partition of the input, the offsets to verify: from the first record at or after ``from_ms`` (if
-    given; else from the beginning) up to the end."""
+    given; else from the beginning) up to the first at or after ``to_ms`` (if given; else the end)."""
     consumer = reader(bootstrap)
     try:
         parts = list(range(partition_count(bootstrap, topic)))
         ends = {p: watermarks(consumer, topic, p) for p in parts}
         starts = offsets_at(consumer, topic, parts, from_ms) if from_ms is not None else {p: ends[p][0] for p in parts}
+        stops = offsets_at(consumer, topic, parts, to_ms) if to_ms is not None else {p: ends[p][1] for p in parts}
     finally:
         consumer.close()
-    return {p: (max(starts[p], ends[p][0]), ends[p][1]) for p in parts}
+    return {p: (max(starts[p], ends[p][0]), max(stops[p], starts[p], ends[p][0])) for p in parts}
 
 
-def input_rows(bootstrap: str, topic: str, partition: int, start: int) -> Iterator[Row]:
-    """The committed records of one input partition from ``start``, in offset order."""
-    for offset, _key, value, ts in read_range(bootstrap, topic, partition, start):
+def input_rows(bootstrap: str, topic: str, partition: int, start: int, end: int | None = None) -> Iterator[Row]:
+    """The committed records of one input partition from ``start`` (up to ``end``), in offset order."""
+    for offset, _key, value, ts in read_range(bootstrap, topic, partition, start, end):
         yield offset, value, ts
 
 
