@@ -66,9 +66,15 @@ def verify(settings: Settings, topic: str, ledger: Path | None, group: str, inde
     if follow and to_ms is not None:
         raise click.UsageError("--to ends a range; --follow keeps going: pass one of them")
     if follow:
-        plan = _plan(settings, topic, group, index_prefix, windows, Rules(grace, horizon, forward_wait), from_ms, None)
-        _follow(plan, state_file or settings.home / "verify" / f"{group}-{index_prefix}.json", interval,
-                metrics_addr)
+        from pulse.verify.follow import Checkpoint
+
+        rules = Rules(grace, horizon, forward_wait)
+        state = state_file or settings.home / "verify" / f"{group}-{index_prefix}.json"
+        plan = _plan(settings, topic, group, index_prefix, windows, rules, from_ms, None)
+        resume = Checkpoint(state, plan).resume_from(sorted(plan.span), max(windows))
+        if resume is not None and (from_ms is None or resume > from_ms):  # not from the beginning again
+            plan = _plan(settings, topic, group, index_prefix, windows, rules, resume, None)
+        _follow(plan, state, interval, metrics_addr)
         return
     if ledger:
         report = _from_ledger(settings, ledger, group, index_prefix, windows, grace, horizon, forward_wait)

@@ -11,8 +11,9 @@ Then each partition's walk goes on up to its frontier, and the windows it finish
 passed their end) are diffed against Elasticsearch once. Each difference is logged with its document id and
 field, and counted.
 
-A restart walks the input again from its beginning (the state a window depends on is rebuilt, not guessed) but
-compares only windows past the checked point saved in the state file, so nothing is reported twice. Users and
+A restart walks the input again as a range (:mod:`pulse.verify.ranges`) that begins one largest window before the
+checked point saved in the state file, with the state before it rebuilt from a lead-in, and compares only windows
+past that point, so nothing is reported twice. Users and
 items change for as long as their users are active: they are checked by `pulse verify` without ``--follow``.
 """
 
@@ -127,6 +128,13 @@ class Checkpoint:
                 raise PulseError(f"{path} is the checkpoint of another verify ({saved.get('topic')}, "
                                  f"{saved.get('group')}, {saved.get('index_prefix')}): pass another --state-file")
             self.checked_to = {int(p): int(v) for p, v in saved["checked_to"].items()}
+
+    def resume_from(self, partitions: list[int], largest_window: int) -> int | None:
+        """Where a restart can start its range (None: from the beginning): every window ending past the checkpoint
+        starts at most one largest window before it. Only once every partition has a checkpoint."""
+        if not partitions or any(p not in self.checked_to for p in partitions):
+            return None
+        return min(self.checked_to[p] for p in partitions) - largest_window
 
     def save(self, checked_to: dict[int, int]) -> None:
         if checked_to == self.checked_to:
