@@ -173,26 +173,22 @@ class Follower:
     def round(self, wait_s: float) -> Round:
         plan = self.plan
         began = time.monotonic()
-        try:
+        try:  # a broker away or a group coordinator moving: the round waits; what was read is kept
             frontier = self._frontier()
-        except KafkaException as exc:  # the group coordinator moving, or the broker away: nothing read yet
-            return Round(waiting=f"the aggregator group's commits: {_one_line(exc)}")
-        # kept until a round walks: a round that waits for the store must not lose what it read
-        for msgs in self._read(decisions_topic(plan.group)).values():
-            for m in msgs:
-                d = decode_decision(m.value()) if m.value() is not None else None
-                mine = as_decision(d) if d is not None and d.topic == plan.topic else None
-                if d is not None and mine is not None:
-                    self._decided.setdefault(d.partition, []).append(mine)
-        for p, msgs in self._read(repartition_topic(plan.group)).items():
-            self._taken.setdefault(p, []).extend((m.offset(), as_taken(origin, value)) for m in msgs
-                                                 for origin, value in unpack(m.value(), m.headers() or []))
-        read = time.monotonic()
-        try:
+            for msgs in self._read(decisions_topic(plan.group)).values():
+                for m in msgs:
+                    d = decode_decision(m.value()) if m.value() is not None else None
+                    mine = as_decision(d) if d is not None and d.topic == plan.topic else None
+                    if d is not None and mine is not None:
+                        self._decided.setdefault(d.partition, []).append(mine)
+            for p, msgs in self._read(repartition_topic(plan.group)).items():
+                self._taken.setdefault(p, []).extend((m.offset(), as_taken(origin, value)) for m in msgs
+                                                     for origin, value in unpack(m.value(), m.headers() or []))
+            read = time.monotonic()
             if not self._stored_up_to(self._output_ends(), wait_s):
                 return Round(waiting="the store has not written the aggregator's latest documents yet")
-        except KafkaException as exc:
-            return Round(waiting=f"the store group's commits: {_one_line(exc)}")
+        except (KafkaException, TimeoutError) as exc:
+            return Round(waiting=f"Kafka: {_one_line(exc)}")
         stored = time.monotonic()
         decided, taken, self._decided, self._taken = self._decided, self._taken, {}, {}
         markers = sent_markers(item for items in taken.values() for item in items)
