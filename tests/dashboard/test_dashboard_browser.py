@@ -114,7 +114,8 @@ def pipeline(es_url: str, bootstrap: str) -> Iterator[Pipeline]:
     port = _free_port()
     env = dict(os.environ) | {"PULSE_TOPIC": f"dash-{tag}", "PULSE_GROUP": f"dash-{tag}",
                               "PULSE_INDEX_PREFIX": f"d{tag}", "PULSE_DASHBOARD_PORT": str(port),
-                              "PULSE_GEN_RATE": "300", "PULSE_USER_MAX_DELAY": f"{USER_MAX_DELAY_S}s"}
+                              "PULSE_GEN_RATE": "300", "PULSE_USER_MAX_DELAY": f"{USER_MAX_DELAY_S}s",
+                              "PULSE_RUN_VERIFY": "true"}
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     log = (ARTIFACTS / "pulse-run.log").open("wb")
     started = int(time.time() * 1000)
@@ -325,6 +326,20 @@ def test_charts_update_live(pipeline: Pipeline, browser: WebDriver) -> None:
     browser.save_screenshot(str(ARTIFACTS / "dashboard.png"))
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
     assert _severe(browser) == []
+
+
+def test_the_follower_pulse_run_started_shows_how_far_every_window_is_verified(pipeline: Pipeline,
+                                                                              browser: WebDriver) -> None:
+    browser.get(f"{pipeline.url}/?range=5m")
+    _rendered(browser)
+    _wait(browser, "return /^[0-9]+$/.test(document.getElementById('kpi-verified').dataset.value || '')", 120)
+    assert _attrs(browser, "#kpi-verified", "hidden")[0] is None
+    shown = int(_attrs(browser, "#kpi-verified", "data-value")[0])  # type: ignore[arg-type]
+    health = httpx.get(f"{pipeline.url}/api/health", timeout=10).json()
+    assert health["verify_differences"] == 0 and health["verify_first_difference"] is None
+    # windows are final 30 s (the grace) after they end: what is verified lies between the start and that
+    assert pipeline.started_ms - 60_000 < shown <= health["verified_up_to"] <= time.time() * 1000 - 30_000
+    assert "up to" in _attrs(browser, "#kpi-verified .value", "text")[0]  # type: ignore[operator]
 
 
 def test_drill_down_to_item_and_user(pipeline: Pipeline, browser: WebDriver) -> None:

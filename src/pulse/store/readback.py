@@ -56,6 +56,20 @@ def partition_documents(es: Elasticsearch, prefix: str = DEFAULT_PREFIX) -> list
     return list(_read(es, ("partition",), prefix, []).values())
 
 
+def refresh_windows(es: Elasticsearch, prefix: str = DEFAULT_PREFIX) -> None:
+    """Make every written window document searchable now: item rows live in an index the writer leaves to its
+    (slow) refresh interval, and a follower compares them as soon as they are final."""
+    index = _indices(es, WINDOW_KINDS, prefix)
+    if index is not None:
+        es.indices.refresh(index=index)
+
+
+def partition_watermarks(es: Elasticsearch, prefix: str = DEFAULT_PREFIX) -> dict[int, int]:
+    """Each partition's watermark as of the aggregator's last published flush: the windows ending at or before it
+    were closed by that flush or an earlier one, and everything of theirs published."""
+    return {int(d["partition"]): int(d["watermark"]) for d in partition_documents(es, prefix)}
+
+
 def partitions_holding(es: Elasticsearch, prefix: str = DEFAULT_PREFIX) -> set[int]:
     """The partitions any window, user or item document belongs to."""
     index = _indices(es, WINDOW_KINDS + ENTITY_KINDS, prefix)

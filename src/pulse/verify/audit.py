@@ -116,9 +116,10 @@ class WindowDiff:
 
         if upto is not None and self.compared_to is not None and upto <= self.compared_to:
             return
-        compare(self.batch, windows_ending(self.es, self.partition, self.compared_to, upto, self.prefix,
-                                           self.scope.windows_from), self.diff)
-        self.batch.clear()
+        stored = windows_ending(self.es, self.partition, self.compared_to, upto, self.prefix, self.scope.windows_from)
+        due = {i: d for i, d in self.batch.items() if upto is None or d["end"] <= upto}
+        compare(due, stored, self.diff)
+        self.batch = {i: d for i, d in self.batch.items() if i not in due}  # a follower's, not published yet
         self.compared_to = upto
 
 

@@ -8,8 +8,9 @@ Each round reads, in this order (each read makes the next one complete):
 3. the end of the group's aggregates topic, and waits (a round's worth) until the store group has committed it:
    then Elasticsearch holds every document the aggregator published for the input before the frontier.
 Then each partition's walk goes on up to its frontier, and the windows it finishes (final: the owner watermark
-passed their end) are diffed against Elasticsearch once. Each difference is logged with its document id and
-field, and counted.
+passed their end) are diffed against Elasticsearch once the aggregator's published partition document shows it
+closed them too (its watermark there passed their end: the flush that closes a window publishes all of it). Each
+difference is logged with its document id and field, and counted.
 
 A restart walks the input again as a range (:mod:`pulse.verify.ranges`) that begins one largest window before the
 checked point saved in the state file, with the state before it rebuilt from a lead-in, and compares only windows
@@ -44,6 +45,7 @@ from pulse.observe.metrics import (
 )
 from pulse.store.heartbeat import Heartbeat
 from pulse.store.indices import ensure_indices
+from pulse.store.readback import partition_watermarks, refresh_windows
 from pulse.topics import (
     aggregates_topic,
     decisions_topic,
@@ -52,7 +54,7 @@ from pulse.topics import (
 )
 from pulse.verify.audit import Plan, WindowDiff
 from pulse.verify.diff import DocDiff
-from pulse.verify.order import Decision, Taken
+from pulse.verify.order import NEVER, Decision, Taken
 from pulse.verify.source import as_decision, as_taken
 from pulse.verify.tally import PartitionTally
 from pulse.verify.walk import PartitionWalk, Row, sent_markers
@@ -153,7 +155,7 @@ class Follower:
         self.plan = plan
         self.checkpoint = checkpoint
         self.parts = sorted(plan.span)
-        es = plan.es.client()
+        es = self._es = plan.es.client()
         self.diff = DocDiff(on_note=on_difference)
         self.walks: dict[int, PartitionWalk] = {}
         self.windows: dict[int, WindowDiff] = {}
@@ -202,11 +204,17 @@ class Follower:
             walk.feed(mine, taken.get(p, []))
             walked += len(mine)
         unreachable = None
-        for p in self.parts:
-            try:
-                self.windows[p].flush(self.walks[p].published)
-            except (ApiError, TransportError) as exc:  # kept: the next round compares them
-                unreachable = f"Elasticsearch: {_one_line(exc)}"
+        try:
+            # a window the walk finished is compared once the aggregator closed it too: the flush that closes a
+            # window publishes the rest of it (item rows go out less often while it is open)
+            closed = partition_watermarks(self._es, plan.index_prefix)
+            due = {p: min(self.walks[p].published, closed.get(p, NEVER)) for p in self.parts}
+            if any(self.windows[p].compared_to is None or due[p] > self.windows[p].compared_to for p in self.parts):
+                refresh_windows(self._es, plan.index_prefix)
+            for p in self.parts:
+                self.windows[p].flush(due[p])
+        except (ApiError, TransportError) as exc:  # kept: the next round compares them
+            unreachable = f"Elasticsearch: {_one_line(exc)}"
         checked, differences = self.diff.checked - before[0], _differences(self.diff) - before[1]
         _LOG.debug("round: read %.2fs, store wait %.2fs, walk and compare %.2fs (%d records, %d documents)",
                    read - began, stored - read, time.monotonic() - stored, walked, checked)
