@@ -31,6 +31,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 
 from pulse.aggregate.model import FUNNEL, QUANTILES, SKETCH_ACCURACY, SKETCHED, quantile_name, sketch_field
+from pulse.config import Settings
 from pulse.stack.process import interrupt
 from pulse.store import query
 from pulse.store.indices import alias
@@ -140,6 +141,8 @@ def pipeline(es_url: str, bootstrap: str) -> Iterator[Pipeline]:
         interrupt(proc, 60)
         log.close()
         es.indices.delete(index=f"d{tag}-*", ignore_unavailable=True)
+        # the checkpoint `pulse run --verify` kept
+        (Settings.from_env().home / "verify" / f"dash-{tag}-d{tag}.json").unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module")
