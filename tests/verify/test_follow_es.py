@@ -139,8 +139,9 @@ def test_follow_catches_an_altered_window_within_two_flushes_and_resumes_from_it
     assert f"{victim['_id']}.events" in line, line
     # the dashboard's health shows it
     from pulse.store import query
-    health = query.pipeline_health(es, index_prefix)
-    assert health["verify_differences"] == 1 and victim["_id"] in health["verify_first_difference"]
+    _wait(lambda: query.pipeline_health(es, index_prefix)["verify_differences"] == 1, 10,  # searchable within 1 s
+          "the heartbeat with the difference", follow.text)
+    assert victim["_id"] in query.pipeline_health(es, index_prefix)["verify_first_difference"]
 
     # a restart walks from the start again but reports nothing it reported before, and goes on checking
     assert follow.stop() == 0 and "verify: stopped" in follow.text()

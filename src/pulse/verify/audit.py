@@ -22,7 +22,7 @@ from typing import Any
 from pulse.connect.elasticsearch import EsConnection
 from pulse.verify.diff import DocDiff, compare, compare_totals
 from pulse.verify.lookahead import Lookahead
-from pulse.verify.order import Counts, Decision
+from pulse.verify.order import NEVER, Counts, Decision
 from pulse.verify.ranges import Scope
 from pulse.verify.tally import PartitionTally
 from pulse.verify.walk import Doc, PartitionWalk, Row, Rules, Walked, check_flows, sent_markers
@@ -98,6 +98,7 @@ class WindowDiff:
         self.scope = scope or Scope()
         self.batch: dict[str, dict[str, Any]] = {}
         self.compared_to = compared_to  # windows ending at or before it are compared (None: none yet)
+        self.ceiling: int | None = None  # a follower's: windows ending after it are not published in full yet
         if self.scope.windows_from is not None and (compared_to is None or compared_to < self.scope.windows_from):
             self.compared_to = self.scope.windows_from  # no window of the range ends before it starts
 
@@ -114,8 +115,10 @@ class WindowDiff:
         (None: every one left)."""
         from pulse.store.readback import windows_ending
 
-        if upto is not None and self.compared_to is not None and upto <= self.compared_to:
-            return
+        if upto is not None and self.ceiling is not None:
+            upto = min(upto, self.ceiling)
+        if upto is not None and (upto <= NEVER or (self.compared_to is not None and upto <= self.compared_to)):
+            return  # nothing is final yet, or nothing since the last flush
         stored = windows_ending(self.es, self.partition, self.compared_to, upto, self.prefix, self.scope.windows_from)
         due = {i: d for i, d in self.batch.items() if upto is None or d["end"] <= upto}
         compare(due, stored, self.diff)

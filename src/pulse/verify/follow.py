@@ -192,6 +192,16 @@ class Follower:
         except (KafkaException, TimeoutError) as exc:
             return Round(waiting=f"Kafka: {_one_line(exc)}")
         stored = time.monotonic()
+        try:
+            # a window the walk finished is compared once the aggregator closed it too (the flush that closes a
+            # window publishes the rest of it: item rows go out less often while it is open), and searchable
+            closed = partition_watermarks(self._es, plan.index_prefix)
+            if any(closed.get(p, NEVER) > (self.windows[p].compared_to or NEVER) for p in self.parts):
+                refresh_windows(self._es, plan.index_prefix)
+        except (ApiError, TransportError) as exc:  # nothing walked yet: the next round goes on from here
+            return Round(waiting=f"Elasticsearch: {_one_line(exc)}")
+        for p in self.parts:
+            self.windows[p].ceiling = closed.get(p, NEVER)
         decided, taken, self._decided, self._taken = self._decided, self._taken, {}, {}
         markers = sent_markers(item for items in taken.values() for item in items)
         rows = self.inputs.read(frontier)
@@ -205,14 +215,8 @@ class Follower:
             walked += len(mine)
         unreachable = None
         try:
-            # a window the walk finished is compared once the aggregator closed it too: the flush that closes a
-            # window publishes the rest of it (item rows go out less often while it is open)
-            closed = partition_watermarks(self._es, plan.index_prefix)
-            due = {p: min(self.walks[p].published, closed.get(p, NEVER)) for p in self.parts}
-            if any(self.windows[p].compared_to is None or due[p] > self.windows[p].compared_to for p in self.parts):
-                refresh_windows(self._es, plan.index_prefix)
             for p in self.parts:
-                self.windows[p].flush(due[p])
+                self.windows[p].flush(self.walks[p].published)
         except (ApiError, TransportError) as exc:  # kept: the next round compares them
             unreachable = f"Elasticsearch: {_one_line(exc)}"
         checked, differences = self.diff.checked - before[0], _differences(self.diff) - before[1]
