@@ -174,7 +174,7 @@ def _follow(plan: Plan, state: Path, interval: float, metrics_addr: str | None) 
 
     diff = follow(plan, state, interval, stop, said)
     click.echo(f"verify: stopped; {diff.checked:,} window documents checked, "
-               f"{diff.missing + diff.extra + diff.mismatched:,} differences", err=True)
+               f"{diff.differences:,} differences", err=True)
 
 
 def _when(ms: int) -> str:

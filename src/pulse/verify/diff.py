@@ -66,8 +66,12 @@ class DocDiff:
     on_note: Callable[[str], None] | None = field(default=None, repr=False, compare=False)  # every difference
 
     @property
+    def differences(self) -> int:
+        return self.missing + self.extra + self.mismatched
+
+    @property
     def ok(self) -> bool:
-        return not (self.missing or self.extra or self.mismatched or self.problems)
+        return not (self.differences or self.problems)
 
     def note(self, what: str) -> None:
         if self.on_note is not None:

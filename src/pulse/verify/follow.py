@@ -205,7 +205,7 @@ class Follower:
         decided, taken, self._decided, self._taken = self._decided, self._taken, {}, {}
         markers = sent_markers(item for items in taken.values() for item in items)
         rows = self.inputs.read(frontier)
-        before = (self.diff.checked, _differences(self.diff))
+        before = (self.diff.checked, self.diff.differences)
         walked = 0
         for p in self.parts:
             walk = self.walks[p]
@@ -219,7 +219,7 @@ class Follower:
                 self.windows[p].flush(self.walks[p].published)
         except (ApiError, TransportError) as exc:  # kept: the next round compares them
             unreachable = f"Elasticsearch: {_one_line(exc)}"
-        checked, differences = self.diff.checked - before[0], _differences(self.diff) - before[1]
+        checked, differences = self.diff.checked - before[0], self.diff.differences - before[1]
         _LOG.debug("round: read %.2fs, store wait %.2fs, walk and compare %.2fs (%d records, %d documents)",
                    read - began, stored - read, time.monotonic() - stored, walked, checked)
         VERIFY_WINDOWS_CHECKED.inc(checked)
@@ -290,10 +290,6 @@ def _one_line(exc: Exception) -> str:
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
-def _differences(d: DocDiff) -> int:
-    return d.missing + d.extra + d.mismatched
-
-
 def follow(plan: Plan, state_path: Path, interval_s: float, stop: threading.Event,
            on_round: Callable[[Round, int], None] = lambda r, up_to: None) -> DocDiff:
     """Verify round after round, every ``interval_s``, until ``stop`` is set; returns what was compared."""
@@ -326,7 +322,7 @@ def follow(plan: Plan, state_path: Path, interval_s: float, stop: threading.Even
             if beat.due() or result.differences:
                 d = follower.diff
                 problem = beat.publish(es, plan.index_prefix, checked_up_to=follower.checked_up_to() or None,
-                                       checked=d.checked, differences=_differences(d),
+                                       checked=d.checked, differences=d.differences,
                                        first_difference=first[0] if first else None)
                 if problem and time.monotonic() - warned > 60:  # Elasticsearch away: said once a minute
                     warned = time.monotonic()
