@@ -129,13 +129,16 @@ def pipeline(es_url: str, bootstrap: str) -> Iterator[Pipeline]:
         while time.monotonic() < deadline:
             assert proc.poll() is None, (ARTIFACTS / "pulse-run.log").read_text()[-3000:]
             try:
-                if httpx.get(f"{p.url}/api/health", timeout=2).json().get("partitions", 0) >= 1:
+                # every writer has started: the aggregates and the raw archive (its alias comes with its first index)
+                if httpx.get(f"{p.url}/api/health", timeout=2).json().get("partitions", 0) >= 1 \
+                        and es.indices.exists_alias(name=alias("events", p.prefix)):
                     break
             except httpx.HTTPError:
                 pass
             time.sleep(1)
         else:
-            pytest.fail("the pipeline did not produce aggregates within 120s")
+            pytest.fail("the pipeline did not write aggregates and archive events within 120s:\n"
+                        + (ARTIFACTS / "pulse-run.log").read_text()[-3000:])
         yield p
     finally:
         interrupt(proc, 60)
@@ -348,6 +351,8 @@ def test_the_follower_pulse_run_started_shows_how_far_every_window_is_verified(p
 def test_drill_down_to_item_and_user(pipeline: Pipeline, browser: WebDriver) -> None:
     browser.get(f"{pipeline.url}/?range=15m")
     _rendered(browser)
+    # items are broken down from minute windows on: the first rows come with the first closed minute
+    _wait(browser, "return document.querySelectorAll('#top-items tbody tr a').length > 0", timeout=150)
     item = _attrs(browser, "#top-items tbody tr a", "text")[0]
     views_before = (query.item_detail(pipeline.es, item, pipeline.prefix) or {"counts": {}})["counts"].get("view", 0)
     browser.execute_script("document.querySelector('#top-items tbody tr a').click()")  # a real click on the link
