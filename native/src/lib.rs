@@ -32,6 +32,7 @@ pub mod publish;
 pub mod sketch;
 pub mod state;
 pub mod tables;
+pub mod verify;
 
 use boundary::{ChangelogRecord, Counters, Document, FlushOutput, ForwardBatch, SideRecord, StateSizes};
 use event::{fast_validate, Event};
@@ -589,6 +590,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Counters>()?;
     m.add_class::<StateSizes>()?;
     m.add_class::<Details>()?;
+    verify::register(m)?;
     m.add("ITEMS_FROM_MS", publish::ITEMS_FROM)?;
     m.add_function(wrap_pyfunction!(batch::process_batch, m)?)?;
     m.add_function(wrap_pyfunction!(batch::settle, m)?)?;

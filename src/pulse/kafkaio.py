@@ -100,7 +100,14 @@ def read_range(bootstrap: str, topic: str, partition: int, start: int, end: int 
 def read_messages(bootstrap: str, topic: str, partition: int, start: int, end: int | None = None,
                   timeout_s: float = 120.0, settled: bool = False) -> Iterator[Message]:
     """Yield the committed records from ``start`` up to ``end`` (or the end), as consumed messages; fails once
-    ``timeout_s`` pass without a record.
+    ``timeout_s`` pass without a record (see :func:`read_batches`)."""
+    for batch in read_batches(bootstrap, topic, partition, start, end, timeout_s, settled):
+        yield from batch
+
+
+def read_batches(bootstrap: str, topic: str, partition: int, start: int, end: int | None = None,
+                 timeout_s: float = 120.0, settled: bool = False) -> Iterator[list[Message]]:
+    """:func:`read_messages` a fetched batch at a time (for readers that hand whole batches to native code).
 
     The end of a read_committed reader is the last stable offset: the first record of a transaction still open.
     ``settled``: read past it, once that transaction has ended (its records come if it commits), to the end of
@@ -118,20 +125,22 @@ def read_messages(bootstrap: str, topic: str, partition: int, start: int, end: i
         consumer.assign([TopicPartition(topic, partition, start if start >= 0 else OFFSET_BEGINNING)])
         deadline = time.monotonic() + timeout_s  # moved on by every record: a long read is not a stuck one
         while time.monotonic() < deadline:
-            for msg in consumer.consume(10_000, 0.5):
+            batch: list[Message] = []
+            done = False
+            # a short wait: the end of the partition comes as an EOF event, which does not end a longer one early
+            for msg in consumer.consume(10_000, 0.05):
                 err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF and msg.offset() >= stop:
-                        return
-                    if err.code() != KafkaError._PARTITION_EOF:
-                        raise PulseError(f"reading {topic}[{partition}] failed: {err.str()}")
-                    continue
+                if err is not None and err.code() != KafkaError._PARTITION_EOF:
+                    raise PulseError(f"reading {topic}[{partition}] failed: {err.str()}")
                 if msg.offset() >= stop:
-                    return
-                yield msg
+                    done = True
+                    break
+                if err is None:
+                    batch.append(msg)
+            if batch:
+                yield batch
                 deadline = time.monotonic() + timeout_s
-            position = consumer.position([TopicPartition(topic, partition)])[0].offset
-            if position >= stop:
+            if done or consumer.position([TopicPartition(topic, partition)])[0].offset >= stop:
                 return
         raise PulseError(f"reading {topic}[{partition}] to offset {stop} made no progress for {timeout_s:.0f}s "
                          "(an open transaction from a crashed instance? it aborts within transaction.timeout.ms)")

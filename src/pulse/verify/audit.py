@@ -10,7 +10,7 @@ whose end falls in the same range, so a stored document the recompute never made
 from __future__ import annotations
 
 import contextlib
-import itertools
+import gc
 import multiprocessing
 import queue
 import signal
@@ -19,16 +19,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from elasticsearch.serializer import OrjsonSerializer
+
 from pulse.connect.elasticsearch import EsConnection
 from pulse.verify.diff import DocDiff, compare, compare_totals
 from pulse.verify.lookahead import Lookahead
-from pulse.verify.order import NEVER, Counts, Decision
+from pulse.verify.native import NativeWalk
+from pulse.verify.order import NEVER, Counts, Decision, Taken
 from pulse.verify.ranges import Scope
-from pulse.verify.tally import PartitionTally
-from pulse.verify.walk import Doc, PartitionWalk, Row, Rules, Walked, check_flows, sent_markers
+from pulse.verify.walk import Doc, Rules, Walked, check_flows, sent_markers
 
 BATCH = 5_000  # finished window documents compared at once
-PROGRESS_EVERY = 20_000  # input records between progress reports
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,9 @@ _progress: Any = None  # in a worker: the queue progress goes to
 def _init_worker(progress: Any) -> None:
     global _progress
     _progress = progress
+    # a worker lives for one run and makes no cycles worth collecting; the collector would walk every message
+    # and document it holds, again and again
+    gc.disable()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the workers
 
 
@@ -130,25 +134,29 @@ def check_partition(plan: Plan, p: int, decisions: list[Decision], markers: list
                     lookahead: Lookahead | None) -> _Checked:
     """Walk input partition ``p`` and diff its documents against Elasticsearch as they finish."""
     from pulse.store.readback import entities
-    from pulse.verify.source import input_rows, repartitioned
+    from pulse.verify.source import input_batches, repartitioned
 
-    es, scope = plan.es.client(), plan.scope
+    es, scope = plan.es.client(serializer=OrjsonSerializer()), plan.scope  # read-only: its fastest parser
     diff = DocDiff()
     windows = WindowDiff(es, p, plan.index_prefix, diff, scope=scope)
-    tally = PartitionTally(p, list(plan.window_sizes), plan.session_timeout_ms, scope.unseen_before)
-    walk = PartitionWalk(p, plan.rules, decisions, markers, tally, windows.finished, lookahead)
+    walk = NativeWalk(p, plan.rules, plan.window_sizes, plan.session_timeout_ms, scope.unseen_before,
+                      windows.finished, decisions, markers, lookahead)
     start, end = plan.span.get(p, (0, 0))
-    if scope.windows_to is not None:  # read on past the range only until every window of it is final
-        to = scope.windows_to
-        rows = _reported(p, input_rows(plan.bootstrap, plan.topic, p, start))
-        walk.feed(itertools.takewhile(lambda _row: walk.published < to, rows),
-                  repartitioned(plan.bootstrap, plan.group, p))
+    taken: Iterator[Taken] | None = repartitioned(plan.bootstrap, plan.group, p)
+    to = scope.windows_to  # with it, read on past the range only until every window of it is final
+    for batch in _reported(p, input_batches(plan.bootstrap, plan.topic, p, start, None if to is not None else end)):
+        walk.feed(batch, taken, to)
+        taken = None
+        if to is not None and walk.published >= to:
+            break
+    if to is not None:
         reached = min(walk.published, to)
         windows.flush(reached)
         return _Checked(walk.out, diff, reached)
-    walked = walk.run(_reported(p, input_rows(plan.bootstrap, plan.topic, p, start, end)),
-                      repartitioned(plan.bootstrap, plan.group, p))
-    rest, owned = tally.finish()
+    if taken is not None:  # the input had no records
+        walk.feed([], taken)
+    walked = walk.close()
+    rest, owned = walk.finish()
     windows.batch.update(d for d in rest if scope.wants(d[1]))
     windows.flush(None)
     if scope.whole:
@@ -156,15 +164,11 @@ def check_partition(plan: Plan, p: int, decisions: list[Decision], markers: list
     return _Checked(walked, diff)
 
 
-def _reported(p: int, rows: Iterator[Row]) -> Iterator[Row]:
-    n = 0
-    for row in rows:
-        yield row
-        n += 1
-        if n % PROGRESS_EVERY == 0 and _progress is not None:
-            _progress.put((p, PROGRESS_EVERY))
-    if _progress is not None:
-        _progress.put((p, n % PROGRESS_EVERY))
+def _reported(p: int, batches: Iterator[list[Any]]) -> Iterator[list[Any]]:
+    for batch in batches:
+        yield batch
+        if _progress is not None:
+            _progress.put((p, len(batch)))
 
 
 def run(plan: Plan, decisions: dict[int, list[Decision]], workers: int,

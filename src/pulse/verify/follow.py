@@ -54,10 +54,10 @@ from pulse.topics import (
 )
 from pulse.verify.audit import Plan, WindowDiff
 from pulse.verify.diff import DocDiff
+from pulse.verify.native import NativeWalk
 from pulse.verify.order import NEVER, Decision, Taken
 from pulse.verify.source import as_decision, as_taken
-from pulse.verify.tally import PartitionTally
-from pulse.verify.walk import PartitionWalk, Row, sent_markers
+from pulse.verify.walk import sent_markers
 
 _LOG = logging.getLogger("pulse.verify")
 READ_TIMEOUT_S = 60.0
@@ -157,12 +157,12 @@ class Follower:
         self.parts = sorted(plan.span)
         es = self._es = plan.es.client()
         self.diff = DocDiff(on_note=on_difference)
-        self.walks: dict[int, PartitionWalk] = {}
+        self.walks: dict[int, NativeWalk] = {}
         self.windows: dict[int, WindowDiff] = {}
         for p in self.parts:
             self.windows[p] = WindowDiff(es, p, plan.index_prefix, self.diff, checkpoint.checked_to.get(p), plan.scope)
-            tally = PartitionTally(p, list(plan.window_sizes), plan.session_timeout_ms, plan.scope.unseen_before)
-            self.walks[p] = PartitionWalk(p, plan.rules, [], [], tally, self.windows[p].finished)
+            self.walks[p] = NativeWalk(p, plan.rules, plan.window_sizes, plan.session_timeout_ms,
+                                       plan.scope.unseen_before, self.windows[p].finished)
         self.inputs = Tail(plan.bootstrap, plan.topic, {p: plan.span[p][0] for p in self.parts})
         self._tails: dict[str, Tail] = {}
         self._committed = lag_reader(plan.bootstrap, plan.group)
@@ -210,7 +210,7 @@ class Follower:
         for p in self.parts:
             walk = self.walks[p]
             walk.extend(decided.get(p, []), markers.get(p, []))
-            mine: list[Row] = [(m.offset(), m.value(), m.timestamp()[1]) for m in rows.get(p, [])]
+            mine = rows.get(p, [])
             walk.feed(mine, taken.get(p, []))
             walked += len(mine)
         unreachable = None

@@ -42,12 +42,13 @@ def recompute(records: Iterable[tuple[int, int, bytes | None, int]], window_size
               horizon_ms: int, session_timeout_ms: int = 30 * 60_000, decisions: Decisions | None = None,
               forwarded: Forwarded | None = None, partitions: int = 0, forward_wait_ms: int = 300_000,
               starts: dict[int, int] | None = None, unseen_before: int | None = None,
-              unread_before: int | None = None) -> Expected:
+              unread_before: int | None = None, native: bool = False) -> Expected:
     """``records``: (partition, offset, value, record timestamp ms) in any order. ``partitions``: the input topic's
     partition count, to tell records whose user another partition owns (0: every record counts where read).
     ``forwarded`` may name records by position alone: their values are taken from ``records``. ``starts``: walk
     each partition from this offset on, the records before it stamped before ``unread_before`` (a range; see
-    :func:`pulse.verify.ranges.rebuild_from`)."""
+    :func:`pulse.verify.ranges.rebuild_from`). ``native``: walk with :class:`pulse.verify.native.NativeWalk`,
+    the second implementation `pulse verify` streams with."""
     starts = starts or {}
     rows: dict[int, list[Row]] = defaultdict(list)
     for partition, offset, value, record_ts in records:
@@ -68,12 +69,21 @@ def recompute(records: Iterable[tuple[int, int, bytes | None, int]], window_size
         docs.update(finished)
 
     for p in sorted(rows.keys() | taken.keys()):
-        tally = PartitionTally(p, sizes, session_timeout_ms, unseen_before)
-        walk = PartitionWalk(p, rules, decisions.get(p, []), markers.get(p, []), tally, keep,
-                             _lookahead(taken.get(p, [])))
-        walks.append(walk.run(rows.get(p, []), taken.get(p, [])))
+        if native:
+            from pulse.verify.native import NativeWalk, RowRecord
+
+            fast = NativeWalk(p, rules, sizes, session_timeout_ms, unseen_before, keep, decisions.get(p, []),
+                              markers.get(p, []), _lookahead(taken.get(p, [])))
+            fast.feed([RowRecord(*row) for row in rows.get(p, [])], taken.get(p, []))
+            walks.append(fast.close())
+            windows, entities = fast.finish()
+        else:
+            tally = PartitionTally(p, sizes, session_timeout_ms, unseen_before)
+            walk = PartitionWalk(p, rules, decisions.get(p, []), markers.get(p, []), tally, keep,
+                                 _lookahead(taken.get(p, [])))
+            walks.append(walk.run(rows.get(p, []), taken.get(p, [])))
+            windows, entities = tally.finish()
         counts.add(walks[-1].counts)
-        windows, entities = tally.finish()
         docs.update(windows)
         docs.update(entities)
     counts.problems += check_flows(walks)

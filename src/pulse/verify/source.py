@@ -6,12 +6,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from confluent_kafka import Message
+
 from pulse.aggregate._core import SOURCE_PARTITION_HEADER
 from pulse.aggregate.decisions import Decision as RecordedDecision
 from pulse.aggregate.decisions import read_decisions
 from pulse.aggregate.repartition import Origin, read_forwarded, watermark_of
 from pulse.generate.ledger import read_ledger
-from pulse.kafkaio import offsets_at, read_messages, read_range, reader, watermarks
+from pulse.kafkaio import offsets_at, read_batches, read_messages, read_range, reader, watermarks
 from pulse.topics import partition_count, repartition_topic, topic_exists
 from pulse.verify.lookahead import Entry, Lookahead, index
 from pulse.verify.order import Decision, Decisions, Floor, Forward, Marker, Stall, Take, Taken
@@ -37,6 +39,12 @@ def input_rows(bootstrap: str, topic: str, partition: int, start: int, end: int 
     """The committed records of one input partition from ``start`` (up to ``end``), in offset order."""
     for offset, _key, value, ts in read_range(bootstrap, topic, partition, start, end):
         yield offset, value, ts
+
+
+def input_batches(bootstrap: str, topic: str, partition: int, start: int,
+                  end: int | None = None) -> Iterator[list[Message]]:
+    """:func:`input_rows` as the consumer fetched them: lists of messages (for the native walk)."""
+    return read_batches(bootstrap, topic, partition, start, end)
 
 
 def topic_rows(bootstrap: str, topic: str) -> list[tuple[int, int, bytes | None, int]]:

@@ -1,0 +1,509 @@
+//! The reference's arithmetic (`pulse.verify.tally`) written again for speed: one partition's counted events into
+//! the documents the engine should have published, by the rules that module's docstring states.
+//!
+//! It shares no aggregation code with the engine (`state.rs`, `entities.rs`, `breakdown.rs`): exact values are
+//! kept where the engine keeps sketches, and tests hold it equal to the Python reference on random inputs.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::rc::Rc;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::event::Event;
+
+pub const HOUR_MS: i64 = 3_600_000;
+/// The hours a user document keeps, up to the user's latest event.
+pub const USER_HOURS: usize = 24;
+
+/// Strings seen often (event types, ids, values), each stored once and counted by number.
+#[derive(Default)]
+pub struct Names {
+    ids: FxHashMap<Rc<str>, u32>,
+    pub names: Vec<Rc<str>>,
+}
+
+impl Names {
+    pub fn id(&mut self, s: &str) -> u32 {
+        if let Some(&i) = self.ids.get(s) {
+            return i;
+        }
+        let name: Rc<str> = Rc::from(s);
+        let i = self.names.len() as u32;
+        self.names.push(name.clone());
+        self.ids.insert(name, i);
+        i
+    }
+
+    pub fn name(&self, i: u32) -> &str {
+        &self.names[i as usize]
+    }
+}
+
+/// Counts by name (few names: a list beats a map).
+pub type ByName = Vec<(u32, i64)>;
+
+pub fn bump(counts: &mut ByName, key: u32, n: i64) {
+    match counts.iter_mut().find(|(k, _)| *k == key) {
+        Some(c) => c.1 += n,
+        None => counts.push((key, n)),
+    }
+}
+
+/// A breakdown row's, user hour's or item's numbers: counts by event type, ok purchases and their cents.
+#[derive(Default, Clone)]
+pub struct Tallied {
+    pub counts: ByName,
+    pub revenue_cents: i64,
+    pub purchases: i64,
+}
+
+impl Tallied {
+    fn count(&mut self, event_type: u32, paid: Option<i64>) {
+        bump(&mut self.counts, event_type, 1);
+        if let Some(cents) = paid {
+            self.revenue_cents += cents;
+            self.purchases += 1;
+        }
+    }
+
+    fn merge(&mut self, other: &Tallied) {
+        for &(k, n) in &other.counts {
+            bump(&mut self.counts, k, n);
+        }
+        self.revenue_cents += other.revenue_cents;
+        self.purchases += other.purchases;
+    }
+}
+
+/// A window summary, with the exact values its sketches estimate and its exact set of users.
+pub struct WindowDoc {
+    pub events: i64,
+    pub counts: ByName,
+    pub status: ByName,
+    pub errors: i64,
+    pub purchases: i64,
+    pub revenue_cents: i64,
+    pub min_cents: Option<i64>,
+    pub max_cents: Option<i64>,
+    pub funnel: Vec<i64>,
+    pub amounts: Vec<i64>,
+    pub prices: Vec<i64>,
+    pub funnel_unchecked: bool,
+    pub users: FxHashSet<u32>,
+}
+
+impl WindowDoc {
+    fn new(steps: usize) -> Self {
+        WindowDoc {
+            events: 0,
+            counts: Vec::new(),
+            status: Vec::new(),
+            errors: 0,
+            purchases: 0,
+            revenue_cents: 0,
+            min_cents: None,
+            max_cents: None,
+            funnel: vec![0; steps],
+            amounts: Vec::new(),
+            prices: Vec::new(),
+            funnel_unchecked: false,
+            users: FxHashSet::default(),
+        }
+    }
+
+    fn merge(&mut self, d: &WindowDoc) {
+        self.events += d.events;
+        self.errors += d.errors;
+        self.purchases += d.purchases;
+        self.revenue_cents += d.revenue_cents;
+        for &(k, n) in &d.counts {
+            bump(&mut self.counts, k, n);
+        }
+        for &(k, n) in &d.status {
+            bump(&mut self.status, k, n);
+        }
+        for (mine, theirs) in self.funnel.iter_mut().zip(&d.funnel) {
+            *mine += theirs;
+        }
+        self.min_cents = match (self.min_cents, d.min_cents) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.max_cents = match (self.max_cents, d.max_cents) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        self.amounts.extend_from_slice(&d.amounts);
+        self.prices.extend_from_slice(&d.prices);
+        self.funnel_unchecked |= d.funnel_unchecked;
+        self.users.extend(d.users.iter().copied());
+    }
+}
+
+/// Every document of one window (a size and a start): its summary, breakdown rows and item rows.
+#[derive(Default)]
+pub struct Bucket {
+    pub window: Option<WindowDoc>,
+    pub dims: FxHashMap<(u8, u32), Tallied>,
+    pub items: FxHashMap<u32, Tallied>,
+}
+
+/// One window size, and where its numbers come from (`pulse.verify.tally.Level`).
+pub struct Level {
+    pub size: i64,
+    pub name: String,
+    pub feeder: Option<i64>,
+    pub counts_items: bool,
+    pub parents: Vec<usize>,
+}
+
+pub fn size_label(ms: i64) -> String {
+    for (unit, n) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+        if ms % n == 0 {
+            return format!("{}{unit}", ms / n);
+        }
+    }
+    format!("{ms}ms")
+}
+
+fn levels(sizes: &[i64], items_from_ms: i64) -> Vec<Level> {
+    let mut ordered = sizes.to_vec();
+    ordered.sort_unstable();
+    ordered.dedup();
+    let largest = ordered.last().copied().unwrap_or(0);
+    let items_from = items_from_ms.min(largest);
+    let feeders: Vec<Option<i64>> =
+        ordered.iter().map(|&s| ordered.iter().copied().filter(|&f| f < s && s % f == 0).max()).collect();
+    (0..ordered.len())
+        .map(|i| {
+            let s = ordered[i];
+            Level {
+                size: s,
+                name: size_label(s),
+                feeder: feeders[i],
+                counts_items: s >= items_from && feeders[i].is_none_or(|f| f < items_from),
+                parents: (0..ordered.len()).filter(|&j| feeders[j] == Some(s)).collect(),
+            }
+        })
+        .collect()
+}
+
+/// A dimension windows are broken down by: which event field it reads.
+#[derive(Clone, Copy)]
+pub enum Dim {
+    Category,
+    Status,
+    Country,
+    Device,
+}
+
+impl Dim {
+    pub fn named(name: &str) -> Option<Dim> {
+        Some(match name {
+            "category" => Dim::Category,
+            "status" => Dim::Status,
+            "country" => Dim::Country,
+            "device" => Dim::Device,
+            _ => return None,
+        })
+    }
+
+    fn of<'a>(self, e: &'a Event<'_>) -> Option<&'a str> {
+        match self {
+            Dim::Category => e.category.as_deref(),
+            Dim::Status => Some(&e.status),
+            Dim::Country => Some(&e.country),
+            Dim::Device => Some(&e.device),
+        }
+    }
+}
+
+/// What the tally is told by the model and the verify command.
+pub struct Rules {
+    pub sizes: Vec<i64>,
+    pub session_timeout_ms: i64,
+    pub unseen_before: Option<i64>,
+    pub items_from_ms: i64,
+    pub funnel: Vec<String>,
+    pub dims: Vec<(String, Dim)>,
+}
+
+pub struct User {
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub counts: ByName,
+    pub spent_cents: i64,
+    pub purchases: i64,
+    pub last_item: Option<(i64, u32)>,
+    pub hours: BTreeMap<i64, Tallied>,
+}
+
+impl User {
+    pub fn oldest_hour(&self) -> i64 {
+        self.last_seen.div_euclid(HOUR_MS) * HOUR_MS - (USER_HOURS as i64 - 1) * HOUR_MS
+    }
+}
+
+pub struct Item {
+    pub category: Option<Rc<str>>, // the first one seen in the partition
+    pub tally: Tallied,
+}
+
+type Pending = Reverse<(i64, i32, u64, Rc<str>)>; // an unsettled ok event: (ts, step or -1, order, session)
+
+/// One partition's documents, built event by event in the order the partition counted them.
+pub struct Tally {
+    pub rules: Rules,
+    pub levels: Vec<Level>,
+    roots: Vec<usize>,
+    item_levels: Vec<usize>,                // the levels whose item rows count events
+    pub open: BTreeMap<(i64, i64), Bucket>, // by (end, size): the order windows finish in
+    pub types: Names,
+    pub statuses: Names,
+    pub user_ids: Names,
+    pub item_ids: Names,
+    pub values: Names,
+    funnel: BinaryHeap<Pending>,
+    sessions: FxHashMap<Rc<str>, (i64, i64, bool)>, // steps done, last event time, unseen events may precede
+    order: u64,
+    kept_sessions: usize,
+    pub users: Vec<Option<User>>, // by user id number
+    pub items: FxHashMap<u32, Item>,
+}
+
+/// A window that no counted event can change any more.
+pub struct Finished {
+    pub level: usize,
+    pub start: i64,
+    pub bucket: Bucket,
+}
+
+fn bucket<'a>(open: &'a mut BTreeMap<(i64, i64), Bucket>, lv: &Level, start: i64) -> &'a mut Bucket {
+    open.entry((start + lv.size, lv.size)).or_default()
+}
+
+impl Tally {
+    pub fn new(rules: Rules) -> Self {
+        let levels = levels(&rules.sizes, rules.items_from_ms);
+        let roots = (0..levels.len()).filter(|&i| levels[i].feeder.is_none()).collect();
+        let item_levels = (0..levels.len()).filter(|&i| levels[i].counts_items).collect();
+        Tally {
+            rules,
+            levels,
+            roots,
+            item_levels,
+            open: BTreeMap::new(),
+            types: Names::default(),
+            statuses: Names::default(),
+            user_ids: Names::default(),
+            item_ids: Names::default(),
+            values: Names::default(),
+            funnel: BinaryHeap::new(),
+            sessions: FxHashMap::default(),
+            order: 0,
+            kept_sessions: 0,
+            users: Vec::new(),
+            items: FxHashMap::default(),
+        }
+    }
+
+    pub fn add(&mut self, e: &Event<'_>) {
+        let ok = e.status == "ok";
+        let paid = if ok && e.event_type == "purchase" { e.amount.map(cents) } else { None };
+        if ok {
+            let step = self.rules.funnel.iter().position(|s| *s == e.event_type).map_or(-1, |i| i as i32);
+            self.funnel.push(Reverse((e.ts, step, self.order, Rc::from(&*e.session_id))));
+            self.order += 1;
+        }
+        let t = self.types.id(&e.event_type);
+        let status = self.statuses.id(&e.status);
+        let user = self.user_ids.id(&e.user_id);
+        let item = e.item_id.as_deref().map(|i| self.item_ids.id(i));
+        if let Some(i) = item {
+            self.items
+                .entry(i)
+                .or_insert_with(|| Item { category: e.category.as_deref().map(Rc::from), tally: Tallied::default() });
+        }
+        let dims: Vec<(u8, u32)> = (self.rules.dims.iter().enumerate())
+            .filter_map(|(d, (_, dim))| dim.of(e).map(|v| (d as u8, v)))
+            .map(|(d, v)| (d, self.values.id(v)))
+            .collect();
+        for &li in &self.roots {
+            let lv = &self.levels[li];
+            let b = bucket(&mut self.open, lv, e.ts.div_euclid(lv.size) * lv.size);
+            let w = b.window.get_or_insert_with(|| WindowDoc::new(self.rules.funnel.len()));
+            w.events += 1;
+            bump(&mut w.counts, t, 1);
+            bump(&mut w.status, status, 1);
+            if !ok {
+                w.errors += 1;
+            }
+            if let Some(cents) = paid {
+                w.purchases += 1;
+                w.revenue_cents += cents;
+                w.min_cents = Some(w.min_cents.map_or(cents, |m| m.min(cents)));
+                w.max_cents = Some(w.max_cents.map_or(cents, |m| m.max(cents)));
+                w.amounts.push(cents);
+                if let Some(price) = e.price {
+                    w.prices.push(self::cents(price));
+                }
+            }
+            w.users.insert(user);
+            for &key in &dims {
+                b.dims.entry(key).or_default().count(t, paid);
+            }
+        }
+        if let Some(i) = item {
+            for &li in &self.item_levels {
+                let lv = &self.levels[li];
+                bucket(&mut self.open, lv, e.ts.div_euclid(lv.size) * lv.size)
+                    .items
+                    .entry(i)
+                    .or_default()
+                    .count(t, paid);
+            }
+            if let Some(it) = self.items.get_mut(&i) {
+                it.tally.count(t, paid);
+            }
+        }
+        self.user(e, user, t, item, paid);
+    }
+
+    fn user(&mut self, e: &Event<'_>, user: u32, t: u32, item: Option<u32>, paid: Option<i64>) {
+        let ix = user as usize;
+        if self.users.len() <= ix {
+            self.users.resize_with(ix + 1, || None);
+        }
+        let u = self.users[ix].get_or_insert_with(|| User {
+            first_seen: e.ts,
+            last_seen: e.ts,
+            counts: Vec::new(),
+            spent_cents: 0,
+            purchases: 0,
+            last_item: None,
+            hours: BTreeMap::new(),
+        });
+        u.first_seen = u.first_seen.min(e.ts);
+        u.last_seen = u.last_seen.max(e.ts);
+        if let Some(i) = item {
+            let newer = match u.last_item {
+                None => true,
+                Some((ts, last)) => (e.ts, self.item_ids.name(i)) > (ts, self.item_ids.name(last)),
+            };
+            if newer {
+                u.last_item = Some((e.ts, i));
+            }
+        }
+        bump(&mut u.counts, t, 1);
+        if let Some(cents) = paid {
+            u.spent_cents += cents;
+            u.purchases += 1;
+        }
+        let hour = e.ts.div_euclid(HOUR_MS) * HOUR_MS;
+        if let std::collections::btree_map::Entry::Vacant(new) = u.hours.entry(hour) {
+            new.insert(Tallied::default());
+            if u.hours.len() > USER_HOURS {
+                // only the hours up to the latest event are kept
+                let oldest = u.oldest_hour();
+                u.hours = u.hours.split_off(&oldest);
+            }
+        }
+        if let Some(row) = u.hours.get_mut(&hour) {
+            row.count(t, paid);
+        }
+    }
+
+    /// The windows no counted event can change any more, now that nothing below `watermark` counts.
+    pub fn advance(&mut self, watermark: i64) -> Vec<Finished> {
+        self.settle_funnel(Some(watermark));
+        self.finish_windows(Some(watermark))
+    }
+
+    /// Every window left at the end of the input (users and items stay for the caller to read).
+    pub fn finish(&mut self) -> Vec<Finished> {
+        self.settle_funnel(None);
+        self.finish_windows(None)
+    }
+
+    /// Count the funnel steps of the ok events before `before` (all: None), in (time, step) order.
+    fn settle_funnel(&mut self, before: Option<i64>) {
+        let timeout = self.rules.session_timeout_ms;
+        let unseen = self.rules.unseen_before;
+        while let Some(Reverse((ts, ..))) = self.funnel.peek() {
+            if before.is_some_and(|b| *ts >= b) {
+                break;
+            }
+            let Some(Reverse((ts, step, _, session))) = self.funnel.pop() else { break };
+            let (mut done, last, mut unsure) =
+                self.sessions.get(&session).copied().unwrap_or((0, ts, unseen.is_some_and(|u| ts - timeout < u)));
+            if ts - last > timeout {
+                done = 0;
+                unsure = false;
+            }
+            let counted = step == done as i32;
+            if counted || unsure {
+                for &li in &self.roots {
+                    let lv = &self.levels[li];
+                    let start = ts.div_euclid(lv.size) * lv.size;
+                    if let Some(w) = self.open.get_mut(&(start + lv.size, lv.size)).and_then(|b| b.window.as_mut()) {
+                        if counted {
+                            w.funnel[step as usize] += 1;
+                        }
+                        w.funnel_unchecked |= unsure;
+                    }
+                }
+            }
+            done += counted as i64;
+            self.sessions.insert(session, (done, ts, unsure));
+        }
+        if let Some(b) = before {
+            if self.sessions.len() > 2 * self.kept_sessions + 1024 {
+                // a session quiet for longer than the timeout starts over anyway: forget it
+                let stale = b - timeout;
+                self.sessions.retain(|_, &mut (_, last, _)| last >= stale);
+                self.kept_sessions = self.sessions.len();
+            }
+        }
+    }
+
+    fn finish_windows(&mut self, upto: Option<i64>) -> Vec<Finished> {
+        let mut out = Vec::new();
+        while let Some(entry) = self.open.first_entry() {
+            let (end, size) = *entry.key();
+            if upto.is_some_and(|u| end > u) {
+                break;
+            }
+            let bucket = entry.remove();
+            let level = self.levels.iter().position(|lv| lv.size == size).unwrap_or(0);
+            let start = end - size;
+            self.merge_up(level, start, &bucket);
+            out.push(Finished { level, start, bucket });
+        }
+        out
+    }
+
+    /// Add a finished window's documents to the windows it nests in.
+    fn merge_up(&mut self, level: usize, start: i64, b: &Bucket) {
+        for &pi in &self.levels[level].parents {
+            let up = &self.levels[pi];
+            let into = bucket(&mut self.open, up, start.div_euclid(up.size) * up.size);
+            if let Some(w) = &b.window {
+                into.window.get_or_insert_with(|| WindowDoc::new(w.funnel.len())).merge(w);
+            }
+            for (key, t) in &b.dims {
+                into.dims.entry(*key).or_default().merge(t);
+            }
+            if !up.counts_items {
+                for (key, t) in &b.items {
+                    into.items.entry(*key).or_default().merge(t);
+                }
+            }
+        }
+    }
+}
+
+/// Money in integer cents, as Python's `round(x * 100)` (half to even).
+pub fn cents(amount: f64) -> i64 {
+    (amount * 100.0).round_ties_even() as i64
+}
