@@ -53,11 +53,14 @@ def _run(argv: list[str], log: Path, timeout: float) -> None:
         raise PulseError(f"`pulse {argv[3]}` exited with {done.returncode}; see {log}")
 
 
-def step(settings: Settings, records: int, log: Path, workers: int, timeout: float = 3600) -> VerifyStep:
-    """One input of ``records`` records, produced, aggregated, stored, then verified and measured."""
+def step(settings: Settings, records: int, log: Path, workers: int, crc32_keys: float = 0.0,
+         timeout: float = 3600) -> VerifyStep:
+    """One input of ``records`` records (``crc32_keys`` of them partitioned as librdkafka does), produced,
+    aggregated, stored, then verified and measured."""
     tag = uuid.uuid4().hex[:6]
     topic, group, prefix = f"pulse.bench.verify-{tag}", f"bench-verify-{tag}", f"bench-verify-{tag}"
-    prepare_input(settings, topic, records, PARTITIONS, start_ms=int(time.time() * 1000) - records)
+    prepare_input(settings, topic, records, PARTITIONS, start_ms=int(time.time() * 1000) - records,
+                  crc32_keys=crc32_keys)
     _run(_pulse("aggregate", "--topic", topic, "--group", group, "--exit-when-idle", "2"), log, timeout)
     _run(_pulse("store", "--topic", topic, "--group", group, "--index-prefix", prefix, "--exit-when-idle", "2"), log,
          timeout)
@@ -89,11 +92,11 @@ def step(settings: Settings, records: int, log: Path, workers: int, timeout: flo
 
 
 def run(settings: Settings, sizes: list[int], log: Path, workers: int,
-        say: Callable[[str], None] = lambda _: None) -> list[VerifyStep]:
+        say: Callable[[str], None] = lambda _: None, crc32_keys: float = 0.0) -> list[VerifyStep]:
     out = []
     for n in sizes:
         say(f"{n:,} records: producing, aggregating, storing, then verifying")
-        out.append(step(settings, n, log, workers))
+        out.append(step(settings, n, log, workers, crc32_keys))
         s = out[-1]
         with log.open("a") as f:
             f.write(f"bench verify: {s.records:,} records in {s.seconds:.1f}s ({s.rate:,.0f}/s), peak RSS "

@@ -239,9 +239,13 @@ def memory_bench(settings: Settings, count: int, users: int) -> None:
 @click.option("--sizes", default="1M,4M,16M", show_default=True, callback=lambda _c, _p, v: _counts(v),
               help="Input sizes to verify, in records (k and M suffixes), one step each.")
 @click.option("--workers", type=click.IntRange(1), default=2, show_default=True, help="`pulse verify --workers`.")
+@click.option("--crc32-keys", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Fraction of the input partitioned as librdkafka clients do by default (CRC-32 of the key): "
+                   "those records are forwarded to the partition owning their user, and verify walks the "
+                   "repartition topic too. The rest is keyed by user id with Kafka's Java partitioner.")
 @click.pass_obj
 @on_stack
-def verify_bench(settings: Settings, sizes: list[int], workers: int) -> None:
+def verify_bench(settings: Settings, sizes: list[int], workers: int, crc32_keys: float) -> None:
     """Records/s and peak RSS of `pulse verify` over growing inputs (targets: 100k records/s; memory that does
     not grow with the input)."""
     from pulse.bench import verify
@@ -249,9 +253,9 @@ def verify_bench(settings: Settings, sizes: list[int], workers: int) -> None:
     log = settings.home / "logs" / "bench-verify.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with Console(stderr=True).status("verify") as status:
-        steps = verify.run(settings, sizes, log, workers, lambda msg: status.update(msg))
+        steps = verify.run(settings, sizes, log, workers, lambda msg: status.update(msg), crc32_keys)
     table = Table(title=f"pulse bench verify: {workers} workers, 6 partitions, 1 % each of invalid, duplicate, "
-                        "late and out-of-order events")
+                        f"late and out-of-order events, {crc32_keys:.0%} CRC-32 keyed")
     for col in ("records", "documents", "seconds", "records/s", "peak RSS MiB", "MiB per 1M records", "exact"):
         table.add_column(col, justify="right")
     for s in steps:
