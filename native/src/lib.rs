@@ -20,6 +20,7 @@ mod boundary;
 pub mod breakdown;
 pub mod change;
 pub mod changelog;
+pub mod dedup;
 pub mod docs;
 pub mod entities;
 pub mod event;
