@@ -21,8 +21,13 @@ pub const SKETCH_USERS_FROM: i64 = 3_600_000;
 
 /// A user id's 64-bit hash, well mixed in every bit (FxHash's output is not): the same in every process.
 pub fn user_hash(user: &str) -> u64 {
+    mixed_hash(user.as_bytes())
+}
+
+/// FxHash of `bytes`, then mixed so that every input bit reaches every output bit (for sketches and filters).
+pub fn mixed_hash(bytes: &[u8]) -> u64 {
     let mut h = FxHasher::default();
-    h.write(user.as_bytes());
+    h.write(bytes);
     let mut x = h.finish();
     // MurmurHash3's 64-bit finaliser
     x ^= x >> 33;

@@ -173,15 +173,9 @@ def in_order(rows: list[tuple[int, int, bytes, int]]) -> Cluster:
     return c
 
 
-@settings(max_examples=12, deadline=None)
-@given(seed=st.integers(0, 10_000), late=st.floats(0, 0.05), dup=st.floats(0, 0.1), bad=st.floats(0, 0.05),
-       ops=st.lists(st.tuples(st.sampled_from("rrrrfftx"), st.integers(0, PARTITIONS - 1), st.integers(1, 800)),
-                    min_size=5, max_size=60))
-def test_any_arrival_order_counts_the_same(seed: int, late: float, dup: float, bad: float,
-                                           ops: list[tuple[str, int, int]]) -> None:
-    """Random partitions, batches, flush and take interleavings and restarts (a backlog read partition after
-    partition is one of them) count exactly what one in-order pass counts, and what the reference counts."""
-    rows = _rows(seed, late, dup, bad)
+def played(rows: list[tuple[int, int, bytes, int]], ops: list[tuple[str, int, int]]) -> Cluster:
+    """The cluster after ``ops`` (read n records of a partition, flush it, take n of its repartition records,
+    restart it), then drained."""
     c = Cluster(rows)
     for op, p, n in ops:
         if op == "r":
@@ -193,6 +187,19 @@ def test_any_arrival_order_counts_the_same(seed: int, late: float, dup: float, b
         else:
             c.restart(p)
     c.drain()
+    return c
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 10_000), late=st.floats(0, 0.05), dup=st.floats(0, 0.1), bad=st.floats(0, 0.05),
+       ops=st.lists(st.tuples(st.sampled_from("rrrrfftx"), st.integers(0, PARTITIONS - 1), st.integers(1, 800)),
+                    min_size=5, max_size=60))
+def test_any_arrival_order_counts_the_same(seed: int, late: float, dup: float, bad: float,
+                                           ops: list[tuple[str, int, int]]) -> None:
+    """Random partitions, batches, flush and take interleavings and restarts (a backlog read partition after
+    partition is one of them) count exactly what one in-order pass counts, and what the reference counts."""
+    rows = _rows(seed, late, dup, bad)
+    c = played(rows, ops)
     plain = in_order(rows)
     assert c.totals() == plain.totals()
     mine, theirs = c.counted(), plain.counted()

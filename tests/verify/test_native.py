@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from pulse.verify.order import Forward, Marker
 from pulse.verify.ranges import rebuild_from
 from pulse.verify.reference import Expected, recompute
-from tests.aggregate.test_repartition import CFG, PARTITIONS, Cluster, _rows, in_order
+from tests.aggregate.test_repartition import CFG, PARTITIONS, _rows, in_order, played
 from tests.aggregate.test_state_vs_reference import SIZES
 
 SESSION_MS = 120_000
@@ -44,17 +44,7 @@ def _same(python: Expected, native: Expected) -> None:
 def test_native_equals_the_reference_in_any_arrival_order(seed: int, late: float, dup: float, bad: float,
                                                          ops: list[tuple[str, int, int]]) -> None:
     rows = _rows(seed, late, dup, bad)
-    c = Cluster(rows)
-    for op, p, n in ops:
-        if op == "r":
-            c.read(p, n)
-        elif op == "f":
-            c.flush(p)
-        elif op == "t":
-            c.take(p, n)
-        else:
-            c.restart(p)
-    c.drain()
+    c = played(rows, ops)
     python, native = _both(rows, decisions=c.decisions, forwarded=c.forwarded(), partitions=PARTITIONS)
     assert python.forwarded > len(rows) // 2  # most records go to another owner: the native partitioner is Kafka's
     _same(python, native)

@@ -47,16 +47,7 @@ pub fn encode(id: &str) -> Key {
 
 /// A well-mixed 64-bit hash of a key (for the Bloom filters).
 pub fn hash(key: &[u8]) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = rustc_hash::FxBuildHasher.build_hasher();
-    h.write(key);
-    // murmur3's finalizer: every input bit reaches every output bit
-    let mut x = h.finish();
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    x ^ (x >> 33)
+    crate::hll::mixed_hash(key)
 }
 
 #[cfg(test)]

@@ -256,8 +256,7 @@ impl VerifyWalk {
                 continue;
             }
             self.owner.refresh();
-            let to =
-                if self.partitions > 0 { partition_for(event.user_id.as_bytes(), self.partitions) } else { self.p };
+            let to = if self.partitions > 0 { partition_for(&event.user_id, self.partitions) } else { self.p };
             if to != self.p {
                 self.counts.forwarded += 1;
                 self.sent.entry(to).or_default().add(offset, raw);
