@@ -592,6 +592,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<StateSizes>()?;
     m.add_class::<Details>()?;
     verify::register(m)?;
+    m.add_class::<dedup::measure::IdsMeasured>()?;
+    m.add_function(wrap_pyfunction!(dedup::measure::measure_ids, m)?)?;
     m.add("ITEMS_FROM_MS", publish::ITEMS_FROM)?;
     m.add_function(wrap_pyfunction!(batch::process_batch, m)?)?;
     m.add_function(wrap_pyfunction!(batch::settle, m)?)?;

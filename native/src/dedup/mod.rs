@@ -8,6 +8,7 @@
 
 mod bloom;
 pub mod key;
+pub mod measure;
 mod run;
 
 use std::cmp::Reverse;
@@ -68,6 +69,29 @@ impl SeenIds {
         Ok(())
     }
 
+    /// A store holding `ids` (id, event time), as restore builds it: sorted once into a single run.
+    pub fn restore(dir: PathBuf, seal_at: usize, ids: impl Iterator<Item = (Key, i64)>) -> io::Result<Self> {
+        let mut store = SeenIds::new(dir, seal_at)?;
+        let mut entries: Vec<(Key, i64)> = ids.collect();
+        // one entry per id: the latest time (an id is remembered again only once its first time is past the
+        // horizon, and then by an event at or above the watermark, so later in event time)
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        entries.dedup_by(|next, kept| next.0 == kept.0);
+        let n = entries.len();
+        // the level a run of this size would have reached by merging, so later merges stay balanced
+        let mut level = 0;
+        let mut size = store.seal_at;
+        while size * FANOUT <= n {
+            size *= FANOUT;
+            level += 1;
+        }
+        if n > 0 {
+            let path = store.path();
+            store.runs.push(Run::write(path, entries.into_iter(), n, level)?);
+        }
+        Ok(store)
+    }
+
     /// Forget what is past `horizon` where that is free: recent ids, and whole runs with nothing newer.
     pub fn expire(&mut self, horizon: i64) -> io::Result<()> {
         self.recent.retain(|_, ts| *ts >= horizon);
@@ -87,6 +111,11 @@ impl SeenIds {
 
     pub fn runs(&self) -> usize {
         self.runs.len()
+    }
+
+    /// Bytes on local disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.runs.iter().map(|r| r.disk_bytes()).sum()
     }
 
     /// Memory held: the recent map and each run's filter and index.
@@ -229,6 +258,28 @@ mod tests {
         assert!(store.runs() >= 2 && store.runs() < 20, "{} runs", store.runs());
         // ids past the horizon are gone, not kept: the store follows the ids within it
         assert!(store.len() < 2 * 9_000, "{} held", store.len());
+        fs::remove_dir_all(path).unwrap();
+    }
+
+    /// Restore builds one run from the logged ids (an id logged twice keeps its later time) that answers as the
+    /// store it replaces, and goes on sealing and merging after it.
+    #[test]
+    fn a_restored_store_answers_as_the_one_it_replaces() {
+        let path = dir("restore");
+        let logged: Vec<(String, i64)> = (0..5_000).map(|i| (format!("id-{}", i % 4_000), i)).collect();
+        let mut store = SeenIds::restore(path.clone(), 64, logged.iter().map(|(id, ts)| (encode(id), *ts))).unwrap();
+        assert_eq!((store.runs(), store.len()), (1, 4_000));
+        assert_eq!(store.get("id-10").unwrap(), Some(4_010)); // logged at 10 and, past the horizon, at 4,010
+        assert_eq!(store.get("id-3999").unwrap(), Some(3_999));
+        assert_eq!(store.get("id-4000").unwrap(), None);
+        for i in 4_000..6_000 {
+            store.insert(&format!("id-{i}"), 10_000 + i, 0).unwrap();
+        }
+        assert!((4_000..6_000).all(|i| store.get(&format!("id-{i}")).unwrap() == Some(10_000 + i)));
+        assert_eq!(store.get("id-10").unwrap(), Some(4_010));
+        store.expire(5_000).unwrap(); // the restored run holds nothing from 5,000 on: it goes whole
+        assert_eq!(store.get("id-10").unwrap(), None);
+        assert_eq!(store.get("id-5999").unwrap(), Some(15_999));
         fs::remove_dir_all(path).unwrap();
     }
 }

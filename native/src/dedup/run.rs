@@ -97,6 +97,10 @@ impl Run {
         self.bloom.bytes() + self.index.iter().map(|(k, _)| k.len().max(24) + 8).sum::<usize>()
     }
 
+    pub fn disk_bytes(&self) -> u64 {
+        self.end
+    }
+
     pub fn delete(self) -> io::Result<()> {
         fs::remove_file(&self.path)
     }

@@ -274,6 +274,39 @@ def verify_bench(settings: Settings, sizes: list[int], workers: int, crc32_keys:
         raise click.ClickException(f"`pulse verify` found differences; see {log}")
 
 
+@bench.command("ids")
+@click.option("--count", default="10M", show_default=True, callback=lambda _c, _p, v: _counts(v)[-1],
+              help="Event ids held, as one partition would over its duplicate horizon (k and M suffixes).")
+@click.pass_obj
+def ids_bench(settings: Settings, count: int) -> None:
+    """Memory, lookups and restore time of holding a partition's event ids exactly: the id store built for
+    horizons of days against the in-memory map the engine keeps for 30 s (no stack needed)."""
+    from pulse.bench import ids
+
+    workdir = settings.home / "bench"
+    workdir.mkdir(parents=True, exist_ok=True)
+    with Console(stderr=True).status(f"holding {count:,} ids, each way in a process of its own"):
+        held = ids.run(count, workdir)
+    table = Table(title=f"pulse bench ids: {count:,} UUIDv7 event ids of one partition, held exactly")
+    for col in ("kind", "peak RSS MiB", "bytes per id", "inserts/s", "lookups/s", "wrong answers", "restore s",
+                "runs", "disk MiB"):
+        table.add_column(col, justify="right")
+    for h in held:
+        table.add_row(h.kind, f"{h.peak_rss_bytes / 1024**2:,.0f}", f"{h.bytes_per_id:,.1f}",
+                      f"{h.count / max(h.insert_s, 1e-9):,.0f}", f"{h.lookups / max(h.lookup_s, 1e-9):,.0f}",
+                      f"{h.wrong:,}", f"{h.restore_s:,.1f}" if h.kind == "store" else "-",
+                      f"{h.runs}" if h.kind == "store" else "-",
+                      f"{h.disk_bytes / 1024**2:,.0f}" if h.kind == "store" else "-")
+    Console(width=140).print(table)
+    by = {h.kind: h for h in held}
+    store, plain = by["store"], by["map"]
+    click.echo(f"the store held {count:,} ids in {store.peak_rss_bytes / 1024**2:,.0f} MiB above the baseline, "
+               f"{plain.peak_rss_bytes / max(store.peak_rss_bytes, 1):,.1f}x less than the map "
+               f"({plain.peak_rss_bytes / 1024**2:,.0f} MiB); rebuilt from the ids in {store.restore_s:,.1f}s")
+    if any(h.wrong for h in held):
+        raise click.ClickException("an id was answered wrongly: the store is not exact")
+
+
 def _counts(text: str) -> list[int]:
     """``1M,4M,16M`` → [1000000, 4000000, 16000000]."""
     scale = {"k": 1_000, "m": 1_000_000}
