@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
+    ConsumerGroupState,
     IsolationLevel,
     KafkaError,
     KafkaException,
@@ -166,6 +167,21 @@ def group_caught_up(consumer: Consumer, admin: AdminClient, topic: str, transact
     high = end_offsets(admin, topic, partitions)
     slack = 1 if transactional else 0
     return all(high[tp.partition] <= 0 or tp.offset >= high[tp.partition] - slack for tp in committed)
+
+
+def group_assignment(admin: AdminClient, group: str, topic: str, timeout_s: float = 10.0) -> dict[str, set[int]] | None:
+    """The partitions of ``topic`` each member of ``group`` owns, by member id; None unless the group is stable
+    and every partition is owned (a rebalance is under way, or cannot be told now)."""
+    try:
+        partitions = set(admin.list_topics(topic, timeout=timeout_s).topics[topic].partitions)
+        found = admin.describe_consumer_groups([group], request_timeout=timeout_s)[group].result()
+    except (KafkaException, KeyError):
+        return None
+    if found.state != ConsumerGroupState.STABLE:
+        return None
+    owners = {member.member_id: {tp.partition for tp in member.assignment.topic_partitions if tp.topic == topic}
+              for member in found.members if member.assignment is not None}
+    return owners if set().union(*owners.values()) >= partitions else None
 
 
 def group_lag(lookup: Consumer, topic: str, timeout_s: float = 2.0) -> int | None:

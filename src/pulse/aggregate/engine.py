@@ -22,7 +22,7 @@ from pulse.aggregate import decisions
 from pulse.aggregate.assignment import Assignment
 from pulse.aggregate.cadence import FlushPolicy
 from pulse.aggregate.checkpoint import Checkpoint, PartitionOutput, Topics
-from pulse.aggregate.group import Membership
+from pulse.aggregate.group import Membership, session_timeout_s
 from pulse.aggregate.idle import IdleRule
 from pulse.aggregate.observed import EngineMetrics
 from pulse.aggregate.pacing import Pacer
@@ -30,7 +30,7 @@ from pulse.aggregate.repartition import ForwardedInput
 from pulse.aggregate.stalls import StallRule
 from pulse.aggregate.state import EVERY_USER, Details, Partition, StateConfig, flush_all, route_batch, settle
 from pulse.aggregate.transactions import Flushed
-from pulse.kafkaio import admin_client, end_offsets, group_caught_up, watermarks
+from pulse.kafkaio import admin_client, end_offsets, group_assignment, group_caught_up, watermarks
 from pulse.topics import (
     aggregates_topic,
     changelog_topic,
@@ -132,6 +132,9 @@ class Engine:
             raise ValueError(f"the group was joined for {self._membership.topic}, not {cfg.topic}")
         self._consumer = self._membership.consumer
         self._admin = admin_client(cfg.bootstrap)
+        self._session_timeout_s = session_timeout_s(cfg.bootstrap, cfg.group)
+        self._members: frozenset[str] = frozenset()  # the group's members at the last idle check, and since when
+        self._members_since = time.monotonic()
         self._forwarded_in = ForwardedInput(cfg.bootstrap, cfg.repartition_topic)
         self.metrics = EngineMetrics(self._high_watermark)
         self.joined = False  # the group gave this instance its first assignment (possibly empty)
@@ -235,15 +238,33 @@ class Engine:
         return idle if self.states else idle - 60
 
     def _caught_up(self) -> bool:
-        """True when the whole group has committed every input partition to its end (checked only when idle),
-        so a batch run does not stop while another member's partitions still wait for reassignment."""
+        """True when the whole group has committed every input partition to its end and every partition is owned
+        by a live member, this instance's with its forwarded records taken (checked only when idle). So a batch
+        run does not stop while partitions still wait for reassignment: records forwarded to them are taken only
+        by their owner, after the input that forwarded them was committed."""
         self.flush(details=True)
         positions = {p: st.repartition_offset for p, st in self.states.items()}
         if group_caught_up(self._consumer, self._admin, self.cfg.topic, transactional=False) \
-                and self._forwarded_in.drained(positions, self._forwarded_ends(list(positions))):
+                and self._forwarded_in.drained(positions, self._forwarded_ends(list(positions))) \
+                and self._owners_settled():
             return True
         self._last_activity = time.monotonic()
         return False
+
+    def _owners_settled(self) -> bool:
+        """Every input partition has a live owner that takes what is forwarded to it: this instance owns them all,
+        or the same members have owned them for a session timeout (a member SIGKILLed stays in the group, owning
+        its partitions, until its session expires; then they are reassigned)."""
+        owners = group_assignment(self._admin, self.cfg.group, self.cfg.topic)
+        now = time.monotonic()
+        members = frozenset(owners or ())
+        if members != self._members:
+            self._members, self._members_since = members, now
+        if owners is None:
+            return False
+        if all(parts <= self.states.keys() for parts in owners.values()):
+            return True
+        return now - self._members_since >= self._session_timeout_s
 
     def _forwarded_ends(self, partitions: list[int]) -> dict[int, int]:
         """End offsets of the repartition topic's partitions (empty before anything was ever forwarded)."""

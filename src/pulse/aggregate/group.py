@@ -18,16 +18,25 @@ from pulse.kafkaio import BULK_FETCH, QUIET_LOG, outage_log
 Rebalance = Callable[[Consumer, list[TopicPartition]], None]
 
 
-def input_consumer(bootstrap: str, group: str) -> Consumer:
-    """The aggregator's consumer: offsets are committed only inside its transactions, and it reads only
-    committed records (a crashed producer's open transaction is never aggregated)."""
-    return Consumer(client_config(bootstrap, {
+def _input_config(bootstrap: str, group: str) -> dict[str, object]:
+    return client_config(bootstrap, {
         "group.id": group, "enable.auto.commit": False,
         "auto.offset.reset": "earliest", "isolation.level": "read_committed",
         "session.timeout.ms": 6_000, "heartbeat.interval.ms": 1_500, "max.poll.interval.ms": 300_000,
         "partition.assignment.strategy": "range", **BULK_FETCH,
         "logger": QUIET_LOG, "error_cb": outage_log("aggregate", bootstrap),
-    }))
+    })
+
+
+def input_consumer(bootstrap: str, group: str) -> Consumer:
+    """The aggregator's consumer: offsets are committed only inside its transactions, and it reads only
+    committed records (a crashed producer's open transaction is never aggregated)."""
+    return Consumer(_input_config(bootstrap, group))
+
+
+def session_timeout_s(bootstrap: str, group: str) -> float:
+    """How long the group keeps a member that stopped heartbeating (the operator's setting, if given)."""
+    return int(str(_input_config(bootstrap, group)["session.timeout.ms"])) / 1000
 
 
 def _not_attached(_consumer: Consumer, _partitions: list[TopicPartition]) -> None:
