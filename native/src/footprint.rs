@@ -40,7 +40,7 @@ impl State {
         let sessions = table(&self.sessions.map) + self.sessions.map.keys().map(String::capacity).sum::<usize>();
         windows
             + sessions
-            + table(&self.dedup.seen)
+            + self.dedup.memory_bytes()
             + shards(&self.catalog.item_state)
             + self.users.list.capacity() * size_of::<crate::state::User>()
             + self.users.list.iter().map(|u| u.hours.capacity() * size_of::<(i64, Row)>()).sum::<usize>()

@@ -272,7 +272,7 @@ impl Partition {
 impl Partition {
     #[new]
     #[pyo3(signature = (partition, window_sizes, grace_ms, dedup_horizon_ms, session_timeout_ms, compact_after = 50_000,
-                        partitions = 0, forward_wait_ms = 300_000, user_max_delay_ms = 60_000))]
+                        partitions = 0, forward_wait_ms = 300_000, user_max_delay_ms = 60_000, ids_dir = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         partition: i32,
@@ -284,6 +284,7 @@ impl Partition {
         partitions: u32,
         forward_wait_ms: i64,
         user_max_delay_ms: i64,
+        ids_dir: Option<std::path::PathBuf>,
     ) -> PyResult<Self> {
         if window_sizes.iter().any(|&s| s <= 0) {
             return Err(PyValueError::new_err("window sizes must be positive"));
@@ -298,6 +299,7 @@ impl Partition {
             partitions,
             forward_wait: forward_wait_ms,
             user_max_delay: user_max_delay_ms,
+            ids_dir: ids_dir.unwrap_or_else(|| dedup::scratch_dir(&format!("p{partition}"))),
         };
         Ok(Partition {
             st: batch::StateBox::new(State::new(partition, cfg)),
@@ -392,6 +394,14 @@ impl Partition {
         self.ready()?;
         Ok(Counters::from(self.st.pos.counters))
     }
+    /// The restored changelog held the event ids within the horizon (format 3 on): restore need not re-read the
+    /// input for them.
+    #[getter]
+    fn ids_logged(&self) -> PyResult<bool> {
+        self.ready()?;
+        Ok(self.st.dedup.from_log)
+    }
+
     /// Entries of the live state: open windows, users, sessions, remembered event ids.
     #[getter]
     fn sizes(&self) -> PyResult<StateSizes> {
@@ -401,7 +411,7 @@ impl Partition {
             windows: st.windows.len(),
             users: st.users.list.len(),
             sessions: st.sessions.map.len(),
-            event_ids: st.dedup.seen.len(),
+            event_ids: st.dedup.len(),
         })
     }
 

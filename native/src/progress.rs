@@ -2,12 +2,11 @@
 //! source of its own input, and as the owner of its users' records), and the event ids recent enough to make a
 //! duplicate.
 
-use rustc_hash::FxHashMap;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
-use crate::tables::EventKey;
-
-/// Below this many remembered event ids, pruning them is not worth a pass over the map.
-pub const SEEN_MIN: usize = 4096;
+use crate::dedup::key::Key;
+use crate::dedup::SeenIds;
 /// No event time yet.
 pub const NEVER: i64 = -(1 << 62);
 
@@ -88,25 +87,78 @@ impl EventClock {
     }
 }
 
-/// Event ids seen recently enough to make a duplicate, with the event time each was first seen at.
+/// Event ids seen recently enough to make a duplicate, with the event time each was first seen at (in the id
+/// store, `dedup/`), and what the changelog owes: ids remembered since the last flush, and the id records of
+/// event-time hours now past the horizon.
 pub struct Dedup {
-    pub seen: FxHashMap<EventKey, i64>,
-    pub cap: usize, // prune when the map outgrows this
+    store: SeenIds,
+    pub pending: Vec<(Key, i64)>,
+    pub logged: BTreeMap<i64, Vec<String>>, // the changelog's id records by event-time hour
+    pub tombstones: Vec<String>,
+    pub restored: Vec<(Key, i64)>, // read from the changelog, until restore builds the store from them
+    pub from_log: bool,            // the changelog logs ids: restore need not re-read the input
 }
 
+/// Ids the store holds in memory before it seals them into a run on disk.
+pub const SEAL_AT: usize = 1 << 20;
+
+const HOUR_MS: i64 = 3_600_000;
+
 impl Dedup {
-    /// Remember an id. Ids older than `horizon` can never make a duplicate again (the watermark only rises), so
-    /// they are dropped whenever the map has doubled since it was last pruned: a backlog read between flushes
-    /// (which prune too) would otherwise keep every id it read.
-    pub fn insert(&mut self, id: EventKey, ts: i64, horizon: i64) {
-        self.seen.insert(id, ts);
-        if self.seen.len() > self.cap {
-            self.prune(horizon);
-            self.cap = (2 * self.seen.len()).max(SEEN_MIN);
+    pub fn new(dir: PathBuf) -> Self {
+        let store = SeenIds::new(dir.clone(), SEAL_AT)
+            .unwrap_or_else(|e| panic!("cannot keep event ids in {}: {e}", dir.display()));
+        Dedup {
+            store,
+            pending: Vec::new(),
+            logged: BTreeMap::new(),
+            tombstones: Vec::new(),
+            restored: Vec::new(),
+            from_log: false,
         }
     }
 
-    pub fn prune(&mut self, horizon: i64) {
-        self.seen.retain(|_, first| *first >= horizon);
+    /// The event time `key` was first counted at, if it is still held.
+    pub fn first(&self, key: &Key) -> Option<i64> {
+        self.store.get_key(key).unwrap_or_else(|e| panic!("reading the event id store: {e}"))
+    }
+
+    /// Remember an id (logged at the next flush). Ids older than `horizon` can never make a duplicate again (the
+    /// watermark only rises): the store drops them as it goes.
+    pub fn insert(&mut self, key: Key, ts: i64, horizon: i64) {
+        self.pending.push((key.clone(), ts));
+        self.store.insert_key(key, ts, horizon).unwrap_or_else(|e| panic!("writing the event id store: {e}"));
+    }
+
+    /// Forget the ids past `horizon`, and owe tombstones for the id records of the hours wholly past it.
+    pub fn expire(&mut self, horizon: i64) {
+        self.store.expire(horizon).unwrap_or_else(|e| panic!("expiring the event id store: {e}"));
+        let past: Vec<i64> = self.logged.range(..horizon - HOUR_MS + 1).map(|(h, _)| *h).collect();
+        for hour in past {
+            self.tombstones.extend(self.logged.remove(&hour).unwrap_or_default());
+        }
+    }
+
+    /// An id the changelog logged (in log order: of an id logged twice, the later counts). Not logged again.
+    pub fn restored(&mut self, key: Key, ts: i64) {
+        self.store.insert_key(key, ts, i64::MIN).unwrap_or_else(|e| panic!("restoring the event id store: {e}"));
+    }
+
+    pub fn len(&self) -> usize {
+        self.store.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.store.is_empty()
+    }
+
+    /// Bytes held in memory: the store's, and the ids the next flush logs.
+    pub fn memory_bytes(&self) -> usize {
+        self.store.memory_bytes() + self.pending.capacity() * std::mem::size_of::<(Key, i64)>()
+    }
+
+    /// The event-time hour an id's record is logged under.
+    pub fn hour(ts: i64) -> i64 {
+        ts.div_euclid(HOUR_MS) * HOUR_MS
     }
 }

@@ -4,17 +4,18 @@
 //! integer cents. Names (event types, statuses, items, categories, users) are interned per partition, so the
 //! hot path counts small integers and a million users cost a few hundred bytes each.
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashSet;
 use std::collections::BTreeMap;
 
 pub use crate::entities::{EntityLog, Session, Sessions, User, Users, USER_HOURS, USER_HOUR_MS};
-pub use crate::progress::{Dedup, EventClock, Mark, Position, NEVER, SEEN_MIN};
+pub use crate::progress::{Dedup, EventClock, Mark, Position, NEVER};
 pub use crate::tables::{
-    bump, item_shard, murmur2, user_partition, Counts, EventKey, Names, Row, Shards, ITEM_SHARDS, PAGE_BYTES,
+    bump, item_shard, murmur2, user_partition, Counts, Names, Row, Shards, ITEM_SHARDS, PAGE_BYTES,
 };
 
 use crate::breakdown::{Breakdown, Values, CATEGORY, COUNTRY, DEVICE, DIMS, STATUS};
 use crate::change::Change;
+use crate::dedup::key::encode;
 use crate::event::{cents, Event};
 use crate::hll::{user_hash, Hll, EXACT_USERS_UP_TO, SKETCH_USERS_FROM};
 use crate::publish::Plan;
@@ -91,6 +92,7 @@ pub struct Config {
     pub forward_wait: i64, // how far (event time) behind the others an idle source may be and still hold owners back
     pub user_max_delay: i64, // wall clock a changed user's document waits at most, whatever the budget
     pub items_from: i64, // the shortest window that keeps item rows (`publish::items_from`)
+    pub ids_dir: std::path::PathBuf, // where the event id store keeps its runs (a cache of this partition's)
 }
 
 impl Config {
@@ -138,6 +140,7 @@ impl State {
     pub fn new(partition: i32, cfg: Config) -> Self {
         State {
             time: EventClock::new(cfg.partitions),
+            dedup: Dedup::new(cfg.ids_dir.clone()),
             cfg,
             partition,
             pos: Position::default(),
@@ -145,7 +148,6 @@ impl State {
             catalog: Catalog::default(),
             users: Users::default(),
             sessions: Sessions::default(),
-            dedup: Dedup { seen: FxHashMap::default(), cap: SEEN_MIN },
             log: EntityLog::default(),
         }
     }
@@ -278,14 +280,13 @@ impl State {
             self.pos.counters[LATE] += 1;
             return Outcome::Late(format!("ts {ts} < watermark {wm} of the owning partition"));
         }
-        let key = EventKey::new(&e.event_id);
-        match self.dedup.seen.get_mut(&key) {
-            Some(first) if *first >= wm - self.cfg.horizon => {
+        let key = encode(&e.event_id);
+        match self.dedup.first(&key) {
+            Some(first) if first >= wm - self.cfg.horizon => {
                 self.pos.counters[DUPLICATES] += 1;
                 return Outcome::Duplicate;
             }
-            Some(first) => *first = ts,
-            None => self.dedup.insert(key, ts, wm - self.cfg.horizon),
+            _ => self.dedup.insert(key, ts, wm - self.cfg.horizon), // unseen, or seen before the horizon
         }
         self.pos.counters[ACCEPTED] += 1;
         let ok = e.status == "ok";
@@ -414,23 +415,16 @@ impl State {
         if ts < horizon {
             return;
         }
-        let key = EventKey::new(event_id);
-        match self.dedup.seen.get_mut(&key) {
-            Some(first) if *first >= horizon => {}
-            Some(first) => *first = ts,
-            None => {
-                self.dedup.seen.insert(key, ts);
-            }
+        let key = encode(event_id);
+        if self.dedup.first(&key).is_none_or(|first| first < horizon) {
+            self.dedup.insert(key, ts, horizon);
         }
     }
 
     /// Forget idle sessions (tombstoned on this flush) and duplicate ids past the horizon.
     pub fn expire(&mut self) {
         let wm = self.watermark();
-        let horizon = wm - self.cfg.horizon;
-        if self.dedup.seen.len() > SEEN_MIN {
-            self.dedup.prune(horizon);
-        }
+        self.dedup.expire(wm - self.cfg.horizon);
         let timeout = self.cfg.session_timeout;
         let gone = &mut self.sessions.gone;
         self.sessions.map.retain(|sid, s| {

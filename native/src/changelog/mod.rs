@@ -10,10 +10,15 @@
 mod records;
 mod restore;
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::breakdown::DIMENSIONS;
+use crate::dedup::key::Key;
+use crate::dedup::pack;
 use crate::hll::Packed;
+use crate::progress::Dedup;
 use crate::state::{Counts, Names, Row, Session, State, Window, ABSENT, ITEM_SHARDS, PAGE_BYTES};
 use records::{
     Bin, BreakdownRow, Count, Counters, Entry, Forwarding, Hour, ItemRow, MarkRecord, Meta, OpenStep, Revenue,
@@ -246,6 +251,7 @@ pub fn changed_records(st: &mut State, finals: &[(i64, i64)], users_published: b
         }
     }
     entity_records(st, users_published, &mut out);
+    id_records(st, &mut out);
     let meta = Meta {
         next_offset: st.pos.next_offset,
         max_ts: st.time.max_ts,
@@ -272,6 +278,24 @@ pub fn changed_records(st: &mut State, finals: &[(i64, i64)], users_published: b
         out.push((FORWARDING.to_vec(), Some(enc(&value))));
     }
     out
+}
+
+/// The event ids remembered since the last flush, by event-time hour, and tombstones for the hours now past the
+/// horizon. A record's key names its flush by the partition's positions: any two flushes that remembered ids
+/// differ in them, since an id is remembered only for a record read or taken after the flush before.
+fn id_records(st: &mut State, out: &mut Vec<Record>) {
+    let mut by_hour: BTreeMap<i64, Vec<(Key, i64)>> = BTreeMap::new();
+    for (key, ts) in st.dedup.pending.drain(..) {
+        by_hour.entry(Dedup::hour(ts)).or_default().push((key, ts));
+    }
+    for (hour, ids) in by_hour {
+        for (n, chunk) in ids.chunks(CHUNK).enumerate() {
+            let key = format!("d/{hour}/{}-{}/{n}", st.pos.next_offset, st.pos.repart_next);
+            out.push((key.clone().into_bytes(), Some(pack(chunk))));
+            st.dedup.logged.entry(hour).or_default().push(key);
+        }
+    }
+    out.extend(st.dedup.tombstones.drain(..).map(|key| (key.into_bytes(), None)));
 }
 
 fn owner_logged(st: &State) -> bool {

@@ -8,7 +8,10 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
 /// The format this build writes. 1: every log before the format was recorded (the same records, read as 2).
-pub const FORMAT: u32 = 2;
+/// 3: event ids are logged (`d/` records), so restore need not re-read the input for them.
+pub const FORMAT: u32 = 3;
+/// The first format that logs event ids.
+pub const IDS_LOGGED: u32 = 3;
 
 /// One named count (an event type or status and how many).
 #[derive(Serialize, Deserialize)]

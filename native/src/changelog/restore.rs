@@ -4,10 +4,11 @@ use serde::Deserialize;
 
 use super::records::{
     BreakdownRow, CategoryRow, Count, Dimension, Entry, ForwardingIn, Hour, ItemRow, Meta, SessionRecord, SketchRecord,
-    Summary, FORMAT, SESSION, SESSION_GONE, USER, USER_PENDING,
+    Summary, FORMAT, IDS_LOGGED, SESSION, SESSION_GONE, USER, USER_PENDING,
 };
 use super::{ITEMS_PUBLISHED, META, USERS_PUBLISHED};
 use crate::breakdown::{CATEGORY, DIMENSIONS, DIMS};
+use crate::dedup::unpack;
 use crate::entities::Step;
 use crate::hll::Packed;
 use crate::sketch::Sketch;
@@ -63,8 +64,9 @@ pub fn restore(st: &mut State, records: Vec<(i64, Vec<u8>, Option<Vec<u8>>)>) ->
             None => latest.remove(&key),
         };
     }
+    let mut format = FORMAT; // no meta: nothing was logged, so nothing is owed either
     if let Some((_, meta)) = latest.get(META) {
-        let format = dec::<Meta>(META, meta)?.format;
+        format = dec::<Meta>(META, meta)?.format;
         if format > FORMAT {
             return Err(format!(
                 "the changelog was written by a newer Pulse (format {format}; this one reads up to {FORMAT}): \
@@ -80,6 +82,7 @@ pub fn restore(st: &mut State, records: Vec<(i64, Vec<u8>, Option<Vec<u8>>)>) ->
     for (key, (offset, value)) in live {
         apply(st, &key, &value, offset > items_at, offset > users_at)?;
     }
+    st.dedup.from_log = format >= IDS_LOGGED;
     st.users.requeue((0..st.users.list.len() as u32).filter(|&u| st.users.list[u as usize].pending).collect());
     st.time.refresh(st.partition, st.cfg.grace, st.cfg.forward_wait); // never lower than what was logged
     Ok(n)
@@ -151,6 +154,13 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], details_pending: bool, users_
                     _ => return Err(bad(key, "unknown entry")),
                 }
             }
+        }
+        "d" => {
+            let hour = num(1)?;
+            for (id, ts) in unpack(value).ok_or_else(|| bad(key, "malformed event ids"))? {
+                st.dedup.restored(id, ts);
+            }
+            st.dedup.logged.entry(hour).or_default().push(path.to_string());
         }
         "w" => {
             let (size, start) = (num(1)?, num(2)?);
@@ -259,6 +269,7 @@ mod tests {
             forward_wait: 60_000,
             user_max_delay: 60_000,
             items_from: 60_000,
+            ids_dir: crate::dedup::scratch_dir("test"),
         };
         State::new(0, cfg)
     }
@@ -305,6 +316,61 @@ mod tests {
                 assert_eq!(rows, vec![expected], "{name}");
             }
         }
+    }
+
+    fn event(id: &'static str, ts: i64) -> Event<'static> {
+        Event {
+            event_id: Cow::Borrowed(id),
+            event_type: Cow::Borrowed("view"),
+            ts,
+            user_id: Cow::Borrowed("u1"),
+            session_id: Cow::Borrowed("s1"),
+            item_id: None,
+            category: None,
+            price: None,
+            amount: None,
+            status: Cow::Borrowed("ok"),
+            device: Cow::Borrowed("mobile"),
+            country: Cow::Borrowed("DE"),
+        }
+    }
+
+    fn logged(records: Vec<crate::changelog::Record>) -> Vec<(i64, Vec<u8>, Option<Vec<u8>>)> {
+        records.into_iter().enumerate().map(|(n, (k, v))| (n as i64, k, v)).collect()
+    }
+
+    /// Each flush logs the ids it remembered under their event-time hour; a restore from the log alone then
+    /// knows them (no input re-read owed), and once an hour is past the horizon its records are tombstoned.
+    #[test]
+    fn event_ids_are_logged_restored_and_tombstoned_by_hour() {
+        let mut st = state();
+        st.cfg.horizon = 3_600_000;
+        st.begin(0);
+        st.accept(&event("a", 7_200_000), 7_200_000);
+        st.begin(1);
+        st.accept(&event("b", 7_300_000), 7_300_000);
+        let first = changed_records(&mut st, &[], false);
+        let ids: Vec<&Vec<u8>> = first.iter().map(|(k, _)| k).filter(|k| k.starts_with(b"d/")).collect();
+        assert_eq!(ids, vec![b"d/7200000/2-0/0"]);
+        let mut again = state();
+        again.cfg.horizon = 3_600_000;
+        restore(&mut again, logged(first.clone())).unwrap();
+        assert!(again.dedup.from_log);
+        assert!(matches!(again.accept(&event("a", 7_300_000), 7_300_000), crate::state::Outcome::Duplicate));
+        assert!(matches!(again.accept(&event("c", 7_300_000), 7_300_000), crate::state::Outcome::Accepted));
+        // hours later: the owner watermark passed 7,200,000 + 1 h + the horizon, so that hour is let go
+        st.begin(2);
+        st.accept(&event("z", 14_500_000), 14_500_000);
+        st.time.owner = 14_400_000;
+        st.expire();
+        let later = changed_records(&mut st, &[], false);
+        assert!(later.iter().any(|(k, v)| k.as_slice() == b"d/7200000/2-0/0" && v.is_none()));
+        assert!(later.iter().any(|(k, v)| k.starts_with(b"d/14400000/") && v.is_some()));
+        let mut all = logged(first);
+        all.extend(logged(later).into_iter().map(|(n, k, v)| (n + 100, k, v)));
+        let mut third = state();
+        restore(&mut third, all).unwrap();
+        assert_eq!(third.dedup.len(), 1); // "z" alone
     }
 
     #[test]

@@ -30,6 +30,26 @@ fn put(out: &mut impl Write, key: &[u8], ts: i64) -> io::Result<u64> {
     Ok(2 + key.len() as u64 + 8)
 }
 
+/// Entries in the run's byte layout (the changelog's id records use it too).
+pub fn pack(entries: &[(Key, i64)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.iter().map(|(k, _)| k.len() + 10).sum());
+    for (key, ts) in entries {
+        put(&mut out, key, *ts).expect("writing to memory");
+    }
+    out
+}
+
+/// The entries of `pack`'s bytes (None: not such bytes).
+pub fn unpack(mut bytes: &[u8]) -> Option<Vec<(Key, i64)>> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let (key, ts, used) = take(bytes)?;
+        out.push((Key::from_slice(key), ts));
+        bytes = &bytes[used..];
+    }
+    Some(out)
+}
+
 /// The next entry of a run's bytes, and how many bytes it took (None at the end).
 fn take(bytes: &[u8]) -> Option<(&[u8], i64, usize)> {
     let n = u16::from_le_bytes(bytes.get(..2)?.try_into().ok()?) as usize;

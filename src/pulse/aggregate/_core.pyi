@@ -1,6 +1,7 @@
 """Type stubs of the native core (``native/``, Rust): the shapes that cross the boundary with Python."""
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar, Final
 
 from pulse.events.schema import Event
@@ -89,7 +90,8 @@ class FlushOutput:
 class Partition:
     def __init__(self, partition: int, window_sizes: list[int], grace_ms: int, dedup_horizon_ms: int,
                  session_timeout_ms: int, compact_after: int = 50_000, partitions: int = 0,
-                 forward_wait_ms: int = 300_000, user_max_delay_ms: int = 60_000) -> None: ...
+                 forward_wait_ms: int = 300_000, user_max_delay_ms: int = 60_000,
+                 ids_dir: Path | None = None) -> None: ...
     busy: bool
     partition: int
     next_offset: int
@@ -105,6 +107,7 @@ class Partition:
     counters: Counters
     sizes: StateSizes
     state_bytes: int
+    ids_logged: bool
     def process(self, offset: int, key: bytes | None, value: bytes | None, record_ts: int) -> bool: ...
     def accept(self, offset: int, key: bytes | None, value: bytes, record_ts: int, event: Event) -> None: ...
     def reject(self, offset: int, key: bytes | None, value: bytes, reason: str, detail: str) -> None: ...
@@ -126,3 +129,29 @@ def flush_all(partitions: list[Partition], details: Details, users: list[int],
 def label(size_ms: int) -> str: ...
 def user_partition(user: str, partitions: int) -> int: ...
 def item_shard(item: str) -> int: ...
+
+class VerifyWalk:
+    def __init__(self, *, partition: int, rules: Any, sizes: list[int], session_timeout_ms: int,
+                 unseen_before: int | None, model: Any, validate: Callable[[bytes, int], Any],
+                 on_finished: Callable[[int, list[tuple[str, dict[str, Any]]]], None],
+                 lookahead: Any | None = None) -> None: ...
+    published: int
+    def extend(self, decisions: Any, sent_markers: list[tuple[int, int]]) -> None: ...
+    def feed(self, records: Any, taken: Any | None = None, until: int | None = None) -> None: ...
+    def close(self) -> None: ...
+    def finish(self) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[str, dict[str, Any]]]]: ...
+    def counts(self) -> dict[str, Any]: ...
+    def flows(self, sent: bool) -> dict[int, dict[str, int]]: ...
+
+class IdsMeasured:
+    inserted: int
+    insert_s: float
+    lookups: int
+    lookup_s: float
+    wrong: int
+    restore_s: float
+    runs: int
+    disk_bytes: int
+    memory_bytes: int
+
+def measure_ids(kind: str, count: int, dir: Path, seal_at: int = ..., lookups: int = ...) -> IdsMeasured: ...

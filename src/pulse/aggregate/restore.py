@@ -1,9 +1,10 @@
-"""Rebuild a partition's state when it is assigned: changelog to its end, then recent event ids for de-duplication.
+"""Rebuild a partition's state when it is assigned: changelog to its end, event ids for de-duplication included.
 
 The changelog is read with ``read_committed``, so state from an aborted or unfinished transaction never comes
-back. Duplicate detection must answer on replay as it did live, so the event ids inside the duplicate horizon
-are re-read from the input partition (and the repartition topic's) just before the committed positions, rather
-than logged per event. Late events never make a duplicate: those the partition sent to the late-events topic
+back. Duplicate detection must answer on replay as it did live: the changelog logs the event ids within the
+duplicate horizon (format 3 on: each flush the ids it remembered, by event-time hour). A changelog written before
+that has none, so for it the ids are re-read from the input partition (and the repartition topic's) just before
+the committed positions; late events never make a duplicate, so those the partition sent to the late-events topic
 (read back over the same span) are left out.
 """
 
@@ -32,8 +33,8 @@ def restore_partition(st: Partition, cfg: StateConfig, bootstrap: str, changelog
     except ValueError as exc:
         raise PulseError(f"{changelog_topic} partition {st.partition}: {exc}") from None
     horizon = st.watermark - cfg.dedup_horizon_ms
-    if st.next_offset == 0 and st.repartition_offset == 0:
-        return live
+    if (st.next_offset == 0 and st.repartition_offset == 0) or st.ids_logged:
+        return live  # nothing read yet, or the changelog logged the ids within the horizon
     late = _late(bootstrap, late_topic, st.partition, horizon) if st.counters.late else set()
     if st.next_offset > 0:
         start = _start(bootstrap, input_topic, st.partition, horizon, st.next_offset)

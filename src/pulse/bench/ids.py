@@ -1,12 +1,12 @@
 """`pulse bench ids`: what holding a partition's event ids for a long duplicate horizon costs.
 
-Two ways of holding ``count`` ids (UUIDv7s, as SDKs make them) exactly, each in a Python process of its own so that
+Ways of holding ``count`` ids (UUIDv7s, as SDKs make them) exactly, each in a Python process of its own so that
 its peak RSS (the kernel's ``VmHWM``) is its own:
-- ``map``: the in-memory map the engine keeps for its 30 s horizon (``pulse.aggregate._core``'s ``EventKey`` map);
-- ``store``: the id store built for horizons of days (``native/src/dedup``): recent ids in memory, sealed runs on
-  local disk found through Bloom filters and sparse indexes. It is also rebuilt from the ids in one pass, as a
-  restore does, and timed.
-A third process that only loads the core gives the baseline both are measured against. Half the lookups are of
+- ``map``: an in-memory map, as the engine held ids before the store (``EventKey`` keys);
+- ``store``: the id store the engine keeps (``native/src/dedup``): recent ids in memory, sealed runs on local disk
+  found through Bloom filters and sparse indexes, the ids inserted one by one as live;
+- ``restore``: the same store built from the ids as a restore builds it from the changelog, and timed.
+A process that only loads the core gives the baseline all are measured against. Half the lookups are of
 held ids (each must come back with its event time), half of ids never inserted (each must not): any wrong
 answer fails the run.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pulse.errors import PulseError
 
-KINDS = ("map", "store")
+KINDS = ("map", "store", "restore")
 
 
 @dataclass(frozen=True)
