@@ -95,8 +95,7 @@ pub struct Dedup {
     pub pending: Vec<(Key, i64)>,
     pub logged: BTreeMap<i64, Vec<String>>, // the changelog's id records by event-time hour
     pub tombstones: Vec<String>,
-    pub restored: Vec<(Key, i64)>, // read from the changelog, until restore builds the store from them
-    pub from_log: bool,            // the changelog logs ids: restore need not re-read the input
+    pub from_log: bool, // the changelog logs ids: restore need not re-read the input
 }
 
 /// Ids the store holds in memory before it seals them into a run on disk.
@@ -108,14 +107,7 @@ impl Dedup {
     pub fn new(dir: PathBuf) -> Self {
         let store = SeenIds::new(dir.clone(), SEAL_AT)
             .unwrap_or_else(|e| panic!("cannot keep event ids in {}: {e}", dir.display()));
-        Dedup {
-            store,
-            pending: Vec::new(),
-            logged: BTreeMap::new(),
-            tombstones: Vec::new(),
-            restored: Vec::new(),
-            from_log: false,
-        }
+        Dedup { store, pending: Vec::new(), logged: BTreeMap::new(), tombstones: Vec::new(), from_log: false }
     }
 
     /// The event time `key` was first counted at, if it is still held.
