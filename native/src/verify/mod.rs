@@ -5,8 +5,10 @@
 //! engine and nothing else. `tests/verify/test_native.py` holds it equal to the Python walk on random inputs.
 
 mod clock;
+mod inputs;
 mod lookahead;
 mod output;
+mod rows;
 mod tally;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -18,40 +20,13 @@ use pyo3::types::{PyBytes, PyDict, PyIterator, PyList};
 
 use crate::event::{fast_validate, Event};
 use clock::{partition_for, Counts, Flow, Owner, Verdict};
+use inputs::{attr, owned_event, Decision, Taken};
 use lookahead::{Lookahead, SenderLog, ALWAYS};
 use output::Fields;
 use tally::{Dim, Rules, Tally};
 
 /// Input records between two look-ahead bounds (`pulse.verify.walk.LOOK_EVERY`).
 const LOOK_EVERY: i64 = 1_000;
-
-enum Decision {
-    Floor { offset: i64, floor: Option<i64>, idle: bool },
-    Take { offset: i64, until: i64 },
-    Stall { offset: i64, source: usize },
-}
-
-impl Decision {
-    fn offset(&self) -> i64 {
-        match self {
-            Decision::Floor { offset, .. } | Decision::Take { offset, .. } | Decision::Stall { offset, .. } => *offset,
-        }
-    }
-}
-
-/// A repartition topic record: a forwarded record or a source's watermark, at offset `at` there.
-enum Taken {
-    Forward { at: i64, partition: usize, offset: i64, record_ts: i64, value: Option<Py<PyBytes>> },
-    Marker { at: i64, partition: usize, value: i64, idle: bool },
-}
-
-impl Taken {
-    fn at(&self) -> i64 {
-        match self {
-            Taken::Forward { at, .. } | Taken::Marker { at, .. } => *at,
-        }
-    }
-}
 
 /// One partition's pass, as source and as owner (see `pulse.verify.walk`).
 #[pyclass(unsendable, module = "pulse.aggregate._core")]
@@ -79,32 +54,6 @@ pub struct VerifyWalk {
     position: i64,
     taken: VecDeque<Py<PyIterator>>,
     pending: Option<Taken>,
-}
-
-fn attr<'py, T: FromPyObject<'py>>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<T> {
-    obj.getattr(name)?.extract()
-}
-
-/// An event Python's validator accepted (the fast path was not sure), with its own strings.
-fn owned_event(e: &Bound<'_, PyAny>) -> PyResult<Event<'static>> {
-    let text = |name: &str| -> PyResult<std::borrow::Cow<'static, str>> { Ok(attr::<String>(e, name)?.into()) };
-    let maybe = |name: &str| -> PyResult<Option<std::borrow::Cow<'static, str>>> {
-        Ok(attr::<Option<String>>(e, name)?.map(Into::into))
-    };
-    Ok(Event {
-        event_id: text("event_id")?,
-        event_type: text("event_type")?,
-        ts: attr(e, "ts")?,
-        user_id: text("user_id")?,
-        session_id: text("session_id")?,
-        item_id: maybe("item_id")?,
-        category: maybe("category")?,
-        price: attr(e, "price")?,
-        amount: attr(e, "amount")?,
-        status: text("status")?,
-        device: text("device")?,
-        country: text("country")?,
-    })
 }
 
 #[pymethods]
@@ -196,15 +145,7 @@ impl VerifyWalk {
     /// those given so far.
     fn extend(&mut self, decisions: &Bound<'_, PyAny>, sent_markers: Vec<(i64, i64)>) -> PyResult<()> {
         for d in decisions.try_iter()? {
-            let d = d?;
-            let offset: i64 = attr(&d, "offset")?;
-            self.decisions.push_back(if d.hasattr("until")? {
-                Decision::Take { offset, until: attr(&d, "until")? }
-            } else if d.hasattr("source")? {
-                Decision::Stall { offset, source: attr(&d, "source")? }
-            } else {
-                Decision::Floor { offset, floor: attr(&d, "floor")?, idle: attr(&d, "idle")? }
-            });
+            self.decisions.push_back(Decision::of(&d?)?);
         }
         self.markers.extend(sent_markers);
         Ok(())
@@ -337,23 +278,7 @@ impl VerifyWalk {
     fn next_taken(&mut self, py: Python<'_>) -> PyResult<Option<Taken>> {
         while let Some(it) = self.taken.front() {
             match it.bind(py).clone().next() {
-                Some(item) => {
-                    let item = item?;
-                    let at: i64 = item.get_item(0)?.extract()?;
-                    let what = item.get_item(1)?;
-                    let partition: usize = attr(&what, "partition")?;
-                    return Ok(Some(if what.is_instance(self.marker_class.bind(py))? {
-                        Taken::Marker { at, partition, value: attr(&what, "value")?, idle: attr(&what, "idle")? }
-                    } else {
-                        Taken::Forward {
-                            at,
-                            partition,
-                            offset: attr(&what, "offset")?,
-                            record_ts: attr(&what, "record_ts")?,
-                            value: attr(&what, "value")?,
-                        }
-                    }));
-                }
+                Some(item) => return Taken::of(&item?, self.marker_class.bind(py)).map(Some),
                 None => {
                     self.taken.pop_front();
                 }

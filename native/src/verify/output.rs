@@ -5,7 +5,8 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PySet};
 
-use super::tally::{Bucket, ByName, Finished, Level, Names, Tallied, Tally};
+use super::rows::{Bucket, ByName, Names, Tallied};
+use super::tally::{Finished, Level, Tally};
 
 /// The field names and bounds the documents follow, read once from `pulse.verify.native.Model`.
 pub struct Fields {
