@@ -27,7 +27,7 @@ use std::thread::JoinHandle;
 use crate::event::{fast_validate, Event};
 use crate::message;
 use crate::progress::Mark;
-use crate::state::{Outcome, State};
+use crate::state::{Outcome, State, BEYOND_HORIZON};
 use crate::{forward, Forward, Partition, Side};
 
 /// Below this many records per thread, spawning threads costs more than it saves (a live stream's batches).
@@ -84,6 +84,7 @@ struct Rec<'a> {
     raw: Option<&'a [u8]>, // None: not bytes (a tombstone), so the Python validator decides
     mark: Option<Mark>,    // a watermark marker from partition `stream`, not a record
     sub: u32,              // its place in a repartition topic record (a batch: its records, then the marker)
+    correction: bool,      // a forwarded record its source judged a correction
 }
 
 /// Where phase 1 found a record (see `Rec`); `span`: a forwarded record's bytes inside its batch's value.
@@ -96,13 +97,14 @@ struct Meta {
     mark: Option<Mark>,
     sub: u32,
     span: Option<(usize, usize)>,
+    correction: bool,
 }
 
 /// Where phase 4 sent a record other than into the state.
 enum Route {
     Late(String),         // detail
     Dead(String, String), // reason, detail
-    Forward { owner: u32 },
+    Forward { owner: u32, correction: bool },
 }
 
 /// A batch's side outputs for one partition, by record index.
@@ -185,9 +187,9 @@ fn route_partition(
             st.begin(r.offset);
         }
         match &verdicts[i] {
-            Verdict::Valid(e) => match if forwarded { st.accept_here(e) } else { st.accept(e, r.ts) } {
+            Verdict::Valid(e) => match if forwarded { st.accept_here(e, r.correction) } else { st.accept(e, r.ts) } {
                 Outcome::Late(detail) => out.push((i, Route::Late(detail))),
-                Outcome::Forward(owner) => out.push((i, Route::Forward { owner })),
+                Outcome::Forward { owner, correction } => out.push((i, Route::Forward { owner, correction })),
                 Outcome::Accepted | Outcome::Duplicate => {}
             },
             Verdict::Invalid { reason, detail } => {
@@ -380,13 +382,14 @@ fn route_job(
     let recs: Vec<Rec<'_>> = meta
         .iter()
         .zip(raws)
-        .map(|(&Meta { slot, offset, ts, stream, mark, sub, .. }, raw)| Rec {
+        .map(|(&Meta { slot, offset, ts, stream, mark, sub, correction, .. }, raw)| Rec {
             slot,
             offset,
             ts,
             stream,
             mark,
             sub,
+            correction,
             // SAFETY: `values` holds a reference to every value, so its bytes live and do not move
             raw: raw.map(|Raw(ptr, len)| unsafe { std::slice::from_raw_parts(ptr, len) }),
         })
@@ -495,7 +498,7 @@ fn add_sides(
             match route {
                 Route::Late(detail) => {
                     let key = if spans[i].is_some() { py.None() } else { key()? }; // the batch's key is no one's
-                    part.late.push(Side { source, key, value: value()?, reason: "late".into(), detail })
+                    part.late.push(Side { source, key, value: value()?, reason: BEYOND_HORIZON.into(), detail })
                 }
                 Route::Dead(reason, detail) => {
                     let value = if values[i].is_none(py) {
@@ -505,9 +508,13 @@ fn add_sides(
                     };
                     part.dead.push(Side { source, key: key()?, value, reason, detail });
                 }
-                Route::Forward { owner } => {
-                    part.forward.push(Forward { offset: source.1, record_ts: stamps[i], owner, value: value()? })
-                }
+                Route::Forward { owner, correction } => part.forward.push(Forward {
+                    offset: source.1,
+                    record_ts: stamps[i],
+                    owner,
+                    value: value()?,
+                    correction,
+                }),
             }
         }
     }
@@ -575,7 +582,7 @@ pub fn process_batch(
             raws.push(bytes.map(|b| Raw(b.as_bytes().as_ptr(), b.as_bytes().len())));
             values.push(value.unbind());
             msgs.push(msg);
-            meta.push(Meta { slot, offset, ts, stream: p as i32, mark: None, sub: 0, span: None });
+            meta.push(Meta { slot, offset, ts, stream: p as i32, mark: None, sub: 0, span: None, correction: false });
             sources.push((p, offset));
             continue;
         };
@@ -599,6 +606,7 @@ pub fn process_batch(
                 mark: None,
                 sub: k as u32,
                 span: Some(rec.span),
+                correction: rec.correction,
             });
             sources.push((from, rec.offset));
         }
@@ -608,7 +616,7 @@ pub fn process_batch(
             raws.push(None);
             values.push(value.clone().unbind());
             msgs.push(msg);
-            meta.push(Meta { slot, offset, ts, stream: from as i32, mark, sub, span: None });
+            meta.push(Meta { slot, offset, ts, stream: from as i32, mark, sub, span: None, correction: false });
             sources.push((from, -1));
         }
     }

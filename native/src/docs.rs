@@ -7,7 +7,7 @@ use crate::change::Change;
 use crate::hll::{self, Packed, PRECISION};
 use crate::publish::Plan;
 use crate::sketch::{Sketch, SKETCHED};
-use crate::state::{Counts, Names, Row, State, Window, ABSENT, FUNNEL, PAGE_BYTES};
+use crate::state::{Counts, Names, Row, State, Window, ABSENT, FUNNEL, OUTCOMES, PAGE_BYTES};
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine};
 
 pub type Doc = (String, &'static str, Vec<u8>);
@@ -110,26 +110,42 @@ impl Obj {
     }
 }
 
-fn window_head(kind: &str, win: &Window, p: i32) -> Obj {
+/// Whose window documents: a partition's own, or one of its revisions (corrections counted by one flush, beside
+/// the window's own documents; readers merge them all).
+#[derive(Clone, Copy)]
+struct Of {
+    partition: i32,
+    revision: Option<i64>,
+}
+
+fn window_head(kind: &str, win: &Window, of: Of) -> Obj {
     let mut o = Obj::new();
     o.key("kind").str(kind).key("window").str(&label(win.size)).key("window_ms").int(win.size);
-    o.key("start").int(win.start).key("end").int(win.end()).key("partition").int(p);
+    o.key("start").int(win.start).key("end").int(win.end()).key("partition").int(of.partition);
+    if let Some(r) = of.revision {
+        o.key("revision").int(r);
+    }
     o
 }
 
-fn window_base(kind: &str, win: &Window, p: i32, is_final: bool, version: i64) -> Obj {
-    let mut o = window_head(kind, win, p);
+fn window_base(kind: &str, win: &Window, of: Of, is_final: bool, version: i64) -> Obj {
+    let mut o = window_head(kind, win, of);
     o.key("final").raw(if is_final { "true" } else { "false" }).key("version").int(version);
     o
 }
 
-fn window_id(kind: &str, win: &Window, p: i32, dim: Option<&str>) -> String {
+/// `window:10s:<start>:p3`, `window_dims:10s:<start>:page1:p3`; a revision's end in `:r<revision>`.
+fn window_id(kind: &str, win: &Window, of: Of, dim: Option<&str>) -> String {
     let middle = dim.map_or(String::new(), |d| format!("{d}:"));
-    format!("{kind}:{}:{}:{middle}p{p}", label(win.size), win.start)
+    let id = format!("{kind}:{}:{}:{middle}p{}", label(win.size), win.start, of.partition);
+    match of.revision {
+        Some(r) => format!("{id}:r{r}"),
+        None => id,
+    }
 }
 
-fn summary(st: &State, win: &Window, is_final: bool, v: i64) -> Doc {
-    let mut o = window_base("window", win, st.partition, is_final, v);
+fn summary(st: &State, win: &Window, of: Of, is_final: bool, v: i64) -> Doc {
+    let mut o = window_base("window", win, of, is_final, v);
     let events: u64 = win.counts.iter().map(|c| c.1).sum();
     let errors: u64 = win.status.iter().filter(|c| st.catalog.types.name(c.0) != "ok").map(|c| c.1).sum();
     let [n, total, lo, hi] = win.rev;
@@ -141,10 +157,10 @@ fn summary(st: &State, win: &Window, is_final: bool, v: i64) -> Doc {
     } else {
         o.key("min_cents").raw("null").key("max_cents").raw("null");
     }
-    if win.exact_users() {
+    if win.exact_users() && of.revision.is_none() {
         o.key("unique_users").int(win.users.len());
     } else {
-        o.key("unique_users").raw("null"); // only its HyperLogLog (`window_users`)
+        o.key("unique_users").raw("null"); // only its HyperLogLog (`window_users`), or a revision
     }
     o.key("funnel");
     for (i, step) in FUNNEL.iter().enumerate() {
@@ -154,7 +170,7 @@ fn summary(st: &State, win: &Window, is_final: bool, v: i64) -> Doc {
     for (sketch, key) in win.quantiles.sketches.iter().zip(SKETCH_FIELDS) {
         o.key(key).sketch(sketch);
     }
-    (window_id("window", win, st.partition, None), "window", o.done())
+    (window_id("window", win, of, None), "window", o.done())
 }
 
 /// Rows written straight into documents (an object per row cost an allocation and a copy each) that `head`
@@ -213,16 +229,16 @@ fn page_name(shard: usize, page: usize) -> String {
 
 /// The shards of `mask` with their items. They say nothing of finality: a window's summary does, so closing a
 /// window re-sends only the shards that changed since they last went out.
-fn shard_docs(st: &State, win: &Window, v: i64, mask: u32, out: &mut Vec<Doc>) {
+fn shard_docs(st: &State, win: &Window, of: Of, v: i64, mask: u32, out: &mut Vec<Doc>) {
     for s in win.items.shards(mask) {
         let head = || {
-            let mut o = window_head("window_items", win, st.partition);
+            let mut o = window_head("window_items", win, of);
             o.key("version").int(v);
             o.key("shard").int(s).key("items");
             o
         };
         for (page, o) in paged_rows(st, &win.items.maps[s], head).into_iter().enumerate() {
-            let id = window_id("window_items", win, st.partition, Some(&page_name(s, page)));
+            let id = window_id("window_items", win, of, Some(&page_name(s, page)));
             out.push((id, "window_items", o.done()));
         }
     }
@@ -233,12 +249,12 @@ fn shard_docs(st: &State, win: &Window, v: i64, mask: u32, out: &mut Vec<Doc>) {
 /// indexed), and every dimension's values as keywords (`values`) to find the documents holding a value. One
 /// document per window and partition, not one per value; past `PAGE_BYTES` further pages (each with all the
 /// values, so a search finds every page and the reader takes the row from the page that holds it).
-fn dims_docs(st: &State, win: &Window, is_final: bool, v: i64, out: &mut Vec<Doc>) {
+fn dims_docs(st: &State, win: &Window, of: Of, is_final: bool, v: i64, out: &mut Vec<Doc>) {
     let mut rows: Vec<(usize, &str, &Row)> =
         win.dims.iter().map(|(d, value, row)| (d, st.catalog.labels[d].name(value), row)).collect();
     rows.sort_unstable_by_key(|r| (r.0, r.1));
     let head = || {
-        let mut o = window_base("window_dims", win, st.partition, is_final, v);
+        let mut o = window_base("window_dims", win, of, is_final, v);
         o.key("values").raw("{");
         for (d, name) in DIMENSIONS.iter().enumerate() {
             o.raw(if d == 0 { "\"" } else { ",\"" }).raw(name).raw("\":[");
@@ -260,16 +276,16 @@ fn dims_docs(st: &State, win: &Window, is_final: bool, v: i64, out: &mut Vec<Doc
     });
     for (page, o) in pages.into_iter().enumerate() {
         let middle = (page > 0).then(|| format!("page{page}"));
-        out.push((window_id("window_dims", win, st.partition, middle.as_deref()), "window_dims", o.done()));
+        out.push((window_id("window_dims", win, of, middle.as_deref()), "window_dims", o.done()));
     }
 }
 
 /// The window's HyperLogLog of its users (windows from `SKETCH_USERS_FROM` on), apart from the summary so that it
 /// goes out only when one of its registers rose.
-fn users_doc(st: &State, win: &Window, is_final: bool, v: i64) -> Doc {
-    let mut o = window_base("window_users", win, st.partition, is_final, v);
+fn users_doc(win: &Window, of: Of, is_final: bool, v: i64) -> Doc {
+    let mut o = window_base("window_users", win, of, is_final, v);
     o.key(hll::FIELD).hll(&win.user_sketch.registers);
-    (window_id("window_users", win, st.partition, None), "window_users", o.done())
+    (window_id("window_users", win, of, None), "window_users", o.done())
 }
 
 fn user(st: &State, id: u32, v: i64) -> Option<Doc> {
@@ -293,36 +309,51 @@ fn user(st: &State, id: u32, v: i64) -> Option<Doc> {
 }
 
 fn partition(st: &State, v: i64, flushed_at: i64) -> Doc {
-    let c = st.pos.counters;
     let mut o = Obj::new();
     o.key("kind").str("partition").key("partition").int(st.partition).key("watermark").int(st.watermark());
     o.key("max_event_ts").int(st.time.max_ts).key("next_offset").int(st.pos.next_offset);
-    o.key("accepted").int(c[0]).key("dead_lettered").int(c[1]).key("late").int(c[2]).key("duplicates").int(c[3]);
+    for (name, n) in OUTCOMES.iter().zip(st.pos.counters) {
+        o.key(name).int(n);
+    }
     o.key("forwarded").int(st.pos.forwarded as i64).key("repartition_offset").int(st.pos.repart_next);
     o.key("version").int(v).key("flushed_at").int(flushed_at);
     (format!("partition:{}", st.partition), "partition", o.done())
 }
 
 /// Documents for this flush: changed summaries provisionally, closing windows' summaries, breakdowns and sketches
-/// as final; the breakdowns, user sketches and item shards `plan` says; the first `users` of the user documents
-/// changed since they last went out; and the partition document when anything moved.
+/// as final; the breakdowns, user sketches and item shards `plan` says; the revisions of the windows corrections
+/// fell in since the last flush (numbered by this flush's version, which no later flush repeats); the first
+/// `users` of the user documents changed since they last went out; and the partition document when anything
+/// moved.
 pub fn changed_docs(st: &State, finals: &[(i64, i64)], flushed_at: i64, plan: &Plan, users: usize) -> Vec<Doc> {
     let (v, mut out) = (st.version(), Vec::new());
+    let own = Of { partition: st.partition, revision: None };
     for (key, win) in &st.windows {
         let is_final = finals.contains(key);
         if is_final || win.summary.to_publish() {
-            out.push(summary(st, win, is_final, v));
+            out.push(summary(st, win, own, is_final, v));
         }
         if plan.items_of(key) {
-            shard_docs(st, win, v, win.items.change.pieces_to_publish(), &mut out);
+            shard_docs(st, win, own, v, win.items.change.pieces_to_publish(), &mut out);
         }
         // a closing window's breakdowns and sketch say it is final, changed or not
         let due = |c: Change| is_final || (plan.breakdowns_of(key) && c.to_publish());
         if due(win.dims.change) && !win.dims.is_empty() {
-            dims_docs(st, win, is_final, v, &mut out);
+            dims_docs(st, win, own, is_final, v, &mut out);
         }
         if due(win.user_sketch.change) && !win.user_sketch.registers.is_empty() {
-            out.push(users_doc(st, win, is_final, v));
+            out.push(users_doc(win, own, is_final, v));
+        }
+    }
+    let revision = Of { partition: st.partition, revision: Some(v) };
+    for win in st.revisions.values() {
+        out.push(summary(st, win, revision, true, v));
+        shard_docs(st, win, revision, v, u32::MAX, &mut out); // every non-empty shard
+        if !win.dims.is_empty() {
+            dims_docs(st, win, revision, true, v, &mut out);
+        }
+        if !win.user_sketch.registers.is_empty() {
+            out.push(users_doc(win, revision, true, v));
         }
     }
     out.extend(st.users.pending.iter().take(users).filter_map(|&u| user(st, u, v)));

@@ -78,6 +78,7 @@ pub(crate) struct Forward {
     pub(crate) record_ts: i64,
     pub(crate) owner: u32,
     pub(crate) value: PyObject,
+    pub(crate) correction: bool, // its source judged it a correction
 }
 
 /// A flush's changelog records and documents, before they become Python objects.
@@ -124,8 +125,12 @@ impl Partition {
         self.st.begin(offset);
         let source = (self.st.partition as i64, offset);
         match self.st.accept(e, record_ts) {
-            Outcome::Late(detail) => self.late.push(Side { source, key: key()?, value, reason: "late".into(), detail }),
-            Outcome::Forward(owner) => self.forward.push(Forward { offset, record_ts, owner, value }),
+            Outcome::Late(detail) => {
+                self.late.push(Side { source, key: key()?, value, reason: state::BEYOND_HORIZON.into(), detail })
+            }
+            Outcome::Forward { owner, correction } => {
+                self.forward.push(Forward { offset, record_ts, owner, value, correction })
+            }
             Outcome::Accepted | Outcome::Duplicate => {}
         }
         Ok(())
@@ -237,7 +242,11 @@ impl Partition {
             for (n, page) in pages.into_iter().enumerate() {
                 let value = (!page.is_empty()).then(|| {
                     let items = records[page.clone()].iter().zip(&bytes[page.clone()]);
-                    PyBytes::new(py, &forward::pack(items.map(|(f, b)| (f.offset, f.record_ts, b.as_bytes())))).unbind()
+                    PyBytes::new(
+                        py,
+                        &forward::pack(items.map(|(f, b)| (f.offset, f.record_ts, b.as_bytes(), f.correction))),
+                    )
+                    .unbind()
                 });
                 let batch = ForwardBatch {
                     owner,
@@ -271,14 +280,14 @@ impl Partition {
 #[pymethods]
 impl Partition {
     #[new]
-    #[pyo3(signature = (partition, window_sizes, grace_ms, dedup_horizon_ms, session_timeout_ms, compact_after = 50_000,
+    #[pyo3(signature = (partition, window_sizes, grace_ms, correct_within_ms, session_timeout_ms, compact_after = 50_000,
                         partitions = 0, forward_wait_ms = 300_000, user_max_delay_ms = 60_000, ids_dir = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         partition: i32,
         window_sizes: Vec<i64>,
         grace_ms: i64,
-        dedup_horizon_ms: i64,
+        correct_within_ms: i64,
         session_timeout_ms: i64,
         compact_after: u64,
         partitions: u32,
@@ -293,7 +302,7 @@ impl Partition {
             items_from: publish::items_from(&window_sizes),
             sizes: window_sizes,
             grace: grace_ms,
-            horizon: dedup_horizon_ms,
+            horizon: correct_within_ms,
             session_timeout: session_timeout_ms,
             compact_after,
             partitions,

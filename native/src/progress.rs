@@ -7,8 +7,18 @@ use std::path::PathBuf;
 
 use crate::dedup::key::Key;
 use crate::dedup::SeenIds;
+
 /// No event time yet.
 pub const NEVER: i64 = -(1 << 62);
+
+pub const ACCEPTED: usize = 0;
+pub const DEAD_LETTERED: usize = 1;
+pub const LATE: usize = 2;
+pub const DUPLICATES: usize = 3;
+pub const CORRECTED: usize = 4;
+/// The fates of a record, in the order of `counters` (the partition document's fields, the metrics'
+/// `outcome` label and `Counters` follow it).
+pub const OUTCOMES: [&str; 5] = ["accepted", "dead_lettered", "late", "duplicates", "corrected"];
 
 /// Where the partition is in its two inputs, and what became of the records it read.
 #[derive(Default)]
@@ -19,8 +29,8 @@ pub struct Position {
     pub repart_next: i64,
     pub forwarded: u64,
     pub processed: u64,
-    pub counters: [u64; 4], // accepted, dead-lettered, late, duplicates
-    pub dirty: bool,        // moved since the last flush
+    pub counters: [u64; OUTCOMES.len()],
+    pub dirty: bool, // moved since the last flush
 }
 
 /// A source partition's watermark as an owner sees it: its value, and whether the source said it is idle

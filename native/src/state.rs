@@ -8,7 +8,9 @@ use rustc_hash::FxHashSet;
 use std::collections::BTreeMap;
 
 pub use crate::entities::{EntityLog, Session, Sessions, User, Users, USER_HOURS, USER_HOUR_MS};
-pub use crate::progress::{Dedup, EventClock, Mark, Position, NEVER};
+pub use crate::progress::{
+    Dedup, EventClock, Mark, Position, ACCEPTED, CORRECTED, DEAD_LETTERED, DUPLICATES, LATE, NEVER, OUTCOMES,
+};
 pub use crate::tables::{
     bump, item_shard, murmur2, user_partition, Counts, Names, Row, Shards, ITEM_SHARDS, PAGE_BYTES,
 };
@@ -22,10 +24,8 @@ use crate::publish::Plan;
 use crate::sketch::{Quantiles, AMOUNT, PRICE};
 
 pub const FUNNEL: [&str; 4] = ["view", "click", "add_to_cart", "purchase"];
-pub const ACCEPTED: usize = 0;
-pub const DEAD_LETTERED: usize = 1;
-pub const LATE: usize = 2;
-pub const DUPLICATES: usize = 3;
+/// The `.late` topic's reason for an event too late to correct.
+pub const BEYOND_HORIZON: &str = "beyond_horizon";
 
 /// Partial aggregates of one tumbling window for one partition.
 #[derive(Default)]
@@ -85,7 +85,7 @@ impl Window {
 pub struct Config {
     pub sizes: Vec<i64>,
     pub grace: i64,
-    pub horizon: i64,
+    pub horizon: i64, // the correction horizon: how far below the watermark an event still counts (as a correction)
     pub session_timeout: i64,
     pub compact_after: u64,
     pub partitions: u32, // the input topic's partition count, to tell events not keyed by user id (0: unknown)
@@ -106,8 +106,12 @@ pub enum Outcome {
     Accepted,
     Duplicate,
     Late(String),
-    /// Another partition owns the event's user: the record goes to it through the repartition topic.
-    Forward(u32),
+    /// Another partition owns the event's user: the record goes to it through the repartition topic, saying
+    /// whether its source judged it a correction.
+    Forward {
+        owner: u32,
+        correction: bool,
+    },
 }
 
 /// Interned names and the current state of items.
@@ -126,6 +130,9 @@ pub struct State {
     pub pos: Position,
     pub time: EventClock,
     pub windows: BTreeMap<(i64, i64), Window>,
+    /// Corrections since the last flush, per window they fall in: each goes out as a revision of that window
+    /// (documents beside its own, merged by readers) and is then dropped.
+    pub revisions: BTreeMap<(i64, i64), Window>,
     pub catalog: Catalog,
     pub users: Users,
     pub sessions: Sessions,
@@ -145,6 +152,7 @@ impl State {
             partition,
             pos: Position::default(),
             windows: BTreeMap::new(),
+            revisions: BTreeMap::new(),
             catalog: Catalog::default(),
             users: Users::default(),
             sessions: Sessions::default(),
@@ -247,56 +255,72 @@ impl State {
         (owner != self.partition as u32).then_some(owner)
     }
 
-    /// Route one valid input record (after `begin`), as its source: late against this partition's own
-    /// watermark (wherever its user is owned), else forwarded to the partition that owns its user
-    /// (`Outcome::Forward`), or taken here (`accept_here`). `record_ts` is the record's Kafka timestamp: the
-    /// event clock never runs ahead of it, so one event from a fast clock (up to the contract's future limit)
-    /// counts in its window but cannot make the partition's on-time events late. With `LogAppendTime` (how
-    /// `pulse setup` creates the topic) it is the broker's clock, which producers do not control.
+    /// Route one valid input record (after `begin`), as its source, against its own watermark (wherever its user
+    /// is owned): too late below the watermark minus the correction horizon; a correction below the watermark
+    /// (it does not move the clock); else on time. Forwarded to the partition that owns its user
+    /// (`Outcome::Forward`, with the verdict), or taken here (`accept_here`). `record_ts` is the record's Kafka
+    /// timestamp: the event clock never runs ahead of it, so one event from a fast clock (up to the contract's
+    /// future limit) counts in its window but cannot make the partition's on-time events late. With
+    /// `LogAppendTime` (how `pulse setup` creates the topic) it is the broker's clock, which producers do not
+    /// control.
     pub fn accept(&mut self, e: &Event, record_ts: i64) -> Outcome {
         let wm = self.source().value;
-        if e.ts < wm {
+        let correction = e.ts < wm;
+        if correction {
             self.refresh(); // the source is no longer idle
-            self.pos.counters[LATE] += 1;
-            return Outcome::Late(format!("ts {} < watermark {wm}", e.ts));
+            if e.ts < wm.saturating_sub(self.cfg.horizon) {
+                self.pos.counters[LATE] += 1;
+                return Outcome::Late(format!("ts {} < watermark {wm} - correction horizon", e.ts));
+            }
+        } else {
+            self.time.max_ts = self.time.max_ts.max(e.ts.min(record_ts));
+            self.refresh();
         }
-        self.time.max_ts = self.time.max_ts.max(e.ts.min(record_ts));
-        self.refresh();
         if let Some(owner) = self.owner_elsewhere(&e.user_id) {
             self.pos.forwarded += 1;
-            return Outcome::Forward(owner);
+            return Outcome::Forward { owner, correction };
         }
-        self.accept_here(e)
+        self.accept_here(e, correction)
     }
 
-    /// Take one event this partition owns, judged on time by its source (after `begin`, or `begin_forwarded`
-    /// for a record another partition forwarded): a duplicate, or folded into windows and entities. An event
-    /// below the owner watermark can only come from a source that was idle and far behind (see `EventClock`):
-    /// its windows may be final, so it is late here.
-    pub fn accept_here(&mut self, e: &Event) -> Outcome {
+    /// Take one event this partition owns, judged by its source (after `begin`, or `begin_forwarded` for a record
+    /// another partition forwarded): too late below the owner watermark minus the correction horizon; a
+    /// duplicate if its id was counted within the horizon; a correction if its source judged it one or it is
+    /// below the owner watermark (a source that was idle and far behind); else on time. A correction counts
+    /// only in revisions of its windows, never in a window's own documents: those hold exactly the on-time
+    /// events, whatever the flushes. It counts no funnel step.
+    pub fn accept_here(&mut self, e: &Event, correction: bool) -> Outcome {
         let ts = e.ts;
         let wm = self.watermark();
-        if ts < wm {
+        let horizon = wm.saturating_sub(self.cfg.horizon);
+        if ts < horizon {
             self.pos.counters[LATE] += 1;
-            return Outcome::Late(format!("ts {ts} < watermark {wm} of the owning partition"));
+            return Outcome::Late(format!("ts {ts} < watermark {wm} of the owning partition - correction horizon"));
         }
         let key = encode(&e.event_id);
         match self.dedup.first(&key) {
-            Some(first) if first >= wm - self.cfg.horizon => {
+            Some(first) if first >= horizon => {
                 self.pos.counters[DUPLICATES] += 1;
                 return Outcome::Duplicate;
             }
-            _ => self.dedup.insert(key, ts, wm - self.cfg.horizon), // unseen, or seen before the horizon
+            _ => self.dedup.insert(key, ts, horizon), // unseen, or seen before the horizon
+        }
+        let correction = correction || ts < wm;
+        if correction {
+            self.pos.counters[CORRECTED] += 1;
+            self.fold(e, &[], true);
+            return Outcome::Accepted;
         }
         self.pos.counters[ACCEPTED] += 1;
         let ok = e.status == "ok";
         let timeout = self.cfg.session_timeout;
         let steps = if ok { self.sessions.advance(&e.session_id, &e.event_type, ts, wm, timeout) } else { Vec::new() };
-        self.fold(e, &steps);
+        self.fold(e, &steps, false);
         Outcome::Accepted
     }
 
-    fn fold(&mut self, e: &Event, steps: &[(i64, usize, i64)]) {
+    /// Count an event in its windows (a correction: in their revisions), its item and its user.
+    fn fold(&mut self, e: &Event, steps: &[(i64, usize, i64)], correction: bool) {
         let ok = e.status == "ok";
         let ts = e.ts;
         let etype = self.catalog.types.id(&e.event_type);
@@ -317,7 +341,8 @@ impl State {
         for i in 0..self.cfg.sizes.len() {
             let size = self.cfg.sizes[i];
             let start = ts - ts.rem_euclid(size);
-            let win = self.windows.entry((size, start)).or_insert_with(|| Window { size, start, ..Default::default() });
+            let windows = if correction { &mut self.revisions } else { &mut self.windows };
+            let win = windows.entry((size, start)).or_insert_with(|| Window { size, start, ..Default::default() });
             win.summary.touch();
             bump(&mut win.counts, etype, 1);
             bump(&mut win.status, status, 1);
@@ -461,6 +486,7 @@ impl State {
         self.catalog.item_state.flushed(plan.item_state.then_some(now));
         self.users.flushed(users);
         self.sessions.flushed();
+        self.revisions.clear();
         self.pos.dirty = false;
     }
 }

@@ -21,6 +21,12 @@ class TopicSpec:
 
 
 INPUT_RETENTION_HOURS = 168
+
+
+def retention_needed_ms(horizon_ms: int) -> int:
+    """How long the input must be kept for a correction horizon: a third longer, so that restore and `pulse verify`
+    read the first copy of every event that still counts, whenever they run within that margin."""
+    return horizon_ms * 4 // 3
 """How long the input topic keeps records unless told otherwise (a week)."""
 
 

@@ -46,12 +46,12 @@ def test_a_changelog_of_the_previous_version_restores_and_continues_exactly() ->
     resume = st_.next_offset  # its last flush: what it read after that was lost with it
     assert 0 < resume <= rows[cut][1]
     before = [r for r in rows if r[1] < resume]
-    remember_recent(st_, ((value, ts) for _, _, value, ts in before), st_.watermark - cfg.dedup_horizon_ms)
+    remember_recent(st_, ((value, ts) for _, _, value, ts in before), st_.watermark - cfg.correct_within_ms)
     out: dict[str, dict[str, Any]] = dict(fixture["documents"])
     for _, offset, value, ts in rows[len(before):]:
         route(st_, offset, None, value, ts)
     published = flush(st_, out)
     assert published and not any(d.kind == "window_items" and d.id.startswith("window_items:10s:") for d in published)
     kept = {i: d for i, d in out.items() if d["kind"] != "window_items" or d["window_ms"] >= ITEMS_FROM_MS}
-    diff = diff_documents(recompute(rows, sizes, cfg.grace_ms, cfg.dedup_horizon_ms), kept)
+    diff = diff_documents(recompute(rows, sizes, cfg.grace_ms, cfg.correct_within_ms), kept)
     assert diff.ok, diff.summary()

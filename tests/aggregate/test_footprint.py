@@ -14,7 +14,7 @@ def _event(n: int, users: int) -> bytes:
 
 
 def test_the_estimate_grows_with_users_and_counts_at_least_their_ids() -> None:
-    cfg = StateConfig(window_sizes=(10_000, 60_000), grace_ms=30_000, dedup_horizon_ms=30_000)
+    cfg = StateConfig(window_sizes=(10_000, 60_000), grace_ms=30_000, correct_within_ms=30_000)
     small, large = new_partition(0, cfg), new_partition(0, cfg)
     assert small.state_bytes == 0
     for n in range(2_000):

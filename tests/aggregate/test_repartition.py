@@ -22,7 +22,7 @@ from pulse.verify.reference import Forward, Marker, Stall, Take, recompute
 from tests.aggregate.test_state_vs_reference import SIZES, make_rows
 
 PARTITIONS = 4
-CFG = StateConfig(window_sizes=SIZES, grace_ms=30_000, dedup_horizon_ms=30_000)
+CFG = StateConfig(window_sizes=SIZES, grace_ms=30_000, correct_within_ms=30_000)
 POSITIONAL = {"version", "repartition_offset", "next_offset", "flushed_at", "final", "watermark"}
 """Document fields that say where a run is, not what it counted."""
 
@@ -104,7 +104,7 @@ class Cluster:
         st_ = self.states[p] = new_partition(p, self.cfg, PARTITIONS)
         st_.restore([(offset, k, v) for offset, (k, v) in enumerate(self.logs[p])])
         self.pending[p] = []
-        horizon = st_.watermark - self.cfg.dedup_horizon_ms
+        horizon = st_.watermark - self.cfg.correct_within_ms
         own = [(v, ts) for _, o, v, ts in self.input[p] if o < st_.next_offset and (p, o) not in self.late[p]]
         forwarded = [(value, origin.record_ts) for m in self.topic[p][:st_.repartition_offset]
                      for origin, value in unpack(m.value(), m.headers())
@@ -143,7 +143,7 @@ class Cluster:
 
     def totals(self) -> tuple[int, int, int, int]:
         c = [st_.counters for st_ in self.states.values()]
-        return (sum(x.accepted for x in c), sum(x.late for x in c), sum(x.duplicate for x in c),
+        return (sum(x.accepted for x in c), sum(x.late for x in c), sum(x.duplicates for x in c),
                 sum(x.dead_lettered for x in c))
 
 
@@ -205,7 +205,7 @@ def test_any_arrival_order_counts_the_same(seed: int, late: float, dup: float, b
     mine, theirs = c.counted(), plain.counted()
     differ = sorted(i for i in mine.keys() | theirs.keys() if mine.get(i) != theirs.get(i))
     assert not differ, [(i, mine.get(i), theirs.get(i)) for i in differ[:3]]
-    expected = recompute(rows, SIZES, CFG.grace_ms, CFG.dedup_horizon_ms, decisions=c.decisions,
+    expected = recompute(rows, SIZES, CFG.grace_ms, CFG.correct_within_ms, decisions=c.decisions,
                          forwarded=c.forwarded(), partitions=PARTITIONS)
     assert expected.forwarded > len(rows) // 2  # most records were not where their user lives
     diff = diff_documents(expected, c.docs)
@@ -247,7 +247,7 @@ def test_a_stalled_source_holds_windows_back_by_the_forward_wait_and_its_late_re
     """A source that sends no watermark (its aggregator died) holds its owners' windows open until they record it
     as stalled; then by at most the forward wait (here it is far behind: not at all). Its records that arrive
     after the owners moved on are late there, and the reference, replaying the decisions, counts the same."""
-    cfg = StateConfig(window_sizes=SIZES, grace_ms=30_000, dedup_horizon_ms=30_000, forward_wait_ms=20_000)
+    cfg = StateConfig(window_sizes=SIZES, grace_ms=30_000, correct_within_ms=30_000, forward_wait_ms=20_000)
     rows = _rows(11, 0.0, 0.0, 0.0, n=6_000)
     c = Cluster(rows, cfg)
     owners = range(PARTITIONS - 1)
@@ -267,7 +267,7 @@ def test_a_stalled_source_holds_windows_back_by_the_forward_wait_and_its_late_re
     c.drain()  # its partition is read at last: its records of closed windows are late at their owners
     accepted, late, _, _ = c.totals()
     assert late > 0 and accepted + late == len(rows)
-    expected = recompute(rows, SIZES, cfg.grace_ms, cfg.dedup_horizon_ms, decisions=c.decisions,
+    expected = recompute(rows, SIZES, cfg.grace_ms, cfg.correct_within_ms, decisions=c.decisions,
                          forwarded=c.forwarded(), partitions=PARTITIONS, forward_wait_ms=cfg.forward_wait_ms)
     assert (expected.accepted, expected.late) == (accepted, late)
     diff = diff_documents(expected, c.docs)

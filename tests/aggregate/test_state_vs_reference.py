@@ -56,7 +56,7 @@ def restored(partition: int, cfg: StateConfig, log: list, before: list) -> Parti
     duplicate detection, as restore_partition does from Kafka."""
     st_ = new_partition(partition, cfg)
     st_.restore([(offset, k, v) for offset, (k, v) in enumerate(log)])
-    remember_recent(st_, ((value, ts) for _, _, value, ts in before), st_.watermark - cfg.dedup_horizon_ms)
+    remember_recent(st_, ((value, ts) for _, _, value, ts in before), st_.watermark - cfg.correct_within_ms)
     return st_
 
 
@@ -105,7 +105,7 @@ def test_engine_equals_reference_for_any_batching(seed: int, batch: int, grace_s
     grace = grace_s * 1000
     rows = make_rows(1500, seed, ChaosConfig(late_fraction=late, duplicate_fraction=dup, invalid_fraction=bad,
                                              disorder_fraction=0.05, grace_ms=grace))
-    cfg = StateConfig(window_sizes=SIZES, grace_ms=grace, dedup_horizon_ms=grace * 2)
+    cfg = StateConfig(window_sizes=SIZES, grace_ms=grace, correct_within_ms=grace * 2)
     expected = recompute(rows, SIZES, grace, grace * 2)
     diff = diff_documents(expected, run_engine(rows, batch, cfg))
     assert diff.ok, diff.summary()
@@ -136,7 +136,7 @@ def test_duplicates_are_exact_for_ids_of_any_length(seed: int, repeat: int, char
     rows = _rename_event_ids(make_rows(1200, seed, ChaosConfig(late_fraction=0.02, duplicate_fraction=0.1,
                                                                invalid_fraction=0.02)), char * repeat)
     cfg = StateConfig(window_sizes=SIZES)
-    diff = diff_documents(recompute(rows, SIZES, cfg.grace_ms, cfg.dedup_horizon_ms), run_engine(rows, 300, cfg))
+    diff = diff_documents(recompute(rows, SIZES, cfg.grace_ms, cfg.correct_within_ms), run_engine(rows, 300, cfg))
     assert diff.ok, diff.summary()
 
 
@@ -155,7 +155,7 @@ def test_restored_state_continues_exactly() -> None:
         for _, offset, value, ts in chunk:
             route(st_, offset, None, value, ts)
         flush(st_, out, log=log)
-    diff = diff_documents(recompute(rows, SIZES, 30_000, 30_000), out)
+    diff = diff_documents(recompute(rows, SIZES, cfg.grace_ms, cfg.correct_within_ms), out)
     assert diff.ok, diff.summary()
 
 
@@ -168,7 +168,7 @@ def test_coalesced_item_and_user_documents_still_equal_the_reference(seed: int, 
     rows = make_rows(2000, seed, ChaosConfig(0.02, 0.02, 0.02, 0.02))
     cfg = StateConfig(window_sizes=SIZES)
     out = run_engine(rows, batch, cfg, detail_every, user_every)
-    diff = diff_documents(recompute(rows, SIZES, 30_000, 30_000), out)
+    diff = diff_documents(recompute(rows, SIZES, cfg.grace_ms, cfg.correct_within_ms), out)
     assert diff.ok, diff.summary()
 
 
@@ -218,7 +218,7 @@ def test_a_crash_between_coalesced_publications_loses_no_document(seed: int, bat
             done = bool(second) and n == len(chunks)
             users = EVERY_USER if done else PARTIAL_USERS if n % user_every == 0 else 0
             flush(st_, out, details(done, n, detail_every), users, log, now=(second * 10**6 + n) * 1000)
-    diff = diff_documents(recompute(rows, SIZES, 30_000, 30_000), out)
+    diff = diff_documents(recompute(rows, SIZES, cfg.grace_ms, cfg.correct_within_ms), out)
     assert diff.ok, diff.summary()
 
 
@@ -249,7 +249,7 @@ def test_snapshots_keep_the_changelog_to_live_state() -> None:
     flush(again, again_out)  # a restored state publishes what it holds as pending: nothing, after a full flush
     assert again.counters == st_.counters
     assert (again.sizes.users, again.sizes.sessions) == (st_.sizes.users, st_.sizes.sessions)
-    diff = diff_documents(recompute(rows, SIZES, 30_000, 30_000), out)
+    diff = diff_documents(recompute(rows, SIZES, cfg.grace_ms, cfg.correct_within_ms), out)
     assert diff.ok, diff.summary()
 
 
@@ -347,5 +347,5 @@ def test_item_shards_past_the_page_size_are_paged_in_documents_and_changelog_and
     for _, offset, value, ts in rows[n // 2:]:
         route(st_, offset, None, value, ts)
     flush(st_, out, log=log)
-    diff = diff_documents(recompute(rows, cfg.window_sizes, 30_000, 30_000), out)
+    diff = diff_documents(recompute(rows, cfg.window_sizes, cfg.grace_ms, cfg.correct_within_ms), out)
     assert diff.ok, diff.summary()

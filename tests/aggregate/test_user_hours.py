@@ -29,7 +29,7 @@ def test_hours_follow_the_latest_event_and_survive_a_restart() -> None:
                               "ts": ts - rng.randint(0, 300_000), "user_id": f"u{n % 3}", "session_id": f"s{n % 7}",
                               "item_id": f"i{n % 5}", "amount": 12.5})
         rows.append((0, n, value, ts))
-    cfg = StateConfig(window_sizes=SIZES, grace_ms=600_000, dedup_horizon_ms=600_000)
+    cfg = StateConfig(window_sizes=SIZES, grace_ms=600_000, correct_within_ms=600_000)
     st_, log, out = new_partition(0, cfg), [], {}
     for second, part in enumerate((rows[:1700], rows[1700:])):
         if second:
@@ -37,7 +37,7 @@ def test_hours_follow_the_latest_event_and_survive_a_restart() -> None:
         for _, offset, value, record_ts in part:
             route(st_, offset, None, value, record_ts)
         flush(st_, out, log=log)
-    expected = recompute(rows, SIZES, cfg.grace_ms, cfg.dedup_horizon_ms)
+    expected = recompute(rows, SIZES, cfg.grace_ms, cfg.correct_within_ms)
     diff = diff_documents(expected, out)
     assert diff.ok, diff.summary()
     user = out["user:u0"]

@@ -23,15 +23,19 @@ def _event(ts: int, n: int) -> bytes:
     return orjson.dumps({"event_id": f"e{n}", "event_type": "view", "ts": ts, "user_id": "u", "session_id": "s"})
 
 
-@given(st.lists(st.integers(1_800_000_000_000, 1_800_000_100_000), min_size=1, max_size=60), st.integers(0, 20_000))
-def test_the_watermark_is_the_largest_time_seen_minus_grace(stamps: list[int], grace: int) -> None:
-    part = new_partition(0, StateConfig(window_sizes=(10_000,), grace_ms=grace, dedup_horizon_ms=grace))
-    late = 0
+@given(st.lists(st.integers(1_800_000_000_000, 1_800_000_100_000), min_size=1, max_size=60), st.integers(0, 20_000),
+       st.integers(0, 60_000))
+def test_the_watermark_is_the_largest_time_seen_minus_grace(stamps: list[int], grace: int, horizon: int) -> None:
+    """Below the watermark by up to the correction horizon: a correction; further: too late."""
+    part = new_partition(0, StateConfig(window_sizes=(10_000,), grace_ms=grace, correct_within_ms=horizon))
+    late = corrected = 0
     for n, ts in enumerate(stamps):
-        late += ts < part.watermark
+        late += ts < part.watermark - horizon
+        corrected += part.watermark - horizon <= ts < part.watermark
         route(part, n, None, _event(ts, n), 1_800_000_100_000)
     assert part.watermark == max(stamps) - grace
-    assert part.counters.late == late and part.counters.accepted == len(stamps) - late
+    c = part.counters
+    assert (c.late, c.corrected, c.accepted) == (late, corrected, len(stamps) - late - corrected)
 
 
 def test_idle_advance_never_moves_backwards() -> None:
@@ -45,10 +49,12 @@ def test_idle_advance_never_moves_backwards() -> None:
 
 
 def test_an_event_exactly_at_the_watermark_is_on_time() -> None:
-    part = new_partition(0, StateConfig(grace_ms=30_000))
+    part = new_partition(0, StateConfig(grace_ms=30_000, correct_within_ms=60_000))
     now = 1_800_000_100_000
     route(part, 0, None, _event(now, 0), now)
     route(part, 1, None, _event(now - 30_000, 1), now)  # == watermark: on time
-    route(part, 2, None, _event(now - 30_001, 2), now)  # below it: late
-    accepted, late = part.counters.accepted, part.counters.late
-    assert (accepted, late) == (2, 1)
+    route(part, 2, None, _event(now - 30_001, 2), now)  # below it: a correction
+    route(part, 3, None, _event(now - 90_000, 3), now)  # == watermark - horizon: a correction
+    route(part, 4, None, _event(now - 90_001, 4), now)  # below that: too late
+    c = part.counters
+    assert (c.accepted, c.corrected, c.late) == (2, 2, 1)

@@ -21,6 +21,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from pulse.cli.generate_cmd import DELIVERED, summary_counts
 from pulse.config import Settings
+from pulse.observe.metrics import OUTCOMES
 from pulse.stack import manager
 from pulse.stack.secure import SecureMaterial
 from tests.names import unique
@@ -182,7 +183,7 @@ def _scrape(port: int) -> dict[str, float]:
 
 def _outcomes(sample: dict[str, float]) -> dict[str, int]:
     return {o: int(sample.get(f'pulse_records_total{{outcome="{o}"}}', 0))
-            for o in ("accepted", "dead_lettered", "late", "duplicate")}
+            for o in OUTCOMES}
 
 
 def test_the_aggregators_metrics_match_what_was_produced(stack: PrivateStack) -> None:
@@ -202,7 +203,8 @@ def test_the_aggregators_metrics_match_what_was_produced(stack: PrivateStack) ->
             time.sleep(0.5)
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).text == "ok\n"
         gen = subprocess.Popen([sys.executable, "-m", "pulse", "generate", "--count", "15000", "--rate", "3000",
-                                "--seed", "11", "--no-progress", "--late-fraction", "0.03", "--invalid-fraction",
+                                "--seed", "11", "--no-progress", "--late-fraction", "0.03", "--too-late-fraction",
+                                "0.01", "--invalid-fraction",
                                 "0.03", "--duplicate-fraction", "0.03"], env=stack.env | _mine(tag),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         lags = []
@@ -232,9 +234,9 @@ def test_the_aggregators_metrics_match_what_was_produced(stack: PrivateStack) ->
     invalid = sum(row(k) for k in ("undecodable", "malformed_json", "wrong_type", "missing_field", "negative_price",
                                    "far_future", "oversized"))
     assert got["dead_lettered"] == invalid > 0
-    assert got["duplicate"] == row("duplicate") > 0
-    assert got["accepted"] + got["late"] == row("valid") + row("late")
-    assert got["late"] > 0
+    assert got["duplicates"] == row("duplicate") > 0
+    assert got["accepted"] + got["corrected"] + got["late"] == row("valid") + row("late") + row("too_late")
+    assert got["late"] == row("too_late") > 0 and got["corrected"] > 0
     assert sample['pulse_state_keys{kind="users"}'] > 0 and sample["pulse_flush_seconds_count"] > 0
     # every live user costs at least its slot and its interned id
     assert sample["pulse_state_bytes"] > 40 * sample['pulse_state_keys{kind="users"}']

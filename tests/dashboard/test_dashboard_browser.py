@@ -30,6 +30,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 
+from pulse.aggregate.config import StateConfig
 from pulse.aggregate.model import FUNNEL, QUANTILES, SKETCH_ACCURACY, SKETCHED, quantile_name, sketch_field
 from pulse.config import Settings
 from pulse.stack.process import interrupt
@@ -61,7 +62,7 @@ class Pipeline:
         """Every aggregate recomputed from the input topic (`pulse run`'s defaults; its group is the topic), or
         from the records the broker took up to ``until_ms`` (a prefix of every partition)."""
         rows = [r for r in topic_rows(self.bootstrap, self.topic) if until_ms is None or r[3] <= until_ms]
-        return recompute(rows, (10_000, 60_000, 3_600_000, 86_400_000), 30_000, 30_000,
+        return recompute(rows, StateConfig.window_sizes, StateConfig.grace_ms, StateConfig.correct_within_ms,
                          decisions=recorded_decisions(self.bootstrap, self.topic, self.topic), partitions=6)
 
 
@@ -90,7 +91,7 @@ def _expected(ref: Expected, start: int, end: int, dim: str | None = None, value
     if dim == "status":
         errors = 0 if value == "ok" else events
     latest = max((d["start"] for d in windows), default=None)
-    users = sum(d["unique_users"] for d in windows if d["start"] == latest) if dim is None else None
+    users = sum(d["unique_users"] or 0 for d in windows if d["start"] == latest) if dim is None else None
     views: dict[str, int] = {}
     for d in ref.docs.values():
         # items are broken down from minute windows on: the top items are those of the minutes starting in the range

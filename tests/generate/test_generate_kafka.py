@@ -47,7 +47,11 @@ def test_setup_is_idempotent_and_reports_differences(bootstrap: str) -> None:
         again = run_pulse("setup", "--topic", topic, "--partitions", "4")
         assert again.returncode == 0
         assert all(ln.endswith("exists") for ln in again.stdout.splitlines() if ln.startswith(topic))
-        differ = run_pulse("setup", "--topic", topic, "--partitions", "2", "--retention-hours", "1")
+        short = run_pulse("setup", "--topic", topic, "--retention-hours", "48")  # the horizon is 3 days
+        assert "--retention-hours 48 keeps input for less than 4d, a third more than --correct-within 3d" in \
+            one_line_error(short)
+        differ = run_pulse("setup", "--topic", topic, "--partitions", "2", "--retention-hours", "1",
+                           "--correct-within", "1m")
         line = one_line_error(differ)
         assert f"{topic}: 4 partitions (wanted 2)" in line and "retention.ms=604800000 (wanted 3600000)" in line
     finally:

@@ -79,11 +79,13 @@ def test_rate_shapes_change_event_spacing() -> None:
 
 
 def test_chaos_fractions_are_met_within_one_point_and_every_kind_appears() -> None:
-    chaos = ChaosConfig(late_fraction=0.05, disorder_fraction=0.04, duplicate_fraction=0.03, invalid_fraction=0.07)
+    chaos = ChaosConfig(late_fraction=0.05, disorder_fraction=0.04, duplicate_fraction=0.03, invalid_fraction=0.07,
+                        too_late_fraction=0.02)
     recs = records(100_000, chaos)
     tags = Counter(tag for tag, *_ in recs)
     n = len(recs)
     assert tags[Tag.LATE] / n == pytest.approx(0.05, abs=0.01)
+    assert tags[Tag.TOO_LATE] / n == pytest.approx(0.02, abs=0.01)
     assert tags[Tag.DISORDERED] / n == pytest.approx(0.04, abs=0.01)
     assert tags[Tag.DUPLICATE] / n == pytest.approx(0.03, abs=0.01)
     assert sum(tags[k] for k in INVALID_KINDS) / n == pytest.approx(0.07, abs=0.01)
@@ -93,7 +95,9 @@ def test_chaos_fractions_are_met_within_one_point_and_every_kind_appears() -> No
 def test_chaos_records_are_what_their_tags_say() -> None:
     """Independent checks of each tag: the validator rejects invalid kinds, late ones are behind the clock."""
     grace = 30_000
-    recs = records(40_000, ChaosConfig(0.05, 0.05, 0.05, 0.1, grace_ms=grace))
+    horizon, late_max = 3_600_000, 600_000
+    recs = records(40_000, ChaosConfig(0.05, 0.05, 0.05, 0.1, grace_ms=grace, too_late_fraction=0.05,
+                                       late_max_ms=late_max, horizon_ms=horizon))
     seen: dict[str, bytes] = {}
     max_ts = 0
     by_tag: dict[Tag, int] = defaultdict(int)
@@ -106,7 +110,9 @@ def test_chaos_records_are_what_their_tags_say() -> None:
         if tag is Tag.DUPLICATE:
             assert seen[result.event_id] == value
         elif tag is Tag.LATE:
-            assert result.ts < max_ts - grace
+            assert max_ts - grace - late_max <= result.ts < max_ts - grace
+        elif tag is Tag.TOO_LATE:
+            assert result.ts < max_ts - grace - horizon
         elif tag is Tag.DISORDERED:
             assert max_ts - grace <= result.ts < max_ts
         else:

@@ -1,6 +1,7 @@
 """Case 2 of the real world: a source that always arrives ~50 s late, with quiet spells. Its in-order events
 stay on time after a quiet spell, the quiet partition still closes its windows, and `pulse verify` reproduces
-the wall-clock decision (a straggler behind the recorded floor is late in both), across a SIGKILL and restart."""
+the wall-clock decision (a straggler behind the recorded floor is a correction in both), across a SIGKILL and
+restart."""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def test_a_delayed_source_with_quiet_spells_is_never_late_and_verify_reproduces_
         last_ts = first[-1]["ts"]
         assert decided[0].floor > last_ts - 10_000  # the window holding the last event closed
         time.sleep(3)  # a little more quiet (a few seconds more of a ~50 s delay)
-        # a straggler behind the recorded floor is late; the source's next in-order events are not
+        # a straggler behind the recorded floor is a correction; the source's next in-order events are on time
         produce(bootstrap, topic, [event(999, decided[0].floor - 1)], key=lambda e: e["user_id"])
         _burst(bootstrap, topic, 100)
         time.sleep(3)
@@ -66,8 +67,8 @@ def test_a_delayed_source_with_quiet_spells_is_never_late_and_verify_reproduces_
         assert agg.wait(60) == 0, log.read_text()[-3000:]
 
     partition = read_latest_docs(bootstrap, f"{group}.aggregates")["partition:0"]
-    assert (partition["accepted"], partition["late"]) == (300, 1), partition
-    assert count_records(bootstrap, f"{topic}.late") == 1
+    assert (partition["accepted"], partition["corrected"], partition["late"]) == (300, 1, 0), partition
+    assert count_records(bootstrap, f"{topic}.late") == 0
     finals = [d for i, d in read_latest_docs(bootstrap, f"{group}.aggregates").items()
               if i.startswith("window:10s:") and d["end"] <= decided[0].floor]
     assert finals and all(d["final"] for d in finals)
@@ -75,4 +76,4 @@ def test_a_delayed_source_with_quiet_spells_is_never_late_and_verify_reproduces_
     Elasticsearch(es_url).indices.refresh(index=f"{index_prefix}-*")
     ok = run_pulse("verify", "--topic", topic, "--group", group, "--index-prefix", index_prefix, "--grace", "10s")
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "1 late" in ok.stdout
+    assert "1 corrected" in ok.stdout

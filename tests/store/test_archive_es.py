@@ -6,6 +6,7 @@ from pathlib import Path
 
 from elasticsearch import Elasticsearch
 
+from pulse.aggregate.config import StateConfig
 from pulse.connect.elasticsearch import EsConnection
 from pulse.events.schema import Event
 from pulse.events.validate import validate
@@ -35,7 +36,7 @@ def test_archive_holds_each_event_once_and_every_dead_letter_and_late_event(
 
     rows = topic_rows(bootstrap, topic)
     valid_ids = {e.event_id for _p, _o, v, ts in rows if isinstance(e := validate(v or b"", ts), Event)}
-    expected = recompute(rows, [10_000], 30_000, 30_000)
+    expected = recompute(rows, [10_000], StateConfig.grace_ms, StateConfig.correct_within_ms)
     assert expected.dead_lettered > 0 and expected.late > 0
     assert _count(es, alias("events", index_prefix)) == len(valid_ids)  # duplicates collapse on event_id
     assert _count(es, alias("deadletter", index_prefix)) == expected.dead_lettered

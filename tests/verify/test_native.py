@@ -23,7 +23,7 @@ SESSION_MS = 120_000
 
 
 def _both(rows: list[tuple[int, int, bytes, int]], **kw: Any) -> tuple[Expected, Expected]:
-    args = (rows, SIZES, CFG.grace_ms, CFG.dedup_horizon_ms, kw.pop("session_ms", SESSION_MS))
+    args = (rows, SIZES, CFG.grace_ms, CFG.correct_within_ms, kw.pop("session_ms", SESSION_MS))
     return recompute(*args, **kw), recompute(*args, native=True, **kw)
 
 

@@ -31,7 +31,7 @@ def _window_kinds(docs: dict[str, dict[str, Any]], start: int) -> dict[str, dict
 def test_a_range_recomputes_the_windows_it_covers_as_the_whole_input_does(seed: int, at: float) -> None:
     rows = _rows(seed, 0.02, 0.02, 0.02, n=4_500)
     c = in_order(rows)
-    whole = recompute(rows, SIZES, CFG.grace_ms, CFG.dedup_horizon_ms, SESSION_MS, decisions=c.decisions,
+    whole = recompute(rows, SIZES, CFG.grace_ms, CFG.correct_within_ms, SESSION_MS, decisions=c.decisions,
                       forwarded=c.forwarded(), partitions=PARTITIONS)
     first, last = min(r[3] for r in rows), max(r[3] for r in rows)
     range_from = (first + int(at * (last - first))) // 10_000 * 10_000
@@ -40,7 +40,7 @@ def test_a_range_recomputes_the_windows_it_covers_as_the_whole_input_does(seed: 
     starts = {p: min((o for q, o, _, ts in rows if q == p and ts >= lead.start), default=1 << 40)
               for p in range(PARTITIONS)}
     assert all(ts < lead.start for p, o, _, ts in rows if o < starts[p])  # record times grow with offsets
-    part = recompute(rows, SIZES, CFG.grace_ms, CFG.dedup_horizon_ms, SESSION_MS, decisions=c.decisions,
+    part = recompute(rows, SIZES, CFG.grace_ms, CFG.correct_within_ms, SESSION_MS, decisions=c.decisions,
                      forwarded=c.forwarded(), partitions=PARTITIONS, starts=starts, unseen_before=lead.unseen_before,
                      unread_before=lead.start)
     assert part.problems == []

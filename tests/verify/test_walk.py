@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 from pulse.generate.chaos import ChaosConfig
+from pulse.verify import revisions
 from pulse.verify.lookahead import Entry, Lookahead, index
 from pulse.verify.order import Forward, Marker, Take
 from pulse.verify.reference import _filled, recompute
@@ -18,7 +19,7 @@ from tests.aggregate.test_state_vs_reference import SIZES, make_rows
 
 
 def _problems(rows: list[tuple[int, int, bytes, int]], forwarded: dict[int, list[Any]], decisions: Any) -> list[str]:
-    return recompute(rows, SIZES, CFG.grace_ms, CFG.dedup_horizon_ms, decisions=decisions, forwarded=forwarded,
+    return recompute(rows, SIZES, CFG.grace_ms, CFG.correct_within_ms, decisions=decisions, forwarded=forwarded,
                      partitions=PARTITIONS).problems
 
 
@@ -71,14 +72,17 @@ def test_held_state_follows_the_horizon_and_finished_windows_never_change() -> N
 
     walk = PartitionWalk(0, Rules(30_000, 30_000), [], [], tally, finished)
     walked = walk.run(iter(rows), iter(()))
-    assert walked.counts.accepted > 30_000 and walked.counts.late > 0 and walked.counts.duplicates > 0
+    c = walked.counts
+    assert c.accepted > 30_000 and c.late > 0 and c.corrected > 0 and c.duplicates > 0
     # ids: at most what arrives within horizon + grace (50/s over a minute), not the 40,000 read
     assert len(walk.owner.first_seen) < 4_000
     assert largest_open < 2_000
     windows, _ = tally.finish()
     whole = recompute([(0, o, v, ts) for o, v, ts in rows], [10_000, 60_000], 30_000, 30_000).docs
     assert handed and all(whole[i] == d for i, d in handed.items())
-    assert {i for i, d in whole.items() if d["kind"] not in ("user", "item")} == handed.keys() | dict(windows).keys()
+    own = {i for i, d in whole.items() if d["kind"] not in ("user", "item") and not i.endswith(revisions.SUFFIX)}
+    assert own == handed.keys() | dict(windows).keys()
+    assert {i for i in whole if i.endswith(revisions.SUFFIX)} == set(revisions.expected(tally.revisions()))
 
 
 def test_the_look_ahead_hands_windows_out_long_before_a_late_take_and_counts_the_same() -> None:
@@ -109,7 +113,7 @@ def test_the_look_ahead_hands_windows_out_long_before_a_late_take_and_counts_the
             if w.out.counts.read < len(own):
                 early[0] += len(out)
 
-        rules = Rules(CFG.grace_ms, CFG.dedup_horizon_ms, partitions=PARTITIONS)
+        rules = Rules(CFG.grace_ms, CFG.correct_within_ms, partitions=PARTITIONS)
         w = PartitionWalk(owner, rules, c.decisions[owner], [], tally, finished, ahead)
         w.run(iter(own), iter(items))
         windows, entities = tally.finish()
@@ -134,9 +138,9 @@ def test_a_walk_fed_a_piece_at_a_time_as_a_follower_reads_finds_what_one_pass_fi
     at = {(p, o): (v, ts) for p, o, v, ts in rows}
     forwarded = {q: [(o, _filled(i, at)) for o, i in items] for q, items in c.forwarded().items()}
     markers = sent_markers(i for items in forwarded.values() for i in items)
-    whole = recompute(rows, SIZES, CFG.grace_ms, CFG.dedup_horizon_ms, decisions=c.decisions,
+    whole = recompute(rows, SIZES, CFG.grace_ms, CFG.correct_within_ms, decisions=c.decisions,
                       forwarded=c.forwarded(), partitions=PARTITIONS)
-    rules = Rules(CFG.grace_ms, CFG.dedup_horizon_ms, partitions=PARTITIONS)
+    rules = Rules(CFG.grace_ms, CFG.correct_within_ms, partitions=PARTITIONS)
     docs: dict[str, dict[str, Any]] = {}
     read = accepted = 0
     for p in range(PARTITIONS):
@@ -160,5 +164,6 @@ def test_a_walk_fed_a_piece_at_a_time_as_a_follower_reads_finds_what_one_pass_fi
         windows, entities = tally.finish()
         docs.update(windows)
         docs.update(entities)
+        docs.update(revisions.expected(tally.revisions()))
     assert (read, accepted) == (whole.produced, whole.accepted)
     assert docs == whole.docs

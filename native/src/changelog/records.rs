@@ -7,6 +7,8 @@
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
+use crate::progress::OUTCOMES;
+
 /// The format this build writes. 1: every log before the format was recorded (the same records, read as 2).
 /// 3: event ids are logged (`d/` records), so restore need not re-read the input for them.
 pub const FORMAT: u32 = 3;
@@ -153,22 +155,25 @@ pub const USER_PENDING: u8 = 3; // user entry, unpublished unless a users marker
 pub const SESSION: u8 = 1;
 pub const SESSION_GONE: u8 = 2;
 
-/// The accounting of a partition's input.
+/// The accounting of a partition's input, in the order of `OUTCOMES`. `corrected` came later: logs before it
+/// read as none.
 #[derive(Serialize, Deserialize, Clone, Copy)]
 pub struct Counters {
     pub accepted: u64,
     pub dead_lettered: u64,
     pub late: u64,
     pub duplicates: u64,
+    #[serde(default)]
+    pub corrected: u64,
 }
 
 impl Counters {
-    pub fn of(c: [u64; 4]) -> Self {
-        Counters { accepted: c[0], dead_lettered: c[1], late: c[2], duplicates: c[3] }
+    pub fn of(c: [u64; OUTCOMES.len()]) -> Self {
+        Counters { accepted: c[0], dead_lettered: c[1], late: c[2], duplicates: c[3], corrected: c[4] }
     }
 
-    pub fn array(self) -> [u64; 4] {
-        [self.accepted, self.dead_lettered, self.late, self.duplicates]
+    pub fn array(self) -> [u64; OUTCOMES.len()] {
+        [self.accepted, self.dead_lettered, self.late, self.duplicates, self.corrected]
     }
 }
 

@@ -22,52 +22,72 @@ pub struct Counts {
     pub duplicates: i64,
     pub accepted: i64,
     pub forwarded: i64,
+    pub corrected: i64,
     pub problems: Vec<String>,
 }
 
-/// Records sent from one partition to another: how many, and an order-free digest of them.
+/// Records sent from one partition to another: how many, and an order-free digest of them; and the same of those
+/// forwarded as corrections.
 #[derive(Default, Clone, Copy)]
 pub struct Flow {
     pub count: i64,
     pub digest: u64,
+    pub corrections: i64,
+    pub corrections_digest: u64,
+    pub unsure: i64, // sent by a range's walk before its clock was the partition's own: perhaps not forwarded
 }
 
 impl Flow {
-    pub fn add(&mut self, offset: i64, value: &[u8]) {
+    pub fn add(&mut self, offset: i64, value: &[u8], correction: bool) {
         // SipHash with fixed keys: the same in every worker of one build, which is all a digest needs
         #[allow(deprecated)]
         let mut h = std::hash::SipHasher::new();
         offset.hash(&mut h);
         value.hash(&mut h);
+        let h = h.finish();
         self.count += 1;
-        self.digest = self.digest.wrapping_add(h.finish());
+        self.digest = self.digest.wrapping_add(h);
+        if correction {
+            self.corrections += 1;
+            self.corrections_digest = self.corrections_digest.wrapping_add(h);
+        }
     }
+}
+
+/// How a source judged a record.
+#[derive(PartialEq, Eq, Clone, Copy, Debug)]
+pub enum Judged {
+    OnTime,
+    Correction,
+    TooLate,
 }
 
 /// A partition's clock as the source of its own input.
 pub struct Source {
     pub grace: i64,
+    pub horizon: i64,
     pub max_ts: i64,
     pub floor: i64,
     pub idle: bool,
 }
 
 impl Source {
-    pub fn new(grace: i64) -> Self {
-        Source { grace, max_ts: NEVER, floor: NEVER, idle: false }
+    pub fn new(grace: i64, horizon: i64) -> Self {
+        Source { grace, horizon, max_ts: NEVER, floor: NEVER, idle: false }
     }
 
     pub fn value(&self) -> i64 {
         (self.max_ts - self.grace).max(self.floor)
     }
 
-    /// True if an event at `ts` is on time (then the clock follows it).
-    pub fn judge(&mut self, ts: i64, record_ts: i64) -> bool {
-        if ts < self.value() {
-            return false;
+    /// Judge an event at `ts`: on time (then the clock follows it), a correction, or too late.
+    pub fn judge(&mut self, ts: i64, record_ts: i64) -> Judged {
+        let wm = self.value();
+        if ts < wm {
+            return if ts < wm - self.horizon { Judged::TooLate } else { Judged::Correction };
         }
         self.max_ts = self.max_ts.max(ts.min(record_ts));
-        true
+        Judged::OnTime
     }
 
     pub fn apply(&mut self, floor: Option<i64>, idle: bool) {
@@ -84,6 +104,7 @@ pub enum Verdict {
     Late,
     Duplicate,
     Accepted,
+    Corrected,
 }
 
 /// A partition's clock as the owner of its users' records, and the ids it counted within the horizon.
@@ -108,7 +129,7 @@ impl Owner {
         let mut owner = Owner {
             horizon,
             forward_wait,
-            source: Source::new(grace),
+            source: Source::new(grace, horizon),
             marks,
             busy_min: None,
             watermark: NEVER,
@@ -180,13 +201,15 @@ impl Owner {
         }
     }
 
-    pub fn take(&mut self, ts: i64, event_id: &str, counts: &mut Counts) -> Verdict {
-        if ts < self.watermark {
+    /// How an event at `ts` counts here; `correction`: its source judged it one.
+    pub fn take(&mut self, ts: i64, event_id: &str, counts: &mut Counts, correction: bool) -> Verdict {
+        let horizon = self.watermark - self.horizon;
+        if ts < horizon {
             counts.late += 1;
             return Verdict::Late;
         }
         if let Some(&first) = self.first_seen.get(event_id) {
-            if first >= self.watermark - self.horizon {
+            if first >= horizon {
                 counts.duplicates += 1;
                 return Verdict::Duplicate;
             }
@@ -194,6 +217,10 @@ impl Owner {
         let id: Rc<str> = Rc::from(event_id);
         self.first_seen.insert(id.clone(), ts);
         self.expiry.push(Reverse((ts, id)));
+        if correction || ts < self.watermark {
+            counts.corrected += 1;
+            return Verdict::Corrected;
+        }
         counts.accepted += 1;
         Verdict::Accepted
     }

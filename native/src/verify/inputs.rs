@@ -23,7 +23,7 @@ impl Decision {
 
 /// A repartition topic record: a forwarded record or a source's watermark, at offset `at` there.
 pub enum Taken {
-    Forward { at: i64, partition: usize, offset: i64, record_ts: i64, value: Option<Py<PyBytes>> },
+    Forward { at: i64, partition: usize, offset: i64, record_ts: i64, value: Option<Py<PyBytes>>, correction: bool },
     Marker { at: i64, partition: usize, value: i64, idle: bool },
 }
 
@@ -63,6 +63,7 @@ impl Taken {
                 offset: attr(&what, "offset")?,
                 record_ts: attr(&what, "record_ts")?,
                 value: attr(&what, "value")?,
+                correction: attr(&what, "correction")?,
             }
         })
     }

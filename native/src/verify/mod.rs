@@ -19,7 +19,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyIterator, PyList};
 
 use crate::event::{fast_validate, Event};
-use clock::{partition_for, Counts, Flow, Owner, Verdict};
+use clock::{partition_for, Counts, Flow, Judged, Owner, Verdict};
 use inputs::{attr, owned_event, Decision, Taken};
 use lookahead::{Lookahead, SenderLog, ALWAYS};
 use output::Fields;
@@ -192,17 +192,23 @@ impl VerifyWalk {
                     }
                 },
             };
-            if !self.owner.source.judge(event.ts, record_ts) {
+            let judged = self.owner.source.judge(event.ts, record_ts);
+            if judged == Judged::TooLate {
                 self.counts.late += 1;
                 continue;
             }
             self.owner.refresh();
+            let correction = judged == Judged::Correction;
             let to = if self.partitions > 0 { partition_for(&event.user_id, self.partitions) } else { self.p };
             if to != self.p {
                 self.counts.forwarded += 1;
-                self.sent.entry(to).or_default().add(offset, raw);
-            } else if self.owner.take(event.ts, &event.event_id, &mut self.counts) == Verdict::Accepted {
-                self.tally.add(&event);
+                let flow = self.sent.entry(to).or_default();
+                flow.add(offset, raw, correction);
+                if self.unread_before.is_some_and(|u| self.owner.source.max_ts < u) {
+                    flow.unsure += 1;
+                }
+            } else {
+                self.count(&event, correction);
             }
             self.publish(py)?;
             self.position = offset + 1;
@@ -228,6 +234,17 @@ impl VerifyWalk {
         Ok((windows.unbind(), entities.unbind()))
     }
 
+    /// Every window document's corrections, summed over its revisions (ids as the window's own), of the windows
+    /// ending at or before `before` (None: all); each is handed out once.
+    #[pyo3(signature = (before=None))]
+    fn revisions(&mut self, py: Python<'_>, before: Option<i64>) -> PyResult<Py<PyList>> {
+        let out = PyList::empty(py);
+        for f in self.tally.take_revisions(before) {
+            output::windows(py, &self.tally, &self.fields, self.p, &f, &out)?;
+        }
+        Ok(out.unbind())
+    }
+
     /// The owner watermark up to which every window was handed out.
     #[getter]
     fn published(&self) -> i64 {
@@ -245,6 +262,7 @@ impl VerifyWalk {
             ("duplicates", c.duplicates),
             ("accepted", c.accepted),
             ("forwarded", c.forwarded),
+            ("corrected", c.corrected),
         ] {
             out.set_item(name, n)?;
         }
@@ -259,6 +277,9 @@ impl VerifyWalk {
             let flow = PyDict::new(py);
             flow.set_item("count", f.count)?;
             flow.set_item("digest", f.digest)?;
+            flow.set_item("corrections", f.corrections)?;
+            flow.set_item("corrections_digest", f.corrections_digest)?;
+            flow.set_item("unsure", f.unsure)?;
             out.set_item(q, flow)?;
         }
         Ok(out)
@@ -361,11 +382,11 @@ impl VerifyWalk {
             self.pending = self.next_taken(py)?;
             match item {
                 Taken::Marker { partition, value, idle, .. } => self.owner.mark(partition, value, idle),
-                Taken::Forward { partition, offset, record_ts, value, .. } => {
+                Taken::Forward { partition, offset, record_ts, value, correction, .. } => {
                     if offset >= self.starts.get(&partition).copied().unwrap_or(0) {
                         let raw: &[u8] = value.as_ref().map(|b| b.as_bytes(py)).unwrap_or(b"");
-                        self.received.entry(partition).or_default().add(offset, raw);
-                        self.take_forwarded(py, raw, record_ts)?;
+                        self.received.entry(partition).or_default().add(offset, raw, correction);
+                        self.take_forwarded(py, raw, record_ts, correction)?;
                     }
                 }
             }
@@ -374,7 +395,7 @@ impl VerifyWalk {
         Ok(())
     }
 
-    fn take_forwarded(&mut self, py: Python<'_>, raw: &[u8], record_ts: i64) -> PyResult<()> {
+    fn take_forwarded(&mut self, py: Python<'_>, raw: &[u8], record_ts: i64, correction: bool) -> PyResult<()> {
         let event = match fast_validate(raw, record_ts) {
             Some(e) => e,
             None => match self.slow_validate(py, raw, record_ts)? {
@@ -382,10 +403,17 @@ impl VerifyWalk {
                 None => return Ok(()),
             },
         };
-        if self.owner.take(event.ts, &event.event_id, &mut self.counts) == Verdict::Accepted {
-            self.tally.add(&event);
-        }
+        self.count(&event, correction);
         Ok(())
+    }
+
+    /// An event this partition owns, as the owner takes it (`correction`: its source judged it one).
+    fn count(&mut self, event: &Event<'_>, correction: bool) {
+        match self.owner.take(event.ts, &event.event_id, &mut self.counts, correction) {
+            Verdict::Accepted => self.tally.add(event),
+            Verdict::Corrected => self.tally.correct(event),
+            Verdict::Late | Verdict::Duplicate => {}
+        }
     }
 }
 

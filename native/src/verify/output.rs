@@ -79,7 +79,8 @@ pub fn windows(
         d.set_item(intern!(py, "min_cents"), w.min_cents)?;
         d.set_item(intern!(py, "max_cents"), w.max_cents)?;
         let exact = lv.size <= fields.exact_users_up_to_ms;
-        d.set_item(intern!(py, "unique_users"), exact.then_some(w.users.len()))?;
+        // a revision does not count distinct users
+        d.set_item(intern!(py, "unique_users"), (exact && !f.revision).then_some(w.users.len()))?;
         let funnel = PyDict::new(py);
         for (step, n) in t.rules.funnel.iter().zip(&w.funnel) {
             funnel.set_item(step, n)?;

@@ -22,6 +22,7 @@ pub struct Level {
     pub size: i64,
     pub name: String,
     pub feeder: Option<i64>,
+    pub items: bool, // broken down by item
     pub counts_items: bool,
     pub parents: Vec<usize>,
 }
@@ -50,6 +51,7 @@ fn levels(sizes: &[i64], items_from_ms: i64) -> Vec<Level> {
                 size: s,
                 name: size_label(s),
                 feeder: feeders[i],
+                items: s >= items_from,
                 counts_items: s >= items_from && feeders[i].is_none_or(|f| f < items_from),
                 parents: (0..ordered.len()).filter(|&j| feeders[j] == Some(s)).collect(),
             }
@@ -125,8 +127,9 @@ pub struct Tally {
     pub rules: Rules,
     pub levels: Vec<Level>,
     roots: Vec<usize>,
-    item_levels: Vec<usize>,                // the levels whose item rows count events
-    pub open: BTreeMap<(i64, i64), Bucket>, // by (end, size): the order windows finish in
+    item_levels: Vec<usize>,                 // the levels whose item rows count events
+    pub open: BTreeMap<(i64, i64), Bucket>,  // by (end, size): the order windows finish in
+    revisions: BTreeMap<(i64, i64), Bucket>, // corrections, by (end, size) of the window they revise
     pub types: Names,
     pub statuses: Names,
     pub user_ids: Names,
@@ -145,10 +148,46 @@ pub struct Finished {
     pub level: usize,
     pub start: i64,
     pub bucket: Bucket,
+    pub revision: bool, // the window's corrections, summed over its revisions
 }
 
 fn bucket<'a>(open: &'a mut BTreeMap<(i64, i64), Bucket>, lv: &Level, start: i64) -> &'a mut Bucket {
     open.entry((start + lv.size, lv.size)).or_default()
+}
+
+/// An event's names as numbers, and the cents of an ok purchase.
+struct Counted {
+    t: u32,
+    status: u32,
+    user: u32,
+    item: Option<u32>,
+    dims: Vec<(u8, u32)>,
+    paid: Option<i64>,
+}
+
+/// One event in a window's summary (not its funnel) and breakdowns.
+fn count_bucket(b: &mut Bucket, e: &Event<'_>, c: &Counted, steps: usize) {
+    let w = b.window.get_or_insert_with(|| WindowDoc::new(steps));
+    w.events += 1;
+    bump(&mut w.counts, c.t, 1);
+    bump(&mut w.status, c.status, 1);
+    if e.status != "ok" {
+        w.errors += 1;
+    }
+    if let Some(amount) = c.paid {
+        w.purchases += 1;
+        w.revenue_cents += amount;
+        w.min_cents = Some(w.min_cents.map_or(amount, |m| m.min(amount)));
+        w.max_cents = Some(w.max_cents.map_or(amount, |m| m.max(amount)));
+        w.amounts.push(amount);
+        if let Some(price) = e.price {
+            w.prices.push(cents(price));
+        }
+    }
+    w.users.insert(c.user);
+    for &key in &c.dims {
+        b.dims.entry(key).or_default().count(c.t, c.paid);
+    }
 }
 
 impl Tally {
@@ -162,6 +201,7 @@ impl Tally {
             roots,
             item_levels,
             open: BTreeMap::new(),
+            revisions: BTreeMap::new(),
             types: Names::default(),
             statuses: Names::default(),
             user_ids: Names::default(),
@@ -176,66 +216,94 @@ impl Tally {
         }
     }
 
+    /// An event counted on time: in its windows (of the sizes that count events), funnel, user and item.
     pub fn add(&mut self, e: &Event<'_>) {
-        let ok = e.status == "ok";
-        let paid = if ok && e.event_type == "purchase" { e.amount.map(cents) } else { None };
-        if ok {
+        if e.status == "ok" {
             let step = self.rules.funnel.iter().position(|s| *s == e.event_type).map_or(-1, |i| i as i32);
             self.funnel.push(Reverse((e.ts, step, self.order, Rc::from(&*e.session_id))));
             self.order += 1;
         }
-        let t = self.types.id(&e.event_type);
-        let status = self.statuses.id(&e.status);
-        let user = self.user_ids.id(&e.user_id);
-        let item = e.item_id.as_deref().map(|i| self.item_ids.id(i));
-        if let Some(i) = item {
-            self.items
-                .entry(i)
-                .or_insert_with(|| Item { category: e.category.as_deref().map(Rc::from), tally: Tallied::default() });
-        }
-        let dims: Vec<(u8, u32)> = (self.rules.dims.iter().enumerate())
-            .filter_map(|(d, (_, dim))| dim.of(e).map(|v| (d as u8, v)))
-            .map(|(d, v)| (d, self.values.id(v)))
-            .collect();
+        let c = self.names_of(e);
         for &li in &self.roots {
             let lv = &self.levels[li];
-            let b = bucket(&mut self.open, lv, e.ts.div_euclid(lv.size) * lv.size);
-            let w = b.window.get_or_insert_with(|| WindowDoc::new(self.rules.funnel.len()));
-            w.events += 1;
-            bump(&mut w.counts, t, 1);
-            bump(&mut w.status, status, 1);
-            if !ok {
-                w.errors += 1;
-            }
-            if let Some(cents) = paid {
-                w.purchases += 1;
-                w.revenue_cents += cents;
-                w.min_cents = Some(w.min_cents.map_or(cents, |m| m.min(cents)));
-                w.max_cents = Some(w.max_cents.map_or(cents, |m| m.max(cents)));
-                w.amounts.push(cents);
-                if let Some(price) = e.price {
-                    w.prices.push(self::cents(price));
-                }
-            }
-            w.users.insert(user);
-            for &key in &dims {
-                b.dims.entry(key).or_default().count(t, paid);
-            }
+            count_bucket(
+                bucket(&mut self.open, lv, e.ts.div_euclid(lv.size) * lv.size),
+                e,
+                &c,
+                self.rules.funnel.len(),
+            );
         }
-        if let Some(i) = item {
+        if let Some(i) = c.item {
             for &li in &self.item_levels {
                 let lv = &self.levels[li];
                 bucket(&mut self.open, lv, e.ts.div_euclid(lv.size) * lv.size)
                     .items
                     .entry(i)
                     .or_default()
-                    .count(t, paid);
-            }
-            if let Some(it) = self.items.get_mut(&i) {
-                it.tally.count(t, paid);
+                    .count(c.t, c.paid);
             }
         }
-        self.user(e, user, t, item, paid);
+        self.entities(e, &c);
+    }
+
+    /// A correction: in the revisions of its windows of every size, its user and its item.
+    pub fn correct(&mut self, e: &Event<'_>) {
+        let c = self.names_of(e);
+        for lv in &self.levels {
+            let b = bucket(&mut self.revisions, lv, e.ts.div_euclid(lv.size) * lv.size);
+            count_bucket(b, e, &c, self.rules.funnel.len());
+            if let (Some(i), true) = (c.item, lv.items) {
+                b.items.entry(i).or_default().count(c.t, c.paid);
+            }
+        }
+        self.entities(e, &c);
+    }
+
+    /// The corrections of the windows ending at or before `before` (None: all), summed over their revisions.
+    pub fn take_revisions(&mut self, before: Option<i64>) -> Vec<Finished> {
+        let taken = match before {
+            None => std::mem::take(&mut self.revisions),
+            Some(b) => {
+                let later = self.revisions.split_off(&(b.saturating_add(1), i64::MIN));
+                std::mem::replace(&mut self.revisions, later)
+            }
+        };
+        taken
+            .into_iter()
+            .map(|((end, size), bucket)| {
+                let level = self.levels.iter().position(|lv| lv.size == size).unwrap_or(0);
+                Finished { level, start: end - size, bucket, revision: true }
+            })
+            .collect()
+    }
+
+    /// The event's names, interned, and what it paid.
+    fn names_of(&mut self, e: &Event<'_>) -> Counted {
+        let item = e.item_id.as_deref().map(|i| self.item_ids.id(i));
+        if let Some(i) = item {
+            self.items
+                .entry(i)
+                .or_insert_with(|| Item { category: e.category.as_deref().map(Rc::from), tally: Tallied::default() });
+        }
+        let dims = (self.rules.dims.iter().enumerate())
+            .filter_map(|(d, (_, dim))| dim.of(e).map(|v| (d as u8, v)))
+            .map(|(d, v)| (d, self.values.id(v)))
+            .collect();
+        Counted {
+            t: self.types.id(&e.event_type),
+            status: self.statuses.id(&e.status),
+            user: self.user_ids.id(&e.user_id),
+            item,
+            dims,
+            paid: if e.status == "ok" && e.event_type == "purchase" { e.amount.map(cents) } else { None },
+        }
+    }
+
+    fn entities(&mut self, e: &Event<'_>, c: &Counted) {
+        if let Some(it) = c.item.and_then(|i| self.items.get_mut(&i)) {
+            it.tally.count(c.t, c.paid);
+        }
+        self.user(e, c.user, c.t, c.item, c.paid);
     }
 
     fn user(&mut self, e: &Event<'_>, user: u32, t: u32, item: Option<u32>, paid: Option<i64>) {
@@ -346,7 +414,7 @@ impl Tally {
             let level = self.levels.iter().position(|lv| lv.size == size).unwrap_or(0);
             let start = end - size;
             self.merge_up(level, start, &bucket);
-            out.push(Finished { level, start, bucket });
+            out.push(Finished { level, start, bucket, revision: false });
         }
         out
     }

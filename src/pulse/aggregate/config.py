@@ -10,7 +10,9 @@ from dataclasses import dataclass
 class StateConfig:
     window_sizes: tuple[int, ...] = (10_000, 60_000, 3_600_000, 86_400_000)
     grace_ms: int = 30_000
-    dedup_horizon_ms: int = 30_000
+    # an event below the watermark by up to this much is counted as a correction (in revisions of its windows),
+    # and an event_id is a duplicate while an event with it could still count
+    correct_within_ms: int = 3 * 86_400_000
     session_timeout_ms: int = 30 * 60_000
     # users and sessions are logged as per-flush deltas; past this many entries (and twice the live state) they
     # are folded into a fresh snapshot, so restore reads live state, not history
@@ -22,5 +24,5 @@ class StateConfig:
     user_max_delay_ms: int = 300_000
 
     def __post_init__(self) -> None:
-        if self.dedup_horizon_ms < self.grace_ms:
-            raise ValueError("the duplicate horizon must be at least the grace period")
+        if self.correct_within_ms < 0:
+            raise ValueError("the correction horizon cannot be negative")

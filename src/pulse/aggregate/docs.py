@@ -18,6 +18,11 @@ renders them (``native/src/docs.rs``); the kinds and ids are:
   HyperLogLog of the window's users (``users_hll``), published only when one of its registers rose;
 - ``user:<user_id>`` and ``items:s<k>:p<p>`` (current entity state), ``partition:<p>`` (watermark, accounting).
 
+Corrections (events below the watermark, within the correction horizon) never change a window's own documents:
+each flush that counted some publishes, per window they fall in, a *revision*: the same kinds of document with
+``revision`` = that flush's version and ids ending ``:r<revision>``, holding only the corrections (``unique_users``
+null, funnel zero). Readers merge revisions like partitions' partials.
+
 :func:`expand` turns packed documents back into one logical document per row (what `pulse verify` compares).
 """
 
@@ -31,7 +36,7 @@ from pulse.aggregate._core import ITEM_SHARDS, item_shard
 __all__ = ["ITEM_SHARDS", "Doc", "expand", "item_shard"]
 
 Doc = tuple[str, dict[str, Any]]
-_WINDOW_FIELDS = ("window", "window_ms", "start", "end", "partition", "final", "version")
+_WINDOW_FIELDS = ("window", "window_ms", "start", "end", "partition", "final", "version", "revision")
 
 
 def expand(docs: Iterable[Doc]) -> Iterator[Doc]:
@@ -41,14 +46,14 @@ def expand(docs: Iterable[Doc]) -> Iterator[Doc]:
         kind = doc.get("kind")
         if kind in ("window_dims", "window_items"):
             base = {k: doc[k] for k in _WINDOW_FIELDS if k in doc}  # item shards say nothing of finality
+            head = f"{doc['window']}:{doc['start']}"
+            tail = f"p{doc['partition']}" + (f":r{doc['revision']}" if "revision" in doc else "")
         if kind == "window_dims":
             for row in doc.get("breakdown", doc.get("rows", [])):  # ``rows``: an older version's nested rows
-                dim_id = f"window_dim:{doc['window']}:{doc['start']}:{row['dim']}:{row['value']}:p{doc['partition']}"
-                yield dim_id, {"kind": "window_dim", **base, **row}
+                yield f"window_dim:{head}:{row['dim']}:{row['value']}:{tail}", {"kind": "window_dim", **base, **row}
         elif kind == "window_items":
             for row in doc["items"]:
-                item_id = f"window_item:{doc['window']}:{doc['start']}:{row['item_id']}:p{doc['partition']}"
-                yield item_id, {"kind": "window_item", **base, **row}
+                yield f"window_item:{head}:{row['item_id']}:{tail}", {"kind": "window_item", **base, **row}
         elif kind == "items":
             for row in doc["items"]:
                 yield (f"item:{row['item_id']}:p{doc['partition']}",

@@ -40,6 +40,7 @@ class Origin:
     record_ts: int | None = None
     watermark: int | None = None
     idle: bool = False
+    correction: bool = False  # its source judged it a correction (below its watermark, within the horizon)
 
 
 def batch_headers(partition: int, offset: int, watermark: int | None, idle: bool) -> list[tuple[str, bytes]]:
@@ -51,15 +52,23 @@ def batch_headers(partition: int, offset: int, watermark: int | None, idle: bool
     return out
 
 
-_PACKED = msgspec.msgpack.Decoder(list[tuple[int, int, bytes]])
+class _Packed(msgspec.Struct, array_like=True):
+    """A forwarded record as a batch packs it (``native/src/forward.rs``)."""
+    offset: int
+    record_ts: int
+    value: bytes
+    correction: bool = False
+
+
+_PACKED = msgspec.msgpack.Decoder(list[_Packed])
 
 
 def unpack(value: bytes | None, headers: list[tuple[str, bytes]]) -> Iterator[tuple[Origin, bytes | None]]:
     """A batch's forwarded records (origin, value), then its watermark if it carries one (origin, None)."""
     found = {name: int(raw) for name, raw in headers if raw is not None}
     sender = found[SOURCE_PARTITION_HEADER]
-    for offset, record_ts, record in _PACKED.decode(value) if value else []:
-        yield Origin(sender, offset, record_ts), record
+    for r in _PACKED.decode(value) if value else []:
+        yield Origin(sender, r.offset, r.record_ts, correction=r.correction), r.value
     mark = watermark_of(headers)
     if mark is not None:
         yield mark, None

@@ -32,7 +32,7 @@ def restore_partition(st: Partition, cfg: StateConfig, bootstrap: str, changelog
         live = st.restore(records)
     except ValueError as exc:
         raise PulseError(f"{changelog_topic} partition {st.partition}: {exc}") from None
-    horizon = st.watermark - cfg.dedup_horizon_ms
+    horizon = st.watermark - cfg.correct_within_ms
     if (st.next_offset == 0 and st.repartition_offset == 0) or st.ids_logged:
         return live  # nothing read yet, or the changelog logged the ids within the horizon
     late = _late(bootstrap, late_topic, st.partition, horizon) if st.counters.late else set()

@@ -33,7 +33,7 @@ EVERY_USER = 2**63 - 1
 def new_partition(partition: int, cfg: StateConfig, partitions: int = 0) -> Partition:
     """``partitions``: the input topic's partition count, so that the state forwards events whose user another
     partition owns (``Partition.forwarded``); 0 takes every event here."""
-    return Partition(partition, list(cfg.window_sizes), cfg.grace_ms, cfg.dedup_horizon_ms, cfg.session_timeout_ms,
+    return Partition(partition, list(cfg.window_sizes), cfg.grace_ms, cfg.correct_within_ms, cfg.session_timeout_ms,
                      cfg.compact_after, partitions, cfg.forward_wait_ms, cfg.user_max_delay_ms)
 
 

@@ -4,7 +4,7 @@ Live traffic with late, duplicate, invalid and disordered records, 30 % of them 
 whole pipeline while aggregators are SIGKILLed as a second instance joins and leaves, the writer is SIGKILLed, and
 the broker and Elasticsearch are each restarted once, with `pulse verify --follow` checking windows throughout. Then
 everything is drained and checked: `pulse verify` exact, the follower caught up without a difference, and every
-record the generator delivered counted exactly once (accepted + dead-lettered + late + duplicates).
+record the generator delivered counted exactly once (accepted + corrected + dead-lettered + late + duplicates).
 """
 
 from __future__ import annotations
@@ -24,9 +24,11 @@ import httpx
 from pulse.cli.generate_cmd import DELIVERED, PRODUCED, summary_counts
 from pulse.config import Settings
 from pulse.errors import PulseError
+from pulse.observe.metrics import OUTCOMES
 from pulse.stack.private import PrivateStack, free_port, private_stack
 
-TRAFFIC = ("--late-fraction", "0.02", "--duplicate-fraction", "0.03", "--invalid-fraction", "0.01",
+TRAFFIC = ("--late-fraction", "0.01", "--late-max", "2d", "--too-late-fraction", "0.002",
+           "--duplicate-fraction", "0.03", "--invalid-fraction", "0.01",
            "--disorder-fraction", "0.05", "--null-key-fraction", "0.3", "--crc32-key-fraction", "0.3")
 
 
@@ -38,7 +40,7 @@ class ChaosReport:
     produced: int = 0
     delivered: int = 0
     in_topic: int = 0  # input records `pulse verify` read
-    counted: dict[str, int] = field(default_factory=dict)  # accepted, dead_lettered, late, duplicates
+    counted: dict[str, int] = field(default_factory=dict)  # by outcome (OUTCOMES)
     forwarded: int = 0  # records counted by the partition that owns their user, not where they were read
     verify_ok: bool = False
     verify_output: str = ""
@@ -184,7 +186,7 @@ def _drain_and_check(stack: PrivateStack, env: dict[str, str], report: ChaosRepo
         return
     records = found["records"]
     report.in_topic, report.forwarded = found["input_records"], records["forwarded"]
-    report.counted = {n: records[n] for n in ("accepted", "dead_lettered", "late", "duplicates")}
+    report.counted = {n: records[n] for n in OUTCOMES}
 
 
 def _follower_caught_up(port: int, report: ChaosReport, say: Callable[[str], None], timeout_s: float = 600) -> None:

@@ -70,7 +70,7 @@ forward_wait_option = click.option(
 
 def state_options(command: Callable[..., object]) -> Callable[..., object]:
     """The options that decide what the aggregates are (aggregate, verify and replay must agree on them):
-    --windows, --grace, --dedup-horizon, --forward-wait."""
+    --windows, --grace, --correct-within, --forward-wait."""
     for option in reversed((
         click.option("--windows", envvar="PULSE_WINDOWS", default=",".join(map(label, StateConfig.window_sizes)),
                      show_default=True, callback=_sizes,
@@ -78,8 +78,12 @@ def state_options(command: Callable[..., object]) -> Callable[..., object]:
                           "carry a HyperLogLog, and longer ones only that)."),
         click.option("--grace", envvar="PULSE_GRACE", default="30s", show_default=True, type=Duration(0, ms=True),
                      help="Allowed lateness: the watermark is the max event time seen minus this."),
-        click.option("--dedup-horizon", envvar="PULSE_DEDUP_HORIZON", default=None, type=Duration(0.001, ms=True),
-                     help="How long an event_id is remembered for de-duplication [default: the grace period]."),
+        click.option("--correct-within", envvar="PULSE_CORRECT_WITHIN",
+                     default=label(StateConfig.correct_within_ms), show_default=True, type=Duration(0, ms=True),
+                     help="The correction horizon: an event below the watermark by up to this much still counts, "
+                          "as a correction published beside its windows' documents (later ones go to "
+                          "<topic>.late, reason beyond_horizon). An event_id is a duplicate for as long. The input "
+                          "topic's retention must exceed it (pulse setup checks)."),
         forward_wait_option,
     )):
         command = option(command)
@@ -135,7 +139,7 @@ def state_options(command: Callable[..., object]) -> Callable[..., object]:
 @metrics_addr_option
 @click.pass_obj
 def aggregate(settings: Settings, topic: str, group: str, windows: tuple[int, ...], grace: int,
-              dedup_horizon: int | None, forward_wait: int, flush_interval: float, backlog_flush_interval: float,
+              correct_within: int, forward_wait: int, flush_interval: float, backlog_flush_interval: float,
               detail_interval: float, user_writes: float, user_floor: int, user_max_delay: float,
               compact_after: int, idle_timeout: float,
               stall_timeout: float, instance: str | None, max_seconds: float | None, exit_when_idle: float | None,
@@ -145,9 +149,8 @@ def aggregate(settings: Settings, topic: str, group: str, windows: tuple[int, ..
     Output: the compacted `<group>.changelog` (state) and `<group>.aggregates` (documents) topics, plus dead
     letters in `<topic>.dlq` and late events in `<topic>.late`. Run more instances to scale out.
     """
-    horizon = dedup_horizon or grace
     try:
-        state_cfg = StateConfig(window_sizes=windows, grace_ms=grace, dedup_horizon_ms=horizon,
+        state_cfg = StateConfig(window_sizes=windows, grace_ms=grace, correct_within_ms=correct_within,
                                 compact_after=compact_after, forward_wait_ms=forward_wait,
                                 user_max_delay_ms=round(user_max_delay * 1000))
     except ValueError as exc:

@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from pulse.aggregate.config import StateConfig
+from pulse.aggregate.windows import label
 from pulse.cli.durations import Duration
 from pulse.config import Settings
 from pulse.errors import PulseError
@@ -25,7 +27,7 @@ from pulse.generate.traffic import SHAPES, Traffic, TrafficConfig
 from pulse.kafkaio import broker_problem
 from pulse.observe import metrics
 from pulse.observe.server import every, metrics_addr_option, serve
-from pulse.topics import INPUT_RETENTION_HOURS, ensure_topics, input_topics, partition_count
+from pulse.topics import INPUT_RETENTION_HOURS, ensure_topics, input_topics, partition_count, retention_needed_ms
 
 
 def _fraction(_ctx: click.Context, param: click.Parameter, value: float) -> float:
@@ -39,10 +41,18 @@ def _fraction(_ctx: click.Context, param: click.Parameter, value: float) -> floa
 @click.option("--partitions", envvar="PULSE_PARTITIONS", default=6, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--retention-hours", envvar="PULSE_RETENTION_HOURS", default=float(INPUT_RETENTION_HOURS),
               show_default=True, type=click.FloatRange(0.01),
-              help="How long Kafka keeps input, dead letters and late events.")
+              help="How long Kafka keeps input, dead letters and late events: a third longer than --correct-within "
+                   "at least, so that restore and `pulse verify` read the first copy of every event that counts.")
+@click.option("--correct-within", type=Duration(0, ms=True), default=label(StateConfig.correct_within_ms),
+              show_default=True, envvar="PULSE_CORRECT_WITHIN", help="The aggregator's correction horizon.")
 @click.pass_obj
-def setup(settings: Settings, topic: str, partitions: int, retention_hours: float) -> None:
+def setup(settings: Settings, topic: str, partitions: int, retention_hours: float, correct_within: int) -> None:
     """Create Pulse's topics and Elasticsearch index templates (idempotent); report topics whose settings differ."""
+    needed = retention_needed_ms(correct_within)
+    if retention_hours * 3_600_000 < needed:
+        raise PulseError(f"--retention-hours {retention_hours:g} keeps input for less than {label(needed)}, a third "
+                         f"more than --correct-within {label(correct_within)}: restore and verify could miss the first "
+                         "copy of an event that still counts (raise the retention or shorten the horizon)")
     for name, state in ensure_topics(settings.bootstrap, input_topics(topic, partitions, retention_hours)):
         click.echo(f"{name:<28} {state}")
 
@@ -83,7 +93,16 @@ def setup(settings: Settings, topic: str, partitions: int, retention_hours: floa
 @click.option("--error-rate", type=click.FloatRange(0, 1), default=0.02, show_default=True,
               help="Share of steps that fail (error/timeout).")
 @click.option("--late-fraction", type=float, default=0.0, callback=_fraction, show_default=True,
-              help="Share of records whose event time is older than the grace period.")
+              help="Share of records whose event time is older than the grace period, by up to --late-max more "
+                   "(the aggregator counts them as corrections).")
+@click.option("--late-max", type=Duration(5.001, ms=True), default="90s", show_default=True,
+              help="How far beyond the grace period a late record may be.")
+@click.option("--too-late-fraction", type=float, default=0.0, callback=_fraction, show_default=True,
+              help="Share of records older than the grace period plus --correct-within (the aggregator sends them "
+                   "to <topic>.late).")
+@click.option("--correct-within", type=Duration(0, ms=True), default=label(StateConfig.correct_within_ms),
+              show_default=True, envvar="PULSE_CORRECT_WITHIN",
+              help="The correction horizon the aggregator allows (too-late records are pushed beyond it).")
 @click.option("--disorder-fraction", type=float, default=0.0, callback=_fraction, show_default=True,
               help="Share of records out of order but within grace.")
 @click.option("--duplicate-fraction", type=float, default=0.0, callback=_fraction, show_default=True,
@@ -131,7 +150,8 @@ def generate(settings: Settings, **o: object) -> None:
         )
         chaos_cfg = ChaosConfig(late_fraction=o["late_fraction"], disorder_fraction=o["disorder_fraction"],  # type: ignore[arg-type]
                                 duplicate_fraction=o["duplicate_fraction"], invalid_fraction=o["invalid_fraction"],  # type: ignore[arg-type]
-                                grace_ms=int(o["grace"]))  # type: ignore[arg-type]
+                                grace_ms=int(o["grace"]), too_late_fraction=o["too_late_fraction"],  # type: ignore[arg-type]
+                                late_max_ms=int(o["late_max"]), horizon_ms=int(o["correct_within"]))  # type: ignore[arg-type]
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     topic = str(o["topic"])

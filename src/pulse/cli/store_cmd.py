@@ -154,7 +154,7 @@ def archive(settings: Settings, topic: str, index_prefix: str, retention_days: f
 @click.option("--keep-old", is_flag=True, help="Keep the previous generation's indices after the swap.")
 @click.pass_obj
 def replay(settings: Settings, from_ms: int, topic: str, group: str, index_prefix: str, windows: tuple[int, ...],
-           grace: int, dedup_horizon: int | None, forward_wait: int, keep_old: bool) -> None:
+           grace: int, correct_within: int, forward_wait: int, keep_old: bool) -> None:
     """Rebuild the aggregates from the input topic into new indices, then swap the aliases atomically.
 
     Readers see the old numbers until the swap. Stop the pipeline first; afterwards start it again as usual.
@@ -167,7 +167,7 @@ def replay(settings: Settings, from_ms: int, topic: str, group: str, index_prefi
 
     require_broker(settings.bootstrap)
     require_es(settings)
-    state = StateConfig(window_sizes=windows, grace_ms=grace, dedup_horizon_ms=dedup_horizon or grace,
+    state = StateConfig(window_sizes=windows, grace_ms=grace, correct_within_ms=correct_within,
                         forward_wait_ms=forward_wait)
     plan = ReplayPlan(bootstrap=settings.bootstrap, es=settings.es, topic=topic, from_ms=from_ms,
                       group=group, index_prefix=index_prefix, state=state, keep_old=keep_old)

@@ -49,7 +49,7 @@ from pulse.verify.walk import Rules
 @metrics_addr_option
 @click.pass_obj
 def verify(settings: Settings, topic: str, ledger: Path | None, group: str, index_prefix: str,
-           windows: tuple[int, ...], grace: int, dedup_horizon: int | None, forward_wait: int,
+           windows: tuple[int, ...], grace: int, correct_within: int, forward_wait: int,
            from_ms: int | None, to_ms: int | None, workers: int, as_json: bool, follow: bool, interval: float,
            state_file: Path | None, metrics_addr: str | None) -> None:
     """Recompute every aggregate from the input and diff it against Elasticsearch: the proof of exactly-once.
@@ -62,7 +62,7 @@ def verify(settings: Settings, topic: str, ledger: Path | None, group: str, inde
     from pulse.verify.source import recorded_decisions
 
     require_es(settings)
-    horizon = dedup_horizon or grace
+    horizon = correct_within
     if follow and to_ms is not None:
         raise click.UsageError("--to ends a range; --follow keeps going: pass one of them")
     if follow:
@@ -119,7 +119,8 @@ def _from_ledger(settings: Settings, ledger: Path, group: str, index_prefix: str
                          forwarded=forwarded_records(settings.bootstrap, group), partitions=partitions)
     diff = diff_documents(expected, dict(all_documents(settings.es.client(), index_prefix)))
     counts = Counts(read=expected.produced, dead_lettered=expected.dead_lettered, late=expected.late,
-                    duplicates=expected.duplicates, accepted=expected.accepted, forwarded=expected.forwarded)
+                    duplicates=expected.duplicates, accepted=expected.accepted, forwarded=expected.forwarded,
+                    corrected=expected.corrected)
     return Report(counts, diff, time.monotonic() - began, partitions)
 
 
@@ -195,7 +196,8 @@ def _print(report: Report, as_json: bool) -> None:
     for kind, n in sorted(d.by_kind.items()):
         table.add_row(f"  {kind}", f"{n:,}", "", "", "", "")
     Console(width=max(100, Console().width)).print(table)
-    click.echo(f"records: {c.accepted:,} accepted, {c.dead_lettered:,} dead-lettered, {c.late:,} late, "
+    click.echo(f"records: {c.accepted:,} accepted, {c.corrected:,} corrected, {c.dead_lettered:,} dead-lettered, "
+               f"{c.late:,} too late, "
                f"{c.duplicates:,} duplicates ({c.forwarded:,} counted by the partition that owns their user, "
                f"each forwarded once); {c.read / max(report.seconds, 1e-9):,.0f} records/s")
     if not report.ok:

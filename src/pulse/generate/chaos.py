@@ -1,7 +1,9 @@
 """Controlled faults layered over clean traffic, so downstream correctness can be tested.
 
 Every fraction is a share of all produced records, drawn from the seeded RNG, so runs are reproducible:
-- late: event time pushed behind the clock by more than the grace period (a client flushing a buffer);
+- late: event time pushed behind the clock by more than the grace period, up to ``late_max_ms`` more (a client
+  flushing a buffer): within the correction horizon, the aggregator counts it as a correction;
+- too late: pushed behind by more than grace plus the correction horizon (``horizon_ms``): dropped to ``.late``;
 - disorder: event time pushed back by less than grace (out of order, still on time);
 - duplicate: a recent valid record sent again, byte for byte (same ``event_id``);
 - invalid: one of :data:`INVALID_KINDS`, in equal shares.
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from pulse.aggregate.config import StateConfig
 from pulse.events.schema import MAX_EVENT_BYTES
 from pulse.generate.traffic import Traffic
 
@@ -28,6 +31,7 @@ class Tag(enum.IntEnum):
     DISORDERED = 1
     LATE = 2
     DUPLICATE = 3
+    TOO_LATE = 4
     UNDECODABLE = 10
     MALFORMED_JSON = 11
     WRONG_TYPE = 12
@@ -51,10 +55,17 @@ class ChaosConfig:
     duplicate_fraction: float = 0.0
     invalid_fraction: float = 0.0
     grace_ms: int = 30_000
+    too_late_fraction: float = 0.0
+    late_max_ms: int = 90_000  # how far beyond grace a late event may be
+    horizon_ms: int = StateConfig.correct_within_ms  # the aggregator's correction horizon
 
     def __post_init__(self) -> None:
-        total = self.late_fraction + self.disorder_fraction + self.duplicate_fraction + self.invalid_fraction
-        if min(self.late_fraction, self.disorder_fraction, self.duplicate_fraction, self.invalid_fraction) < 0:
+        fractions = (self.late_fraction, self.disorder_fraction, self.duplicate_fraction, self.invalid_fraction,
+                     self.too_late_fraction)
+        total = sum(fractions)
+        if self.late_max_ms <= 5_000:
+            raise ValueError("late events must be allowed more than 5 s beyond grace")
+        if min(fractions) < 0:
             raise ValueError("chaos fractions must be >= 0")
         if total > 0.9:
             raise ValueError("chaos fractions add up to more than 0.9; nothing realistic would be left")
@@ -73,32 +84,34 @@ class Chaos:
         self._rng = random.Random(traffic.cfg.seed ^ 0xC4A05)
         self._recent: deque[tuple[bytes, bytes, int]] = deque(maxlen=64)  # (key, value, ts) of valid records
         c = cfg
-        self._cuts = (c.invalid_fraction, c.invalid_fraction + c.duplicate_fraction,
-                      c.invalid_fraction + c.duplicate_fraction + c.late_fraction,
-                      c.invalid_fraction + c.duplicate_fraction + c.late_fraction + c.disorder_fraction)
+        late = c.invalid_fraction + c.duplicate_fraction + c.late_fraction
+        self._cuts = (c.invalid_fraction, c.invalid_fraction + c.duplicate_fraction, late,
+                      late + c.disorder_fraction, late + c.disorder_fraction + c.too_late_fraction)
 
     def __iter__(self) -> Iterator[Record]:
         return self
 
     def __next__(self) -> Record:
         u = self._rng.random()
-        cut_invalid, cut_dup, cut_late, cut_disorder = self._cuts
+        cut_invalid, cut_dup, cut_late, cut_disorder, cut_too_late = self._cuts
         if cut_invalid <= u < cut_dup:
             dup = self._duplicate()
             if dup is not None:
                 return dup
         key, ts, value = next(self.traffic)
         sent = self.traffic.clock.now_ms
-        if u >= cut_disorder:
+        if u >= cut_too_late:
             self._recent.append((key, value, ts))
             return Tag.VALID, key, value, sent
         if u < cut_invalid:
             kind = INVALID_KINDS[int(self._rng.random() * len(INVALID_KINDS))]
             return kind, key, self._corrupt(kind, orjson.loads(value)), sent
         if u < cut_late:
-            tag, shift = Tag.LATE, self.cfg.grace_ms + self._rng.randrange(5_000, 90_000)
-        else:
+            tag, shift = Tag.LATE, self.cfg.grace_ms + self._rng.randrange(5_000, self.cfg.late_max_ms)
+        elif u < cut_disorder:
             tag, shift = Tag.DISORDERED, self._rng.randrange(500, max(1000, self.cfg.grace_ms // 2))
+        else:
+            tag, shift = Tag.TOO_LATE, self.cfg.grace_ms + self.cfg.horizon_ms + self._rng.randrange(5_000, 90_000)
         event = orjson.loads(value)
         event["ts"] = ts - shift
         return tag, key, orjson.dumps(event), sent

@@ -144,10 +144,12 @@ def visualisations() -> list[dict[str, Any]]:
             "retries": _last("retries", "Elasticsearch retries", "at")}),
         _table("pulse-dead-letters", "Dead letters by reason", "pulse-deadletter", "", {
             "reason": _terms("reason", "n", 20), "n": _count("records")}),
-        _xy("pulse-late-events", "Late events per interval", "pulse-late", "", "ts", {"y": _count("late events")}),
+        _xy("pulse-late-events", "Events too late to correct, per interval", "pulse-late", "", "ts",
+            {"y": _count("too-late events")}),
         _table("pulse-partition-accounting", "Record accounting per partition", "pulse-partitions",
                'kind : "partition"', {
                    "partition": _terms("partition", None, 64), "accepted": _last("accepted", "accepted", "flushed_at"),
+                   "corrected": _last("corrected", "corrected", "flushed_at"),
                    "dead": _last("dead_lettered", "dead-lettered", "flushed_at"),
                    "late": _last("late", "late", "flushed_at"),
                    "dup": _last("duplicates", "duplicates", "flushed_at")}),

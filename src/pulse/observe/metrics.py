@@ -9,7 +9,9 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-OUTCOMES = ("accepted", "dead_lettered", "late", "duplicate")
+from pulse.aggregate._core import Counters
+
+OUTCOMES = tuple(Counters.names())
 """Where an input record ends, in the order the state's counters give them: every record lands in exactly one
 (a record forwarded to the partition that owns its user lands there)."""
 

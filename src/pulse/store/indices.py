@@ -17,6 +17,7 @@ from elasticsearch import BadRequestError, Elasticsearch
 
 from pulse.aggregate.model import DIMENSIONS, SKETCHED, USERS_SKETCH, sketch_field
 from pulse.errors import PulseError
+from pulse.observe.metrics import OUTCOMES
 
 DEFAULT_PREFIX = "pulse"
 KIND_FAMILY = {"window": "windows", "window_dims": "windows", "window_users": "windows",
@@ -33,6 +34,7 @@ _COUNTS = {"type": "object", "dynamic": True}
 _WINDOW_HEAD = {
     "kind": {"type": "keyword"}, "window": {"type": "keyword"}, "window_ms": {"type": "long"},
     "start": {"type": "date", "format": "epoch_millis"}, "end": {"type": "date", "format": "epoch_millis"},
+    "revision": {"type": "long"},  # a revision's (corrections beside the window's own documents)
 }
 _WINDOW = _WINDOW_HEAD | {
     "final": {"type": "boolean"}, "events": {"type": "long"}, "errors": {"type": "long"},
@@ -67,9 +69,8 @@ _PROPERTIES: dict[str, dict[str, Any]] = {
     "items": _OWNED | _WINDOW_HEAD | _ITEMS,
     "partitions": _COMMON | {"watermark": {"type": "date", "format": "epoch_millis"},
                              "max_event_ts": {"type": "date", "format": "epoch_millis"},
-                             "next_offset": {"type": "long"}, "accepted": {"type": "long"},
-                             "dead_lettered": {"type": "long"}, "late": {"type": "long"},
-                             "duplicates": {"type": "long"}, "forwarded": {"type": "long"},
+                             "next_offset": {"type": "long"}, "forwarded": {"type": "long"},
+                             **{outcome: {"type": "long"} for outcome in OUTCOMES},
                              "repartition_offset": {"type": "long"},
                              "flushed_at": {"type": "date", "format": "epoch_millis"}},
 }

@@ -24,26 +24,31 @@ def _indices(es: Elasticsearch, kinds: tuple[str, ...], prefix: str) -> str | No
     return ",".join(present) or None
 
 
-def _read(es: Elasticsearch, kinds: tuple[str, ...], prefix: str, filters: list[dict[str, Any]]) -> Docs:
+def _read(es: Elasticsearch, kinds: tuple[str, ...], prefix: str, filters: list[dict[str, Any]],
+          excluded: list[dict[str, Any]] | None = None) -> Docs:
     index = _indices(es, kinds, prefix)
     if index is None:
         return {}
-    query = {"query": {"bool": {"filter": [{"terms": {"kind": list(kinds)}}, *filters]}}}
+    query = {"query": {"bool": {"filter": [{"terms": {"kind": list(kinds)}}, *filters], "must_not": excluded or []}}}
     hits: Iterator[dict[str, Any]] = helpers.scan(es, index=index, query=query, size=2000)
     return dict(expand((hit["_id"], hit["_source"]) for hit in hits))
 
 
 def windows_ending(es: Elasticsearch, partition: int, after: int | None, upto: int | None,
-                   prefix: str = DEFAULT_PREFIX, starting_from: int | None = None) -> Docs:
+                   prefix: str = DEFAULT_PREFIX, starting_from: int | None = None, revisions: bool = False) -> Docs:
     """Partition ``partition``'s window documents (summaries, breakdowns, user sketches, item rows) whose end is
-    after ``after`` and at most ``upto`` (None: unbounded), and whose start is at least ``starting_from``."""
+    after ``after`` and at most ``upto`` (None: unbounded), and whose start is at least ``starting_from``: the
+    windows' own documents, or (``revisions``) only their revisions."""
     ends = {k: v for k, v in (("gt", after), ("lte", upto)) if v is not None}
     filters: list[dict[str, Any]] = [{"term": {"partition": partition}}]
     if ends:
         filters.append({"range": {"end": ends}})
     if starting_from is not None:
         filters.append({"range": {"start": {"gte": starting_from}}})
-    return _read(es, WINDOW_KINDS, prefix, filters)
+    revision = {"exists": {"field": "revision"}}
+    if revisions:
+        return _read(es, WINDOW_KINDS, prefix, [*filters, revision])
+    return _read(es, WINDOW_KINDS, prefix, filters, [revision])
 
 
 def entities(es: Elasticsearch, partition: int, prefix: str = DEFAULT_PREFIX) -> Docs:

@@ -22,6 +22,7 @@ from typing import Any
 from elasticsearch.serializer import OrjsonSerializer
 
 from pulse.connect.elasticsearch import EsConnection
+from pulse.verify import revisions
 from pulse.verify.diff import DocDiff, compare, compare_totals
 from pulse.verify.lookahead import Lookahead
 from pulse.verify.native import NativeWalk
@@ -64,8 +65,8 @@ class Report:
         c, d = self.counts, self.diff
         return {"ok": self.ok, "input_records": c.read, "partitions": self.partitions,
                 "seconds": round(self.seconds, 3),
-                "records": {"accepted": c.accepted, "dead_lettered": c.dead_lettered, "late": c.late,
-                            "duplicates": c.duplicates, "forwarded": c.forwarded},
+                "records": {"accepted": c.accepted, "corrected": c.corrected, "dead_lettered": c.dead_lettered,
+                            "late": c.late, "duplicates": c.duplicates, "forwarded": c.forwarded},
                 "documents": {"checked": d.checked, "matched": d.matched, "missing": d.missing, "extra": d.extra,
                               "mismatched": d.mismatched, "by_kind": dict(sorted(d.by_kind.items()))},
                 "problems": d.problems, "examples": d.examples,
@@ -133,7 +134,7 @@ class WindowDiff:
 def check_partition(plan: Plan, p: int, decisions: list[Decision], markers: list[tuple[int, int]],
                     lookahead: Lookahead | None) -> _Checked:
     """Walk input partition ``p`` and diff its documents against Elasticsearch as they finish."""
-    from pulse.store.readback import entities
+    from pulse.store.readback import entities, windows_ending
     from pulse.verify.source import input_batches, repartitioned
 
     es, scope = plan.es.client(serializer=OrjsonSerializer()), plan.scope  # read-only: its fastest parser
@@ -159,6 +160,10 @@ def check_partition(plan: Plan, p: int, decisions: list[Decision], markers: list
     rest, owned = walk.finish()
     windows.batch.update(d for d in rest if scope.wants(d[1]))
     windows.flush(None)
+    # corrections, summed per window document over its revisions: they may come until the end of the input
+    corrections = revisions.expected(d for d in walk.revisions() if scope.wants(d[1]))
+    stored = windows_ending(es, p, None, None, plan.index_prefix, scope.windows_from, revisions=True)
+    compare(corrections, revisions.stored((i, d) for i, d in stored.items() if scope.wants(d)), diff)
     if scope.whole:
         compare(dict(owned), entities(es, p, plan.index_prefix), diff)
     return _Checked(walked, diff)
@@ -206,7 +211,8 @@ def run(plan: Plan, decisions: dict[int, list[Decision]], workers: int,
     for p in parts:
         counts.add(results[p].walked.counts)
         diff.add(results[p].diff)
-    diff.problems[:0] = counts.problems + check_flows(r.walked for r in results.values())
+    whole = not any(plan.rules.starts.values())
+    diff.problems[:0] = counts.problems + check_flows((r.walked for r in results.values()), corrections=whole)
     es = plan.es.client()
     if plan.scope.whole:
         compare_totals(counts, partition_documents(es, plan.index_prefix), diff)

@@ -19,6 +19,7 @@ from pulse.aggregate.model import (
     quantile_name,
     sketch_field,
 )
+from pulse.verify import revisions
 from pulse.verify.order import UNCHECKED, Counts
 from pulse.verify.reference import Expected
 
@@ -97,7 +98,8 @@ def users_problem(exact: set[str], doc_hll: dict[str, Any] | None) -> str | None
     merged = MergedUsers()
     merged.add(doc_hll)
     got, want = merged.estimate(), len(exact)
-    if abs(got - want) > USERS_TOLERANCE * want + 0.5:
+    # a few users read exactly while no two share a register; one such pair in a small set is a miss of one
+    if abs(got - want) > USERS_TOLERANCE * want + 1.5:
         return f"estimate {got} is not within {USERS_TOLERANCE:.1%} of {want} distinct users"
     return None
 
@@ -143,7 +145,7 @@ def compare(expected: dict[str, dict[str, Any]], actual: dict[str, dict[str, Any
         out.note(f"extra {doc_id}")
 
 
-COUNTER_FIELDS = ("accepted", "dead_lettered", "late", "duplicates", "forwarded")
+COUNTER_FIELDS = ("accepted", "dead_lettered", "late", "duplicates", "forwarded", "corrected")
 
 
 def compare_totals(expected: Counts, partitions: list[dict[str, Any]], out: DocDiff) -> None:
@@ -163,11 +165,14 @@ def compare_totals(expected: Counts, partitions: list[dict[str, Any]], out: DocD
 def diff_documents(expected: Expected, actual: dict[str, dict[str, Any]]) -> DocDiff:
     """:func:`compare` of a whole recompute with a whole projection (documents of kinds the recompute made
     none of are not looked at), and :func:`compare_totals`."""
-    actual = dict(expand(actual.items()))
+    expanded = list(expand(actual.items()))
+    actual = {i: d for i, d in expanded if not revisions.is_revision(d)}
+    actual.update(revisions.stored((i, d) for i, d in expanded if revisions.is_revision(d)))
     out = DocDiff(problems=list(expected.problems))
     kinds = {doc["kind"] for doc in expected.docs.values()}
     compare(expected.docs, {i: d for i, d in actual.items() if d.get("kind") in kinds}, out)
     totals = Counts(read=expected.produced, dead_lettered=expected.dead_lettered, late=expected.late,
-                    duplicates=expected.duplicates, accepted=expected.accepted, forwarded=expected.forwarded)
+                    duplicates=expected.duplicates, accepted=expected.accepted, forwarded=expected.forwarded,
+                    corrected=expected.corrected)
     compare_totals(totals, [d for d in actual.values() if d.get("kind") == "partition"], out)
     return out

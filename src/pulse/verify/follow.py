@@ -15,7 +15,8 @@ difference is logged with its document id and field, and counted.
 A restart walks the input again as a range (:mod:`pulse.verify.ranges`) that begins one largest window before the
 checked point saved in the state file, with the state before it rebuilt from a lead-in, and compares only windows
 past that point, so nothing is reported twice. Users and
-items change for as long as their users are active: they are checked by `pulse verify` without ``--follow``.
+items change for as long as their users are active, and a window's revisions (corrections) for as long as the
+correction horizon: they are checked by `pulse verify` without ``--follow``.
 """
 
 from __future__ import annotations
@@ -213,6 +214,9 @@ class Follower:
             mine = rows.get(p, [])
             walk.feed(mine, taken.get(p, []))
             walked += len(mine)
+            # the corrections of windows no correction can reach any more: compared by the one-shot verify only,
+            # so not held here
+            walk.revisions(before=walk.published - self.plan.rules.horizon_ms)
         unreachable = None
         try:
             for p in self.parts:

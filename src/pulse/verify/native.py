@@ -107,6 +107,12 @@ class NativeWalk:
         windows, entities = self._core.finish()
         return windows, entities
 
+    def revisions(self, before: int | None = None) -> list[Doc]:
+        """Every window document's corrections, summed over its revisions, of the windows ending at or before
+        ``before`` (None: all); each is handed out once."""
+        docs: list[Doc] = self._core.revisions(before)
+        return docs
+
     @property
     def published(self) -> int:
         """The owner watermark up to which every window was handed out."""
@@ -120,4 +126,4 @@ class NativeWalk:
 
 
 def _flows(raw: dict[int, dict[str, int]]) -> dict[int, Flow]:
-    return {q: Flow(f["count"], f["digest"]) for q, f in raw.items()}
+    return {q: Flow(**f) for q, f in raw.items()}

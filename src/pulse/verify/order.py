@@ -3,14 +3,18 @@
 It shares no code with the engine's (``native/src/progress.rs``); it follows the documented rule:
 - each input partition is a *source*: it judges its records in offset order against its own watermark (the
   largest event time of its on-time valid records, each capped at its record's Kafka timestamp, minus grace; or
-  a floor its recorded idle decisions set, from that offset on). A valid record below it is late. An on-time
-  record whose user Kafka's default partitioner puts in another partition is forwarded there;
+  a floor its recorded idle decisions set, from that offset on). A valid record below it by more than the
+  correction horizon is too late; below it by less, a correction (it does not move the clock). A record that
+  counts, whose user Kafka's default partitioner puts in another partition, is forwarded there, saying whether
+  it is a correction;
 - each partition is also an *owner*: its watermark is the smallest of its sources' (its own, and every other
   partition's as their markers arrived through the repartition topic, in the order its recorded decisions say it
   took them), never going back; an idle source (or one the owner recorded as stalled, until its next watermark)
-  more than the forward wait behind the most advanced one does not count. A record below it is late at the
-  owner (a source that was idle and far behind). Otherwise an ``event_id`` already counted with event time at
-  or above the owner watermark minus the horizon is a duplicate; anything else is accepted.
+  more than the forward wait behind the most advanced one does not count. A record below it by more than the
+  horizon is too late at the owner (a source that was idle and far behind). Otherwise an ``event_id`` already
+  counted with event time at or above the owner watermark minus the horizon is a duplicate; anything else
+  counts: as a correction if its source said so or it is below the owner watermark, else on time. A correction
+  counts only in revisions of its windows, and in no funnel.
 Markers are the engine's; each is checked against the source's own watermark at that point, recomputed here.
 """
 
@@ -58,6 +62,7 @@ class Forward:
     offset: int
     record_ts: int = 0
     value: bytes | None = None
+    correction: bool = False  # its source judged it a correction
 
 
 @dataclass(frozen=True)
@@ -85,19 +90,24 @@ class Counts:
     late: int = 0
     duplicates: int = 0
     accepted: int = 0
-    forwarded: int = 0  # on-time valid records counted by the partition that owns their user
+    forwarded: int = 0  # valid records counted by the partition that owns their user
+    corrected: int = 0
     problems: list[str] = field(default_factory=list)
 
     def add(self, other: Counts) -> None:
-        for name in ("read", "dead_lettered", "late", "duplicates", "accepted", "forwarded"):
+        for name in ("read", "dead_lettered", "late", "duplicates", "accepted", "forwarded", "corrected"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.problems += other.problems
+
+
+ON_TIME, CORRECTION, TOO_LATE = "on time", "correction", "too late"
 
 
 @dataclass
 class Source:
     """A partition's clock as the source of its own input."""
     grace: int
+    horizon: int = 0
     max_ts: int = NEVER
     floor: int = NEVER
     idle: bool = False
@@ -105,12 +115,13 @@ class Source:
     def value(self) -> int:
         return max(self.max_ts - self.grace, self.floor)
 
-    def judge(self, event: Event, record_ts: int) -> bool:
-        """True if ``event`` is on time (then the clock follows it)."""
-        if event.ts < self.value():
-            return False
+    def judge(self, event: Event, record_ts: int) -> str:
+        """``ON_TIME`` (then the clock follows it), ``CORRECTION`` or ``TOO_LATE``."""
+        wm = self.value()
+        if event.ts < wm:
+            return TOO_LATE if event.ts < wm - self.horizon else CORRECTION
         self.max_ts = max(self.max_ts, min(event.ts, record_ts))
-        return True
+        return ON_TIME
 
     def apply(self, d: Floor) -> None:
         if d.floor is not None:
@@ -179,16 +190,21 @@ class Owner:
             self._summarize()
             self.refresh()
 
-    def take(self, event: Event, out: Counts) -> bool:
-        """True if ``event`` counts here."""
-        if event.ts < self.watermark:
+    def take(self, event: Event, out: Counts, correction: bool = False) -> str | None:
+        """How ``event`` counts here (``ON_TIME`` or ``CORRECTION``), or None; ``correction``: its source judged
+        it one."""
+        horizon = self.watermark - self.horizon
+        if event.ts < horizon:
             out.late += 1
-            return False
+            return None
         first = self.first_seen.get(event.event_id)
-        if first is not None and first >= self.watermark - self.horizon:
+        if first is not None and first >= horizon:
             out.duplicates += 1
-            return False
+            return None
         self.first_seen[event.event_id] = event.ts
         heapq.heappush(self._expiry, (event.ts, event.event_id))
+        if correction or event.ts < self.watermark:
+            out.corrected += 1
+            return CORRECTION
         out.accepted += 1
-        return True
+        return ON_TIME

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pulse.verify import revisions
 from pulse.verify.lookahead import Entry, Lookahead, index
 from pulse.verify.order import Counts, Decisions, Floor, Forward, Forwarded, Marker, Stall, Take, Taken
 from pulse.verify.tally import PartitionTally
@@ -30,12 +31,13 @@ class Expected:
     late: int = 0
     duplicates: int = 0
     forwarded: int = 0  # valid records counted by the partition that owns their user, not where they were read
+    corrected: int = 0
     problems: list[str] = field(default_factory=list)  # the repartition topic disagrees with the input
 
     @classmethod
     def of(cls, counts: Counts, docs: dict[str, dict[str, Any]]) -> Expected:
         return cls(docs, counts.read, counts.accepted, counts.dead_lettered, counts.late, counts.duplicates,
-                   counts.forwarded, list(counts.problems))
+                   counts.forwarded, counts.corrected, list(counts.problems))
 
 
 def recompute(records: Iterable[tuple[int, int, bytes | None, int]], window_sizes: Iterable[int], grace_ms: int,
@@ -77,16 +79,19 @@ def recompute(records: Iterable[tuple[int, int, bytes | None, int]], window_size
             fast.feed([RowRecord(*row) for row in rows.get(p, [])], taken.get(p, []))
             walks.append(fast.close())
             windows, entities = fast.finish()
+            corrections = fast.revisions()
         else:
             tally = PartitionTally(p, sizes, session_timeout_ms, unseen_before)
             walk = PartitionWalk(p, rules, decisions.get(p, []), markers.get(p, []), tally, keep,
                                  _lookahead(taken.get(p, [])))
             walks.append(walk.run(rows.get(p, []), taken.get(p, [])))
             windows, entities = tally.finish()
+            corrections = tally.revisions()
         counts.add(walks[-1].counts)
         docs.update(windows)
         docs.update(entities)
-    counts.problems += check_flows(walks)
+        docs.update(revisions.expected(corrections))
+    counts.problems += check_flows(walks, corrections=not any(starts.values()))
     return Expected.of(counts, docs)
 
 
@@ -98,5 +103,5 @@ def _lookahead(items: list[Taken]) -> Lookahead:
 def _filled(item: Forward | Marker, at: dict[tuple[int, int], tuple[bytes | None, int]]) -> Forward | Marker:
     if isinstance(item, Forward) and item.value is None and (item.partition, item.offset) in at:
         value, ts = at[(item.partition, item.offset)]
-        return Forward(item.partition, item.offset, item.record_ts or ts, value)
+        return Forward(item.partition, item.offset, item.record_ts or ts, value, item.correction)
     return item

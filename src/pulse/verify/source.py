@@ -93,7 +93,7 @@ def repartitioned(bootstrap: str, group: str, partition: int) -> Iterator[Taken]
 def as_taken(origin: Origin, value: bytes | None) -> Forward | Marker:
     """A repartition topic record: a forwarded record (its value) or a source's watermark (no value)."""
     if origin.watermark is None:
-        return Forward(origin.partition, origin.offset, origin.record_ts or 0, value)
+        return Forward(origin.partition, origin.offset, origin.record_ts or 0, value, origin.correction)
     return Marker(origin.partition, origin.offset, origin.watermark, origin.idle)
 
 

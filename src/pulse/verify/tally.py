@@ -8,9 +8,11 @@ exact and items broken down), and follows the documented rules:
   keeps the 24 hours up to the user's latest event;
 - an item's category is the first one seen in the partition;
 - money in integer cents.
-Windows are handed out once the owner's watermark passed their end (no counted event can reach them any more);
-funnel steps are settled up to the watermark first, since an event counted later may come before them in time.
-Users and items stay until :meth:`PartitionTally.finish`.
+Windows are handed out once the owner's watermark passed their end (no event counted on time can reach them any
+more); funnel steps are settled up to the watermark first, since an event counted later may come before them in
+time. Users and items stay until :meth:`PartitionTally.finish`. A correction counts, straight from the event, in
+the revisions of its windows of every size (summed over every revision: :meth:`PartitionTally.revisions`), in its
+user and its item, and in no funnel.
 """
 
 from __future__ import annotations
@@ -51,6 +53,35 @@ def _count(doc: dict[str, Any], event_type: str, paid: int | None) -> None:
     if paid is not None:
         doc["revenue_cents"] += paid
         doc["purchases"] += 1
+
+
+def _paid(e: Event) -> int | None:
+    """The cents of an ok purchase."""
+    return round(e.amount * 100) if e.event_type == "purchase" and e.status == "ok" and e.amount is not None else None
+
+
+def _new_window(head: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": "window", **head, "events": 0, "counts": {}, "status": {}, "errors": 0, "purchases": 0,
+            "revenue_cents": 0, "min_cents": None, "max_cents": None, "unique_users": 0,
+            "funnel": dict.fromkeys(STEPS, 0),
+            AMOUNT: [], PRICE: []}  # the exact values whose quantiles the window's sketches estimate
+
+
+def _count_window(w: dict[str, Any], e: Event, paid: int | None) -> None:
+    """One event in a window summary (not its funnel, nor its users)."""
+    w["events"] += 1
+    w["counts"][e.event_type] = w["counts"].get(e.event_type, 0) + 1
+    w["status"][e.status] = w["status"].get(e.status, 0) + 1
+    if e.status != "ok":
+        w["errors"] += 1
+    if paid is not None:
+        w["purchases"] += 1
+        w["revenue_cents"] += paid
+        w["min_cents"] = paid if w["min_cents"] is None else min(w["min_cents"], paid)
+        w["max_cents"] = paid if w["max_cents"] is None else max(w["max_cents"], paid)
+        w[AMOUNT].append(paid)
+        if e.price is not None:
+            w[PRICE].append(round(e.price * 100))
 
 
 def _merge_counts(into: dict[str, Any], d: dict[str, Any]) -> None:
@@ -108,6 +139,7 @@ class PartitionTally:
         self._sessions: dict[str, tuple[int, int, bool]] = {}
         self._order = 0
         self._kept_sessions = 0  # sessions left after the last forgetting
+        self._revisions: dict[str, dict[str, Any]] = {}  # corrections, by the id of the document they revise
         self.users: dict[str, dict[str, Any]] = {}
         self._hours: dict[str, dict[int, dict[str, Any]]] = {}
         self._last_item: dict[str, tuple[int, str]] = {}
@@ -116,7 +148,7 @@ class PartitionTally:
 
     def add(self, e: Event) -> None:
         ok = e.status == "ok"
-        paid = round(e.amount * 100) if e.event_type == "purchase" and ok and e.amount is not None else None
+        paid = _paid(e)
         if ok:
             step = STEPS.index(e.event_type) if e.event_type in STEPS else -1
             heapq.heappush(self._funnel, (e.ts, step, self._order, e.session_id))
@@ -124,20 +156,7 @@ class PartitionTally:
         category = self._category.setdefault(e.item_id, e.category) if e.item_id is not None else None
         for lv in self._roots:
             start = e.ts // lv.size * lv.size
-            w = self._window(lv, start)
-            w["events"] += 1
-            w["counts"][e.event_type] = w["counts"].get(e.event_type, 0) + 1
-            w["status"][e.status] = w["status"].get(e.status, 0) + 1
-            if not ok:
-                w["errors"] += 1
-            if paid is not None:
-                w["purchases"] += 1
-                w["revenue_cents"] += paid
-                w["min_cents"] = paid if w["min_cents"] is None else min(w["min_cents"], paid)
-                w["max_cents"] = paid if w["max_cents"] is None else max(w["max_cents"], paid)
-                w[AMOUNT].append(paid)
-                if e.price is not None:
-                    w[PRICE].append(round(e.price * 100))
+            _count_window(self._window(lv, start), e, paid)
             self._users_of[f"window:{lv.name}:{start}:p{self.p}"].add(e.user_id)
             for dim in DIMENSIONS:
                 value = getattr(e, dim)
@@ -147,6 +166,46 @@ class PartitionTally:
             for lv in self._roots + self._item_roots:
                 if lv.counts_items:
                     _count(self._item(lv, e.ts // lv.size * lv.size, e.item_id, category), e.event_type, paid)
+        self._entities(e, paid)
+
+    def correct(self, e: Event) -> None:
+        """A correction: in the revisions of its windows of every size, its user and its item."""
+        paid = _paid(e)
+        category = self._category.setdefault(e.item_id, e.category) if e.item_id is not None else None
+        revs = self._revisions
+        for lv in self.levels.values():
+            start = e.ts // lv.size * lv.size
+            head = self._head(lv, start)
+            wid = f"window:{lv.name}:{start}:p{self.p}"
+            w = revs.get(wid)
+            if w is None:
+                w = revs[wid] = _new_window(head)
+                w["unique_users"] = None  # a revision does not count distinct users
+            _count_window(w, e, paid)
+            if lv.size >= SKETCH_USERS_FROM_MS:
+                uid = f"window_users:{lv.name}:{start}:p{self.p}"
+                revs.setdefault(uid, {"kind": "window_users", **head, USERS_SKETCH: set()})[USERS_SKETCH].add(e.user_id)
+            for dim in DIMENSIONS:
+                value = getattr(e, dim)
+                if value is not None:
+                    rid = f"window_dim:{lv.name}:{start}:{dim}:{value}:p{self.p}"
+                    row = revs.setdefault(rid, {"kind": "window_dim", "dim": dim, "value": value, **head, "counts": {},
+                                                "revenue_cents": 0, "purchases": 0})
+                    _count(row, e.event_type, paid)
+            if e.item_id is not None and lv.items:
+                rid = f"window_item:{lv.name}:{start}:{e.item_id}:p{self.p}"
+                row = revs.setdefault(rid, {"kind": "window_item", "item_id": e.item_id, "category": category,
+                                            **head, "counts": {}, "revenue_cents": 0, "purchases": 0})
+                if self.unseen_before is not None:
+                    row[UNCHECKED] = {"category"}
+                _count(row, e.event_type, paid)
+        self._entities(e, paid)
+
+    def revisions(self) -> list[Doc]:
+        """Every window document's corrections, summed over its revisions (ids as the window's own)."""
+        return list(self._revisions.items())
+
+    def _entities(self, e: Event, paid: int | None) -> None:
         self._user(e, paid)
         if e.item_id is not None:
             d = self.items.get(e.item_id)
@@ -163,11 +222,7 @@ class PartitionTally:
         w = self._open.get(wid)
         if w is None:
             head = self._head(lv, start)
-            w = self._open[wid] = {"kind": "window", **head, "events": 0, "counts": {}, "status": {}, "errors": 0,
-                                   "purchases": 0, "revenue_cents": 0, "min_cents": None, "max_cents": None,
-                                   "unique_users": 0, "funnel": dict.fromkeys(STEPS, 0),
-                                   # the exact values whose quantiles the window's sketches estimate
-                                   AMOUNT: [], PRICE: []}
+            w = self._open[wid] = _new_window(head)
             heapq.heappush(self._ends, (head["end"], lv.size, wid))
             users: set[str] = set()
             self._users_of[wid] = users

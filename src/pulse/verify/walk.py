@@ -20,7 +20,20 @@ from pulse.events.schema import Event
 from pulse.events.validate import validate
 from pulse.generate.partitioner import cached_partition
 from pulse.verify.lookahead import ALWAYS, Lookahead
-from pulse.verify.order import Counts, Decision, Floor, Forward, Marker, Owner, Source, Stall, Taken
+from pulse.verify.order import (
+    CORRECTION,
+    ON_TIME,
+    TOO_LATE,
+    Counts,
+    Decision,
+    Floor,
+    Forward,
+    Marker,
+    Owner,
+    Source,
+    Stall,
+    Taken,
+)
 
 Row = tuple[int, bytes | None, int]
 """One input record of a partition: (offset, value, Kafka timestamp)."""
@@ -42,14 +55,22 @@ class Rules:
 
 @dataclass
 class Flow:
-    """Records forwarded from one partition to another: how many, and an order-free digest of them."""
+    """Records forwarded from one partition to another: how many, and an order-free digest of them; and the same of
+    those forwarded as corrections."""
     count: int = 0
     digest: int = 0
+    corrections: int = 0
+    corrections_digest: int = 0
+    unsure: int = 0  # sent by a range's walk before its clock was the partition's own: perhaps not forwarded
 
-    def add(self, offset: int, value: bytes | None) -> None:
-        h = hashlib.blake2b(offset.to_bytes(8, "little") + (value or b""), digest_size=8).digest()
+    def add(self, offset: int, value: bytes | None, correction: bool = False) -> None:
+        h = int.from_bytes(hashlib.blake2b(offset.to_bytes(8, "little") + (value or b""), digest_size=8).digest(),
+                           "little")
         self.count += 1
-        self.digest = (self.digest + int.from_bytes(h, "little")) & _MASK
+        self.digest = (self.digest + h) & _MASK
+        if correction:
+            self.corrections += 1
+            self.corrections_digest = (self.corrections_digest + h) & _MASK
 
 
 @dataclass
@@ -66,6 +87,8 @@ class Tally(Protocol):
 
     def add(self, event: Event) -> None: ...
 
+    def correct(self, event: Event) -> None: ...
+
     def advance(self, watermark: int) -> list[Doc]: ...
 
 
@@ -80,7 +103,7 @@ class PartitionWalk:
         self.rules = rules
         self.out = Walked(partition)
         self.owner = Owner(partition, rules.partitions, rules.horizon_ms, rules.forward_wait_ms,
-                           Source(rules.grace_ms))
+                           Source(rules.grace_ms, rules.horizon_ms))
         self._decisions = list(decisions)
         self._next_decision = 0
         self._markers = list(sent_markers)
@@ -122,19 +145,29 @@ class PartitionWalk:
             if not isinstance(verdict, Event):
                 counts.dead_lettered += 1
                 continue
-            if not source.judge(verdict, record_ts):
+            judged = source.judge(verdict, record_ts)
+            if judged == TOO_LATE:
                 counts.late += 1
                 continue
             owner.refresh()
             to = cached_partition(verdict.user_id.encode(), parts) if parts else self.p
             if to != self.p:
                 counts.forwarded += 1
-                self.out.sent.setdefault(to, Flow()).add(offset, value)
-            elif owner.take(verdict, counts):
-                self._tally.add(verdict)
+                flow = self.out.sent.setdefault(to, Flow())
+                flow.add(offset, value, judged == CORRECTION)
+                if self.rules.unread_before_ms is not None and source.max_ts < self.rules.unread_before_ms:
+                    flow.unsure += 1
+            else:
+                self._count(verdict, owner.take(verdict, counts, judged == CORRECTION))
             self._publish()
             self._position = offset + 1
         self._decide(self._position)  # the decisions taken once the input was read up to here
+
+    def _count(self, event: Event, how: str | None) -> None:
+        if how == ON_TIME:
+            self._tally.add(event)
+        elif how == CORRECTION:
+            self._tally.correct(event)
 
     def close(self) -> Walked:
         """The end of the input: every decision left, and what was forwarded but not taken yet (the aggregator
@@ -211,26 +244,35 @@ class PartitionWalk:
             if isinstance(item, Marker):
                 owner.mark(item)
             elif item.offset >= starts.get(item.partition, 0):
-                self.out.received.setdefault(item.partition, Flow()).add(item.offset, item.value)
+                self.out.received.setdefault(item.partition, Flow()).add(item.offset, item.value, item.correction)
                 verdict = validate(item.value or b"", item.record_ts)
-                if isinstance(verdict, Event) and owner.take(verdict, counts):
-                    self._tally.add(verdict)
+                if isinstance(verdict, Event):
+                    self._count(verdict, owner.take(verdict, counts, item.correction))
             self._publish()
 
 
-def check_flows(walks: Iterable[Walked]) -> list[str]:
-    """Every pair of partitions must agree on what went between them: each on-time record whose user another
-    partition owns reached it exactly once, unchanged."""
+def check_flows(walks: Iterable[Walked], corrections: bool = True) -> list[str]:
+    """Every pair of partitions must agree on what went between them: each record that counts, whose user another
+    partition owns, reached it exactly once, unchanged, and (``corrections``: the senders walked their input from
+    its start, so their clocks are known) said a correction exactly when its sender judged it one."""
     walks = list(walks)
     sent = {(w.partition, q): f for w in walks for q, f in w.sent.items()}
     received = {(p, w.partition): f for w in walks for p, f in w.received.items()}
     problems = []
     for p, q in sorted(sent.keys() | received.keys()):
         s, r = sent.get((p, q), Flow()), received.get((p, q), Flow())
-        if s != r:
+        if s.unsure:  # a range's sender judged some records before its clock was known
+            if not s.count - s.unsure <= r.count <= s.count:
+                problems.append(f"partition {p} had {s.count:,} records of partition {q}'s users that count "
+                                f"({s.unsure:,} of them judged before its clock was known); the repartition topic "
+                                f"brought {r.count:,}")
+        elif (s.count, s.digest) != (r.count, r.digest):
             how = "a record lost or sent twice" if s.count != r.count else "a record changed on the way"
-            problems.append(f"partition {p} had {s.count:,} on-time records of partition {q}'s users; the "
+            problems.append(f"partition {p} had {s.count:,} records of partition {q}'s users that count; the "
                             f"repartition topic brought {r.count:,} ({how})")
+        elif corrections and (s.corrections, s.corrections_digest) != (r.corrections, r.corrections_digest):
+            problems.append(f"partition {p} judged {s.corrections:,} of the records it forwarded to partition {q} "
+                            f"corrections; the repartition topic said {r.corrections:,} (or other ones)")
     if sent and not received:
         problems.append("the aggregator group has no repartition records: is --group the aggregator's group?")
     return problems

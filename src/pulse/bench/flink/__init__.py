@@ -72,7 +72,7 @@ def argv(settings: Settings, cp: str, topic: str, group: str) -> list[str]:
     state = StateConfig()
     return [str(java_home() / "bin" / "java"), *JAVA_OPTIONS, "-cp", cp, JOB, settings.bootstrap, topic, group,
             output_topic(group), str(CHECKPOINT_MS), str(MAX_FUTURE_MS), str(state.grace_ms),
-            ",".join(str(ms) for ms in state.window_sizes), ",".join(DIMENSIONS), str(state.dedup_horizon_ms)]
+            ",".join(str(ms) for ms in state.window_sizes), ",".join(DIMENSIONS), str(state.correct_within_ms)]
 
 
 def output_topic(group: str) -> str:

@@ -142,7 +142,8 @@
     }));
 
     const h = o.health;
-    const rows = [["accepted", h.accepted], ["dead-lettered", h.dead_lettered], ["late", h.late],
+    const rows = [["accepted", h.accepted], ["corrected (late, within the horizon)", h.corrected],
+      ["dead-lettered", h.dead_lettered], ["too late", h.late],
       ["duplicates", h.duplicates], ["repartitioned (not keyed by user)", h.forwarded],
       ["writer lag (documents)", h.store_lag],
       ["store dead letters", h.store_dead_lettered], ["partitions", h.partitions]];
