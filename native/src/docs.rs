@@ -157,10 +157,10 @@ fn summary(st: &State, win: &Window, of: Of, is_final: bool, v: i64) -> Doc {
     } else {
         o.key("min_cents").raw("null").key("max_cents").raw("null");
     }
-    if win.exact_users() && of.revision.is_none() {
-        o.key("unique_users").int(win.users.len());
+    if win.exact_users() {
+        o.key("unique_users").int(win.unique_users());
     } else {
-        o.key("unique_users").raw("null"); // only its HyperLogLog (`window_users`), or a revision
+        o.key("unique_users").raw("null"); // only its HyperLogLog (`window_users`)
     }
     o.key("funnel");
     for (i, step) in FUNNEL.iter().enumerate() {

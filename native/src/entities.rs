@@ -5,6 +5,7 @@ use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 
 use crate::progress::NEVER;
+use crate::seen::Seen;
 use crate::state::{Counts, ABSENT, FUNNEL};
 use crate::tables::{Names, Row};
 
@@ -22,6 +23,7 @@ pub struct User {
     pub last_item: Option<u32>,
     pub item_ts: i64,           // the time of the event `last_item` comes from
     pub hours: Vec<(i64, Row)>, // (hour start, its row), in hour order
+    pub seen: Seen,             // the windows it was counted in, within the correction horizon
     pub dirty: bool,            // changed since the last flush (changelog)
     pub pending: bool,          // changed since its document was last published
 }

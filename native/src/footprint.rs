@@ -43,7 +43,12 @@ impl State {
             + self.dedup.memory_bytes()
             + shards(&self.catalog.item_state)
             + self.users.list.capacity() * size_of::<crate::state::User>()
-            + self.users.list.iter().map(|u| u.hours.capacity() * size_of::<(i64, Row)>()).sum::<usize>()
+            + self
+                .users
+                .list
+                .iter()
+                .map(|u| u.hours.capacity() * size_of::<(i64, Row)>() + u.seen.heap_bytes())
+                .sum::<usize>()
             + [&self.catalog.types, &self.catalog.items, &self.users.ids]
                 .into_iter()
                 .chain(&self.catalog.labels)

@@ -30,6 +30,7 @@ pub mod hll;
 mod message;
 pub mod progress;
 pub mod publish;
+pub mod seen;
 pub mod sketch;
 pub mod state;
 pub mod tables;
@@ -300,6 +301,7 @@ impl Partition {
         }
         let cfg = Config {
             items_from: publish::items_from(&window_sizes),
+            layout: seen::Layout::new(&window_sizes),
             sizes: window_sizes,
             grace: grace_ms,
             horizon: correct_within_ms,

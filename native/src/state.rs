@@ -21,6 +21,7 @@ use crate::dedup::key::encode;
 use crate::event::{cents, Event};
 use crate::hll::{user_hash, Hll, EXACT_USERS_UP_TO, SKETCH_USERS_FROM};
 use crate::publish::Plan;
+use crate::seen::Layout;
 use crate::sketch::{Quantiles, AMOUNT, PRICE};
 
 pub const FUNNEL: [&str; 4] = ["view", "click", "add_to_cart", "purchase"];
@@ -36,7 +37,8 @@ pub struct Window {
     pub status: Counts,
     pub rev: [i64; 4], // ok purchases: count, sum, min, max (cents)
     pub funnel: [u64; 4],
-    pub users: FxHashSet<u32>,
+    pub users: FxHashSet<u32>, // counted on time (a revision: counted first by a correction)
+    pub user_delta: i64,       // a revision's: users an earlier revision counted, then counted on time (negative)
     pub new_users: Vec<u32>,
     pub user_chunks: u32, // changelog records holding this window's user ids so far
     pub summary: Change,
@@ -73,6 +75,29 @@ impl Window {
     pub fn exact_users(&self) -> bool {
         self.size <= EXACT_USERS_UP_TO
     }
+    /// Distinct users this document adds to the window: its own document counts every user counted on time; its
+    /// revisions, summed, every other user a correction counted (a revision takes back a user it counted first
+    /// and the window then counted on time), so the sum does not depend on arrival order.
+    pub fn unique_users(&self) -> i64 {
+        self.users.len() as i64 + self.user_delta
+    }
+    /// One event in the window's counts, breakdowns, item rows (`items`: the window keeps them), revenue and
+    /// quantiles (not its users, nor its funnel).
+    fn count(&mut self, f: &Facts<'_>, items: bool) {
+        bump(&mut self.counts, f.etype, 1);
+        bump(&mut self.status, f.status, 1);
+        if let Some(it) = f.item.filter(|_| items) {
+            self.items.row(f.shard, it).add(f.etype, f.paid);
+        }
+        self.dims.add(f.values, f.etype, f.paid);
+        if let Some(amount) = f.paid {
+            self.add_revenue(amount);
+            self.quantiles.add(AMOUNT, amount);
+            if let Some(price) = f.price {
+                self.quantiles.add(PRICE, cents(price));
+            }
+        }
+    }
     pub fn add_revenue(&mut self, amount: i64) {
         let r = &mut self.rev;
         r[2] = if r[0] == 0 { amount } else { r[2].min(amount) };
@@ -80,6 +105,17 @@ impl Window {
         r[0] += 1;
         r[1] += amount;
     }
+}
+
+/// An event's names as numbers, and what it paid: what a window counts of it.
+struct Facts<'a> {
+    etype: u32,
+    status: u32,
+    item: Option<u32>,
+    shard: usize,
+    values: &'a Values,
+    paid: Option<i64>,
+    price: Option<f64>,
 }
 
 pub struct Config {
@@ -93,6 +129,7 @@ pub struct Config {
     pub user_max_delay: i64, // wall clock a changed user's document waits at most, whatever the budget
     pub items_from: i64, // the shortest window that keeps item rows (`publish::items_from`)
     pub ids_dir: std::path::PathBuf, // where the event id store keeps its runs (a cache of this partition's)
+    pub layout: Layout,  // where a user's bitmap of the windows it was counted in keeps each size
 }
 
 impl Config {
@@ -337,33 +374,52 @@ impl State {
         if let Some(it) = item {
             self.set_category(it, values[CATEGORY]);
         }
+        let facts = Facts { etype, status, item, shard, values: &values, paid, price: e.price };
+        // the windows this event is the user's first count in (a closed window's user set is gone: the user's
+        // bitmap of the windows it was counted in answers for it)
+        let keep_from = (self.watermark().saturating_sub(self.cfg.horizon)).div_euclid(USER_HOUR_MS) * USER_HOUR_MS;
+        let seen = &mut self.users.get_mut(user).seen;
+        seen.forget_before(keep_from);
+        let firsts: smallvec::SmallVec<[bool; 8]> = (self.cfg.sizes.iter().enumerate())
+            .map(|(i, &size)| seen.mark(&self.cfg.layout, i, ts - ts.rem_euclid(size)))
+            .collect();
         let mut hash = None; // the user id's, once a window sketches users
+        let mut retracted: smallvec::SmallVec<[(i64, i64); 2]> = smallvec::SmallVec::new();
         for i in 0..self.cfg.sizes.len() {
             let size = self.cfg.sizes[i];
             let start = ts - ts.rem_euclid(size);
-            let windows = if correction { &mut self.revisions } else { &mut self.windows };
-            let win = windows.entry((size, start)).or_insert_with(|| Window { size, start, ..Default::default() });
+            if correction {
+                // counted before the bitmaps were logged: only the open window's own set knows
+                let counted = self.windows.get(&(size, start)).is_some_and(|w| w.users.contains(&user));
+                let win =
+                    self.revisions.entry((size, start)).or_insert_with(|| Window { size, start, ..Default::default() });
+                if win.exact_users() && firsts[i] && !counted {
+                    win.users.insert(user);
+                }
+                if size >= SKETCH_USERS_FROM {
+                    win.user_sketch.add(*hash.get_or_insert_with(|| user_hash(&e.user_id)));
+                }
+                win.count(&facts, self.cfg.keeps_items(size));
+                continue;
+            }
+            let win = self.windows.entry((size, start)).or_insert_with(|| Window { size, start, ..Default::default() });
             win.summary.touch();
-            bump(&mut win.counts, etype, 1);
-            bump(&mut win.status, status, 1);
             let new_here = !win.exact_users() || win.users.insert(user);
             if new_here && win.exact_users() {
                 win.new_users.push(user);
+                if !firsts[i] {
+                    retracted.push((size, start)); // a revision counted this user first: it takes it back
+                }
             }
             if new_here && size >= SKETCH_USERS_FROM {
                 win.user_sketch.add(*hash.get_or_insert_with(|| user_hash(&e.user_id)));
             }
-            if let Some(it) = item.filter(|_| self.cfg.keeps_items(size)) {
-                win.items.row(shard, it).add(etype, paid);
-            }
-            win.dims.add(&values, etype, paid);
-            if let Some(amount) = paid {
-                win.add_revenue(amount);
-                win.quantiles.add(AMOUNT, amount);
-                if let Some(price) = e.price {
-                    win.quantiles.add(PRICE, cents(price));
-                }
-            }
+            win.count(&facts, self.cfg.keeps_items(size));
+        }
+        for (size, start) in retracted {
+            let win =
+                self.revisions.entry((size, start)).or_insert_with(|| Window { size, start, ..Default::default() });
+            win.user_delta -= 1;
         }
         for &(at, step, delta) in steps {
             self.count_step(at, step, delta);

@@ -196,7 +196,7 @@ def test_a_batch_after_a_failed_one_is_not_routed() -> None:
     assert process_batch({0: part}, msgs[2_000:], 0, verdict) == -1  # parsed while the first is in flight
     with pytest.raises(ValueError, match="validator broke"):
         settle()  # both batches; the first error is raised
-    assert part.next_offset == 0 and part.counters.as_list() == [0, 0, 0, 0]
+    assert part.next_offset == 0 and not any(part.counters.as_list())
     route_batch({0: part}, msgs)  # nothing is left in flight: the partition routes normally again
     assert part.next_offset == rows[-1][1] + 1
 

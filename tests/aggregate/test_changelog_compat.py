@@ -40,7 +40,7 @@ def test_a_changelog_of_the_previous_version_restores_and_continues_exactly() ->
     cut = fixture["cut"]
     log = [(_bytes(k), _bytes(v)) for k, v in fixture["changelog"]]
     assert any(k.startswith(b"w/10000/") and b"/i/" in k for k, _ in log)  # it logged item rows of 10 s windows
-    cfg = StateConfig(window_sizes=sizes)
+    cfg = StateConfig(window_sizes=sizes, correct_within_ms=0)  # that version's rule: no corrections
     st_ = new_partition(0, cfg)
     st_.restore([(offset, k, v) for offset, (k, v) in enumerate(log)])
     resume = st_.next_offset  # its last flush: what it read after that was lost with it

@@ -1,7 +1,8 @@
 """Late events are counted, on the real broker and node: live traffic from `pulse generate`, and a plain client
 (default partitioner: CRC-32 of the key) replaying the same users' history from 2 hours, 1 day and 6 days ago,
 re-sending events already counted, while the aggregator is SIGKILLed twice. Within the 3-day horizon every event
-counts exactly once in its windows; the 6-day-old ones are too late, in `.late` with their reason."""
+counts exactly once in its windows, and each user once in its hours; the 6-day-old ones are too late, in
+`.late` with their reason."""
 
 from __future__ import annotations
 
@@ -87,9 +88,15 @@ def test_history_replayed_beside_live_traffic_counts_every_event_once(bootstrap,
             events.setdefault(e.event_id, e)
     assert len(events) > 8_500 and len(rows) > len(events) + too_old  # the retries are in the topic
     want: Counter[int] = Counter(e.ts // HOUR * HOUR for e in events.values())
+    users: dict[int, set[str]] = {}
+    for e in events.values():
+        users.setdefault(e.ts // HOUR * HOUR, set()).add(e.user_id)
     buckets = query.window_buckets(es, query.Filters(now - 2 * DAY, now + HOUR), "1h", prefix=index_prefix)
     got = {start: b["events"] for start, b in buckets.items() if b["events"]}
     assert got == dict(want)
+    # distinct users add over a window's own documents and its revisions: each user counted once
+    assert {start: b["unique_users"] for start, b in buckets.items() if b["events"]} == \
+        {hour: len(u) for hour, u in users.items()}
     days = query.window_buckets(es, query.Filters(now - 2 * DAY, now + DAY), "1d", prefix=index_prefix)
     assert sum(b["events"] for b in days.values()) == len(events)
 

@@ -56,3 +56,35 @@ def test_the_users_document_goes_out_only_when_a_register_rose() -> None:
         route(st_, n, None, _view(n, f"u{n - 50}"), BASE + n)  # the same users again
     again = flush(st_, out)
     assert "window_users" not in {d.kind for d in again} and "window" in {d.kind for d in again}
+
+
+def _event(n: int, user: str, ts: int) -> bytes:
+    return orjson.dumps({"event_id": f"c{n}", "event_type": "view", "ts": ts, "user_id": user, "session_id": "s"})
+
+
+def test_a_user_counts_once_per_window_over_its_own_documents_and_its_revisions() -> None:
+    """Corrections to a closed 10 s window: a user it counted on time is not counted again, a new one is, once over
+    every revision, and across a restart (the user's bitmap of the windows it was counted in is in the
+    changelog). A correction to the still-open hour that comes before the user's on-time events there: the
+    hour's own document leaves that user to the revision."""
+    cfg = StateConfig(window_sizes=(10_000, HOUR))
+    st_, log, out = new_partition(0, cfg), [], {}
+    t = BASE + 5 * HOUR
+    route(st_, 0, None, _event(0, "a", t + 1_000), t + 1_000)  # window [t, t+10s), on time
+    route(st_, 1, None, _event(1, "x", t + 100_000), t + 100_000)  # the watermark passes t + 10 s
+    flush(st_, out, log=log)
+    route(st_, 2, None, _event(2, "a", t + 2_000), t + 100_000)  # correction: a, counted already
+    route(st_, 3, None, _event(3, "b", t + 3_000), t + 100_000)  # correction: b, new to the window
+    flush(st_, out, log=log)
+    st_ = restored(0, cfg, log, [])
+    route(st_, 4, None, _event(4, "b", t + 4_000), t + 100_000)  # again b: counted by the revision before
+    route(st_, 5, None, _event(5, "c", t + 60_000), t + 100_000)  # correction in the open hour, then on time
+    route(st_, 6, None, _event(6, "c", t + 90_000), t + 100_000)
+    flush(st_, out, log=log)
+
+    def users(window: str) -> int:
+        return sum(d["unique_users"] for i, d in out.items() if i.startswith(f"window:{window}:p0"))
+
+    assert users(f"10s:{t}") == 2  # a and b
+    assert out[f"window:10s:{t}:p0"]["unique_users"] == 1
+    assert users(f"1h:{t - t % HOUR}") == 4  # a, x, b, c: c's on-time event does not count it again

@@ -19,6 +19,7 @@ from pulse.aggregate.state import EVERY_USER, Details, StateConfig, new_partitio
 from pulse.generate.chaos import ChaosConfig
 from pulse.verify.diff import diff_documents
 from pulse.verify.reference import Forward, Marker, Stall, Take, recompute
+from tests.aggregate.harness import revisions_summed
 from tests.aggregate.test_state_vs_reference import SIZES, make_rows
 
 PARTITIONS = 4
@@ -132,19 +133,22 @@ class Cluster:
             out[p] = []
             for m in msgs:
                 for origin, value in unpack(m.value(), m.headers()):
-                    item: Forward | Marker = Forward(origin.partition, origin.offset) if value is not None else \
-                        Marker(origin.partition, origin.offset, origin.watermark or 0, origin.idle)
+                    item: Forward | Marker = \
+                        Forward(origin.partition, origin.offset, correction=origin.correction) if value is not None \
+                        else Marker(origin.partition, origin.offset, origin.watermark or 0, origin.idle)
                     out[p].append((m.offset(), item))
         return out
 
     def counted(self) -> dict[str, dict[str, Any]]:
-        """The documents without the fields that say where the run is."""
-        return {i: {k: v for k, v in d.items() if k not in POSITIONAL} for i, d in self.docs.items()}
+        """The documents without the fields that say where the run is (and its revisions summed: which flush
+        counted which correction is timing)."""
+        docs = revisions_summed(self.docs.items())
+        return {i: {k: v for k, v in d.items() if k not in POSITIONAL} for i, d in docs.items()}
 
-    def totals(self) -> tuple[int, int, int, int]:
+    def totals(self) -> tuple[int, int, int, int, int]:
         c = [st_.counters for st_ in self.states.values()]
         return (sum(x.accepted for x in c), sum(x.late for x in c), sum(x.duplicates for x in c),
-                sum(x.dead_lettered for x in c))
+                sum(x.dead_lettered for x in c), sum(x.corrected for x in c))
 
 
 def _rows(seed: int, late: float, dup: float, bad: float, n: int = 3_000) -> list[tuple[int, int, bytes, int]]:
@@ -222,7 +226,7 @@ def test_a_backlog_read_partition_after_partition_makes_nothing_late() -> None:
         c.read(p, 10**9)
         c.flush(p)
     c.drain()
-    assert c.totals() == (len(rows), 0, 0, 0)
+    assert c.totals() == (len(rows), 0, 0, 0, 0)
     assert c.counted() == in_order(rows).counted()
 
 
@@ -264,11 +268,11 @@ def test_a_stalled_source_holds_windows_back_by_the_forward_wait_and_its_late_re
     moved = [c.states[p].watermark for p in owners]
     assert all(m > h for m, h in zip(moved, held, strict=True))  # the windows it held back close now
     assert max(moved) <= max(c.states[p].source_watermark for p in owners)
-    c.drain()  # its partition is read at last: its records of closed windows are late at their owners
-    accepted, late, _, _ = c.totals()
-    assert late > 0 and accepted + late == len(rows)
+    c.drain()  # its partition is read at last: its records of closed windows are corrections or too late
+    accepted, late, _, _, corrected = c.totals()
+    assert late > 0 and corrected > 0 and accepted + late + corrected == len(rows)
     expected = recompute(rows, SIZES, cfg.grace_ms, cfg.correct_within_ms, decisions=c.decisions,
                          forwarded=c.forwarded(), partitions=PARTITIONS, forward_wait_ms=cfg.forward_wait_ms)
-    assert (expected.accepted, expected.late) == (accepted, late)
+    assert (expected.accepted, expected.late, expected.corrected) == (accepted, late, corrected)
     diff = diff_documents(expected, c.docs)
     assert diff.ok, diff.summary()

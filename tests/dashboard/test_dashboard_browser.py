@@ -198,11 +198,16 @@ def _same(page: float | None, ours: float | None) -> bool:
     return math.isclose(page, ours, rel_tol=1e-9, abs_tol=1e-9)
 
 
+SETTLED_MS = 140_000
+"""How long ago a window must have ended to take no more corrections from `pulse run`'s traffic: its late records
+are up to 90 s beyond the 30 s grace."""
+
+
 def _final_range(p: Pipeline) -> tuple[int, int]:
-    """A range that is complete and already final: from the pipeline start to 45 s ago (grace is 30 s)."""
-    while time.time() * 1000 - p.started_ms < 80_000:
+    """A range that is complete and settled: from the pipeline start to ``SETTLED_MS`` ago."""
+    while time.time() * 1000 - p.started_ms < SETTLED_MS + 35_000:
         time.sleep(1)
-    end = (int(time.time() * 1000) - 45_000) // 10_000 * 10_000
+    end = (int(time.time() * 1000) - SETTLED_MS) // 10_000 * 10_000
     return (p.started_ms - 60_000) // 10_000 * 10_000, end  # whole seconds: the form's datetime fields have no ms
 
 

@@ -22,7 +22,7 @@ use crate::progress::Dedup;
 use crate::state::{Counts, Names, Row, Session, State, Window, ABSENT, ITEM_SHARDS, PAGE_BYTES};
 use records::{
     Bin, BreakdownRow, Count, Counters, Entry, Forwarding, Hour, ItemRow, MarkRecord, Meta, OpenStep, Revenue,
-    SessionRecord, SketchRecord, Summary, User, FORMAT, SESSION, SESSION_GONE, USER, USER_PENDING,
+    SeenRecord, SessionRecord, SketchRecord, Summary, User, FORMAT, SESSION, SESSION_GONE, USER, USER_PENDING,
 };
 pub use restore::restore;
 
@@ -219,6 +219,10 @@ fn user_entry(st: &State, id: u32, kind: u8) -> Option<Entry<&str>> {
         last_item: u.last_item.map(|i| st.catalog.items.name(i)),
         hours,
         item_ts: Some(u.item_ts),
+        seen: (!u.seen.hours.is_empty()).then(|| SeenRecord {
+            sizes: st.cfg.layout.sizes(),
+            hours: u.seen.hours.iter().map(|(h, bits)| (*h, bits.to_vec())).collect(),
+        }),
     };
     Some(Entry { kind, id: st.users.ids.name(id), user: Some(user), session: None })
 }

@@ -68,6 +68,13 @@ pub struct Summary<S> {
     pub funnel: [u64; 4],
 }
 
+/// The windows a user was counted in (`seen.rs`): bitmaps by hour, under the exact-user sizes they were made for.
+#[derive(Serialize, Deserialize)]
+pub struct SeenRecord {
+    pub sizes: Vec<i64>,
+    pub hours: Vec<(i64, Vec<u64>)>,
+}
+
 /// Successful purchases of a window, in cents.
 #[derive(Serialize, Deserialize, Clone, Copy)]
 pub struct Revenue {
@@ -109,7 +116,8 @@ pub struct Hour<S> {
     pub purchases: u64,
 }
 
-/// A user. `hours` and `item_ts` came later: logs before them read as none, and as the user's last event time.
+/// A user. `hours`, `item_ts` and `seen` came later: logs before them read as none, as the user's last event time,
+/// and as none.
 #[derive(Serialize, Deserialize)]
 pub struct User<S> {
     pub first: i64,
@@ -122,6 +130,8 @@ pub struct User<S> {
     pub hours: Vec<Hour<S>>,
     #[serde(default)]
     pub item_ts: Option<i64>,
+    #[serde(default)]
+    pub seen: Option<SeenRecord>,
 }
 
 /// An open session event: its time, funnel step and whether that step counted.

@@ -140,6 +140,17 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], details_pending: bool, users_
                             (user.first, user.last, counts, user.spent, user.purchases);
                         // logged before the time of the last item: the last event's stands for it
                         (u.last_item, u.hours, u.item_ts) = (last_item, hours, user.item_ts.unwrap_or(user.last));
+                        // bitmaps made under other window sizes say nothing of these
+                        let layout = &st.cfg.layout;
+                        u.seen.hours = match user.seen {
+                            Some(s) if s.sizes == layout.sizes() => s
+                                .hours
+                                .into_iter()
+                                .filter(|(_, bits)| bits.len() == layout.words())
+                                .map(|(h, bits)| (h, bits.into_boxed_slice()))
+                                .collect(),
+                            _ => Vec::new(),
+                        };
                         u.pending = kind == USER_PENDING && users_pending;
                     }
                     (SESSION, _, Some(SessionRecord { steps, last, open })) => {
@@ -270,6 +281,7 @@ mod tests {
             user_max_delay: 60_000,
             items_from: 60_000,
             ids_dir: crate::dedup::scratch_dir("test"),
+            layout: crate::seen::Layout::new(&[60_000]),
         };
         State::new(0, cfg)
     }

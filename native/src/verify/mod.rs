@@ -88,6 +88,7 @@ impl VerifyWalk {
             session_timeout_ms,
             unseen_before,
             items_from_ms: attr(model, "items_from_ms")?,
+            exact_users_up_to_ms: attr(model, "exact_users_up_to_ms")?,
             funnel: attr(model, "funnel")?,
             dims,
         });

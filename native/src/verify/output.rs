@@ -79,8 +79,9 @@ pub fn windows(
         d.set_item(intern!(py, "min_cents"), w.min_cents)?;
         d.set_item(intern!(py, "max_cents"), w.max_cents)?;
         let exact = lv.size <= fields.exact_users_up_to_ms;
-        // a revision does not count distinct users
-        d.set_item(intern!(py, "unique_users"), (exact && !f.revision).then_some(w.users.len()))?;
+        // a window's own document: the users counted on time; its revisions, summed: the other ones
+        let adds = |u: &&u32| !f.revision || !t.on_time.contains(&(f.level, start, **u));
+        d.set_item(intern!(py, "unique_users"), exact.then(|| w.users.iter().filter(adds).count()))?;
         let funnel = PyDict::new(py);
         for (step, n) in t.rules.funnel.iter().zip(&w.funnel) {
             funnel.set_item(step, n)?;

@@ -8,7 +8,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::rc::Rc;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::rows::{bump, Bucket, ByName, Names, Tallied, WindowDoc};
 use crate::event::Event;
@@ -95,6 +95,7 @@ pub struct Rules {
     pub session_timeout_ms: i64,
     pub unseen_before: Option<i64>,
     pub items_from_ms: i64,
+    pub exact_users_up_to_ms: i64,
     pub funnel: Vec<String>,
     pub dims: Vec<(String, Dim)>,
 }
@@ -127,9 +128,10 @@ pub struct Tally {
     pub rules: Rules,
     pub levels: Vec<Level>,
     roots: Vec<usize>,
-    item_levels: Vec<usize>,                 // the levels whose item rows count events
-    pub open: BTreeMap<(i64, i64), Bucket>,  // by (end, size): the order windows finish in
-    revisions: BTreeMap<(i64, i64), Bucket>, // corrections, by (end, size) of the window they revise
+    item_levels: Vec<usize>,                   // the levels whose item rows count events
+    pub open: BTreeMap<(i64, i64), Bucket>,    // by (end, size): the order windows finish in
+    revisions: BTreeMap<(i64, i64), Bucket>,   // corrections, by (end, size) of the window they revise
+    pub on_time: FxHashSet<(usize, i64, u32)>, // (level, start, user), of the levels counting users exactly
     pub types: Names,
     pub statuses: Names,
     pub user_ids: Names,
@@ -202,6 +204,7 @@ impl Tally {
             item_levels,
             open: BTreeMap::new(),
             revisions: BTreeMap::new(),
+            on_time: FxHashSet::default(),
             types: Names::default(),
             statuses: Names::default(),
             user_ids: Names::default(),
@@ -224,6 +227,11 @@ impl Tally {
             self.order += 1;
         }
         let c = self.names_of(e);
+        for (li, lv) in self.levels.iter().enumerate() {
+            if lv.size <= self.rules.exact_users_up_to_ms {
+                self.on_time.insert((li, e.ts.div_euclid(lv.size) * lv.size, c.user));
+            }
+        }
         for &li in &self.roots {
             let lv = &self.levels[li];
             count_bucket(

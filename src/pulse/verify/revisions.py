@@ -51,6 +51,8 @@ def stored(docs: Iterable[Doc]) -> dict[str, dict[str, Any]]:
                     into[name] = {}
             for name in ("min_cents", "max_cents"):
                 into[name] = None
+            if into.get("unique_users") is not None:
+                into["unique_users"] = 0  # each revision counts the users it counted first: they add
         _add(into, doc)
         if doc["kind"] == "window":
             for name in _SKETCHES:
@@ -68,6 +70,8 @@ def _add(into: dict[str, Any], doc: dict[str, Any]) -> None:
     for name in _ADDED:
         if name in doc:
             into[name] += doc[name]
+    if into.get("unique_users") is not None:
+        into["unique_users"] += doc["unique_users"]
     for name in _COUNTED:
         for k, n in (doc.get(name) or {}).items():
             into[name][k] = into[name].get(k, 0) + n

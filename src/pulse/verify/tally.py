@@ -12,7 +12,8 @@ Windows are handed out once the owner's watermark passed their end (no event cou
 more); funnel steps are settled up to the watermark first, since an event counted later may come before them in
 time. Users and items stay until :meth:`PartitionTally.finish`. A correction counts, straight from the event, in
 the revisions of its windows of every size (summed over every revision: :meth:`PartitionTally.revisions`), in its
-user and its item, and in no funnel.
+user and its item, and in no funnel. A window's own document counts the users counted on time; its revisions,
+summed, the other users corrections counted.
 """
 
 from __future__ import annotations
@@ -140,6 +141,8 @@ class PartitionTally:
         self._order = 0
         self._kept_sessions = 0  # sessions left after the last forgetting
         self._revisions: dict[str, dict[str, Any]] = {}  # corrections, by the id of the document they revise
+        self._revision_users: dict[str, set[str]] = {}  # users a window's corrections counted
+        self._on_time: set[tuple[int, int, str]] = set()  # (size, start, user), of the sizes counting users exactly
         self.users: dict[str, dict[str, Any]] = {}
         self._hours: dict[str, dict[int, dict[str, Any]]] = {}
         self._last_item: dict[str, tuple[int, str]] = {}
@@ -154,6 +157,9 @@ class PartitionTally:
             heapq.heappush(self._funnel, (e.ts, step, self._order, e.session_id))
             self._order += 1
         category = self._category.setdefault(e.item_id, e.category) if e.item_id is not None else None
+        for lv in self.levels.values():
+            if lv.size <= EXACT_USERS_UP_TO_MS:
+                self._on_time.add((lv.size, e.ts // lv.size * lv.size, e.user_id))
         for lv in self._roots:
             start = e.ts // lv.size * lv.size
             _count_window(self._window(lv, start), e, paid)
@@ -180,8 +186,9 @@ class PartitionTally:
             w = revs.get(wid)
             if w is None:
                 w = revs[wid] = _new_window(head)
-                w["unique_users"] = None  # a revision does not count distinct users
+                self._revision_users[wid] = set()
             _count_window(w, e, paid)
+            self._revision_users[wid].add(e.user_id)
             if lv.size >= SKETCH_USERS_FROM_MS:
                 uid = f"window_users:{lv.name}:{start}:p{self.p}"
                 revs.setdefault(uid, {"kind": "window_users", **head, USERS_SKETCH: set()})[USERS_SKETCH].add(e.user_id)
@@ -203,6 +210,11 @@ class PartitionTally:
 
     def revisions(self) -> list[Doc]:
         """Every window document's corrections, summed over its revisions (ids as the window's own)."""
+        for wid, users in self._revision_users.items():
+            w = self._revisions[wid]
+            size = w["end"] - w["start"]
+            w["unique_users"] = sum((size, w["start"], u) not in self._on_time for u in users) \
+                if size <= EXACT_USERS_UP_TO_MS else None
         return list(self._revisions.items())
 
     def _entities(self, e: Event, paid: int | None) -> None:
