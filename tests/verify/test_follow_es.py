@@ -78,14 +78,16 @@ def stages() -> Iterator[list[Stage]]:
 
 
 def _final_unchecked_window(es: Elasticsearch, prefix: str, checked_to: dict[int, int]) -> dict | None:
-    """A 10 s window summary the aggregator has finished (its partition's watermark is past its end) but the
+    """A 10 s window's own summary the aggregator has finished (its partition's watermark is past its end) but the
     stopped follower has not compared yet."""
     parts = es.search(index=alias("partitions", prefix), size=100, query={"term": {"kind": "partition"}})
     for hit in parts["hits"]["hits"]:
         p, watermark = hit["_source"]["partition"], hit["_source"].get("watermark") or 0
         query = {"bool": {"filter": [{"term": {"kind": "window"}}, {"term": {"window": "10s"}},
                                      {"term": {"partition": p}},
-                                     {"range": {"end": {"gt": checked_to.get(str(p), 0), "lte": watermark - 10_000}}}]}}
+                                     {"range": {"end": {"gt": checked_to.get(str(p), 0), "lte": watermark - 10_000}}}],
+                           # a window's own summary: the follower leaves revisions to the one-shot verify
+                           "must_not": [{"exists": {"field": "revision"}}]}}
         found = es.search(index=alias("windows", prefix), size=1, query=query, sort=[{"end": "asc"}])["hits"]["hits"]
         if found:
             return found[0]
