@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +11,8 @@ import orjson
 from confluent_kafka.admin import AdminClient
 
 from pulse.aggregate.config import StateConfig
-from pulse.aggregate.docs import expand
 from pulse.generate.ledger import Ledger
 from pulse.kafkaio import read_range
-from pulse.verify import revisions
 from pulse.verify.reference import Expected, recompute
 
 
@@ -70,11 +67,3 @@ def run_store(topic: str, group: str, prefix: str, idle: float = 3.0, timeout: f
                           stdin=subprocess.DEVNULL, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
-
-def revisions_summed(docs: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """Documents as one per row (packed ones expanded), with each window document's revisions summed into one
-    (``…:revisions``): what does not depend on where a run's flushes fell."""
-    expanded = list(expand(docs))
-    out = {i: d for i, d in expanded if not revisions.is_revision(d)}
-    out.update(revisions.stored((i, d) for i, d in expanded if revisions.is_revision(d)))
-    return out

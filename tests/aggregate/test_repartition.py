@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from pulse.aggregate.repartition import batch_headers, unpack
 from pulse.aggregate.state import EVERY_USER, Details, StateConfig, new_partition, remember_recent, route_batch
 from pulse.generate.chaos import ChaosConfig
+from pulse.verify import revisions
 from pulse.verify.diff import diff_documents
 from pulse.verify.reference import Forward, Marker, Stall, Take, recompute
-from tests.aggregate.harness import revisions_summed
 from tests.aggregate.test_state_vs_reference import SIZES, make_rows
 
 PARTITIONS = 4
@@ -142,7 +142,7 @@ class Cluster:
     def counted(self) -> dict[str, dict[str, Any]]:
         """The documents without the fields that say where the run is (and its revisions summed: which flush
         counted which correction is timing)."""
-        docs = revisions_summed(self.docs.items())
+        docs = revisions.summed(self.docs.items())
         return {i: {k: v for k, v in d.items() if k not in POSITIONAL} for i, d in docs.items()}
 
     def totals(self) -> tuple[int, int, int, int, int]:

@@ -12,10 +12,10 @@ from elasticsearch import Elasticsearch
 from pulse.kafkaio import read_range
 from pulse.store.indices import alias
 from pulse.store.query import all_documents
+from pulse.verify import revisions
 from tests.aggregate.harness import (
     CHAOS,
     generate,
-    revisions_summed,
     run_aggregator_until_idle,
     run_store,
     start_aggregator,
@@ -106,7 +106,7 @@ POSITIONAL = {"version", "flushed_at", "repartition_offset", "next_offset", "wat
 def _comparable(es: Elasticsearch, prefix: str) -> dict[str, dict]:
     """Every document without what depends on where flushes fell: positions, and the cut of corrections into
     revisions (summed per window document)."""
-    docs = revisions_summed(all_documents(es, prefix))
+    docs = revisions.summed(all_documents(es, prefix))
     return {i: {k: v for k, v in d.items() if k not in POSITIONAL} for i, d in docs.items()}
 
 

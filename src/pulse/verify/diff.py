@@ -7,7 +7,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pulse.aggregate.docs import expand
 from pulse.aggregate.model import (
     QUANTILES,
     SKETCH_ACCURACY,
@@ -165,9 +164,7 @@ def compare_totals(expected: Counts, partitions: list[dict[str, Any]], out: DocD
 def diff_documents(expected: Expected, actual: dict[str, dict[str, Any]]) -> DocDiff:
     """:func:`compare` of a whole recompute with a whole projection (documents of kinds the recompute made
     none of are not looked at), and :func:`compare_totals`."""
-    expanded = list(expand(actual.items()))
-    actual = {i: d for i, d in expanded if not revisions.is_revision(d)}
-    actual.update(revisions.stored((i, d) for i, d in expanded if revisions.is_revision(d)))
+    actual = revisions.summed(actual.items())
     out = DocDiff(problems=list(expected.problems))
     kinds = {doc["kind"] for doc in expected.docs.values()}
     compare(expected.docs, {i: d for i, d in actual.items() if d.get("kind") in kinds}, out)

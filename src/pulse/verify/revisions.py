@@ -14,6 +14,7 @@ import copy
 from collections.abc import Iterable
 from typing import Any
 
+from pulse.aggregate.docs import expand
 from pulse.aggregate.model import HLL_PRECISION, SKETCHED, USERS_SKETCH, MergedSketch, MergedUsers, sketch_field
 
 Doc = tuple[str, dict[str, Any]]
@@ -30,6 +31,15 @@ def is_revision(doc: dict[str, Any]) -> bool:
 def expected(docs: Iterable[Doc]) -> dict[str, dict[str, Any]]:
     """The reference's corrections of each window document, under the id they are compared by."""
     return {doc_id + SUFFIX: doc for doc_id, doc in docs}
+
+
+def summed(docs: Iterable[Doc]) -> dict[str, dict[str, Any]]:
+    """Stored documents as one per row (packed ones expanded), each window document's revisions summed into one
+    (:func:`stored`): what does not depend on where the aggregator's flushes fell."""
+    expanded = list(expand(docs))
+    out = {i: d for i, d in expanded if not is_revision(d)}
+    out.update(stored((i, d) for i, d in expanded if is_revision(d)))
+    return out
 
 
 def stored(docs: Iterable[Doc]) -> dict[str, dict[str, Any]]:
