@@ -115,7 +115,14 @@ impl Obj {
 #[derive(Clone, Copy)]
 struct Of {
     partition: i32,
-    revision: Option<i64>,
+    revision: Option<Revision>,
+}
+
+/// A revision: the version of the flush that published it (which no later flush repeats), and its wall clock.
+#[derive(Clone, Copy)]
+struct Revision {
+    version: i64,
+    at: i64,
 }
 
 fn window_head(kind: &str, win: &Window, of: Of) -> Obj {
@@ -123,7 +130,7 @@ fn window_head(kind: &str, win: &Window, of: Of) -> Obj {
     o.key("kind").str(kind).key("window").str(&label(win.size)).key("window_ms").int(win.size);
     o.key("start").int(win.start).key("end").int(win.end()).key("partition").int(of.partition);
     if let Some(r) = of.revision {
-        o.key("revision").int(r);
+        o.key("revision").int(r.version).key("revised_at").int(r.at);
     }
     o
 }
@@ -139,7 +146,7 @@ fn window_id(kind: &str, win: &Window, of: Of, dim: Option<&str>) -> String {
     let middle = dim.map_or(String::new(), |d| format!("{d}:"));
     let id = format!("{kind}:{}:{}:{middle}p{}", label(win.size), win.start, of.partition);
     match of.revision {
-        Some(r) => format!("{id}:r{r}"),
+        Some(r) => format!("{id}:r{}", r.version),
         None => id,
     }
 }
@@ -164,7 +171,8 @@ fn summary(st: &State, win: &Window, of: Of, is_final: bool, v: i64) -> Doc {
     }
     o.key("funnel");
     for (i, step) in FUNNEL.iter().enumerate() {
-        o.raw(if i == 0 { "{" } else { "," }).str(step).raw(":").int(win.funnel[i]);
+        o.raw(if i == 0 { "{" } else { "," }).str(step).raw(":").int(win.funnel[i] as i64);
+        // a revision's may be negative
     }
     o.raw("}");
     for (sketch, key) in win.quantiles.sketches.iter().zip(SKETCH_FIELDS) {
@@ -345,7 +353,7 @@ pub fn changed_docs(st: &State, finals: &[(i64, i64)], flushed_at: i64, plan: &P
             out.push(users_doc(win, own, is_final, v));
         }
     }
-    let revision = Of { partition: st.partition, revision: Some(v) };
+    let revision = Of { partition: st.partition, revision: Some(Revision { version: v, at: flushed_at }) };
     for win in st.revisions.values() {
         out.push(summary(st, win, revision, true, v));
         shard_docs(st, win, revision, v, u32::MAX, &mut out); // every non-empty shard

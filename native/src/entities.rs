@@ -1,12 +1,10 @@
-//! Per-user state and open sessions (the funnel's progress), with what changed since the last flush, and the
-//! counters of the log-structured changelog that holds them.
+//! Per-user state, with what changed since the last flush, and the counters of the log-structured changelog
+//! that holds users and sessions.
 
-use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 
-use crate::progress::NEVER;
 use crate::seen::Seen;
-use crate::state::{Counts, ABSENT, FUNNEL};
+use crate::state::{Counts, ABSENT};
 use crate::tables::{Names, Row};
 
 /// A user's own series: counts and revenue per hour, for the hours up to `USER_HOURS` before their latest event.
@@ -56,91 +54,6 @@ impl User {
             }
         };
         self.hours[at].1.add(etype, paid);
-    }
-}
-
-/// An ok event of an open session at or after the owner watermark: where it sorts, and the funnel step it
-/// counts for (-1: none).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct Step {
-    pub ts: i64,
-    pub kind: i8, // its funnel step (-1: another event type)
-    pub counted: i8,
-}
-
-/// A session's funnel: settled up to the watermark (the step reached and the time of the run's last event), and
-/// its ok events since, in event-time order, whose steps may still change as earlier events arrive.
-pub struct Session {
-    pub steps: u8,
-    pub last: i64, // NEVER: nothing settled yet
-    pub open: Vec<Step>,
-    pub dirty: bool,
-}
-
-impl Session {
-    pub fn new() -> Self {
-        Session { steps: 0, last: NEVER, open: Vec::new(), dirty: false }
-    }
-
-    /// The latest event time of the session.
-    pub fn latest(&self) -> i64 {
-        self.open.last().map_or(self.last, |s| s.ts)
-    }
-
-    /// One event after the run so far: a gap longer than `timeout` starts the funnel over.
-    fn next(steps: &mut u8, last: &mut i64, ts: i64, kind: i8, timeout: i64) -> i8 {
-        if *last != NEVER && ts - *last > timeout {
-            *steps = 0;
-        }
-        *last = ts;
-        if kind >= 0 && *steps as i8 == kind {
-            *steps += 1;
-            return kind;
-        }
-        -1
-    }
-
-    /// Forget open events that can never count nor start a run, so a busy session stays small: one between two
-    /// neighbours within `timeout` of each other (no gap can ever open there: events only arrive) that is not a
-    /// funnel step, or is a first step with an earlier first step within `timeout` before it (without a gap, the
-    /// funnel has left step one by then, and never goes back).
-    fn compact(&mut self, timeout: i64) {
-        if self.open.len() < 3 {
-            return;
-        }
-        let mut kept: Vec<Step> = Vec::with_capacity(self.open.len());
-        let mut view: Option<i64> = None; // the latest first step kept
-        for i in 0..self.open.len() {
-            let s = self.open[i];
-            let prev = kept.last().map(|p| p.ts);
-            let bridged = match (prev, self.open.get(i + 1)) {
-                (Some(p), Some(n)) => n.ts - p <= timeout,
-                _ => false,
-            };
-            let idle = s.kind < 0 || (s.kind == 0 && view.is_some_and(|v| s.ts - v <= timeout));
-            if bridged && idle && s.counted < 0 {
-                continue;
-            }
-            if s.kind == 0 {
-                view = Some(s.ts);
-            }
-            kept.push(s);
-        }
-        self.open = kept;
-    }
-
-    /// Fold the open events below the watermark into the settled part: no event below it can arrive any more.
-    pub fn settle(&mut self, wm: i64, timeout: i64) {
-        let n = self.open.iter().take_while(|s| s.ts < wm).count();
-        for s in self.open.drain(..n) {
-            Session::next(&mut self.steps, &mut self.last, s.ts, s.kind, timeout);
-        }
-    }
-}
-
-impl Default for Session {
-    fn default() -> Self {
-        Session::new()
     }
 }
 
@@ -207,62 +120,6 @@ impl Users {
             self.list.resize(ux + 1, User { first: ABSENT, ..Default::default() });
         }
         &mut self.list[ux]
-    }
-}
-
-/// Open sessions (the funnel's progress) and which changed or closed since the last flush.
-#[derive(Default)]
-pub struct Sessions {
-    pub map: FxHashMap<String, Session>,
-    pub dirty: Vec<String>,
-    pub gone: Vec<String>,
-}
-
-impl Sessions {
-    /// After a committed flush, which logged the changed and closed sessions.
-    pub fn flushed(&mut self) {
-        for sid in self.dirty.drain(..) {
-            if let Some(s) = self.map.get_mut(&sid) {
-                s.dirty = false;
-            }
-        }
-        self.gone.clear();
-    }
-
-    /// Ordered funnel, in event time: a session's ok events sorted by (time, step), a step counts once per run,
-    /// only right after the previous step, and a gap longer than `timeout` starts a new run. So the steps do not
-    /// depend on the order events arrive in: an event that arrives after later ones re-decides the later ones
-    /// (all at or after the watermark `wm`, so in windows still open). Returns the changes to the windows'
-    /// funnels: (event time, step, +1 or -1).
-    pub fn advance(&mut self, sid: &str, etype: &str, ts: i64, wm: i64, timeout: i64) -> Vec<(i64, usize, i64)> {
-        let kind = FUNNEL.iter().position(|&s| s == etype).map_or(-1, |i| i as i8);
-        let session = match self.map.get_mut(sid) {
-            Some(s) => s,
-            None => self.map.entry(sid.to_owned()).or_default(),
-        };
-        if !session.dirty {
-            session.dirty = true;
-            self.dirty.push(sid.to_owned());
-        }
-        session.settle(wm, timeout);
-        let at = session.open.partition_point(|s| (s.ts, s.kind) <= (ts, kind));
-        session.open.insert(at, Step { ts, kind, counted: -1 });
-        let (mut steps, mut last) = (session.steps, session.last);
-        let mut changes = Vec::new();
-        for s in session.open.iter_mut() {
-            let counted = Session::next(&mut steps, &mut last, s.ts, s.kind, timeout);
-            if counted != s.counted {
-                if s.counted >= 0 {
-                    changes.push((s.ts, s.counted as usize, -1));
-                }
-                if counted >= 0 {
-                    changes.push((s.ts, counted as usize, 1));
-                }
-                s.counted = counted;
-            }
-        }
-        session.compact(timeout);
-        changes
     }
 }
 

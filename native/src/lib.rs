@@ -31,6 +31,7 @@ mod message;
 pub mod progress;
 pub mod publish;
 pub mod seen;
+pub mod sessions;
 pub mod sketch;
 pub mod state;
 pub mod tables;

@@ -7,10 +7,11 @@
 use rustc_hash::FxHashSet;
 use std::collections::BTreeMap;
 
-pub use crate::entities::{EntityLog, Session, Sessions, User, Users, USER_HOURS, USER_HOUR_MS};
+pub use crate::entities::{EntityLog, User, Users, USER_HOURS, USER_HOUR_MS};
 pub use crate::progress::{
     Dedup, EventClock, Mark, Position, ACCEPTED, CORRECTED, DEAD_LETTERED, DUPLICATES, LATE, NEVER, OUTCOMES,
 };
+pub use crate::sessions::{FunnelChanges, Session, Sessions};
 pub use crate::tables::{
     bump, item_shard, murmur2, user_partition, Counts, Names, Row, Shards, ITEM_SHARDS, PAGE_BYTES,
 };
@@ -325,7 +326,7 @@ impl State {
     /// duplicate if its id was counted within the horizon; a correction if its source judged it one or it is
     /// below the owner watermark (a source that was idle and far behind); else on time. A correction counts
     /// only in revisions of its windows, never in a window's own documents: those hold exactly the on-time
-    /// events, whatever the flushes. It counts no funnel step.
+    /// events, whatever the flushes. It joins its session's funnel while the session is held (see `sessions`).
     pub fn accept_here(&mut self, e: &Event, correction: bool) -> Outcome {
         let ts = e.ts;
         let wm = self.watermark();
@@ -343,21 +344,20 @@ impl State {
             _ => self.dedup.insert(key, ts, horizon), // unseen, or seen before the horizon
         }
         let correction = correction || ts < wm;
-        if correction {
-            self.pos.counters[CORRECTED] += 1;
-            self.fold(e, &[], true);
-            return Outcome::Accepted;
-        }
-        self.pos.counters[ACCEPTED] += 1;
-        let ok = e.status == "ok";
-        let timeout = self.cfg.session_timeout;
-        let steps = if ok { self.sessions.advance(&e.session_id, &e.event_type, ts, wm, timeout) } else { Vec::new() };
-        self.fold(e, &steps, false);
+        let counter = if correction { CORRECTED } else { ACCEPTED };
+        self.pos.counters[counter] += 1;
+        let (sid, etype, timeout) = (&e.session_id, &e.event_type, self.cfg.session_timeout);
+        let steps = match (e.status == "ok", correction) {
+            (false, _) => FunnelChanges::default(),
+            (true, false) => self.sessions.advance(sid, etype, ts, wm, timeout),
+            (true, true) => self.sessions.correct(sid, etype, ts, wm, timeout),
+        };
+        self.fold(e, &steps, correction);
         Outcome::Accepted
     }
 
     /// Count an event in its windows (a correction: in their revisions), its item and its user.
-    fn fold(&mut self, e: &Event, steps: &[(i64, usize, i64)], correction: bool) {
+    fn fold(&mut self, e: &Event, steps: &FunnelChanges, correction: bool) {
         let ok = e.status == "ok";
         let ts = e.ts;
         let etype = self.catalog.types.id(&e.event_type);
@@ -421,8 +421,11 @@ impl State {
                 self.revisions.entry((size, start)).or_insert_with(|| Window { size, start, ..Default::default() });
             win.user_delta -= 1;
         }
-        for &(at, step, delta) in steps {
+        for &(at, step, delta) in &steps.own {
             self.count_step(at, step, delta);
+        }
+        for &(at, step, delta) in &steps.revised {
+            self.revise_step(at, step, delta);
         }
         if let Some(it) = item {
             self.catalog.item_state.row(shard, it).add(etype, paid);
@@ -469,6 +472,16 @@ impl State {
                 win.funnel[step] = win.funnel[step].wrapping_add_signed(delta);
                 win.summary.touch();
             }
+        }
+    }
+
+    /// A funnel change corrections made at event time `at`, in the revisions of its windows.
+    fn revise_step(&mut self, at: i64, step: usize, delta: i64) {
+        for &size in &self.cfg.sizes {
+            let start = at - at.rem_euclid(size);
+            let win =
+                self.revisions.entry((size, start)).or_insert_with(|| Window { size, start, ..Default::default() });
+            win.funnel[step] = win.funnel[step].wrapping_add_signed(delta);
         }
     }
 

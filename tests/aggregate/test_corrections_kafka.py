@@ -6,6 +6,7 @@ counts exactly once in its windows, and each user once in its hours; the 6-day-o
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
@@ -14,15 +15,18 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import httpx
 from elasticsearch import Elasticsearch
 
 from pulse.aggregate.config import StateConfig
 from pulse.events.schema import Event
 from pulse.events.validate import validate
+from pulse.stack.process import interrupt
 from pulse.store import query
 from pulse.verify.source import topic_rows
 from tests.aggregate.harness import run_aggregator_until_idle, run_store, start_aggregator
 from tests.cli_helpers import run_pulse
+from tests.dashboard.test_dashboard_errors import _first_answer, _free_port
 from tests.names import unique
 from tests.realworld.plain import count_records, headers_of, now_ms, produce
 
@@ -38,6 +42,32 @@ def _history(now: int) -> list[dict]:
              "user_id": f"u{rnd.randrange(300):07d}", "session_id": f"hs{i % 40}", "item_id": f"i{i % 17}",
              "category": "books", "status": "ok"}
             for name, age in AGES.items() for i in range(PER_AGE)]
+
+
+def _dashboard_shows_the_revisions(es_url: str, prefix: str, now: int, events: dict[str, Event]) -> None:
+    """The dashboard's API over the ten minutes replayed from two hours ago: every event there came late, so each
+    window's total is the distinct history events in it, all of them "+N late events", and its revisions add up
+    to that."""
+    port = _free_port()
+    env = dict(os.environ) | {"PULSE_ES_URL": es_url, "PULSE_INDEX_PREFIX": prefix}
+    proc = subprocess.Popen([sys.executable, "-m", "pulse", "dashboard", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    try:
+        lo, hi = now - AGES["2h"] - 60_000, now - AGES["2h"] + 11 * 60_000
+        api = f"http://127.0.0.1:{port}/api"
+        o = _first_answer(proc, f"{api}/overview?from={lo}&to={hi}").json()
+        size = o["window_ms"]
+        want = Counter(e.ts // size * size for e in events.values() if lo <= e.ts < hi)
+        starts, types = o["series"]["t"], o["series"]["types"].values()
+        assert {t: sum(v[i] for v in types) for i, t in enumerate(starts)} == dict(want)
+        assert o["series"]["corrected"] == [want[t] for t in starts]
+        newest = sorted(want, reverse=True)[:query.REVISED_SHOWN]
+        assert o["revised"] == [{"start": t, "corrected": want[t]} for t in newest]
+        revisions = httpx.get(f"{api}/revisions", params={"window": o["window"], "start": newest[0]}, timeout=10).json()
+        assert revisions and sum(r["events"] for r in revisions) == want[newest[0]]
+        assert all(r["revised_at"] > now for r in revisions)
+    finally:
+        interrupt(proc, 10)
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
@@ -104,6 +134,8 @@ def test_history_replayed_beside_live_traffic_counts_every_event_once(bootstrap,
     totals = Counter({k: sum(d[k] for _, d in docs) for k in ("accepted", "corrected", "duplicates", "late")})
     assert totals["accepted"] + totals["corrected"] == len(events) and totals["late"] == too_old
     assert totals["corrected"] >= 2 * PER_AGE and totals["duplicates"] >= len(again) + len(live_values)
+
+    _dashboard_shows_the_revisions(es_url, index_prefix, now, events)
 
     ok = run_pulse("verify", "--topic", topic, "--group", group, "--index-prefix", index_prefix)
     assert ok.returncode == 0, ok.stdout + ok.stderr

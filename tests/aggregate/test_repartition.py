@@ -141,8 +141,8 @@ class Cluster:
 
     def counted(self) -> dict[str, dict[str, Any]]:
         """The documents without the fields that say where the run is (and its revisions summed: which flush
-        counted which correction is timing)."""
-        docs = revisions.summed(self.docs.items())
+        counted which correction is timing), nor the funnels of revisions (:func:`revisions.arrival_free`)."""
+        docs = revisions.arrival_free(revisions.summed(self.docs.items()))
         return {i: {k: v for k, v in d.items() if k not in POSITIONAL} for i, d in docs.items()}
 
     def totals(self) -> tuple[int, int, int, int, int]:

@@ -40,6 +40,7 @@ from pulse.verify.diff import exact_quantile
 from pulse.verify.reference import Expected, recompute
 from pulse.verify.source import recorded_decisions, topic_rows
 from tests.names import unique
+from tests.realworld.plain import produce
 
 ARTIFACTS = Path(os.environ.get("PULSE_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -399,6 +400,27 @@ def test_api_validates_inputs_and_documents_itself(pipeline: Pipeline) -> None:
     assert api.get("/api/items/no-such-item").status_code == 404
     body = api.get("/api/overview", params={"range": "15m"}).json()
     assert body["kpis"]["events"] > 0 and body["health"]["partitions"] == 6
+
+
+def test_late_events_mark_the_window_they_revised(pipeline: Pipeline, browser: WebDriver) -> None:
+    """A plain client sends 25 events from twenty minutes ago (before the pipeline started: that window has nothing
+    else). The page marks the window "+25 late events", and its revisions add up to the 25."""
+    window = (int(time.time() * 1000) - 20 * 60_000) // 10_000 * 10_000
+    late = [{"event_id": f"late-{window}-{i}", "event_type": "view", "ts": window + i * 300, "user_id": f"late-u{i}",
+             "session_id": f"late-s{i}", "item_id": "late-item", "status": "ok"} for i in range(25)]
+    produce(pipeline.bootstrap, pipeline.topic, late, key=lambda e: e["user_id"])
+    page = f"{pipeline.url}/?from={window - 60_000}&to={window + 60_000}"
+    browser.get(page)
+    _rendered(browser)
+    row = f'#revised tbody tr[data-start="{window}"]'
+    _wait(browser, f"return document.querySelector('{row}')?.dataset.value === '25'", 60)
+    assert _attrs(browser, f"{row} td.n", "text") == ["+25 late events"]
+    assert float(_attrs(browser, "#chart-types", "data-total")[0]) == 25  # type: ignore[arg-type]
+    browser.find_element(By.CSS_SELECTOR, f"{row} a").click()
+    _wait(browser, "return !document.getElementById('revisions').hidden")
+    counted = [int(v) for v in _attrs(browser, "#revisions tbody tr", "data-value")]  # type: ignore[arg-type]
+    assert sum(counted) == 25 and all(n > 0 for n in counted)
+    assert _severe(browser) == []
 
 
 def test_ctrl_c_stops_everything_it_started(pipeline: Pipeline) -> None:

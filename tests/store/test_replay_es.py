@@ -104,9 +104,9 @@ POSITIONAL = {"version", "flushed_at", "repartition_offset", "next_offset", "wat
 
 
 def _comparable(es: Elasticsearch, prefix: str) -> dict[str, dict]:
-    """Every document without what depends on where flushes fell: positions, and the cut of corrections into
-    revisions (summed per window document)."""
-    docs = revisions.summed(all_documents(es, prefix))
+    """Every document without what depends on where flushes fell: positions, the cut of corrections into
+    revisions (summed per window document), and the funnels of revisions (:func:`revisions.arrival_free`)."""
+    docs = revisions.arrival_free(revisions.summed(all_documents(es, prefix)))
     return {i: {k: v for k, v in d.items() if k not in POSITIONAL} for i, d in docs.items()}
 
 

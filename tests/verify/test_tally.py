@@ -38,7 +38,7 @@ def _tally(events: list[Event], advance_every: int, lag_ms: int) -> dict[str, An
             rest = [x.ts for x in events[n + 1:]]
             watermark = min([latest - lag_ms, *rest])
             if watermark > t.watermark:
-                docs.update(t.advance(watermark))
+                docs.update(t.advance(watermark, watermark))
     windows, entities = t.finish()
     docs.update(windows)
     docs.update(entities)

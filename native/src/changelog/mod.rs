@@ -347,8 +347,10 @@ fn entry_pages(entries: Vec<Entry<&str>>) -> Vec<Vec<u8>> {
 }
 
 fn session_record(s: &Session) -> SessionRecord {
-    let open = s.open.iter().map(|o| OpenStep { ts: o.ts, step: o.kind, counted: o.counted }).collect();
-    SessionRecord { steps: s.steps, last: s.last, open }
+    let open = (s.open.iter())
+        .map(|o| OpenStep { ts: o.ts, step: o.kind, counted: o.counted, revised: Some(o.revised) })
+        .collect();
+    SessionRecord { steps: s.steps, last: s.last, open, revised: s.revised }
 }
 
 /// Every live user and session in fresh chunks; the deltas and the previous snapshot are tombstoned.

@@ -134,12 +134,14 @@ pub struct User<S> {
     pub seen: Option<SeenRecord>,
 }
 
-/// An open session event: its time, funnel step and whether that step counted.
+/// An open session event: its time, funnel step and whether that step counted (on time, and with corrections).
 #[derive(Serialize, Deserialize)]
 pub struct OpenStep {
     pub ts: i64,
     pub step: i8,
     pub counted: i8,
+    #[serde(default)]
+    pub revised: Option<i8>, // the step it counts for with the corrections that joined (None: as on time)
 }
 
 /// A session. `open` came with sessions that follow event time: logs before read as none.
@@ -149,6 +151,8 @@ pub struct SessionRecord {
     pub last: i64,
     #[serde(default)]
     pub open: Vec<OpenStep>,
+    #[serde(default)]
+    pub revised: Option<u8>, // the steps reached with the corrections that joined (None: as on time)
 }
 
 /// An entry of a users-and-sessions delta or snapshot.

@@ -9,8 +9,8 @@ use super::records::{
 use super::{ITEMS_PUBLISHED, META, USERS_PUBLISHED};
 use crate::breakdown::{CATEGORY, DIMENSIONS, DIMS};
 use crate::dedup::unpack;
-use crate::entities::Step;
 use crate::hll::Packed;
+use crate::sessions::Step;
 use crate::sketch::Sketch;
 use crate::state::{bump, Counts, Mark, Names, Row, Session, State, Window, ITEM_SHARDS};
 
@@ -153,11 +153,17 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], details_pending: bool, users_
                         };
                         u.pending = kind == USER_PENDING && users_pending;
                     }
-                    (SESSION, _, Some(SessionRecord { steps, last, open })) => {
+                    (SESSION, _, Some(SessionRecord { steps, last, open, revised })) => {
                         // logged before sessions followed event time: no open events, its last time stands for them
-                        let open =
-                            open.into_iter().map(|o| Step { ts: o.ts, kind: o.step, counted: o.counted }).collect();
-                        st.sessions.map.insert(id, Session { steps, last, open, dirty: false });
+                        let open = (open.into_iter())
+                            .map(|o| Step {
+                                ts: o.ts,
+                                kind: o.step,
+                                counted: o.counted,
+                                revised: o.revised.unwrap_or(o.counted),
+                            })
+                            .collect();
+                        st.sessions.map.insert(id, Session { steps, revised, last, open, dirty: false });
                     }
                     (SESSION_GONE, _, _) => {
                         st.sessions.map.remove(&id);

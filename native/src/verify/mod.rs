@@ -321,7 +321,7 @@ impl VerifyWalk {
         }
         if target > self.published {
             self.published = target;
-            let finished = self.tally.advance(target);
+            let finished = self.tally.advance(target, self.owner.watermark);
             if !finished.is_empty() {
                 let docs = PyList::empty(py);
                 for f in &finished {
@@ -412,7 +412,7 @@ impl VerifyWalk {
     fn count(&mut self, event: &Event<'_>, correction: bool) {
         match self.owner.take(event.ts, &event.event_id, &mut self.counts, correction) {
             Verdict::Accepted => self.tally.add(event),
-            Verdict::Corrected => self.tally.correct(event),
+            Verdict::Corrected => self.tally.correct(event, self.owner.watermark),
             Verdict::Late | Verdict::Duplicate => {}
         }
     }

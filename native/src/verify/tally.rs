@@ -141,8 +141,19 @@ pub struct Tally {
     sessions: FxHashMap<Rc<str>, (i64, i64, bool)>, // steps done, last event time, unseen events may precede
     order: u64,
     kept_sessions: usize,
+    revised: Revised,
     pub users: Vec<Option<User>>, // by user id number
     pub items: FxHashMap<u32, Item>,
+}
+
+/// The funnel with the corrections that joined, settled up to the owner watermark (see the Python module).
+#[derive(Default)]
+struct Revised {
+    funnel: BinaryHeap<Pending>,
+    sessions: FxHashMap<Rc<str>, (i64, Option<i64>)>, // steps done, last event time
+    latest: FxHashMap<Rc<str>, i64>,                  // each session's latest on-time ok event
+    on_time_step: FxHashMap<u64, i32>,                // by order: settled on time, not on this track yet
+    kept: usize,
 }
 
 /// A window that no counted event can change any more.
@@ -214,6 +225,7 @@ impl Tally {
             sessions: FxHashMap::default(),
             order: 0,
             kept_sessions: 0,
+            revised: Revised::default(),
             users: Vec::new(),
             items: FxHashMap::default(),
         }
@@ -223,8 +235,12 @@ impl Tally {
     pub fn add(&mut self, e: &Event<'_>) {
         if e.status == "ok" {
             let step = self.rules.funnel.iter().position(|s| *s == e.event_type).map_or(-1, |i| i as i32);
-            self.funnel.push(Reverse((e.ts, step, self.order, Rc::from(&*e.session_id))));
+            let session: Rc<str> = Rc::from(&*e.session_id);
+            self.funnel.push(Reverse((e.ts, step, self.order, session.clone())));
+            self.revised.funnel.push(Reverse((e.ts, step, self.order, session.clone())));
             self.order += 1;
+            let latest = self.revised.latest.entry(session).or_insert(e.ts);
+            *latest = (*latest).max(e.ts);
         }
         let c = self.names_of(e);
         for (li, lv) in self.levels.iter().enumerate() {
@@ -254,8 +270,14 @@ impl Tally {
         self.entities(e, &c);
     }
 
-    /// A correction: in the revisions of its windows of every size, its user and its item.
-    pub fn correct(&mut self, e: &Event<'_>) {
+    /// A correction counted at owner watermark `watermark`: in the revisions of its windows of every size, its
+    /// user and its item, and in its session's funnel if the session is held.
+    pub fn correct(&mut self, e: &Event<'_>, watermark: i64) {
+        if e.status == "ok" {
+            if let Some(step) = self.rules.funnel.iter().position(|s| *s == e.event_type) {
+                self.join(e, step as i64, watermark);
+            }
+        }
         let c = self.names_of(e);
         for lv in &self.levels {
             let b = bucket(&mut self.revisions, lv, e.ts.div_euclid(lv.size) * lv.size);
@@ -265,6 +287,67 @@ impl Tally {
             }
         }
         self.entities(e, &c);
+    }
+
+    /// A funnel change corrections made at event time `ts`, in the revisions of its windows.
+    fn revise_step(&mut self, ts: i64, step: i32, delta: i64) {
+        let steps = self.rules.funnel.len();
+        for lv in &self.levels {
+            let b = bucket(&mut self.revisions, lv, ts.div_euclid(lv.size) * lv.size);
+            b.window.get_or_insert_with(|| WindowDoc::new(steps)).funnel[step as usize] += delta;
+        }
+    }
+
+    /// A correction's funnel step, with the corrections that joined before it, if its session is held.
+    fn join(&mut self, e: &Event<'_>, step: i64, watermark: i64) {
+        self.settle_funnel(Some(watermark)); // nothing on time can fall below the owner watermark any more
+        self.settle_revised(Some(watermark));
+        let timeout = self.rules.session_timeout_ms;
+        let r = &mut self.revised;
+        if r.latest.get(&*e.session_id).is_none_or(|&l| l < watermark.saturating_sub(timeout)) {
+            return;
+        }
+        let entry = r.sessions.entry(Rc::from(&*e.session_id)).or_insert((0, None));
+        if entry.0 == step {
+            entry.0 += 1;
+            self.revise_step(e.ts, step as i32, 1);
+        }
+    }
+
+    /// Settle the with-corrections track up to `before` (all: None): each event's step there, against the one it
+    /// counted for on time, goes to the revisions.
+    fn settle_revised(&mut self, before: Option<i64>) {
+        let timeout = self.rules.session_timeout_ms;
+        while let Some(Reverse((ts, ..))) = self.revised.funnel.peek() {
+            if before.is_some_and(|b| *ts >= b) {
+                break;
+            }
+            let Some(Reverse((ts, step, order, session))) = self.revised.funnel.pop() else { break };
+            let (mut done, last) = self.revised.sessions.get(&session).copied().unwrap_or((0, None));
+            if last.is_some_and(|l| ts - l > timeout) {
+                done = 0;
+            }
+            let revised = if step as i64 == done { step } else { -1 };
+            let on_time = self.revised.on_time_step.remove(&order).unwrap_or(-1);
+            if revised != on_time {
+                if revised >= 0 {
+                    self.revise_step(ts, revised, 1);
+                }
+                if on_time >= 0 {
+                    self.revise_step(ts, on_time, -1);
+                }
+            }
+            self.revised.sessions.insert(session, (done + (revised >= 0) as i64, Some(ts)));
+        }
+        let r = &mut self.revised;
+        if let Some(b) = before {
+            if r.sessions.len() > 2 * r.kept + 1024 {
+                let stale = b - timeout; // not held any more, and a run starts over after it anyway
+                r.sessions.retain(|_, &mut (_, last)| last.is_none_or(|l| l >= stale));
+                r.latest.retain(|_, &mut latest| latest >= stale);
+                r.kept = r.sessions.len();
+            }
+        }
     }
 
     /// The corrections of the windows ending at or before `before` (None: all), summed over their revisions.
@@ -359,14 +442,17 @@ impl Tally {
     }
 
     /// The windows no counted event can change any more, now that nothing below `watermark` counts.
-    pub fn advance(&mut self, watermark: i64) -> Vec<Finished> {
+    /// `owner`: the owner watermark (at most `watermark`), up to which the with-corrections funnel settles.
+    pub fn advance(&mut self, watermark: i64, owner: i64) -> Vec<Finished> {
         self.settle_funnel(Some(watermark));
+        self.settle_revised(Some(owner));
         self.finish_windows(Some(watermark))
     }
 
     /// Every window left at the end of the input (users and items stay for the caller to read).
     pub fn finish(&mut self) -> Vec<Finished> {
         self.settle_funnel(None);
+        self.settle_revised(None);
         self.finish_windows(None)
     }
 
@@ -378,7 +464,7 @@ impl Tally {
             if before.is_some_and(|b| *ts >= b) {
                 break;
             }
-            let Some(Reverse((ts, step, _, session))) = self.funnel.pop() else { break };
+            let Some(Reverse((ts, step, order, session))) = self.funnel.pop() else { break };
             let (mut done, last, mut unsure) =
                 self.sessions.get(&session).copied().unwrap_or((0, ts, unseen.is_some_and(|u| ts - timeout < u)));
             if ts - last > timeout {
@@ -386,6 +472,7 @@ impl Tally {
                 unsure = false;
             }
             let counted = step == done as i32;
+            self.revised.on_time_step.insert(order, if counted { step } else { -1 });
             if counted || unsure {
                 for &li in &self.roots {
                     let lv = &self.levels[li];

@@ -36,7 +36,7 @@ from pulse.aggregate._core import ITEM_SHARDS, item_shard
 __all__ = ["ITEM_SHARDS", "Doc", "expand", "item_shard"]
 
 Doc = tuple[str, dict[str, Any]]
-_WINDOW_FIELDS = ("window", "window_ms", "start", "end", "partition", "final", "version", "revision")
+_WINDOW_FIELDS = ("window", "window_ms", "start", "end", "partition", "final", "version", "revision", "revised_at")
 
 
 def expand(docs: Iterable[Doc]) -> Iterator[Doc]:

@@ -5,7 +5,8 @@ Events are pre-produced with short sessions over a large user population (users 
 resident set is the kernel's account of the whole run. The limit (2 GiB for 1M users) is checked against it.
 The peak of the aggregator's own estimate of its state (``pulse_state_bytes``, scraped from its metrics endpoint)
 is reported beside it: the resident peak also holds the documents and records of the final flush in flight,
-which vary from run to run, while the state is what a change to the aggregation costs.
+which vary from run to run, while the state is what a change to the aggregation costs. Run with late events
+spread over the correction horizon, the same input also measures what corrections cost.
 """
 
 from __future__ import annotations
@@ -89,12 +90,15 @@ class _StateScraper:
                 self.peak = max(self.peak, int(float(line.split()[1])))
 
 
-def run(settings: Settings, events: int, users: int, log: Path, timeout: float = 1800) -> MemoryResult:
+def run(settings: Settings, events: int, users: int, log: Path, late: float = 0.0, late_max_ms: int = 90_000,
+        timeout: float = 1800) -> MemoryResult:
+    """``late``: the fraction of events sent up to ``late_max_ms`` after their time (corrections, when within the
+    horizon: they revise closed windows and keep each user's bitmap of the windows it was counted in)."""
     topic = f"pulse.bench.mem-{uuid.uuid4().hex[:6]}"
     ensure_topics(settings.bootstrap, input_topics(topic, 6, 24))
     traffic = Traffic(TrafficConfig(seed=21, users=users, items_per_session=1.0, open_sessions=5_000, rate=5_000,
                                     start_ms=int(time.time() * 1000) - events // 5))
-    records = _CountingUsers(Chaos(traffic, ChaosConfig()))
+    records = _CountingUsers(Chaos(traffic, ChaosConfig(late_fraction=late, late_max_ms=late_max_ms)))
     EventProducer(settings.bootstrap, topic, 6).run(records, RunLimits(count=events), lambda: 0.0)  # type: ignore[arg-type]
     group = f"bench-mem-{uuid.uuid4().hex[:6]}"
     ends = end_offsets(settings, topic)

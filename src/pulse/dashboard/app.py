@@ -35,6 +35,7 @@ Token = Annotated[str | None, Query(min_length=1, max_length=64, pattern=r"^[\w.
 # Dimension values as the event contract allows them; they reach Elasticsearch only inside term clauses.
 Label = Annotated[str | None, Query(min_length=1, max_length=64)]
 Name = Annotated[str | None, Query(max_length=32, pattern=NAME_PATTERN)]
+WINDOW_NAMES = "^(" + "|".join(query.WINDOW_MS) + ")$"
 
 
 class Preset(StrEnum):
@@ -119,6 +120,11 @@ def create_app(cfg: DashboardConfig) -> FastAPI:
     def api_top(f: Selected, by: Annotated[str, Query(pattern=r"^[a-z_]{1,32}$")] = "view",
                 size: Annotated[int, Query(ge=1, le=100)] = 10) -> list[dict[str, Any]]:
         return query.top_items(es, f, by, size, prefix)
+
+    @app.get("/api/revisions", summary="A window's revisions: when late events were counted into it, and how many")
+    def api_revisions(window: Annotated[str, Query(pattern=WINDOW_NAMES)],
+                      start: Annotated[int, Query(ge=0)]) -> list[dict[str, Any]]:
+        return query.revisions_of(es, window, start, prefix)
 
     @app.get("/api/health", summary="Freshness, consumer lag, dead-letter and late counts")
     def api_health() -> dict[str, Any]:

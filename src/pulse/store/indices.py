@@ -35,6 +35,7 @@ _WINDOW_HEAD = {
     "kind": {"type": "keyword"}, "window": {"type": "keyword"}, "window_ms": {"type": "long"},
     "start": {"type": "date", "format": "epoch_millis"}, "end": {"type": "date", "format": "epoch_millis"},
     "revision": {"type": "long"},  # a revision's (corrections beside the window's own documents)
+    "revised_at": {"type": "date", "format": "epoch_millis"},  # the wall clock of the flush that counted them
 }
 _WINDOW = _WINDOW_HEAD | {
     "final": {"type": "boolean"}, "events": {"type": "long"}, "errors": {"type": "long"},

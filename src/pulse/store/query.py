@@ -135,15 +135,18 @@ def _scan(es: Elasticsearch, index: str, filters: list[dict[str, Any]]) -> Itera
 
 
 def _empty_bucket() -> dict[str, Any]:
-    return {"events": 0, "counts": {}, "errors": 0, "purchases": 0, "revenue_cents": 0, "min_cents": None,
-            "max_cents": None, "unique_users": 0, "funnel": dict.fromkeys(STEPS, 0),
+    return {"events": 0, "corrected": 0, "counts": {}, "errors": 0, "purchases": 0, "revenue_cents": 0,
+            "min_cents": None, "max_cents": None, "unique_users": 0, "funnel": dict.fromkeys(STEPS, 0),
             "sketches": {name: MergedSketch() for name in SKETCHED}}
 
 
 def _merge(m: dict[str, Any], d: dict[str, Any]) -> None:
     """Fold one partial (a window summary, item or category breakdown) into a merged bucket."""
     counts = d.get("counts", {})
-    m["events"] += d.get("events", sum(counts.values()))
+    events = d.get("events", sum(counts.values()))
+    m["events"] += events
+    if "revision" in d:  # a revision of the window: late events counted as corrections
+        m["corrected"] += events
     m["errors"] += d.get("errors", 0)
     m["purchases"] += d["purchases"]
     m["revenue_cents"] += d["revenue_cents"]
@@ -362,6 +365,9 @@ def overview(es: Elasticsearch, f: Filters, prefix: str = DEFAULT_PREFIX) -> dic
             "error_rate": total["errors"] / total["events"] if errors_known and total["events"] else None,
         },
         "funnel": funnel,
+        # the windows late events revised, newest first: "+N late events"
+        "revised": [{"start": s, "corrected": buckets[s]["corrected"]} for s in reversed(starts)
+                    if buckets[s]["corrected"]][:REVISED_SHOWN],
         # of ok purchases over the range, in cents; only window summaries carry the sketches
         "quantiles": {name: sketch.quantiles() for name, sketch in total["sketches"].items()}
         if f.source == "windows" and f.event_type in (None, "purchase") else None,
@@ -370,10 +376,27 @@ def overview(es: Elasticsearch, f: Filters, prefix: str = DEFAULT_PREFIX) -> dic
             "types": {t: [buckets[s]["counts"].get(t, 0) for s in starts] for t in types},
             "revenue": [buckets[s]["revenue_cents"] / 100 for s in starts],
             "errors": [buckets[s]["errors"] for s in starts] if errors_known else None,
+            # of the events, those counted late (corrections): only window summaries have revisions
+            "corrected": [buckets[s]["corrected"] for s in starts] if f.source == "windows" else None,
             # the last window is still open: its numbers are partial, not a drop
             "partial": bool(starts) and starts[-1] + WINDOW_MS[window] > now_ms,
         },
     }
+
+
+REVISED_SHOWN = 20
+"""The revised windows an overview lists."""
+
+
+def revisions_of(es: Elasticsearch, window: str, start: int, prefix: str = DEFAULT_PREFIX) -> list[dict[str, Any]]:
+    """One window's revisions, oldest first: when each flush counted late events into it, in which partition, and
+    how many (what they add to the window's numbers)."""
+    clauses = [{"term": {"kind": "window"}}, {"term": {"window": window}}, {"term": {"start": start}},
+               {"exists": {"field": "revision"}}]
+    out = [{name: d.get(name) for name in ("partition", "revision", "revised_at", "events", "purchases",
+                                            "revenue_cents", "unique_users")}
+           for d in _scan(es, alias("windows", prefix), clauses)]
+    return sorted(out, key=lambda r: (r["revised_at"] or 0, r["partition"], r["revision"]))
 
 
 def _only_type(b: dict[str, Any], event_type: str) -> dict[str, Any]:

@@ -12,8 +12,15 @@ Windows are handed out once the owner's watermark passed their end (no event cou
 more); funnel steps are settled up to the watermark first, since an event counted later may come before them in
 time. Users and items stay until :meth:`PartitionTally.finish`. A correction counts, straight from the event, in
 the revisions of its windows of every size (summed over every revision: :meth:`PartitionTally.revisions`), in its
-user and its item, and in no funnel. A window's own document counts the users counted on time; its revisions,
-summed, the other users corrections counted.
+user and its item. A window's own document counts the users counted on time; its revisions, summed, the other
+users corrections counted.
+
+Funnels with corrections: a correction of an ok event joins its session if the session is held (its latest event
+counted on time is no more than the session timeout before the owner watermark when the correction is counted).
+It sits after the session's events below that watermark and before the others, and neither starts nor ends a
+run: it counts its step if that is the next one of the run with the corrections that joined it before. So the
+session has a second track, settled up to the owner watermark (not the hand-out point, which may run ahead of
+it); a revision holds, per event, the step it counts for on that track minus the one it counts for on time.
 """
 
 from __future__ import annotations
@@ -140,6 +147,14 @@ class PartitionTally:
         self._sessions: dict[str, tuple[int, int, bool]] = {}
         self._order = 0
         self._kept_sessions = 0  # sessions left after the last forgetting
+        # the funnel with the corrections that joined, settled up to the owner watermark: unsettled ok events,
+        # session → (steps done, last event time), each session's latest on-time ok event, and the on-time step of
+        # the events settled on time but not on this track yet (by order)
+        self._revised_funnel: list[tuple[int, int, int, str]] = []
+        self._revised_sessions: dict[str, tuple[int, int | None]] = {}
+        self._latest: dict[str, int] = {}
+        self._on_time_step: dict[int, int] = {}
+        self._kept_revised = 0
         self._revisions: dict[str, dict[str, Any]] = {}  # corrections, by the id of the document they revise
         self._revision_users: dict[str, set[str]] = {}  # users a window's corrections counted
         self._on_time: set[tuple[int, int, str]] = set()  # (size, start, user), of the sizes counting users exactly
@@ -155,7 +170,9 @@ class PartitionTally:
         if ok:
             step = STEPS.index(e.event_type) if e.event_type in STEPS else -1
             heapq.heappush(self._funnel, (e.ts, step, self._order, e.session_id))
+            heapq.heappush(self._revised_funnel, (e.ts, step, self._order, e.session_id))
             self._order += 1
+            self._latest[e.session_id] = max(e.ts, self._latest.get(e.session_id, e.ts))
         category = self._category.setdefault(e.item_id, e.category) if e.item_id is not None else None
         for lv in self.levels.values():
             if lv.size <= EXACT_USERS_UP_TO_MS:
@@ -174,19 +191,19 @@ class PartitionTally:
                     _count(self._item(lv, e.ts // lv.size * lv.size, e.item_id, category), e.event_type, paid)
         self._entities(e, paid)
 
-    def correct(self, e: Event) -> None:
-        """A correction: in the revisions of its windows of every size, its user and its item."""
+    def correct(self, e: Event, watermark: int) -> None:
+        """A correction counted at owner watermark ``watermark``: in the revisions of its windows of every size,
+        its user and its item, and in its session's funnel if the session is held."""
         paid = _paid(e)
         category = self._category.setdefault(e.item_id, e.category) if e.item_id is not None else None
         revs = self._revisions
+        if e.status == "ok" and e.event_type in STEPS:
+            self._join(e, watermark)
         for lv in self.levels.values():
             start = e.ts // lv.size * lv.size
             head = self._head(lv, start)
             wid = f"window:{lv.name}:{start}:p{self.p}"
-            w = revs.get(wid)
-            if w is None:
-                w = revs[wid] = _new_window(head)
-                self._revision_users[wid] = set()
+            w = self._revision(lv, start)
             _count_window(w, e, paid)
             self._revision_users[wid].add(e.user_id)
             if lv.size >= SKETCH_USERS_FROM_MS:
@@ -207,6 +224,57 @@ class PartitionTally:
                     row[UNCHECKED] = {"category"}
                 _count(row, e.event_type, paid)
         self._entities(e, paid)
+
+    def _revision(self, lv: Level, start: int) -> dict[str, Any]:
+        wid = f"window:{lv.name}:{start}:p{self.p}"
+        w = self._revisions.get(wid)
+        if w is None:
+            w = self._revisions[wid] = _new_window(self._head(lv, start))
+            self._revision_users[wid] = set()
+        return w
+
+    def _revise_step(self, ts: int, step: int, delta: int) -> None:
+        for lv in self.levels.values():
+            funnel = self._revision(lv, ts // lv.size * lv.size)["funnel"]
+            funnel[STEPS[step]] += delta
+
+    def _join(self, e: Event, watermark: int) -> None:
+        """A correction's funnel step, with the corrections that joined before it, if its session is held."""
+        self._settle_funnel(watermark)  # nothing on time can fall below the owner watermark any more
+        self._settle_revised(watermark)
+        session = e.session_id
+        latest = self._latest.get(session)
+        if latest is None or latest < watermark - self.session_timeout:
+            return
+        done, last = self._revised_sessions.get(session, (0, None))
+        if STEPS.index(e.event_type) == done:
+            self._revised_sessions[session] = (done + 1, last)
+            self._revise_step(e.ts, done, 1)
+
+    def _settle_revised(self, before: int | None) -> None:
+        """Settle the with-corrections track up to ``before`` (all: None): each event's step there, against the
+        one it counted for on time, goes to the revisions."""
+        pending, sessions, timeout = self._revised_funnel, self._revised_sessions, self.session_timeout
+        while pending and (before is None or pending[0][0] < before):
+            ts, step, order, session = heapq.heappop(pending)
+            done, last = sessions.get(session, (0, None))
+            if last is not None and ts - last > timeout:
+                done = 0
+            revised = step if step == done else -1
+            on_time = self._on_time_step.pop(order)
+            if revised != on_time:
+                if revised >= 0:
+                    self._revise_step(ts, revised, 1)
+                if on_time >= 0:
+                    self._revise_step(ts, on_time, -1)
+            sessions[session] = (done + (revised >= 0), ts)
+        if before is not None and len(sessions) > 2 * self._kept_revised + 1024:
+            stale = before - timeout  # not held any more, and a run starts over after it anyway
+            for session in [s for s, (_, last) in sessions.items() if last is not None and last < stale]:
+                del sessions[session]
+            for session in [s for s, latest in self._latest.items() if latest < stale]:
+                del self._latest[session]
+            self._kept_revised = len(sessions)
 
     def revisions(self) -> list[Doc]:
         """Every window document's corrections, summed over its revisions (ids as the window's own)."""
@@ -321,16 +389,18 @@ class PartitionTally:
     def _oldest_hour(u: dict[str, Any]) -> int:
         return int(u["last_seen"]) // HOUR_MS * HOUR_MS - (USER_HOURS - 1) * HOUR_MS
 
-    def advance(self, watermark: int) -> list[Doc]:
+    def advance(self, watermark: int, owner: int) -> list[Doc]:
         """The window documents no counted event can change any more, now that nothing below ``watermark``
-        counts: those that end at or before it."""
+        counts on time: those that end at or before it. ``owner``: the owner watermark (at most ``watermark``)."""
         self.watermark = watermark
         self._settle_funnel(watermark)
+        self._settle_revised(owner)
         return self._finish_windows(watermark)
 
     def finish(self) -> tuple[list[Doc], list[Doc]]:
         """Everything left at the end of the input: the open window documents, and the users and items."""
         self._settle_funnel(None)
+        self._settle_revised(None)
         windows = self._finish_windows(None)
         entities: list[Doc] = []
         for user_id, u in self.users.items():
@@ -345,12 +415,13 @@ class PartitionTally:
         """Count the funnel steps of the ok events before ``before`` (all: None), in (time, step) order."""
         pending, sessions, timeout = self._funnel, self._sessions, self.session_timeout
         while pending and (before is None or pending[0][0] < before):
-            ts, step, _, session = heapq.heappop(pending)
+            ts, step, order, session = heapq.heappop(pending)
             done, last, unsure = sessions.get(session) or (0, ts, self.unseen_before is not None
                                                            and ts - timeout < self.unseen_before)
             if ts - last > timeout:
                 done, unsure = 0, False
             counted = step == done
+            self._on_time_step[order] = step if counted else -1
             if counted or unsure:
                 for lv in self._roots:
                     w = self._open[f"window:{lv.name}:{ts // lv.size * lv.size}:p{self.p}"]

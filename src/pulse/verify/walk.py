@@ -87,9 +87,9 @@ class Tally(Protocol):
 
     def add(self, event: Event) -> None: ...
 
-    def correct(self, event: Event) -> None: ...
+    def correct(self, event: Event, watermark: int) -> None: ...
 
-    def advance(self, watermark: int) -> list[Doc]: ...
+    def advance(self, watermark: int, owner: int) -> list[Doc]: ...
 
 
 class PartitionWalk:
@@ -167,7 +167,7 @@ class PartitionWalk:
         if how == ON_TIME:
             self._tally.add(event)
         elif how == CORRECTION:
-            self._tally.correct(event)
+            self._tally.correct(event, self.owner.watermark)
 
     def close(self) -> Walked:
         """The end of the input: every decision left, and what was forwarded but not taken yet (the aggregator
@@ -201,7 +201,7 @@ class PartitionWalk:
             target = max(target, min(self.owner.source.value(), ahead))
         if target > self._published:
             self._published = target
-            docs = self._tally.advance(target)
+            docs = self._tally.advance(target, self.owner.watermark)
             if docs:
                 self._on_finished(target, docs)
 

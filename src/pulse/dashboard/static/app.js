@@ -141,6 +141,8 @@
       return tr;
     }));
 
+    renderRevised(o.revised, o.window);
+
     const h = o.health;
     const rows = [["accepted", h.accepted], ["corrected (late, within the horizon)", h.corrected],
       ["dead-lettered", h.dead_lettered], ["too late", h.late],
@@ -159,6 +161,35 @@
     document.getElementById("updated").textContent = fmt.time(Date.now());
     if (!document.body.dataset.firstRenderMs) document.body.dataset.firstRenderMs = String(performance.now());
     document.body.dataset.rendered = "1";
+  }
+
+  // windows late events revised ("+N late events"); picking one lists its revisions: when, where, how many
+  function renderRevised(revised, window) {
+    document.querySelector("#revised tbody").replaceChildren(...(revised.length ? revised.map((r) => {
+      const tr = document.createElement("tr");
+      const td = document.createElement("td");
+      const a = text("a", fmt.time(r.start));
+      a.href = "#revisions";
+      a.addEventListener("click", (ev) => { ev.preventDefault(); showRevisions(window, r.start); });
+      td.append(a);
+      tr.append(td, text("td", "+" + fmt.count(r.corrected) + " late events", "n"));
+      tr.dataset.start = String(r.start); tr.dataset.value = String(r.corrected);
+      return tr;
+    }) : [note("No window in this range was revised by late events.", 2)]));
+  }
+
+  async function showRevisions(window, start) {
+    const box = document.getElementById("revisions");
+    const list = await getJSON("/api/revisions?" + new URLSearchParams({ window, start: String(start) }));
+    document.getElementById("revisions-of").textContent = window + " window " + fmt.time(start);
+    box.querySelector("tbody").replaceChildren(...list.map((r) => {
+      const tr = document.createElement("tr");
+      tr.append(text("td", r.revised_at == null ? "–" : fmt.time(r.revised_at)), text("td", String(r.partition)),
+        text("td", "+" + fmt.count(r.events), "n"), text("td", fmt.money(r.revenue_cents / 100), "n"));
+      tr.dataset.value = String(r.events);
+      return tr;
+    }));
+    box.hidden = false;
   }
 
   async function start() {
