@@ -109,7 +109,7 @@ pub struct Dedup {
 }
 
 /// Ids the store holds in memory before it seals them into a run on disk.
-pub const SEAL_AT: usize = 1 << 20;
+pub const SEAL_AT: usize = 1 << 17;
 
 const HOUR_MS: i64 = 3_600_000;
 

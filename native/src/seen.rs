@@ -48,43 +48,68 @@ impl Layout {
     }
 }
 
-/// A user's bitmaps, by hour (in hour order).
+/// A user's bitmaps, by hour: blocks of an hour's start and its `Layout::words` words, in hour order, in one
+/// allocation (most users hold one or two hours).
 #[derive(Clone, Default)]
 pub struct Seen {
-    pub hours: Vec<(i64, Box<[u64]>)>,
+    blocks: Vec<u64>,
 }
 
 impl Seen {
+    /// Bitmaps read back from the changelog, in hour order, each of `layout`'s words.
+    pub fn from_hours(layout: &Layout, hours: impl IntoIterator<Item = (i64, Vec<u64>)>) -> Self {
+        let mut blocks = Vec::new();
+        for (hour, bits) in hours.into_iter().filter(|h| h.1.len() == layout.words) {
+            blocks.push(hour as u64);
+            blocks.extend_from_slice(&bits);
+        }
+        blocks.shrink_to_fit();
+        Seen { blocks }
+    }
+
+    /// Each hour and its bitmap, in hour order.
+    pub fn hours(&self, layout: &Layout) -> impl Iterator<Item = (i64, &[u64])> {
+        self.blocks.chunks_exact(layout.words + 1).map(|b| (b[0] as i64, &b[1..]))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.blocks.is_empty()
+    }
+
     /// Mark the user counted in the window of the `i`th size starting at `start`: true if it was not yet (and for
     /// a size that does not count users exactly).
     pub fn mark(&mut self, layout: &Layout, i: usize, start: i64) -> bool {
         let Some((hour, bit)) = layout.place(i, start) else { return true };
-        let at = match self.hours.binary_search_by_key(&hour, |h| h.0) {
-            Ok(at) => at,
-            Err(at) => {
-                self.hours.reserve_exact(1);
-                self.hours.insert(at, (hour, vec![0u64; layout.words].into_boxed_slice()));
+        let stride = layout.words + 1;
+        // a user holds the hours of the horizon at most, usually one or two: a scan from the newest
+        let b = self.blocks.chunks_exact(stride).rposition(|b| b[0] as i64 <= hour).map_or(0, |b| b + 1);
+        let at = match b.checked_sub(1).filter(|&b| self.blocks[b * stride] as i64 == hour) {
+            Some(b) => b * stride,
+            None => {
+                let at = b * stride;
+                self.blocks.reserve_exact(stride);
+                self.blocks.splice(at..at, std::iter::once(hour as u64).chain(std::iter::repeat_n(0, layout.words)));
                 at
             }
         };
-        let (word, mask) = (bit / 64, 1u64 << (bit % 64));
-        let bits = &mut self.hours[at].1;
-        let new = bits[word] & mask == 0;
-        bits[word] |= mask;
+        let (word, mask) = (at + 1 + bit / 64, 1u64 << (bit % 64));
+        let new = self.blocks[word] & mask == 0;
+        self.blocks[word] |= mask;
         new
     }
 
     /// Forget the hours before `hour`: no correction can reach their windows any more.
-    pub fn forget_before(&mut self, hour: i64) {
-        if self.hours.first().is_some_and(|h| h.0 < hour) {
-            self.hours.retain(|h| h.0 >= hour);
+    pub fn forget_before(&mut self, layout: &Layout, hour: i64) {
+        let stride = layout.words + 1;
+        let old = self.blocks.chunks_exact(stride).take_while(|b| (b[0] as i64) < hour).count();
+        if old > 0 {
+            self.blocks.drain(..old * stride);
         }
     }
 
     /// Bytes held beyond the struct itself.
     pub fn heap_bytes(&self) -> usize {
-        self.hours.capacity() * std::mem::size_of::<(i64, Box<[u64]>)>()
-            + self.hours.iter().map(|h| h.1.len() * 8).sum::<usize>()
+        self.blocks.capacity() * 8
     }
 }
 
@@ -103,7 +128,7 @@ mod tests {
         assert!(seen.mark(&layout, 1, t) && seen.mark(&layout, 2, t) && !seen.mark(&layout, 2, t));
         assert!(seen.mark(&layout, 3, t) && seen.mark(&layout, 3, t)); // a day counts users by sketch only
         assert!(seen.mark(&layout, 0, t + HOUR));
-        seen.forget_before(t + HOUR);
+        seen.forget_before(&layout, t + HOUR);
         assert!(seen.mark(&layout, 0, t) && !seen.mark(&layout, 0, t + HOUR));
     }
 }

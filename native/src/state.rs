@@ -379,7 +379,7 @@ impl State {
         // bitmap of the windows it was counted in answers for it)
         let keep_from = (self.watermark().saturating_sub(self.cfg.horizon)).div_euclid(USER_HOUR_MS) * USER_HOUR_MS;
         let seen = &mut self.users.get_mut(user).seen;
-        seen.forget_before(keep_from);
+        seen.forget_before(&self.cfg.layout, keep_from);
         let firsts: smallvec::SmallVec<[bool; 8]> = (self.cfg.sizes.iter().enumerate())
             .map(|(i, &size)| seen.mark(&self.cfg.layout, i, ts - ts.rem_euclid(size)))
             .collect();

@@ -219,9 +219,9 @@ fn user_entry(st: &State, id: u32, kind: u8) -> Option<Entry<&str>> {
         last_item: u.last_item.map(|i| st.catalog.items.name(i)),
         hours,
         item_ts: Some(u.item_ts),
-        seen: (!u.seen.hours.is_empty()).then(|| SeenRecord {
+        seen: (!u.seen.is_empty()).then(|| SeenRecord {
             sizes: st.cfg.layout.sizes(),
-            hours: u.seen.hours.iter().map(|(h, bits)| (*h, bits.to_vec())).collect(),
+            hours: u.seen.hours(&st.cfg.layout).map(|(h, bits)| (h, bits.to_vec())).collect(),
         }),
     };
     Some(Entry { kind, id: st.users.ids.name(id), user: Some(user), session: None })

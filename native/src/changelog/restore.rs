@@ -10,6 +10,7 @@ use super::{ITEMS_PUBLISHED, META, USERS_PUBLISHED};
 use crate::breakdown::{CATEGORY, DIMENSIONS, DIMS};
 use crate::dedup::unpack;
 use crate::hll::Packed;
+use crate::seen::Seen;
 use crate::sessions::Step;
 use crate::sketch::Sketch;
 use crate::state::{bump, Counts, Mark, Names, Row, Session, State, Window, ITEM_SHARDS};
@@ -142,14 +143,9 @@ fn apply(st: &mut State, key: &[u8], value: &[u8], details_pending: bool, users_
                         (u.last_item, u.hours, u.item_ts) = (last_item, hours, user.item_ts.unwrap_or(user.last));
                         // bitmaps made under other window sizes say nothing of these
                         let layout = &st.cfg.layout;
-                        u.seen.hours = match user.seen {
-                            Some(s) if s.sizes == layout.sizes() => s
-                                .hours
-                                .into_iter()
-                                .filter(|(_, bits)| bits.len() == layout.words())
-                                .map(|(h, bits)| (h, bits.into_boxed_slice()))
-                                .collect(),
-                            _ => Vec::new(),
+                        u.seen = match user.seen {
+                            Some(s) if s.sizes == layout.sizes() => Seen::from_hours(layout, s.hours),
+                            _ => Seen::default(),
                         };
                         u.pending = kind == USER_PENDING && users_pending;
                     }

@@ -20,6 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from pulse.aggregate import _core
 from pulse.errors import PulseError
 
 KINDS = ("map", "store", "restore")
@@ -50,14 +51,12 @@ def _peak_rss() -> int:
     return 0
 
 
-SEAL_AT = 1 << 20
-"""Ids the store holds in memory before it seals them into a run (the engine's setting, once it holds ids)."""
+SEAL_AT = _core.SEAL_AT
+"""Ids the store holds in memory before it seals them into a run (the engine's setting)."""
 
 
 def measure(kind: str, count: int, directory: str, seal_at: int = SEAL_AT) -> dict[str, float]:
     """Run in the measured process: ``kind`` ("none" for the baseline) with ``count`` ids."""
-    from pulse.aggregate import _core  # loaded by the baseline too
-
     out: dict[str, float] = {}
     if kind != "none":
         m = _core.measure_ids(kind, count, Path(directory), seal_at)
