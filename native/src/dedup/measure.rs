@@ -54,7 +54,7 @@ fn id(i: u64) -> (String, i64) {
 /// Hold `count` ids one way (`kind`: inserted into the "map" or the "store", or the store built by "restore"),
 /// then look up as many held ids as absent ones.
 #[pyfunction]
-#[pyo3(signature = (kind, count, dir, seal_at = 1 << 20, lookups = 1_000_000))]
+#[pyo3(signature = (kind, count, dir, seal_at = crate::progress::SEAL_AT, lookups = 1_000_000))]
 pub fn measure_ids(kind: &str, count: usize, dir: PathBuf, seal_at: usize, lookups: usize) -> PyResult<IdsMeasured> {
     let n = count as u64;
     let probe = |j: usize| -> u64 {
