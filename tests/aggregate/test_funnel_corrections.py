@@ -26,7 +26,7 @@ from tests.aggregate.test_state_vs_reference import flush, restored
 
 SEC, MIN = 1_000, 60_000
 BASE = 1_795_000_000_000 // (60 * MIN) * (60 * MIN)
-SIZES = (10 * SEC, MIN)
+SIZES = (10 * SEC, MIN, 60 * MIN)  # an hour: users sketched, so a revision that moved steps alone has no sketch
 CFG = StateConfig(window_sizes=SIZES)
 
 
@@ -95,9 +95,15 @@ def test_a_correction_of_a_session_no_longer_held_counts_no_step() -> None:
     assert _funnel(docs, _window(2 * MIN) + SUFFIX) == {}
 
 
+# the click comes late in the first hour and moves x's open add_to_cart on in the second: that hour's revision
+# holds a funnel step and no event, user or sketch
+CROSSING = [("x", "view", 50 * MIN), ("y", "view", 58 * MIN), ("x", "add_to_cart", 65 * MIN),
+            ("x", "click", 55 * MIN)]
+
+
 @pytest.mark.parametrize("native", [False, True])
 def test_verify_follows_the_rule(native: bool) -> None:
-    for rows in (_rows(HELD), _rows(GONE)):
+    for rows in (_rows(HELD), _rows(GONE), _rows(CROSSING)):
         expected = recompute(rows, SIZES, CFG.grace_ms, CFG.correct_within_ms, native=native)
         diff = diff_documents(expected, _engine(rows, 2))
         assert diff.ok, diff.summary()
@@ -116,7 +122,7 @@ _SESSION_STEPS = st.lists(st.tuples(st.sampled_from("pq"), st.sampled_from([*FUN
 @given(steps=_SESSION_STEPS, flush_every=st.integers(1, 6), restart=st.booleans())
 def test_any_arrival_order_of_two_sessions_equals_both_references(steps: list[tuple[str, str, int]],
                                                                    flush_every: int, restart: bool) -> None:
-    """Random steps of two sessions over 50 minutes in random arrival order (many late: corrections of held and
+    """Random steps of two sessions over two hours in random arrival order (many late: corrections of held and
     of gone sessions), flushed anywhere, restarted from the changelog or not."""
     rows = _rows(steps)
     out = _engine(rows, flush_every, restart_at=len(rows) // 2 if restart else None)

@@ -93,7 +93,8 @@ pub fn windows(
             d.set_item(&fields.unchecked, PySet::new(py, ["funnel"])?)?;
         }
         out.append((format!("window:{name}:{start}:p{p}"), d))?;
-        if lv.size >= fields.sketch_users_from_ms {
+        // a revision that only moved funnel steps counted no user: the engine publishes no sketch for it
+        if lv.size >= fields.sketch_users_from_ms && !(f.revision && w.users.is_empty()) {
             let d = head(py, "window_users", lv, start, p)?;
             let users = PySet::empty(py)?;
             for &u in &w.users {
