@@ -178,6 +178,11 @@ pub struct State {
     pub log: EntityLog,
 }
 
+/// The revision of window (`size`, `start`) this flush is building, begun empty.
+fn revision(revisions: &mut BTreeMap<(i64, i64), Window>, size: i64, start: i64) -> &mut Window {
+    revisions.entry((size, start)).or_insert_with(|| Window { size, start, ..Default::default() })
+}
+
 /// `User::first` of an interned id without user state (seen only in a window's user set so far).
 pub const ABSENT: i64 = i64::MIN;
 
@@ -391,8 +396,7 @@ impl State {
             if correction {
                 // counted before the bitmaps were logged: only the open window's own set knows
                 let counted = self.windows.get(&(size, start)).is_some_and(|w| w.users.contains(&user));
-                let win =
-                    self.revisions.entry((size, start)).or_insert_with(|| Window { size, start, ..Default::default() });
+                let win = revision(&mut self.revisions, size, start);
                 if win.exact_users() && firsts[i] && !counted {
                     win.users.insert(user);
                 }
@@ -417,8 +421,7 @@ impl State {
             win.count(&facts, self.cfg.keeps_items(size));
         }
         for (size, start) in retracted {
-            let win =
-                self.revisions.entry((size, start)).or_insert_with(|| Window { size, start, ..Default::default() });
+            let win = revision(&mut self.revisions, size, start);
             win.user_delta -= 1;
         }
         for &(at, step, delta) in &steps.own {
@@ -479,8 +482,7 @@ impl State {
     fn revise_step(&mut self, at: i64, step: usize, delta: i64) {
         for &size in &self.cfg.sizes {
             let start = at - at.rem_euclid(size);
-            let win =
-                self.revisions.entry((size, start)).or_insert_with(|| Window { size, start, ..Default::default() });
+            let win = revision(&mut self.revisions, size, start);
             win.funnel[step] = win.funnel[step].wrapping_add_signed(delta);
         }
     }

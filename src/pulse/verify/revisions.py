@@ -58,9 +58,9 @@ def arrival_free(summed_docs: dict[str, dict[str, Any]]) -> dict[str, dict[str, 
     out = {}
     for doc_id, doc in summed_docs.items():
         if doc_id.endswith(SUFFIX) and doc["kind"] == "window":
-            if not doc["events"] and not doc.get("unique_users"):
-                continue
             doc = {k: v for k, v in doc.items() if k != "funnel"}
+            if _nothing(doc):
+                continue
         out[doc_id] = doc
     return out
 

@@ -170,7 +170,10 @@
       const td = document.createElement("td");
       const a = text("a", fmt.time(r.start));
       a.href = "#revisions";
-      a.addEventListener("click", (ev) => { ev.preventDefault(); showRevisions(window, r.start); });
+      a.addEventListener("click", (ev) => {
+        ev.preventDefault();
+        showRevisions(window, r.start).catch((err) => showError(String(err.message || err)));
+      });
       td.append(a);
       tr.append(td, text("td", "+" + fmt.count(r.corrected) + " late events", "n"));
       tr.dataset.start = String(r.start); tr.dataset.value = String(r.corrected);
