@@ -28,8 +28,10 @@ def _verify(topic: str, group: str, prefix: str, *extra: str) -> tuple[int, dict
 
 
 def _window(es: Elasticsearch, prefix: str, start: dict[str, int]) -> dict[str, Any]:
+    # a window's own document, not one of its revisions (verify compares those summed, under another id)
     query = {"bool": {"filter": [{"term": {"kind": "window"}}, {"term": {"window": "10s"}},
-                                 {"range": {"start": start}}]}}
+                                 {"range": {"start": start}}],
+                      "must_not": [{"exists": {"field": "revision"}}]}}
     return es.search(index=alias("windows", prefix), size=1, query=query, sort=[{"start": "asc"}])["hits"]["hits"][0]
 
 
