@@ -185,26 +185,35 @@ fn summary(st: &State, win: &Window, of: Of, is_final: bool, v: i64) -> Doc {
 /// starts up to the rows' key: one page while the rows fit in `PAGE_BYTES`, further pages after that, so that no
 /// document outgrows Kafka's message limit. Rows come in a stable order and only grow, so a set of rows never
 /// has fewer pages than it had before (next-fit packing has no anomalies) and a page once published is never
-/// left stale. `row` writes one row's fields after its opening brace.
-fn paged<T>(rows: impl Iterator<Item = T>, hint: usize, head: impl Fn() -> Obj, row: impl Fn(&mut Obj, T)) -> Vec<Obj> {
+/// left stale. `row` writes one row's fields after its opening brace; `tail` writes what a page says of its own
+/// rows (their positions in `rows`) after them.
+fn paged<T>(
+    rows: impl Iterator<Item = T>,
+    hint: usize,
+    head: impl Fn() -> Obj,
+    row: impl Fn(&mut Obj, T),
+    tail: impl Fn(&mut Obj, std::ops::Range<usize>),
+) -> Vec<Obj> {
     let mut pages = Vec::new();
     let mut o = head();
     o.0.reserve(hint.min(4096) * 128);
     o.raw("[");
-    let mut first = true;
+    let (mut from, mut at) = (0, 0);
     for r in rows {
-        if !first && o.0.len() >= PAGE_BYTES {
+        if at > from && o.0.len() >= PAGE_BYTES {
             o.raw("]");
+            tail(&mut o, from..at);
             pages.push(std::mem::replace(&mut o, head()));
             o.raw("[");
-            first = true;
+            from = at;
         }
-        o.raw(if first { "{" } else { ",{" });
+        o.raw(if at == from { "{" } else { ",{" });
         row(&mut o, r);
         o.raw("}");
-        first = false;
+        at += 1;
     }
     o.raw("]");
+    tail(&mut o, from..at);
     pages.push(o);
     pages
 }
@@ -220,10 +229,11 @@ fn paged_rows(st: &State, map: &rustc_hash::FxHashMap<u32, Row>, head: impl Fn()
     let mut items: Vec<(&str, &Row, u32)> = map.iter().map(|(&it, row)| (st.catalog.items.name(it), row, it)).collect();
     items.sort_unstable_by_key(|r| r.0);
     let hint = items.len();
-    paged(items.into_iter(), hint, head, |o, (name, row, it)| {
+    let row = |o: &mut Obj, (name, row, it): (&str, &Row, u32)| {
         o.raw("\"item_id\":").str(name).raw(",\"category\":").opt_str(st.category(it));
         totals(o, &st.catalog.types, row);
-    })
+    };
+    paged(items.into_iter(), hint, head, row, |_, _| ())
 }
 
 /// A shard's `page`: page 0 is the shard itself (`s7`), further pages are `s7.1`, `s7.2`, …
@@ -255,18 +265,23 @@ fn shard_docs(st: &State, win: &Window, of: Of, v: i64, mask: u32, out: &mut Vec
 /// The window's breakdown rows (`dim`, `value`, totals) in dimension then value order, stored for readers to pick
 /// from (`breakdown`, not indexed: a nested document per row made the breakdowns most of what Elasticsearch
 /// indexed), and every dimension's values as keywords (`values`) to find the documents holding a value. One
-/// document per window and partition, not one per value; past `PAGE_BYTES` further pages (each with all the
-/// values, so a search finds every page and the reader takes the row from the page that holds it).
+/// document per window and partition, not one per value; past `PAGE_BYTES` further pages, each listing the values
+/// of its own rows (a search for a value finds the one page that holds its row).
 fn dims_docs(st: &State, win: &Window, of: Of, is_final: bool, v: i64, out: &mut Vec<Doc>) {
     let mut rows: Vec<(usize, &str, &Row)> =
         win.dims.iter().map(|(d, value, row)| (d, st.catalog.labels[d].name(value), row)).collect();
     rows.sort_unstable_by_key(|r| (r.0, r.1));
     let head = || {
         let mut o = window_base("window_dims", win, of, is_final, v);
+        o.key("breakdown");
+        o
+    };
+    let values = |o: &mut Obj, on_page: std::ops::Range<usize>| {
+        let page = &rows[on_page];
         o.key("values").raw("{");
         for (d, name) in DIMENSIONS.iter().enumerate() {
             o.raw(if d == 0 { "\"" } else { ",\"" }).raw(name).raw("\":[");
-            for (n, (_, value, _)) in rows.iter().filter(|r| r.0 == d).enumerate() {
+            for (n, (_, value, _)) in page.iter().filter(|r| r.0 == d).enumerate() {
                 if n > 0 {
                     o.raw(",");
                 }
@@ -274,14 +289,13 @@ fn dims_docs(st: &State, win: &Window, of: Of, is_final: bool, v: i64, out: &mut
             }
             o.raw("]");
         }
-        o.raw("}").key("breakdown");
-        o
+        o.raw("}");
     };
-    let hint = rows.len();
-    let pages = paged(rows.iter().copied(), hint, head, |o, (d, value, row)| {
+    let row = |o: &mut Obj, (d, value, row): (usize, &str, &Row)| {
         o.raw("\"dim\":").str(DIMENSIONS[d]).raw(",\"value\":").str(value);
         totals(o, &st.catalog.types, row);
-    });
+    };
+    let pages = paged(rows.iter().copied(), rows.len(), head, row, values);
     for (page, o) in pages.into_iter().enumerate() {
         let middle = (page > 0).then(|| format!("page{page}"));
         out.push((window_id("window_dims", win, of, middle.as_deref()), "window_dims", o.done()));

@@ -626,6 +626,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ITEM_SHARDS", state::ITEM_SHARDS)?;
     m.add("FUNNEL", state::FUNNEL.to_vec())?;
     m.add("SEAL_AT", progress::SEAL_AT)?;
+    m.add("PAGE_BYTES", state::PAGE_BYTES)?;
     m.add("DIMENSIONS", breakdown::DIMENSIONS.to_vec())?;
     m.add("SKETCHED", sketch::SKETCHED.to_vec())?;
     m.add("QUANTILES", sketch::QUANTILES.to_vec())?;

@@ -9,6 +9,7 @@ import msgspec
 import orjson
 
 from pulse.aggregate import docs
+from pulse.aggregate._core import PAGE_BYTES
 from pulse.aggregate.config import StateConfig
 from pulse.aggregate.model import DIMENSIONS
 from pulse.aggregate.state import new_partition, route
@@ -63,6 +64,13 @@ def test_a_breakdown_of_thousands_of_values_is_paged_and_survives_a_restore() ->
     documents = flush(st_, out, log=log)
     pages = [d for d in documents if d.kind == "window_dims"]
     assert len(pages) > 1 and all(len(d.value) < 600_000 for d in pages)
+    # pages are filled (each but the last past half a page: a page's head does not grow with the window) and a
+    # value is listed on the one page that holds its row, so a search for it finds that page
+    sizes = [len(d.value) for d in pages]
+    assert all(n > PAGE_BYTES // 2 for n in sizes[:-1]) and sum(sizes) < 3 * 1024 * 1024, sizes
+    for page in map(orjson.loads, (d.value for d in pages)):
+        held = {(r["dim"], r["value"]) for r in page["breakdown"]}
+        assert {(dim, v) for dim, vs in page["values"].items() for v in vs} == held
     logged = [(k, v) for k, v in log if k.startswith(b"w/") and b"/d/" in k]
     assert len(logged) > 1 and all(len(v) < 600_000 for _, v in logged)
     rows = _rows(out)

@@ -316,9 +316,18 @@ class Engine:
 
     # -- flush: one transaction -------------------------------------------------------------------------------
     def flush(self, details: bool = False, wait: bool = True, only: list[int] | None = None) -> None:
-        """One transaction. Item and user documents go out on a details flush (``details`` or when the detail
-        interval has passed); in between their changes are only in the changelog, so a crash loses nothing
-        (restore re-publishes what was logged after the last published marker).
+        """One transaction; a complete flush (``details``: stop, revoke, caught up) that has more user documents to
+        send than one transaction takes (the native core's USERS_PER_FLUSH) goes on, a transaction per chunk,
+        until every user is published. A loop, so each chunk's documents are released before the next one's are
+        rendered."""
+        while self._flush_once(details, wait, only):
+            pass
+
+    def _flush_once(self, details: bool, wait: bool, only: list[int] | None) -> bool:
+        """One transaction; whether a complete flush has user documents left for another one. Item and user
+        documents go out on a details flush (``details`` or when the detail interval has passed); in between their
+        changes are only in the changelog, so a crash loses nothing (restore re-publishes what was logged after
+        the last published marker).
 
         With ``wait=False`` the commit runs in the background while the caller goes on consuming: the state
         hands its changes over when they are sent, and a failed commit reloads every partition from the
@@ -359,7 +368,7 @@ class Engine:
                         sum(batch.records for batch in flushed.forward), st.counters, st.next_offset),
                 flushed, decided.get(st.partition, [])))
         if not outputs:
-            return
+            return False
         positions = [TopicPartition(self.cfg.topic, st.partition, st.next_offset) for st in parts
                      if st.next_offset > 0]
         positions += [TopicPartition(self.cfg.repartition_topic, st.partition, st.repartition_offset)
@@ -368,17 +377,14 @@ class Engine:
             self.checkpoint.write(positions, self._consumer.consumer_group_metadata(), outputs)
         except KafkaException as exc:
             self._transaction_failed(exc.args[0])
-            return
+            return False
         if details:
             self.policy.details_sent()
         self.metrics.flushed(time.monotonic() - started)
         if wait:
             self._settle()
         pending = sum(st.pending_users() for st in parts)
-        if complete and only is None and 0 < pending < before:
-            # a flush sends a bounded number of user documents (the native core's USERS_PER_FLUSH): a complete
-            # flush goes on, a transaction per chunk, until every user is published
-            self.flush(details=True, wait=wait)
+        return complete and only is None and 0 < pending < before
 
     def _wall_ms(self) -> int:
         """The flush's wall clock; a benchmark that simulates a live rate simulates its clock too
