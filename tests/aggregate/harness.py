@@ -42,7 +42,7 @@ def start_aggregator(topic: str, group: str, *extra: str, log: Path | None = Non
                             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
-def run_aggregator_until_idle(topic: str, group: str, *extra: str, idle_s: float = 4.0, timeout: float = 300) -> None:
+def run_aggregator_until_idle(topic: str, group: str, *extra: str, idle_s: float = 2.0, timeout: float = 300) -> None:
     proc = subprocess.run([sys.executable, "-m", "pulse", "aggregate", "--topic", topic, "--group", group,
                            "--exit-when-idle", str(idle_s), *extra], capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL, check=False)
@@ -60,7 +60,7 @@ CHAOS = ("--late-fraction", "0.03", "--duplicate-fraction", "0.03", "--invalid-f
          "--disorder-fraction", "0.03", "--too-late-fraction", "0.01")
 
 
-def run_store(topic: str, group: str, prefix: str, idle: float = 3.0, timeout: float = 600) -> None:
+def run_store(topic: str, group: str, prefix: str, idle: float = 1.5, timeout: float = 600) -> None:
     proc = subprocess.run([sys.executable, "-m", "pulse", "store", "--topic", topic, "--group", group,
                            "--index-prefix", prefix,
                            "--exit-when-idle", str(idle)], capture_output=True, text=True, timeout=timeout,

@@ -97,7 +97,9 @@ def _final_unchecked_window(es: Elasticsearch, prefix: str, checked_to: dict[int
 @pytest.mark.slow
 def test_follow_catches_an_altered_window_within_two_flushes_and_resumes_from_its_checkpoint(
         bootstrap: str, es_url: str, new_topic: Callable[..., str], index_prefix: str, tmp_path: Path,
-        stages: list[Stage]) -> None:
+        stages: list[Stage], monkeypatch: pytest.MonkeyPatch) -> None:
+    # every stage (generator, aggregator, followers) with a 10 s grace: windows become final sooner
+    monkeypatch.setenv("PULSE_GRACE", "10s")
     topic, group = new_topic(partitions=3, prefix="fo"), unique("g")
     agg_port, verify_port = free_port(), free_port()
     state = tmp_path / "verify.json"
@@ -151,7 +153,7 @@ def test_follow_catches_an_altered_window_within_two_flushes_and_resumes_from_it
     again = Stage(tmp_path / "verify2.log", "verify", "--follow", *where, "--index-prefix", index_prefix,
                   "--state-file", str(state), "--metrics-addr", f"127.0.0.1:{verify_port}")
     stages.append(again)
-    _wait(lambda: _metric(verify_port, "pulse_verify_checked_up_to_ms") > max(saved.values()) + 20_000, 120,
+    _wait(lambda: _metric(verify_port, "pulse_verify_checked_up_to_ms") > max(saved.values()) + 10_000, 120,
           "windows past the checkpoint", again.text)
     assert _metric(verify_port, "pulse_verify_mismatches_total") == 0, again.text()
     assert victim["_id"] not in again.text() and checked() > 0

@@ -172,7 +172,7 @@ def _drain_and_check(stack: PrivateStack, env: dict[str, str], report: ChaosRepo
                      say: Callable[[str], None]) -> None:
     say("draining: aggregator and writer until idle")
     for verb in ("aggregate", "store"):
-        done = stack.pulse(verb, "--exit-when-idle", "5", timeout=900, **env)
+        done = stack.pulse(verb, "--exit-when-idle", "2", timeout=900, **env)
         (logs / f"drain-{verb}.log").write_text(done.stdout + done.stderr)
         if done.returncode != 0:
             raise PulseError(f"draining with `pulse {verb}` failed; see {logs / f'drain-{verb}.log'}")

@@ -27,6 +27,10 @@ from pulse.store.indices import FAMILIES, alias, create_generation, current_gene
 from pulse.store.writer import ElasticsearchWriter, WriterConfig, WriterStats
 from pulse.topics import aggregator_topics, ensure_topics, partition_count, store_group
 
+DONE_IDLE_S = 1.5
+"""A replay's aggregating and writing each end once nothing arrived for this long and their group has committed
+its whole input."""
+
 
 @dataclass(frozen=True)
 class ReplayPlan:
@@ -127,14 +131,14 @@ def replay(plan: ReplayPlan, stop: threading.Event, phase: Callable[[str], None]
     phase("aggregating the topic")
     engine = Engine(EngineConfig(bootstrap=plan.bootstrap, topic=plan.topic, group=plan.group, instance="replay",
                                  state=plan.state, start_ms=plan.from_ms), on_flush=on_engine)
-    engine_stats = engine.run(stop, exit_when_idle_s=3.0)
+    engine_stats = engine.run(stop, exit_when_idle_s=DONE_IDLE_S)
     if stop.is_set():
         raise PulseError("replay interrupted; the aliases still point at the old indices")
     phase("writing the new indices")
     writer = ElasticsearchWriter(WriterConfig(bootstrap=plan.bootstrap, es=plan.es, group=plan.group,
                                               input_topic=plan.topic, index_prefix=plan.index_prefix,
                                               generation=new_gen), on_flush=on_writer)
-    writer_stats = writer.run(stop, exit_when_idle_s=3.0)
+    writer_stats = writer.run(stop, exit_when_idle_s=DONE_IDLE_S)
     if stop.is_set():
         raise PulseError("replay interrupted; the aliases still point at the old indices")
     for family in FAMILIES:
