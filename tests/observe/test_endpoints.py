@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import socket
+import struct
+import time
 
 import httpx
 import orjson
@@ -60,3 +63,21 @@ def test_json_log_lines() -> None:
     line = orjson.loads(JsonLines().format(record))
     assert line["level"] == "warning" and line["logger"] == "pulse.aggregate"
     assert line["message"] == "partition 3: late" and line["ts"].endswith("+00:00")
+
+
+def test_a_scraper_that_hangs_up_early_costs_no_traceback(capfd: pytest.CaptureFixture[str]) -> None:
+    """A client that gives up before the answer (a scrape timeout) resets the connection: the endpoint writes into
+    it, says nothing and goes on serving."""
+    port = free_port()
+    server = serve(f"127.0.0.1:{port}", lambda: time.sleep(0.3) or None)  # type: ignore[func-returns-value]
+    assert server is not None
+    try:
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", port)) as s:
+                s.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+        time.sleep(1.2)
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").text == "ok\n"
+    finally:
+        server.shutdown()
+    assert "Traceback" not in capfd.readouterr().err

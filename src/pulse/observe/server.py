@@ -61,11 +61,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(404, b"see /metrics, /healthz, /readyz\n")
 
     def _reply(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):  # a scraper that gave up waiting: its loss, not an error
+            self.close_connection = True
 
     def log_message(self, format: str, *args: object) -> None:  # scrapes are not news
         return None
