@@ -20,6 +20,7 @@ from confluent_kafka import Producer
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
 from pulse.connect.kafka import client_config
+from pulse.errors import PulseError
 from pulse.kafkaio import QUIET_LOG
 from pulse.observe import metrics
 from pulse.topics import TopicSpec, ensure_topics
@@ -93,8 +94,9 @@ class BulkSink:
             self._wait(delay)
             delay = min(delay * 2, 10.0)
             if stopping() and time.monotonic() - outage_started > SHUTDOWN_PATIENCE_S:
-                raise RuntimeError(f"Elasticsearch still failing after {SHUTDOWN_PATIENCE_S:.0f}s at shutdown: "
-                                   f"{self.stats.last_error}")
+                raise PulseError(f"Elasticsearch still failing after {SHUTDOWN_PATIENCE_S:.0f}s at shutdown "
+                                 f"({self.stats.last_error}): the documents not taken stay in Kafka, uncommitted, "
+                                 f"for the next run")
         if outage_started is not None:
             self.stats.outage_s += time.monotonic() - outage_started
             _LOG.info("Elasticsearch took them after %.1fs", time.monotonic() - outage_started)
