@@ -51,6 +51,9 @@ STORE_DEAD_LETTERS = Counter("pulse_store_dead_letters",
 
 VERIFY_WINDOWS_CHECKED = Counter("pulse_verify_windows_checked",
                                  "Window documents `pulse verify --follow` compared with its recompute, once final.")
+VERIFY_REVISIONS_CHECKED = Counter("pulse_verify_revisions_checked",
+                                   "Windows whose corrections (revisions, summed) `pulse verify --follow` compared "
+                                   "with its recompute, once no correction could reach them.")
 VERIFY_MISMATCHES = Counter("pulse_verify_mismatches", "Differences `pulse verify --follow` found: a window document "
                             "missing, extra, or with a field that differs (one per field).")
 VERIFY_ROUNDS = Counter("pulse_verify_rounds", "Rounds `pulse verify --follow` walked the input up to the "

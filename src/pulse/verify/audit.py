@@ -131,6 +131,42 @@ class WindowDiff:
         self.compared_to = upto
 
 
+class RevisionDiff:
+    """A follower's corrections of one partition, compared per window once no correction can reach it any more
+    (the walk's owner watermark is a correction horizon past its end), against the stored revisions of the
+    windows ending in the same range. A restarted follower compares only windows ending after its checkpoint: the
+    corrections of earlier ones may have come before the input its range walks again."""
+
+    def __init__(self, es: Any, partition: int, prefix: str, diff: DocDiff, compared_to: int | None = None,
+                 scope: Scope | None = None) -> None:
+        self.es, self.partition, self.prefix, self.diff = es, partition, prefix, diff
+        self.scope = scope or Scope()
+        self.compared_to = compared_to
+        self.pending: list[Doc] = []  # handed out by the walk, not compared yet (Elasticsearch was away)
+        self.upto: int | None = None
+
+    def add(self, docs: list[Doc], upto: int) -> None:
+        """The walk's summed corrections of the windows ending at or before ``upto``."""
+        self.pending.extend(docs)
+        self.upto = upto
+
+    def flush(self) -> int:
+        """Compare what is pending; the number of windows' corrections compared."""
+        from pulse.store.readback import windows_ending
+
+        if self.upto is None or self.upto <= NEVER or (self.compared_to is not None and self.upto <= self.compared_to):
+            self.pending = []
+            return 0
+        after = self.compared_to
+        mine = revisions.expected(d for d in self.pending if (after is None or d[1]["end"] > after)
+                                  and self.scope.wants(d[1]))
+        stored = windows_ending(self.es, self.partition, after, self.upto, self.prefix, self.scope.windows_from,
+                                revisions=True)
+        compare(mine, revisions.stored((i, d) for i, d in stored.items() if self.scope.wants(d)), self.diff)
+        self.pending, self.compared_to = [], self.upto
+        return len(mine)
+
+
 def check_partition(plan: Plan, p: int, decisions: list[Decision], markers: list[tuple[int, int]],
                     lookahead: Lookahead | None) -> _Checked:
     """Walk input partition ``p`` and diff its documents against Elasticsearch as they finish."""

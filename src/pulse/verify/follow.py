@@ -14,9 +14,10 @@ difference is logged with its document id and field, and counted.
 
 A restart walks the input again as a range (:mod:`pulse.verify.ranges`) that begins one largest window before the
 checked point saved in the state file, with the state before it rebuilt from a lead-in, and compares only windows
-past that point, so nothing is reported twice. Users and
-items change for as long as their users are active, and a window's revisions (corrections) for as long as the
-correction horizon: they are checked by `pulse verify` without ``--follow``.
+past that point, so nothing is reported twice. A window's revisions (corrections, summed) are compared once the
+walk's owner watermark is a correction horizon past the window's end, when no correction can reach it any more
+(after a restart, of windows ending past the checkpoint only). Users and items change for as long as their users
+are active: they are checked by `pulse verify` without ``--follow``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from pulse.observe.metrics import (
     VERIFY_CHECKED_UP_TO,
     VERIFY_INPUT_RECORDS,
     VERIFY_MISMATCHES,
+    VERIFY_REVISIONS_CHECKED,
     VERIFY_ROUNDS,
     VERIFY_WINDOWS_CHECKED,
 )
@@ -53,7 +55,7 @@ from pulse.topics import (
     repartition_topic,
     store_group,
 )
-from pulse.verify.audit import Plan, WindowDiff
+from pulse.verify.audit import Plan, RevisionDiff, WindowDiff
 from pulse.verify.diff import DocDiff
 from pulse.verify.native import NativeWalk
 from pulse.verify.order import NEVER, Decision, Taken
@@ -160,8 +162,11 @@ class Follower:
         self.diff = DocDiff(on_note=on_difference)
         self.walks: dict[int, NativeWalk] = {}
         self.windows: dict[int, WindowDiff] = {}
+        self.revised: dict[int, RevisionDiff] = {}
         for p in self.parts:
             self.windows[p] = WindowDiff(es, p, plan.index_prefix, self.diff, checkpoint.checked_to.get(p), plan.scope)
+            self.revised[p] = RevisionDiff(es, p, plan.index_prefix, self.diff, checkpoint.checked_to.get(p),
+                                           plan.scope)
             self.walks[p] = NativeWalk(p, plan.rules, plan.window_sizes, plan.session_timeout_ms,
                                        plan.scope.unseen_before, self.windows[p].finished)
         self.inputs = Tail(plan.bootstrap, plan.topic, {p: plan.span[p][0] for p in self.parts})
@@ -172,24 +177,31 @@ class Follower:
         self._counts: dict[str, int] = {}  # partition counts of the group's topics, once they exist
         self._decided: dict[int, list[Decision]] = {}  # read, not walked yet: by input partition
         self._taken: dict[int, list[Taken]] = {}  # the repartition topic's records read, not walked yet: by owner
+        # a frontier and the aggregates' ends after it, until the store has written up to them
+        self._held: tuple[dict[int, int], dict[int, int]] | None = None
 
     def round(self, wait_s: float) -> Round:
         plan = self.plan
         began = time.monotonic()
         try:  # a broker away or a group coordinator moving: the round waits; what was read is kept
-            frontier = self._frontier()
-            for msgs in self._read(decisions_topic(plan.group)).values():
-                for m in msgs:
-                    d = decode_decision(m.value()) if m.value() is not None else None
-                    mine = as_decision(d) if d is not None and d.topic == plan.topic else None
-                    if d is not None and mine is not None:
-                        self._decided.setdefault(d.partition, []).append(mine)
-            for p, msgs in self._read(repartition_topic(plan.group)).items():
-                self._taken.setdefault(p, []).extend((m.offset(), as_taken(origin, value)) for m in msgs
-                                                     for origin, value in unpack(m.value(), m.headers() or []))
+            if self._held is None:
+                frontier = self._frontier()
+                for msgs in self._read(decisions_topic(plan.group)).values():
+                    for m in msgs:
+                        d = decode_decision(m.value()) if m.value() is not None else None
+                        mine = as_decision(d) if d is not None and d.topic == plan.topic else None
+                        if d is not None and mine is not None:
+                            self._decided.setdefault(d.partition, []).append(mine)
+                for p, msgs in self._read(repartition_topic(plan.group)).items():
+                    self._taken.setdefault(p, []).extend((m.offset(), as_taken(origin, value)) for m in msgs
+                                                         for origin, value in unpack(m.value(), m.headers() or []))
+                self._held = (frontier, self._output_ends())
             read = time.monotonic()
-            if not self._stored_up_to(self._output_ends(), wait_s):
+            frontier, ends = self._held
+            if not self._stored_up_to(ends, wait_s):
+                # the next round waits for the same ends: a store that lags by more than a round still gets there
                 return Round(waiting="the store has not written the aggregator's latest documents yet")
+            self._held = None
         except (KafkaException, TimeoutError) as exc:
             return Round(waiting=f"Kafka: {_one_line(exc)}")
         stored = time.monotonic()
@@ -214,13 +226,14 @@ class Follower:
             mine = rows.get(p, [])
             walk.feed(mine, taken.get(p, []))
             walked += len(mine)
-            # the corrections of windows no correction can reach any more: compared by the one-shot verify only,
-            # so not held here
-            walk.revisions(before=walk.published - self.plan.rules.horizon_ms)
+            # the corrections of windows no correction can reach any more
+            final = walk.published - self.plan.rules.horizon_ms
+            self.revised[p].add(walk.revisions(before=final), final)
         unreachable = None
         try:
             for p in self.parts:
                 self.windows[p].flush(self.walks[p].published)
+                VERIFY_REVISIONS_CHECKED.inc(self.revised[p].flush())
         except (ApiError, TransportError) as exc:  # kept: the next round compares them
             unreachable = f"Elasticsearch: {_one_line(exc)}"
         checked, differences = self.diff.checked - before[0], self.diff.differences - before[1]
