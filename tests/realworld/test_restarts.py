@@ -14,9 +14,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from elasticsearch import Elasticsearch
 
 from pulse.cli.generate_cmd import DELIVERED, PRODUCED, summary_counts
 from pulse.config import Settings
+from pulse.store.indices import alias
 from tests.names import unique
 from tests.realworld.plain import count_records
 from tests.realworld.private_stack import PrivateStack, free_port, private_stack, restart
@@ -122,7 +124,11 @@ def test_store_waits_out_an_elasticsearch_outage_without_loss(stack: PrivateStac
     pulse("aggregate", "--exit-when-idle", "2")
     writer = subprocess.Popen([sys.executable, "-m", "pulse", "store"], env=stack.env | mine,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    time.sleep(5)  # the writer is mid-stream when the node stops
+    # the writer is mid-stream when the node stops: it has written some of the first input's documents
+    es = Elasticsearch(f"http://127.0.0.1:{stack.settings.es_port}")
+    windows = alias("windows", mine["PULSE_INDEX_PREFIX"])
+    _wait(lambda: es.indices.exists_alias(name=windows) and es.count(index=windows)["count"] > 0, 60,
+          "the writer's first documents")
     with stack.stopped("elasticsearch"):
         # more input is aggregated while Elasticsearch is down: Kafka buffers the documents
         pulse("generate", "--count", "20000", "--seed", "6", *chaos)
