@@ -55,8 +55,13 @@ def outage_log(client: str, bootstrap: str, every_s: float = 60.0) -> Callable[[
 
 BULK_FETCH = {"fetch.max.bytes": 64 * 1024 * 1024, "max.partition.fetch.bytes": 8 * 1024 * 1024}
 """Fetch sizes for consumers that read backlogs: librdkafka's 1 MiB per partition caps one consumer at about
-140k events/s here; 8 MiB lets it reach about 350k/s. The aggregator, restore and the benchmarks' raw ceiling
-share it."""
+140k events/s here; 8 MiB lets it reach about 350k/s. Restore, verify's readers and the benchmarks' raw ceiling
+use it."""
+
+INPUT_FETCH = {"fetch.max.bytes": 16 * 1024 * 1024, "max.partition.fetch.bytes": 2 * 1024 * 1024}
+"""Fetch sizes for the aggregator's input consumer: it spends far more time per event than a raw reader, so
+these keep it as fast as :data:`BULK_FETCH` does, while its prefetched records and fetch buffers hold much less
+memory beside its state (see the benchmarks page, `pulse bench memory`)."""
 
 
 def admin_client(bootstrap: str) -> AdminClient:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from confluent_kafka import Consumer, TopicPartition
 
 from pulse.connect.kafka import client_config
-from pulse.kafkaio import BULK_FETCH, QUIET_LOG, outage_log
+from pulse.kafkaio import INPUT_FETCH, QUIET_LOG, outage_log
 
 Rebalance = Callable[[Consumer, list[TopicPartition]], None]
 
@@ -23,7 +23,7 @@ def _input_config(bootstrap: str, group: str) -> dict[str, object]:
         "group.id": group, "enable.auto.commit": False,
         "auto.offset.reset": "earliest", "isolation.level": "read_committed",
         "session.timeout.ms": 6_000, "heartbeat.interval.ms": 1_500, "max.poll.interval.ms": 300_000,
-        "partition.assignment.strategy": "range", **BULK_FETCH,
+        "partition.assignment.strategy": "range", **INPUT_FETCH,
         "logger": QUIET_LOG, "error_cb": outage_log("aggregate", bootstrap),
     })
 

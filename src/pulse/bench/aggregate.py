@@ -126,7 +126,7 @@ def contenders(settings: Settings, topic: str, which: list[str], quix: Path | No
     tag = uuid.uuid4().hex[:6]
     b = settings.bootstrap
     py = [sys.executable, "-m"]
-    fetch = ["--config", json.dumps(kafkaio.BULK_FETCH)]  # the baselines read with Pulse's fetch sizes
+    fetch = ["--config", json.dumps(kafkaio.BULK_FETCH)]  # the fetch sizes a backlog reader is fastest with
     naive_group = f"bench-naive-{tag}"
     table = {
         "pulse": Contender("pulse aggregate (exactly-once)", [*py, "pulse", "aggregate", "--topic", topic, "--group",
