@@ -144,33 +144,35 @@ class RevisionDiff:
         self.compared_to = compared_to
         self.pending: list[Doc] = []  # handed out by the walk, not compared yet (Elasticsearch was away)
         self.upto: int | None = None
+        self.due = False  # something was handed out since the last comparison
 
-    def add(self, docs: list[Doc], upto: int) -> None:
-        """The walk's summed corrections of the windows ending at or before ``upto``."""
+    def add(self, docs: list[Doc], upto: int | None) -> None:
+        """The walk's summed corrections of the windows ending at or before ``upto`` (None: of every window, the
+        walk has ended)."""
         self.pending.extend(docs)
-        self.upto = upto
+        self.upto, self.due = upto, True
 
     def flush(self) -> int:
         """Compare what is pending; the number of windows' corrections compared."""
         from pulse.store.readback import windows_ending
 
-        if self.upto is None or self.upto <= NEVER or (self.compared_to is not None and self.upto <= self.compared_to):
+        upto, after = self.upto, self.compared_to
+        if not self.due or (upto is not None and (upto <= NEVER or (after is not None and upto <= after))):
             self.pending = []
             return 0
-        after = self.compared_to
         mine = revisions.expected(d for d in self.pending if (after is None or d[1]["end"] > after)
                                   and self.scope.wants(d[1]))
-        stored = windows_ending(self.es, self.partition, after, self.upto, self.prefix, self.scope.windows_from,
+        stored = windows_ending(self.es, self.partition, after, upto, self.prefix, self.scope.windows_from,
                                 revisions=True)
         compare(mine, revisions.stored((i, d) for i, d in stored.items() if self.scope.wants(d)), self.diff)
-        self.pending, self.compared_to = [], self.upto
+        self.pending, self.compared_to, self.due = [], upto, False
         return len(mine)
 
 
 def check_partition(plan: Plan, p: int, decisions: list[Decision], markers: list[tuple[int, int]],
                     lookahead: Lookahead | None) -> _Checked:
     """Walk input partition ``p`` and diff its documents against Elasticsearch as they finish."""
-    from pulse.store.readback import entities, windows_ending
+    from pulse.store.readback import entities
     from pulse.verify.source import input_batches, repartitioned
 
     es, scope = plan.es.client(serializer=OrjsonSerializer()), plan.scope  # read-only: its fastest parser
@@ -197,9 +199,9 @@ def check_partition(plan: Plan, p: int, decisions: list[Decision], markers: list
     windows.batch.update(d for d in rest if scope.wants(d[1]))
     windows.flush(None)
     # corrections, summed per window document over its revisions: they may come until the end of the input
-    corrections = revisions.expected(d for d in walk.revisions() if scope.wants(d[1]))
-    stored = windows_ending(es, p, None, None, plan.index_prefix, scope.windows_from, revisions=True)
-    compare(corrections, revisions.stored((i, d) for i, d in stored.items() if scope.wants(d)), diff)
+    corrected = RevisionDiff(es, p, plan.index_prefix, diff, scope=scope)
+    corrected.add(walk.revisions(), None)
+    corrected.flush()
     if scope.whole:
         compare(dict(owned), entities(es, p, plan.index_prefix), diff)
     return _Checked(walked, diff)
