@@ -22,29 +22,24 @@ use std::collections::VecDeque;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
-use std::thread::JoinHandle;
 
 use crate::event::{fast_validate, Event};
 use crate::message;
 use crate::progress::Mark;
 use crate::state::{Outcome, State, BEYOND_HORIZON};
-use crate::{forward, Forward, Partition, Side};
+use crate::{forward, workers, Forward, Partition, Side};
 
 /// Below this many records per thread, spawning threads costs more than it saves (a live stream's batches).
 const PER_THREAD_MIN: usize = 1_000;
 
-fn threads() -> usize {
+pub(crate) fn threads() -> usize {
     static N: OnceLock<usize> = OnceLock::new();
     *N.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(8))
 }
 
-/// `work` on every unit, one scoped thread each; results in unit order.
+/// `work` on every unit, one worker thread each; results in unit order.
 fn in_threads<U: Send, R: Send>(units: Vec<U>, work: impl Fn(U) -> R + Sync) -> Vec<R> {
-    let work = &work;
-    std::thread::scope(|s| {
-        let handles: Vec<_> = units.into_iter().map(|unit| s.spawn(move || work(unit))).collect();
-        handles.into_iter().map(|h| h.join().expect("a Pulse worker thread panicked")).collect()
-    })
+    workers::each(units, work)
 }
 
 /// `work(item, arg)` for every item, spread over the cores (items are whole partitions: their work is
@@ -346,7 +341,7 @@ type JobOut = PyResult<Vec<Routed>>;
 
 /// A batch being routed.
 struct Job {
-    handle: JoinHandle<(JobOut, Vec<Py<PyAny>>)>,
+    handle: workers::Pending<(JobOut, Vec<Py<PyAny>>)>,
     parts: Vec<Py<Partition>>, // owned partitions in the batch, by slot
     msgs: Vec<Py<PyAny>>,
     origins: Origins,
@@ -456,7 +451,7 @@ fn settle_older(py: Python<'_>, keep: usize) -> PyResult<()> {
             inflight.pop_front().expect("a job in flight")
         };
         let Job { handle, parts, msgs, origins, .. } = job;
-        let joined = py.allow_threads(|| handle.join());
+        let joined = py.allow_threads(move || handle.recv().unwrap_or_else(|_| Err(Box::new("gone"))));
         for part in &parts {
             part.bind(py).borrow_mut().busy -= 1;
         }
@@ -650,13 +645,10 @@ pub fn process_batch(
         .collect();
     let routed: Vec<(*mut State, Arc<Gate>)> = ptrs.iter().map(|ptr| (ptr.0, Arc::new(Gate::default()))).collect();
     let gates = routed.iter().map(|(_, gate)| gate.clone()).collect();
-    let handle = std::thread::Builder::new()
-        .name("pulse-route".into())
-        .spawn(move || {
-            let out = route_job(raws, meta, &values, ptrs, verdict, (after, gates), forwarded);
-            (out, values) // back to `settle`, which needs them for the side outputs
-        })
-        .map_err(|e| PyRuntimeError::new_err(format!("cannot start the routing thread: {e}")))?;
+    let handle = workers::spawn(move || {
+        let out = route_job(raws, meta, &values, ptrs, verdict, (after, gates), forwarded);
+        (out, values) // back to `settle`, which needs them for the side outputs
+    });
     for part in &parts {
         part.bind(py).borrow_mut().busy += 1; // its methods refuse until this job is settled
     }

@@ -14,7 +14,6 @@ use pyo3::types::{PyBytes, PyList};
 // without).
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 pub mod batch;
 mod boundary;
 pub mod breakdown;
@@ -36,6 +35,7 @@ pub mod sketch;
 pub mod state;
 pub mod tables;
 pub mod verify;
+mod workers;
 
 use boundary::{ChangelogRecord, Counters, Document, FlushOutput, ForwardBatch, SideRecord, StateSizes};
 use event::{fast_validate, Event};
@@ -627,6 +627,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("FUNNEL", state::FUNNEL.to_vec())?;
     m.add("SEAL_AT", progress::SEAL_AT)?;
     m.add("PAGE_BYTES", state::PAGE_BYTES)?;
+    m.add("PARALLELISM", batch::threads())?;
     m.add("DIMENSIONS", breakdown::DIMENSIONS.to_vec())?;
     m.add("SKETCHED", sketch::SKETCHED.to_vec())?;
     m.add("QUANTILES", sketch::QUANTILES.to_vec())?;

@@ -283,7 +283,11 @@ mod tests {
         let horizon_ms = 5_000;
         for step in 0..40_000i64 {
             let n = rng.next() % 9_000;
-            let id = if n % 3 == 0 { format!("{:08x}-0000-7000-8000-{:012x}", n, n * 31) } else { format!("id-{n}") };
+            let id = if n.is_multiple_of(3) {
+                format!("{:08x}-0000-7000-8000-{:012x}", n, n * 31)
+            } else {
+                format!("id-{n}")
+            };
             let ts = step - (rng.next() % 400) as i64;
             let horizon = step - horizon_ms;
             let held = store.get(&id).unwrap().filter(|&t| t >= horizon);

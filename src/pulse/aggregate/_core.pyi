@@ -10,6 +10,7 @@ from pulse.events.validate import Rejection
 ITEM_SHARDS: Final[int]
 FUNNEL: Final[list[str]]
 SEAL_AT: Final[int]  # ids the engine's id store holds in memory before it seals them into a run on disk
+PARALLELISM: Final[int]  # threads the core's parallel work (routing, rendering) spreads over
 PAGE_BYTES: Final[int]  # how large a packed document (item or breakdown rows) grows before further pages start
 DIMENSIONS: Final[list[str]]
 SKETCHED: Final[list[str]]
