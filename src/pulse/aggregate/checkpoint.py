@@ -29,6 +29,10 @@ DEAD_LETTER_BYTES = 64 * 1024
 """A dead letter keeps at most this much of its record (an input record can be up to the topic's limit, and the
 dead letter's headers and batch must fit under the same limit); the rest is described by headers."""
 
+DELIVERY_POLL_EVERY = 10_000
+"""A flush serves its delivery reports every this many records it writes, so that the producer lets go of the ones
+delivered meanwhile rather than holding the whole transaction until its commit."""
+
 
 @dataclass(frozen=True)
 class Topics:
@@ -86,16 +90,19 @@ class Checkpoint:
             if self._init_error is not None:
                 raise PulseError(f"cannot start Kafka transactions at {self._bootstrap}: {self._init_error.str()}")
 
-    def write(self, positions: list[TopicPartition], group_metadata: object, outputs: list[PartitionOutput]) -> None:
+    def write(self, positions: list[TopicPartition], group_metadata: object,
+              outputs: Iterable[PartitionOutput]) -> None:
         """Send one transaction and start its commit; raises KafkaException if it cannot be sent (then call
-        :meth:`failed`)."""
+        :meth:`failed`). Each output is written, and let go, before the next one is taken."""
         self._producer.begin_transaction()
         # positions first, while the broker is idle: behind this flush's records they wait ~0.1-0.7 s
         if positions:
             send_offsets(self._producer, positions, group_metadata)
+        work = []
         for out in outputs:
             self._write_partition(out)
-        self.commit = Commit(self._producer, [out.flushed for out in outputs])
+            work.append(out.flushed)
+        self.commit = Commit(self._producer, work)
 
     def settle(self) -> Commit | None:
         """Wait for the commit in flight, if any, and return it (its ``error`` says whether it failed)."""
@@ -157,12 +164,14 @@ class Checkpoint:
     def _produce_all(self, topic: str, p: int, records: Iterable[tuple[bytes, bytes | None]]) -> None:
         """A flush writes tens of thousands of these: produce directly (a wrapper call per record costs ~0.5 us
         of ~2.5), and wait for room only when the producer's queue is full."""
-        produce = self._producer.produce
-        for key, value in records:
+        produce, poll = self._producer.produce, self._producer.poll
+        for n, (key, value) in enumerate(records, 1):
             try:
                 produce(topic, value, key, p)
             except BufferError:
                 self._send(topic, value, key, p)
+            if n % DELIVERY_POLL_EVERY == 0:
+                poll(0)  # frees the records delivered so far: the producer holds each one until its report is served
 
     def _send(self, topic: str, value: bytes | None, key: bytes | None, partition: int,
               headers: list[tuple[str, bytes]] | None = None) -> None:

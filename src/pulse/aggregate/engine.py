@@ -12,9 +12,10 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import chain
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
@@ -28,7 +29,7 @@ from pulse.aggregate.observed import EngineMetrics
 from pulse.aggregate.pacing import Pacer
 from pulse.aggregate.repartition import ForwardedInput
 from pulse.aggregate.stalls import StallRule
-from pulse.aggregate.state import EVERY_USER, Details, Partition, StateConfig, flush_all, route_batch, settle
+from pulse.aggregate.state import EVERY_USER, Details, Partition, StateConfig, flush_each, route_batch, settle
 from pulse.aggregate.transactions import Flushed
 from pulse.kafkaio import admin_client, end_offsets, group_assignment, group_caught_up, watermarks
 from pulse.topics import (
@@ -357,24 +358,17 @@ class Engine:
         before = sum(st.pending_users() for st in parts)
         users_due = [EVERY_USER if complete else self.policy.users_budget(st.partition, st.counters.accepted)
                      for st in parts]
-        outputs = []
         items = Details.ALL if complete else Details.DUE if details else Details.CLOSING
-        for st, flushed in zip(parts, flush_all(parts, items, users_due, now_wall), strict=True):
-            if flushed is None:
-                continue
-            st.committed()  # handed over; a failed transaction reloads the state (_settle)
-            outputs.append(PartitionOutput(
-                Flushed(st.partition, len(flushed.records), [d.kind for d in flushed.documents],
-                        sum(batch.records for batch in flushed.forward), st.counters, st.next_offset),
-                flushed, decided.get(st.partition, [])))
-        if not outputs:
+        outputs = self._outputs(parts, items, users_due, now_wall, decided)
+        first = next(outputs, None)
+        if first is None:
             return False
         positions = [TopicPartition(self.cfg.topic, st.partition, st.next_offset) for st in parts
                      if st.next_offset > 0]
         positions += [TopicPartition(self.cfg.repartition_topic, st.partition, st.repartition_offset)
                       for st in parts if st.repartition_offset > 0]
         try:
-            self.checkpoint.write(positions, self._consumer.consumer_group_metadata(), outputs)
+            self.checkpoint.write(positions, self._consumer.consumer_group_metadata(), chain([first], outputs))
         except KafkaException as exc:
             self._transaction_failed(exc.args[0])
             return False
@@ -385,6 +379,18 @@ class Engine:
             self._settle()
         pending = sum(st.pending_users() for st in parts)
         return complete and only is None and 0 < pending < before
+
+    def _outputs(self, parts: list[Partition], items: Details, users: list[int], now_wall: int,
+                 decided: dict[int, list[bytes]]) -> Iterator[PartitionOutput]:
+        """Each partition's flush that has something to write, rendered as the transaction takes them."""
+        for st, flushed in flush_each(parts, items, users, now_wall):
+            if flushed is None:
+                continue
+            st.committed()  # handed over; a failed transaction reloads the state (_settle)
+            yield PartitionOutput(
+                Flushed(st.partition, len(flushed.records), [d.kind for d in flushed.documents],
+                        sum(batch.records for batch in flushed.forward), st.counters, st.next_offset),
+                flushed, decided.get(st.partition, []))
 
     def _wall_ms(self) -> int:
         """The flush's wall clock; a benchmark that simulates a live rate simulates its clock too

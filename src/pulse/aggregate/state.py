@@ -14,20 +14,30 @@ in one transaction and then calls :meth:`Partition.committed`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from pulse.aggregate._core import Details, Partition, flush_all, process_batch, settle
+from pulse.aggregate._core import PARALLELISM, Details, FlushOutput, Partition, flush_all, process_batch, settle
 from pulse.aggregate.config import StateConfig
 from pulse.errors import PulseError
 from pulse.events.schema import Event
 from pulse.events.validate import Rejection, validate
 
-__all__ = ["EVERY_USER", "Details", "Partition", "StateConfig", "decide", "flush_all", "new_partition",
+__all__ = ["EVERY_USER", "Details", "Partition", "StateConfig", "decide", "flush_all", "flush_each", "new_partition",
            "remember_recent", "route", "route_batch", "settle", "verdict"]
 
 EVERY_USER = 2**63 - 1
 """A flush's ``users`` that publishes every pending user document (in chunks the core bounds)."""
+
+
+def flush_each(parts: list[Partition], details: Details, users: list[int],
+               flushed_at: int) -> Iterator[tuple[Partition, FlushOutput | None]]:
+    """Flush ``parts`` as many at a time as the core renders in parallel, each with its ``users`` count, and hand
+    each one's output over as it comes: a caller that writes one before taking the next holds a few partitions'
+    documents at once, not every partition's (a flush after a backlog renders hundreds of megabytes)."""
+    for i in range(0, len(parts), PARALLELISM):
+        group = parts[i:i + PARALLELISM]
+        yield from zip(group, flush_all(group, details, users[i:i + PARALLELISM], flushed_at), strict=True)
 
 
 def new_partition(partition: int, cfg: StateConfig, partitions: int = 0) -> Partition:
