@@ -22,6 +22,7 @@ from pulse.aggregate._core import SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER,
 from pulse.aggregate.repartition import batch_headers
 from pulse.aggregate.transactions import Commit, Flushed, patiently, send_offsets, transactional_producer
 from pulse.errors import PulseError
+from pulse.events.deadletter import letter_headers
 
 _LOG = logging.getLogger("pulse.aggregate")
 
@@ -192,6 +193,5 @@ def _truncated(value: bytes, headers: list[tuple[str, bytes]]) -> tuple[bytes, l
 
 def _headers(offset: int, reason: str, detail: str, topic: str, partition: int) -> list[tuple[str, bytes]]:
     """A dead letter's or late event's: why, and where it was read (a forwarded record: where first read)."""
-    return [("pulse.reason", reason.encode()), ("pulse.detail", detail.encode()[:1024]),
-            ("pulse.source.topic", topic.encode()), (SOURCE_PARTITION_HEADER, str(partition).encode()),
+    return [*letter_headers(reason, detail, topic), (SOURCE_PARTITION_HEADER, str(partition).encode()),
             (SOURCE_OFFSET_HEADER, str(offset).encode())]

@@ -21,6 +21,7 @@ VERBS = {
     "store": "store_cmd:store", "verify": "verify_cmd:verify", "archive": "store_cmd:archive",
     "replay": "store_cmd:replay", "bench": "bench_cmd:bench", "dashboard": "dashboard_cmd:dashboard",
     "kibana": "kibana_cmd:kibana", "chaos": "chaos_cmd:chaos", "config": "config_cmd:config",
+    "collect": "collect_cmd:collect",
 }
 
 

@@ -49,6 +49,13 @@ STORE_DEAD_LETTERS = Counter("pulse_store_dead_letters",
                              "Documents Elasticsearch rejected for good, sent to the store's dead-letter topic.",
                              ["writer"])
 
+# collect
+COLLECT_EVENTS = Counter("pulse_collect_events", "Events the collector answered, by result: accepted (Kafka has it), "
+                         "duplicate, rejected (dead-lettered with its reason) or retry.", ["result"])
+COLLECT_REFUSED = Counter("pulse_collect_refused_requests", "Requests the collector refused as a whole, by reason "
+                          "(bad_key, origin_not_allowed, body_too_large, malformed_json, kafka_unavailable, ...).",
+                          ["reason"])
+
 VERIFY_WINDOWS_CHECKED = Counter("pulse_verify_windows_checked",
                                  "Window documents `pulse verify --follow` compared with its recompute, once final.")
 VERIFY_REVISIONS_CHECKED = Counter("pulse_verify_revisions_checked",

@@ -18,7 +18,9 @@ import msgspec
 import orjson
 from confluent_kafka import Message
 
+from pulse.aggregate._core import SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER
 from pulse.connect.elasticsearch import EsConnection
+from pulse.events.deadletter import DETAIL_HEADER, REASON_HEADER
 from pulse.events.schema import Event
 from pulse.events.validate import validate
 from pulse.store.bulk import BulkOp, SinkStats
@@ -118,17 +120,19 @@ class ArchiveWriter(Projection[ArchiveStats]):
             if isinstance(event, Event):
                 self._emit("events", event.ts, event.event_id, self._event_doc(event, msg.partition(), msg.offset()))
             return
-        routed = {"reason": _header(msg, "pulse.reason") or "unknown", "detail": _header(msg, "pulse.detail"),
+        routed = {"reason": _header(msg, REASON_HEADER) or "unknown", "detail": _header(msg, DETAIL_HEADER),
                   "routed_at": msg.timestamp()[1]}
-        partition = int(_header(msg, "pulse.source.partition") or -1)
-        offset = int(_header(msg, "pulse.source.offset") or -1)
+        partition = int(_header(msg, SOURCE_PARTITION_HEADER) or -1)
+        offset = int(_header(msg, SOURCE_OFFSET_HEADER) or -1)
         if topic == late_topic(self.cfg.topic):
             event = validate(value or b"", 2**62)
             if isinstance(event, Event):
                 self._emit("late", event.ts, event.event_id, self._event_doc(event, partition, offset) | routed)
                 return
         key = msg.key()
-        self._emit("deadletter", msg.timestamp()[1], f"{partition}:{offset}", routed | {
+        # one read from the input is named by its place there; the collector's never reached it: by its own place
+        doc_id = f"{partition}:{offset}" if partition >= 0 else f"{topic}:{msg.partition()}:{msg.offset()}"
+        self._emit("deadletter", msg.timestamp()[1], doc_id, routed | {
             "partition": partition, "offset": offset, "key": key.decode(errors="replace") if key else None,
             "raw": (value or b"")[:4096].decode(errors="replace")})
 

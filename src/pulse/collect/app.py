@@ -1,0 +1,134 @@
+"""`pulse collect`'s HTTP front door: ``POST /v1/batch`` and ``POST /v1/event``, answered only once Kafka has
+every event (or its dead letter), with one result per event.
+
+Status: 200 when every event is ``accepted`` or a ``duplicate``; 207 when results are mixed; 503 with
+``Retry-After`` when none could be taken now (Kafka away, the producer's queue full); 4xx for a request refused
+as a whole (its reason in the body). A write key may come in the ``X-Pulse-Key`` header, ``Authorization:
+Bearer``, the body's ``key``, the ``key`` query parameter or the ``pulse_key`` cookie: ``sendBeacon`` cannot set
+headers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from pulse.collect.intake import Batch, Invalid, Limits, Ready, Refused, inflate, parse_batch, parse_event, prepare
+from pulse.collect.keys import Keys, WriteKey
+from pulse.collect.sender import Sender
+from pulse.observe.metrics import COLLECT_EVENTS, COLLECT_REFUSED
+
+RETRY_AFTER_S = 5
+ALLOWED_HEADERS = "content-type, content-encoding, x-pulse-key, authorization"
+
+
+@dataclass
+class CollectConfig:
+    keys: Keys
+    limits: Limits = field(default_factory=Limits)
+    delivery_wait_s: float = 5.0  # shorter than a client's timeout: then the event's result is `retry`
+
+
+def create_app(cfg: CollectConfig, sender: Sender) -> FastAPI:
+    app = FastAPI(title="Pulse collector", docs_url=None, redoc_url=None, openapi_url=None)
+
+    def cors(origin: str | None, key: WriteKey | None) -> dict[str, str]:
+        if origin is None or not (key.allows(origin) if key is not None else cfg.keys.origin_known(origin)):
+            return {}
+        return {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Credentials": "true", "Vary": "Origin"}
+
+    def refuse(status: int, reason: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+        COLLECT_REFUSED.labels(reason).inc()
+        return JSONResponse({"error": reason, "detail": detail}, status, headers=headers)
+
+    async def read_body(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > cfg.limits.body_bytes:
+            raise Refused(413, "body_too_large", f"{declared} bytes > {cfg.limits.body_bytes}")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > cfg.limits.body_bytes:
+                raise Refused(413, "body_too_large", f"over {cfg.limits.body_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def key_of(request: Request, batch: Batch) -> str | None:
+        auth = request.headers.get("authorization", "")
+        return (request.headers.get("x-pulse-key") or (auth[7:] if auth.lower().startswith("bearer ") else None)
+                or batch.key or request.query_params.get("key") or request.cookies.get("pulse_key"))
+
+    async def collect(request: Request, single: bool) -> Response:
+        received = int(time.time() * 1000)
+        origin = request.headers.get("origin")
+        try:
+            text = inflate(await read_body(request), request.headers.get("content-encoding"), cfg.limits)
+            batch = parse_event(text) if single else parse_batch(text, cfg.limits)
+        except Refused as refused:
+            return refuse(refused.status, refused.reason, refused.detail, cors(origin, None))
+        key = cfg.keys.find(key_of(request, batch))
+        if cfg.keys.required and key is None:
+            return refuse(401, "bad_key", "a valid write key is required", cors(origin, None))
+        if origin is not None and key is not None and not key.allows(origin):
+            return refuse(403, "origin_not_allowed", f"this key does not allow origin {origin}")
+        if not sender.ready:
+            return refuse(503, "kafka_unavailable", "Kafka is unreachable; retry later",
+                          {"Retry-After": str(RETRY_AFTER_S), **cors(origin, key)})
+        prepared = [prepare(event, batch.sent_at, received) for event in batch.events]
+        ready = [p for p in prepared if isinstance(p, Ready)]
+        invalid = [p for p in prepared if isinstance(p, Invalid)]
+        outcomes = await sender.send(ready, invalid, cfg.delivery_wait_s)
+        # back in the order sent: valid ones came first in `outcomes`
+        queues = {True: iter(outcomes[:len(ready)]), False: iter(outcomes[len(ready):])}
+        results = [next(queues[isinstance(p, Ready)]).as_json() for p in prepared]
+        for r in results:
+            COLLECT_EVENTS.labels(r["result"]).inc()
+        kinds = {r["result"] for r in results}
+        headers = cors(origin, key)
+        if kinds <= {"accepted", "duplicate"}:
+            status = 200
+        elif kinds == {"retry"}:
+            status, headers = 503, {"Retry-After": str(RETRY_AFTER_S), **headers}
+        else:
+            status = 207
+        return JSONResponse({"results": results}, status, headers=headers)
+
+    @app.post("/v1/batch")
+    async def post_batch(request: Request) -> Response:
+        return await collect(request, single=False)
+
+    @app.post("/v1/event")
+    async def post_event(request: Request) -> Response:
+        return await collect(request, single=True)
+
+    @app.options("/v1/batch")
+    @app.options("/v1/event")
+    async def preflight(request: Request) -> Response:
+        origin = request.headers.get("origin")
+        allowed = cors(origin, cfg.keys.find(request.query_params.get("key")))
+        if not allowed:
+            return refuse(403, "origin_not_allowed", f"origin {origin} is not allowed")
+        return Response(status_code=204, headers={**allowed, "Access-Control-Allow-Methods": "POST",
+                                                  "Access-Control-Allow-Headers": ALLOWED_HEADERS,
+                                                  "Access-Control-Max-Age": "600"})
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        if sender.ready:
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "kafka unreachable"}, 503, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
