@@ -18,7 +18,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 from pulse.aggregate._core import user_partition
 from pulse.stack.private import free_port
-from pulse.topics import dead_letter_topic, ensure_topics, input_topics
+from pulse.topics import aggregates_topic, dead_letter_topic, ensure_topics, input_topics
+from tests.aggregate.harness import read_latest_docs, run_aggregator_until_idle
 from tests.cli_helpers import one_line_error, run_pulse
 from tests.names import unique
 
@@ -195,3 +196,40 @@ def test_operator_mistakes_get_one_line(bootstrap: str) -> None:
     assert "without write keys" in one_line_error(exposed)
     missing = run_pulse("collect", "--topic", unique("collect-none"), "--port", str(free_port()), timeout=60)
     assert "does not exist" in one_line_error(missing)
+
+
+def test_a_key_over_its_rate_gets_429_and_its_events_are_not_taken(bootstrap: str) -> None:
+    topic = unique("collect")
+    ensure_topics(bootstrap, input_topics(topic, PARTITIONS))
+    c = start(topic, {"PULSE_COLLECT_KEYS": f"{SERVER_KEY};{WEB_KEY}={SHOP}", "PULSE_COLLECT_RATE_LIMIT": "40"})
+    try:
+        assert post(c, [event() for _ in range(40)]).status_code == 200
+        over = post(c, [event() for _ in range(40)])
+        assert over.status_code == 429 and int(over.headers["retry-after"]) >= 1
+        assert post(c, [event()], key=WEB_KEY).status_code == 200  # another key has its own rate
+        assert len(read_all(bootstrap, topic)) == 41
+    finally:
+        stop(c)
+
+
+def test_a_batch_resent_after_a_restart_is_counted_once_by_the_aggregator(collector: Collector,
+                                                                          bootstrap: str) -> None:
+    """The first answer was lost and the collector restarted (it forgot the ids): it accepts the batch again, and
+    the aggregator's duplicate detection counts each event once."""
+    sent = [event() for _ in range(30)]
+    assert post(collector, sent).status_code == 200
+    stop(collector)
+    again = start(collector.topic, {"PULSE_COLLECT_KEYS": SERVER_KEY})
+    try:
+        resent = post(again, sent)
+        assert [x["result"] for x in resent.json()["results"]] == ["accepted"] * 30
+    finally:
+        stop(again)
+    assert len(read_all(bootstrap, collector.topic)) == 60
+    group = unique("collect-agg")
+    run_aggregator_until_idle(collector.topic, group)
+    docs = read_latest_docs(bootstrap, aggregates_topic(group))
+    parts = [d for d in docs.values() if d["kind"] == "partition"]
+    assert sum(d["accepted"] for d in parts) == 30 and sum(d["duplicates"] for d in parts) == 30
+    windows = [d for d in docs.values() if d["kind"] == "window" and d["window"] == "10s"]
+    assert sum(d["events"] for d in windows) == 30

@@ -29,12 +29,15 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
               show_default=True, help="Events per batch; more get 413 [env PULSE_COLLECT_MAX_EVENTS].")
 @click.option("--max-body", envvar="PULSE_COLLECT_MAX_BODY", type=click.IntRange(1024), default=1024 * 1024,
               show_default=True, help="Bytes per request as sent; more get 413 [env PULSE_COLLECT_MAX_BODY].")
+@click.option("--rate-limit", envvar="PULSE_COLLECT_RATE_LIMIT", type=click.FloatRange(0), default=10_000,
+              show_default=True, help="Events per second per write key (a second's worth may come at once); more "
+                                      "get 429 with Retry-After; 0: no limit [env PULSE_COLLECT_RATE_LIMIT].")
 @click.option("--delivery-wait", envvar="PULSE_COLLECT_DELIVERY_WAIT", type=Duration(0.1, 60), default="5s",
               show_default=True, help="How long an answer waits for Kafka's acknowledgements; events not acknowledged "
                                       "by then are answered `retry` [env PULSE_COLLECT_DELIVERY_WAIT].")
 @click.pass_obj
 def collect(settings: Settings, topic: str, host: str, port: int, keys: str | None, keys_file: Path | None,
-            max_events: int, max_body: int, delivery_wait: float) -> None:
+            max_events: int, max_body: int, rate_limit: float, delivery_wait: float) -> None:
     """Take events over HTTP (POST /v1/batch, /v1/event) and answer each once Kafka has it: accepted with its
     partition and offset, duplicate, rejected with the contract's reason (also dead-lettered), or retry."""
     import uvicorn
@@ -42,6 +45,7 @@ def collect(settings: Settings, topic: str, host: str, port: int, keys: str | No
     from pulse.collect import keys as write_keys
     from pulse.collect.app import CollectConfig, create_app
     from pulse.collect.intake import Limits
+    from pulse.collect.quota import Quota
     from pulse.collect.sender import Sender
     from pulse.stack.process import port_in_use
 
@@ -53,7 +57,7 @@ def collect(settings: Settings, topic: str, host: str, port: int, keys: str | No
         raise PulseError(f"port {port} on {host} is already in use (pass --port or set PULSE_COLLECT_PORT)")
     sender = Sender(settings.bootstrap, topic)
     limits = Limits(body_bytes=max_body, events=max_events, inflated_bytes=max(4 * max_body, Limits().inflated_bytes))
-    app = create_app(CollectConfig(found, limits, delivery_wait), sender)
+    app = create_app(CollectConfig(found, limits, delivery_wait, Quota(rate_limit)), sender)
     click.echo(f"collect: http://{host}:{port}/v1/batch -> {topic} ({len(found.keys)} write key(s); Ctrl-C stops)",
                err=True)
     try:

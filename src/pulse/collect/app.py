@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pulse.collect.intake import Batch, Invalid, Limits, Ready, Refused, inflate, parse_batch, parse_event, prepare
 from pulse.collect.keys import Keys, WriteKey
+from pulse.collect.quota import Quota, retry_after
 from pulse.collect.sender import Sender
 from pulse.observe.metrics import COLLECT_EVENTS, COLLECT_REFUSED
 
@@ -32,6 +33,7 @@ class CollectConfig:
     keys: Keys
     limits: Limits = field(default_factory=Limits)
     delivery_wait_s: float = 5.0  # shorter than a client's timeout: then the event's result is `retry`
+    quota: Quota = field(default_factory=lambda: Quota(0))
 
 
 def create_app(cfg: CollectConfig, sender: Sender) -> FastAPI:
@@ -76,6 +78,10 @@ def create_app(cfg: CollectConfig, sender: Sender) -> FastAPI:
             return refuse(401, "bad_key", "a valid write key is required", cors(origin, None))
         if origin is not None and key is not None and not key.allows(origin):
             return refuse(403, "origin_not_allowed", f"this key does not allow origin {origin}")
+        wait = cfg.quota.take(key.secret if key is not None else "", len(batch.events))
+        if wait:
+            return refuse(429, "rate_limited", f"over {cfg.quota.rate:g} events/s for this key",
+                          {"Retry-After": retry_after(wait), **cors(origin, key)})
         if not sender.ready:
             return refuse(503, "kafka_unavailable", "Kafka is unreachable; retry later",
                           {"Retry-After": str(RETRY_AFTER_S), **cors(origin, key)})
