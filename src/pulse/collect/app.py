@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from importlib.resources import files
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -25,6 +26,7 @@ from pulse.collect.sender import Sender
 from pulse.observe.metrics import COLLECT_EVENTS, COLLECT_REFUSED
 
 RETRY_AFTER_S = 5
+SNIPPET = files("pulse.collect").joinpath("static/pulse.js")
 ALLOWED_HEADERS = "content-type, content-encoding, x-pulse-key, authorization"
 
 
@@ -122,6 +124,14 @@ def create_app(cfg: CollectConfig, sender: Sender) -> FastAPI:
         return Response(status_code=204, headers={**allowed, "Access-Control-Allow-Methods": "POST",
                                                   "Access-Control-Allow-Headers": ALLOWED_HEADERS,
                                                   "Access-Control-Max-Age": "600"})
+
+    script = SNIPPET.read_bytes()
+
+    @app.get("/pulse.js")
+    async def snippet() -> Response:
+        """The browser snippet: any page may load it (its events still need a key that allows the page)."""
+        return Response(script, media_type="text/javascript",
+                        headers={"Cache-Control": "public, max-age=300", "Access-Control-Allow-Origin": "*"})
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
