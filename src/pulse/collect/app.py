@@ -11,12 +11,14 @@ headers.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import ORJSONResponse as JSONResponse
+from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pulse.collect.intake import Batch, Invalid, Limits, Ready, Refused, inflate, parse_batch, parse_event, prepare
@@ -94,9 +96,10 @@ def create_app(cfg: CollectConfig, sender: Sender) -> FastAPI:
         # back in the order sent: valid ones came first in `outcomes`
         queues = {True: iter(outcomes[:len(ready)]), False: iter(outcomes[len(ready):])}
         results = [next(queues[isinstance(p, Ready)]).as_json() for p in prepared]
-        for r in results:
-            COLLECT_EVENTS.labels(r["result"]).inc()
-        kinds = {r["result"] for r in results}
+        counted = Counter(r["result"] for r in results)
+        for result, n in counted.items():
+            COLLECT_EVENTS.labels(result).inc(n)
+        kinds = set(counted)
         headers = cors(origin, key)
         if kinds <= {"accepted", "duplicate"}:
             status = 200

@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,49 +99,37 @@ class Sender:
     async def send(self, ready: list[Ready], invalid: list[Invalid], wait_s: float) -> list[Outcome]:
         """Produce, await every acknowledgement for at most ``wait_s``; one outcome per event, valid ones first
         in the order given, then the invalid ones."""
-        loop = asyncio.get_running_loop()
-        pending: list[tuple[int, asyncio.Future[Any]]] = []
         out: list[Outcome] = []
-
-        def produce(topic: str, value: bytes, key: bytes | None, partition: int,
-                    headers: list[tuple[str, bytes]]) -> asyncio.Future[Any] | None:
-            fut: asyncio.Future[Any] = loop.create_future()
-
-            def delivered(err: KafkaError | None, msg: Any) -> None:
-                loop.call_soon_threadsafe(_resolve, fut, err, msg)
-            try:
-                self._producer.produce(topic, value, key, partition=partition, headers=headers, on_delivery=delivered)
-            except BufferError:
-                return None
-            return fut
-
+        acks = _Acks(asyncio.get_running_loop())
         full = not self.ready
         for ev in ready:
             if ev.event_id in self._recent:
                 out.append(Outcome("duplicate", ev.event_id))
                 continue
-            fut = None if full else produce(self.topic, ev.value, ev.key, cached_partition(ev.key, self.partitions),
-                                            ev.headers)
-            full = full or fut is None
             out.append(Outcome("retry", ev.event_id))
-            if fut is not None:
-                pending.append((len(out) - 1, fut))
-        letters = []
+            if not full:
+                full = not self._produce(self.topic, ev.value, ev.key, cached_partition(ev.key, self.partitions),
+                                         ev.headers, acks, len(out) - 1)
         for bad in invalid:
             out.append(Outcome("rejected", bad.event_id, reason=bad.reason, detail=bad.detail))
-            letter = produce(self.dlq, bad.raw, None, _dlq_partition(bad, self.partitions),
-                             letter_headers(bad.reason, bad.detail, SOURCE))
-            if letter is not None:
-                letters.append(letter)
-        futures = [f for _, f in pending] + letters
-        if futures:
-            await asyncio.wait(futures, timeout=wait_s)
-        for i, fut in pending:
-            if fut.done() and fut.result() is not None:
-                partition, offset = fut.result()
-                out[i] = Outcome("accepted", out[i].event_id, partition, offset)
-                self._remember(out[i].event_id)
+            self._produce(self.dlq, bad.raw, None, _dlq_partition(bad, self.partitions),
+                          letter_headers(bad.reason, bad.detail, SOURCE), acks, None)
+        await acks.wait(wait_s)
+        for i, (partition, offset) in acks.delivered.items():
+            out[i] = Outcome("accepted", out[i].event_id, partition, offset)
+            self._remember(out[i].event_id)
         return out
+
+    def _produce(self, topic: str, value: bytes, key: bytes | None, partition: int,
+                 headers: list[tuple[str, bytes]], acks: _Acks, index: int | None) -> bool:
+        """False when the producer's queue is full (nothing was produced)."""
+        try:
+            self._producer.produce(topic, value, key, partition=partition, headers=headers,
+                                   on_delivery=acks.expect(index))
+        except BufferError:
+            acks.expected_none()
+            return False
+        return True
 
     def _remember(self, event_id: str | None) -> None:
         if event_id is None:
@@ -156,9 +145,50 @@ class Sender:
         return self._producer.flush(timeout_s)
 
 
-def _resolve(fut: asyncio.Future[Any], err: KafkaError | None, msg: Any) -> None:
+class _Acks:
+    """The delivery reports of one request's records, counted on the producer's thread; the request wakes once,
+    when the last one is in (or when its wait is over)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop, self._done = loop, loop.create_future()
+        self.delivered: dict[int, tuple[int, int]] = {}  # outcome index -> (partition, offset)
+        self._left = 0
+        self._sealed = False  # every record is produced: the last report may wake the request
+        self._lock = threading.Lock()
+
+    def expect(self, index: int | None) -> Callable[[KafkaError | None, Any], None]:
+        """A delivery callback for one record (``index``: its outcome's; None for a dead letter)."""
+        with self._lock:
+            self._left += 1
+
+        def delivered(err: KafkaError | None, msg: Any) -> None:
+            with self._lock:
+                if err is None and index is not None:
+                    self.delivered[index] = (msg.partition(), msg.offset())
+                self._left -= 1
+                last = self._sealed and self._left == 0
+            if last:
+                self._loop.call_soon_threadsafe(_finish, self._done)
+        return delivered
+
+    def expected_none(self) -> None:
+        """The record of the last :meth:`expect` was not produced after all."""
+        with self._lock:
+            self._left -= 1
+
+    async def wait(self, timeout_s: float) -> None:
+        with self._lock:
+            self._sealed = True
+            pending = self._left > 0
+        if pending:
+            await asyncio.wait([self._done], timeout=timeout_s)
+        with self._lock:  # reports after the wait are not this answer's: the event is answered retry
+            self.delivered = dict(self.delivered)
+
+
+def _finish(fut: asyncio.Future[None]) -> None:
     if not fut.done():
-        fut.set_result(None if err is not None else (msg.partition(), msg.offset()))
+        fut.set_result(None)
 
 
 def _dlq_partition(bad: Invalid, partitions: int) -> int:
