@@ -86,7 +86,8 @@ def test_the_whole_pipeline_runs_on_the_secure_stack_and_ends_exact(stack: Priva
     """`pulse run` (generate → aggregate → store → archive → dashboard) with the `pulse stack env` settings, plus a
     plain SASL_SSL client's unkeyed records; then `pulse verify` is exact and nothing showed a secret."""
     tag, port = unique("secure"), free_port()
-    env = stack.env | _mine(tag) | {"PULSE_DASHBOARD_PORT": str(port), "PULSE_GEN_RATE": "300"}
+    env = stack.env | _mine(tag) | {"PULSE_DASHBOARD_PORT": str(port), "PULSE_COLLECT_PORT": str(free_port()),
+                                    "PULSE_GEN_RATE": "300"}
     assert "PULSE_KAFKA_SASL_PASSWORD_FILE" in env and "PULSE_ES_PASSWORD_FILE" in env
     log = tmp_path / "run.log"
     run = subprocess.Popen([sys.executable, "-m", "pulse", "run", "--keep-stack"], env=env, stdout=log.open("wb"),

@@ -117,6 +117,7 @@ def pipeline(es_url: str, bootstrap: str) -> Iterator[Pipeline]:
     port = _free_port()
     env = dict(os.environ) | {"PULSE_TOPIC": f"dash-{tag}", "PULSE_GROUP": f"dash-{tag}",
                               "PULSE_INDEX_PREFIX": f"d{tag}", "PULSE_DASHBOARD_PORT": str(port),
+                              "PULSE_COLLECT_PORT": str(_free_port()),
                               "PULSE_GEN_RATE": "300", "PULSE_USER_MAX_DELAY": f"{USER_MAX_DELAY_S}s",
                               "PULSE_RUN_VERIFY": "true",
                               # late records up to 15 s beyond the grace: windows settle sooner (see SETTLED_MS)

@@ -64,7 +64,8 @@ def test_pulse_run_rides_out_broker_and_elasticsearch_restarts_and_restarts_a_de
     tag = unique("restart")
     port = free_port()
     env = stack.env | {"PULSE_TOPIC": tag, "PULSE_GROUP": tag, "PULSE_INDEX_PREFIX": tag.replace("-", ""),
-                       "PULSE_DASHBOARD_PORT": str(port), "PULSE_GEN_RATE": "300"}
+                       "PULSE_DASHBOARD_PORT": str(port), "PULSE_COLLECT_PORT": str(free_port()),
+                       "PULSE_GEN_RATE": "300"}
     out = (tmp_path / "run.log").open("wb")
     run = subprocess.Popen([sys.executable, "-m", "pulse", "run", "--keep-stack"], env=env, stdout=out,
                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -73,7 +74,7 @@ def test_pulse_run_rides_out_broker_and_elasticsearch_restarts_and_restarts_a_de
     try:
         _wait(lambda: _accepted(url) > 1000, 120, "the first aggregates")
         stages = _children(run.pid)
-        assert set(stages) >= {"generate", "aggregate", "store", "archive", "dashboard"}, stages
+        assert set(stages) >= {"generate", "collect", "aggregate", "store", "archive", "dashboard"}, stages
 
         restart(stack, "kafka", down_s=25)
         before = _accepted(url)

@@ -9,6 +9,7 @@ import click
 from pulse.cli.durations import Duration
 from pulse.config import Settings
 from pulse.errors import PulseError
+from pulse.observe.server import metrics_addr_option, serve
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -35,9 +36,10 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 @click.option("--delivery-wait", envvar="PULSE_COLLECT_DELIVERY_WAIT", type=Duration(0.1, 60), default="5s",
               show_default=True, help="How long an answer waits for Kafka's acknowledgements; events not acknowledged "
                                       "by then are answered `retry` [env PULSE_COLLECT_DELIVERY_WAIT].")
+@metrics_addr_option
 @click.pass_obj
 def collect(settings: Settings, topic: str, host: str, port: int, keys: str | None, keys_file: Path | None,
-            max_events: int, max_body: int, rate_limit: float, delivery_wait: float) -> None:
+            max_events: int, max_body: int, rate_limit: float, delivery_wait: float, metrics_addr: str | None) -> None:
     """Take events over HTTP (POST /v1/batch, /v1/event) and answer each once Kafka has it: accepted with its
     partition and offset, duplicate, rejected with the contract's reason (also dead-lettered), or retry."""
     import uvicorn
@@ -56,6 +58,7 @@ def collect(settings: Settings, topic: str, host: str, port: int, keys: str | No
     if port_in_use(port, host):
         raise PulseError(f"port {port} on {host} is already in use (pass --port or set PULSE_COLLECT_PORT)")
     sender = Sender(settings.bootstrap, topic)
+    serve(metrics_addr, lambda: None if sender.ready else "Kafka is unreachable")
     limits = Limits(body_bytes=max_body, events=max_events, inflated_bytes=max(4 * max_body, Limits().inflated_bytes))
     app = create_app(CollectConfig(found, limits, delivery_wait, Quota(rate_limit)), sender)
     click.echo(f"collect: http://{host}:{port}/v1/batch -> {topic} ({len(found.keys)} write key(s); Ctrl-C stops)",

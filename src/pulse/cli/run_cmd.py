@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,15 +76,16 @@ class Stage:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
-STAGES = ("generate", "aggregate", "store", "archive", "dashboard", "verify")
+STAGES = ("generate", "collect", "aggregate", "store", "archive", "dashboard", "verify")
 
 
-def metrics_ports(first: int, taken: int) -> dict[str, int]:
-    """Each stage's metrics port: ``first`` and up, skipping ``taken`` (the dashboard's) and ports in use."""
+def metrics_ports(first: int, taken: Collection[int]) -> dict[str, int]:
+    """Each stage's metrics port: ``first`` and up, skipping ``taken`` (the dashboard's and the collector's) and
+    ports in use."""
     ports: dict[str, int] = {}
     port = first
     for stage in STAGES:
-        while port == taken or port_in_use(port):
+        while port in taken or port_in_use(port):
             port += 1
         ports[stage] = port
         port += 1
@@ -92,7 +93,8 @@ def metrics_ports(first: int, taken: int) -> dict[str, int]:
 
 
 def pipeline_stages(settings: Settings, rate: float, dashboard_port: int, metrics: dict[str, int],
-                    archive: bool = True, verify: bool = False) -> list[Stage]:
+                    archive: bool = True, verify: bool = False, collect_port: int | None = None) -> list[Stage]:
+    """``collect_port`` None: no collector."""
     logs = settings.home / "logs"
     py = [sys.executable, "-m", "pulse"]
 
@@ -109,13 +111,14 @@ def pipeline_stages(settings: Settings, rate: float, dashboard_port: int, metric
 
     stages = [
         Stage("generate", generate, logs / "generate.log"),
+        Stage("collect", command("collect", "--port", str(collect_port)), logs / "collect.log"),
         Stage("aggregate", command("aggregate"), logs / "aggregate.log"),
         Stage("store", command("store"), logs / "store.log"),
         Stage("archive", command("archive"), logs / "archive.log"),
         Stage("dashboard", command("dashboard", "--port", str(dashboard_port)), logs / "dashboard.log"),
         Stage("verify", command("verify", "--follow"), logs / "verify.log"),
     ]
-    wanted = {"archive": archive, "verify": verify}
+    wanted = {"archive": archive, "verify": verify, "collect": collect_port is not None}
     return [s for s in stages if wanted.get(s.name, True)]
 
 
@@ -143,9 +146,14 @@ def _interrupt(*_args: object) -> None:
 @click.option("--verify/--no-verify", envvar="PULSE_RUN_VERIFY", default=False, show_default=True,
               help="Also run `pulse verify --follow`: every window checked against an independent recompute once "
                    "final; the dashboard shows how far it got, or the first difference.")
+@click.option("--collect/--no-collect", envvar="PULSE_RUN_COLLECT", default=True, show_default=True,
+              help="Run `pulse collect`, the HTTP front door for your own app's events (loopback, no key) "
+                   "[env PULSE_RUN_COLLECT].")
+@click.option("--collect-port", envvar="PULSE_COLLECT_PORT", type=click.IntRange(1, 65535), default=8060,
+              show_default=True, help="The collector's port [env PULSE_COLLECT_PORT].")
 @click.pass_obj
 def run(settings: Settings, rate: float, dashboard_port: int, group: str, index_prefix: str,
-        keep_stack: bool, archive: bool, metrics_port: int, verify: bool) -> None:
+        keep_stack: bool, archive: bool, metrics_port: int, verify: bool, collect: bool, collect_port: int) -> None:
     """Run the whole pipeline locally until Ctrl-C: stack, setup, generator, aggregator, Elasticsearch writer,
     event archive and the live dashboard (its URL is printed)."""
     before = {s.name: s.pid for s in manager.status(settings)}
@@ -154,6 +162,9 @@ def run(settings: Settings, rate: float, dashboard_port: int, group: str, index_
     started_stack = any(before[n] is None for n in before)
     if port_in_use(dashboard_port):
         raise PulseError(f"port {dashboard_port} is already in use (pass --dashboard-port or set PULSE_DASHBOARD_PORT)")
+    if collect and port_in_use(collect_port):
+        raise PulseError(f"port {collect_port} is already in use (pass --collect-port, set PULSE_COLLECT_PORT, or "
+                         "--no-collect)")
     for name, state in ensure_topics(settings.bootstrap, input_topics(settings.topic, settings.partitions)):
         click.echo(f"topic {name:<24} {state}")
     es = settings.es.client()
@@ -161,8 +172,8 @@ def run(settings: Settings, rate: float, dashboard_port: int, group: str, index_
     lineage = check_source(es, settings.bootstrap, settings.topic, group, current_generation(es, index_prefix),
                            index_prefix)
     click.echo(f"source topic id {lineage}")
-    ports = metrics_ports(metrics_port, dashboard_port)
-    stages = pipeline_stages(settings, rate, dashboard_port, ports, archive, verify)
+    ports = metrics_ports(metrics_port, {dashboard_port, collect_port})
+    stages = pipeline_stages(settings, rate, dashboard_port, ports, archive, verify, collect_port if collect else None)
     env = dict(os.environ) | {"PULSE_HOME": str(settings.home), "PULSE_TOPIC": settings.topic, "PULSE_GROUP": group,
                               "PULSE_INDEX_PREFIX": index_prefix}
     signal.signal(signal.SIGTERM, _interrupt)
@@ -174,6 +185,8 @@ def run(settings: Settings, rate: float, dashboard_port: int, group: str, index_
             click.echo(f"{stage.name:<14} running (log: {stage.log}; metrics: "
                        f"http://127.0.0.1:{ports[stage.name]}/metrics)")
         click.echo(f"\ndashboard: http://127.0.0.1:{dashboard_port}/   (Kibana-free; API docs at /docs)")
+        if collect:
+            click.echo(f"collector: http://127.0.0.1:{collect_port}/v1/batch   (your app's events; docs/collect.md)")
         click.echo("pipeline running; Ctrl-C stops it")
         while True:
             for stage in stages:
