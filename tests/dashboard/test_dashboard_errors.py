@@ -1,4 +1,5 @@
-"""Operator mistakes around the dashboard: a taken port, Elasticsearch unreachable."""
+"""Operator mistakes around the dashboard: a taken port, Elasticsearch unreachable, a public address without read
+tokens."""
 
 from __future__ import annotations
 
@@ -82,3 +83,28 @@ def test_host_check_security_headers_and_a_cap_on_live_streams() -> None:
             time.sleep(0.5)
     finally:
         assert interrupt(proc, 10) is not None
+
+
+def test_read_tokens_guard_every_page_and_call_and_a_public_address_needs_them() -> None:
+    exposed = run_pulse("dashboard", "--host", "0.0.0.0", "--port", str(_free_port()))
+    assert "without read tokens" in one_line_error(exposed)
+    port = _free_port()
+    env = dict(os.environ) | {"PULSE_ES_URL": "http://127.0.0.1:9",
+                              "PULSE_DASHBOARD_TOKENS": "team-token-1,ops-token-2"}
+    proc = subprocess.Popen([sys.executable, "-m", "pulse", "dashboard", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert _first_answer(proc, f"{base}/api/health").status_code == 503  # open to health checks (ES is down)
+        for path in ("/", "/api/users/u-1", "/api/overview", "/api/stream", "/docs"):
+            refused = httpx.get(f"{base}{path}", timeout=10)
+            assert refused.status_code == 401, path
+        assert httpx.get(f"{base}/", params={"token": "wrong-token"}, timeout=10).status_code == 401
+        assert httpx.get(f"{base}/", headers={"Authorization": "Bearer ops-token-2"}, timeout=10).status_code == 200
+        with httpx.Client(base_url=base, timeout=10) as browser:  # a link with the token, then the cookie
+            assert browser.get("/", params={"token": "team-token-1"}).status_code == 200
+            assert browser.cookies.get("pulse_token") == "team-token-1"
+            assert browser.get("/docs").status_code == 200
+    finally:
+        assert interrupt(proc, 10) is not None
+        assert b"team-token-1" not in proc.stderr.read()  # type: ignore[union-attr]

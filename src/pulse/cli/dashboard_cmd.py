@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from pulse.cli.durations import Duration
@@ -27,22 +29,35 @@ from pulse.observe.server import every, metrics_addr_option, serve
 @click.option("--max-streams", envvar="PULSE_DASHBOARD_MAX_STREAMS", type=click.IntRange(1), default=100,
               show_default=True, help="Live streams (open pages) served at once; more get 503 "
                                       "[env PULSE_DASHBOARD_MAX_STREAMS].")
+@click.option("--tokens", envvar="PULSE_DASHBOARD_TOKENS", default=None, metavar="TOKEN,...",
+              help="Read tokens: with any, every page and API call but /api/health needs one (open the page once "
+                   "with ?token=...; it is kept in a cookie); required to bind anything but loopback "
+                   "[env PULSE_DASHBOARD_TOKENS].")
+@click.option("--tokens-file", envvar="PULSE_DASHBOARD_TOKENS_FILE", type=click.Path(path_type=Path), default=None,
+              help="A file of read tokens, one a line [env PULSE_DASHBOARD_TOKENS_FILE].")
 @metrics_addr_option
 @click.pass_obj
 def dashboard(settings: Settings, host: str, port: int, index_prefix: str, push_interval: float,
-              allowed_hosts: str | None, max_streams: int, metrics_addr: str | None) -> None:
+              allowed_hosts: str | None, max_streams: int, tokens: str | None, tokens_file: Path | None,
+              metrics_addr: str | None) -> None:
     """Serve the live dashboard (KPIs, charts, top items, funnel, drill-down) and its OpenAPI-documented JSON API."""
     import uvicorn
 
     from pulse.dashboard.app import DashboardConfig, create_app
+    from pulse.dashboard.guard import LOCAL_HOSTS, read_tokens
     from pulse.stack.process import port_in_use
 
+    readers = read_tokens(tokens, tokens_file)
+    if not readers and host not in LOCAL_HOSTS:
+        raise PulseError(f"refusing to serve {host} without read tokens: pass --tokens or --tokens-file "
+                         "(PULSE_DASHBOARD_TOKENS, PULSE_DASHBOARD_TOKENS_FILE), or bind 127.0.0.1")
     if port_in_use(port, host):
         raise PulseError(f"port {port} on {host} is already in use (pass --port or set PULSE_DASHBOARD_PORT)")
     serve(metrics_addr, every(2.0, lambda: problem(settings.es)))
     from pulse.dashboard.guard import allowed_hosts as hosts
 
     app = create_app(DashboardConfig(es=settings.es, index_prefix=index_prefix, push_interval_s=push_interval,
-                                     allowed_hosts=tuple(hosts(host, allowed_hosts)), max_streams=max_streams))
+                                     allowed_hosts=tuple(hosts(host, allowed_hosts)), max_streams=max_streams,
+                                     read_tokens=readers))
     click.echo(f"dashboard: http://{host}:{port}/  (API docs: http://{host}:{port}/docs; Ctrl-C stops)", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)

@@ -23,7 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from pulse.connect.elasticsearch import EsConnection
-from pulse.dashboard.guard import LOCAL_HOSTS, SecurityHeaders, SharedSnapshots, StreamLimit
+from pulse.dashboard.guard import LOCAL_HOSTS, ReadTokens, SecurityHeaders, SharedSnapshots, StreamLimit
 from pulse.events.schema import NAME_PATTERN
 from pulse.store import query
 
@@ -54,6 +54,7 @@ class DashboardConfig:
     push_interval_s: float = 1.0
     allowed_hosts: tuple[str, ...] = LOCAL_HOSTS  # Host header names answered (DNS rebinding); "*" for any
     max_streams: int = 100  # live streams open at once
+    read_tokens: frozenset[str] = frozenset()  # none: no token asked for (loopback only)
 
 
 def filters(
@@ -90,6 +91,7 @@ def create_app(cfg: DashboardConfig) -> FastAPI:
     app = FastAPI(title="Pulse", version="1", description="Live interaction analytics from Pulse's Elasticsearch "
                   "indices. Numbers are exact merges of per-partition partials (see pulse.store.query).")
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    app.add_middleware(ReadTokens, tokens=cfg.read_tokens)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(cfg.allowed_hosts))
     streams, shared = StreamLimit(cfg.max_streams), SharedSnapshots(cfg.push_interval_s)

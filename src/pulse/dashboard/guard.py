@@ -4,11 +4,18 @@ through DNS rebinding), security headers, and a cap on live streams, which share
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
 from collections.abc import Awaitable, Callable
+from http.cookies import SimpleCookie
+from pathlib import Path
 from typing import Any
 
+from starlette.datastructures import Headers, QueryParams
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pulse.errors import PulseError
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
@@ -92,3 +99,60 @@ class SharedSnapshots:
                     self._made.pop(k, None)
                     self._locks.pop(k, None)
             return made[1]
+
+
+OPEN_PATHS = ("/api/health",)
+"""Answered without a read token: health checks (Compose, load balancers) carry none, and it holds no per-user
+data."""
+TOKEN_COOKIE = "pulse_token"
+
+
+class ReadTokens:
+    """With read tokens, every other request carries one: ``Authorization: Bearer``, the ``token`` query parameter
+    (a link to the page) or the cookie the page gets when opened with it (``EventSource`` cannot set headers).
+    Without one: 401, and no per-user data."""
+
+    def __init__(self, app: ASGIApp, tokens: frozenset[str]) -> None:
+        self.app, self.tokens = app, tokens
+
+    def _valid(self, token: str | None) -> bool:
+        found = False
+        for known in self.tokens:  # every one compared in constant time: timing tells nothing
+            found |= token is not None and hmac.compare_digest(known.encode(), token.encode())
+        return found
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.tokens or scope.get("path") in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        auth = headers.get("authorization", "")
+        query = QueryParams(scope.get("query_string", b"")).get("token")
+        cookie = SimpleCookie(headers.get("cookie", "")).get(TOKEN_COOKIE)
+        bearer = auth[7:] if auth.lower().startswith("bearer ") else None
+        if self._valid(query):
+            async def with_cookie(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    value = f"{TOKEN_COOKIE}={query}; Path=/; HttpOnly; SameSite=Strict".encode()
+                    message["headers"] = [*message.get("headers", []), (b"set-cookie", value)]
+                await send(message)
+            await self.app(scope, receive, with_cookie)
+        elif self._valid(bearer) or self._valid(cookie.value if cookie else None):
+            await self.app(scope, receive, send)
+        else:
+            await JSONResponse({"detail": "a read token is required (?token=..., a Bearer header or the cookie)"},
+                               401)(scope, receive, send)
+
+
+def read_tokens(inline: str | None, file: Path | None) -> frozenset[str]:
+    """Tokens from the option or variable (comma-separated) and the file (one a line, ``#`` comments)."""
+    found = [t.strip() for t in (inline or "").split(",")]
+    if file is not None:
+        try:
+            found += [line.split("#", 1)[0].strip() for line in file.read_text().splitlines()]
+        except OSError as exc:
+            raise PulseError(f"cannot read the read tokens file {file}: {exc.strerror}") from None
+    tokens = frozenset(t for t in found if t)
+    if any(len(t) < 8 for t in tokens):
+        raise PulseError("a dashboard read token needs at least 8 characters")
+    return tokens
