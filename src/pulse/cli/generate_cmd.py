@@ -24,6 +24,7 @@ from pulse.generate.chaos import Chaos, ChaosConfig
 from pulse.generate.ledger import open_ledger
 from pulse.generate.producer import EventProducer, GenerateReport, RunLimits
 from pulse.generate.traffic import SHAPES, Traffic, TrafficConfig
+from pulse.generate.via import HttpSender
 from pulse.kafkaio import broker_problem
 from pulse.observe import metrics
 from pulse.observe.server import every, metrics_addr_option, serve
@@ -123,6 +124,12 @@ def setup(settings: Settings, topic: str, partitions: int, retention_hours: floa
               help="The grace the aggregator allows (late events are pushed beyond it).")
 @click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Record every produced record (gzip msgpack) for `pulse verify` and tests.")
+@click.option("--via", envvar="PULSE_GENERATE_VIA", default=None, metavar="URL",
+              help="Send through a `pulse collect` front door at URL (e.g. http://127.0.0.1:8060) in batches of "
+                   "100, as an app would, instead of to Kafka; each event is resent under its own id until "
+                   "answered for good [env PULSE_GENERATE_VIA].")
+@click.option("--via-key", envvar="PULSE_GENERATE_VIA_KEY", default=None, metavar="KEY",
+              help="The write key for --via [env PULSE_GENERATE_VIA_KEY].")
 @click.option("--topic", envvar="PULSE_TOPIC", default="pulse.events", show_default=True)
 @click.option("--partitions", envvar="PULSE_PARTITIONS", default=None, type=int,
               help="Partition count of the topic [read from Kafka].")
@@ -140,6 +147,9 @@ def generate(settings: Settings, **o: object) -> None:
         raise click.UsageError("--rate 0 needs --count or --duration")
     if float(o["null_key_fraction"]) + float(o["crc32_key_fraction"]) > 1:  # type: ignore[arg-type]
         raise click.UsageError("--null-key-fraction and --crc32-key-fraction add up to more than 1")
+    if o["via"] and (o["ledger"] or float(o["null_key_fraction"]) or float(o["crc32_key_fraction"])):  # type: ignore[arg-type]
+        raise click.UsageError("--via sends through the collector, which keys and partitions every event itself: "
+                               "--ledger, --null-key-fraction and --crc32-key-fraction are for Kafka producers")
     rate = float(o["rate"])  # type: ignore[arg-type]
     try:
         traffic_cfg = TrafficConfig(
@@ -155,6 +165,9 @@ def generate(settings: Settings, **o: object) -> None:
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     topic = str(o["topic"])
+    if o["via"]:
+        _via(str(o["via"]), o["via_key"], traffic_cfg, chaos_cfg, rate, o)  # type: ignore[arg-type]
+        return
     partitions = o["partitions"] or partition_count(settings.bootstrap, topic)
     # "now" is taken after the broker answered, so event time matches the moment records go out
     start_ms = o["start_ms"] if o["start_ms"] is not None else _default_start(
@@ -180,6 +193,19 @@ def generate(settings: Settings, **o: object) -> None:
         sys.exit(130)
 
 
+def _via(url: str, key: str | None, traffic_cfg: TrafficConfig, chaos_cfg: ChaosConfig, rate: float,
+         o: dict[str, object]) -> None:
+    start_ms = o["start_ms"] if o["start_ms"] is not None else _default_start(
+        int(time.time() * 1000), rate, float(o["event_rate"]), o["count"], o["duration"])  # type: ignore[arg-type]
+    traffic = Traffic(replace(traffic_cfg, start_ms=start_ms))  # type: ignore[arg-type]
+    limits = RunLimits(count=o["count"], duration_s=o["duration"], pace=rate > 0)  # type: ignore[arg-type]
+    show_bar = sys.stderr.isatty() if o["progress"] is None else bool(o["progress"])
+    report = _run_with_feedback(HttpSender(url, key), Chaos(traffic, chaos_cfg), limits, traffic, show_bar)
+    _print_summary(report)
+    if report.interrupted:
+        sys.exit(130)
+
+
 FLAT_OUT_GUESS = 100_000
 """Events per second assumed for `--rate 0 --duration` when placing its synthetic clock in the past."""
 
@@ -194,7 +220,7 @@ def _default_start(now_ms: int, rate: float, event_rate: float, count: int | Non
     return now_ms - int(events / event_rate * 1000)
 
 
-def _run_with_feedback(producer: EventProducer, records: Chaos, limits: RunLimits, traffic: Traffic,
+def _run_with_feedback(producer: EventProducer | HttpSender, records: Chaos, limits: RunLimits, traffic: Traffic,
                        show_bar: bool) -> GenerateReport:
     clock = lambda: traffic.clock.elapsed_s  # noqa: E731
     if not show_bar:

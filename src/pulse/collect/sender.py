@@ -102,10 +102,12 @@ class Sender:
         out: list[Outcome] = []
         acks = _Acks(asyncio.get_running_loop())
         full = not self.ready
+        here: set[str] = set()  # a copy sent twice in one request: the second is a duplicate of the first
         for ev in ready:
-            if ev.event_id in self._recent:
+            if ev.event_id in self._recent or ev.event_id in here:
                 out.append(Outcome("duplicate", ev.event_id))
                 continue
+            here.add(ev.event_id)
             out.append(Outcome("retry", ev.event_id))
             if not full:
                 full = not self._produce(self.topic, ev.value, ev.key, cached_partition(ev.key, self.partitions),
