@@ -104,7 +104,7 @@ def test_the_whole_pipeline_runs_on_the_secure_stack_and_ends_exact(stack: Priva
         # `pulse run` gave every stage a metrics port and printed it; each is ready on the secure stack
         endpoints = dict(re.findall(r"^(\w+) +running .*metrics: (http://127\.0\.0\.1:\d+)/metrics", log.read_text(),
                                     re.MULTILINE))
-        assert set(endpoints) == {"generate", "aggregate", "store", "archive", "dashboard"}, log.read_text()
+        assert set(endpoints) == {"generate", "collect", "aggregate", "store", "archive", "dashboard"}, log.read_text()
         for stage, base in endpoints.items():
             assert httpx.get(f"{base}/readyz", timeout=10).status_code == 200, stage
         for stage, metric in (("generate", "pulse_events_delivered_total"), ("aggregate", "pulse_records_total"),
