@@ -142,7 +142,7 @@ def test_store_waits_out_an_elasticsearch_outage_without_loss(stack: PrivateStac
             time.sleep(1)
         assert writer.poll() is None, "the writer must wait, not crash"
         assert max(rss) < 400_000, f"writer RSS grew to {max(rss)} kB during the outage"
-    time.sleep(10)
+    time.sleep(20)  # the writer's backoff reaches the restarted node before its shutdown flush needs it
     writer.send_signal(signal.SIGINT)
     assert writer.wait(120) == 0, writer.stderr.read().decode()[-2000:] if writer.stderr else ""
     pulse("store", "--exit-when-idle", "1.5")  # anything left
