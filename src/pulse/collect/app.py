@@ -21,7 +21,7 @@ from fastapi.responses import ORJSONResponse as JSONResponse
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from pulse.collect.intake import Batch, Invalid, Limits, Ready, Refused, inflate, parse_batch, parse_event, prepare
+from pulse.collect.intake import Batch, Limits, Refused, inflate, parse_batch, parse_event, prepare
 from pulse.collect.keys import Keys, WriteKey
 from pulse.collect.quota import Quota, retry_after
 from pulse.collect.sender import Sender
@@ -90,12 +90,7 @@ def create_app(cfg: CollectConfig, sender: Sender) -> FastAPI:
             return refuse(503, "kafka_unavailable", "Kafka is unreachable; retry later",
                           {"Retry-After": str(RETRY_AFTER_S), **cors(origin, key)})
         prepared = [prepare(event, batch.sent_at, received) for event in batch.events]
-        ready = [p for p in prepared if isinstance(p, Ready)]
-        invalid = [p for p in prepared if isinstance(p, Invalid)]
-        outcomes = await sender.send(ready, invalid, cfg.delivery_wait_s)
-        # back in the order sent: valid ones came first in `outcomes`
-        queues = {True: iter(outcomes[:len(ready)]), False: iter(outcomes[len(ready):])}
-        results = [next(queues[isinstance(p, Ready)]).as_json() for p in prepared]
+        results = [o.as_json() for o in await sender.send(prepared, cfg.delivery_wait_s)]
         counted = Counter(r["result"] for r in results)
         for result, n in counted.items():
             COLLECT_EVENTS.labels(result).inc(n)

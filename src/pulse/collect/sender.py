@@ -96,26 +96,26 @@ class Sender:
         _LOG.warning("Kafka is reachable again")
         self._down_since = None
 
-    async def send(self, ready: list[Ready], invalid: list[Invalid], wait_s: float) -> list[Outcome]:
-        """Produce, await every acknowledgement for at most ``wait_s``; one outcome per event, valid ones first
-        in the order given, then the invalid ones."""
+    async def send(self, events: list[Ready | Invalid], wait_s: float) -> list[Outcome]:
+        """Produce each valid event (an invalid one as a dead letter), await every acknowledgement for at most
+        ``wait_s``; one outcome per event, in order."""
         out: list[Outcome] = []
         acks = _Acks(asyncio.get_running_loop())
         full = not self.ready
         here: set[str] = set()  # a copy sent twice in one request: the second is a duplicate of the first
-        for ev in ready:
-            if ev.event_id in self._recent or ev.event_id in here:
+        for ev in events:
+            if isinstance(ev, Invalid):
+                out.append(Outcome("rejected", ev.event_id, reason=ev.reason, detail=ev.detail))
+                self._produce(self.dlq, ev.raw, None, _dlq_partition(ev, self.partitions),
+                              letter_headers(ev.reason, ev.detail, SOURCE), acks, None)
+            elif ev.event_id in self._recent or ev.event_id in here:
                 out.append(Outcome("duplicate", ev.event_id))
-                continue
-            here.add(ev.event_id)
-            out.append(Outcome("retry", ev.event_id))
-            if not full:
-                full = not self._produce(self.topic, ev.value, ev.key, cached_partition(ev.key, self.partitions),
-                                         ev.headers, acks, len(out) - 1)
-        for bad in invalid:
-            out.append(Outcome("rejected", bad.event_id, reason=bad.reason, detail=bad.detail))
-            self._produce(self.dlq, bad.raw, None, _dlq_partition(bad, self.partitions),
-                          letter_headers(bad.reason, bad.detail, SOURCE), acks, None)
+            else:
+                here.add(ev.event_id)
+                out.append(Outcome("retry", ev.event_id))
+                if not full:
+                    full = not self._produce(self.topic, ev.value, ev.key,
+                                             cached_partition(ev.key, self.partitions), ev.headers, acks, len(out) - 1)
         await acks.wait(wait_s)
         for i, (partition, offset) in acks.delivered.items():
             out[i] = Outcome("accepted", out[i].event_id, partition, offset)
