@@ -259,8 +259,8 @@ const FIELDS: [&str; 15] = [
 
 /// The fast parse of the shape producers write: one flat object of the contract's fields, with plain strings
 /// and numbers. None for anything else (escapes, null, nesting, duplicated or unknown fields), which serde then
-/// parses; the result is the same as serde's wherever both succeed.
-fn scan(text: &str) -> Option<Raw<'_>> {
+/// parses; the result is the same as serde's wherever both succeed. Also where `ts`'s number is in `text`.
+fn scan(text: &str) -> Option<(Raw<'_>, std::ops::Range<usize>)> {
     let mut c = Cursor { s: text, i: 0 };
     let mut r = Raw {
         event_id: Cow::Borrowed(""),
@@ -280,6 +280,7 @@ fn scan(text: &str) -> Option<Raw<'_>> {
         schema_version: one(),
     };
     let mut seen = 0u16;
+    let mut ts_at = 0..0;
     c.eat(b'{')?;
     loop {
         let bit = c.key()?; // an unknown field: serde decides
@@ -291,7 +292,12 @@ fn scan(text: &str) -> Option<Raw<'_>> {
         match bit {
             0 => r.event_id = c.text()?,
             1 => r.event_type = c.text()?,
-            2 => r.ts = c.int()?,
+            2 => {
+                c.ws();
+                let start = c.i;
+                r.ts = c.int()?;
+                ts_at = start..c.i;
+            }
             3 => r.user_id = c.text()?,
             4 => r.session_id = c.text()?,
             5 => r.item_id = Some(c.text()?),
@@ -311,7 +317,7 @@ fn scan(text: &str) -> Option<Raw<'_>> {
     }
     c.eat(b'}')?;
     c.ws();
-    (c.i == text.len() && seen & 0b11111 == 0b11111).then_some(r)
+    (c.i == text.len() && seen & 0b11111 == 0b11111).then_some((r, ts_at))
 }
 
 /// `Some(event)` when the record is certainly valid; `None` when Python must decide.
@@ -321,9 +327,52 @@ pub fn fast_validate(raw: &[u8], ref_ts_ms: i64) -> Option<Event<'_>> {
     }
     let text = std::str::from_utf8(raw).ok()?; // one UTF-8 check, not one per string
     let r: Raw = match scan(text) {
-        Some(r) => r,
+        Some((r, _)) => r,
         None => serde_json::from_str(text).ok()?, // escapes, spacing or types the scanner leaves alone
     };
+    checked(r, ref_ts_ms)
+}
+
+/// An event a client sent, certainly valid on its own clock and on the receiver's (see [`admit`]).
+pub struct Admitted<'a> {
+    pub event: Event<'a>,
+    /// As sent: the device's own time.
+    pub device_ts: i64,
+    /// The record value: the event as sent, its `ts` moved to the receiver's clock.
+    pub value: Cow<'a, [u8]>,
+}
+
+/// A client's event checked against the device's clock at sending (`sent_at`; the receive time when there is
+/// none), then moved to the receiver's: `ts' = received - (sent_at - ts)`, and checked again. Only the shape
+/// `scan` reads, so `ts` can be rewritten in place and the rest kept byte for byte; `None` when Python must
+/// decide.
+pub fn admit(raw: &[u8], sent_at: Option<i64>, received_ms: i64) -> Option<Admitted<'_>> {
+    if raw.len() > MAX_EVENT_BYTES {
+        return None;
+    }
+    let (r, ts_at) = scan(std::str::from_utf8(raw).ok()?)?;
+    let mut event = checked(r, sent_at.unwrap_or(received_ms))?;
+    let device_ts = event.ts;
+    let Some(sent_at) = sent_at else {
+        return Some(Admitted { event, device_ts, value: Cow::Borrowed(raw) });
+    };
+    let moved = received_ms.checked_sub(sent_at.checked_sub(device_ts)?)?;
+    if !(MIN_TS_MS..=MAX_TS_MS).contains(&moved) || moved > received_ms + MAX_FUTURE_MS {
+        return None;
+    }
+    let mut value = Vec::with_capacity(raw.len() + 4);
+    value.extend_from_slice(&raw[..ts_at.start]);
+    value.extend_from_slice(moved.to_string().as_bytes());
+    value.extend_from_slice(&raw[ts_at.end..]);
+    if value.len() > MAX_EVENT_BYTES {
+        return None;
+    }
+    event.ts = moved;
+    Some(Admitted { event, device_ts, value: Cow::Owned(value) })
+}
+
+/// The contract's checks beyond the shape, on a parsed event.
+fn checked(r: Raw<'_>, ref_ts_ms: i64) -> Option<Event<'_>> {
     let ids_ok = chars_between(&r.event_id, 1, 64)
         && chars_between(&r.user_id, 1, 64)
         && chars_between(&r.session_id, 1, 64)

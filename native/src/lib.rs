@@ -19,6 +19,7 @@ mod boundary;
 pub mod breakdown;
 pub mod change;
 pub mod changelog;
+mod collect;
 pub mod dedup;
 pub mod docs;
 pub mod entities;
@@ -612,6 +613,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ForwardBatch>()?;
     m.add_class::<Counters>()?;
     m.add_class::<StateSizes>()?;
+    m.add_class::<collect::Admitted>()?;
+    m.add_function(wrap_pyfunction!(collect::admit_events, m)?)?;
     m.add_class::<Details>()?;
     verify::register(m)?;
     m.add_class::<dedup::measure::IdsMeasured>()?;

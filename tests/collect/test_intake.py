@@ -21,10 +21,13 @@ from pulse.collect.intake import (
     Refused,
     inflate,
     parse_batch,
+    headers,
     parse_event,
     prepare,
+    prepare_all,
 )
 from pulse.errors import PulseError
+from pulse.events.validate import validate
 
 NOW = 1_796_000_000_000
 
@@ -32,6 +35,10 @@ NOW = 1_796_000_000_000
 def event(**fields: object) -> dict[str, object]:
     return {"event_id": str(uuid.uuid4()), "event_type": "click", "ts": NOW - 1000, "user_id": "u1",
             "session_id": "s1", **fields}
+
+
+def sent(**fields: object) -> bytes:
+    return orjson.dumps(event(**fields))
 
 
 def refused(call: object) -> Refused:
@@ -55,8 +62,9 @@ def test_gzip_is_inflated_with_or_without_its_header_and_a_bomb_is_refused() -> 
 def test_batches_come_as_an_object_or_an_array_within_the_limits() -> None:
     one = event()
     batch = parse_batch(orjson.dumps({"events": [one], "sent_at": NOW, "key": "k" * 8}), Limits())
-    assert (batch.events, batch.sent_at, batch.key) == ([one], NOW, "k" * 8)
-    assert parse_batch(orjson.dumps([one]), Limits()).events == [one]
+    assert (batch.events, batch.sent_at, batch.key) == ([orjson.dumps(one)], NOW, "k" * 8)
+    assert parse_batch(orjson.dumps([one]), Limits()).events == [orjson.dumps(one)]
+    assert refused(lambda: parse_batch(b'{"events": 3}', Limits())).reason == "no_events"
     assert refused(lambda: parse_batch(b"{nope", Limits())).reason == "malformed_json"
     assert refused(lambda: parse_batch(b'"text"', Limits())).status == 400
     assert refused(lambda: parse_batch(orjson.dumps([one] * 11), Limits(events=10))).reason == "too_many_events"
@@ -64,11 +72,11 @@ def test_batches_come_as_an_object_or_an_array_within_the_limits() -> None:
 
 
 def test_a_valid_event_is_keyed_by_user_and_keeps_its_clocks_in_headers() -> None:
-    sent = event()
-    ready = prepare(sent, None, NOW)
+    one = event()
+    ready = prepare(orjson.dumps(one), None, NOW)
     assert isinstance(ready, Ready)
-    assert ready.key == b"u1" and orjson.loads(ready.value) == sent
-    assert dict(ready.headers) == {DEVICE_TS_HEADER: b"%d" % (NOW - 1000), RECEIVED_AT_HEADER: b"%d" % NOW}
+    assert ready.key == b"u1" and orjson.loads(ready.value) == one
+    assert headers(ready, b"%d" % NOW) == {DEVICE_TS_HEADER: b"%d" % (NOW - 1000), RECEIVED_AT_HEADER: b"%d" % NOW}
 
 
 @given(skew=st.integers(-86_400_000 * 30, 86_400_000 * 30), age=st.integers(0, 86_400_000),
@@ -77,35 +85,61 @@ def test_the_device_clock_is_corrected_by_its_offset_at_sending(skew: int, age: 
     """A device clock ``skew`` ms off stamps an event ``age`` ms before sending it; it arrives ``transit`` later.
     The corrected time is the true event time, up to the transit."""
     true_ts = NOW - transit - age
-    sent = event(ts=true_ts + skew, sent_at=NOW - transit + skew)
-    out = prepare(sent, None, NOW)
+    out = prepare(sent(ts=true_ts + skew, sent_at=NOW - transit + skew), None, NOW)
     if true_ts + skew < 946_684_800_000 or true_ts + skew > 4_102_444_800_000:
         assert isinstance(out, Invalid)  # the device's own time is outside the contract
         return
     assert isinstance(out, Ready), out
     assert orjson.loads(out.value)["ts"] == true_ts + transit
-    headers = dict(out.headers)
-    assert headers[DEVICE_TS_HEADER] == b"%d" % (true_ts + skew)
-    assert headers[SENT_AT_HEADER] == b"%d" % (NOW - transit + skew)
+    found = headers(out, b"%d" % NOW)
+    assert found[DEVICE_TS_HEADER] == b"%d" % (true_ts + skew)
+    assert found[SENT_AT_HEADER] == b"%d" % (NOW - transit + skew)
 
 
 def test_batch_sent_at_applies_unless_the_event_has_its_own() -> None:
-    own = prepare(event(ts=NOW - 5000, sent_at=NOW - 4000), NOW + 10_000, NOW)
-    batch = prepare(event(ts=NOW - 5000), NOW + 10_000, NOW)
+    own = prepare(sent(ts=NOW - 5000, sent_at=NOW - 4000), NOW + 10_000, NOW)
+    batch = prepare(sent(ts=NOW - 5000), NOW + 10_000, NOW)
     assert isinstance(own, Ready) and isinstance(batch, Ready)
     assert orjson.loads(own.value)["ts"] == NOW - 1000
     assert orjson.loads(batch.value)["ts"] == NOW - 15_000
 
 
 def test_invalid_events_keep_their_reason_and_bytes() -> None:
-    bad = prepare(event(event_type="purchase"), None, NOW)
+    bad = prepare(sent(event_type="purchase"), None, NOW)
     assert isinstance(bad, Invalid) and bad.reason == "inconsistent" and bad.event_id is not None
     assert orjson.loads(bad.raw)["event_type"] == "purchase"
-    assert prepare("text", None, NOW).reason == "not_an_object"  # type: ignore[union-attr]
-    future = prepare(event(ts=NOW + 3_600_000), None, NOW)
+    assert prepare(b'"text"', None, NOW).reason == "not_an_object"  # type: ignore[union-attr]
+    future = prepare(sent(ts=NOW + 3_600_000), None, NOW)
     assert isinstance(future, Invalid) and future.reason == "future_timestamp"
-    extra = prepare(event(color="red"), None, NOW)
+    extra = prepare(sent(color="red"), None, NOW)
     assert isinstance(extra, Invalid) and extra.reason == "unknown_field"
+
+
+def texts() -> st.SearchStrategy[bytes]:
+    """Events as clients write them, valid or not, in the shape the native core reads and in others."""
+    value = st.one_of(st.integers(-2, 2**53), st.text(max_size=70), st.none(), st.floats(allow_nan=False),
+                      st.sampled_from(["click", "purchase", "US", "us", "EUR", "ok", "Bad Name", "u1"]))
+    fields = st.dictionaries(st.sampled_from(["event_id", "event_type", "ts", "user_id", "session_id", "item_id",
+                                              "amount", "country", "currency", "status", "quantity", "sent_at",
+                                              "color"]), value, max_size=4)
+    base = st.builds(lambda ts, f: {**event(ts=ts), **f}, st.integers(NOW - 10**11, NOW + 10**9), fields)
+    return st.one_of(base.map(orjson.dumps), base.map(lambda e: orjson.dumps(e, option=orjson.OPT_INDENT_2)),
+                     st.binary(max_size=40))
+
+
+@given(events=st.lists(texts(), max_size=8), sent_at=st.one_of(st.none(), st.integers(NOW - 10**10, NOW + 10**10)))
+def test_the_native_fast_path_decides_as_the_contract_does(events: list[bytes], sent_at: int | None) -> None:
+    """Differential: what the native core admits, the Python path admits with the same record; what it leaves,
+    the Python path decides."""
+    for fast, own in zip(prepare_all(events, sent_at, NOW), [prepare(e, sent_at, NOW) for e in events],
+                         strict=True):
+        assert isinstance(fast, Invalid) == isinstance(own, Invalid), (fast, own)
+        if isinstance(own, Invalid):
+            assert fast == own
+            continue
+        assert (fast.event_id, fast.key, fast.device_ts, fast.sent_at) == (own.event_id, own.key, own.device_ts,
+                                                                           own.sent_at)
+        assert validate(fast.value, NOW) == validate(own.value, NOW)  # the same event (defaults may be written)
 
 
 def test_write_keys_name_their_origins_and_never_print_the_key() -> None:

@@ -65,6 +65,17 @@ class Document:
     kind: str
     value: bytes  # JSON
 
+class Admitted:
+    """A collector's event, valid on the device's clock and on the collector's, ready for the input topic."""
+
+    event_id: str
+    key: bytes  # its user id
+    value: bytes  # as sent, with ``ts`` on the collector's clock
+    device_ts: int  # as sent
+    sent_at: int | None
+
+def admit_events(events: list[bytes], sent_at: int | None, received_ms: int) -> list[Admitted | None]: ...
+
 class SideRecord:
     """A dead letter or a late event, with where it was read."""
 

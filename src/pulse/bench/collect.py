@@ -3,8 +3,8 @@ at half that rate, against Pulse's own Kafka producer (`pulse bench produce`'s c
 
 Both write a fresh topic on the same broker with acks=all and idempotence. The collector does what it does for a
 real app: reads and validates every event, keys it by user id, produces it, and answers each batch only once
-Kafka has acknowledged all of its events. The client is an asyncio HTTP client in this process, keeping
-``CONCURRENCY`` requests in flight; the collector is one `pulse collect` process.
+Kafka has acknowledged all of its events. The client is aiohttp in this process, keeping ``CONCURRENCY``
+requests in flight, on the same cores as the collector (one `pulse collect` process) and the broker.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import time
 import uuid
 from dataclasses import dataclass
 
+import aiohttp
 import httpx
+import orjson
 
 from pulse.config import Settings
 from pulse.errors import PulseError
@@ -50,10 +52,13 @@ class Latency:
 
 
 def bodies(count: int) -> list[bytes]:
-    """``count`` generated events in batches of ``BATCH``, as a client would post them."""
-    traffic = Traffic(TrafficConfig(seed=11, rate=100_000, start_ms=int(time.time() * 1000) - 60_000))
+    """``count`` generated events in batches of ``BATCH``, as `pulse.js` posts them: stamped with the device's
+    clock at sending, so the collector corrects every event's time."""
+    now = int(time.time() * 1000)
+    traffic = Traffic(TrafficConfig(seed=11, rate=100_000, start_ms=now - 60_000))
     values = [record[2] for _, record in zip(range(count), Chaos(traffic, ChaosConfig()), strict=False)]
-    return [b'{"events":[' + b",".join(values[i:i + BATCH]) + b"]}" for i in range(0, len(values), BATCH)]
+    batches = (b",".join(values[i:i + BATCH]) for i in range(0, len(values), BATCH))
+    return [b'{"sent_at":%d,"events":[%s]}' % (now, events) for events in batches]
 
 
 class Collector:
@@ -92,11 +97,12 @@ class Collector:
             self.proc.kill()
 
 
-async def _post(client: httpx.AsyncClient, url: str, body: bytes) -> int:
-    r = await client.post(url, content=body, headers={"Content-Type": "application/json"})
-    if r.status_code != 200:
-        raise PulseError(f"the collector answered {r.status_code}: {r.text[:200]}")
-    return sum(1 for x in r.json()["results"] if x["result"] in ("accepted", "duplicate"))
+async def _post(client: aiohttp.ClientSession, url: str, body: bytes) -> int:
+    async with client.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
+        answer = await r.read()
+        if r.status != 200:
+            raise PulseError(f"the collector answered {r.status}: {answer[:200].decode(errors='replace')}")
+    return sum(1 for x in orjson.loads(answer)["results"] if x["result"] in ("accepted", "duplicate"))
 
 
 def throughput(url: str, batches: list[bytes]) -> Throughput:
@@ -104,8 +110,7 @@ def throughput(url: str, batches: list[bytes]) -> Throughput:
 
     async def run() -> Throughput:
         queue, taken = list(reversed(batches)), []
-        limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
-        async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONCURRENCY)) as client:
             async def worker() -> None:
                 while queue:
                     taken.append(await _post(client, url, queue.pop()))
@@ -121,7 +126,7 @@ def latency(url: str, batches: list[bytes], rate: float) -> Latency:
 
     async def run() -> Latency:
         times: list[float] = []
-        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=256), timeout=60) as client:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as client:
             async def one(body: bytes) -> None:
                 t = time.perf_counter()
                 await _post(client, url, body)

@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 import orjson
 
+from pulse.aggregate._core import Admitted, admit_events
 from pulse.events.schema import MAX_EVENT_BYTES, Event
 from pulse.events.validate import Reason, Rejection, validate
 
@@ -28,6 +29,7 @@ RECEIVED_AT_HEADER = "pulse.received.at"
 CLIENT_FIELDS = ("sent_at", "key")
 """Fields a client may add to an event or a batch beside the contract's: they are the collector's, not the
 event's, and are taken off before validation."""
+_CLIENT_NAMES = tuple(b'"%s"' % name.encode() for name in CLIENT_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -48,22 +50,37 @@ class Refused(Exception):
 
 @dataclass(frozen=True)
 class Batch:
-    events: list[Any]  # as sent: each should be an object
+    events: list[bytes]  # each event's JSON text as sent (not yet known to be an object)
     sent_at: int | None
     key: str | None  # a write key sent in the body (sendBeacon cannot set headers)
 
 
-@dataclass(frozen=True)
+class _Envelope(msgspec.Struct):
+    """A batch's wrapper: the events stay undecoded (each is validated on its own, and produced as sent)."""
+
+    events: list[msgspec.Raw] | None = None
+    sent_at: Any = None
+    key: Any = None
+
+
+_BATCH = msgspec.json.Decoder(_Envelope | list[msgspec.Raw])
+
+
+@dataclass(frozen=True, slots=True)
 class Ready:
-    """A valid event, as the input topic will hold it."""
+    """A valid event, as the input topic will hold it (the shape of the native core's ``Admitted``)."""
 
     event_id: str
     key: bytes  # user id: Kafka's default partitioner puts it where the aggregator owns the user
-    value: bytes
-    headers: list[tuple[str, bytes]]
+    value: bytes  # with ts on the collector's clock
+    device_ts: int
+    sent_at: int | None
 
 
-@dataclass(frozen=True)
+Prepared = Ready | Admitted
+
+
+@dataclass(frozen=True, slots=True)
 class Invalid:
     """An event the contract rejects: it goes to the dead-letter topic with its reason."""
 
@@ -98,21 +115,21 @@ def inflate(body: bytes, encoding: str | None, limits: Limits) -> bytes:
 def parse_batch(text: bytes, limits: Limits) -> Batch:
     """``{"events": [...], "sent_at": ms, "key": "..."}`` or a bare array of events."""
     try:
-        doc = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
+        doc = _BATCH.decode(text)
+    except msgspec.ValidationError as exc:
+        reason = "no_events" if "$.events" in str(exc) else Reason.NOT_AN_OBJECT
+        raise Refused(400, reason, "expected {\"events\": [...]} or an array of events") from None
+    except msgspec.DecodeError as exc:
         raise Refused(400, Reason.MALFORMED_JSON, str(exc)) from None
-    sent_at = key = None
-    if isinstance(doc, dict):
-        events, sent_at, key = doc.get("events"), doc.get("sent_at"), doc.get("key")
-        if not isinstance(events, list):
-            raise Refused(400, "no_events", "expected {\"events\": [...]} or an array of events")
-    elif isinstance(doc, list):
-        events = doc
+    if isinstance(doc, list):
+        events, sent_at, key = doc, None, None
+    elif doc.events is None:
+        raise Refused(400, "no_events", "expected {\"events\": [...]} or an array of events")
     else:
-        raise Refused(400, Reason.NOT_AN_OBJECT, "expected {\"events\": [...]} or an array of events")
+        events, sent_at, key = doc.events, doc.sent_at, doc.key
     if len(events) > limits.events:
         raise Refused(413, "too_many_events", f"{len(events)} events > {limits.events} per batch")
-    return Batch(events, _millis(sent_at), key if isinstance(key, str) else None)
+    return Batch([bytes(e) for e in events], _millis(sent_at), key if isinstance(key, str) else None)
 
 
 def parse_event(text: bytes) -> Batch:
@@ -123,36 +140,63 @@ def parse_event(text: bytes) -> Batch:
         raise Refused(400, Reason.MALFORMED_JSON, str(exc)) from None
     if not isinstance(doc, dict):
         raise Refused(400, Reason.NOT_AN_OBJECT, "expected one event object")
-    if len(orjson.dumps(doc)) > MAX_EVENT_BYTES:
+    if len(text) > MAX_EVENT_BYTES and len(orjson.dumps(doc)) > MAX_EVENT_BYTES:
         raise Refused(413, Reason.OVERSIZED, f"event over {MAX_EVENT_BYTES} bytes")
     key = doc.get("key")
-    return Batch([doc], None, key if isinstance(key, str) else None)
+    return Batch([text], None, key if isinstance(key, str) else None)
 
 
-def prepare(event: Any, sent_at: int | None, received_ms: int) -> Ready | Invalid:
-    """Validate one event as the aggregator will (against the receive time, as the broker stamps it), with its
-    clock corrected; the device's own time is checked against its own ``sent_at``."""
-    if not isinstance(event, dict):
-        raw = orjson.dumps(event)
-        return Invalid(None, Reason.NOT_AN_OBJECT, f"expected an event object, got {type(event).__name__}", raw)
-    own_sent_at = _millis(event.get("sent_at"))
-    sent_at = own_sent_at if own_sent_at is not None else sent_at
-    fields = {k: v for k, v in event.items() if k not in CLIENT_FIELDS}
-    event_id = fields.get("event_id") if isinstance(fields.get("event_id"), str) else None
-    raw = orjson.dumps(fields)
+def prepare_all(events: list[bytes], sent_at: int | None, received_ms: int) -> list[Prepared | Invalid]:
+    """Every event of a batch: the native core takes the shape producers write; anything else is decided here."""
+    fast = admit_events(events, sent_at, received_ms)
+    return [prepare(events[i], sent_at, received_ms) if ok is None else ok for i, ok in enumerate(fast)]
+
+
+def headers(event: Prepared, received: bytes) -> dict[str, bytes]:
+    """The device's clocks and the receive time (``received``: as the header holds it), beside the record."""
+    found = {DEVICE_TS_HEADER: b"%d" % event.device_ts, RECEIVED_AT_HEADER: received}
+    if event.sent_at is not None:
+        found[SENT_AT_HEADER] = b"%d" % event.sent_at
+    return found
+
+
+def prepare(sent: bytes, sent_at: int | None, received_ms: int) -> Ready | Invalid:
+    """Validate one event (its JSON text as sent) as the aggregator will, against the receive time as the broker
+    stamps it, with its clock corrected; the device's own time is checked against its own ``sent_at``."""
+    raw = sent
+    if _CLIENT_NAMES[0] in sent or _CLIENT_NAMES[1] in sent:  # may hold the collector's fields: take them off
+        fields = _object(sent)
+        if isinstance(fields, Invalid):
+            return fields
+        own_sent_at = _millis(fields.pop("sent_at", None))
+        sent_at = own_sent_at if own_sent_at is not None else sent_at
+        fields.pop("key", None)
+        raw = orjson.dumps(fields)
     checked = validate(raw, received_ms if sent_at is None else sent_at)  # on the device's clock, as sent
     if isinstance(checked, Rejection):
-        return Invalid(event_id, checked.reason, checked.detail, raw)
-    headers = [(DEVICE_TS_HEADER, b"%d" % checked.ts), (RECEIVED_AT_HEADER, b"%d" % received_ms)]
+        found = _object(raw)
+        event_id = found.get("event_id") if isinstance(found, dict) else None
+        return Invalid(event_id if isinstance(event_id, str) else None, checked.reason, checked.detail, raw)
+    device_ts = checked.ts
     if sent_at is not None:
-        headers.append((SENT_AT_HEADER, b"%d" % sent_at))
         moved = msgspec.json.encode(msgspec.structs.replace(checked, ts=received_ms - (sent_at - checked.ts)))
         corrected = validate(moved, received_ms)  # the move may take it out of the contract's range
         if isinstance(corrected, Rejection):
             return Invalid(checked.event_id, corrected.reason, f"after the clock correction: {corrected.detail}", raw)
         raw, checked = moved, corrected
     assert isinstance(checked, Event)
-    return Ready(checked.event_id, checked.user_id.encode(), raw, headers)
+    return Ready(checked.event_id, checked.user_id.encode(), raw, device_ts, sent_at)
+
+
+def _object(sent: bytes) -> dict[str, Any] | Invalid:
+    """One event's JSON text as a dict, or why it is not an event object."""
+    try:
+        doc = orjson.loads(sent)
+    except orjson.JSONDecodeError as exc:
+        return Invalid(None, Reason.MALFORMED_JSON, str(exc), sent)
+    if not isinstance(doc, dict):
+        return Invalid(None, Reason.NOT_AN_OBJECT, f"expected an event object, got {type(doc).__name__}", sent)
+    return doc
 
 
 def _millis(value: Any) -> int | None:

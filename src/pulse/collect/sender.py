@@ -9,17 +9,16 @@ later (``retry``) instead of being answered for an event that may be lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from pulse.collect.intake import Invalid, Ready
+from pulse.collect.intake import Invalid, Prepared, headers
 from pulse.errors import BrokerUnavailable, PulseError
 from pulse.events.deadletter import letter_headers
 from pulse.generate.partitioner import cached_partition
@@ -30,27 +29,22 @@ _LOG = logging.getLogger("pulse.collect")
 
 SOURCE = "collector"
 """What a dead letter from the collector names as its source (the aggregator's name the input topic)."""
+PUMP_S = 0.0005
+"""How long the event loop waits between polls for delivery reports while records are in flight."""
 RECENT_IDS = 200_000
 """Event ids acknowledged lately, answered ``duplicate`` when sent again (a client retrying a batch whose answer
 it lost). Beyond them, and after a restart, the aggregator's duplicate detection still counts each event once."""
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """One event's answer: ``accepted`` (with where Kafka put it), ``duplicate``, ``rejected`` or ``retry``."""
-
-    result: str
-    event_id: str | None = None
-    partition: int | None = None
-    offset: int | None = None
-    reason: str | None = None
-    detail: str | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+Outcome = dict[str, Any]
+"""One event's answer: ``result`` (``accepted``, ``duplicate``, ``rejected`` or ``retry``), its ``event_id``, and
+``partition`` and ``offset`` when accepted, ``reason`` and ``detail`` when rejected."""
 
 
 class Sender:
+    """Delivery reports are served on the event loop (:meth:`pump`), so a request's acknowledgements wake it
+    without a thread hand-off."""
+
     def __init__(self, bootstrap: str, topic: str, queue_kbytes: int = 64 * 1024) -> None:
         require_broker(bootstrap)
         self.topic, self.dlq = topic, dead_letter_topic(topic)
@@ -58,10 +52,10 @@ class Sender:
             bootstrap, error_cb=self._on_error, **{"linger.ms": 5, "queue.buffering.max.kbytes": queue_kbytes}))
         self.partitions = self._partitions(topic)
         self._down_since: float | None = None
-        self._recent: OrderedDict[str, None] = OrderedDict()
-        self._stop = threading.Event()
-        self._poller = threading.Thread(target=self._poll, name="pulse-collect-deliveries", daemon=True)
-        self._poller.start()
+        self._recent = RecentIds(RECENT_IDS)
+        self._waiting = 0  # records produced whose delivery report has not come back
+        self._wake = asyncio.Event()
+        self._stopped = False
 
     def _partitions(self, topic: str) -> int:
         try:
@@ -81,11 +75,19 @@ class Sender:
             self._down_since = time.monotonic()
             _LOG.warning("Kafka is unreachable: answering 503 until it is back (nothing is acknowledged meanwhile)")
 
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            self._producer.poll(0.1)
+    async def pump(self) -> None:
+        """Serve delivery reports and errors until :meth:`stop`: often while records are in flight, every tenth
+        of a second otherwise."""
+        while not self._stopped:
+            served = self._producer.poll(0)
             if self._down_since is not None and time.monotonic() - self._down_since > 2:
-                self._probe()
+                await asyncio.to_thread(self._probe)
+            if self._waiting:
+                await asyncio.sleep(0 if served else PUMP_S)
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 0.1)
 
     def _probe(self) -> None:
         try:
@@ -96,101 +98,105 @@ class Sender:
         _LOG.warning("Kafka is reachable again")
         self._down_since = None
 
-    async def send(self, events: list[Ready | Invalid], wait_s: float) -> list[Outcome]:
+    async def send(self, events: list[Prepared | Invalid], received_ms: int, wait_s: float) -> list[Outcome]:
         """Produce each valid event (an invalid one as a dead letter), await every acknowledgement for at most
         ``wait_s``; one outcome per event, in order."""
+        received = b"%d" % received_ms
         out: list[Outcome] = []
-        acks = _Acks(asyncio.get_running_loop())
+        acks = _Acks(self)
         full = not self.ready
         here: set[str] = set()  # a copy sent twice in one request: the second is a duplicate of the first
+        recent, topic, partitions = self._recent, self.topic, self.partitions
         for ev in events:
             if isinstance(ev, Invalid):
-                out.append(Outcome("rejected", ev.event_id, reason=ev.reason, detail=ev.detail))
-                self._produce(self.dlq, ev.raw, None, _dlq_partition(ev, self.partitions),
-                              letter_headers(ev.reason, ev.detail, SOURCE), acks, None)
-            elif ev.event_id in self._recent or ev.event_id in here:
-                out.append(Outcome("duplicate", ev.event_id))
+                out.append({"result": "rejected", "event_id": ev.event_id, "reason": ev.reason, "detail": ev.detail})
+                self._produce(self.dlq, ev.raw, None, _dlq_partition(ev, partitions),
+                              letter_headers(ev.reason, ev.detail, SOURCE), acks, acks.dead_letter)
+            elif ev.event_id in recent or ev.event_id in here:
+                out.append({"result": "duplicate", "event_id": ev.event_id})
             else:
                 here.add(ev.event_id)
-                out.append(Outcome("retry", ev.event_id))
+                out.append({"result": "retry", "event_id": ev.event_id})
                 if not full:
-                    full = not self._produce(self.topic, ev.value, ev.key,
-                                             cached_partition(ev.key, self.partitions), ev.headers, acks, len(out) - 1)
+                    full = not self._produce(topic, ev.value, ev.key, cached_partition(ev.key, partitions),
+                                             headers(ev, received), acks, partial(acks.delivered, out[-1]))
+        self._wake.set()
         await acks.wait(wait_s)
-        for i, (partition, offset) in acks.delivered.items():
-            out[i] = Outcome("accepted", out[i].event_id, partition, offset)
-            self._remember(out[i].event_id)
+        for outcome in acks.accepted:
+            self._recent.add(outcome["event_id"])
         return out
 
     def _produce(self, topic: str, value: bytes, key: bytes | None, partition: int,
-                 headers: list[tuple[str, bytes]], acks: _Acks, index: int | None) -> bool:
+                 headers: dict[str, bytes] | list[tuple[str, bytes]], acks: _Acks,
+                 report: Callable[[KafkaError | None, Any], None]) -> bool:
         """False when the producer's queue is full (nothing was produced)."""
         try:
-            self._producer.produce(topic, value, key, partition=partition, headers=headers,
-                                   on_delivery=acks.expect(index))
+            self._producer.produce(topic, value, key, partition=partition, headers=headers, on_delivery=report)
         except BufferError:
-            acks.expected_none()
             return False
+        self._waiting += 1
+        acks.left += 1
         return True
 
-    def _remember(self, event_id: str | None) -> None:
-        if event_id is None:
-            return
-        self._recent[event_id] = None
-        if len(self._recent) > RECENT_IDS:
-            self._recent.popitem(last=False)
+    def stop(self) -> None:
+        """End :meth:`pump` (the server is done)."""
+        self._stopped = True
+        self._wake.set()
 
     def close(self, timeout_s: float = 10.0) -> int:
         """Deliver what is queued, for at most ``timeout_s``; the number of records left undelivered."""
-        self._stop.set()
-        self._poller.join(2)
+        self._stopped = True
         return self._producer.flush(timeout_s)
 
 
+class RecentIds:
+    """The last ``size`` to ``2 * size`` ids added, in two generations: the older is dropped whole when the newer
+    fills up."""
+
+    def __init__(self, size: int) -> None:
+        self._size, self._new, self._old = size, set[str](), set[str]()
+
+    def add(self, event_id: str) -> None:
+        if len(self._new) >= self._size:
+            self._old, self._new = self._new, set()
+        self._new.add(event_id)
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._new or event_id in self._old
+
+
 class _Acks:
-    """The delivery reports of one request's records, counted on the producer's thread; the request wakes once,
-    when the last one is in (or when its wait is over)."""
+    """The delivery reports of one request's records; the request wakes once, when the last one is in (or when
+    its wait is over). Reports come on the event loop's thread (see :meth:`Sender.pump`)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop, self._done = loop, loop.create_future()
-        self.delivered: dict[int, tuple[int, int]] = {}  # outcome index -> (partition, offset)
-        self._left = 0
+    def __init__(self, sender: Sender) -> None:
+        self._sender = sender
+        self._done = asyncio.get_running_loop().create_future()
+        self.accepted: list[Outcome] = []
+        self.left = 0  # records produced whose report is still to come
         self._sealed = False  # every record is produced: the last report may wake the request
-        self._lock = threading.Lock()
+        self._answered = False  # reports after the answer went out are not this answer's: its event stays retry
 
-    def expect(self, index: int | None) -> Callable[[KafkaError | None, Any], None]:
-        """A delivery callback for one record (``index``: its outcome's; None for a dead letter)."""
-        with self._lock:
-            self._left += 1
+    def delivered(self, outcome: Outcome, err: KafkaError | None, msg: Any) -> None:
+        if err is None and not self._answered:
+            outcome.update(result="accepted", partition=msg.partition(), offset=msg.offset())
+            self.accepted.append(outcome)
+        self._report()
 
-        def delivered(err: KafkaError | None, msg: Any) -> None:
-            with self._lock:
-                if err is None and index is not None:
-                    self.delivered[index] = (msg.partition(), msg.offset())
-                self._left -= 1
-                last = self._sealed and self._left == 0
-            if last:
-                self._loop.call_soon_threadsafe(_finish, self._done)
-        return delivered
+    def dead_letter(self, err: KafkaError | None, msg: Any) -> None:
+        self._report()
 
-    def expected_none(self) -> None:
-        """The record of the last :meth:`expect` was not produced after all."""
-        with self._lock:
-            self._left -= 1
+    def _report(self) -> None:
+        self._sender._waiting -= 1
+        self.left -= 1
+        if self._sealed and self.left == 0 and not self._done.done():
+            self._done.set_result(None)
 
     async def wait(self, timeout_s: float) -> None:
-        with self._lock:
-            self._sealed = True
-            pending = self._left > 0
-        if pending:
+        self._sealed = True
+        if self.left > 0:
             await asyncio.wait([self._done], timeout=timeout_s)
-        with self._lock:  # reports after the wait are not this answer's: the event is answered retry
-            self.delivered = dict(self.delivered)
-
-
-def _finish(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
+        self._answered = True
 
 
 def _dlq_partition(bad: Invalid, partitions: int) -> int:
