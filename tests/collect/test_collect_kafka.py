@@ -15,8 +15,11 @@ import httpx
 import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from fastapi.testclient import TestClient
 
 from pulse.aggregate._core import user_partition
+from pulse.config import Settings
+from pulse.dashboard.app import DashboardConfig, create_app
 from pulse.stack.private import free_port
 from pulse.topics import aggregates_topic, dead_letter_topic, ensure_topics, input_topics
 from tests.aggregate.harness import read_latest_docs, run_aggregator_until_idle
@@ -233,3 +236,23 @@ def test_a_batch_resent_after_a_restart_is_counted_once_by_the_aggregator(collec
     assert sum(d["accepted"] for d in parts) == 30 and sum(d["duplicates"] for d in parts) == 30
     windows = [d for d in docs.values() if d["kind"] == "window" and d["window"] == "10s"]
     assert sum(d["events"] for d in windows) == 30
+
+
+def test_the_dashboard_shows_the_collectors_counts(collector: Collector, bootstrap: str, settings: Settings) -> None:
+    """The counts the dashboard shows for a collector are what Kafka holds from it, and a collector that does not
+    answer is named."""
+    good = [event() for _ in range(5)]
+    assert post(collector, {"events": [*good, good[0], event(event_type="purchase")]}).status_code == 207
+    assert post(collector, {"events": good[:2]}).status_code == 200  # a resent batch: both duplicates
+    assert post(collector, {"events": [event()]}, key="wrong-key").status_code == 401
+    written = read_all(bootstrap, collector.topic)
+    dead = read_all(bootstrap, dead_letter_topic(collector.topic))
+    silent = f"http://127.0.0.1:{free_port()}"
+    app = create_app(DashboardConfig(es=settings.es, index_prefix=unique("collect-dash"), allowed_hosts=("*",),
+                                     collectors=(collector.url, silent)))
+    shown = TestClient(app).get("/api/health").json()["collector"]
+    assert shown["events"]["accepted"] == len(written) == 5
+    assert shown["events"]["rejected"] == len(dead) == 1
+    assert shown["events"]["duplicate"] == 3
+    assert shown["refused"] == {"bad_key": 1} and shown["refused_requests"] == 1
+    assert shown["unreachable"] == [silent] and (shown["collectors"], shown["ready"]) == (2, 1)

@@ -35,11 +35,14 @@ from pulse.observe.server import every, metrics_addr_option, serve
                    "[env PULSE_DASHBOARD_TOKENS].")
 @click.option("--tokens-file", envvar="PULSE_DASHBOARD_TOKENS_FILE", type=click.Path(path_type=Path), default=None,
               help="A file of read tokens, one a line [env PULSE_DASHBOARD_TOKENS_FILE].")
+@click.option("--collectors", envvar="PULSE_DASHBOARD_COLLECTORS", default=None, metavar="URL,...",
+              help="`pulse collect` base URLs (e.g. http://127.0.0.1:8060) whose counts the page shows: accepted, "
+                   "duplicate, rejected, retry and refused requests [env PULSE_DASHBOARD_COLLECTORS; default: none].")
 @metrics_addr_option
 @click.pass_obj
 def dashboard(settings: Settings, host: str, port: int, index_prefix: str, push_interval: float,
               allowed_hosts: str | None, max_streams: int, tokens: str | None, tokens_file: Path | None,
-              metrics_addr: str | None) -> None:
+              collectors: str | None, metrics_addr: str | None) -> None:
     """Serve the live dashboard (KPIs, charts, top items, funnel, drill-down) and its OpenAPI-documented JSON API."""
     import uvicorn
 
@@ -58,6 +61,7 @@ def dashboard(settings: Settings, host: str, port: int, index_prefix: str, push_
 
     app = create_app(DashboardConfig(es=settings.es, index_prefix=index_prefix, push_interval_s=push_interval,
                                      allowed_hosts=tuple(hosts(host, allowed_hosts)), max_streams=max_streams,
-                                     read_tokens=readers))
+                                     read_tokens=readers,
+                                     collectors=tuple(u.strip() for u in (collectors or "").split(",") if u.strip())))
     click.echo(f"dashboard: http://{host}:{port}/  (API docs: http://{host}:{port}/docs; Ctrl-C stops)", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)

@@ -115,7 +115,9 @@ def pipeline_stages(settings: Settings, rate: float, dashboard_port: int, metric
         Stage("aggregate", command("aggregate"), logs / "aggregate.log"),
         Stage("store", command("store"), logs / "store.log"),
         Stage("archive", command("archive"), logs / "archive.log"),
-        Stage("dashboard", command("dashboard", "--port", str(dashboard_port)), logs / "dashboard.log"),
+        Stage("dashboard", command("dashboard", "--port", str(dashboard_port),
+                                   *(["--collectors", f"http://127.0.0.1:{collect_port}"] if collect_port else [])),
+              logs / "dashboard.log"),
         Stage("verify", command("verify", "--follow"), logs / "verify.log"),
     ]
     wanted = {"archive": archive, "verify": verify, "collect": collect_port is not None}

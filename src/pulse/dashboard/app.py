@@ -15,6 +15,7 @@ from enum import StrEnum
 from importlib import resources
 from typing import Annotated, Any
 
+import httpx
 import orjson
 from elasticsearch import ApiError, TransportError
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
@@ -23,6 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from pulse.connect.elasticsearch import EsConnection
+from pulse.dashboard.collectors import collector_stats
 from pulse.dashboard.guard import LOCAL_HOSTS, ReadTokens, SecurityHeaders, SharedSnapshots, StreamLimit
 from pulse.events.schema import NAME_PATTERN
 from pulse.store import query
@@ -55,6 +57,7 @@ class DashboardConfig:
     allowed_hosts: tuple[str, ...] = LOCAL_HOSTS  # Host header names answered (DNS rebinding); "*" for any
     max_streams: int = 100  # live streams open at once
     read_tokens: frozenset[str] = frozenset()  # none: no token asked for (loopback only)
+    collectors: tuple[str, ...] = ()  # `pulse collect` base URLs whose counters the page shows
 
 
 def filters(
@@ -101,9 +104,14 @@ def create_app(cfg: DashboardConfig) -> FastAPI:
     async def es_unavailable(_request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": f"Elasticsearch at {cfg.es.display} failed: {str(exc)[:200]}"}, status_code=503)
 
+    http = httpx.Client()
+
+    def health() -> dict[str, Any]:
+        return query.pipeline_health(es, prefix) | {"collector": collector_stats(cfg.collectors, http)}
+
     def snapshot(f: query.Filters, top: int = 10) -> dict[str, Any]:
         return query.overview(es, f, prefix) | {"top_items": query.top_items(es, f, size=top, prefix=prefix),
-                                                "health": query.pipeline_health(es, prefix)}
+                                                "health": health()}
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -128,9 +136,9 @@ def create_app(cfg: DashboardConfig) -> FastAPI:
                       start: Annotated[int, Query(ge=0)]) -> list[dict[str, Any]]:
         return query.revisions_of(es, window, start, prefix)
 
-    @app.get("/api/health", summary="Freshness, consumer lag, dead-letter and late counts")
+    @app.get("/api/health", summary="Freshness, consumer lag, dead-letter and late counts, the collectors' counts")
     def api_health() -> dict[str, Any]:
-        return query.pipeline_health(es, prefix)
+        return health()
 
     @app.get("/api/dimensions", summary="The values each dimension has taken (for filter lists)")
     def api_dimensions() -> dict[str, list[str]]:

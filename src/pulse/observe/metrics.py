@@ -56,6 +56,12 @@ COLLECT_REFUSED = Counter("pulse_collect_refused_requests", "Requests the collec
                           "(bad_key, origin_not_allowed, body_too_large, malformed_json, kafka_unavailable, ...).",
                           ["reason"])
 
+
+def totals(counter: Counter, label: str) -> dict[str, int]:
+    """A labelled counter's totals by the value of ``label``, read back from the metric itself."""
+    return {sample.labels[label]: int(sample.value)
+            for family in counter.collect() for sample in family.samples if sample.name.endswith("_total")}
+
 VERIFY_WINDOWS_CHECKED = Counter("pulse_verify_windows_checked",
                                  "Window documents `pulse verify --follow` compared with its recompute, once final.")
 VERIFY_REVISIONS_CHECKED = Counter("pulse_verify_revisions_checked",

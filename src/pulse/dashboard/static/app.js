@@ -148,7 +148,8 @@
       ["dead-lettered", h.dead_lettered], ["too late", h.late],
       ["duplicates", h.duplicates], ["repartitioned (not keyed by user)", h.forwarded],
       ["writer lag (documents)", h.store_lag],
-      ["store dead letters", h.store_dead_lettered], ["partitions", h.partitions]];
+      ["store dead letters", h.store_dead_lettered], ["partitions", h.partitions],
+      ...collectorRows(h.collector)];
     document.querySelector("#health tbody").replaceChildren(...rows.map(([k, v]) => {
       const tr = document.createElement("tr");
       tr.append(text("th", k), text("td", fmt.count(v), "n"));
@@ -161,6 +162,17 @@
     document.getElementById("updated").textContent = fmt.time(Date.now());
     if (!document.body.dataset.firstRenderMs) document.body.dataset.firstRenderMs = String(performance.now());
     document.body.dataset.rendered = "1";
+  }
+
+  // the HTTP collectors' own counts (events answered, requests refused), when the dashboard knows of any
+  function collectorRows(c) {
+    if (!c) return [];
+    const e = c.events;
+    const rows = [["collector: accepted", e.accepted || 0], ["collector: duplicates", e.duplicate || 0],
+      ["collector: rejected (dead-lettered)", e.rejected || 0], ["collector: answered retry", e.retry || 0],
+      ["collector: refused requests", c.refused_requests]];
+    if (c.unreachable.length) rows.push(["collectors not answering", c.unreachable.length]);
+    return rows;
   }
 
   // windows late events revised ("+N late events"); picking one lists its revisions: when, where, how many
