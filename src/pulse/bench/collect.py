@@ -51,11 +51,11 @@ class Latency:
     answered: int
 
 
-def bodies(count: int) -> list[bytes]:
+def bodies(count: int, seed: int = 0) -> list[bytes]:
     """``count`` generated events in batches of ``BATCH``, as `pulse.js` posts them: stamped with the device's
     clock at sending, so the collector corrects every event's time."""
     now = int(time.time() * 1000)
-    traffic = Traffic(TrafficConfig(seed=11, rate=100_000, start_ms=now - 60_000))
+    traffic = Traffic(TrafficConfig(seed=11 + seed, rate=100_000, start_ms=now - 60_000))
     values = [record[2] for _, record in zip(range(count), Chaos(traffic, ChaosConfig()), strict=False)]
     batches = (b",".join(values[i:i + BATCH]) for i in range(0, len(values), BATCH))
     return [b'{"sent_at":%d,"events":[%s]}' % (now, events) for events in batches]
