@@ -9,9 +9,8 @@ use pyo3::types::{PyBytes, PyList};
 
 // Millions of small, short-lived strings per second (event and session ids): mimalloc is much faster at that
 // than glibc malloc. Only Rust's allocations use it; Python's objects keep Python's allocator. Built without
-// transparent huge pages (feature `no_thp`): on a VM every first touch of a 2 MiB huge page zeroes all of it, which
-// cost a quarter of the aggregator's CPU while its state grew (measured: 300k events 2.0-2.7 s with THP, 1.0-1.4 s
-// without).
+// transparent huge pages (feature `no_thp`): on a VM every first touch of a 2 MiB huge page zeroes all of it, a
+// large share of the aggregator's CPU while its state grows.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub mod batch;

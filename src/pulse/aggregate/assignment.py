@@ -53,15 +53,15 @@ class Assignment:
 
     def logged(self, partitions: list[int]) -> set[int]:
         """The partitions whose changelog ever had a record. A fresh group skips restore, which opens a reader per
-        partition (about 0.1 s each).
+        partition (a round trip or more each).
 
         A changelog that does not exist yet was never written: on assignment, any previous owner of these
         partitions has already committed, and writing needs the topic. Checking that (a fresh metadata request for
-        all topics, which never auto-creates one, on the consumer's connection: a new admin client's first request
-        took 20-40 ms more) lets a fresh group start reading before the start-up thread has created its topics.
+        all topics, which never auto-creates one, on the consumer's connection, not a new admin client's) lets a
+        fresh group start reading before the start-up thread has created its topics.
         Otherwise one batched end-offset lookup; the topic may have been created a moment ago by the start-up
         thread, and this client's metadata may predate it, so the lookup is retried for about a second before every
-        partition is restored instead (measured: a failed first lookup cost 0.5 s)."""
+        partition is restored instead (a failed first lookup would cost a whole retry backoff)."""
         topics = self._consumer.list_topics(timeout=10).topics
         if self.topic in topics:
             self._partition_count = len(topics[self.topic].partitions)

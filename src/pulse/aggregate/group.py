@@ -1,6 +1,6 @@
 """Joining the input topic's consumer group, which can start before the rest of the aggregator is loaded.
 
-A group join takes a few round trips (about 60 ms here) that need nothing from the engine: librdkafka runs them
+A group join takes a few round trips that need nothing from the engine: librdkafka runs them
 on its own threads, and the rebalance callbacks that hand partitions over only ever run inside ``consume()``.
 So `pulse aggregate` subscribes first and imports the engine while the broker assigns partitions; the callbacks
 reach the engine once it has attached itself (:meth:`Membership.attach`).
