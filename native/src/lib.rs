@@ -90,7 +90,7 @@ struct Rendered {
     marker: Option<state::Mark>, // the source watermark, for every other partition
 }
 
-/// One input partition's aggregation state (see `pulse.aggregate.state` for the Python side of the protocol).
+/// One input partition's aggregation state (see `pulse.aggregate.partition` for the Python side of the protocol).
 #[pyclass(unsendable, module = "pulse.aggregate._core")]
 pub struct Partition {
     pub(crate) st: batch::StateBox, // shared with the routing thread (see `batch`)

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pulse.aggregate._core import FlushOutput, process_batch
-from pulse.aggregate.state import (
+from pulse.aggregate.partition import (
     EVERY_USER,
     Details,
     Partition,
@@ -32,7 +32,7 @@ from pulse.aggregate.state import (
 )
 from pulse.errors import PulseError
 from pulse.generate.chaos import ChaosConfig
-from tests.aggregate.test_state_vs_reference import SIZES, make_rows
+from tests.aggregate.test_partition_vs_reference import SIZES, make_rows
 
 
 class _Error:

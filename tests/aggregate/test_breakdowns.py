@@ -12,9 +12,9 @@ from pulse.aggregate import docs
 from pulse.aggregate._core import PAGE_BYTES
 from pulse.aggregate.config import StateConfig
 from pulse.aggregate.model import DIMENSIONS
-from pulse.aggregate.state import new_partition, route
+from pulse.aggregate.partition import new_partition, route
 from pulse.generate.chaos import ChaosConfig
-from tests.aggregate.test_state_vs_reference import flush, make_rows
+from tests.aggregate.test_partition_vs_reference import flush, make_rows
 
 HOUR = 3_600_000
 BASE = 1_795_000_000_000 // HOUR * HOUR

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from pulse.aggregate.model import ITEMS_FROM_MS
-from pulse.aggregate.state import StateConfig, new_partition, remember_recent, route
+from pulse.aggregate.partition import StateConfig, new_partition, remember_recent, route
 from pulse.verify.diff import diff_documents
 from pulse.verify.reference import recompute
-from tests.aggregate.test_state_vs_reference import flush
+from tests.aggregate.test_partition_vs_reference import flush
 
 FIXTURE = Path(__file__).parent / "fixtures" / "changelog-before-item-cadence.json.gz"
 

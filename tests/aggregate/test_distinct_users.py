@@ -7,9 +7,9 @@ import orjson
 
 from pulse.aggregate.config import StateConfig
 from pulse.aggregate.model import USERS_SKETCH, MergedUsers
-from pulse.aggregate.state import new_partition, route
+from pulse.aggregate.partition import new_partition, route
 from pulse.verify.diff import USERS_TOLERANCE
-from tests.aggregate.test_state_vs_reference import flush, restored
+from tests.aggregate.test_partition_vs_reference import flush, restored
 
 DAY, HOUR = 86_400_000, 3_600_000
 BASE = 1_795_000_000_000 // DAY * DAY

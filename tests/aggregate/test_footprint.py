@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from pulse.aggregate.state import StateConfig, decide, new_partition
+from pulse.aggregate.partition import StateConfig, decide, new_partition
 
 
 def _event(n: int, users: int) -> bytes:

@@ -18,11 +18,11 @@ from hypothesis import strategies as st
 
 from pulse.aggregate.config import StateConfig
 from pulse.aggregate.model import FUNNEL
-from pulse.aggregate.state import new_partition, route
+from pulse.aggregate.partition import new_partition, route
 from pulse.verify.diff import diff_documents
 from pulse.verify.reference import recompute
 from pulse.verify.revisions import SUFFIX, summed
-from tests.aggregate.test_state_vs_reference import flush, restored
+from tests.aggregate.test_partition_vs_reference import flush, restored
 
 SEC, MIN = 1_000, 60_000
 BASE = 1_795_000_000_000 // (60 * MIN) * (60 * MIN)

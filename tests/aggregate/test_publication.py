@@ -4,7 +4,7 @@ go out at most every half of its size and 1/12 of it (a minute to a quarter hour
 minutes; a
 closing window sends only the shards that changed since, with finality in its summary alone; and a flush that
 publishes everything does so whatever the cadence. That the documents still equal the reference
-across batchings and restarts is pinned in test_state_vs_reference.py."""
+across batchings and restarts is pinned in test_partition_vs_reference.py."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from itertools import pairwise
 import orjson
 
 from pulse.aggregate.model import ITEMS_FROM_MS
-from pulse.aggregate.state import EVERY_USER, Details, Partition, StateConfig, new_partition, route
+from pulse.aggregate.partition import EVERY_USER, Details, Partition, StateConfig, new_partition, route
 
 BASE = 1_795_000_000_000  # event time, a day boundary is far
 SIZES = (10_000, 60_000, 3_600_000)

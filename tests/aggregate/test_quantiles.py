@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 
 from pulse.aggregate.config import StateConfig
 from pulse.aggregate.model import QUANTILES, SKETCH_ACCURACY, MergedSketch, quantile_name, sketch_field
-from pulse.aggregate.state import new_partition, route
+from pulse.aggregate.partition import new_partition, route
 from pulse.verify.diff import exact_quantile, sketch_problem
-from tests.aggregate.test_state_vs_reference import flush, restored
+from tests.aggregate.test_partition_vs_reference import flush, restored
 
 HOUR = 3_600_000
 BASE = 1_795_000_000_000 // HOUR * HOUR

@@ -14,13 +14,13 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pulse.aggregate.partition import EVERY_USER, Details, StateConfig, new_partition, remember_recent, route_batch
 from pulse.aggregate.repartition import batch_headers, unpack
-from pulse.aggregate.state import EVERY_USER, Details, StateConfig, new_partition, remember_recent, route_batch
 from pulse.generate.chaos import ChaosConfig
 from pulse.verify import revisions
 from pulse.verify.diff import diff_documents
 from pulse.verify.reference import Forward, Marker, Stall, Take, recompute
-from tests.aggregate.test_state_vs_reference import SIZES, make_rows
+from tests.aggregate.test_partition_vs_reference import SIZES, make_rows
 
 PARTITIONS = 4
 CFG = StateConfig(window_sizes=SIZES, grace_ms=30_000, correct_within_ms=30_000)

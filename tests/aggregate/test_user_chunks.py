@@ -6,8 +6,8 @@ from __future__ import annotations
 import orjson
 
 from pulse.aggregate.config import StateConfig
-from pulse.aggregate.state import EVERY_USER, Details, new_partition, route
-from tests.aggregate.test_state_vs_reference import restored
+from pulse.aggregate.partition import EVERY_USER, Details, new_partition, route
+from tests.aggregate.test_partition_vs_reference import restored
 
 BASE = 1_795_000_000_000
 USERS = 60_000  # more than one flush sends (USERS_PER_FLUSH, 50,000)

@@ -10,10 +10,10 @@ import msgspec
 import orjson
 
 from pulse.aggregate.config import StateConfig
-from pulse.aggregate.state import new_partition, route
+from pulse.aggregate.partition import new_partition, route
 from pulse.verify.diff import diff_documents
 from pulse.verify.reference import recompute
-from tests.aggregate.test_state_vs_reference import flush, restored
+from tests.aggregate.test_partition_vs_reference import flush, restored
 
 HOUR = 3_600_000
 BASE = 1_795_000_000_000 // HOUR * HOUR

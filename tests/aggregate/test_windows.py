@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pulse.aggregate.state import StateConfig, new_partition, route
+from pulse.aggregate.partition import StateConfig, new_partition, route
 from pulse.aggregate.windows import label, parse_duration, parse_sizes
 
 

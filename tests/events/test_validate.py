@@ -117,7 +117,7 @@ def test_negative_prices_are_always_rejected(event: dict[str, object], price: fl
 def test_a_name_is_accepted_exactly_when_the_json_schema_accepts_it(name: str, field: str) -> None:
     """Event types and statuses become field names in Elasticsearch: the validator and the shipped schema agree
     on which are allowed, and the native fast path never accepts one they refuse."""
-    from pulse.aggregate.state import StateConfig, new_partition
+    from pulse.aggregate.partition import StateConfig, new_partition
 
     # Python's jsonschema searches with `re`, whose `$` also matches before a final newline (ECMA-262's does
     # not); that case is among the typed-reason cases above

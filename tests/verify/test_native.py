@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from pulse.verify.order import Forward, Marker
 from pulse.verify.ranges import rebuild_from
 from pulse.verify.reference import Expected, recompute
+from tests.aggregate.test_partition_vs_reference import SIZES
 from tests.aggregate.test_repartition import CFG, PARTITIONS, _rows, in_order, played
-from tests.aggregate.test_state_vs_reference import SIZES
 
 SESSION_MS = 120_000
 

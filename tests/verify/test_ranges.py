@@ -15,8 +15,8 @@ from pulse.verify.order import UNCHECKED
 from pulse.verify.ranges import rebuild_from
 from pulse.verify.reference import recompute
 from pulse.verify.tally import PartitionTally
+from tests.aggregate.test_partition_vs_reference import SIZES
 from tests.aggregate.test_repartition import CFG, PARTITIONS, _rows, in_order
-from tests.aggregate.test_state_vs_reference import SIZES
 from tests.realworld.plain import event
 
 SESSION_MS = 20_000

@@ -13,7 +13,7 @@ from pulse.events.schema import Event
 from pulse.events.validate import validate
 from pulse.generate.chaos import ChaosConfig
 from pulse.verify.tally import AMOUNT, PRICE, PartitionTally
-from tests.aggregate.test_state_vs_reference import SIZES, make_rows
+from tests.aggregate.test_partition_vs_reference import SIZES, make_rows
 
 
 def _events(n: int, seed: int) -> list[Event]:

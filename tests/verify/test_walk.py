@@ -14,8 +14,8 @@ from pulse.verify.order import Forward, Marker, Take
 from pulse.verify.reference import _filled, recompute
 from pulse.verify.tally import PartitionTally
 from pulse.verify.walk import PartitionWalk, Rules, sent_markers
+from tests.aggregate.test_partition_vs_reference import SIZES, make_rows
 from tests.aggregate.test_repartition import CFG, PARTITIONS, Cluster, _rows, in_order
-from tests.aggregate.test_state_vs_reference import SIZES, make_rows
 
 
 def _problems(rows: list[tuple[int, int, bytes, int]], forwarded: dict[int, list[Any]], decisions: Any) -> list[str]:

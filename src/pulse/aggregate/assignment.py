@@ -11,9 +11,9 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_STORED, Consumer, KafkaExce
 from confluent_kafka.admin import AdminClient
 
 from pulse.aggregate.config import StateConfig
+from pulse.aggregate.partition import Partition, new_partition
 from pulse.aggregate.repartition import ForwardedInput
 from pulse.aggregate.restore import restore_partition
-from pulse.aggregate.state import Partition, new_partition
 from pulse.kafkaio import end_offsets, offsets_at
 from pulse.kafkastart import start_where_committed
 from pulse.topics import late_topic

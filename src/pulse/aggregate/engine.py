@@ -21,15 +21,15 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, Kafka
 
 from pulse.aggregate import decisions
 from pulse.aggregate.assignment import Assignment
-from pulse.aggregate.cadence import FlushPolicy
 from pulse.aggregate.checkpoint import Checkpoint, PartitionOutput, Topics
+from pulse.aggregate.flush_policy import FlushPolicy
 from pulse.aggregate.group import Membership, session_timeout_s
 from pulse.aggregate.idle import IdleRule
 from pulse.aggregate.observed import EngineMetrics
 from pulse.aggregate.pacing import Pacer
+from pulse.aggregate.partition import EVERY_USER, Details, Partition, StateConfig, flush_each, route_batch, settle
 from pulse.aggregate.repartition import ForwardedInput
 from pulse.aggregate.stalls import StallRule
-from pulse.aggregate.state import EVERY_USER, Details, Partition, StateConfig, flush_each, route_batch, settle
 from pulse.aggregate.transactions import Flushed
 from pulse.kafkaio import admin_client, end_offsets, group_assignment, group_caught_up, watermarks
 from pulse.topics import (

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from pulse.aggregate import decisions
-from pulse.aggregate.state import Partition
+from pulse.aggregate.partition import Partition
 
 Caught = Callable[[int, Partition], bool]
 """Whether a partition has nothing left to read: its input to its end and no forwarded records waiting."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 
-from pulse.aggregate.state import Partition
+from pulse.aggregate.partition import Partition
 from pulse.aggregate.transactions import Commit
 from pulse.observe import metrics as m
 

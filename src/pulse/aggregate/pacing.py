@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from confluent_kafka import Consumer, TopicPartition
 
-from pulse.aggregate.state import Partition
+from pulse.aggregate.partition import Partition
 
 _LOG = logging.getLogger("pulse.aggregate")
 

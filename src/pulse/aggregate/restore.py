@@ -13,8 +13,8 @@ from __future__ import annotations
 from confluent_kafka import OFFSET_END, TopicPartition
 
 from pulse.aggregate._core import SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER
+from pulse.aggregate.partition import Partition, StateConfig, remember_recent
 from pulse.aggregate.repartition import read_forwarded
-from pulse.aggregate.state import Partition, StateConfig, remember_recent
 from pulse.errors import PulseError
 from pulse.kafkaio import read_messages, read_range, reader
 from pulse.topics import topic_exists

@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 
 from pulse.aggregate import decisions
-from pulse.aggregate.state import Partition
+from pulse.aggregate.partition import Partition
 
 
 class StallRule:

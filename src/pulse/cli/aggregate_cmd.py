@@ -15,8 +15,8 @@ from typing import IO, TYPE_CHECKING
 
 import click
 
-from pulse.aggregate.cadence import FlushPolicy
 from pulse.aggregate.config import StateConfig
+from pulse.aggregate.flush_policy import FlushPolicy
 from pulse.aggregate.group import Membership
 from pulse.aggregate.windows import label, parse_sizes
 from pulse.cli.durations import Duration

@@ -160,7 +160,7 @@ def replay(settings: Settings, from_ms: int, topic: str, group: str, index_prefi
     Readers see the old numbers until the swap. Stop the pipeline first; afterwards start it again as usual.
     Use it after a mapping change, or when `pulse setup` reports that the input topic was re-created.
     """
-    from pulse.aggregate.state import StateConfig
+    from pulse.aggregate.partition import StateConfig
     from pulse.store.replay import ReplayPlan
     from pulse.store.replay import replay as run_replay
     from pulse.topics import require_broker

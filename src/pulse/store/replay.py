@@ -18,7 +18,7 @@ from confluent_kafka.admin import AdminClient
 from elasticsearch import Elasticsearch
 
 from pulse.aggregate.engine import Engine, EngineConfig, EngineStats
-from pulse.aggregate.state import StateConfig
+from pulse.aggregate.partition import StateConfig
 from pulse.connect.elasticsearch import EsConnection
 from pulse.errors import PulseError
 from pulse.kafkaio import admin_client

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pulse.aggregate import docs
-from pulse.aggregate.state import (
+from pulse.aggregate.partition import (
     EVERY_USER,
     Details,
     Partition,

@@ -4,7 +4,7 @@ event back for the backlog's longer flush interval."""
 
 from __future__ import annotations
 
-from pulse.aggregate.cadence import LIVE_AGE_FLUSHES, FlushPolicy
+from pulse.aggregate.flush_policy import LIVE_AGE_FLUSHES, FlushPolicy
 
 
 def _policy() -> FlushPolicy:
