@@ -1,33 +1,12 @@
-"""One spelling for every duration an option takes (grace, intervals, timeouts): ``500ms``, ``1.5s``, ``5m``,
-``1h``, ``1d``; a bare number is seconds."""
+"""Duration options (grace, intervals, timeouts), in the one spelling of :mod:`pulse.durations`."""
 
 from __future__ import annotations
 
-import re
-
 import click
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0}
-_SPEC = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
+from pulse.durations import parse_seconds, spell
 
-
-def parse_seconds(text: str) -> float:
-    """``'1.5s'`` → 1.5; raises ValueError with the accepted spelling."""
-    match = _SPEC.match(text)
-    if not match:
-        raise ValueError(f"{text!r} is not a duration (write e.g. 500ms, 30s, 5m, 1h; a bare number is seconds)")
-    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
-
-
-def spell(seconds: float) -> str:
-    """The shortest exact spelling of ``seconds`` (for defaults in --help)."""
-    for unit in ("d", "h", "m", "s"):
-        if seconds >= _UNITS[unit] and (seconds / _UNITS[unit]).is_integer():
-            return f"{int(seconds / _UNITS[unit])}{unit}"
-    if seconds < 1:
-        return f"{round(seconds * 1000)}ms"
-    return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
-
+__all__ = ["Duration", "parse_seconds", "spell"]
 
 class Duration(click.ParamType):
     """A duration option: seconds as a float, or whole milliseconds with ``ms=True``; within the bounds."""

@@ -36,13 +36,13 @@ def require_es(settings: Settings) -> None:
 
 def parse_instant(value: str) -> int:
     """Epoch milliseconds from epoch ms, an ISO 8601 time (UTC if no zone) or a duration ago ("2h", "30m")."""
-    from pulse.aggregate.windows import parse_duration
+    from pulse.durations import parse_ms
 
     text = value.strip()
     if text.isdigit():
         return int(text)
     try:
-        return int(time.time() * 1000) - parse_duration(text)
+        return int(time.time() * 1000) - parse_ms(text)
     except ValueError:
         pass
     try:
