@@ -189,6 +189,11 @@ def repartition_topic(group: str) -> str:
     return f"{group}.repartition"
 
 
+def store_dead_letter_topic(group: str) -> str:
+    """Documents Elasticsearch refused for good (a mapping error), with the error, from a writer of ``group``."""
+    return f"{group}.store-dlq"
+
+
 def topic_exists(bootstrap: str, topic: str) -> bool:
     require_broker(bootstrap)
     admin = admin_client(bootstrap)

@@ -26,7 +26,7 @@ from pulse.events.validate import validate
 from pulse.store.bulk import BulkOp, SinkStats
 from pulse.store.indices import ARCHIVE_FAMILIES, alias
 from pulse.store.projection import Projection
-from pulse.topics import dead_letter_topic, late_topic
+from pulse.topics import dead_letter_topic, late_topic, store_dead_letter_topic
 
 DAY_MS = 86_400_000
 
@@ -85,7 +85,7 @@ def _header(msg: Message, name: str) -> str | None:
 
 class ArchiveWriter(Projection[ArchiveStats]):
     def __init__(self, cfg: ArchiveConfig, on_flush: Callable[[ArchiveStats], None] | None = None) -> None:
-        super().__init__(cfg.bootstrap, cfg.es, cfg.group, f"{cfg.group}.store-dlq", ArchiveStats(),
+        super().__init__(cfg.bootstrap, cfg.es, cfg.group, store_dead_letter_topic(cfg.group), ArchiveStats(),
                          f"archive:{cfg.topic}", cfg.flush_interval_s, on_flush)
         self.cfg = cfg
         self._ops: list[BulkOp] = []

@@ -22,7 +22,7 @@ from pulse.connect.elasticsearch import EsConnection
 from pulse.store.bulk import BulkOp, SinkStats
 from pulse.store.indices import KIND_FAMILY, LIVE_FAMILIES, alias, index_for
 from pulse.store.projection import Projection
-from pulse.topics import aggregates_topic, store_group
+from pulse.topics import aggregates_topic, store_dead_letter_topic, store_group
 
 _LOG = logging.getLogger("pulse.store")
 
@@ -47,7 +47,7 @@ class WriterConfig:
 
     @property
     def dlq_topic(self) -> str:
-        return f"{self.group}.store-dlq"
+        return store_dead_letter_topic(self.group)
 
     @property
     def consumer_group(self) -> str:
