@@ -19,8 +19,9 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from pulse.cli.generate_cmd import DELIVERED, summary_counts
+from pulse.cli.run_cmd import GENERATE_SUMMARY
 from pulse.config import Settings
+from pulse.generate.summary import read_summaries
 from pulse.observe.metrics import OUTCOMES
 from pulse.stack import manager
 from pulse.stack.secure import SecureMaterial
@@ -126,7 +127,7 @@ def test_the_whole_pipeline_runs_on_the_secure_stack_and_ends_exact(stack: Priva
         drained = stack.pulse(verb, "--exit-when-idle", "4", **_mine(tag))
         assert drained.returncode == 0, drained.stderr[-2000:]
         outputs += [drained.stdout, drained.stderr]
-    delivered = sum(summary_counts((stack.settings.home / "logs" / "generate.log").read_text(), DELIVERED))
+    delivered = sum(run["delivered"] for run in read_summaries(stack.settings.home / "logs" / GENERATE_SUMMARY))
     assert _ends(stack, tag) == delivered + 2000
     verify = stack.pulse("verify", **_mine(tag))
     assert verify.returncode == 0, verify.stdout + verify.stderr

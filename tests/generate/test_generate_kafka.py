@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
@@ -12,6 +13,7 @@ from confluent_kafka.admin import AdminClient
 from pulse.generate.chaos import INVALID_KINDS, Tag
 from pulse.generate.ledger import read_ledger
 from pulse.generate.partitioner import partition_for
+from pulse.generate.summary import read_summaries
 from tests.cli_helpers import one_line_error, run_pulse
 from tests.names import unique
 
@@ -100,3 +102,19 @@ def test_unreachable_broker_fails_fast_with_one_line() -> None:
     assert time.monotonic() - t0 < 20
     line = one_line_error(proc)
     assert "Kafka is not reachable at 127.0.0.1:1" in line
+
+
+def test_each_run_appends_its_summary_for_programs(bootstrap: str, new_topic, tmp_path: Path) -> None:
+    """`--summary-json`: one JSON line a run, its counts those of the topic and of the ledger's tags."""
+    topic = new_topic(partitions=2)
+    summaries = tmp_path / "runs.jsonl"
+    for seed, count in ((1, 700), (2, 300)):
+        proc = run_pulse("generate", "--topic", topic, "--rate", "0", "--count", str(count), "--seed", str(seed),
+                         "--ledger", str(tmp_path / f"ledger-{seed}.gz"), "--invalid-fraction", "0.1",
+                         "--summary-json", str(summaries), "--no-progress")
+        assert proc.returncode == 0, proc.stderr
+    runs = read_summaries(summaries)
+    assert [(r["produced"], r["delivered"], r["failed"]) for r in runs] == [(700, 700, 0), (300, 300, 0)]
+    assert len(read_topic(bootstrap, topic, 2)) == 1000
+    tags = Counter(r.tag.name.lower() for r in read_ledger(tmp_path / "ledger-1.gz"))
+    assert runs[0]["by_tag"] == dict(tags)

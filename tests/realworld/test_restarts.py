@@ -16,8 +16,9 @@ import httpx
 import pytest
 from elasticsearch import Elasticsearch
 
-from pulse.cli.generate_cmd import DELIVERED, PRODUCED, summary_counts
+from pulse.cli.run_cmd import GENERATE_SUMMARY
 from pulse.config import Settings
+from pulse.generate.summary import read_summaries
 from pulse.store.indices import alias
 from tests.names import unique
 from tests.realworld.plain import count_records
@@ -95,9 +96,9 @@ def test_pulse_run_rides_out_broker_and_elasticsearch_restarts_and_restarts_a_de
     assert code == 0, log()[-3000:]
 
     # what the generator counted as delivered is exactly what the topic holds
-    gen_log = (stack.settings.home / "logs" / "generate.log").read_text()
-    delivered, produced = (sum(summary_counts(gen_log, row)) for row in (DELIVERED, PRODUCED))
-    assert delivered == produced > 0, gen_log[-2000:]
+    runs = read_summaries(stack.settings.home / "logs" / GENERATE_SUMMARY)
+    delivered, produced = (sum(run[n] for run in runs) for n in ("delivered", "produced"))
+    assert delivered == produced > 0, runs
     assert count_records(stack.settings.bootstrap, tag) == delivered
     mine = {k: v for k, v in env.items() if k.startswith("PULSE_")}
     for verb in ("aggregate", "store"):  # what the last flush published after the writer had stopped

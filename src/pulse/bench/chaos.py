@@ -21,9 +21,9 @@ from pathlib import Path
 
 import httpx
 
-from pulse.cli.generate_cmd import DELIVERED, PRODUCED, summary_counts
 from pulse.config import Settings
 from pulse.errors import PulseError
+from pulse.generate.summary import read_summaries
 from pulse.observe.metrics import OUTCOMES
 from pulse.stack.private import PrivateStack, free_port, private_stack
 
@@ -112,8 +112,9 @@ def _faults(stack: PrivateStack, env: dict[str, str], report: ChaosReport, logs:
         report.faults.append((round(time.monotonic() - t0, 1), what))
         say(f"{report.faults[-1][0]:6.1f}s  {what}")
 
+    summaries = logs / "generate-summary.jsonl"
     generator = _Stage(stack, env, logs / "generate.log", "generate", "--rate", str(report.rate), "--duration",
-                       str(report.seconds), "--no-progress", *TRAFFIC)
+                       str(report.seconds), "--no-progress", "--summary-json", str(summaries), *TRAFFIC)
     first = _Stage(stack, env, logs / "aggregate-a.log", "aggregate", "--instance", "chaos-a")
     writer = _Stage(stack, env, logs / "store.log", "store")
     mark("generator, aggregator a and writer started")
@@ -145,8 +146,10 @@ def _faults(stack: PrivateStack, env: dict[str, str], report: ChaosReport, logs:
         if code != 0:
             raise PulseError(f"the generator failed; see {logs / 'generate.log'}")
         mark("generator finished")
-        log = (logs / "generate.log").read_text(errors="replace")
-        report.produced, report.delivered = (_last_summary(log, row) for row in (PRODUCED, DELIVERED))
+        ran = read_summaries(summaries)
+        if not ran:
+            raise PulseError(f"the generator wrote no summary; see {logs / 'generate.log'}")
+        report.produced, report.delivered = ran[-1]["produced"], ran[-1]["delivered"]
         for stage in (first, writer):
             stage.stop()
         mark("aggregator a and writer stopped")
@@ -159,13 +162,6 @@ def _faults(stack: PrivateStack, env: dict[str, str], report: ChaosReport, logs:
 def _down(stack: PrivateStack, service: str, seconds: float) -> None:
     with stack.stopped(service):
         time.sleep(seconds)
-
-
-def _last_summary(log: str, row: str) -> int:
-    found = summary_counts(log, row)
-    if not found:
-        raise PulseError(f"the generator printed no {row!r} line")
-    return found[-1]
 
 
 def _drain_and_check(stack: PrivateStack, env: dict[str, str], report: ChaosReport, logs: Path,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from dataclasses import replace
@@ -23,6 +22,7 @@ from pulse.events.schema import json_schema
 from pulse.generate.chaos import Chaos, ChaosConfig
 from pulse.generate.ledger import open_ledger
 from pulse.generate.producer import EventProducer, GenerateReport, RunLimits
+from pulse.generate.summary import append_summary
 from pulse.generate.traffic import SHAPES, Traffic, TrafficConfig
 from pulse.generate.via import HttpSender
 from pulse.kafkaio import broker_problem
@@ -124,6 +124,9 @@ def setup(settings: Settings, topic: str, partitions: int, retention_hours: floa
               help="The grace the aggregator allows (late events are pushed beyond it).")
 @click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Record every produced record (gzip msgpack) for `pulse verify` and tests.")
+@click.option("--summary-json", envvar="PULSE_GEN_SUMMARY_JSON", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Append the run's summary (produced, delivered, failed, by kind) to FILE as one JSON "
+                                 "line, for programs [env PULSE_GEN_SUMMARY_JSON].")
 @click.option("--via", envvar="PULSE_GENERATE_VIA", default=None, metavar="URL",
               help="Send through a `pulse collect` front door at URL (e.g. http://127.0.0.1:8060) in batches of "
                    "100, as an app would, instead of to Kafka; each event is resent under its own id until "
@@ -186,7 +189,7 @@ def generate(settings: Settings, **o: object) -> None:
     report = _run_with_feedback(producer, Chaos(traffic, chaos_cfg), limits, traffic, show_bar)
     if ledger is not None:
         ledger.close({"delivered": report.delivered, "failed": report.failed})
-    _print_summary(report)
+    _print_summary(report, o["summary_json"])  # type: ignore[arg-type]
     if report.failed:
         raise PulseError(f"{report.failed} records were not delivered: {report.first_error}")
     if report.interrupted:
@@ -201,7 +204,7 @@ def _via(url: str, key: str | None, traffic_cfg: TrafficConfig, chaos_cfg: Chaos
     limits = RunLimits(count=o["count"], duration_s=o["duration"], pace=rate > 0)  # type: ignore[arg-type]
     show_bar = sys.stderr.isatty() if o["progress"] is None else bool(o["progress"])
     report = _run_with_feedback(HttpSender(url, key), Chaos(traffic, chaos_cfg), limits, traffic, show_bar)
-    _print_summary(report)
+    _print_summary(report, o["summary_json"])  # type: ignore[arg-type]
     if report.interrupted:
         sys.exit(130)
 
@@ -249,19 +252,12 @@ def _run_with_feedback(producer: EventProducer | HttpSender, records: Chaos, lim
         return report
 
 
-PRODUCED, DELIVERED = "produced", "delivered (acked)"
-"""Rows of the summary `pulse generate` prints at the end, which fault runs read back (:func:`summary_counts`)."""
-
-
-def summary_counts(log: str, row: str) -> list[int]:
-    """The value of ``row`` in every summary printed into ``log`` (a stage's log file), oldest first."""
-    return [int(n.replace(",", "")) for n in re.findall(rf"^\W*{re.escape(row)}\W+([\d,]+)\W*$", log, re.MULTILINE)]
-
-
-def _print_summary(r: GenerateReport) -> None:
+def _print_summary(r: GenerateReport, summary_json: Path | None) -> None:
+    if summary_json is not None:
+        append_summary(summary_json, r)
     table = Table(title="pulse generate", show_header=False)
-    table.add_row(PRODUCED, f"{r.produced:,}")
-    table.add_row(DELIVERED, f"{r.delivered:,}")
+    table.add_row("produced", f"{r.produced:,}")
+    table.add_row("delivered (acked)", f"{r.delivered:,}")
     table.add_row("failed", f"{r.failed:,}")
     table.add_row("seconds", f"{r.seconds:.2f}")
     table.add_row("rate", f"{r.rate:,.0f} events/s")

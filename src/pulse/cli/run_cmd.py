@@ -76,6 +76,8 @@ class Stage:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
+GENERATE_SUMMARY = "generate-summary.jsonl"
+"""The generator stage's summaries, one line each time it ends (`pulse generate --summary-json`), beside its log."""
 STAGES = ("generate", "collect", "aggregate", "store", "archive", "dashboard", "verify")
 
 
@@ -106,6 +108,7 @@ def pipeline_stages(settings: Settings, rate: float, dashboard_port: int, metric
 
     def generate() -> list[str]:
         return [*py, "generate", "--rate", str(rate), "--seed", str(secrets.randbits(31)), "--no-progress",
+                "--summary-json", str(logs / GENERATE_SUMMARY),
                 "--disorder-fraction", "0.01", "--duplicate-fraction", "0.005", "--late-fraction", "0.002",
                 "--invalid-fraction", "0.002", *observed("generate")]
 
