@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pulse.cli.durations import Duration, spell
+from pulse.cli.output import table_console
 from pulse.config import Settings
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ def produce(settings: Settings, count: int, partitions: int, rounds: int) -> Non
     table.add_column("record bytes", justify="right")
     for r in (ours, theirs):
         table.add_row(r.name, f"{r.rate:,.0f}", f"{r.record_bytes:.0f}")  # type: ignore[attr-defined]
-    Console().print(table)
+    table_console().print(table)
     ratio = ours.rate / theirs.rate  # type: ignore[attr-defined]
     verdict = "meets" if ratio >= 0.5 else "MISSES"
     click.echo(f"ratio pulse/kafka = {ratio:.2f} ({verdict} the >= 0.5 target)")
@@ -118,7 +119,7 @@ def collect_bench(settings: Settings, count: int, partitions: int, rounds: int) 
                   f"{bench.CONCURRENCY} requests in flight; validates, keys, produces, answers once acknowledged")
     table.add_row(f"pulse collect at {paced.rate:,.0f} events/s", "", f"{paced.p50_ms:,.1f}",
                   f"{paced.p99_ms:,.1f}", f"{paced.answered:,} events, batches sent open-loop")
-    Console(width=160).print(table)
+    table_console().print(table)
     ratio = rate / producer_rate
     click.echo(f"collect / producer = {ratio:.2f}x ({'meets' if ratio >= 0.5 else 'MISSES'} >= 0.5x); "
                f"p99 at half its rate = {paced.p99_ms:.1f} ms ({'meets' if paced.p99_ms < 50 else 'MISSES'} < 50 ms)")
@@ -199,7 +200,7 @@ def aggregate_bench(settings: Settings, count: int, which: str, rounds: int, tim
                       " ".join(f"{r.rate / 1000:,.0f}k" for r in runs),
                       f"{statistics.median(r.per_cpu for r in runs):,.0f}",
                       f"{statistics.median(1e6 * r.cpu / r.events for r in runs):.1f}", runs[0].note)
-    Console().print(table)
+    table_console().print(table)
     if {"pulse", "raw"} <= results[0].keys():
         per_cpu = statistics.median(r["pulse"].per_cpu / r["raw"].per_cpu for r in results)
         click.echo(f"per CPU-second (throughput per core, no target): pulse / raw = {per_cpu:.2f}x")
@@ -253,7 +254,7 @@ def store_bench(settings: Settings, rate: float, count: int, live_rates: str, se
             value = fresh.quantile(q)
             table.add_row(f"freshness p{round(q * 100)} @ {fresh.rate:,.0f}/s", f"{value:.2f}s", f"<= {budget:.1f}s",
                           "meets" if value <= budget else "MISSES")
-    Console().print(table)
+    table_console().print(table)
     click.echo(f"write cost: {cost.documents:,} documents for {cost.events:,} events in {cost.flushes} flushes "
                f"(item shards every 5th, users within the default budget per 1000 events): "
                + ", ".join(f"{kind} {n:,}" for kind, n in cost.by_kind.items()) + "; freshness samples: "
@@ -293,7 +294,7 @@ def memory_bench(settings: Settings, count: int, users: int, late_fraction: floa
         table.add_row(name, f"{r.distinct_users:,}", f"{r.seconds:,.0f}", f"{r.peak_rss_bytes / 1024**2:,.0f}",
                       f"{limit / 1024**2:,.0f}", "meets" if r.peak_rss_bytes <= limit else "MISSES",
                       f"{r.peak_state_bytes / 1024**2:,.0f}")
-    Console(width=140).print(table)
+    table_console().print(table)
     click.echo("peak state: the aggregator's own estimate (pulse_state_bytes); the resident peak also holds the "
                "last flush's documents in flight")
     if missed:
@@ -327,7 +328,7 @@ def verify_bench(settings: Settings, sizes: list[int], workers: int, crc32_keys:
         mib = s.peak_rss_bytes / 1024**2
         table.add_row(f"{s.records:,}", f"{s.documents:,}", f"{s.seconds:,.1f}", f"{s.rate:,.0f}", f"{mib:,.0f}",
                       f"{mib / (s.records / 1e6):,.0f}", "yes" if s.ok else "NO")
-    Console(width=140).print(table)
+    table_console().print(table)
     first, last = steps[0], steps[-1]
     growth = (last.peak_rss_bytes - first.peak_rss_bytes) / 1024**2 / max((last.records - first.records) / 1e6, 1e-9)
     slowest = min(s.rate for s in steps)
@@ -363,7 +364,7 @@ def ids_bench(settings: Settings, count: int) -> None:
                       f"{h.lookups / max(h.lookup_s, 1e-9):,.0f}", f"{h.wrong:,}",
                       f"{h.restore_s:,.1f}" if h.restore_s else "-", f"{h.runs}" if on_disk else "-",
                       f"{h.disk_bytes / 1024**2:,.0f}" if on_disk else "-")
-    Console(width=140).print(table)
+    table_console().print(table)
     by = {h.kind: h for h in held}
     store, plain, restored = by["store"], by["map"], by["restore"]
     click.echo(f"the store held {count:,} ids in {store.peak_rss_bytes / 1024**2:,.0f} MiB above the baseline, "
@@ -449,7 +450,7 @@ def e2e_bench(settings: Settings, rates: str, hold: float, settle: float, freshn
             runs.append(e2e.run(settings, steps, archive, hold, settle, limit, log,
                                 lambda m, label=label: status.update(f"{label}: {m}")))
     for run in runs:
-        Console(width=max(Console().width, 140)).print(e2e_table(run, hold))  # readable in a log too
+        table_console().print(e2e_table(run, hold))  # readable in a log too
         click.echo("\n".join(e2e_details(run)))
     for run in runs:
         click.echo(e2e_verdict(run))

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pulse.cli.durations import Duration
+from pulse.cli.output import table_console
 from pulse.config import Settings
 
 
@@ -49,7 +50,7 @@ def chaos(settings: Settings, rate: float, seconds: float) -> None:
                   f"{report.follow_checked:,}, " + ("exact" if report.follow_differences == 0 else
                                                     "DID NOT CATCH UP" if report.follow_differences < 0 else
                                                     f"{report.follow_differences:,} DIFFERENCES"))
-    Console().print(table)
+    table_console().print(table)
     for at, what in report.faults:
         click.echo(f"  {at:6.1f}s  {what}")
     click.echo(f"logs: {logs}")

@@ -6,9 +6,9 @@ import os
 from dataclasses import dataclass
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from pulse.cli.output import table_console
 from pulse.config import Settings
 from pulse.connect.kafka import PREFIX, is_secret, property_sources
 
@@ -100,7 +100,7 @@ def config(ctx: click.Context, everything: bool) -> None:
     secrets show as ***. Nothing is contacted."""
     settings: Settings = ctx.obj
     kafka, es, other = rows(ctx, settings, everything)
-    console = Console()
+    console = table_console()
     for title, table_rows in (("Kafka connection", kafka), ("Elasticsearch connection", es),
                               ("Settings" + ("" if everything else " (set; --all lists every one)"), other)):
         table = Table("name", "value", "source", title=title, title_justify="left")

@@ -16,6 +16,7 @@ from rich.table import Table
 from pulse.aggregate.config import StateConfig
 from pulse.aggregate.windows import label
 from pulse.cli.durations import Duration
+from pulse.cli.output import table_console
 from pulse.config import Settings
 from pulse.errors import PulseError
 from pulse.events.schema import json_schema
@@ -266,7 +267,7 @@ def _print_summary(r: GenerateReport, summary_json: Path | None) -> None:
         table.add_row(f"  {tag.name.lower()}", f"{n:,} ({n / max(r.produced, 1):.2%})")
     if r.interrupted:
         table.add_row("stopped", "interrupted (Ctrl-C); everything produced was flushed")
-    Console(stderr=True).print(table)
+    table_console(stderr=True).print(table)
 
 
 @click.group()

@@ -13,6 +13,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from pulse.cli.output import table_console
 from pulse.config import Settings
 from pulse.stack import manager
 
@@ -97,7 +98,7 @@ def status(settings: Settings, quiet: bool) -> None:
         table = Table("service", "version", "state", "pid", "address")
         for r in rows:
             table.add_row(r.name, r.version, r.state, str(r.pid or "-"), r.address)
-        Console().print(table)
+        table_console().print(table)
     sys.exit(0 if all(r.healthy for r in rows) else 1)
 
 

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from pulse.cli.aggregate_cmd import state_options
 from pulse.cli.durations import Duration
+from pulse.cli.output import table_console
 from pulse.cli.store_cmd import instant, require_es
 from pulse.config import Settings
 from pulse.observe.server import metrics_addr_option
@@ -195,7 +196,7 @@ def _print(report: Report, as_json: bool) -> None:
     table.add_row("all", f"{d.checked:,}", f"{d.matched:,}", f"{d.missing:,}", f"{d.extra:,}", f"{d.mismatched:,}")
     for kind, n in sorted(d.by_kind.items()):
         table.add_row(f"  {kind}", f"{n:,}", "", "", "", "")
-    Console(width=max(100, Console().width)).print(table)
+    table_console().print(table)
     click.echo(f"records: {c.accepted:,} accepted, {c.corrected:,} corrected, {c.dead_lettered:,} dead-lettered, "
                f"{c.late:,} too late, "
                f"{c.duplicates:,} duplicates ({c.forwarded:,} counted by the partition that owns their user, "
