@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pulse.cli.durations import Duration, spell
-from pulse.cli.output import table_console
+from pulse.cli.output import emit, json_option, table_console
 from pulse.config import Settings
 
 if TYPE_CHECKING:
@@ -49,9 +49,10 @@ def on_stack(command: Callable[..., None]) -> Callable[..., None]:
 @click.option("--partitions", type=click.IntRange(1), default=6, show_default=True)
 @click.option("--rounds", type=click.IntRange(1, 5), default=1, show_default=True,
               help="Alternate the contenders this many times and keep each one's best.")
+@json_option
 @click.pass_obj
 @on_stack
-def produce(settings: Settings, count: int, partitions: int, rounds: int) -> None:
+def produce(settings: Settings, count: int, partitions: int, rounds: int, as_json: bool) -> None:
     """Events/s from generation to acknowledged delivery vs Kafka's ProducerPerformance (target ratio >= 0.5)."""
     from pulse.bench.produce import run_kafka_tool, run_pulse
 
@@ -66,16 +67,23 @@ def produce(settings: Settings, count: int, partitions: int, rounds: int) -> Non
             if r.name not in best or r.rate > best[r.name].rate:  # type: ignore[attr-defined]
                 best[r.name] = r
     ours, theirs = best["pulse generate"], best["kafka ProducerPerformance"]
-    table = Table(title=f"pulse bench produce: {count:,} records, acks=all, idempotent, lz4, {partitions} partitions")
-    table.add_column("contender")
-    table.add_column("records/s", justify="right")
-    table.add_column("record bytes", justify="right")
-    for r in (ours, theirs):
-        table.add_row(r.name, f"{r.rate:,.0f}", f"{r.record_bytes:.0f}")  # type: ignore[attr-defined]
-    table_console().print(table)
     ratio = ours.rate / theirs.rate  # type: ignore[attr-defined]
-    verdict = "meets" if ratio >= 0.5 else "MISSES"
-    click.echo(f"ratio pulse/kafka = {ratio:.2f} ({verdict} the >= 0.5 target)")
+
+    def people() -> None:
+        table = Table(title=f"pulse bench produce: {count:,} records, acks=all, idempotent, lz4, {partitions} "
+                            "partitions")
+        table.add_column("contender")
+        table.add_column("records/s", justify="right")
+        table.add_column("record bytes", justify="right")
+        for r in (ours, theirs):
+            table.add_row(r.name, f"{r.rate:,.0f}", f"{r.record_bytes:.0f}")  # type: ignore[attr-defined]
+        table_console().print(table)
+        click.echo(f"ratio pulse/kafka = {ratio:.2f} ({'meets' if ratio >= 0.5 else 'MISSES'} the >= 0.5 target)")
+
+    emit(as_json, {"bench": "produce", "count": count, "partitions": partitions, "rounds": rounds,
+                   "contenders": [{"name": r.name, "records_per_s": r.rate, "record_bytes": r.record_bytes}  # type: ignore[attr-defined]
+                                  for r in (ours, theirs)],
+                   "ratio": ratio, "target": 0.5, "meets": ratio >= 0.5}, people)
 
 
 @bench.command("collect")
@@ -84,9 +92,10 @@ def produce(settings: Settings, count: int, partitions: int, rounds: int) -> Non
 @click.option("--partitions", type=click.IntRange(1), default=6, show_default=True)
 @click.option("--rounds", type=click.IntRange(1), default=3, show_default=True,
               help="Rounds of each contender, taking turns; each one's median is compared.")
+@json_option
 @click.pass_obj
 @on_stack
-def collect_bench(settings: Settings, count: int, partitions: int, rounds: int) -> None:
+def collect_bench(settings: Settings, count: int, partitions: int, rounds: int, as_json: bool) -> None:
     """Events/s through `pulse collect` over HTTP (batches of 100, answered once Kafka has them) vs Pulse's own
     producer, and the collector's p99 time to answer at half its rate (targets: >= 0.5x, p99 < 50 ms)."""
     from pulse.bench import collect as bench
@@ -109,20 +118,27 @@ def collect_bench(settings: Settings, count: int, partitions: int, rounds: int) 
     finally:
         collector.stop()
     producer_rate = statistics.median(produced)
-    table = Table(title=f"pulse bench collect: {count:,} events, acks=all, idempotent, {partitions} partitions, "
-                        f"median of {rounds} round(s)")
-    for column in ("contender", "events/s", "p50 ms", "p99 ms", "what it does"):
-        table.add_column(column, justify="left" if column in ("contender", "what it does") else "right")
-    table.add_row("pulse generate (Kafka producer)", f"{producer_rate:,.0f}", "", "",
-                  "generates and produces; delivery reports counted")
-    table.add_row("pulse collect (HTTP, batches of 100)", f"{rate:,.0f}", "", "",
-                  f"{bench.CONCURRENCY} requests in flight; validates, keys, produces, answers once acknowledged")
-    table.add_row(f"pulse collect at {paced.rate:,.0f} events/s", "", f"{paced.p50_ms:,.1f}",
-                  f"{paced.p99_ms:,.1f}", f"{paced.answered:,} events, batches sent open-loop")
-    table_console().print(table)
     ratio = rate / producer_rate
-    click.echo(f"collect / producer = {ratio:.2f}x ({'meets' if ratio >= 0.5 else 'MISSES'} >= 0.5x); "
-               f"p99 at half its rate = {paced.p99_ms:.1f} ms ({'meets' if paced.p99_ms < 50 else 'MISSES'} < 50 ms)")
+
+    def people() -> None:
+        table = Table(title=f"pulse bench collect: {count:,} events, acks=all, idempotent, {partitions} partitions, "
+                            f"median of {rounds} round(s)")
+        for column in ("contender", "events/s", "p50 ms", "p99 ms", "what it does"):
+            table.add_column(column, justify="left" if column in ("contender", "what it does") else "right")
+        table.add_row("pulse generate (Kafka producer)", f"{producer_rate:,.0f}", "", "",
+                      "generates and produces; delivery reports counted")
+        table.add_row("pulse collect (HTTP, batches of 100)", f"{rate:,.0f}", "", "",
+                      f"{bench.CONCURRENCY} requests in flight; validates, keys, produces, answers once acknowledged")
+        table.add_row(f"pulse collect at {paced.rate:,.0f} events/s", "", f"{paced.p50_ms:,.1f}",
+                      f"{paced.p99_ms:,.1f}", f"{paced.answered:,} events, batches sent open-loop")
+        table_console().print(table)
+        click.echo(f"collect / producer = {ratio:.2f}x ({'meets' if ratio >= 0.5 else 'MISSES'} >= 0.5x); p99 at half "
+                   f"its rate = {paced.p99_ms:.1f} ms ({'meets' if paced.p99_ms < 50 else 'MISSES'} < 50 ms)")
+
+    emit(as_json, {"bench": "collect", "count": count, "partitions": partitions, "rounds": rounds,
+                   "producer_per_s": producer_rate, "producer_rounds": produced, "collector_per_s": rate,
+                   "collector_rounds": posted, "ratio": ratio, "target": 0.5, "meets": ratio >= 0.5,
+                   "latency": paced, "p99_target_ms": 50, "p99_meets": paced.p99_ms < 50}, people)
 
 
 @bench.command("aggregate")
@@ -139,9 +155,11 @@ def collect_bench(settings: Settings, count: int, partitions: int, rounds: int) 
               help="At most this many untimed runs of raw and Pulse first; they stop once Pulse's time stops "
                    "improving by more than 10 % and the broker's JIT compiler is quiet (a freshly started broker "
                    "needs several).")
+@json_option
 @click.pass_obj
 @on_stack
-def aggregate_bench(settings: Settings, count: int, which: str, rounds: int, timeout: float, warmup: int) -> None:
+def aggregate_bench(settings: Settings, count: int, which: str, rounds: int, timeout: float, warmup: int,
+                    as_json: bool) -> None:
     """Events/s of one aggregator process (exactly-once) vs Flink, Quix Streams, the naive design and a raw consumer.
 
     Every contender reads the same pre-produced topic with a fresh consumer group and is timed from process
@@ -182,7 +200,7 @@ def aggregate_bench(settings: Settings, count: int, which: str, rounds: int, tim
                                                            + (f", broker JIT {j:.2f} s" if j is not None else "")))
     click.echo(f"warm-up (untimed): pulse {', '.join(f'{t:.2f}' for t in warm)} s"
                + (f"; broker JIT compiling {', '.join(f'{j:.2f}' for j in jit)} s" if jit else "")
-               + (" (steady)" if agg.warmed(warm, jit) else f" (not steady after {warmup} runs)"))
+               + (" (steady)" if agg.warmed(warm, jit) else f" (not steady after {warmup} runs)"), err=as_json)
     results: list[dict[str, agg.Result]] = []
     for i in range(rounds):
         results.append({})
@@ -190,32 +208,46 @@ def aggregate_bench(settings: Settings, count: int, which: str, rounds: int, tim
             with console.status(f"round {i + 1}/{rounds}: {contender.name}"):
                 results[-1][contender.key] = agg.measure(settings, contender, topic, ends, timeout, log)
     agg.cleanup(settings)
-    table = Table(title=f"pulse bench aggregate: {count:,} events, 6 partitions, one process each, {rounds} round(s)")
-    for col in ("contender", "events/s (median)", "per round", "events per CPU-second (median)",
-                "CPU µs per event (median)", "notes"):
-        table.add_column(col, justify="left" if col in ("contender", "notes") else "right")
-    for key in results[0]:
-        runs = [r[key] for r in results]
-        table.add_row(runs[0].name, f"{statistics.median(r.rate for r in runs):,.0f}",
-                      " ".join(f"{r.rate / 1000:,.0f}k" for r in runs),
-                      f"{statistics.median(r.per_cpu for r in runs):,.0f}",
-                      f"{statistics.median(1e6 * r.cpu / r.events for r in runs):.1f}", runs[0].note)
-    table_console().print(table)
-    if {"pulse", "raw"} <= results[0].keys():
-        per_cpu = statistics.median(r["pulse"].per_cpu / r["raw"].per_cpu for r in results)
-        click.echo(f"per CPU-second (throughput per core, no target): pulse / raw = {per_cpu:.2f}x")
-    for key in agg.FOREIGN:
-        ratios = agg.per_round_ratios(results, key, "pulse")
-        if ratios:
-            click.echo(f"repartitioned path: pulse on {key} / keyed input = {statistics.median(ratios):.2f}x median "
-                       f"of rounds [{', '.join(f'{x:.2f}' for x in ratios)}] ({results[0][key].note})")
-    for peer, target in (("flink", 3.0), ("quix", 10.0), ("naive", None), ("raw", 0.5)):
-        ratios = agg.per_round_ratios(results, "pulse", peer)
-        if ratios:
-            ratio = statistics.median(ratios)
-            verdict = "" if target is None else (" (meets" if ratio >= target else " (MISSES") + f" >= {target}x)"
-            click.echo(f"pulse / {peer} = {ratio:.2f}x median of rounds [{', '.join(f'{x:.2f}' for x in ratios)}]"
-                       f"{verdict}")
+    targets = {"flink": 3.0, "quix": 10.0, "naive": None, "raw": 0.5}
+    versus = {peer: agg.per_round_ratios(results, "pulse", peer) for peer in targets}
+    foreign = {key: agg.per_round_ratios(results, key, "pulse") for key in agg.FOREIGN}
+
+    def people() -> None:
+        table = Table(title=f"pulse bench aggregate: {count:,} events, 6 partitions, one process each, {rounds} "
+                            "round(s)")
+        for col in ("contender", "events/s (median)", "per round", "events per CPU-second (median)",
+                    "CPU µs per event (median)", "notes"):
+            table.add_column(col, justify="left" if col in ("contender", "notes") else "right")
+        for key in results[0]:
+            runs = [r[key] for r in results]
+            table.add_row(runs[0].name, f"{statistics.median(r.rate for r in runs):,.0f}",
+                          " ".join(f"{r.rate / 1000:,.0f}k" for r in runs),
+                          f"{statistics.median(r.per_cpu for r in runs):,.0f}",
+                          f"{statistics.median(1e6 * r.cpu / r.events for r in runs):.1f}", runs[0].note)
+        table_console().print(table)
+        if {"pulse", "raw"} <= results[0].keys():
+            per_cpu = statistics.median(r["pulse"].per_cpu / r["raw"].per_cpu for r in results)
+            click.echo(f"per CPU-second (throughput per core, no target): pulse / raw = {per_cpu:.2f}x")
+        for key, ratios in foreign.items():
+            if ratios:
+                click.echo(f"repartitioned path: pulse on {key} / keyed input = {statistics.median(ratios):.2f}x "
+                           f"median of rounds [{', '.join(f'{x:.2f}' for x in ratios)}] ({results[0][key].note})")
+        for peer, target in targets.items():
+            if ratios := versus[peer]:
+                ratio = statistics.median(ratios)
+                verdict = "" if target is None else (" (meets" if ratio >= target else " (MISSES") + f" >= {target}x)"
+                click.echo(f"pulse / {peer} = {ratio:.2f}x median of rounds [{', '.join(f'{x:.2f}' for x in ratios)}]"
+                           f"{verdict}")
+
+    emit(as_json, {"bench": "aggregate", "count": count, "rounds": rounds, "warmup_s": warm, "broker_jit_s": jit,
+                   "contenders": {key: {"name": results[0][key].name, "note": results[0][key].note,
+                                        "rates": [r[key].rate for r in results],
+                                        "per_cpu_second": [r[key].per_cpu for r in results]} for key in results[0]},
+                   "pulse_over": {peer: {"median": statistics.median(v), "rounds": v, "target": targets[peer],
+                                         "meets": targets[peer] is None or statistics.median(v) >= targets[peer]}
+                                  for peer, v in versus.items() if v},
+                   "repartitioned_over_keyed": {k: {"median": statistics.median(v), "rounds": v}
+                                                for k, v in foreign.items() if v}}, people)
 
 
 @bench.command("store")
@@ -227,9 +259,10 @@ def aggregate_bench(settings: Settings, count: int, which: str, rounds: int, tim
               help="Comma-separated real-time events/s for the freshness measurement (what this machine sustains).")
 @click.option("--seconds", type=Duration(5), default="30s", show_default=True,
               help="Length of the freshness measurement (after an 8 s warm-up).")
+@json_option
 @click.pass_obj
 @on_stack
-def store_bench(settings: Settings, rate: float, count: int, live_rates: str, seconds: float) -> None:
+def store_bench(settings: Settings, rate: float, count: int, live_rates: str, seconds: float, as_json: bool) -> None:
     """Elasticsearch write operations per 1000 events (target <= 20; the naive design writes 1000) and
     freshness from event to search, p50/p99, against flush interval + refresh interval + 1 s."""
     from pulse.bench import store as sb
@@ -244,21 +277,29 @@ def store_bench(settings: Settings, rate: float, count: int, live_rates: str, se
         with console.status(f"freshness: live pipeline at {live_rate:,.0f} events/s for {seconds:.0f}s"):
             fresh_runs.append(sb.freshness(settings, live_rate, seconds, log))
     budget = 1.0 + sb.REFRESH_S + 1.0  # aggregator flush interval + refresh interval + 1 s
-    table = Table(title="pulse bench store")
-    for col in ("measure", "value", "target", "verdict"):
-        table.add_column(col, justify="left" if col == "measure" else "right")
-    table.add_row(f"ES writes / 1000 events @ {rate:,.0f}/s", f"{cost.per_1000:.1f}", "<= 20 (naive 1000)",
-                  "meets" if cost.per_1000 <= 20 else "MISSES")
-    for fresh in fresh_runs:
-        for q in (0.5, 0.99):
-            value = fresh.quantile(q)
-            table.add_row(f"freshness p{round(q * 100)} @ {fresh.rate:,.0f}/s", f"{value:.2f}s", f"<= {budget:.1f}s",
-                          "meets" if value <= budget else "MISSES")
-    table_console().print(table)
-    click.echo(f"write cost: {cost.documents:,} documents for {cost.events:,} events in {cost.flushes} flushes "
-               f"(item shards every 5th, users within the default budget per 1000 events): "
-               + ", ".join(f"{kind} {n:,}" for kind, n in cost.by_kind.items()) + "; freshness samples: "
-               + ", ".join(str(len(f.samples)) for f in fresh_runs))
+
+    def people() -> None:
+        table = Table(title="pulse bench store")
+        for col in ("measure", "value", "target", "verdict"):
+            table.add_column(col, justify="left" if col == "measure" else "right")
+        table.add_row(f"ES writes / 1000 events @ {rate:,.0f}/s", f"{cost.per_1000:.1f}", "<= 20 (naive 1000)",
+                      "meets" if cost.per_1000 <= 20 else "MISSES")
+        for fresh in fresh_runs:
+            for q in (0.5, 0.99):
+                value = fresh.quantile(q)
+                table.add_row(f"freshness p{round(q * 100)} @ {fresh.rate:,.0f}/s", f"{value:.2f}s",
+                              f"<= {budget:.1f}s", "meets" if value <= budget else "MISSES")
+        table_console().print(table)
+        click.echo(f"write cost: {cost.documents:,} documents for {cost.events:,} events in {cost.flushes} flushes "
+                   f"(item shards every 5th, users within the default budget per 1000 events): "
+                   + ", ".join(f"{kind} {n:,}" for kind, n in cost.by_kind.items()) + "; freshness samples: "
+                   + ", ".join(str(len(f.samples)) for f in fresh_runs))
+
+    emit(as_json, {"bench": "store", "rate": rate, "write_cost": cost, "per_1000": cost.per_1000, "target": 20,
+                   "meets": cost.per_1000 <= 20,
+                   "freshness": [{"rate": f.rate, "p50_s": f.quantile(0.5), "p99_s": f.quantile(0.99),
+                                  "samples": len(f.samples), "budget_s": budget,
+                                  "meets": f.quantile(0.99) <= budget} for f in fresh_runs]}, people)
 
 
 @bench.command("memory")
@@ -271,9 +312,11 @@ def store_bench(settings: Settings, rate: float, count: int, live_rates: str, se
                    "0: only the run without late events.")
 @click.option("--late-max", type=Duration(5.001, ms=True), default="2d", show_default=True,
               help="How far behind a late event may be (within the 3-day correction horizon: each one is counted).")
+@json_option
 @click.pass_obj
 @on_stack
-def memory_bench(settings: Settings, count: int, users: int, late_fraction: float, late_max: int) -> None:
+def memory_bench(settings: Settings, count: int, users: int, late_fraction: float, late_max: int,
+                 as_json: bool) -> None:
     """Peak RSS of one aggregator holding about a million distinct users (limit: 2 GiB per 1M users), without late
     events and then with corrections spread over the horizon."""
     from pulse.bench import memory
@@ -285,18 +328,24 @@ def memory_bench(settings: Settings, count: int, users: int, late_fraction: floa
     table = Table(title=f"pulse bench memory: {count:,} events over {users:,} users, one aggregator")
     for col in ("input", "distinct users", "seconds", "peak RSS MiB", "limit MiB", "", "peak state MiB"):
         table.add_column(col, justify="right")
-    missed = False
+    missed, measured = False, []
     for name, late in runs:
         with Console(stderr=True).status(f"{name}: producing {count:,} events, then aggregating"):
             r = memory.run(settings, count, users, log, late, late_max)
         limit = 2 * 1024**3 * max(1.0, r.distinct_users / 1_000_000)  # 2 GiB for 1M users, pro rata beyond
         missed |= r.peak_rss_bytes > limit
+        measured.append({"input": name, "late_fraction": late, "run": r, "limit_bytes": limit,
+                         "meets": r.peak_rss_bytes <= limit})
         table.add_row(name, f"{r.distinct_users:,}", f"{r.seconds:,.0f}", f"{r.peak_rss_bytes / 1024**2:,.0f}",
                       f"{limit / 1024**2:,.0f}", "meets" if r.peak_rss_bytes <= limit else "MISSES",
                       f"{r.peak_state_bytes / 1024**2:,.0f}")
-    table_console().print(table)
-    click.echo("peak state: the aggregator's own estimate (pulse_state_bytes); the resident peak also holds the "
-               "last flush's documents in flight")
+
+    def people() -> None:
+        table_console().print(table)
+        click.echo("peak state: the aggregator's own estimate (pulse_state_bytes); the resident peak also holds the "
+                   "last flush's documents in flight")
+
+    emit(as_json, {"bench": "memory", "count": count, "users": users, "runs": measured}, people)
     if missed:
         raise click.ClickException("peak RSS over the limit")
 
@@ -309,9 +358,10 @@ def memory_bench(settings: Settings, count: int, users: int, late_fraction: floa
               help="Fraction of the input partitioned as librdkafka clients do by default (CRC-32 of the key): "
                    "those records are forwarded to the partition owning their user, and verify walks the "
                    "repartition topic too. The rest is keyed by user id with Kafka's Java partitioner.")
+@json_option
 @click.pass_obj
 @on_stack
-def verify_bench(settings: Settings, sizes: list[int], workers: int, crc32_keys: float) -> None:
+def verify_bench(settings: Settings, sizes: list[int], workers: int, crc32_keys: float, as_json: bool) -> None:
     """Records/s and peak RSS of `pulse verify` over growing inputs (targets: 100k records/s; memory that does
     not grow with the input)."""
     from pulse.bench import verify
@@ -320,22 +370,29 @@ def verify_bench(settings: Settings, sizes: list[int], workers: int, crc32_keys:
     log.parent.mkdir(parents=True, exist_ok=True)
     with Console(stderr=True).status("verify") as status:
         steps = verify.run(settings, sizes, log, workers, lambda msg: status.update(msg), crc32_keys)
-    table = Table(title=f"pulse bench verify: {workers} workers, 6 partitions, 1 % each of invalid, duplicate, "
-                        f"late and out-of-order events, {crc32_keys:.0%} CRC-32 keyed")
-    for col in ("records", "documents", "seconds", "records/s", "peak RSS MiB", "MiB per 1M records", "exact"):
-        table.add_column(col, justify="right")
-    for s in steps:
-        mib = s.peak_rss_bytes / 1024**2
-        table.add_row(f"{s.records:,}", f"{s.documents:,}", f"{s.seconds:,.1f}", f"{s.rate:,.0f}", f"{mib:,.0f}",
-                      f"{mib / (s.records / 1e6):,.0f}", "yes" if s.ok else "NO")
-    table_console().print(table)
     first, last = steps[0], steps[-1]
     growth = (last.peak_rss_bytes - first.peak_rss_bytes) / 1024**2 / max((last.records - first.records) / 1e6, 1e-9)
     slowest = min(s.rate for s in steps)
-    click.echo(f"slowest step {slowest:,.0f} records/s ({'meets' if slowest >= 100_000 else 'MISSES'} the 100k "
-               f"target); peak RSS grew {growth:,.1f} MiB per additional 1M records "
-               f"({first.peak_rss_bytes / 1024**2:,.0f} MiB at {first.records:,}, "
-               f"{last.peak_rss_bytes / 1024**2:,.0f} MiB at {last.records:,})")
+
+    def people() -> None:
+        table = Table(title=f"pulse bench verify: {workers} workers, 6 partitions, 1 % each of invalid, duplicate, "
+                            f"late and out-of-order events, {crc32_keys:.0%} CRC-32 keyed")
+        for col in ("records", "documents", "seconds", "records/s", "peak RSS MiB", "MiB per 1M records", "exact"):
+            table.add_column(col, justify="right")
+        for s in steps:
+            mib = s.peak_rss_bytes / 1024**2
+            table.add_row(f"{s.records:,}", f"{s.documents:,}", f"{s.seconds:,.1f}", f"{s.rate:,.0f}", f"{mib:,.0f}",
+                          f"{mib / (s.records / 1e6):,.0f}", "yes" if s.ok else "NO")
+        table_console().print(table)
+        click.echo(f"slowest step {slowest:,.0f} records/s ({'meets' if slowest >= 100_000 else 'MISSES'} the 100k "
+                   f"target); peak RSS grew {growth:,.1f} MiB per additional 1M records "
+                   f"({first.peak_rss_bytes / 1024**2:,.0f} MiB at {first.records:,}, "
+                   f"{last.peak_rss_bytes / 1024**2:,.0f} MiB at {last.records:,})")
+
+    emit(as_json, {"bench": "verify", "workers": workers, "crc32_keys": crc32_keys,
+                   "steps": [{"step": s, "records_per_s": s.rate} for s in steps], "slowest_per_s": slowest,
+                   "target_per_s": 100_000, "meets": slowest >= 100_000,
+                   "rss_growth_mib_per_1m_records": growth}, people)
     if not all(s.ok for s in steps):
         raise click.ClickException(f"`pulse verify` found differences; see {log}")
 
@@ -343,8 +400,9 @@ def verify_bench(settings: Settings, sizes: list[int], workers: int, crc32_keys:
 @bench.command("ids")
 @click.option("--count", default="10M", show_default=True, callback=lambda _c, _p, v: _counts(v)[-1],
               help="Event ids held, as one partition would over its duplicate horizon (k and M suffixes).")
+@json_option
 @click.pass_obj
-def ids_bench(settings: Settings, count: int) -> None:
+def ids_bench(settings: Settings, count: int, as_json: bool) -> None:
     """Memory, lookups and restore time of holding a partition's event ids exactly: the id store built for
     horizons of days against the in-memory map the engine keeps for 30 s (no stack needed)."""
     from pulse.bench import ids
@@ -353,24 +411,28 @@ def ids_bench(settings: Settings, count: int) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     with Console(stderr=True).status(f"holding {count:,} ids, each way in a process of its own"):
         held = ids.run(count, workdir)
-    table = Table(title=f"pulse bench ids: {count:,} UUIDv7 event ids of one partition, held exactly")
-    for col in ("kind", "peak RSS MiB", "bytes per id", "inserts/s", "lookups/s", "wrong answers", "restore s",
-                "runs", "disk MiB"):
-        table.add_column(col, justify="right")
-    for h in held:
-        on_disk = h.kind != "map"
-        table.add_row(h.kind, f"{h.peak_rss_bytes / 1024**2:,.0f}", f"{h.bytes_per_id:,.1f}",
-                      f"{h.count / h.insert_s:,.0f}" if h.insert_s else "-",
-                      f"{h.lookups / max(h.lookup_s, 1e-9):,.0f}", f"{h.wrong:,}",
-                      f"{h.restore_s:,.1f}" if h.restore_s else "-", f"{h.runs}" if on_disk else "-",
-                      f"{h.disk_bytes / 1024**2:,.0f}" if on_disk else "-")
-    table_console().print(table)
     by = {h.kind: h for h in held}
     store, plain, restored = by["store"], by["map"], by["restore"]
-    click.echo(f"the store held {count:,} ids in {store.peak_rss_bytes / 1024**2:,.0f} MiB above the baseline, "
-               f"{plain.peak_rss_bytes / max(store.peak_rss_bytes, 1):,.1f}x less than the map "
-               f"({plain.peak_rss_bytes / 1024**2:,.0f} MiB); a restore built it in {restored.restore_s:,.1f}s "
-               f"at a peak of {restored.peak_rss_bytes / 1024**2:,.0f} MiB")
+
+    def people() -> None:
+        table = Table(title=f"pulse bench ids: {count:,} UUIDv7 event ids of one partition, held exactly")
+        for col in ("kind", "peak RSS MiB", "bytes per id", "inserts/s", "lookups/s", "wrong answers", "restore s",
+                    "runs", "disk MiB"):
+            table.add_column(col, justify="right")
+        for h in held:
+            on_disk = h.kind != "map"
+            table.add_row(h.kind, f"{h.peak_rss_bytes / 1024**2:,.0f}", f"{h.bytes_per_id:,.1f}",
+                          f"{h.count / h.insert_s:,.0f}" if h.insert_s else "-",
+                          f"{h.lookups / max(h.lookup_s, 1e-9):,.0f}", f"{h.wrong:,}",
+                          f"{h.restore_s:,.1f}" if h.restore_s else "-", f"{h.runs}" if on_disk else "-",
+                          f"{h.disk_bytes / 1024**2:,.0f}" if on_disk else "-")
+        table_console().print(table)
+        click.echo(f"the store held {count:,} ids in {store.peak_rss_bytes / 1024**2:,.0f} MiB above the baseline, "
+                   f"{plain.peak_rss_bytes / max(store.peak_rss_bytes, 1):,.1f}x less than the map "
+                   f"({plain.peak_rss_bytes / 1024**2:,.0f} MiB); a restore built it in {restored.restore_s:,.1f}s "
+                   f"at a peak of {restored.peak_rss_bytes / 1024**2:,.0f} MiB")
+
+    emit(as_json, {"bench": "ids", "count": count, "held": held}, people)
     if any(h.wrong for h in held):
         raise click.ClickException("an id was answered wrongly: the store is not exact")
 
@@ -417,10 +479,11 @@ def _rates(text: str) -> list[float]:
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to draw freshness p50 and p99 against the offered rate (PNG)  [default: "
                    "<PULSE_HOME>/bench-e2e.png]")
+@json_option
 @click.pass_obj
 @on_stack
 def e2e_bench(settings: Settings, rates: str, hold: float, settle: float, freshness_limit: float,
-              archive_freshness_limit: float, archive_modes: str, plot: Path | None) -> None:
+              archive_freshness_limit: float, archive_modes: str, plot: Path | None, as_json: bool) -> None:
     """The highest event rate the whole pipeline sustains, and what its output costs Elasticsearch.
 
     Runs `pulse generate` at each offered rate → Kafka → `pulse aggregate` → `pulse store` (+ `pulse archive`)
@@ -449,14 +512,20 @@ def e2e_bench(settings: Settings, rates: str, hold: float, settle: float, freshn
             limit = archive_freshness_limit if archive else freshness_limit
             runs.append(e2e.run(settings, steps, archive, hold, settle, limit, log,
                                 lambda m, label=label: status.update(f"{label}: {m}")))
-    for run in runs:
-        table_console().print(e2e_table(run, hold))  # readable in a log too
-        click.echo("\n".join(e2e_details(run)))
-    for run in runs:
-        click.echo(e2e_verdict(run))
     from pulse.bench.plot import freshness_plot
 
-    click.echo(f"freshness plot: {freshness_plot(runs, plot or settings.home / 'bench-e2e.png')}")
+    drawn = freshness_plot(runs, plot or settings.home / "bench-e2e.png")
+
+    def people() -> None:
+        for run in runs:
+            table_console().print(e2e_table(run, hold))
+            click.echo("\n".join(e2e_details(run)))
+        for run in runs:
+            click.echo(e2e_verdict(run))
+        click.echo(f"freshness plot: {drawn}")
+
+    emit(as_json, {"bench": "e2e", "hold_s": hold, "runs": runs, "verdicts": [e2e_verdict(run) for run in runs],
+                   "plot": str(drawn)}, people)
 
 
 def e2e_table(run: RunResult, hold: float) -> Table:
