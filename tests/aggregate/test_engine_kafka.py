@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from elasticsearch import Elasticsearch
 
+from pulse.aggregate.model import OUTCOMES
 from pulse.generate.chaos import INVALID_KINDS, Tag
 from pulse.generate.ledger import read_ledger
 from pulse.kafkaio import read_messages, read_range
-from pulse.observe.metrics import OUTCOMES
 from pulse.verify.diff import diff_documents
 from tests.aggregate.harness import (
     CHAOS,

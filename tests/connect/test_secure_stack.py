@@ -19,10 +19,10 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from pulse.aggregate.model import OUTCOMES
 from pulse.cli.run_cmd import GENERATE_SUMMARY
 from pulse.config import Settings
 from pulse.generate.summary import read_summaries
-from pulse.observe.metrics import OUTCOMES
 from pulse.stack import manager
 from pulse.stack.secure import SecureMaterial
 from tests.names import unique

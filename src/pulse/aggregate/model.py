@@ -1,6 +1,7 @@
 """The analytics model's names and rules, declared once in the native core (``native/src/state.rs``,
 ``breakdown.rs``, ``sketch.rs``).
 
+- ``OUTCOMES``: where an input record ends (``PARTITION_COUNTERS``: a partition document's counters);
 - ``FUNNEL``: the ordered funnel steps (event types) a session advances through;
 - ``DIMENSIONS``: what every window is broken down by, exactly, one dimension at a time;
 - ``SKETCHED``: the values of ok purchases whose quantiles (``QUANTILES``) every window summary carries as a
@@ -25,6 +26,11 @@ from typing import Any
 
 from pulse.aggregate import _core
 
+OUTCOMES: tuple[str, ...] = tuple(_core.Counters.names())
+"""Where an input record ends, in the order the state's counters give them: every record lands in exactly one
+(a record forwarded to the partition that owns its user lands there)."""
+PARTITION_COUNTERS: tuple[str, ...] = (*OUTCOMES, "forwarded")
+"""The counters of a ``partition`` document: the outcomes, and the records it forwarded to their user's owner."""
 FUNNEL: tuple[str, ...] = tuple(_core.FUNNEL)
 DIMENSIONS: tuple[str, ...] = tuple(_core.DIMENSIONS)
 SKETCHED: tuple[str, ...] = tuple(_core.SKETCHED)

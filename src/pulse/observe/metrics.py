@@ -9,12 +9,6 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from pulse.aggregate._core import Counters
-
-OUTCOMES = tuple(Counters.names())
-"""Where an input record ends, in the order the state's counters give them: every record lands in exactly one
-(a record forwarded to the partition that owns its user lands there)."""
-
 SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 # aggregate — counters first: a scrape reads them before the lag, which is set before them (see EngineMetrics)

@@ -15,9 +15,8 @@ from typing import Any
 
 from elasticsearch import BadRequestError, Elasticsearch
 
-from pulse.aggregate.model import DIMENSIONS, SKETCHED, USERS_SKETCH, sketch_field
+from pulse.aggregate.model import DIMENSIONS, OUTCOMES, SKETCHED, USERS_SKETCH, sketch_field
 from pulse.errors import PulseError
-from pulse.observe.metrics import OUTCOMES
 
 DEFAULT_PREFIX = "pulse"
 KIND_FAMILY = {"window": "windows", "window_dims": "windows", "window_users": "windows",

@@ -32,13 +32,13 @@ from pulse.aggregate.model import (
     EXACT_USERS_UP_TO_MS,
     FUNNEL,
     ITEMS_FROM_MS,
+    PARTITION_COUNTERS,
     SKETCHED,
     USERS_SKETCH,
     MergedSketch,
     MergedUsers,
     sketch_field,
 )
-from pulse.observe.metrics import OUTCOMES
 from pulse.store.indices import DEFAULT_PREFIX, FAMILIES, alias, heartbeat_index, index_for
 
 STEPS = FUNNEL
@@ -287,7 +287,7 @@ def top_items(es: Elasticsearch, f: Filters, by: str = "view", size: int = 10,
 def pipeline_health(es: Elasticsearch, prefix: str = DEFAULT_PREFIX, now_ms: int | None = None) -> dict[str, Any]:
     """Freshness (age of the newest aggregate), lag, and the record accounting summed over partitions."""
     now_ms = now_ms or int(time.time() * 1000)
-    totals = dict.fromkeys((*OUTCOMES, "forwarded"), 0)
+    totals = dict.fromkeys(PARTITION_COUNTERS, 0)
     newest_flush = newest_event = None
     partitions = 0
     for d in _scan(es, alias("partitions", prefix), [{"term": {"kind": "partition"}}]):

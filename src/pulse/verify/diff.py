@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pulse.aggregate.model import (
+    PARTITION_COUNTERS,
     QUANTILES,
     SKETCH_ACCURACY,
     SKETCHED,
@@ -144,14 +145,11 @@ def compare(expected: dict[str, dict[str, Any]], actual: dict[str, dict[str, Any
         out.note(f"extra {doc_id}")
 
 
-COUNTER_FIELDS = ("accepted", "dead_lettered", "late", "duplicates", "forwarded", "corrected")
-
-
 def compare_totals(expected: Counts, partitions: list[dict[str, Any]], out: DocDiff) -> None:
     """The partition documents' counters, summed, must equal the recompute's (when there are any)."""
     if not partitions:
         return
-    for name in COUNTER_FIELDS:
+    for name in PARTITION_COUNTERS:
         got, want = sum(int(d.get(name, 0)) for d in partitions), getattr(expected, name)
         out.checked += 1
         if got != want:
