@@ -66,13 +66,17 @@ memory beside its state (see the benchmarks page, `pulse bench memory`)."""
 
 def admin_client(bootstrap: str) -> AdminClient:
     """An admin client whose errors Pulse reports itself (no librdkafka chatter on stderr)."""
-    return AdminClient(client_config(bootstrap, {"logger": QUIET_LOG}))
+    return AdminClient(client_config(bootstrap, {"logger": QUIET_LOG}, client="admin"))
+
+
+def reader_settings() -> dict[str, object]:
+    """A reader of whole partitions (restore, verify, tools): no group of its own to commit to."""
+    return {"group.id": f"pulse-restore-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
+            "isolation.level": "read_committed", "enable.partition.eof": True, "logger": QUIET_LOG, **BULK_FETCH}
 
 
 def reader(bootstrap: str) -> Consumer:
-    return Consumer(client_config(bootstrap, {"group.id": f"pulse-restore-{uuid.uuid4().hex[:8]}",
-                     "enable.auto.commit": False, "isolation.level": "read_committed",
-                     "enable.partition.eof": True, "logger": QUIET_LOG, **BULK_FETCH}))
+    return Consumer(client_config(bootstrap, reader_settings(), client="restore.consumer"))
 
 
 def watermarks(consumer: Consumer, topic: str, partition: int, timeout_s: float = 30.0) -> tuple[int, int]:
@@ -238,7 +242,7 @@ def lag_reader(bootstrap: str, group: str) -> Consumer:
     return Consumer(client_config(bootstrap, {"group.id": group, "enable.auto.commit": False,
                                               "logger": QUIET_LOG,
                                               "max.partition.fetch.bytes": 16_384,
-                                              "queued.max.messages.kbytes": 1024}))
+                                              "queued.max.messages.kbytes": 1024}, client="lag.consumer"))
 
 
 def offsets_at(consumer: Consumer, topic: str, partitions: list[int], ts_ms: int) -> dict[int, int]:

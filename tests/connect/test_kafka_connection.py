@@ -83,3 +83,41 @@ def test_a_refused_property_stops_a_command_with_one_line(bootstrap: str) -> Non
     env = dict(os.environ) | {"PULSE_BOOTSTRAP": bootstrap, "PULSE_KAFKA_ENABLE_AUTO_COMMIT": "true"}
     done = run_pulse("aggregate", "--topic", unique("auto"), "--exit-when-idle", "1", env=env, timeout=120)
     assert "enable.auto.commit=true" in one_line_error(done)
+
+
+def test_a_property_scoped_to_a_kind_or_a_client_reaches_only_those() -> None:
+    from pulse.connect.kafka import client_config
+
+    props = {"session.timeout.ms": "30000", "consumer.fetch.wait.max.ms": "10",
+             "aggregate.consumer.session.timeout.ms": "45000", "producer.linger.ms": "7"}
+    own = {"group.id": "g", "session.timeout.ms": 6_000, "linger.ms": 5}
+    mine = client_config("b:9092", own, props, client="aggregate.consumer")
+    assert (mine["session.timeout.ms"], mine["fetch.wait.max.ms"], mine["linger.ms"]) == ("45000", "10", 5)
+    other = client_config("b:9092", own, props, client="store.consumer")
+    assert (other["session.timeout.ms"], other["fetch.wait.max.ms"]) == ("30000", "10")
+    producer = client_config("b:9092", own, props, client="aggregate.producer")
+    assert producer["linger.ms"] == "7" and "fetch.wait.max.ms" not in producer
+    assert not any(k.startswith(("consumer.", "producer.", "aggregate.")) for k in mine)
+    with pytest.raises(PulseError, match=r"isolation\.level=read_uncommitted"):  # scoped or not, still refused
+        client_config("b:9092", {"isolation.level": "read_committed"},
+                      {"aggregate.consumer.isolation.level": "read_uncommitted"}, client="aggregate.consumer")
+
+
+def test_pulse_config_shows_what_each_client_runs_with() -> None:
+    env = dict(os.environ) | {"PULSE_KAFKA_AGGREGATE_CONSUMER_SESSION_TIMEOUT_MS": "45000",
+                              "PULSE_KAFKA_SASL_PASSWORD": "hunter2-secret"}
+    done = run_pulse("config", "--clients", env=env)
+    assert done.returncode == 0, done.stderr
+    tables = done.stdout.split("Kafka client ")[1:]
+    by_client = {t.split()[0]: t for t in tables}
+    assert {"aggregate.consumer", "aggregate.producer", "store.consumer", "collect.producer"} <= by_client.keys()
+
+    def row(client: str, prop: str) -> list[str]:
+        line = next(ln for ln in by_client[client].splitlines() if f"│ {prop} " in ln)
+        return [cell.strip() for cell in line.split("│")[1:-1]]
+
+    assert row("aggregate.consumer", "session.timeout.ms")[1:] == [
+        "45000", "env PULSE_KAFKA_AGGREGATE_CONSUMER_SESSION_TIMEOUT_MS"]
+    assert row("store.consumer", "session.timeout.ms")[1:] == ["6000", "Pulse"]
+    assert row("aggregate.consumer", "isolation.level")[1] == "read_committed"
+    assert "hunter2" not in done.stdout and row("store.consumer", "sasl.password")[1] == "***"

@@ -18,14 +18,23 @@ from pulse.kafkaio import INPUT_FETCH, QUIET_LOG, outage_log
 Rebalance = Callable[[Consumer, list[TopicPartition]], None]
 
 
-def _input_config(bootstrap: str, group: str) -> dict[str, object]:
-    return client_config(bootstrap, {
+INPUT_CLIENT = "aggregate.consumer"
+"""The aggregator's input consumer, as operators' scoped properties name it (``aggregate.consumer.*``)."""
+
+
+def input_settings(bootstrap: str, group: str) -> dict[str, object]:
+    """Pulse's own settings for the input consumer (the operator's properties win over its tuning)."""
+    return {
         "group.id": group, "enable.auto.commit": False,
         "auto.offset.reset": "earliest", "isolation.level": "read_committed",
         "session.timeout.ms": 6_000, "heartbeat.interval.ms": 1_500, "max.poll.interval.ms": 300_000,
         "partition.assignment.strategy": "range", **INPUT_FETCH,
         "logger": QUIET_LOG, "error_cb": outage_log("aggregate", bootstrap),
-    })
+    }
+
+
+def _input_config(bootstrap: str, group: str) -> dict[str, object]:
+    return client_config(bootstrap, input_settings(bootstrap, group), client=INPUT_CLIENT)
 
 
 def input_consumer(bootstrap: str, group: str) -> Consumer:

@@ -92,15 +92,23 @@ def read_forwarded(bootstrap: str, topic: str, partition: int, start: int = 0,
             yield msg.offset(), found, value
 
 
+FORWARDED_CLIENT = "repartition.consumer"
+
+
+def forwarded_settings() -> dict[str, object]:
+    """The reader of the repartition topic: not a group member (the input consumer's group decides what is
+    owned), so its group id is its own."""
+    return {"group.id": f"pulse-forwarded-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
+            "isolation.level": "read_committed", "auto.offset.reset": "earliest", "logger": QUIET_LOG, **BULK_FETCH}
+
+
 class ForwardedInput:
     """Reads the repartition topic's partitions of the input partitions this instance owns, from the positions
     their states restored. Not a group member: the input consumer's group decides what is owned."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.topic = topic
-        self._consumer = Consumer(client_config(bootstrap, {
-            "group.id": f"pulse-forwarded-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
-            "isolation.level": "read_committed", "auto.offset.reset": "earliest", "logger": QUIET_LOG, **BULK_FETCH}))
+        self._consumer = Consumer(client_config(bootstrap, forwarded_settings(), client=FORWARDED_CLIENT))
         self._wanted: dict[int, int] = {}  # partition → position to start from
         self._stale = False  # the consumer's assignment is not `_wanted` yet
 

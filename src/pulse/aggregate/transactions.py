@@ -27,16 +27,24 @@ OUTAGE_PATIENCE_S = 600.0
 """How long a Kafka call is retried while the brokers are away (a restart) before the aggregator gives up."""
 
 
-def transactional_producer(bootstrap: str, transactional_id: str, transaction_timeout_ms: int) -> Producer:
+PRODUCER_CLIENT = "aggregate.producer"
+
+
+def producer_settings(transactional_id: str, transaction_timeout_ms: int) -> dict[str, object]:
     # A transaction begun right after a commit is refused with CONCURRENT_TRANSACTIONS until the broker has
     # written the previous one's markers; librdkafka retries on retry.backoff.ms, doubling up to its max (1 s by
-    # default), which turned a ~50 ms wait into 0.5-2 s. Retry as the Java client does for this case (20 ms).
-    return Producer(client_config(bootstrap, {
+    # default), which would turn a short wait into seconds. Retry as the Java client does for this case (20 ms).
+    return {
         "transactional.id": transactional_id,
         "transaction.timeout.ms": transaction_timeout_ms, "linger.ms": 5, "compression.type": "lz4",
         "queue.buffering.max.messages": 1_000_000, "queue.buffering.max.kbytes": 1024 * 1024,
         "batch.size": 1_000_000, "retry.backoff.ms": 20, "retry.backoff.max.ms": 250, "logger": QUIET_LOG,
-    }))
+    }
+
+
+def transactional_producer(bootstrap: str, transactional_id: str, transaction_timeout_ms: int) -> Producer:
+    return Producer(client_config(bootstrap, producer_settings(transactional_id, transaction_timeout_ms),
+                                  client=PRODUCER_CLIENT))
 
 
 def send_offsets(producer: Producer, positions: list[TopicPartition], metadata: object) -> None:

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from pulse.cli.output import table_console
 from pulse.config import Settings
-from pulse.connect.kafka import PREFIX, is_secret, property_sources
+from pulse.connect.kafka import PREFIX, PULSE_DECIDES, client_config, for_client, is_secret, property_sources
 
 SECRET_VARIABLES = ("PASSWORD", "API_KEY", "SECRET", "TOKEN")
 ES_VARIABLES = ("PULSE_ES_URL", "PULSE_ES_CLOUD_ID", "PULSE_ES_USERNAME", "PULSE_ES_PASSWORD", "PULSE_ES_API_KEY",
@@ -92,13 +92,64 @@ def rows(ctx: click.Context, settings: Settings, everything: bool) -> tuple[list
     return kafka, es_rows, settings_rows
 
 
+def clients(settings: Settings) -> dict[str, dict[str, object]]:
+    """Each Kafka client Pulse makes, by the name scoped properties use for it, with Pulse's own settings."""
+    from pulse.aggregate.engine import EngineConfig
+    from pulse.aggregate.group import INPUT_CLIENT, input_settings
+    from pulse.aggregate.repartition import FORWARDED_CLIENT, forwarded_settings
+    from pulse.aggregate.transactions import PRODUCER_CLIENT, producer_settings
+    from pulse.collect import sender
+    from pulse.generate.producer import producer_settings as input_producer
+    from pulse.kafkaio import reader_settings
+    from pulse.store.projection import projection_settings
+    from pulse.topics import store_group
+
+    group = os.environ.get("PULSE_GROUP", "pulse-aggregator")
+    return {
+        "generate.producer": input_producer(),
+        sender.CLIENT: input_producer(**sender.tuning()),
+        INPUT_CLIENT: input_settings(settings.bootstrap, group),
+        PRODUCER_CLIENT: producer_settings(f"{group}-<instance>", EngineConfig.transaction_timeout_ms),
+        FORWARDED_CLIENT: forwarded_settings(),
+        "restore.consumer": reader_settings(),
+        "store.consumer": projection_settings(store_group(group)),
+    }
+
+
+def client_rows(settings: Settings, name: str, own: dict[str, object]) -> list[Row]:
+    """What ``name`` runs with: each property, its value, and whose it is."""
+    operator = for_client({p: src for p, (_, src) in property_sources(os.environ).items()}, name)
+    effective = client_config(settings.bootstrap, own, client=name)
+    out = []
+    for prop, value in sorted(effective.items()):
+        if not isinstance(value, str | int | float):  # callbacks and the logger
+            continue
+        source = (("env PULSE_BOOTSTRAP" if os.environ.get("PULSE_BOOTSTRAP") else "default (the local stack)")
+                  if prop == "bootstrap.servers"
+                  else "Pulse: exactly-once or no loss rests on it" if prop in own and prop in PULSE_DECIDES
+                  else operator.get(prop, "Pulse"))
+        out.append(Row(prop, "***" if is_secret(prop) else str(value), source))
+    return out
+
+
 @click.command("config")
 @click.option("--all", "everything", is_flag=True, help="Also list the settings left at their defaults.")
+@click.option("--clients", "show_clients", is_flag=True,
+              help="Show what each Kafka client Pulse makes runs with: Pulse's settings and the operator's "
+                   "(PULSE_KAFKA_*, --kafka-config; a property prefixed consumer., producer. or a client's name, "
+                   "such as aggregate.consumer., applies to those clients only).")
 @click.pass_context
-def config(ctx: click.Context, everything: bool) -> None:
+def config(ctx: click.Context, everything: bool, show_clients: bool) -> None:
     """Print the effective settings of this shell and where each came from (flag, variable, file or default);
     secrets show as ***. Nothing is contacted."""
     settings: Settings = ctx.obj
+    if show_clients:
+        for name, own in clients(settings).items():
+            table = Table("property", "value", "source", title=f"Kafka client {name}", title_justify="left")
+            for row in client_rows(settings, name, own):
+                table.add_row(row.name, row.value, row.source)
+            table_console().print(table)
+        return
     kafka, es, other = rows(ctx, settings, everything)
     console = table_console()
     for title, table_rows in (("Kafka connection", kafka), ("Elasticsearch connection", es),

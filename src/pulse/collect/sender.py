@@ -27,6 +27,9 @@ from pulse.topics import dead_letter_topic, require_broker
 
 _LOG = logging.getLogger("pulse.collect")
 
+QUEUE_KBYTES = 64 * 1024
+CLIENT = "collect.producer"
+"""The collector's producer, as operators' scoped properties name it (``collect.producer.*``)."""
 SOURCE = "collector"
 """What a dead letter from the collector names as its source (the aggregator's name the input topic)."""
 PUMP_S = 0.0005
@@ -41,15 +44,21 @@ Outcome = dict[str, Any]
 ``partition`` and ``offset`` when accepted, ``reason`` and ``detail`` when rejected."""
 
 
+def tuning(queue_kbytes: int = QUEUE_KBYTES) -> dict[str, object]:
+    """The collector's producer beside the generator's: a short linger (a request waits for its acknowledgements)
+    and a bounded queue (when it is full, clients are told to retry)."""
+    return {"linger.ms": 5, "queue.buffering.max.kbytes": queue_kbytes}
+
+
 class Sender:
     """Delivery reports are served on the event loop (:meth:`pump`), so a request's acknowledgements wake it
     without a thread hand-off."""
 
-    def __init__(self, bootstrap: str, topic: str, queue_kbytes: int = 64 * 1024) -> None:
+    def __init__(self, bootstrap: str, topic: str, queue_kbytes: int = QUEUE_KBYTES) -> None:
         require_broker(bootstrap)
         self.topic, self.dlq = topic, dead_letter_topic(topic)
-        self._producer = Producer(producer_config(
-            bootstrap, error_cb=self._on_error, **{"linger.ms": 5, "queue.buffering.max.kbytes": queue_kbytes}))
+        self._producer = Producer(producer_config(bootstrap, client=CLIENT, error_cb=self._on_error,
+                                                  **tuning(queue_kbytes)))
         self.partitions = self._partitions(topic)
         self._down_since: float | None = None
         self._recent = RecentIds(RECENT_IDS)

@@ -13,10 +13,12 @@ import os
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
+from typing import TypeVar
 
 from pulse.connect.secrets import Secret, read_secret
 from pulse.errors import PulseError
 
+T = TypeVar("T")
 PREFIX = "PULSE_KAFKA_"
 OWN = {"PORT", "CONTROLLER_PORT", "HEAP", "VERSION", "TOOLS_VERSION", "CONFIG"}
 """``PULSE_KAFKA_*`` names that are Pulse's own settings (the local broker, the file), not client properties."""
@@ -89,11 +91,39 @@ PULSE_DECIDES = frozenset({
 _SAME = {"-1": "all"}  # librdkafka's spellings of one value (acks)
 
 
+KINDS = ("consumer", "producer", "admin")
+"""A property prefixed ``<kind>.`` applies to that kind of client only; ``<client>.<kind>.`` to one client
+(``aggregate.consumer.session.timeout.ms``), as Kafka Streams' ``consumer.`` and ``restore.consumer.`` do."""
+
+
+def scope(prop: str) -> tuple[str, str | None]:
+    """(the property, the client or kind it is for: None for every client)."""
+    parts = prop.split(".", 2)
+    if parts[0] in KINDS and len(parts) > 1:
+        return prop[len(parts[0]) + 1:], parts[0]
+    if len(parts) == 3 and parts[1] in KINDS:
+        return parts[2], f"{parts[0]}.{parts[1]}"
+    return prop, None
+
+
+def for_client(properties: Mapping[str, T], client: str | None) -> dict[str, T]:
+    """The properties (values, or anything kept per property) that apply to ``client`` (``<name>.<kind>``):
+    unscoped ones, then its kind's, then its own, each level winning over the one before."""
+    kind = client.rsplit(".", 1)[-1] if client else None
+    levels: dict[str | None, dict[str, T]] = {None: {}, kind: {}, client: {}}
+    for prop, value in properties.items():
+        name, target = scope(prop)
+        if target in levels:
+            levels[target][name] = value
+    return {**levels[None], **levels[kind], **levels[client]}
+
+
 def client_config(bootstrap: str, settings: Mapping[str, object] | None = None,
-                  properties: Mapping[str, str] | None = None) -> dict[str, object]:
-    """A Kafka client's configuration: its tuning, then the connection properties (``properties``, this
-    process's by default: the operator's, which win), ``bootstrap``, then the settings of `PULSE_DECIDES` it sets."""
-    props = connection_properties() if properties is None else properties
+                  properties: Mapping[str, str] | None = None, client: str | None = None) -> dict[str, object]:
+    """A Kafka client's configuration: its tuning, then the connection properties that apply to ``client``
+    (``properties``, this process's by default: the operator's, which win), ``bootstrap``, then the settings of
+    `PULSE_DECIDES` it sets."""
+    props = for_client(connection_properties() if properties is None else properties, client)
     own = dict(settings or {})
     for key in sorted(own.keys() & props.keys() & PULSE_DECIDES):
         theirs, ours = (_SAME.get(str(v).lower(), str(v).lower()) for v in (props[key], own[key]))

@@ -26,9 +26,14 @@ from pulse.topics import require_broker
 _LOG = logging.getLogger("pulse.generate")
 
 
-def producer_config(bootstrap: str, **overrides: object) -> dict[str, object]:
-    """The producer settings Pulse uses everywhere it writes input events."""
-    return client_config(bootstrap, {
+def producer_config(bootstrap: str, client: str = "generate.producer", **overrides: object) -> dict[str, object]:
+    """The producer settings Pulse uses everywhere it writes input events (``client``: the name operators' scoped
+    properties use for it)."""
+    return client_config(bootstrap, producer_settings(**overrides), client=client)
+
+
+def producer_settings(**overrides: object) -> dict[str, object]:
+    return {
         "enable.idempotence": True,
         "acks": "all",
         "compression.type": "lz4",
@@ -42,7 +47,7 @@ def producer_config(bootstrap: str, **overrides: object) -> dict[str, object]:
         "partitioner": "murmur2_random",  # same as Java's default for keyed records
         "logger": QUIET_LOG,
         **overrides,
-    })
+    }
 
 
 @dataclass

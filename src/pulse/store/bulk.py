@@ -72,7 +72,8 @@ class BulkSink:
         ensure_topics(bootstrap, [TopicSpec(dlq_topic, 1, {"retention.ms": str(7 * 86_400_000)})],
                       compare_config=False)
         self._dlq = Producer(client_config(bootstrap, {"enable.idempotence": True, "acks": "all",
-                              "message.timeout.ms": 0, "logger": QUIET_LOG}))
+                                                       "message.timeout.ms": 0, "logger": QUIET_LOG},
+                                           client=f"{component.split(':')[0]}.producer"))
 
     def write(self, ops: list[BulkOp], stopping: Callable[[], bool] = lambda: False) -> None:
         """Write every op: returns once each one succeeded, was stale, or was dead-lettered (or raises once

@@ -49,6 +49,17 @@ class _InFlight:
     positions: list[TopicPartition]
 
 
+def projection_settings(group_id: str) -> dict[str, object]:
+    """The writers' consumer (`pulse store`, `pulse archive`)."""
+    return {
+        "group.id": group_id, "enable.auto.commit": False,
+        "auto.offset.reset": "earliest", "isolation.level": "read_committed",
+        "fetch.max.bytes": 32 * 1024 * 1024, "session.timeout.ms": 6_000, "heartbeat.interval.ms": 1_500,
+        # documents arrive in one burst per aggregator flush: do not park fetches for the default 500 ms
+        "fetch.wait.max.ms": 50, "logger": QUIET_LOG,
+    }
+
+
 class Projection(Generic[S]):
     """Subclasses implement :meth:`add` (one record), :meth:`take` (the ops to write now) and :meth:`beat`."""
 
@@ -62,13 +73,9 @@ class Projection(Generic[S]):
         self.flush_interval_s = flush_interval_s
         self._on_flush = on_flush
         self.es = es.client(request_timeout=30, retry_on_timeout=False, max_retries=0)
-        self._consumer = Consumer(client_config(bootstrap, {
-            "group.id": group_id, "enable.auto.commit": False,
-            "auto.offset.reset": "earliest", "isolation.level": "read_committed",
-            "fetch.max.bytes": 32 * 1024 * 1024, "session.timeout.ms": 6_000, "heartbeat.interval.ms": 1_500,
-            # documents arrive in one burst per aggregator flush: do not park fetches for the default 500 ms
-            "fetch.wait.max.ms": 50, "logger": QUIET_LOG, "error_cb": outage_log(component, bootstrap),
-        }))
+        self._consumer = Consumer(client_config(
+            bootstrap, projection_settings(group_id) | {"error_cb": outage_log(component, bootstrap)},
+            client=f"{component.split(':')[0]}.consumer"))
         self._admin = admin_client(bootstrap)
         self._sink = BulkSink(self.es, bootstrap, dlq_topic, stats, component)
         self._writer = ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix=f"{component}-bulk")
