@@ -28,10 +28,11 @@ from pulse.aggregate.idle import IdleRule
 from pulse.aggregate.observed import EngineMetrics
 from pulse.aggregate.pacing import Pacer
 from pulse.aggregate.partition import EVERY_USER, Details, Partition, StateConfig, flush_each, route_batch, settle
+from pulse.aggregate.positions import GroupProgress, ReadPositions
 from pulse.aggregate.repartition import ForwardedInput
 from pulse.aggregate.stalls import StallRule
 from pulse.aggregate.transactions import Flushed
-from pulse.kafkaio import admin_client, end_offsets, group_assignment, group_caught_up, watermarks
+from pulse.kafkaio import admin_client
 from pulse.topics import (
     aggregates_topic,
     changelog_topic,
@@ -112,7 +113,8 @@ class Engine:
     """One aggregator instance: the consume loop, routing, and the flushes it times. Call :meth:`run` with a stop
     event; it returns after a final flush. Its collaborators each have one job: the :class:`Checkpoint` (the
     transaction), the :class:`Assignment` (owned partitions and their states), the :class:`FlushPolicy` (when to
-    flush and what to publish) and the :class:`IdleRule` (quiet partitions close their windows)."""
+    flush and what to publish), the :class:`IdleRule` (quiet partitions close their windows), and
+    :class:`ReadPositions` and :class:`GroupProgress` (where reading stands, here and in the group)."""
 
     def __init__(self, cfg: EngineConfig, on_flush: Callable[[EngineStats], None] | None = None,
                  prepare: Callable[[], object] | None = None, membership: Membership | None = None) -> None:
@@ -133,11 +135,12 @@ class Engine:
             raise ValueError(f"the group was joined for {self._membership.topic}, not {cfg.topic}")
         self._consumer = self._membership.consumer
         self._admin = admin_client(cfg.bootstrap)
-        self._session_timeout_s = session_timeout_s(cfg.bootstrap, cfg.group)
-        self._members: frozenset[str] = frozenset()  # the group's members at the last idle check, and since when
-        self._members_since = time.monotonic()
         self._forwarded_in = ForwardedInput(cfg.bootstrap, cfg.repartition_topic)
-        self.metrics = EngineMetrics(self._high_watermark)
+        self.positions = ReadPositions(self._consumer, self._admin, cfg.topic, cfg.repartition_topic,
+                                       self._forwarded_in)
+        self.group_progress = GroupProgress(self._consumer, self._admin, cfg.topic, cfg.group,
+                                   session_timeout_s(cfg.bootstrap, cfg.group))
+        self.metrics = EngineMetrics(self.positions.high_watermark)
         self.joined = False  # the group gave this instance its first assignment (possibly empty)
         self.checkpoint = Checkpoint(cfg.bootstrap, f"{cfg.group}-{cfg.instance}", cfg.transaction_timeout_ms,
                                      Topics(cfg.topic, cfg.changelog_topic, cfg.aggregates_topic, cfg.decisions_topic,
@@ -207,31 +210,16 @@ class Engine:
             prepared.result()
 
     def _at_end(self) -> bool:
-        """Every owned partition read to its high watermark as last fetched (a local lookup, no request)."""
+        """Every owned partition read to its end as last fetched."""
         self._routed()
-        for p, st in self.states.items():
-            _, high = self._consumer.get_watermark_offsets(TopicPartition(self.cfg.topic, p), cached=True)
-            if high < 0 or st.next_offset < high:
-                return False
-        return True
-
-    def _read_positions(self) -> list[tuple[int, int, int]]:
-        """(partition, consumer position, high watermark as last fetched) of every owned partition: local
-        lookups, without waiting for the routing threads. A partition not read from yet is at 0; an unknown
-        high watermark is negative."""
-        positions = self._consumer.position([TopicPartition(self.cfg.topic, p) for p in self.states])
-        return [(tp.partition, max(tp.offset, 0), self._consumer.get_watermark_offsets(tp, cached=True)[1])
-                for tp in positions]
+        return self.positions.at_end(self.states)
 
     def _fetched_to_end(self) -> bool:
-        """Every owned partition consumed up to its high watermark as last fetched."""
-        positions = self._read_positions()
-        return bool(positions) and all(0 <= high <= position for _, position, high in positions)
+        return self.positions.fetched_to_end(list(self.states))
 
     def _forwarded(self) -> bool:
-        """Records forwarded to an owned partition wait to be taken (as last fetched: no request)."""
         self._routed()
-        return any(self._forwarded_in.pending(p, st.repartition_offset) for p, st in self.states.items())
+        return self.positions.forwarded_waiting(self.states)
 
     def _idle_for(self) -> float:
         """Seconds without input while owning partitions (waiting for an assignment counts only after 60s)."""
@@ -244,37 +232,11 @@ class Engine:
         run does not stop while partitions still wait for reassignment: records forwarded to them are taken only
         by their owner, after the input that forwarded them was committed."""
         self.flush(details=True)
-        positions = {p: st.repartition_offset for p, st in self.states.items()}
-        if group_caught_up(self._consumer, self._admin, self.cfg.topic, transactional=False) \
-                and self._forwarded_in.drained(positions, self._forwarded_ends(list(positions))) \
-                and self._owners_settled():
+        if self.group_progress.committed_to_end() and self.positions.forwarded_drained(self.states) \
+                and self.group_progress.owners_settled(set(self.states)):
             return True
         self._last_activity = time.monotonic()
         return False
-
-    def _owners_settled(self) -> bool:
-        """Every input partition has a live owner that takes what is forwarded to it: this instance owns them all,
-        or the same members have owned them for a session timeout (a member SIGKILLed stays in the group, owning
-        its partitions, until its session expires; then they are reassigned)."""
-        owners = group_assignment(self._admin, self.cfg.group, self.cfg.topic)
-        now = time.monotonic()
-        members = frozenset(owners or ())
-        if members != self._members:
-            self._members, self._members_since = members, now
-        if owners is None:
-            return False
-        if all(parts <= self.states.keys() for parts in owners.values()):
-            return True
-        return now - self._members_since >= self._session_timeout_s
-
-    def _forwarded_ends(self, partitions: list[int]) -> dict[int, int]:
-        """End offsets of the repartition topic's partitions (empty before anything was ever forwarded)."""
-        if not partitions:
-            return {}
-        try:
-            return end_offsets(self._admin, self.cfg.repartition_topic, partitions)
-        except KafkaException:  # not created yet: nothing was forwarded
-            return {}
 
     def _process(self, batch: list) -> None:
         """Start routing ``batch`` on the native routing thread; it goes on while the next batch is consumed. The
@@ -294,7 +256,7 @@ class Engine:
         if self.checkpoint.committing:
             return
         drained = []
-        for p, position, high in self._read_positions():
+        for p, position, high in self.positions.read(list(self.states)):
             st = self.states.get(p)
             if st is None or st.busy:
                 continue
@@ -349,7 +311,7 @@ class Engine:
             parts = [self.states[p] for p in only]
         else:
             decided = self._take_forwarded(now_wall)
-            for p, decision in self.idle.advance(self.states, now_wall, self._nothing_to_read).items():
+            for p, decision in self.idle.advance(self.states, now_wall, self.positions.nothing_to_read).items():
                 decided.setdefault(p, []).append(decision)
             for p, stalls in self.stalls.check(self.states, now_wall).items():
                 decided.setdefault(p, []).extend(stalls)
@@ -386,7 +348,7 @@ class Engine:
         for st, flushed in flush_each(parts, items, users, now_wall):
             if flushed is None:
                 continue
-            st.committed()  # handed over; a failed transaction reloads the state (_settle)
+            st.handed_over()  # a failed transaction reloads the state (_settle)
             yield PartitionOutput(
                 Flushed(st.partition, len(flushed.records), [d.kind for d in flushed.documents],
                         sum(batch.records for batch in flushed.forward), st.counters, st.next_offset),
@@ -442,26 +404,10 @@ class Engine:
                                                                 decided_at=now_wall))]
         return taken
 
-    def _nothing_to_read(self, p: int, st: Partition) -> bool:
-        """The partition's input is read to its end and no forwarded records wait for it."""
-        # the fetcher's cached high watermark: a broker lookup would wait behind in-flight fetches
-        _, high = self._consumer.get_watermark_offsets(TopicPartition(self.cfg.topic, p), cached=True)
-        if high < 0:
-            _, high = watermarks(self._consumer, self.cfg.topic, p)
-        return st.next_offset >= high and not self._forwarded_in.pending(p, st.repartition_offset)
-
     # -- rebalancing ------------------------------------------------------------------------------------------
     def _loaded(self, st: Partition, restore_seconds: float | None) -> None:
         self.metrics.loaded(st, restore_seconds)
         self.idle.active(st.partition)
-
-    def _high_watermark(self, partition: int) -> int | None:
-        """The input partition's end as last fetched (no request): for the lag metric."""
-        try:
-            high = self._consumer.get_watermark_offsets(TopicPartition(self.cfg.topic, partition), cached=True)[1]
-        except (KafkaException, RuntimeError):  # RuntimeError: the consumer is closed (a scrape while stopping)
-            return None
-        return high if high >= 0 else None
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._routed()
