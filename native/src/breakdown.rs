@@ -6,7 +6,7 @@
 use rustc_hash::FxHashMap;
 
 use crate::change::Change;
-use crate::state::Row;
+use crate::tables::Row;
 
 /// The dimensions every window is broken down by, in index order. Declared once: the documents, the
 /// changelog and Python (`pulse.aggregate.model.DIMENSIONS`, the mapping, the queries) follow this list.

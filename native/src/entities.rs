@@ -4,8 +4,10 @@
 use std::collections::VecDeque;
 
 use crate::seen::Seen;
-use crate::state::{Counts, ABSENT};
-use crate::tables::{Names, Row};
+use crate::tables::{Counts, Names, Row};
+
+/// `User::first` of an interned id without user state (seen only in a window's user set so far).
+pub const ABSENT: i64 = i64::MIN;
 
 /// A user's own series: counts and revenue per hour, for the hours up to `USER_HOURS` before their latest event.
 pub const USER_HOUR_MS: i64 = 3_600_000;

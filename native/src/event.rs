@@ -7,25 +7,33 @@
 use serde::Deserialize;
 use std::borrow::Cow;
 
-pub const MAX_EVENT_BYTES: usize = 4096;
-pub const MIN_TS_MS: i64 = 946_684_800_000;
-pub const MAX_TS_MS: i64 = 4_102_444_800_000;
-pub const MAX_FUTURE_MS: i64 = 5 * 60 * 1000;
+/// The contract's declared rules, generated from `pulse.events.schema` by `build.rs`.
+#[allow(dead_code)] // every rule is generated; the validator reads those JSON Schema can state
+mod contract {
+    include!(concat!(env!("OUT_DIR"), "/contract.rs"));
+}
+use contract::*;
+pub use contract::{MAX_EVENT_BYTES, MAX_FUTURE_MS};
+pub const MIN_TS_MS: i64 = TS_RANGE.0;
+pub const MAX_TS_MS: i64 = TS_RANGE.1;
 
 fn one() -> i64 {
-    1
+    QUANTITY_DEFAULT
 }
 fn usd<'a>() -> Cow<'a, str> {
-    Cow::Borrowed("USD")
+    Cow::Borrowed(CURRENCY_DEFAULT)
 }
 fn ok<'a>() -> Cow<'a, str> {
-    Cow::Borrowed("ok")
+    Cow::Borrowed(STATUS_DEFAULT)
 }
 fn unknown<'a>() -> Cow<'a, str> {
-    Cow::Borrowed("unknown")
+    Cow::Borrowed(DEVICE_DEFAULT)
 }
 fn zz<'a>() -> Cow<'a, str> {
-    Cow::Borrowed("ZZ")
+    Cow::Borrowed(COUNTRY_DEFAULT)
+}
+fn version() -> i64 {
+    SCHEMA_VERSION_DEFAULT
 }
 
 #[derive(Deserialize)]
@@ -58,7 +66,7 @@ struct Raw<'a> {
     device: Cow<'a, str>,
     #[serde(borrow, default = "zz")]
     country: Cow<'a, str>,
-    #[serde(default = "one")]
+    #[serde(default = "version")]
     schema_version: i64,
 }
 
@@ -83,21 +91,22 @@ fn chars_between(s: &str, lo: usize, hi: usize) -> bool {
     lo <= n && n <= hi
 }
 
-/// An event type or status: `pulse.events.schema.NAME_PATTERN` within 32 characters (they become field names).
-fn name(s: &str) -> bool {
+/// An event type or status: `pulse.events.schema.NAME_PATTERN` (spelled out here; a unit test holds it to the
+/// declared pattern) within its declared length (they become field names).
+fn name(s: &str, len: (usize, usize)) -> bool {
     let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 32
+    len.0.max(1) <= b.len()
+        && b.len() <= len.1
         && b[0].is_ascii_lowercase()
         && b[1..].iter().all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
 }
 
-fn upper_ascii(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| b.is_ascii_uppercase())
+fn upper_ascii(s: &str, len: (usize, usize)) -> bool {
+    (len.0..=len.1).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_uppercase())
 }
 
-fn money(v: Option<f64>) -> bool {
-    v.is_none_or(|x| (0.0..=1_000_000.0).contains(&x))
+fn money(v: Option<f64>, range: (f64, f64)) -> bool {
+    v.is_none_or(|x| (range.0..=range.1).contains(&x))
 }
 
 /// The high bit of every byte of `word` that is a quote, a backslash or below 0x20, exact up to the first such
@@ -129,7 +138,7 @@ impl<'a> Cursor<'a> {
         (self.s.as_bytes().get(self.i) == Some(&c)).then(|| self.i += 1)
     }
     /// A string without escapes or control characters (anything else: None). Eight bytes at a time up to the
-    /// first quote, backslash or control character (a byte loop was a third of the validator's time).
+    /// first quote, backslash or control character (ids are most of an event's bytes, so this loop is hot).
     fn string(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let b = self.s.as_bytes();
@@ -277,7 +286,7 @@ fn scan(text: &str) -> Option<(Raw<'_>, std::ops::Range<usize>)> {
         status: ok(),
         device: unknown(),
         country: zz(),
-        schema_version: one(),
+        schema_version: version(),
     };
     let mut seen = 0u16;
     let mut ts_at = 0..0;
@@ -373,21 +382,23 @@ pub fn admit(raw: &[u8], sent_at: Option<i64>, received_ms: i64) -> Option<Admit
 
 /// The contract's checks beyond the shape, on a parsed event.
 fn checked(r: Raw<'_>, ref_ts_ms: i64) -> Option<Event<'_>> {
-    let ids_ok = chars_between(&r.event_id, 1, 64)
-        && chars_between(&r.user_id, 1, 64)
-        && chars_between(&r.session_id, 1, 64)
-        && r.item_id.as_deref().is_none_or(|s| chars_between(s, 1, 64))
-        && r.category.as_deref().is_none_or(|s| chars_between(s, 1, 64));
-    let names_ok = name(&r.event_type) && name(&r.status) && chars_between(&r.device, 1, 16);
+    let within = |s: &str, len: (usize, usize)| chars_between(s, len.0, len.1);
+    let ids_ok = within(&r.event_id, EVENT_ID_LEN)
+        && within(&r.user_id, USER_ID_LEN)
+        && within(&r.session_id, SESSION_ID_LEN)
+        && r.item_id.as_deref().is_none_or(|s| within(s, ITEM_ID_LEN))
+        && r.category.as_deref().is_none_or(|s| within(s, CATEGORY_LEN));
+    let names_ok = name(&r.event_type, EVENT_TYPE_LEN) && name(&r.status, STATUS_LEN) && within(&r.device, DEVICE_LEN);
     let ranges_ok = (MIN_TS_MS..=MAX_TS_MS).contains(&r.ts)
-        && (1..=10_000).contains(&r.quantity)
-        && money(r.price)
-        && money(r.amount)
-        && r.schema_version == 1;
+        && (QUANTITY_RANGE.0..=QUANTITY_RANGE.1).contains(&r.quantity)
+        && money(r.price, PRICE_RANGE)
+        && money(r.amount, AMOUNT_RANGE)
+        && r.schema_version == SCHEMA_VERSION_ONLY;
     if !(ids_ok && names_ok && ranges_ok) {
         return None;
     }
-    if r.ts > ref_ts_ms + MAX_FUTURE_MS || !upper_ascii(&r.country, 2) || !upper_ascii(&r.currency, 3) {
+    let codes_ok = upper_ascii(&r.country, COUNTRY_LEN) && upper_ascii(&r.currency, CURRENCY_LEN);
+    if r.ts > ref_ts_ms + MAX_FUTURE_MS || !codes_ok {
         return None;
     }
     let needs_item = r.event_type == "add_to_cart" || r.event_type == "purchase";
@@ -413,4 +424,49 @@ fn checked(r: Raw<'_>, ref_ts_ms: i64) -> Option<Event<'_>> {
 /// Python's `round(amount * 100)`: the same float product, ties to even.
 pub fn cents(amount: f64) -> i64 {
     (amount * 100.0).round_ties_even() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scanner_reads_exactly_the_declared_fields_required_first() {
+        let mut declared: Vec<&str> = PROPERTIES.to_vec();
+        let mut scanned: Vec<&str> = FIELDS.to_vec();
+        declared.sort_unstable();
+        scanned.sort_unstable();
+        assert_eq!(scanned, declared);
+        let mut required = REQUIRED.to_vec();
+        let mut first: Vec<&str> = FIELDS[..5].to_vec();
+        required.sort_unstable();
+        first.sort_unstable();
+        assert_eq!(first, required);
+        for (bit, field) in FIELDS.iter().enumerate() {
+            let text = format!("\"{field}\":");
+            assert_eq!(Cursor { s: &text, i: 0 }.key(), Some(bit), "{field}");
+        }
+    }
+
+    #[test]
+    fn the_name_check_spells_the_declared_pattern() {
+        // `name` implements this pattern by hand: a changed pattern must change it too
+        assert_eq!(EVENT_TYPE_PATTERN, "^[a-z][a-z0-9_]*$");
+        assert_eq!(STATUS_PATTERN, EVENT_TYPE_PATTERN);
+        for (s, ok) in [("view", true), ("add_to_cart", true), ("a1", true), ("", false), ("1a", false)] {
+            assert_eq!(name(s, EVENT_TYPE_LEN), ok, "{s}");
+        }
+        assert!(!name(&"a".repeat(EVENT_TYPE_LEN.1 + 1), EVENT_TYPE_LEN));
+    }
+
+    #[test]
+    fn a_clock_correction_rewrites_only_ts() {
+        let raw = br#"{"event_id":"e","event_type":"click","ts":1700000000000,"user_id":"u","session_id":"s"}"#;
+        let moved = admit(raw, Some(1_700_000_005_000), 1_700_000_065_000).expect("valid");
+        assert_eq!(moved.device_ts, 1_700_000_000_000);
+        assert_eq!(moved.event.ts, 1_700_000_060_000);
+        let want = br#"{"event_id":"e","event_type":"click","ts":1700000060000,"user_id":"u","session_id":"s"}"#;
+        assert_eq!(&*moved.value, want);
+        assert!(admit(raw, Some(1_700_000_005_000), MIN_TS_MS).is_none()); // moved out of the contract's range
+    }
 }

@@ -525,13 +525,14 @@ impl Partition {
         self.output(py, rendered)
     }
 
-    /// After the flush's transaction committed: evict final windows and clear what was written.
-    fn committed(&mut self) -> PyResult<()> {
+    /// Once the flush is handed to its transaction: evict final windows and clear what was written. A
+    /// transaction that then fails reloads the partition from the changelog, so nothing cleared here is lost.
+    fn handed_over(&mut self) -> PyResult<()> {
         self.ready()?;
         let finals = std::mem::take(&mut self.finals);
         let plan = std::mem::take(&mut self.plan);
         let out = std::mem::take(&mut self.users_out);
-        self.st.committed(&finals, &plan, out, self.flushed_at);
+        self.st.handed_over(&finals, &plan, out, self.flushed_at);
         Ok(())
     }
 

@@ -10,7 +10,9 @@
 use rustc_hash::FxHashMap;
 
 use crate::progress::NEVER;
-use crate::state::FUNNEL;
+
+/// The ordered funnel a session advances through (`pulse.aggregate.model.FUNNEL`).
+pub const FUNNEL: [&str; 4] = ["view", "click", "add_to_cart", "purchase"];
 
 /// An ok event of an open session at or after the owner watermark: where it sorts, and the funnel step it
 /// counts for (-1: none) on time and with the corrections that joined.

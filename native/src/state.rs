@@ -7,11 +7,11 @@
 use rustc_hash::FxHashSet;
 use std::collections::BTreeMap;
 
-pub use crate::entities::{EntityLog, User, Users, USER_HOURS, USER_HOUR_MS};
+pub use crate::entities::{EntityLog, User, Users, ABSENT, USER_HOURS, USER_HOUR_MS};
 pub use crate::progress::{
     Dedup, EventClock, Mark, Position, ACCEPTED, CORRECTED, DEAD_LETTERED, DUPLICATES, LATE, NEVER, OUTCOMES,
 };
-pub use crate::sessions::{FunnelChanges, Session, Sessions};
+pub use crate::sessions::{FunnelChanges, Session, Sessions, FUNNEL};
 pub use crate::tables::{
     bump, item_shard, murmur2, user_partition, Counts, Names, Row, Shards, ITEM_SHARDS, PAGE_BYTES,
 };
@@ -25,7 +25,6 @@ use crate::publish::Plan;
 use crate::seen::Layout;
 use crate::sketch::{Quantiles, AMOUNT, PRICE};
 
-pub const FUNNEL: [&str; 4] = ["view", "click", "add_to_cart", "purchase"];
 /// The `.late` topic's reason for an event too late to correct.
 pub const BEYOND_HORIZON: &str = "beyond_horizon";
 
@@ -182,9 +181,6 @@ pub struct State {
 fn revision(revisions: &mut BTreeMap<(i64, i64), Window>, size: i64, start: i64) -> &mut Window {
     revisions.entry((size, start)).or_insert_with(|| Window { size, start, ..Default::default() })
 }
-
-/// `User::first` of an interned id without user state (seen only in a window's user set so far).
-pub const ABSENT: i64 = i64::MIN;
 
 impl State {
     pub fn new(partition: i32, cfg: Config) -> Self {
@@ -545,9 +541,9 @@ impl State {
         self.windows.values().filter(|w| w.end() <= wm).map(|w| (w.size, w.start)).collect()
     }
 
-    /// After a committed flush at wall clock `now`: the documents `plan` planned went out, and `users` of the
-    /// pending user documents (from the first).
-    pub fn committed(&mut self, finals: &[(i64, i64)], plan: &Plan, users: usize, now: i64) {
+    /// Once a flush at wall clock `now` is handed to its transaction: the documents `plan` planned went out, and
+    /// `users` of the pending user documents (from the first).
+    pub fn handed_over(&mut self, finals: &[(i64, i64)], plan: &Plan, users: usize, now: i64) {
         for key in finals {
             self.windows.remove(key);
         }

@@ -218,7 +218,7 @@ def test_flushing_partitions_together_equals_flushing_each(seed: int, users: lis
         one_by_one = [plain(st_.flush(details, u, 7)) for st_, u in zip(each, users, strict=True)]
         assert [plain(f) for f in flush_all(together, details, users, 7)] == one_by_one
         for st_ in together + each:
-            st_.committed()
+            st_.handed_over()
 
 
 @pytest.mark.parametrize("real", [True, False], ids=["confluent-kafka", "look-alike"])

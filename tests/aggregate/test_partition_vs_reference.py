@@ -47,7 +47,7 @@ def flush(st_: Partition, out: dict, details: Details = Details.ALL, users: int 
     out.update((d.id, orjson.loads(d.value)) for d in flushed.documents)
     if log is not None:
         log.extend((r.key, r.value) for r in flushed.records)
-    st_.committed()
+    st_.handed_over()
     return flushed.documents
 
 

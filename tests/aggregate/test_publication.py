@@ -41,7 +41,7 @@ class Feed:
     def flush(self, details: Details = Details.DUE) -> list[dict]:
         self.now += 1_000
         flushed = self.st.flush(details, EVERY_USER, self.now)
-        self.st.committed()
+        self.st.handed_over()
         return [] if flushed is None else [orjson.loads(d.value) for d in flushed.documents]
 
 
@@ -120,7 +120,7 @@ def test_a_changed_users_document_waits_at_most_the_max_delay_whatever_the_budge
 
     def users(now: int, budget: int = 0) -> list[str]:
         flushed = st_.flush(Details.CLOSING, budget, now)
-        st_.committed()
+        st_.handed_over()
         return [] if flushed is None else [d.id for d in flushed.documents if d.kind == "user"]
 
     for n in range(100):
@@ -144,7 +144,7 @@ def test_breakdowns_logged_but_not_yet_published_go_out_after_a_restore() -> Non
     flushed = st_.flush(Details.CLOSING, EVERY_USER, BASE)  # logged; breakdowns wait for a details flush
     assert flushed is not None and not [d for d in flushed.documents if d.kind in ("window_dims", "window_users")]
     log.extend((r.key, r.value) for r in flushed.records)
-    st_.committed()
+    st_.handed_over()
     again = new_partition(0, cfg)  # a crash: only the log survives
     again.restore([(offset, r[0], r[1]) for offset, r in enumerate(log)])
     flushed = again.flush(Details.DUE, EVERY_USER, BASE + 1_000)

@@ -97,7 +97,7 @@ class Cluster:
         self.logs[p].extend((r.key, r.value) for r in flushed.records)
         self.decisions[p] += self.pending[p]
         self.pending[p] = []
-        st_.committed()
+        st_.handed_over()
 
     def restart(self, p: int) -> None:
         """A crash: whatever was not flushed is lost; the state comes back from the changelog, with the ids of

@@ -31,7 +31,7 @@ def test_users_go_out_in_chunks_and_only_the_last_chunk_marks_them_published() -
         sent |= users
         marked = any(r.key == b"pub/users" for r in flushed.records)
         assert marked == (expected_left == 0)
-        st_.committed()
+        st_.handed_over()
         assert st_.pending_users() == expected_left
         if expected_left:  # a crash here: the restored state owes every user again (none marked published)
             assert restored(0, StateConfig(window_sizes=(60_000,)), list(log), []).pending_users() == USERS

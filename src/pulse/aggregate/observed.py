@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 
+from pulse.aggregate.model import OUTCOMES
 from pulse.aggregate.partition import Partition
 from pulse.aggregate.transactions import Commit
 from pulse.observe import metrics as m
@@ -57,9 +58,9 @@ class EngineMetrics:
             if not waiting:
                 self._caught_up_at[p] = now
         for flushed in commit.work:
-            before = self._counted.get(flushed.partition, [0] * len(m.OUTCOMES))
+            before = self._counted.get(flushed.partition, [0] * len(OUTCOMES))
             counters = flushed.counters.as_list()
-            for outcome, count, counted in zip(m.OUTCOMES, counters, before, strict=True):
+            for outcome, count, counted in zip(OUTCOMES, counters, before, strict=True):
                 if count > counted:
                     m.RECORDS.labels(outcome).inc(count - counted)
             self._counted[flushed.partition] = counters

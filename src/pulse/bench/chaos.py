@@ -21,10 +21,10 @@ from pathlib import Path
 
 import httpx
 
+from pulse.aggregate.model import OUTCOMES
 from pulse.config import Settings
 from pulse.errors import PulseError
 from pulse.generate.summary import read_summaries
-from pulse.observe.metrics import OUTCOMES
 from pulse.stack.private import PrivateStack, free_port, private_stack
 
 TRAFFIC = ("--late-fraction", "0.01", "--late-max", "2d", "--too-late-fraction", "0.002",

@@ -177,7 +177,8 @@ def generate(settings: Settings, **o: object) -> None:
     start_ms = o["start_ms"] if o["start_ms"] is not None else _default_start(
         int(time.time() * 1000), rate, float(o["event_rate"]), o["count"], o["duration"])  # type: ignore[arg-type]
     traffic = Traffic(replace(traffic_cfg, start_ms=start_ms))  # type: ignore[arg-type]
-    params = {k: v for k, v in o.items() if k not in {"ledger", "progress", "metrics_addr"}} | {"start_ms": start_ms}
+    where = {"ledger", "progress", "metrics_addr", "summary_json"}  # where output goes: not the traffic's parameters
+    params = {k: v for k, v in o.items() if k not in where} | {"start_ms": start_ms}
     ledger = open_ledger(o["ledger"], topic, int(partitions), params)  # type: ignore[arg-type]
     producer = EventProducer(settings.bootstrap, topic, int(partitions), ledger,
                              null_keys=float(o["null_key_fraction"]), seed=int(o["seed"]),  # type: ignore[arg-type]
