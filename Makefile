@@ -7,7 +7,7 @@ PULSE := $(VENV)/bin/pulse
 STAMP := $(VENV)/.installed-stamp
 # cargo builds the native aggregation core; rustup installs it under ~/.cargo/bin
 export PATH := $(or $(CARGO_HOME),$(or $(HOME),/root)/.cargo)/bin:$(PATH)
-NATIVE := $(wildcard native/Cargo.toml native/Cargo.lock native/src/*.rs native/src/*/*.rs)
+NATIVE := $(wildcard native/Cargo.toml native/Cargo.lock native/build.rs native/src/*.rs native/src/*/*.rs src/pulse/events/event-v1.schema.json)
 
 .PHONY: run test chaos install lint stack-up stack-down clean
 

@@ -239,10 +239,12 @@ def waiting_seconds(lookup: Consumer, topic: str, timeout_s: float = 0.5) -> flo
 def lag_reader(bootstrap: str, group: str) -> Consumer:
     """A consumer for :func:`group_lag` and :func:`waiting_seconds` of ``group`` (small fetches: it reads one
     record per partition)."""
-    return Consumer(client_config(bootstrap, {"group.id": group, "enable.auto.commit": False,
-                                              "logger": QUIET_LOG,
-                                              "max.partition.fetch.bytes": 16_384,
-                                              "queued.max.messages.kbytes": 1024}, client="lag.consumer"))
+    return Consumer(client_config(bootstrap, lag_settings(group), client="lag.consumer"))
+
+
+def lag_settings(group: str) -> dict[str, object]:
+    return {"group.id": group, "enable.auto.commit": False, "logger": QUIET_LOG,
+            "max.partition.fetch.bytes": 16_384, "queued.max.messages.kbytes": 1024}
 
 
 def offsets_at(consumer: Consumer, topic: str, partitions: list[int], ts_ms: int) -> dict[int, int]:
@@ -263,7 +265,7 @@ def broker_problem(bootstrap: str, timeout: float = 5.0, connection: Mapping[str
     refused: list[KafkaError] = []
     own = {"logger": QUIET_LOG, "socket.connection.setup.timeout.ms": int(timeout * 1000),
            "error_cb": lambda err: refused.append(err) if err.code() in REFUSALS else None}
-    config = (client_config(bootstrap, own) if connection is None
+    config = (client_config(bootstrap, own, client="admin") if connection is None
               else {**connection, "bootstrap.servers": bootstrap, **own})
     admin = AdminClient(config)
     try:

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pulse.aggregate._core import Admitted
 from pulse.collect import keys
 from pulse.collect.intake import (
     DEVICE_TS_HEADER,
@@ -157,3 +158,17 @@ def test_write_keys_name_their_origins_and_never_print_the_key() -> None:
         keys.parse("short=*", "test")
     with pytest.raises(PulseError, match="not http"):
         keys.parse("longenough=shop.example", "test")
+
+
+def test_a_sent_at_no_javascript_number_holds_is_ignored_not_an_error() -> None:
+    one = event()
+    batch = parse_batch(orjson.dumps({"events": [one], "sent_at": 2**63}), Limits())
+    assert batch.sent_at is None
+    assert isinstance(prepare_all(batch.events, batch.sent_at, NOW)[0], Admitted)
+
+
+def test_a_spaced_out_event_is_judged_by_its_compact_size() -> None:
+    spaced = orjson.dumps(event(category="c" * 60), option=orjson.OPT_INDENT_2).replace(b"\n", b"\n" + b" " * 600)
+    assert len(spaced) > 4096
+    ready = prepare(spaced, None, NOW)
+    assert isinstance(ready, Ready) and len(ready.value) < 4096

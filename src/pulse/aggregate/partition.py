@@ -8,8 +8,9 @@ either rejects it with a typed reason (dead letter) or accepts it, in offset ord
 implementation and the fast path can only ever be stricter than it.
 
 Everything is deterministic in the partition's offset order, so a replay after a crash makes the same decisions.
-A flush (:meth:`Partition.flush`) returns changelog records, documents and side outputs; the caller writes them
-in one transaction and then calls :meth:`Partition.committed`.
+A flush (:meth:`Partition.flush`) returns changelog records, documents and side outputs; the caller hands them to
+one transaction and calls :meth:`Partition.handed_over` (a transaction that fails reloads the partition from its
+changelog).
 """
 
 from __future__ import annotations

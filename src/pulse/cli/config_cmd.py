@@ -100,7 +100,9 @@ def clients(settings: Settings) -> dict[str, dict[str, object]]:
     from pulse.aggregate.transactions import PRODUCER_CLIENT, producer_settings
     from pulse.collect import sender
     from pulse.generate.producer import producer_settings as input_producer
-    from pulse.kafkaio import reader_settings
+    from pulse.kafkaio import QUIET_LOG, lag_settings, reader_settings
+    from pulse.store.archive import ArchiveConfig
+    from pulse.store.bulk import dead_letter_settings
     from pulse.store.projection import projection_settings
     from pulse.topics import store_group
 
@@ -113,6 +115,11 @@ def clients(settings: Settings) -> dict[str, dict[str, object]]:
         FORWARDED_CLIENT: forwarded_settings(),
         "restore.consumer": reader_settings(),
         "store.consumer": projection_settings(store_group(group)),
+        "store.producer": dead_letter_settings(),
+        "archive.consumer": projection_settings(ArchiveConfig.group),
+        "archive.producer": dead_letter_settings(),
+        "lag.consumer": lag_settings(group),
+        "admin": {"logger": QUIET_LOG},
     }
 
 

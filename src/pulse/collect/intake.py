@@ -29,6 +29,7 @@ RECEIVED_AT_HEADER = "pulse.received.at"
 CLIENT_FIELDS = ("sent_at", "key")
 """Fields a client may add to an event or a batch beside the contract's: they are the collector's, not the
 event's, and are taken off before validation."""
+MAX_SAFE_INTEGER = 2**53 - 1
 _CLIENT_NAMES = tuple(b'"%s"' % name.encode() for name in CLIENT_FIELDS)
 
 
@@ -164,6 +165,10 @@ def prepare(sent: bytes, sent_at: int | None, received_ms: int) -> Ready | Inval
     """Validate one event (its JSON text as sent) as the aggregator will, against the receive time as the broker
     stamps it, with its clock corrected; the device's own time is checked against its own ``sent_at``."""
     raw = sent
+    if len(sent) > MAX_EVENT_BYTES:  # its size is judged as Kafka would hold it: compact, not as spaced out
+        compact = _object(sent)
+        if isinstance(compact, dict):
+            raw = sent = orjson.dumps(compact)
     if _CLIENT_NAMES[0] in sent or _CLIENT_NAMES[1] in sent:  # may hold the collector's fields: take them off
         fields = _object(sent)
         if isinstance(fields, Invalid):
@@ -200,5 +205,7 @@ def _object(sent: bytes) -> dict[str, Any] | Invalid:
 
 
 def _millis(value: Any) -> int | None:
-    """``sent_at`` as epoch milliseconds (an integer); anything else is ignored, as if absent."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+    """``sent_at`` as epoch milliseconds (an integer a JavaScript number holds exactly); anything else is ignored,
+    as if absent."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_SAFE_INTEGER
+    return value if ok else None

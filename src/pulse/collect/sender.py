@@ -47,7 +47,8 @@ Outcome = dict[str, Any]
 def tuning(queue_kbytes: int = QUEUE_KBYTES) -> dict[str, object]:
     """The collector's producer beside the generator's: a short linger (a request waits for its acknowledgements)
     and a bounded queue (when it is full, clients are told to retry)."""
-    return {"linger.ms": 5, "queue.buffering.max.kbytes": queue_kbytes}
+    # every request waits for its records' reports: a producer reporting only errors would answer nothing
+    return {"linger.ms": 5, "queue.buffering.max.kbytes": queue_kbytes, "delivery.report.only.error": False}
 
 
 class Sender:
@@ -88,11 +89,15 @@ class Sender:
         """Serve delivery reports and errors until :meth:`stop`: often while records are in flight, every tenth
         of a second otherwise."""
         while not self._stopped:
-            served = self._producer.poll(0)
+            try:
+                served = self._producer.poll(0)
+            except Exception:  # a report's callback failed: log it, keep serving the others
+                _LOG.exception("serving Kafka's delivery reports")
+                served = 0
             if self._down_since is not None and time.monotonic() - self._down_since > 2:
                 await asyncio.to_thread(self._probe)
-            if self._waiting:
-                await asyncio.sleep(0 if served else PUMP_S)
+            if self._waiting:  # while Kafka is away, reports come only when it is back (or never): poll slowly
+                await asyncio.sleep(0 if served else PUMP_S if self.ready else 0.1)
                 continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -114,18 +119,23 @@ class Sender:
         out: list[Outcome] = []
         acks = _Acks(self)
         full = not self.ready
-        here: set[str] = set()  # a copy sent twice in one request: the second is a duplicate of the first
+        here: dict[str, Outcome] = {}  # a copy sent twice in one request: the second follows the first's outcome
+        copies: list[tuple[Outcome, Outcome]] = []
         recent, topic, partitions = self._recent, self.topic, self.partitions
         for ev in events:
             if isinstance(ev, Invalid):
-                out.append({"result": "rejected", "event_id": ev.event_id, "reason": ev.reason, "detail": ev.detail})
+                out.append({"result": "rejected", "reason": ev.reason, "detail": ev.detail}
+                           | ({"event_id": ev.event_id} if ev.event_id is not None else {}))
                 self._produce(self.dlq, ev.raw, None, _dlq_partition(ev, partitions),
                               letter_headers(ev.reason, ev.detail, SOURCE), acks, acks.dead_letter)
-            elif ev.event_id in recent or ev.event_id in here:
+            elif ev.event_id in recent:
                 out.append({"result": "duplicate", "event_id": ev.event_id})
-            else:
-                here.add(ev.event_id)
+            elif ev.event_id in here:
                 out.append({"result": "retry", "event_id": ev.event_id})
+                copies.append((here[ev.event_id], out[-1]))
+            else:
+                out.append({"result": "retry", "event_id": ev.event_id})
+                here[ev.event_id] = out[-1]
                 if not full:
                     full = not self._produce(topic, ev.value, ev.key, cached_partition(ev.key, partitions),
                                              headers(ev, received), acks, partial(acks.delivered, out[-1]))
@@ -133,6 +143,9 @@ class Sender:
         await acks.wait(wait_s)
         for outcome in acks.accepted:
             self._recent.add(outcome["event_id"])
+        for first, copy in copies:  # a duplicate once its first copy is in; else both are retried
+            if first["result"] == "accepted":
+                copy["result"] = "duplicate"
         return out
 
     def _produce(self, topic: str, value: bytes, key: bytes | None, partition: int,

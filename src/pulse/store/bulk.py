@@ -62,6 +62,11 @@ class SinkStats:
     extra: dict[str, int] = field(default_factory=dict)
 
 
+def dead_letter_settings() -> dict[str, object]:
+    """The writers' dead-letter producer: a refused document is kept however long Kafka is away."""
+    return {"enable.idempotence": True, "acks": "all", "message.timeout.ms": 0, "logger": QUIET_LOG}
+
+
 class BulkSink:
     def __init__(self, es: Elasticsearch, bootstrap: str, dlq_topic: str, stats: SinkStats, component: str) -> None:
         self.es, self.stats, self.dlq_topic = es, stats, dlq_topic
@@ -71,8 +76,7 @@ class BulkSink:
         self._dead = metrics.STORE_DEAD_LETTERS.labels(component)
         ensure_topics(bootstrap, [TopicSpec(dlq_topic, 1, {"retention.ms": str(7 * 86_400_000)})],
                       compare_config=False)
-        self._dlq = Producer(client_config(bootstrap, {"enable.idempotence": True, "acks": "all",
-                                                       "message.timeout.ms": 0, "logger": QUIET_LOG},
+        self._dlq = Producer(client_config(bootstrap, dead_letter_settings(),
                                            client=f"{component.split(':')[0]}.producer"))
 
     def write(self, ops: list[BulkOp], stopping: Callable[[], bool] = lambda: False) -> None:
