@@ -7,7 +7,7 @@ use pyo3::types::{PyBytes, PyList};
 use std::borrow::Cow;
 
 use crate::event::Event;
-use crate::progress::OUTCOMES;
+use crate::progress::{ACCEPTED, CORRECTED, DEAD_LETTERED, DUPLICATES, LATE, OUTCOMES};
 
 /// A record routed away from the aggregates, to the dead-letter or late-events topic.
 #[pyclass(frozen, get_all, module = "pulse.aggregate._core")]
@@ -59,37 +59,53 @@ pub struct FlushOutput {
 }
 
 /// Where the records of a partition ended: each lands in exactly one (a forwarded record lands at its owner).
-/// Fields in the order of `OUTCOMES`.
-#[pyclass(frozen, get_all, eq, module = "pulse.aggregate._core")]
+/// Held in the order of `OUTCOMES`, which names them.
+#[pyclass(frozen, eq, module = "pulse.aggregate._core")]
 #[derive(PartialEq, Eq, Clone, Copy)]
 pub struct Counters {
-    pub accepted: u64,
-    pub dead_lettered: u64,
-    pub late: u64,
-    pub duplicates: u64,
-    pub corrected: u64,
+    counts: [u64; OUTCOMES.len()],
 }
 
 #[pymethods]
 impl Counters {
-    /// The outcomes' names, in the order of `as_list` (`pulse.observe.metrics.OUTCOMES` is this).
+    /// The outcomes' names, in the order of `as_list` (`pulse.aggregate.model.OUTCOMES` is this).
     #[staticmethod]
     fn names() -> Vec<&'static str> {
         OUTCOMES.to_vec()
     }
     /// The counts in the order of `names`.
     fn as_list(&self) -> Vec<u64> {
-        vec![self.accepted, self.dead_lettered, self.late, self.duplicates, self.corrected]
+        self.counts.to_vec()
+    }
+    #[getter]
+    fn accepted(&self) -> u64 {
+        self.counts[ACCEPTED]
+    }
+    #[getter]
+    fn dead_lettered(&self) -> u64 {
+        self.counts[DEAD_LETTERED]
+    }
+    #[getter]
+    fn late(&self) -> u64 {
+        self.counts[LATE]
+    }
+    #[getter]
+    fn duplicates(&self) -> u64 {
+        self.counts[DUPLICATES]
+    }
+    #[getter]
+    fn corrected(&self) -> u64 {
+        self.counts[CORRECTED]
     }
     fn __repr__(&self) -> String {
-        let fields: Vec<String> = OUTCOMES.iter().zip(self.as_list()).map(|(k, v)| format!("{k}={v}")).collect();
+        let fields: Vec<String> = OUTCOMES.iter().zip(self.counts).map(|(k, v)| format!("{k}={v}")).collect();
         format!("Counters({})", fields.join(", "))
     }
 }
 
 impl From<[u64; OUTCOMES.len()]> for Counters {
-    fn from(c: [u64; OUTCOMES.len()]) -> Self {
-        Counters { accepted: c[0], dead_lettered: c[1], late: c[2], duplicates: c[3], corrected: c[4] }
+    fn from(counts: [u64; OUTCOMES.len()]) -> Self {
+        Counters { counts }
     }
 }
 

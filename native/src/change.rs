@@ -43,7 +43,8 @@ impl Change {
     pub fn logged(&self) -> bool {
         self.logged
     }
-    /// After a committed flush (which logged what changed) that published the waiting documents or not.
+    /// Once a flush is handed to its transaction (it logged what changed), which published the waiting documents
+    /// or not.
     pub fn flushed(&mut self, published: bool) {
         self.logged |= self.dirty != 0;
         self.unpublished = if published { 0 } else { self.unpublished | self.dirty };

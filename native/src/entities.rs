@@ -94,7 +94,8 @@ impl Users {
         waited.saturating_sub(self.sent) as usize
     }
 
-    /// After a committed flush, which logged the changed users and published the first `sent` pending ones.
+    /// Once a flush is handed to its transaction, which logged the changed users and published the first `sent`
+    /// pending ones.
     pub fn flushed(&mut self, sent: usize) {
         for &u in &self.dirty {
             self.list[u as usize].dirty = false;

@@ -512,7 +512,8 @@ impl Partition {
     }
 
     /// One flush's output, or None when nothing changed. `details`: which item shards to publish; `users`: how
-    /// many of the pending user documents to publish, oldest change first. Call `committed` once they are written.
+    /// many of the pending user documents to publish, oldest change first. Call `handed_over` once they are handed
+    /// to the transaction.
     fn flush(
         &mut self,
         py: Python<'_>,

@@ -180,7 +180,7 @@ fn kind_of(etype: &str) -> i8 {
 }
 
 impl Sessions {
-    /// After a committed flush, which logged the changed and closed sessions.
+    /// Once a flush is handed to its transaction, which logged the changed and closed sessions.
     pub fn flushed(&mut self) {
         for sid in self.dirty.drain(..) {
             if let Some(s) = self.map.get_mut(&sid) {

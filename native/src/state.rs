@@ -62,7 +62,7 @@ impl Window {
             || self.user_sketch.change.logged()
             || self.user_chunks > 0
     }
-    /// After a committed flush at wall clock `now` (summaries go out whenever they changed).
+    /// Once a flush is handed to its transaction at wall clock `now` (summaries go out whenever they changed).
     fn flushed(&mut self, items: bool, breakdowns: bool, now: i64) {
         self.summary.flushed(true);
         self.quantiles.change.flushed(true);

@@ -158,7 +158,8 @@ impl Shards {
     pub fn shards(&self, mask: u32) -> impl Iterator<Item = usize> + '_ {
         (0..ITEM_SHARDS).filter(move |&s| mask & (1 << s) != 0 && !self.maps[s].is_empty())
     }
-    /// After a committed flush that published the pending shards (at wall clock `at`) or not (`None`).
+    /// Once a flush is handed to its transaction, which published the pending shards (at wall clock `at`) or not
+    /// (`None`).
     pub fn flushed(&mut self, published: Option<i64>) {
         self.change.flushed(published.is_some());
         if let Some(at) = published {

@@ -7,7 +7,7 @@
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
-use crate::progress::OUTCOMES;
+use crate::progress::{ACCEPTED, CORRECTED, DEAD_LETTERED, DUPLICATES, LATE, OUTCOMES};
 
 /// The format this build writes. 1: every log before the format was recorded (the same records, read as 2).
 /// 3: event ids are logged (`d/` records), so restore need not re-read the input for them.
@@ -183,11 +183,20 @@ pub struct Counters {
 
 impl Counters {
     pub fn of(c: [u64; OUTCOMES.len()]) -> Self {
-        Counters { accepted: c[0], dead_lettered: c[1], late: c[2], duplicates: c[3], corrected: c[4] }
+        Counters {
+            accepted: c[ACCEPTED],
+            dead_lettered: c[DEAD_LETTERED],
+            late: c[LATE],
+            duplicates: c[DUPLICATES],
+            corrected: c[CORRECTED],
+        }
     }
 
     pub fn array(self) -> [u64; OUTCOMES.len()] {
-        [self.accepted, self.dead_lettered, self.late, self.duplicates, self.corrected]
+        let mut c = [0; OUTCOMES.len()];
+        (c[ACCEPTED], c[DEAD_LETTERED], c[LATE], c[DUPLICATES], c[CORRECTED]) =
+            (self.accepted, self.dead_lettered, self.late, self.duplicates, self.corrected);
+        c
     }
 }
 

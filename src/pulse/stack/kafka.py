@@ -85,6 +85,10 @@ class KafkaService(Service):
             "share.coordinator.state.topic.replication.factor=1",
             "share.coordinator.state.topic.min.isr=1",
             "group.initial.rebalance.delay.ms=0",
+            # A restarted broker serves requests before the controller unfences it, and until then its metadata
+            # lists no broker: librdkafka (2.10+) then drops every broker it knew and never reconnects
+            # (confluentinc/librdkafka#5301). Heartbeats every 100 ms keep that window short.
+            "broker.heartbeat.interval.ms=100",
             "log.retention.hours=168",
             "",
         ])
