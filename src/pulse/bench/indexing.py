@@ -44,7 +44,11 @@ def index_parts(name: str, prefix: str) -> tuple[str, ...]:
 
 
 def index_costs(es: Elasticsearch, prefix: str) -> dict[str, IndexCost]:
-    """Indexing so far per part (see :func:`index_parts`)."""
+    """Indexing so far per part (see :func:`index_parts`).
+
+    The indices are refreshed first: ``docs`` counts only what a refresh has made visible, while ``indexing``
+    counts every operation, so without it two readings would compare documents from different spans."""
+    es.indices.refresh(index=f"{prefix}-*", expand_wildcards="open,hidden", allow_no_indices=True)
     stats = es.indices.stats(index=f"{prefix}-*", metric="indexing,docs", expand_wildcards="all")
     out: dict[str, IndexCost] = {}
     for name, index in stats["indices"].items():
