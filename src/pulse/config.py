@@ -5,6 +5,7 @@ Command-line flags override these values; the defaults work out of the box on on
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
@@ -52,7 +53,28 @@ class Settings:
         from pulse.connect.kafka import connection_properties
 
         return (os.environ.get("PULSE_BOOTSTRAP") or connection_properties().get("bootstrap.servers")
-                or f"127.0.0.1:{self.kafka_port}")
+                or ",".join(f"127.0.0.1:{self.kafka_node_port(node)}" for node in range(1, self.local_brokers + 1)))
+
+    @property
+    def local_cluster_file(self) -> Path:
+        """Where `pulse stack up` records the local Kafka cluster it made (its size and id)."""
+        return self.home / "kafka" / "cluster.json"
+
+    @property
+    def local_brokers(self) -> int:
+        """How many brokers this home's local Kafka cluster has (one unless made with ``--brokers``)."""
+        try:
+            return int(json.loads(self.local_cluster_file.read_text())["brokers"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 1
+
+    def kafka_node_port(self, node: int) -> int:
+        """Client port of local broker ``node`` (1-based): ``kafka_port`` + 2 per node before it, so that with
+        the default ports a cluster's brokers and controllers interleave (9092/9093, 9094/9095, …)."""
+        return self.kafka_port + 2 * (node - 1)
+
+    def kafka_node_controller_port(self, node: int) -> int:
+        return self.kafka_controller_port + 2 * (node - 1)
 
     @property
     def es_url(self) -> str:

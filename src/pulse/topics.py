@@ -57,6 +57,23 @@ def input_topics(topic: str, partitions: int, retention_hours: float = INPUT_RET
 _REACHED: set[str] = set()  # brokers this process already reached (start-up runs several checks in a row)
 
 
+def replicas_for(brokers: int) -> int:
+    """How many replicas Pulse gives a topic on a cluster of ``brokers``: three where it can."""
+    return max(1, min(3, brokers))
+
+
+def min_insync_for(replicas: int) -> int:
+    """Replicas that must hold a write before it is acknowledged: two of three, so that one broker may be lost
+    and nothing acknowledged is."""
+    return 2 if replicas >= 3 else 1
+
+
+def _replication(admin: AdminClient, timeout: float) -> tuple[int, int]:
+    """(brokers in the cluster, replicas wanted per topic)."""
+    brokers = len(admin.list_topics(timeout=timeout).brokers)
+    return brokers, replicas_for(brokers)
+
+
 def require_broker(bootstrap: str) -> None:
     if bootstrap in _REACHED:
         return
@@ -102,17 +119,22 @@ def creation(name: str, fut: Future, timeout: float) -> str:
 
 def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 30.0,
                   compare_config: bool = True) -> list[tuple[str, str]]:
-    """Create missing topics; report existing ones whose partitions (or, if asked, settings) differ.
+    """Create missing topics, replicated as the cluster allows (:func:`replicas_for`); report existing ones whose
+    partitions (or, if asked, settings) differ.
 
-    Returns (topic, "created" | "exists") pairs; raises PulseError listing every difference found.
+    Returns (topic, "created" | "exists" | …) pairs, an existing topic with fewer replicas than the cluster
+    allows saying so; raises PulseError listing every difference found.
     """
     require_broker(bootstrap)
     admin = admin_client(bootstrap)
     existing = admin.list_topics(timeout=timeout).topics
+    brokers, replicas = _replication(admin, timeout)
+    insync = {"min.insync.replicas": str(min_insync_for(replicas))}
     results: list[tuple[str, str]] = []
     missing = [s for s in specs if s.name not in existing]
     if missing:
-        futures = admin.create_topics([NewTopic(s.name, s.partitions, 1, config=s.config) for s in missing])
+        futures = admin.create_topics([NewTopic(s.name, s.partitions, replicas, config=insync | s.config)
+                                       for s in missing])
         results.extend((name, creation(name, fut, timeout)) for name, fut in futures.items())
         _await_leaders(admin, [s.name for s in missing], timeout)
     problems: list[str] = []
@@ -135,6 +157,10 @@ def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 30.0,
             else:
                 problems.extend(f"{spec.name}: {key}={actual[key].value if key in actual else None} (wanted {want})"
                                 for key, want in differ.items())
+        have_replicas = min((len(p.replicas) for p in existing[spec.name].partitions.values()), default=0)
+        if have_replicas < replicas:
+            state += (f" (under-replicated: {have_replicas} replica(s) where a {brokers}-broker cluster allows "
+                      f"{replicas}; kafka-reassign-partitions can add them)")
         results.append((spec.name, state))
     if problems:
         raise PulseError("existing topics differ from the requested settings: " + "; ".join(problems)

@@ -40,12 +40,16 @@ def stack(ctx: click.Context, **flags: object) -> None:
               help="Make this home's stack secure: Kafka on SASL_SSL (SCRAM-SHA-512) and Elasticsearch with TLS "
                    "and authentication, certificates made on the spot; then `eval \"$(pulse stack env)\"`. "
                    "A home stays secure once made so. [env var: PULSE_STACK_SECURE]")
+@click.option("--brokers", type=click.IntRange(1, 9), envvar="PULSE_STACK_BROKERS",
+              help="Make this home's Kafka a cluster of N combined broker+controller nodes on every second port "
+                   "from --kafka-port (a quorum of N; topics get 3 replicas, 2 in sync, where N >= 3). "
+                   "A home stays the size it was made. [default 1; env var: PULSE_STACK_BROKERS]")
 @click.pass_obj
-def up(settings: Settings, secure: bool) -> None:
+def up(settings: Settings, secure: bool, brokers: int | None) -> None:
     """Download (once), start and wait for Kafka and Elasticsearch. Safe to run again."""
     console = Console(stderr=True)
     with console.status("starting the stack…") as spinner:
-        results = manager.up(settings, progress=lambda msg: spinner.update(msg), secure=secure)
+        results = manager.up(settings, progress=lambda msg: spinner.update(msg), secure=secure, brokers=brokers)
     for r in results:
         how = "started" if r.started else "already running"
         cached = "downloaded" if r.downloaded else "from cache"
@@ -103,12 +107,12 @@ def status(settings: Settings, quiet: bool) -> None:
 
 
 @stack.command()
-@click.argument("service", type=click.Choice(["kafka", "elasticsearch", "es"]))
+@click.argument("service")
 @click.option("--follow/--no-follow", "-f", default=False, help="Keep printing new lines (Ctrl-C stops).")
 @click.option("--lines", "-n", default=50, show_default=True, help="How many lines to show.")
 @click.pass_obj
 def logs(settings: Settings, service: str, follow: bool, lines: int) -> None:
-    """Tail a service's log file."""
+    """Tail a service's log file: SERVICE is kafka (kafka-2, kafka-3… in a cluster), elasticsearch or es."""
     svc = manager.service_by_name(settings, "elasticsearch" if service == "es" else service)
     path = svc.process.log_file
     if not path.exists():

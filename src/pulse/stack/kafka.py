@@ -1,18 +1,23 @@
-"""Apache Kafka as one combined KRaft broker+controller, run straight from Maven Central jars."""
+"""Apache Kafka as combined KRaft broker+controller nodes (one, or a cluster of several on loopback ports), run
+straight from Maven Central jars."""
 
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 import uuid
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from pulse.config import Settings
 from pulse.errors import StackError
 from pulse.kafkaio import broker_reachable
 from pulse.stack import artifacts
 from pulse.stack.secure import BROKER_USER, SCRAM, SecureMaterial
 from pulse.stack.service import Launch, Service, base_env, java_home
+from pulse.topics import min_insync_for, replicas_for
 
 
 def new_cluster_id() -> str:
@@ -27,9 +32,51 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
+@dataclass(frozen=True)
+class Cluster:
+    """The local Kafka cluster a home was made with: a home stays the size it was made (a KRaft quorum's voters
+    are fixed when its storage is formatted)."""
+
+    brokers: int
+    cluster_id: str
+
+    @property
+    def replicas(self) -> int:
+        """Replication of Kafka's internal topics, as Pulse replicates its own."""
+        return replicas_for(self.brokers)
+
+    @property
+    def min_insync(self) -> int:
+        return min_insync_for(self.replicas)
+
+    @classmethod
+    def recorded(cls, settings: Settings) -> Cluster | None:
+        """The cluster this home was made with; a home made before clusters existed holds one broker."""
+        try:
+            data = json.loads(settings.local_cluster_file.read_text())
+            return cls(int(data["brokers"]), str(data["cluster_id"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            formatted = (settings.home / "kafka" / "data" / "meta.properties").exists()
+            return cls(1, "") if formatted else None
+
+    def record(self, settings: Settings) -> None:
+        settings.local_cluster_file.parent.mkdir(parents=True, exist_ok=True)
+        settings.local_cluster_file.write_text(json.dumps({"brokers": self.brokers, "cluster_id": self.cluster_id}))
+
+
+def node_name(node: int) -> str:
+    """``kafka`` for the first node (a single broker's name), ``kafka-2``… for the others."""
+    return "kafka" if node == 1 else f"kafka-{node}"
+
+
 class KafkaService(Service):
-    name = "kafka"
     start_timeout = 90.0
+
+    def __init__(self, settings: Settings, node: int = 1, cluster: Cluster | None = None) -> None:
+        self.name = node_name(node)
+        self.node = node
+        self.cluster = cluster or Cluster.recorded(settings) or Cluster(1, "")
+        super().__init__(settings)
 
     @property
     def config_file(self) -> Path:
@@ -41,11 +88,11 @@ class KafkaService(Service):
 
     @property
     def ports(self) -> list[int]:
-        return [self.settings.kafka_port, self.settings.kafka_controller_port]
+        return [self.settings.kafka_node_port(self.node), self.settings.kafka_node_controller_port(self.node)]
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.settings.kafka_port}"
+        return f"127.0.0.1:{self.settings.kafka_node_port(self.node)}"
 
     @property
     def secure(self) -> SecureMaterial | None:
@@ -60,15 +107,18 @@ class KafkaService(Service):
         return artifacts.kafka_lib(self.settings)[1]
 
     def _server_properties(self) -> str:
-        s = self.settings
+        s, cluster = self.settings, self.cluster
         client = "SASL_SSL" if self.secure else "PLAINTEXT"
+        port, controller = s.kafka_node_port(self.node), s.kafka_node_controller_port(self.node)
+        voters = ",".join(f"{n}@127.0.0.1:{s.kafka_node_controller_port(n)}" for n in range(1, cluster.brokers + 1))
+        replicas, min_isr = cluster.replicas, cluster.min_insync
         return "\n".join([
             "# Written by `pulse stack up`; edit Pulse settings (PULSE_*), not this file.",
             "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.voters=1@127.0.0.1:{s.kafka_controller_port}",
-            f"listeners={client}://127.0.0.1:{s.kafka_port},CONTROLLER://127.0.0.1:{s.kafka_controller_port}",
-            f"advertised.listeners={client}://127.0.0.1:{s.kafka_port}",
+            f"node.id={self.node}",
+            f"controller.quorum.voters={voters}",
+            f"listeners={client}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
+            f"advertised.listeners={client}://127.0.0.1:{port}",
             "controller.listener.names=CONTROLLER",
             f"inter.broker.listener.name={client}",
             f"listener.security.protocol.map=CONTROLLER:PLAINTEXT,{client}:{client}",
@@ -76,14 +126,17 @@ class KafkaService(Service):
             f"log.dirs={self.dir / 'data'}",
             f"num.partitions={s.partitions}",
             "auto.create.topics.enable=false",
-            # One broker: every internal topic has one replica, so transactions work.
-            "offsets.topic.replication.factor=1",
+            # Internal topics are replicated as far as the cluster allows (one broker: one replica, else
+            # transactions could not work), and so is every topic created without its own replication.
+            f"default.replication.factor={replicas}",
+            f"min.insync.replicas={min_isr}",
+            f"offsets.topic.replication.factor={replicas}",
             "offsets.topic.num.partitions=10",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
+            f"transaction.state.log.replication.factor={replicas}",
+            f"transaction.state.log.min.isr={min_isr}",
             "transaction.state.log.num.partitions=10",
-            "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1",
+            f"share.coordinator.state.topic.replication.factor={replicas}",
+            f"share.coordinator.state.topic.min.isr={min_isr}",
             "group.initial.rebalance.delay.ms=0",
             # A restarted broker serves requests before the controller unfences it, and until then its metadata
             # lists no broker: librdkafka (2.10+) then drops every broker it knew and never reconnects
@@ -119,7 +172,7 @@ class KafkaService(Service):
         java = str(java_home() / "bin" / "java")
         classpath = f"{lib}/*"
         if not (self.dir / "data" / "meta.properties").exists():
-            self._format(java, classpath)
+            self._format(java, classpath, self.cluster.cluster_id or new_cluster_id())
         log4j = Path(str(resources.files("pulse.stack") / "conf" / "kafka-log4j2.properties"))
         heap = self.settings.kafka_heap
         argv = [java, f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
@@ -127,10 +180,10 @@ class KafkaService(Service):
                 "-cp", classpath, "kafka.Kafka", str(self.config_file)]
         return Launch(argv=argv, env=base_env(), cwd=self.dir)
 
-    def _format(self, java: str, classpath: str) -> None:
-        """Format the storage once; a secure stack's SCRAM users go in here, through a Java argfile so that
-        their passwords are never on a command line."""
-        args = ["-cp", classpath, "kafka.tools.StorageTool", "format", f"--cluster-id={new_cluster_id()}",
+    def _format(self, java: str, classpath: str, cluster_id: str) -> None:
+        """Format the storage once (every node of a cluster with the cluster's id); a secure stack's SCRAM users
+        go in here, through a Java argfile so that their passwords are never on a command line."""
+        args = ["-cp", classpath, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
                 "-c", str(self.config_file), "--ignore-formatted",
                 *(self.secure.scram_arguments() if self.secure else [])]
         argfile = self.dir / "format.args"

@@ -1,16 +1,18 @@
-"""`pulse stack up | down | status | logs`: the local Kafka + Elasticsearch pair, started idempotently."""
+"""`pulse stack up | down | status | logs`: the local Kafka (one broker or a cluster) and Elasticsearch, started
+idempotently."""
 
 from __future__ import annotations
 
 import subprocess
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from pulse.config import Settings
 from pulse.errors import StackError
 from pulse.stack.elasticsearch import ElasticsearchService
-from pulse.stack.kafka import KafkaService
+from pulse.stack.kafka import Cluster, KafkaService, new_cluster_id
 from pulse.stack.process import port_in_use, wait_until
 from pulse.stack.secure import SecureMaterial
 from pulse.stack.service import Service
@@ -40,27 +42,41 @@ class UpResult:
     seconds: float
 
 
+def brokers(settings: Settings) -> list[KafkaService]:
+    """This home's Kafka nodes, first to last."""
+    cluster = Cluster.recorded(settings) or Cluster(1, "")
+    return [KafkaService(settings, node, cluster) for node in range(1, cluster.brokers + 1)]
+
+
 def services(settings: Settings) -> list[Service]:
-    return [KafkaService(settings), ElasticsearchService(settings)]
+    return [*brokers(settings), ElasticsearchService(settings)]
 
 
 def service_by_name(settings: Settings, name: str) -> Service:
-    for svc in services(settings):
-        if svc.name == name or svc.name.startswith(name):
+    """A service by its name (``kafka``, ``kafka-2``…, ``elasticsearch``), or by a prefix naming only one."""
+    every = services(settings)
+    for svc in every:
+        if svc.name == name:
             return svc
-    raise StackError(f"unknown service {name!r}; choose one of: kafka, elasticsearch")
+    matches = [svc for svc in every if svc.name.startswith(name)]
+    if len(matches) == 1:
+        return matches[0]
+    raise StackError(f"unknown service {name!r}; choose one of: {', '.join(svc.name for svc in every)}")
 
 
-def up(settings: Settings, progress: Callable[[str], None] = lambda _msg: None, secure: bool = False) -> list[UpResult]:
+def up(settings: Settings, progress: Callable[[str], None] = lambda _msg: None, secure: bool = False,
+       brokers: int | None = None) -> list[UpResult]:
     """Install (cached), configure and start every service not already running; wait until all are healthy.
-    ``secure``: make this home's stack a secure one (TLS and authentication); a home stays what it was made."""
+    ``secure``: make this home's stack a secure one (TLS and authentication); ``brokers``: make its Kafka a
+    cluster of that many nodes. A home stays what it was made."""
     settings.home.mkdir(parents=True, exist_ok=True)
     settings.home.chmod(settings.home.stat().st_mode | 0o755)
+    _make_cluster(settings, brokers)
     if secure:
         _make_secure(settings, progress)
     launched: list[tuple[Service, float, bool, subprocess.Popen[bytes] | None]] = []
     try:
-        for svc in services(settings):
+        for svc in services(settings):  # every node starts before any is awaited: a quorum needs a majority
             launched.append(_launch(svc, progress))
         return _wait_healthy(launched)
     except BaseException:
@@ -68,6 +84,18 @@ def up(settings: Settings, progress: Callable[[str], None] = lambda _msg: None, 
             if proc is not None:
                 svc.process.stop(timeout=20)
         raise
+
+
+def _make_cluster(settings: Settings, brokers: int | None) -> None:
+    recorded = Cluster.recorded(settings)
+    if recorded is None:
+        Cluster(brokers or 1, new_cluster_id()).record(settings)
+    elif brokers is not None and brokers != recorded.brokers:
+        raise StackError(f"the stack under {settings.home} was made with {recorded.brokers} broker(s), not "
+                         f"{brokers}; stop it and use another --home, or `pulse stack down` and delete "
+                         f"{settings.home / 'kafka'}* to start afresh")
+    elif recorded.cluster_id == "":  # a home made before clusters were recorded
+        recorded.record(settings)
 
 
 def _make_secure(settings: Settings, progress: Callable[[str], None]) -> None:
@@ -84,11 +112,12 @@ def _make_secure(settings: Settings, progress: Callable[[str], None]) -> None:
 
 def client_env(settings: Settings) -> dict[str, str]:
     """``PULSE_*`` variables that point every Pulse command at this home's stack (secrets as ``*_FILE``)."""
-    kafka, es = KafkaService(settings), ElasticsearchService(settings)
+    bootstrap = ",".join(node.address for node in brokers(settings))
+    es = ElasticsearchService(settings)
     material = SecureMaterial.of(settings.home)
     if material.exists():
-        return material.client_env(kafka.address, es.address)
-    return {"PULSE_BOOTSTRAP": kafka.address, "PULSE_ES_URL": es.address}
+        return material.client_env(bootstrap, es.address)
+    return {"PULSE_BOOTSTRAP": bootstrap, "PULSE_ES_URL": es.address}
 
 
 def _launch(svc: Service, progress: Callable[[str], None]) -> tuple[Service, float, bool,
@@ -121,8 +150,14 @@ def _wait_healthy(launched: list[tuple[Service, float, bool, subprocess.Popen[by
 
 
 def down(settings: Settings) -> list[tuple[str, bool]]:
-    """Stop exactly the processes `up` started (from their pid files); Elasticsearch first, then Kafka."""
-    return [(svc.name, svc.process.stop()) for svc in reversed(services(settings))]
+    """Stop exactly the processes `up` started (from their pid files); Elasticsearch first, then Kafka's nodes."""
+    es = ElasticsearchService(settings)
+    stopped = [(es.name, es.process.stop())]
+    # A cluster's nodes stop together: stopped one after another, the last ones wait for a quorum that is gone.
+    nodes = brokers(settings)
+    with ThreadPoolExecutor(len(nodes)) as pool:
+        return stopped + list(zip((node.name for node in nodes), pool.map(lambda n: n.process.stop(), nodes),
+                                  strict=True))
 
 
 def status(settings: Settings) -> list[ServiceStatus]:

@@ -13,13 +13,24 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from pulse.config import Settings
+from pulse.errors import StackError
 from pulse.stack import manager
+from pulse.stack.process import port_in_use
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free ports (a cluster's nodes take consecutive ports)."""
+    for _ in range(100):
+        first = free_port()
+        if first + count < 65536 and not any(port_in_use(first + i) for i in range(1, count)):
+            return first
+    raise StackError(f"no {count} consecutive free ports on 127.0.0.1")
 
 
 @dataclass(frozen=True)
@@ -31,6 +42,14 @@ class PrivateStack:
         """Run a `pulse` command against this stack (``extra``: more environment, e.g. PULSE_TOPIC)."""
         return subprocess.run([sys.executable, "-m", "pulse", *args], env=self.env | extra, capture_output=True,
                               text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+
+    def kill(self, service: str) -> None:
+        """SIGKILL one service (``kafka-2``: the second broker); :meth:`start` brings it back."""
+        assert manager.service_by_name(self.settings, service).process.kill(), f"{service} was not running"
+
+    def start(self) -> None:
+        """Start whatever of this stack is not running, and wait until all of it is healthy."""
+        manager.up(self.settings)
 
     @contextmanager
     def stopped(self, service: str) -> Iterator[None]:
@@ -44,19 +63,21 @@ class PrivateStack:
 
 @contextmanager
 def private_stack(shared: Settings, name: str, kafka_heap: str = "512m", es_heap: str = "768m",
-                  secure: bool = False) -> Iterator[PrivateStack]:
+                  secure: bool = False, brokers: int = 1) -> Iterator[PrivateStack]:
     """Start a private stack under ``<home>/<name>`` on free ports (``secure``: TLS and authentication, see
-    `pulse stack up --secure`); stop it and delete its data afterwards."""
+    `pulse stack up --secure`; ``brokers``: a Kafka cluster of that many nodes); stop it and delete its data
+    afterwards."""
     home = shared.home / name
     shutil.rmtree(home, ignore_errors=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
+    kafka = free_ports(2 * brokers)  # node n: a client port, then its controller's
     env |= {"PULSE_HOME": str(home), "PULSE_CACHE": str(shared.cache_dir), "PULSE_KAFKA_HEAP": kafka_heap,
-            "PULSE_ES_HEAP": es_heap, "PULSE_KAFKA_PORT": str(free_port()),
-            "PULSE_KAFKA_CONTROLLER_PORT": str(free_port()), "PULSE_ES_PORT": str(free_port()),
+            "PULSE_ES_HEAP": es_heap, "PULSE_KAFKA_PORT": str(kafka),
+            "PULSE_KAFKA_CONTROLLER_PORT": str(kafka + 1), "PULSE_ES_PORT": str(free_port()),
             "PULSE_ES_TRANSPORT_PORT": str(free_port())}
     stack = PrivateStack(env, Settings.from_env(env))
     try:
-        manager.up(stack.settings, secure=secure)
+        manager.up(stack.settings, secure=secure, brokers=brokers)
         stack.env.update(manager.client_env(stack.settings))
         yield stack
     finally:

@@ -73,6 +73,16 @@ class ManagedProcess:
         self.pid_file.unlink(missing_ok=True)
         return True
 
+    def kill(self) -> bool:
+        """SIGKILL the process group at once, as a crash would end it. Returns whether anything was running."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        _signal_group(pid, signal.SIGKILL)
+        _wait_gone(pid, 10)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
     def log_tail(self, lines: int = 15) -> str:
         try:
             text = self.log_file.read_text(errors="replace").splitlines()
