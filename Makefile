@@ -29,9 +29,10 @@ run: install
 test: install
 	bash scripts/test.sh
 
-## chaos: a bounded fault run on a private stack (its own ports), ending in `pulse verify`
+## chaos: bounded fault runs on a private stack (its own ports), one broker then three, each ending in `pulse verify`
 chaos: install
 	$(PULSE) chaos
+	$(PULSE) chaos --brokers 3 --seconds 4m
 
 lint: install
 	$(VENV)/bin/ruff check src tests

@@ -165,7 +165,11 @@ def end_offsets(admin: AdminClient, topic: str, partitions: list[int], timeout_s
     level = IsolationLevel.READ_COMMITTED if committed else IsolationLevel.READ_UNCOMMITTED
     ends = admin.list_offsets({TopicPartition(topic, p): OffsetSpec.latest() for p in partitions},
                               isolation_level=level, request_timeout=timeout_s)
-    return {tp.partition: fut.result(timeout=timeout_s).offset for tp, fut in ends.items()}
+    try:
+        return {tp.partition: fut.result(timeout=timeout_s).offset for tp, fut in ends.items()}
+    except TimeoutError:  # a broker that is away or moving leaders: the callers' KafkaException, as librdkafka's own
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, f"listing the end offsets of {topic} took over "
+                                        f"{timeout_s:g}s")) from None
 
 
 def group_caught_up(consumer: Consumer, admin: AdminClient, topic: str, transactional: bool) -> bool:

@@ -57,6 +57,18 @@ class Run:
     def log(self) -> str:
         return self.log_file.read_text(errors="replace")
 
+    def stage_log(self, stage: str, lines: int = 40) -> str:
+        """The last lines a stage logged (for a failure's message: the stack and its logs go with the test)."""
+        path = self.stack.settings.home / "logs" / f"{stage}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def stages_unchanged(self, stages: dict[str, int]) -> None:
+        """Every stage is the process it was: none died and had to be restarted."""
+        now = children(self.proc.pid)
+        changed = [stage for stage, pid in stages.items() if now.get(stage) != pid]
+        assert not changed, "\n".join([f"restarted: {changed}", self.log()[-1500:],
+                                        *(f"== {s}.log\n{self.stage_log(s)}" for s in changed)])
+
     def accepted(self) -> int:
         """Input records the aggregator has accepted so far, as the dashboard reports them."""
         try:

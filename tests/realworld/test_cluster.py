@@ -1,10 +1,11 @@
 """Beyond one broker: Pulse on a three-node KRaft cluster (`pulse stack up --brokers 3`). Every topic is
 replicated three ways with two in sync, and the pipeline rides out a SIGKILL of the broker coordinating the
 aggregator's transactions: every stage stays up, the topic holds what the generator counted as delivered, and
-`pulse verify` is exact."""
+`pulse verify` is exact. With two of three down, everything waits (the generator says why, once) and resumes."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,8 +66,8 @@ def test_three_nodes_serve_and_every_topic_pulse_makes_has_three_replicas_two_in
 
 
 @pytest.mark.slow
-def test_the_pipeline_rides_out_a_sigkill_of_its_transaction_coordinator(cluster: PrivateStack,
-                                                                         tmp_path: Path) -> None:
+def test_the_pipeline_rides_out_a_sigkill_of_its_transaction_coordinator_and_two_brokers_down(
+        cluster: PrivateStack, tmp_path: Path) -> None:
     with pulse_run(cluster, tmp_path, "coord", rate=500, PULSE_INSTANCE="a") as run:
         wait(lambda: run.accepted() > 2000, 120, "the first aggregates")
         stages = children(run.proc.pid)
@@ -76,12 +77,28 @@ def test_the_pipeline_rides_out_a_sigkill_of_its_transaction_coordinator(cluster
         cluster.kill(node_name(coordinator))
         # the aggregator goes on while the broker is dead: another one coordinates, the partitions it led have
         # leaders elsewhere, and two replicas in sync are enough to acknowledge
+        wait(lambda: transaction_coordinator(admin, f"{run.env['PULSE_GROUP']}-a") != coordinator, 60,
+             "another broker to lead the transaction state partition")
         run.progresses(2000, 60, "aggregates with the coordinator's broker dead")
-        assert transaction_coordinator(admin, f"{run.env['PULSE_GROUP']}-a") != coordinator
         time.sleep(max(0.0, 30 - (time.monotonic() - killed)))
         cluster.start()
         run.progresses(2000, 90, "aggregates after the broker came back")
+        run.stages_unchanged(stages)
+
+        # two of three down: no quorum, and one replica in sync where a write needs two; every stage waits
+        def said(what: str) -> int:
+            return len(re.findall(what, run.stage_log("generate", 10**6)))
+
+        waiting, resumed = "WARNING pulse.generate: Kafka .*; waiting", "Kafka acknowledges again after"
+        before = said(waiting), said(resumed)
+        for node in ("kafka-2", "kafka-3"):
+            cluster.kill(node)
+        time.sleep(25)
+        assert said(waiting) == before[0] + 1, run.stage_log("generate")  # one line, not one a retry
+        cluster.start()
+        run.progresses(2000, 120, "aggregates after two brokers came back")
+        assert said(resumed) > before[1]
         assert run.proc.poll() is None, run.log()
-        assert children(run.proc.pid) == stages, f"a stage had to be restarted:\n{run.log()}"
+        run.stages_unchanged(stages)
     assert_delivered_and_exact(run)
     assert _replicas(_admin(cluster), TRANSACTION_STATE) == {3}

@@ -2,7 +2,9 @@
 
 Live traffic with late, duplicate, invalid and disordered records, 30 % of them without a key, flows through the
 whole pipeline while aggregators are SIGKILLed as a second instance joins and leaves, the writer is SIGKILLed, and
-the broker and Elasticsearch are each restarted once, with `pulse verify --follow` checking windows throughout. Then
+the broker and Elasticsearch are each restarted once, with `pulse verify --follow` checking windows throughout. On a
+three-broker cluster the broker faults are SIGKILLs of the broker coordinating the aggregator's transactions and of
+the one leading most input partitions (each restarted 30 s later), then a rolling restart of every broker. Then
 everything is drained and checked: `pulse verify` exact, the follower caught up without a difference, and every
 record the generator delivered counted exactly once (accepted + corrected + dead-lettered + late + duplicates).
 """
@@ -10,7 +12,6 @@ record the generator delivered counted exactly once (accepted + corrected + dead
 from __future__ import annotations
 
 import json
-import re
 import signal
 import subprocess
 import sys
@@ -19,12 +20,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from pulse.aggregate.model import OUTCOMES
+from pulse.bench.scrape import metric
+from pulse.bench.stall import StallWatch
 from pulse.config import Settings
 from pulse.errors import PulseError
 from pulse.generate.summary import read_summaries
+from pulse.kafkaio import admin_client
+from pulse.stack import manager
+from pulse.stack.kafka import node_name
+from pulse.stack.leaders import busiest_leader, transaction_coordinator
 from pulse.stack.private import PrivateStack, free_port, private_stack
 
 TRAFFIC = ("--late-fraction", "0.01", "--late-max", "2d", "--too-late-fraction", "0.002",
@@ -32,10 +37,14 @@ TRAFFIC = ("--late-fraction", "0.01", "--late-max", "2d", "--too-late-fraction",
            "--disorder-fraction", "0.05", "--null-key-fraction", "0.3", "--crc32-key-fraction", "0.3")
 
 
+BROKER_DEAD_S = 30.0  # how long a SIGKILLed broker stays dead
+
+
 @dataclass
 class ChaosReport:
     rate: float
     seconds: float
+    brokers: int = 1
     faults: list[tuple[float, str]] = field(default_factory=list)  # (seconds since start, what)
     produced: int = 0
     delivered: int = 0
@@ -46,6 +55,7 @@ class ChaosReport:
     verify_output: str = ""
     follow_checked: int = 0  # window documents `pulse verify --follow` compared during the run
     follow_differences: int = -1  # the differences it found (-1: it did not catch up with the input)
+    rolling_stall_s: float | None = None  # longest the aggregator committed nothing in the brokers' rolling restart
 
     @property
     def exact(self) -> bool:
@@ -82,12 +92,14 @@ class _Stage:
 
 
 def run_chaos(settings: Settings, rate: float, seconds: float, logs: Path,
-              say: Callable[[str], None] = lambda _m: None) -> ChaosReport:
-    """The whole run on a private stack under ``<home>/chaos`` (started and removed here)."""
-    report = ChaosReport(rate, seconds)
+              say: Callable[[str], None] = lambda _m: None, brokers: int = 1) -> ChaosReport:
+    """The whole run on a private stack under ``<home>/chaos`` (started and removed here) with ``brokers``
+    Kafka nodes."""
+    report = ChaosReport(rate, seconds, brokers)
     logs.mkdir(parents=True, exist_ok=True)
-    say("starting a private Kafka and Elasticsearch")
-    with private_stack(settings, "chaos", kafka_heap="1g", es_heap="1g") as stack:
+    say(f"starting a private Kafka ({brokers} broker(s)) and Elasticsearch")
+    heap = "1g" if brokers == 1 else "512m"
+    with private_stack(settings, "chaos", kafka_heap=heap, es_heap="1g", brokers=brokers) as stack:
         env = {"PULSE_TOPIC": "chaos.events", "PULSE_GROUP": "chaos", "PULSE_INDEX_PREFIX": "chaos"}
         made = stack.pulse("setup", **env)
         if made.returncode != 0:
@@ -119,15 +131,16 @@ def _faults(stack: PrivateStack, env: dict[str, str], report: ChaosReport, logs:
     writer = _Stage(stack, env, logs / "store.log", "store")
     mark("generator, aggregator a and writer started")
     second: _Stage | None = None
-    plan: list[tuple[float, str, Callable[[], None]]] = [
+    plan: list[tuple[float, str, Callable[[], str | None]]] = [
         (0.15, "SIGKILL aggregator a (restarted)", first.kill_and_restart),
         (0.25, "aggregator b joins", lambda: None),
         (0.35, "SIGKILL aggregator a while b is in the group (restarted)", first.kill_and_restart),
-        (0.45, "broker stopped for 15 s, then started", lambda: _down(stack, "kafka", 15)),
         (0.60, "aggregator b leaves", lambda: None),
         (0.65, "SIGKILL the writer (restarted)", writer.kill_and_restart),
         (0.75, "Elasticsearch stopped for 15 s, then started", lambda: _down(stack, "elasticsearch", 15)),
+        *_broker_faults(stack, env, report),
     ]
+    plan.sort(key=lambda step: step[0])
     try:
         for at, what, act in plan:
             time.sleep(max(0.0, t0 + at * report.seconds - time.monotonic()))
@@ -136,7 +149,7 @@ def _faults(stack: PrivateStack, env: dict[str, str], report: ChaosReport, logs:
             elif what == "aggregator b leaves" and second is not None:
                 second.stop()
             else:
-                act()
+                what = act() or what
             mark(what)
         try:
             code = generator.proc.wait(report.seconds + 600)
@@ -162,6 +175,44 @@ def _faults(stack: PrivateStack, env: dict[str, str], report: ChaosReport, logs:
 def _down(stack: PrivateStack, service: str, seconds: float) -> None:
     with stack.stopped(service):
         time.sleep(seconds)
+
+
+def _broker_faults(stack: PrivateStack, env: dict[str, str],
+                   report: ChaosReport) -> list[tuple[float, str, Callable[[], str | None]]]:
+    """The plan's broker faults: one broker stopped, or on a cluster two SIGKILLs aimed where they hurt most and a
+    rolling restart. Each act returns what it did, once it knows which broker it hit."""
+    if report.brokers == 1:
+        return [(0.45, "broker stopped for 15 s, then started", lambda: _down(stack, "kafka", 15))]
+    admin = admin_client(stack.env["PULSE_BOOTSTRAP"])
+
+    def kill_coordinator() -> str:
+        node = node_name(transaction_coordinator(admin, f"{env['PULSE_GROUP']}-chaos-a"))
+        _dead(stack, node)
+        return f"SIGKILL {node}, the coordinator of aggregator a's transactions (restarted {BROKER_DEAD_S:.0f} s later)"
+
+    def kill_busiest() -> str:
+        node = node_name(busiest_leader(admin, env["PULSE_TOPIC"]))
+        _dead(stack, node)
+        return f"SIGKILL {node}, the leader of most input partitions (restarted {BROKER_DEAD_S:.0f} s later)"
+
+    def rolling_restart() -> str:
+        with StallWatch(stack.env["PULSE_BOOTSTRAP"], env["PULSE_GROUP"], env["PULSE_TOPIC"]) as watch:
+            start = time.monotonic()
+            for node in manager.brokers(stack.settings):
+                _down(stack, node.name, 0)
+            time.sleep(10)  # what the last restart holds up shows after it
+            report.rolling_stall_s = watch.longest_stall(start, time.monotonic())
+        return (f"rolling restart of all {report.brokers} brokers, one at a time (the aggregator committed nothing "
+                f"for {report.rolling_stall_s:.1f} s at most)")
+
+    return [(0.40, "SIGKILL the coordinator's broker", kill_coordinator),
+            (0.55, "SIGKILL the busiest leader", kill_busiest), (0.85, "rolling restart", rolling_restart)]
+
+
+def _dead(stack: PrivateStack, node: str) -> None:
+    stack.kill(node)
+    time.sleep(BROKER_DEAD_S)
+    stack.start()
 
 
 def _drain_and_check(stack: PrivateStack, env: dict[str, str], report: ChaosReport, logs: Path,
@@ -191,21 +242,10 @@ def _follower_caught_up(port: int, report: ChaosReport, say: Callable[[str], Non
     say("waiting for `pulse verify --follow` to walk the whole input")
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        walked = _metric(port, "pulse_verify_input_records")
+        walked = metric(port, "pulse_verify_input_records")
         if walked is not None and walked >= report.in_topic > 0:
             time.sleep(3)  # the round that walked the last records compares their windows before the next one
-            report.follow_checked = int(_metric(port, "pulse_verify_windows_checked_total") or 0)
-            report.follow_differences = int(_metric(port, "pulse_verify_mismatches_total") or 0)
+            report.follow_checked = int(metric(port, "pulse_verify_windows_checked_total") or 0)
+            report.follow_differences = int(metric(port, "pulse_verify_mismatches_total") or 0)
             return
         time.sleep(1)
-
-
-def _metric(port: int, name: str) -> float | None:
-    try:
-        body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    except httpx.HTTPError:
-        return None
-    found = re.search(rf"^{name} (\S+)$", body, re.M)
-    return float(found.group(1)) if found else None
-
-

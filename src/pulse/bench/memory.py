@@ -40,14 +40,14 @@ class MemoryResult:
     seconds: float
 
 
-class _CountingUsers:
+class CountingUsers:
     """Wraps the generator's records, remembering each distinct user key on the way to Kafka."""
 
     def __init__(self, records: Chaos) -> None:
         self._records = records
         self.users: set[bytes] = set()
 
-    def __iter__(self) -> _CountingUsers:
+    def __iter__(self) -> CountingUsers:
         return self
 
     def __next__(self) -> tuple:
@@ -98,7 +98,7 @@ def run(settings: Settings, events: int, users: int, log: Path, late: float = 0.
     ensure_topics(settings.bootstrap, input_topics(topic, 6, 24))
     traffic = Traffic(TrafficConfig(seed=21, users=users, items_per_session=1.0, open_sessions=5_000, rate=5_000,
                                     start_ms=int(time.time() * 1000) - events // 5))
-    records = _CountingUsers(Chaos(traffic, ChaosConfig(late_fraction=late, late_max_ms=late_max_ms)))
+    records = CountingUsers(Chaos(traffic, ChaosConfig(late_fraction=late, late_max_ms=late_max_ms)))
     EventProducer(settings.bootstrap, topic, 6).run(records, RunLimits(count=events), lambda: 0.0)  # type: ignore[arg-type]
     group = f"bench-mem-{uuid.uuid4().hex[:6]}"
     ends = end_offsets(settings, topic)

@@ -605,3 +605,6 @@ def e2e_verdict(run: RunResult) -> str:
             line += (f", aggregates' indexing time {s.time_ratio:.2f}x the archive's "
                      f"({_meets(s.time_ratio <= 0.1)} <= 0.1x)")
     return line
+
+
+from pulse.cli import bench_failover_cmd  # noqa: E402,F401  (registers `pulse bench failover`)

@@ -50,8 +50,8 @@ class PulseGroup(click.Group):
             click.echo("pulse: interrupted", err=True)
             sys.exit(130)
         except OSError as exc:  # files and sockets: the operator can act on the one line
-            click.secho(f"pulse: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), fg="red",
-                        err=True)
+            detail = exc.strerror or str(exc) or type(exc).__name__  # a bare TimeoutError has no message
+            click.secho(f"pulse: error: {detail}: {exc.filename or ''}".rstrip(": "), fg="red", err=True)
             sys.exit(1)
 
 

@@ -25,6 +25,10 @@ from pulse.topics import require_broker
 
 _LOG = logging.getLogger("pulse.generate")
 
+ACK_STALL_S = 10.0
+"""Records waiting this long with none acknowledged is an outage even with every broker reachable: a quorum or
+too few in-sync replicas to take a write (``min.insync.replicas``), which librdkafka retries without a word."""
+
 
 def producer_config(bootstrap: str, client: str = "generate.producer", **overrides: object) -> dict[str, object]:
     """The producer settings Pulse uses everywhere it writes input events (``client``: the name operators' scoped
@@ -92,6 +96,7 @@ class EventProducer:
         self._fatal: str | None = None
         self._bootstrap = bootstrap
         self._outage: float | None = None  # when the brokers went away (monotonic), while they are away
+        self._acked_at = time.monotonic()  # when a record was last acknowledged, or nothing was waiting
         # Without a ledger only failures need a Python callback: the rest are counted from the queue length.
         self._per_record = ledger is not None
         self._producer = Producer(producer_config(bootstrap, on_delivery=self._on_delivery,
@@ -123,7 +128,7 @@ class EventProducer:
     def _outage_over(self) -> None:
         """Called when deliveries progress again."""
         if self._outage is not None:
-            _LOG.warning("Kafka is reachable again after %.0fs; resuming", time.monotonic() - self._outage)
+            _LOG.warning("Kafka acknowledges again after %.0fs; resuming", time.monotonic() - self._outage)
             self._outage = None
 
     def run(self, records: Iterator[Record], limits: RunLimits, clock_elapsed: Callable[[], float],
@@ -193,10 +198,18 @@ class EventProducer:
 
     def _count_delivered(self, produced: int) -> None:
         before = self.report.delivered
+        waiting = len(self._producer)
         if not self._per_record:
-            self.report.delivered = produced - len(self._producer) - self.report.failed
-        if self.report.delivered > before:
+            self.report.delivered = produced - waiting - self.report.failed
+        now = time.monotonic()
+        if self.report.delivered > before or not waiting:
+            self._acked_at = now
             self._outage_over()
+        elif self._outage is None and now - self._acked_at >= ACK_STALL_S:
+            self._outage = self._acked_at
+            _LOG.warning("Kafka has acknowledged none of %d records for %.0fs (brokers down, or too few replicas in "
+                         "sync to take a write); waiting (records are kept and resent, none is dropped)",
+                         waiting, now - self._acked_at)
 
     def _check_fatal(self) -> None:
         if self._fatal:

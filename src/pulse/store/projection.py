@@ -81,6 +81,7 @@ class Projection(Generic[S]):
         self._writer = ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix=f"{component}-bulk")
         self._in_flight: deque[_InFlight] = deque()  # oldest first
         self._halt = threading.Event()  # the loop ended without a final flush: the worker gives up in time
+        self._commits_failing_since: float | None = None  # monotonic, while commits fail
         self.heartbeat = Heartbeat(bootstrap, component)
 
     # -- what subclasses provide --------------------------------------------------------------------------------
@@ -164,7 +165,13 @@ class Projection(Generic[S]):
             err = exc.args[0]
             if err.fatal():
                 raise
-            _LOG.warning("offsets not committed (%s); the next flush commits them", err.str())
+            if self._commits_failing_since is None:  # one line an outage, not one a flush
+                self._commits_failing_since = time.monotonic()
+                _LOG.warning("offsets not committed (%s); later flushes commit them", err.str())
+            return
+        if self._commits_failing_since is not None:
+            _LOG.warning("offsets committed again after %.0fs", time.monotonic() - self._commits_failing_since)
+            self._commits_failing_since = None
 
     def on_tick(self) -> None:
         """Housekeeping before each poll (e.g. retention)."""
