@@ -32,7 +32,7 @@ test: install
 ## chaos: bounded fault runs on a private stack (its own ports), one broker then three, each ending in `pulse verify`
 chaos: install
 	$(PULSE) chaos
-	$(PULSE) chaos --brokers 3 --seconds 4m
+	$(PULSE) chaos --brokers 3 --seconds 6m
 
 lint: install
 	$(VENV)/bin/ruff check src tests

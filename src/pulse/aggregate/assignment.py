@@ -1,5 +1,10 @@
 """Which input partitions this instance owns, and their states: restored from the changelog on assignment (a fresh
-group skips that), dropped when handed over or lost, reloaded after a failed transaction."""
+group skips that), dropped when lost, reloaded after a failed transaction.
+
+A state handed over after its last flush committed is kept until the rebalance ends: if this instance gets the
+partition back and nobody wrote to its changelog meanwhile, the state is current and is used as it is. A group's
+rebalance revokes every partition of every member, so without this a member restores its own partitions again
+whenever another one joins, leaves or dies."""
 
 from __future__ import annotations
 
@@ -14,7 +19,8 @@ from pulse.aggregate.config import StateConfig
 from pulse.aggregate.partition import Partition, new_partition
 from pulse.aggregate.repartition import ForwardedInput
 from pulse.aggregate.restore import restore_partition
-from pulse.kafkaio import end_offsets, offsets_at
+from pulse.errors import PulseError
+from pulse.kafkaio import end_offsets, offsets_at, read_batches
 from pulse.kafkastart import start_where_committed
 from pulse.topics import late_topic
 
@@ -37,6 +43,7 @@ class Assignment:
         self._consumer, self._admin, self._forwarded_in, self._loaded = consumer, admin, forwarded_in, loaded
         self._partition_count = 0  # the input topic's, read on assignment
         self._starts: dict[int, int] = {}  # partition → where it started reading without restored state
+        self._kept: dict[int, tuple[Partition, int]] = {}  # handed over: its state, its changelog's end then
 
     def load(self, partition: int, logged: bool = True) -> Partition:
         st = new_partition(partition, self.state, self._partition_count)
@@ -81,9 +88,11 @@ class Assignment:
     def assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Load (restore) the assigned partitions and start reading each where its state ends."""
         logged = self.logged([tp.partition for tp in partitions])
+        kept, self._kept = self._kept, {}  # what is not assigned again is someone else's now
         fresh = []
         for tp in partitions:
-            st = self.states[tp.partition] = self.load(tp.partition, tp.partition in logged)
+            st = self.states[tp.partition] = self._current(tp.partition, kept.get(tp.partition)) \
+                or self.load(tp.partition, tp.partition in logged)
             tp.offset = st.next_offset if st.next_offset > 0 else OFFSET_STORED
             if st.next_offset == 0 and self.start_ms is not None:
                 fresh.append(tp)
@@ -99,15 +108,42 @@ class Assignment:
         self.follow_forwarded()
         _LOG.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
 
-    def release(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[int]:
+    def _current(self, partition: int, kept: tuple[Partition, int] | None) -> Partition | None:
+        """The state kept from a handover, if its changelog has no record after the end it had then (only
+        transaction markers, which a reader never sees); None: restore it."""
+        if kept is None:
+            return None
+        st, end = kept
+        try:
+            changed = next(read_batches(self.bootstrap, self.changelog_topic, partition, end, settled=True), None)
+        except (KafkaException, PulseError) as exc:
+            _LOG.info("partition %d: its changelog could not be checked (%s); restoring it", partition, exc)
+            return None
+        if changed:
+            return None
+        _LOG.info("partition %d kept: its changelog is as this instance left it (no restore)", partition)
+        self._loaded(st, None)
+        return st
+
+    def release(self, consumer: Consumer, partitions: list[TopicPartition], committed: bool = False) -> list[int]:
         """Drop the states of partitions handed over or lost (a lost one's uncommitted changes are redone by its
-        new owner)."""
+        new owner). ``committed``: the states are what their changelogs hold (handed over after a committed
+        flush), kept in case they come back."""
         released = [tp.partition for tp in partitions]
+        ends = self._changelog_ends(released) if committed else {}
         for p in released:
-            self.states.pop(p, None)
+            st = self.states.pop(p, None)
+            if st is not None and p in ends:
+                self._kept[p] = (st, ends[p])
         consumer.unassign()
         self.follow_forwarded()
         return released
+
+    def _changelog_ends(self, partitions: list[int]) -> dict[int, int]:
+        try:
+            return end_offsets(self._admin, self.changelog_topic, partitions)
+        except KafkaException:  # not created yet (nothing logged), or the broker is away: keep nothing
+            return {}
 
     def reload(self, partitions: list[int]) -> None:
         """Reload from the changelog and read the input again from there (after a failed transaction); a

@@ -427,7 +427,7 @@ class Engine:
             return
         _LOG.info("rebalance: handing over partitions %s after a last flush", sorted(tp.partition for tp in partitions))
         self.flush(details=True)
-        self.metrics.released(self.assignment.release(consumer, partitions))
+        self.metrics.released(self.assignment.release(consumer, partitions, committed=not self._broken))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         _LOG.warning("rebalance: partitions %s were lost (their uncommitted work is redone by the new owner)",
