@@ -23,3 +23,6 @@ def test_each_partition_of_the_killed_instance_goes_dark_until_the_other_restore
         assert p.dark_s is not None and r.session_timeout_s - heartbeat_s <= p.dark_s < 60, r
         assert p.restore_s is not None and p.restore_s >= 0 and p.keys is not None and p.keys > 0, r
     assert r.worst_dark_s == max(p.dark_s for p in r.partitions if p.dark_s is not None)
+    leftovers = settings.es.client().indices.get(index="bench-failover-*", expand_wildcards="all",
+                                                 allow_no_indices=True).body
+    assert not leftovers

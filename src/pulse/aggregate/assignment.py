@@ -45,17 +45,30 @@ class Assignment:
         self._starts: dict[int, int] = {}  # partition → where it started reading without restored state
         self._kept: dict[int, tuple[Partition, int]] = {}  # handed over: its state, its changelog's end then
 
-    def load(self, partition: int, logged: bool = True) -> Partition:
+    def load_all(self, partitions: list[int], logged: set[int]) -> dict[int, Partition]:
+        """Fresh states for ``partitions``, those in ``logged`` restored from their changelogs (one after another:
+        a native state belongs to the thread that made it)."""
+        return {p: self._load(p, p in logged) for p in partitions}
+
+    def _load(self, partition: int, logged: bool) -> Partition:
+        return self._announce(*self._restored(partition, logged))
+
+    def _restored(self, partition: int, logged: bool) -> tuple[Partition, float | None, int]:
+        """A new state, restored if ``logged``, with its restore time (None: nothing to restore) and keys."""
         st = new_partition(partition, self.state, self._partition_count)
+        if not logged:
+            return st, None, 0
         started = time.monotonic()
-        restored = None
-        if logged:
-            keys = restore_partition(st, self.state, self.bootstrap, self.changelog_topic, self.topic,
-                                     self.repartition_topic, late_topic(self.topic))
-            self.restored_keys += keys
-            restored = time.monotonic() - started
-            _LOG.info("partition %d restored: %d keys in %.2fs", partition, keys, restored)
-        self._loaded(st, restored)
+        keys = restore_partition(st, self.state, self.bootstrap, self.changelog_topic, self.topic,
+                                 self.repartition_topic, late_topic(self.topic))
+        seconds = time.monotonic() - started
+        _LOG.info("partition %d restored: %d keys in %.2fs", partition, keys, seconds)
+        return st, seconds, keys
+
+    def _announce(self, st: Partition, seconds: float | None, keys: int) -> Partition:
+        """Tell the engine of a loaded state."""
+        self.restored_keys += keys
+        self._loaded(st, seconds)
         return st
 
     def logged(self, partitions: list[int]) -> set[int]:
@@ -89,10 +102,12 @@ class Assignment:
         """Load (restore) the assigned partitions and start reading each where its state ends."""
         logged = self.logged([tp.partition for tp in partitions])
         kept, self._kept = self._kept, {}  # what is not assigned again is someone else's now
+        current = {tp.partition: st for tp in partitions
+                   if (st := self._current(tp.partition, kept.get(tp.partition))) is not None}
+        loaded = self.load_all([tp.partition for tp in partitions if tp.partition not in current], logged)
         fresh = []
         for tp in partitions:
-            st = self.states[tp.partition] = self._current(tp.partition, kept.get(tp.partition)) \
-                or self.load(tp.partition, tp.partition in logged)
+            st = self.states[tp.partition] = current.get(tp.partition) or loaded[tp.partition]
             tp.offset = st.next_offset if st.next_offset > 0 else OFFSET_STORED
             if st.next_offset == 0 and self.start_ms is not None:
                 fresh.append(tp)
@@ -148,8 +163,9 @@ class Assignment:
     def reload(self, partitions: list[int]) -> None:
         """Reload from the changelog and read the input again from there (after a failed transaction); a
         partition whose first transaction failed reads again from where it started."""
+        self.states.update(self.load_all(partitions, set(partitions)))
         for p in partitions:
-            st = self.states[p] = self.load(p)
+            st = self.states[p]
             offset = st.next_offset if st.next_offset > 0 else self._starts.get(p, OFFSET_BEGINNING)
             try:
                 self._consumer.seek(TopicPartition(self.topic, p, offset))

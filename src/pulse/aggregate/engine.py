@@ -426,7 +426,11 @@ class Engine:
             self.metrics.released(self.assignment.release(consumer, partitions))
             return
         _LOG.info("rebalance: handing over partitions %s after a last flush", sorted(tp.partition for tp in partitions))
-        self.flush(details=True)
+        # Without details: what is left unpublished is in the changelog as such, and whoever owns the partition next
+        # publishes it in its turn, as after a crash. Publishing every pending user here would hold up the whole
+        # group's rebalance by as many documents as the user budget has deferred (hundreds of thousands at a
+        # million users).
+        self.flush()
         self.metrics.released(self.assignment.release(consumer, partitions, committed=not self._broken))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -2,11 +2,12 @@
 second instance takes over, at the state size of `pulse bench memory` (about a million users).
 
 Events are pre-produced over a large user population. Aggregator a starts alone, then b joins (so a's partitions
-are known from the group's members); both and the writer work through the backlog until every document is in
-Elasticsearch. Live traffic then flows, a is SIGKILLed, and each partition a owned is watched in Elasticsearch as
-the dashboard reads it: its dark time runs from the SIGKILL to the first partition document flushed after it is
-searchable. b's log gives each partition's restore time and keys. Default settings throughout: the group notices
-the dead member after its session timeout, which is part of the dark time.
+are known from the group's members); both and the writer work through the backlog until every document they
+published is in Elasticsearch (user documents go on being published within their budget, as in any live
+pipeline). Live traffic then flows for a while, a is SIGKILLed, and each partition a owned is watched in
+Elasticsearch as the dashboard reads it: its dark time runs from the SIGKILL to the first partition document
+flushed after it being searchable. b's log gives each partition's restore time and keys. Default settings
+throughout: the group notices the dead member after its session timeout, which is part of the dark time.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from pulse.topics import aggregates_topic, ensure_topics, input_topics, store_gr
 
 PARTITIONS = 6
 STATE_BYTES = metrics.STATE_BYTES.describe()[0].name
+LIVE_BEFORE_S = 15.0  # live traffic before the SIGKILL, as in a pipeline that has been running
 RESTORED = re.compile(r"partition (\d+) restored: (\d+) keys in ([\d.]+)s")
 
 
@@ -58,7 +60,7 @@ class FailoverResult:
     session_timeout_s: float
     rate: float
     partitions: list[PartitionFailover] = field(default_factory=list)
-    restored_bytes: int | None = None  # what b's state estimate (pulse_state_bytes) grew by in the takeover
+    restored_bytes: int | None = None  # a's state before the SIGKILL (its pulse_state_bytes): what b restores
 
     @property
     def worst_dark_s(self) -> float | None:
@@ -94,7 +96,7 @@ def run(settings: Settings, events: int, users: int, rate: float, logs: Path,
         say: Callable[[str], None] = lambda _m: None, timeout: float = 1800) -> FailoverResult:
     """One failover at the state ``events`` over ``users`` build (topics and indices are the caller's to delete)."""
     tag = f"bench-failover-{uuid.uuid4().hex[:6]}"
-    prefix = tag.replace("-", "")
+    prefix = tag  # under bench-*, which the scratch deletes
     env = dict(os.environ) | {"PULSE_TOPIC": tag, "PULSE_GROUP": tag, "PULSE_INDEX_PREFIX": prefix}
     ensure_topics(settings.bootstrap, input_topics(tag, PARTITIONS, 24))
     say(f"producing {events:,} events over {users:,} users")
@@ -106,13 +108,14 @@ def run(settings: Settings, events: int, users: int, rate: float, logs: Path,
     result = FailoverResult(events, len(records.users), session_timeout_s(settings.bootstrap, tag), rate)
     started: list[_Process] = []
     try:
-        a = _Process(["aggregate", "--instance", "a"], env, logs / "aggregate-a.log")
+        ports = {name: free_port() for name in ("a", "b")}
+        a = _Process(["aggregate", "--instance", "a", "--metrics-addr", f"127.0.0.1:{ports['a']}"], env,
+                     logs / "aggregate-a.log")
         started.append(a)
         _wait(lambda: _members(admin, tag) is not None and len(_members(admin, tag) or {}) == 1, 120,
               "aggregator a to join")
         first = set(_members(admin, tag) or {})
-        port = free_port()
-        b = _Process(["aggregate", "--instance", "b", "--metrics-addr", f"127.0.0.1:{port}"], env,
+        b = _Process(["aggregate", "--instance", "b", "--metrics-addr", f"127.0.0.1:{ports['b']}"], env,
                      logs / "aggregate-b.log")
         started.append(b)
         started.append(_Process(["store"], env, logs / "store.log"))
@@ -126,7 +129,13 @@ def run(settings: Settings, events: int, users: int, rate: float, logs: Path,
         started.append(live)
         _wait(lambda: _flushed_after(es, prefix, victim, time.time() * 1000 - 1500) == set(victim), 60,
               "live aggregates of a's partitions")
-        state_before = metric(port, STATE_BYTES)
+        # what b will restore: a's state, the largest a reports (a partition being routed is left out of a sample)
+        state = []
+        live_until = time.monotonic() + LIVE_BEFORE_S
+        while time.monotonic() < live_until:
+            state.append(metric(ports["a"], STATE_BYTES) or 0)
+            time.sleep(0.5)
+        result.restored_bytes = int(max(state))
         say(f"SIGKILL aggregator a ({result.users:,} users in the state)")
         killed_ms = time.time() * 1000
         killed = time.monotonic()
@@ -138,9 +147,6 @@ def run(settings: Settings, events: int, users: int, rate: float, logs: Path,
                 seen[p] = time.monotonic() - killed
             time.sleep(0.05)
         restored = _restores(logs / "aggregate-b.log")
-        state_after = metric(port, STATE_BYTES)
-        if state_before is not None and state_after is not None:
-            result.restored_bytes = int(state_after - state_before)
         result.partitions = [PartitionFailover(p, seen.get(p), *restored.get(p, (None, None))) for p in victim]
     finally:
         for process in reversed(started):

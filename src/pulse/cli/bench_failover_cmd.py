@@ -55,8 +55,8 @@ def failover(settings: Settings, count: int, users: int, rate: float, as_json: b
     def people() -> None:
         table_console().print(table)
         if per_gb is not None and r.restored_bytes:
-            click.echo(f"b took over {r.restored_bytes / 1024**2:,.0f} MiB of state (its pulse_state_bytes grew by "
-                       f"that) in {restore_s:.1f} s of restores: {per_gb:.1f} s per GiB")
+            click.echo(f"b restored a's {r.restored_bytes / 1024**2:,.0f} MiB of state (a's pulse_state_bytes) in "
+                       f"{restore_s:.1f} s: {per_gb:.1f} s per GiB")
         click.echo("dark: from the SIGKILL to the partition's first new document searchable (the group's session "
                    "timeout, the rebalance, b's restore, its first flush, the writer and a refresh); "
                    f"logs: {logs}")
