@@ -101,9 +101,7 @@ class Assignment:
     def assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Load (restore) the assigned partitions and start reading each where its state ends."""
         logged = self.logged([tp.partition for tp in partitions])
-        kept, self._kept = self._kept, {}  # what is not assigned again is someone else's now
-        current = {tp.partition: st for tp in partitions
-                   if (st := self._current(tp.partition, kept.get(tp.partition))) is not None}
+        current = self._current([tp.partition for tp in partitions])
         loaded = self.load_all([tp.partition for tp in partitions if tp.partition not in current], logged)
         fresh = []
         for tp in partitions:
@@ -123,22 +121,35 @@ class Assignment:
         self.follow_forwarded()
         _LOG.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
 
-    def _current(self, partition: int, kept: tuple[Partition, int] | None) -> Partition | None:
-        """The state kept from a handover, if its changelog has no record after the end it had then (only
-        transaction markers, which a reader never sees); None: restore it."""
-        if kept is None:
-            return None
-        st, end = kept
+    def _current(self, partitions: list[int]) -> dict[int, Partition]:
+        """The states kept from the handover that are assigned again and still current: their changelogs have no
+        record after the end they had then (transaction markers at most, which a reader never sees). The rest are
+        let go before anything is restored (what is not assigned again is someone else's now)."""
+        kept, self._kept = {p: self._kept[p] for p in partitions if p in self._kept}, {}
+        if not kept:
+            return {}
         try:
-            changed = next(read_batches(self.bootstrap, self.changelog_topic, partition, end, settled=True), None)
+            ends = end_offsets(self._admin, self.changelog_topic, list(kept))
+        except KafkaException as exc:
+            _LOG.info("partitions %s: their changelogs could not be checked (%s); restoring them", sorted(kept), exc)
+            return {}
+        current = {}
+        for p, (st, end) in kept.items():
+            # an end below the one recorded is a view that cannot be trusted: restore
+            moved = ends[p] != end and (ends[p] < end or self._changed_since(p, end))
+            if not moved:
+                _LOG.info("partition %d kept: its changelog is as this instance left it (no restore)", p)
+                current[p] = self._announce(st, None, 0)
+        return current
+
+    def _changed_since(self, partition: int, end: int) -> bool:
+        """Whether the changelog has a record past ``end`` (waiting out a transaction still open there)."""
+        try:
+            return next(read_batches(self.bootstrap, self.changelog_topic, partition, end, settled=True), None) \
+                is not None
         except (KafkaException, PulseError) as exc:
             _LOG.info("partition %d: its changelog could not be checked (%s); restoring it", partition, exc)
-            return None
-        if changed:
-            return None
-        _LOG.info("partition %d kept: its changelog is as this instance left it (no restore)", partition)
-        self._loaded(st, None)
-        return st
+            return True
 
     def release(self, consumer: Consumer, partitions: list[TopicPartition], committed: bool = False) -> list[int]:
         """Drop the states of partitions handed over or lost (a lost one's uncommitted changes are redone by its

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from pulse.aggregate.partition import Partition
@@ -74,15 +74,22 @@ class ReadPositions:
         """Every record forwarded to an owned partition was taken (asks the broker for the repartition topic's
         ends)."""
         positions = {p: st.repartition_offset for p, st in states.items()}
-        return self._forwarded.drained(positions, self._forwarded_ends(list(positions)))
+        ends = self._forwarded_ends(list(positions))
+        return ends is not None and self._forwarded.drained(positions, ends)
 
-    def _forwarded_ends(self, partitions: list[int]) -> dict[int, int]:
+    def _forwarded_ends(self, partitions: list[int]) -> dict[int, int] | None:
+        """The repartition topic's ends; {} when it does not exist; None when that cannot be told now."""
         if not partitions:
             return {}
         try:
             return end_offsets(self._admin, self.repartition_topic, partitions)
-        except KafkaException:  # not created yet: nothing was forwarded
-            return {}
+        except KafkaException as exc:
+            if exc.args[0].code() in NO_TOPIC:  # not created yet: nothing was forwarded
+                return {}
+            return None  # a broker away: the records forwarded meanwhile are not known to be taken
+
+
+NO_TOPIC = frozenset({KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION})
 
 
 class GroupProgress:

@@ -54,12 +54,12 @@ class StallWatch:
         """The longest span within [start, end] (monotonic) in which the group had records to read and committed
         none of them."""
         longest, since = 0.0, None
-        for (_, before, _), (t, committed, written) in pairwise(self._samples):
+        for (t0, before, _), (t, committed, written) in pairwise(self._samples):
             if not start <= t <= end:
                 continue
             if committed == before and committed < written:
-                since = t if since is None else since
-                longest = max(longest, t - since + self._every)
+                since = t0 if since is None else since  # nothing moved since the sample before
+                longest = max(longest, t - since)
             else:
                 since = None
         return longest

@@ -97,6 +97,7 @@ class EventProducer:
         self._bootstrap = bootstrap
         self._outage: float | None = None  # when the brokers went away (monotonic), while they are away
         self._acked_at = time.monotonic()  # when a record was last acknowledged, or nothing was waiting
+        self._acked = 0  # records acknowledged as of _acked_at
         # Without a ledger only failures need a Python callback: the rest are counted from the queue length.
         self._per_record = ledger is not None
         self._producer = Producer(producer_config(bootstrap, on_delivery=self._on_delivery,
@@ -197,13 +198,12 @@ class EventProducer:
         return report
 
     def _count_delivered(self, produced: int) -> None:
-        before = self.report.delivered
         waiting = len(self._producer)
-        if not self._per_record:
+        if not self._per_record:  # else the delivery callback counts them
             self.report.delivered = produced - waiting - self.report.failed
         now = time.monotonic()
-        if self.report.delivered > before or not waiting:
-            self._acked_at = now
+        if self.report.delivered > self._acked or not waiting:
+            self._acked_at, self._acked = now, self.report.delivered
             self._outage_over()
         elif self._outage is None and now - self._acked_at >= ACK_STALL_S:
             self._outage = self._acked_at
