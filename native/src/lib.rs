@@ -5,6 +5,7 @@
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyList};
 
 // Millions of small, short-lived strings per second (event and session ids): mimalloc is much faster at that
@@ -81,6 +82,14 @@ pub(crate) struct Forward {
     pub(crate) owner: u32,
     pub(crate) value: PyObject,
     pub(crate) correction: bool, // its source judged it a correction
+}
+
+/// A changelog record as a restore is given it: (offset, key, value), a tombstone's value None. The bytes stay
+/// Python's (no copy), and can be read off the GIL.
+type Logged = (i64, PyBackedBytes, Option<PyBackedBytes>);
+
+fn restore_logged(st: &mut State, records: &[Logged]) -> Result<usize, String> {
+    changelog::restore(st, records.iter().map(|(offset, key, value)| (*offset, &key[..], value.as_deref())))
 }
 
 /// A flush's changelog records and documents, before they become Python objects.
@@ -538,10 +547,32 @@ impl Partition {
     }
 
     /// Rebuild from changelog records `(offset, key, value)` on an empty state; returns the live keys.
-    fn restore(&mut self, records: Vec<(i64, Vec<u8>, Option<Vec<u8>>)>) -> PyResult<usize> {
+    fn restore(&mut self, records: Vec<Logged>) -> PyResult<usize> {
         self.ready()?;
-        changelog::restore(&mut self.st, records).map_err(PyValueError::new_err)
+        restore_logged(&mut self.st, &records).map_err(PyValueError::new_err)
     }
+}
+
+/// `work` on each partition with its own argument (`args[i]` is `partitions[i]`'s), in parallel without the GIL,
+/// then `finish` on each with its result, in order, with the GIL. `mismatch`: the error when the counts differ.
+fn each_partition<'py, A: Sync, R: Send, T>(
+    py: Python<'py>,
+    partitions: &[Bound<'py, Partition>],
+    args: &[A],
+    mismatch: &str,
+    work: impl Fn(&mut Partition, &A) -> R + Sync,
+    mut finish: impl FnMut(&mut Partition, R) -> PyResult<T>,
+) -> PyResult<Vec<T>> {
+    if args.len() != partitions.len() {
+        return Err(PyValueError::new_err(mismatch.to_string()));
+    }
+    let mut refs: Vec<PyRefMut<'py, Partition>> = partitions.iter().map(|p| p.borrow_mut()).collect();
+    for part in &refs {
+        part.ready()?;
+    }
+    let mut parts: Vec<&mut Partition> = refs.iter_mut().map(|r| &mut **r).collect();
+    let results: Vec<R> = py.allow_threads(|| batch::each_in_parallel(&mut parts, args, |part, arg| work(part, arg)));
+    parts.into_iter().zip(results).map(|(part, r)| finish(part, r)).collect()
 }
 
 /// Flush several partitions at once: their documents are rendered in parallel without the GIL (a flush after a
@@ -555,18 +586,25 @@ fn flush_all<'py>(
     users: Vec<usize>,
     flushed_at: i64,
 ) -> PyResult<Vec<Option<Py<FlushOutput>>>> {
-    if users.len() != partitions.len() {
-        return Err(PyValueError::new_err("one users count per partition"));
-    }
-    let mut refs: Vec<PyRefMut<'py, Partition>> = partitions.iter().map(|p| p.borrow_mut()).collect();
-    for part in &refs {
-        part.ready()?;
-    }
-    let mut parts: Vec<&mut Partition> = refs.iter_mut().map(|r| &mut **r).collect();
-    let rendered: Vec<Option<Rendered>> = py.allow_threads(|| {
-        batch::each_in_parallel(&mut parts, &users, |part, &users| part.render(details, users, flushed_at))
-    });
-    parts.into_iter().zip(rendered).map(|(part, r)| part.output(py, r)).collect()
+    let render = |part: &mut Partition, &users: &usize| part.render(details, users, flushed_at);
+    each_partition(py, &partitions, &users, "one users count per partition", render, |part, r| part.output(py, r))
+}
+
+/// Restore several partitions at once, each as `Partition.restore` with its own changelog records (`logs[i]` is
+/// `partitions[i]`'s): decoding a changelog is the restore's work, and partitions decode in parallel without the
+/// GIL. Returns each one's live keys; a changelog that cannot be read raises ValueError naming its partition.
+#[pyfunction]
+fn restore_all<'py>(
+    py: Python<'py>,
+    partitions: Vec<Bound<'py, Partition>>,
+    logs: Vec<Vec<Logged>>,
+) -> PyResult<Vec<usize>> {
+    let restore = |part: &mut Partition, log: &Vec<Logged>| {
+        restore_logged(&mut part.st, log).map_err(|e| format!("partition {}: {e}", part.st.partition))
+    };
+    each_partition(py, &partitions, &logs, "one changelog per partition", restore, |_, r| {
+        r.map_err(PyValueError::new_err)
+    })
 }
 
 /// A window size as document ids spell it: 10000 -> "10s" (the shortest exact unit).
@@ -624,6 +662,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(batch::process_batch, m)?)?;
     m.add_function(wrap_pyfunction!(batch::settle, m)?)?;
     m.add_function(wrap_pyfunction!(flush_all, m)?)?;
+    m.add_function(wrap_pyfunction!(restore_all, m)?)?;
     m.add_function(wrap_pyfunction!(item_shard, m)?)?;
     m.add_function(wrap_pyfunction!(user_partition, m)?)?;
     m.add_function(wrap_pyfunction!(label, m)?)?;

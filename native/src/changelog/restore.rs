@@ -15,7 +15,7 @@ use crate::sessions::Step;
 use crate::sketch::Sketch;
 use crate::state::{bump, Counts, Mark, Names, Row, Session, State, Window, ITEM_SHARDS};
 
-type Logged = (Vec<u8>, (i64, Vec<u8>)); // key, (offset, value)
+type Logged<'a> = (&'a [u8], (i64, &'a [u8])); // key, (offset, value)
 
 /// (shard, page) from a key suffix written by `page_key`.
 fn parse_page(part: &str) -> Option<(usize, u16)> {
@@ -57,12 +57,15 @@ fn load_rows(st: &mut State, rows: Vec<ItemRow<String>>) -> Vec<(u32, Row)> {
 /// Apply changelog records `(offset, key, value)` (in offset order) to an empty state; returns the live keys.
 /// Details (item shards, breakdowns, user sketches) and users logged after the last matching published marker are
 /// marked unpublished.
-pub fn restore(st: &mut State, records: Vec<(i64, Vec<u8>, Option<Vec<u8>>)>) -> Result<usize, String> {
-    let mut latest: rustc_hash::FxHashMap<Vec<u8>, (i64, Vec<u8>)> = Default::default();
+pub fn restore<'a>(
+    st: &mut State,
+    records: impl IntoIterator<Item = (i64, &'a [u8], Option<&'a [u8]>)>,
+) -> Result<usize, String> {
+    let mut latest: rustc_hash::FxHashMap<&[u8], (i64, &[u8])> = Default::default();
     for (offset, key, value) in records {
         match value {
             Some(v) => latest.insert(key, (offset, v)),
-            None => latest.remove(&key),
+            None => latest.remove(key),
         };
     }
     let mut format = FORMAT; // no meta: nothing was logged, so nothing is owed either
@@ -81,7 +84,7 @@ pub fn restore(st: &mut State, records: Vec<(i64, Vec<u8>, Option<Vec<u8>>)>) ->
     let mut live: Vec<Logged> = latest.into_iter().collect();
     live.sort_by_key(|(_, (offset, _))| *offset);
     for (key, (offset, value)) in live {
-        apply(st, &key, &value, offset > items_at, offset > users_at)?;
+        apply(st, key, value, offset > items_at, offset > users_at)?;
     }
     st.dedup.from_log = format >= IDS_LOGGED;
     st.users.requeue((0..st.users.list.len() as u32).filter(|&u| st.users.list[u as usize].pending).collect());
@@ -271,6 +274,10 @@ mod tests {
     use crate::state::Config;
     use std::borrow::Cow;
 
+    fn restore_owned(st: &mut State, records: Vec<(i64, Vec<u8>, Option<Vec<u8>>)>) -> Result<usize, String> {
+        restore(st, records.iter().map(|(offset, k, v)| (*offset, k.as_slice(), v.as_deref())))
+    }
+
     fn state() -> State {
         let cfg = Config {
             sizes: vec![60_000],
@@ -322,7 +329,7 @@ mod tests {
             .collect();
         for value in [value, rmp_serde::to_vec(&by_index).unwrap()] {
             let mut st = state();
-            restore(&mut st, vec![(0, key.clone(), Some(value))]).unwrap();
+            restore_owned(&mut st, vec![(0, key.clone(), Some(value))]).unwrap();
             let win = st.windows.values().next().unwrap();
             for (d, name) in DIMENSIONS.iter().enumerate() {
                 let expected = ["books", "ok", "DE", "mobile"][d];
@@ -368,7 +375,7 @@ mod tests {
         assert_eq!(ids, vec![b"d/7200000/2-0/0"]);
         let mut again = state();
         again.cfg.horizon = 3_600_000;
-        restore(&mut again, logged(first.clone())).unwrap();
+        restore_owned(&mut again, logged(first.clone())).unwrap();
         assert!(again.dedup.from_log);
         assert!(matches!(again.accept(&event("a", 7_300_000), 7_300_000), crate::state::Outcome::Duplicate));
         assert!(matches!(again.accept(&event("c", 7_300_000), 7_300_000), crate::state::Outcome::Accepted));
@@ -383,7 +390,7 @@ mod tests {
         let mut all = logged(first);
         all.extend(logged(later).into_iter().map(|(n, k, v)| (n + 100, k, v)));
         let mut third = state();
-        restore(&mut third, all).unwrap();
+        restore_owned(&mut third, all).unwrap();
         assert_eq!(third.dedup.len(), 1); // "z" alone
     }
 
@@ -391,7 +398,7 @@ mod tests {
     fn an_unknown_dimension_is_refused() {
         let (key, _) = breakdown_record(&mut state());
         let row = vec![("planet", "mars", Vec::<(String, u64)>::new(), 0i64, 0u64)];
-        let err = restore(&mut state(), vec![(0, key, Some(rmp_serde::to_vec(&row).unwrap()))]).err().unwrap();
+        let err = restore_owned(&mut state(), vec![(0, key, Some(rmp_serde::to_vec(&row).unwrap()))]).err().unwrap();
         assert!(err.contains("unknown dimension"), "{err}");
     }
 
@@ -405,12 +412,12 @@ mod tests {
         assert_eq!(m.format, FORMAT);
         m.format = FORMAT + 1;
         let newer = vec![(0, key.clone(), Some(rmp_serde::to_vec(&m).unwrap()))];
-        let err = restore(&mut state(), newer).err().unwrap();
+        let err = restore_owned(&mut state(), newer).err().unwrap();
         assert!(err.contains("newer Pulse"), "{err}");
         // the meta record before formats: the same fields, without the last
         let before = (m.next_offset, m.max_ts, m.floor, m.counters.array(), 0u64, 0u64, 0u64, 0u64, 0u64);
         let mut again = state();
-        restore(&mut again, vec![(0, key, Some(rmp_serde::to_vec(&before).unwrap()))]).unwrap();
+        restore_owned(&mut again, vec![(0, key, Some(rmp_serde::to_vec(&before).unwrap()))]).unwrap();
         assert_eq!((again.pos.next_offset, again.pos.counters), (st.pos.next_offset, st.pos.counters));
     }
 
@@ -420,7 +427,7 @@ mod tests {
         let user: Before = (1_000, 5_000, vec![("view", 3)], 250, 1, Some("i9"));
         let entries = vec![(USER, "u7", Some(user), None::<()>)];
         let mut st = state();
-        restore(&mut st, vec![(0, b"e/0".to_vec(), Some(rmp_serde::to_vec(&entries).unwrap()))]).unwrap();
+        restore_owned(&mut st, vec![(0, b"e/0".to_vec(), Some(rmp_serde::to_vec(&entries).unwrap()))]).unwrap();
         let u = &st.users.list[st.users.ids.id("u7") as usize];
         assert_eq!((u.first, u.last, u.spent, u.purchases, u.item_ts), (1_000, 5_000, 250, 1, 5_000));
         assert!(u.hours.is_empty());

@@ -18,7 +18,7 @@ from confluent_kafka.admin import AdminClient
 from pulse.aggregate.config import StateConfig
 from pulse.aggregate.partition import Partition, new_partition
 from pulse.aggregate.repartition import ForwardedInput
-from pulse.aggregate.restore import restore_partition
+from pulse.aggregate.restore import Sources, restore_partitions
 from pulse.errors import PulseError
 from pulse.kafkaio import end_offsets, offsets_at, read_batches
 from pulse.kafkastart import start_where_committed
@@ -38,6 +38,7 @@ class Assignment:
         self.bootstrap, self.topic, self.state = bootstrap, topic, state
         self.changelog_topic, self.repartition_topic = changelog_topic, repartition_topic
         self.start_ms = start_ms
+        self._sources = Sources(bootstrap, changelog_topic, topic, repartition_topic, late_topic(topic))
         self.states: dict[int, Partition] = {}
         self.restored_keys = 0
         self._consumer, self._admin, self._forwarded_in, self._loaded = consumer, admin, forwarded_in, loaded
@@ -46,24 +47,15 @@ class Assignment:
         self._kept: dict[int, tuple[Partition, int]] = {}  # handed over: its state, its changelog's end then
 
     def load_all(self, partitions: list[int], logged: set[int]) -> dict[int, Partition]:
-        """Fresh states for ``partitions``, those in ``logged`` restored from their changelogs (one after another:
-        a native state belongs to the thread that made it)."""
-        return {p: self._load(p, p in logged) for p in partitions}
-
-    def _load(self, partition: int, logged: bool) -> Partition:
-        return self._announce(*self._restored(partition, logged))
-
-    def _restored(self, partition: int, logged: bool) -> tuple[Partition, float | None, int]:
-        """A new state, restored if ``logged``, with its restore time (None: nothing to restore) and keys."""
-        st = new_partition(partition, self.state, self._partition_count)
-        if not logged:
-            return st, None, 0
-        started = time.monotonic()
-        keys = restore_partition(st, self.state, self.bootstrap, self.changelog_topic, self.topic,
-                                 self.repartition_topic, late_topic(self.topic))
-        seconds = time.monotonic() - started
-        _LOG.info("partition %d restored: %d keys in %.2fs", partition, keys, seconds)
-        return st, seconds, keys
+        """Fresh states for ``partitions``, those in ``logged`` restored from their changelogs."""
+        states = {p: new_partition(p, self.state, self._partition_count) for p in partitions}
+        for p in partitions:
+            if p not in logged:
+                self._announce(states[p], None, 0)
+        for done in restore_partitions([states[p] for p in partitions if p in logged], self.state, self._sources):
+            _LOG.info("partition %d restored: %d keys in %.2fs", done.state.partition, done.keys, done.seconds)
+            self._announce(done.state, done.seconds, done.keys)
+        return states
 
     def _announce(self, st: Partition, seconds: float | None, keys: int) -> Partition:
         """Tell the engine of a loaded state."""

@@ -1,4 +1,8 @@
-"""Rebuild a partition's state when it is assigned: changelog to its end, event ids for de-duplication included.
+"""Rebuild partitions' states when they are assigned: changelog to its end, event ids for de-duplication included.
+
+Decoding the changelog is most of a restore, so partitions assigned together are restored together: as many at a
+time as the core decodes in parallel, their changelogs read side by side first (a new owner's partitions are dark
+until their states are back).
 
 The changelog is read with ``read_committed``, so state from an aborted or unfinished transaction never comes
 back. Duplicate detection must answer on replay as it did live: the changelog logs the event ids within the
@@ -10,9 +14,14 @@ the committed positions; late events never make a duplicate, so those the partit
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
 from confluent_kafka import OFFSET_END, TopicPartition
 
-from pulse.aggregate._core import SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER
+from pulse.aggregate._core import PARALLELISM, SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER, restore_all
 from pulse.aggregate.partition import Partition, StateConfig, remember_recent
 from pulse.aggregate.repartition import read_forwarded
 from pulse.errors import PulseError
@@ -23,19 +32,55 @@ RESTORE_SLACK_MS = 5_000
 """How far before the horizon to start re-reading, for records whose event time is ahead of their timestamp."""
 
 
-def restore_partition(st: Partition, cfg: StateConfig, bootstrap: str, changelog_topic: str, input_topic: str,
-                      repartition_topic: str, late_topic: str) -> int:
-    """Load ``st`` from its changelog partition, then refill its duplicate-detection ids. Returns live keys."""
-    changelog = read_range(bootstrap, changelog_topic, st.partition, 0, settled=True)
-    records = [(offset, key, value) for offset, key, value, _ in changelog if key is not None]
-    try:
-        live = st.restore(records)
-    except ValueError as exc:
-        raise PulseError(f"{changelog_topic} partition {st.partition}: {exc}") from None
+@dataclass(frozen=True)
+class Sources:
+    """Where a restore reads: the changelog, and for a changelog without event ids, the inputs and late events."""
+
+    bootstrap: str
+    changelog: str
+    input: str
+    repartition: str
+    late: str
+
+
+@dataclass(frozen=True)
+class Restored:
+    state: Partition
+    keys: int  # live changelog keys
+    seconds: float  # from the start of the restore until this state was whole
+
+
+def restore_partitions(states: list[Partition], cfg: StateConfig, sources: Sources) -> Iterator[Restored]:
+    """Load each of ``states`` (fresh) from its changelog partition and refill its duplicate-detection ids,
+    yielding each as it is whole."""
+    started = time.monotonic()
+    with ThreadPoolExecutor(PARALLELISM, thread_name_prefix="pulse-restore") as pool:
+        for i in range(0, len(states), PARALLELISM):
+            group = states[i:i + PARALLELISM]
+            # the reader threads get partition numbers: a native state belongs to the thread that made it
+            logs = list(pool.map(lambda p: _changelog(sources, p), [st.partition for st in group]))
+            try:
+                keys = restore_all(group, logs)
+            except ValueError as exc:
+                raise PulseError(f"{sources.changelog} {exc}") from None
+            for st, n in zip(group, keys, strict=True):
+                _refill_ids(st, cfg, sources)
+                yield Restored(st, n, time.monotonic() - started)
+
+
+def _changelog(sources: Sources, partition: int) -> list[tuple[int, bytes, bytes | None]]:
+    """The changelog partition's records, to its end once every transaction on it has ended (see ``settled``)."""
+    return [(offset, key, value) for offset, key, value, _ in
+            read_range(sources.bootstrap, sources.changelog, partition, 0, settled=True) if key is not None]
+
+
+def _refill_ids(st: Partition, cfg: StateConfig, sources: Sources) -> None:
+    """Duplicate detection's ids within the horizon, re-read from the inputs when the changelog has none."""
     horizon = st.watermark - cfg.correct_within_ms
     if (st.next_offset == 0 and st.repartition_offset == 0) or st.ids_logged:
-        return live  # nothing read yet, or the changelog logged the ids within the horizon
-    late = _late(bootstrap, late_topic, st.partition, horizon) if st.counters.late else set()
+        return  # nothing read yet, or the changelog logged the ids within the horizon
+    bootstrap, input_topic, repartition_topic = sources.bootstrap, sources.input, sources.repartition
+    late = _late(bootstrap, sources.late, st.partition, horizon) if st.counters.late else set()
     if st.next_offset > 0:
         start = _start(bootstrap, input_topic, st.partition, horizon, st.next_offset)
         records = read_range(bootstrap, input_topic, st.partition, start, st.next_offset)
@@ -47,7 +92,6 @@ def restore_partition(st: Partition, cfg: StateConfig, bootstrap: str, changelog
         remember_recent(st, ((value, origin.record_ts) for _, origin, value in forwarded
                              if origin.record_ts is not None and (origin.partition, origin.offset) not in late),
                         horizon)
-    return live
 
 
 def _late(bootstrap: str, late_topic: str, partition: int, horizon: int) -> set[tuple[int, int]]:

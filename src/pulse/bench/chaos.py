@@ -12,9 +12,7 @@ record the generator delivered counted exactly once (accepted + corrected + dead
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +20,7 @@ from pathlib import Path
 
 from pulse.aggregate.model import OUTCOMES
 from pulse.bench.scrape import metric
+from pulse.bench.stage import Stage
 from pulse.bench.stall import StallWatch
 from pulse.config import Settings
 from pulse.errors import PulseError
@@ -63,34 +62,6 @@ class ChaosReport:
                 and self.follow_checked > 0 and self.follow_differences == 0)
 
 
-class _Stage:
-    """One `pulse` process of the run, logging to its own file."""
-
-    def __init__(self, stack: PrivateStack, env: dict[str, str], log: Path, *args: str) -> None:
-        self._argv = [sys.executable, "-m", "pulse", *args]
-        self._env, self._log = stack.env | env, log
-        self.proc = self._start()
-
-    def _start(self) -> subprocess.Popen[bytes]:
-        with self._log.open("ab") as out:
-            return subprocess.Popen(self._argv, env=self._env, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL)
-
-    def kill_and_restart(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
-        self.proc = self._start()
-
-    def stop(self, timeout: float = 120) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(30)
-
-
 def run_chaos(settings: Settings, rate: float, seconds: float, logs: Path,
               say: Callable[[str], None] = lambda _m: None, brokers: int = 1) -> ChaosReport:
     """The whole run on a private stack under ``<home>/chaos`` (started and removed here) with ``brokers``
@@ -105,7 +76,7 @@ def run_chaos(settings: Settings, rate: float, seconds: float, logs: Path,
         if made.returncode != 0:
             raise PulseError(f"setup failed: {made.stderr.strip()[-300:]}")
         port = free_port()
-        follower = _Stage(stack, env, logs / "verify-follow.log", "verify", "--follow", "--metrics-addr",
+        follower = Stage(stack.env | env, logs / "verify-follow.log", "verify", "--follow", "--metrics-addr",
                           f"127.0.0.1:{port}", "--state-file", str(logs / "verify-follow.json"))
         try:
             _faults(stack, env, report, logs, say)
@@ -125,12 +96,12 @@ def _faults(stack: PrivateStack, env: dict[str, str], report: ChaosReport, logs:
         say(f"{report.faults[-1][0]:6.1f}s  {what}")
 
     summaries = logs / "generate-summary.jsonl"
-    generator = _Stage(stack, env, logs / "generate.log", "generate", "--rate", str(report.rate), "--duration",
+    generator = Stage(stack.env | env, logs / "generate.log", "generate", "--rate", str(report.rate), "--duration",
                        str(report.seconds), "--no-progress", "--summary-json", str(summaries), *TRAFFIC)
-    first = _Stage(stack, env, logs / "aggregate-a.log", "aggregate", "--instance", "chaos-a")
-    writer = _Stage(stack, env, logs / "store.log", "store")
+    first = Stage(stack.env | env, logs / "aggregate-a.log", "aggregate", "--instance", "chaos-a")
+    writer = Stage(stack.env | env, logs / "store.log", "store")
     mark("generator, aggregator a and writer started")
-    second: _Stage | None = None
+    second: Stage | None = None
     plan: list[tuple[float, str, Callable[[], str | None]]] = [
         (0.15, "SIGKILL aggregator a (restarted)", first.kill_and_restart),
         (0.25, "aggregator b joins", lambda: None),
@@ -145,7 +116,7 @@ def _faults(stack: PrivateStack, env: dict[str, str], report: ChaosReport, logs:
         for at, what, act in plan:
             time.sleep(max(0.0, t0 + at * report.seconds - time.monotonic()))
             if what == "aggregator b joins":
-                second = _Stage(stack, env, logs / "aggregate-b.log", "aggregate", "--instance", "chaos-b")
+                second = Stage(stack.env | env, logs / "aggregate-b.log", "aggregate", "--instance", "chaos-b")
             elif what == "aggregator b leaves" and second is not None:
                 second.stop()
             else:

@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -29,8 +26,8 @@ from pulse import kafkaio
 from pulse.aggregate.group import session_timeout_s
 from pulse.bench.memory import CountingUsers
 from pulse.bench.scrape import metric
+from pulse.bench.stage import Stage, wait_for
 from pulse.config import Settings
-from pulse.errors import PulseError
 from pulse.generate.chaos import Chaos, ChaosConfig
 from pulse.generate.producer import EventProducer, RunLimits
 from pulse.generate.traffic import Traffic, TrafficConfig
@@ -68,30 +65,6 @@ class FailoverResult:
         return None if not darks or None in darks else max(d for d in darks if d is not None)
 
 
-class _Process:
-    def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "pulse", *argv], env=env, stdout=out,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(120)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(30)
-
-
-def _wait(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise PulseError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.5)
-
-
 def run(settings: Settings, events: int, users: int, rate: float, logs: Path,
         say: Callable[[str], None] = lambda _m: None, timeout: float = 1800) -> FailoverResult:
     """One failover at the state ``events`` over ``users`` build (topics and indices are the caller's to delete)."""
@@ -106,29 +79,28 @@ def run(settings: Settings, events: int, users: int, rate: float, logs: Path,
     EventProducer(settings.bootstrap, tag, PARTITIONS).run(records, RunLimits(count=events), lambda: 0.0)  # type: ignore[arg-type]
     admin = kafkaio.admin_client(settings.bootstrap)
     result = FailoverResult(events, len(records.users), session_timeout_s(settings.bootstrap, tag), rate)
-    started: list[_Process] = []
+    started: list[Stage] = []
     try:
         ports = {name: free_port() for name in ("a", "b")}
-        a = _Process(["aggregate", "--instance", "a", "--metrics-addr", f"127.0.0.1:{ports['a']}"], env,
-                     logs / "aggregate-a.log")
+        a = Stage(env, logs / "aggregate-a.log", "aggregate", "--instance", "a", "--metrics-addr",
+                  f"127.0.0.1:{ports['a']}")
         started.append(a)
-        _wait(lambda: _members(admin, tag) is not None and len(_members(admin, tag) or {}) == 1, 120,
-              "aggregator a to join")
+        wait_for(lambda: len(_members(admin, tag) or {}) == 1, 120, "aggregator a to join", started)
         first = set(_members(admin, tag) or {})
-        b = _Process(["aggregate", "--instance", "b", "--metrics-addr", f"127.0.0.1:{ports['b']}"], env,
-                     logs / "aggregate-b.log")
+        b = Stage(env, logs / "aggregate-b.log", "aggregate", "--instance", "b", "--metrics-addr",
+                  f"127.0.0.1:{ports['b']}")
         started.append(b)
-        started.append(_Process(["store"], env, logs / "store.log"))
-        _wait(lambda: len(_members(admin, tag) or {}) == 2, 120, "aggregator b to join")
+        started.append(Stage(env, logs / "store.log", "store"))
+        wait_for(lambda: len(_members(admin, tag) or {}) == 2, 120, "aggregator b to join", started)
         owned = {member: parts for member, parts in (_members(admin, tag) or {}).items() if member in first}
         victim = sorted(next(iter(owned.values())))
         say(f"aggregating and storing the backlog (a owns partitions {victim})")
-        _wait(lambda: _caught_up(settings, tag), timeout, "the aggregators and the writer to catch up")
+        wait_for(lambda: _caught_up(settings, tag), timeout, "the aggregators and the writer to catch up", started)
         es = settings.es.client()
-        live = _Process(["generate", "--rate", str(rate), "--no-progress"], env, logs / "generate.log")
+        live = Stage(env, logs / "generate.log", "generate", "--rate", str(rate), "--no-progress")
         started.append(live)
-        _wait(lambda: _flushed_after(es, prefix, victim, time.time() * 1000 - 1500) == set(victim), 60,
-              "live aggregates of a's partitions")
+        wait_for(lambda: _flushed_after(es, prefix, victim, time.time() * 1000 - 1500) == set(victim), 60,
+                 "live aggregates of a's partitions", started)
         # what b will restore: a's state, the largest a reports (a partition being routed is left out of a sample)
         state = []
         live_until = time.monotonic() + LIVE_BEFORE_S
@@ -139,8 +111,7 @@ def run(settings: Settings, events: int, users: int, rate: float, logs: Path,
         say(f"SIGKILL aggregator a ({result.users:,} users in the state)")
         killed_ms = time.time() * 1000
         killed = time.monotonic()
-        a.proc.send_signal(signal.SIGKILL)
-        a.proc.wait(30)
+        a.kill()
         seen: dict[int, float] = {}
         while len(seen) < len(victim) and time.monotonic() - killed < 300:
             for p in _flushed_after(es, prefix, victim, killed_ms) - seen.keys():
@@ -149,9 +120,8 @@ def run(settings: Settings, events: int, users: int, rate: float, logs: Path,
         restored = _restores(logs / "aggregate-b.log")
         result.partitions = [PartitionFailover(p, seen.get(p), *restored.get(p, (None, None))) for p in victim]
     finally:
-        for process in reversed(started):
-            if process.proc.poll() is None:
-                process.stop()
+        for stage in reversed(started):
+            stage.stop()
     return result
 
 

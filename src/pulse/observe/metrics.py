@@ -27,7 +27,8 @@ TRANSACTION_SECONDS = Histogram("pulse_transaction_commit_seconds", "Time for th
 STATE_KEYS = Gauge("pulse_state_keys", "Live state entries over this aggregator's partitions, by kind.", ["kind"])
 STATE_BYTES = Gauge("pulse_state_bytes", "Approximate heap bytes of the live state (collection capacities and "
                     "interned strings: a lower bound of what it costs).")
-RESTORE_SECONDS = Histogram("pulse_restore_seconds", "Time to restore one partition's state from its changelog.",
+RESTORE_SECONDS = Histogram("pulse_restore_seconds", "Time from the start of a restore until a partition's state is "
+                            "back from its changelog (partitions assigned together restore together).",
                             buckets=SECONDS)
 PARTITIONS = Gauge("pulse_assigned_partitions", "Input partitions this aggregator owns.")
 USERS_PENDING = Gauge("pulse_users_pending", "Users whose document is behind their state, waiting for their turn "
