@@ -57,7 +57,7 @@ def _material(stack: PrivateStack) -> SecureMaterial:
 
 def _secure(stack: PrivateStack) -> dict[str, str]:
     """A plain client's settings for the secure broker (what a user's own producer would give)."""
-    return {"bootstrap.servers": stack.env["PULSE_BOOTSTRAP"], **_material(stack).kafka_client_properties()}
+    return stack.kafka_client
 
 
 def _mine(tag: str) -> dict[str, str]:

@@ -11,7 +11,6 @@ from typing import Any
 import orjson
 from confluent_kafka import Producer
 
-from pulse.kafkaio import read_range
 from pulse.topics import partition_count
 
 
@@ -47,13 +46,32 @@ def produce(bootstrap: str, topic: str, events: Iterable[dict[str, Any] | bytes]
     return n
 
 
-def count_records(bootstrap: str, topic: str) -> int:
-    """Committed records in ``topic``; 0 if it does not exist (nothing was ever written to it)."""
-    from confluent_kafka.admin import AdminClient
+def count_records(bootstrap: str, topic: str, client: dict[str, str] | None = None) -> int:
+    """Committed records in ``topic``, read to its end by a plain read_committed consumer (``client``: its
+    settings, for a secure cluster); 0 if it does not exist (nothing was ever written to it)."""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-    if topic not in AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics:
-        return 0
-    return sum(1 for p in range(partition_count(bootstrap, topic)) for _ in read_range(bootstrap, topic, p, 0))
+    config = client or {"bootstrap.servers": bootstrap}
+    consumer = Consumer(config | {"group.id": "unused", "enable.auto.commit": False, "enable.partition.eof": True,
+                                  "isolation.level": "read_committed"})
+    try:
+        found = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if found is None or found.error is not None or not found.partitions:
+            return 0
+        consumer.assign([TopicPartition(topic, p, 0) for p in found.partitions])  # 0: each partition's start
+        pending, n, deadline = set(found.partitions), 0, time.monotonic() + 120
+        while pending and time.monotonic() < deadline:
+            for msg in consumer.consume(10_000, 0.5):
+                if msg.error() is None:
+                    n += 1
+                elif msg.error().code() == KafkaError._PARTITION_EOF:
+                    pending.discard(msg.partition())
+                else:
+                    raise AssertionError(f"reading {topic}: {msg.error().str()}")
+        assert not pending, f"{topic}: partitions {sorted(pending)} not read to their end within 120 s"
+        return n
+    finally:
+        consumer.close()
 
 
 def headers_of(bootstrap: str, topic: str, name: str) -> list[str]:

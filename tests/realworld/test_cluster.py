@@ -1,4 +1,5 @@
-"""Beyond one broker: Pulse on a three-node KRaft cluster (`pulse stack up --brokers 3`). Every topic is
+"""Beyond one broker: Pulse on a secured three-node KRaft cluster (`pulse stack up --brokers 3 --secure`: SASL_SSL
+between clients and brokers and among the brokers). Every topic is
 replicated three ways with two in sync, and the pipeline rides out a SIGKILL of the broker coordinating the
 aggregator's transactions: every stage stays up, the topic holds what the generator counted as delivered, and
 `pulse verify` is exact. With two of three down, everything waits (the generator says why, once) and resumes."""
@@ -17,7 +18,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from pulse.config import Settings
 from pulse.stack import manager
 from pulse.stack.kafka import node_name
-from pulse.stack.leaders import TRANSACTION_STATE, transaction_coordinator
+from pulse.stack.leaders import TRANSACTION_STATE, transaction_coordinator, under_replicated
 from tests.names import unique
 from tests.realworld.private_stack import PrivateStack, private_stack
 from tests.realworld.pulse_run import assert_delivered_and_exact, children, pulse_run, wait
@@ -25,12 +26,21 @@ from tests.realworld.pulse_run import assert_delivered_and_exact, children, puls
 
 @pytest.fixture(scope="module")
 def cluster(settings: Settings) -> Iterator[PrivateStack]:
-    with private_stack(settings, "test-cluster", brokers=3, kafka_heap="384m") as s:
+    with private_stack(settings, "test-cluster", brokers=3, kafka_heap="384m", secure=True) as s:
         yield s
 
 
 def _admin(cluster: PrivateStack) -> AdminClient:
-    return AdminClient({"bootstrap.servers": cluster.env["PULSE_BOOTSTRAP"]})
+    """A plain client with the cluster's credentials."""
+    return AdminClient(cluster.kafka_client)
+
+
+def _under_replicated(admin: AdminClient) -> int | None:
+    """Partitions with a replica out of sync, or None while that cannot be told (a broker just died)."""
+    try:
+        return under_replicated(admin)
+    except KafkaException:
+        return None
 
 
 def _replicas(admin: AdminClient, topic: str) -> set[int]:
@@ -89,9 +99,11 @@ def test_the_pipeline_rides_out_a_sigkill_of_its_transaction_coordinator_and_two
         wait(lambda: _coordinator(admin, f"{run.env['PULSE_GROUP']}-a") not in (None, -1, coordinator), 60,
              "another broker to lead the transaction state partition")
         run.progresses(2000, 60, "aggregates with the coordinator's broker dead")
+        wait(lambda: (_under_replicated(admin) or 0) > 0, 30, "the dead broker's replicas to leave the in-sync sets")
         time.sleep(max(0.0, 30 - (time.monotonic() - killed)))
         cluster.start()
         run.progresses(2000, 90, "aggregates after the broker came back")
+        wait(lambda: _under_replicated(admin) == 0, 120, "every replica back in sync")
         run.stages_unchanged(stages)
 
         # two of three down: no quorum, and one replica in sync where a write needs two; every stage waits

@@ -18,6 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
 from pulse.aggregate.model import OUTCOMES
 from pulse.bench.scrape import metric
 from pulse.bench.stage import Stage
@@ -28,7 +31,7 @@ from pulse.generate.summary import read_summaries
 from pulse.kafkaio import admin_client
 from pulse.stack import manager
 from pulse.stack.kafka import node_name
-from pulse.stack.leaders import busiest_leader, transaction_coordinator
+from pulse.stack.leaders import busiest_leader, transaction_coordinator, under_replicated
 from pulse.stack.private import PrivateStack, free_port, private_stack
 
 TRAFFIC = ("--late-fraction", "0.01", "--late-max", "2d", "--too-late-fraction", "0.002",
@@ -91,9 +94,12 @@ def _faults(stack: PrivateStack, env: dict[str, str], report: ChaosReport, logs:
             say: Callable[[str], None]) -> None:
     t0 = time.monotonic()
 
-    def mark(what: str) -> None:
-        report.faults.append((round(time.monotonic() - t0, 1), what))
-        say(f"{report.faults[-1][0]:6.1f}s  {what}")
+    def mark(what: str, began: float | None = None) -> None:
+        """Note a step at the time it began (a fault that lasts says for how long)."""
+        now = time.monotonic()
+        took = now - began if began is not None else 0.0
+        report.faults.append((round((began or now) - t0, 1), what + (f" [{took:.0f} s]" if took >= 1 else "")))
+        say(f"{report.faults[-1][0]:6.1f}s  {report.faults[-1][1]}")
 
     summaries = logs / "generate-summary.jsonl"
     generator = Stage(stack.env | env, logs / "generate.log", "generate", "--rate", str(report.rate), "--duration",
@@ -115,13 +121,14 @@ def _faults(stack: PrivateStack, env: dict[str, str], report: ChaosReport, logs:
     try:
         for at, what, act in plan:
             time.sleep(max(0.0, t0 + at * report.seconds - time.monotonic()))
+            began = time.monotonic()
             if what == "aggregator b joins":
                 second = Stage(stack.env | env, logs / "aggregate-b.log", "aggregate", "--instance", "chaos-b")
             elif what == "aggregator b leaves" and second is not None:
                 second.stop()
             else:
                 what = act() or what
-            mark(what)
+            mark(what, began)
         try:
             code = generator.proc.wait(report.seconds + 600)
         except subprocess.TimeoutExpired:
@@ -171,6 +178,7 @@ def _broker_faults(stack: PrivateStack, env: dict[str, str],
             start = time.monotonic()
             for node in manager.brokers(stack.settings):
                 _down(stack, node.name, 0)
+                _in_sync(admin)  # as Kafka's documentation advises, before the next one goes down
             time.sleep(10)  # what the last restart holds up shows after it
             report.rolling_stall_s = watch.longest_stall(start, time.monotonic())
         return (f"rolling restart of all {report.brokers} brokers, one at a time (with input to read, the "
@@ -180,6 +188,19 @@ def _broker_faults(stack: PrivateStack, env: dict[str, str],
     # fall within the traffic of a run of 6 minutes
     return [(0.30, "SIGKILL the coordinator's broker", kill_coordinator),
             (0.45, "SIGKILL the busiest leader", kill_busiest), (0.62, "rolling restart", rolling_restart)]
+
+
+def _in_sync(admin: AdminClient, timeout_s: float = 180) -> None:
+    """Wait until every replica is back in sync (a broker that cannot be asked counts as not yet)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if under_replicated(admin) == 0:
+                return
+        except KafkaException:
+            pass
+        time.sleep(1)
+    raise PulseError(f"replicas were not back in sync {timeout_s:.0f} s after a broker restarted")
 
 
 def _dead(stack: PrivateStack, node: str) -> None:

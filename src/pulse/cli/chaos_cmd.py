@@ -34,8 +34,9 @@ def chaos(settings: Settings, rate: float, seconds: float, brokers: int) -> None
     aggregator is SIGKILLed twice (once while a second instance is in the group), the second instance joins and
     leaves, the writer is SIGKILLed, and the broker and Elasticsearch are each stopped for 15 s. With --brokers 3
     the broker is a cluster: the broker coordinating the aggregator's transactions and the one leading most input
-    partitions are each SIGKILLed and restarted 30 s later, then every broker is restarted in turn, and the longest
-    the aggregator committed nothing meanwhile is given (use --seconds 6m or more). It ends with `pulse
+    partitions are each SIGKILLed and restarted 30 s later, then every broker is restarted in turn (the next once
+    every replica is back in sync), and the longest the aggregator committed nothing meanwhile is given (use
+    --seconds 6m or more). It ends with `pulse
     verify` exact and every delivered record counted once; exit status 1 otherwise. The private stack (own ports,
     under PULSE_HOME/chaos) is removed at the end; logs stay in PULSE_HOME/logs/chaos-<time>/.
     """

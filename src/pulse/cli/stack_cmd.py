@@ -48,6 +48,9 @@ def stack(ctx: click.Context, **flags: object) -> None:
 def up(settings: Settings, secure: bool, brokers: int | None) -> None:
     """Download (once), start and wait for Kafka and Elasticsearch. Safe to run again."""
     console = Console(stderr=True)
+    if brokers is not None and brokers % 2 == 0:
+        click.echo(f"note: a quorum of {brokers} survives {brokers // 2 - 1} failed node(s), as many as one of "
+                   f"{brokers - 1} does; KRaft quorums are best odd (3 or 5)", err=True)
     with console.status("starting the stack…") as spinner:
         results = manager.up(settings, progress=lambda msg: spinner.update(msg), secure=secure, brokers=brokers)
     for r in results:

@@ -1,5 +1,6 @@
 """Which broker of a cluster leads what: where a fault run aims its SIGKILL (the broker coordinating an
-aggregator's transactions, or the one leading most of a topic's partitions)."""
+aggregator's transactions, or the one leading most of a topic's partitions), and whether every replica is back
+in sync (a rolling restart takes the next broker down only then)."""
 
 from __future__ import annotations
 
@@ -39,3 +40,9 @@ def busiest_leader(admin: AdminClient, topic: str, timeout_s: float = 10.0) -> i
     partitions = admin.list_topics(topic, timeout=timeout_s).topics[topic].partitions.values()
     counts = Counter(p.leader for p in partitions if p.leader >= 0)
     return min(counts, key=lambda broker: (-counts[broker], broker))
+
+
+def under_replicated(admin: AdminClient, timeout_s: float = 10.0) -> int:
+    """Partitions, of every topic, with a replica outside the in-sync set."""
+    topics = admin.list_topics(timeout=timeout_s).topics.values()
+    return sum(len(p.isrs) < len(p.replicas) for t in topics for p in t.partitions.values())

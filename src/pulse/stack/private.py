@@ -16,6 +16,7 @@ from pulse.config import Settings
 from pulse.errors import StackError
 from pulse.stack import manager
 from pulse.stack.process import port_in_use
+from pulse.stack.secure import SecureMaterial
 
 
 def free_port() -> int:
@@ -42,6 +43,13 @@ class PrivateStack:
         """Run a `pulse` command against this stack (``extra``: more environment, e.g. PULSE_TOPIC)."""
         return subprocess.run([sys.executable, "-m", "pulse", *args], env=self.env | extra, capture_output=True,
                               text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+
+    @property
+    def kafka_client(self) -> dict[str, str]:
+        """A plain confluent-kafka client's settings for this stack's Kafka (a secure one's credentials too)."""
+        material = SecureMaterial.of(self.settings.home)
+        return {"bootstrap.servers": self.env["PULSE_BOOTSTRAP"],
+                **(material.kafka_client_properties() if material.exists() else {})}
 
     def kill(self, service: str) -> None:
         """SIGKILL one service (``kafka-2``: the second broker); :meth:`start` brings it back."""
