@@ -99,6 +99,10 @@ Record = tuple[int, bytes | None, bytes | None, int]
 """(offset, key, value, timestamp) of a consumed record."""
 
 
+STALLED_AFTER_S = 1.0
+"""A read short of its end that gets no record for this long is held (see :func:`read_batches`)."""
+
+
 def read_range(bootstrap: str, topic: str, partition: int, start: int, end: int | None = None,
                timeout_s: float = 120.0, settled: bool = False) -> Iterator[Record]:
     """Yield (offset, key, value, timestamp) of committed records from ``start`` up to ``end`` (or the end; with
@@ -116,14 +120,16 @@ def read_messages(bootstrap: str, topic: str, partition: int, start: int, end: i
 
 
 def read_batches(bootstrap: str, topic: str, partition: int, start: int, end: int | None = None,
-                 timeout_s: float = 120.0, settled: bool = False) -> Iterator[list[Message]]:
+                 timeout_s: float = 120.0, settled: bool = False,
+                 stalled: Callable[[], None] | None = None) -> Iterator[list[Message]]:
     """:func:`read_messages` a fetched batch at a time (for readers that hand whole batches to native code).
 
     The end of a read_committed reader is the last stable offset: the first record of a transaction still open.
     ``settled``: read past it, once that transaction has ended (its records come if it commits), to the end of
     everything written. A partition's new owner must restore that way: a transaction its crashed predecessor
     had already asked to commit still commits after the predecessor is gone, and state restored without it
-    would disagree with the changelog it is about to extend."""
+    would disagree with the changelog it is about to extend. ``stalled`` is called whenever no record has come for
+    :data:`STALLED_AFTER_S` short of the end (an open transaction may hold the reader)."""
     consumer = reader(bootstrap)
     try:
         low, high = watermarks(consumer, topic, partition)
@@ -134,6 +140,7 @@ def read_batches(bootstrap: str, topic: str, partition: int, start: int, end: in
             return
         consumer.assign([TopicPartition(topic, partition, start if start >= 0 else OFFSET_BEGINNING)])
         deadline = time.monotonic() + timeout_s  # moved on by every record: a long read is not a stuck one
+        moved = time.monotonic()
         while time.monotonic() < deadline:
             batch: list[Message] = []
             done = False
@@ -149,9 +156,13 @@ def read_batches(bootstrap: str, topic: str, partition: int, start: int, end: in
                     batch.append(msg)
             if batch:
                 yield batch
-                deadline = time.monotonic() + timeout_s
+                moved = time.monotonic()
+                deadline = moved + timeout_s
             if done or consumer.position([TopicPartition(topic, partition)])[0].offset >= stop:
                 return
+            if stalled is not None and time.monotonic() - moved > STALLED_AFTER_S:
+                stalled()
+                moved = time.monotonic()
         raise PulseError(f"reading {topic}[{partition}] to offset {stop} made no progress for {timeout_s:.0f}s "
                          "(an open transaction from a crashed instance? it aborts within transaction.timeout.ms)")
     finally:

@@ -32,13 +32,14 @@ Loaded = Callable[[Partition, "float | None"], None]
 
 class Assignment:
     def __init__(self, bootstrap: str, topic: str, changelog_topic: str, repartition_topic: str, state: StateConfig,
-                 consumer: Consumer, admin: AdminClient, forwarded_in: ForwardedInput, loaded: Loaded,
+                 consumer: Consumer, admin: AdminClient, forwarded_in: ForwardedInput, loaded: Loaded, writer: str,
                  start_ms: int | None = None) -> None:
-        """``start_ms``: a partition without committed state starts at this record time (replay)."""
+        """``writer``: this instance's transactional id; ``start_ms``: a partition without committed state starts
+        at this record time (replay)."""
         self.bootstrap, self.topic, self.state = bootstrap, topic, state
         self.changelog_topic, self.repartition_topic = changelog_topic, repartition_topic
         self.start_ms = start_ms
-        self._sources = Sources(bootstrap, changelog_topic, topic, repartition_topic, late_topic(topic))
+        self._sources = Sources(bootstrap, changelog_topic, topic, repartition_topic, late_topic(topic), writer)
         self.states: dict[int, Partition] = {}
         self.restored_keys = 0
         self._consumer, self._admin, self._forwarded_in, self._loaded = consumer, admin, forwarded_in, loaded

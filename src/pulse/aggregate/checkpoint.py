@@ -20,7 +20,14 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from pulse.aggregate._core import SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER, FlushOutput
 from pulse.aggregate.repartition import batch_headers
-from pulse.aggregate.transactions import Commit, Flushed, patiently, send_offsets, transactional_producer
+from pulse.aggregate.transactions import (
+    WRITER_HEADER,
+    Commit,
+    Flushed,
+    patiently,
+    send_offsets,
+    transactional_producer,
+)
 from pulse.errors import PulseError
 from pulse.events.deadletter import letter_headers
 
@@ -64,6 +71,7 @@ class Checkpoint:
         self.topics = topics
         self._new = lambda: transactional_producer(bootstrap, transactional_id, transaction_timeout_ms)
         self._bootstrap, self._transactional_id = bootstrap, transactional_id
+        self._writer = [(WRITER_HEADER, transactional_id.encode())]
         self._producer = self._new()
         self._init: threading.Thread | None = None
         self._init_error: KafkaError | None = None
@@ -157,20 +165,21 @@ class Checkpoint:
         for batch in flushed.forward:  # one per owner: its records, then this partition's watermark
             send(topics.repartition, batch.value, None, batch.owner,
                  batch_headers(p, batch.offset, batch.watermark, batch.idle))
-        self._produce_all(topics.changelog, p, ((r.key, r.value) for r in flushed.records))
+        self._produce_all(topics.changelog, p, ((r.key, r.value) for r in flushed.records), self._writer)
         self._produce_all(topics.aggregates, p, ((d.id.encode(), d.value) for d in flushed.documents))
         for decision in out.decisions:
             send(topics.decisions, decision, None, p)
 
-    def _produce_all(self, topic: str, p: int, records: Iterable[tuple[bytes, bytes | None]]) -> None:
+    def _produce_all(self, topic: str, p: int, records: Iterable[tuple[bytes, bytes | None]],
+                     headers: list[tuple[str, bytes]] | None = None) -> None:
         """A flush writes tens of thousands of these: produce directly (a wrapper call per record costs ~0.5 us
         of ~2.5), and wait for room only when the producer's queue is full."""
         produce, poll = self._producer.produce, self._producer.poll
         for n, (key, value) in enumerate(records, 1):
             try:
-                produce(topic, value, key, p)
+                produce(topic, value, key, p, headers=headers)
             except BufferError:
-                self._send(topic, value, key, p)
+                self._send(topic, value, key, p, headers)
             if n % DELIVERY_POLL_EVERY == 0:
                 poll(0)  # frees the records delivered so far: the producer holds each one until its report is served
 

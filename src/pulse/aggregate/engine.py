@@ -72,6 +72,11 @@ class EngineConfig:
     clock_per_flush_s: float | None = None  # benchmarks simulating a live rate: the wall clock a flush stands for
 
     @property
+    def transactional_id(self) -> str:
+        """This instance's: a restarted instance reclaims it, and so fences its crashed predecessor."""
+        return f"{self.group}-{self.instance}"
+
+    @property
     def changelog_topic(self) -> str:
         return changelog_topic(self.group)
 
@@ -142,14 +147,15 @@ class Engine:
                                    session_timeout_s(cfg.bootstrap, cfg.group))
         self.metrics = EngineMetrics(self.positions.high_watermark)
         self.joined = False  # the group gave this instance its first assignment (possibly empty)
-        self.checkpoint = Checkpoint(cfg.bootstrap, f"{cfg.group}-{cfg.instance}", cfg.transaction_timeout_ms,
+        self.checkpoint = Checkpoint(cfg.bootstrap, cfg.transactional_id, cfg.transaction_timeout_ms,
                                      Topics(cfg.topic, cfg.changelog_topic, cfg.aggregates_topic, cfg.decisions_topic,
                                             cfg.repartition_topic, cfg.dlq_topic, cfg.late_topic))
         self.idle = IdleRule(cfg.topic, cfg.idle_timeout_s, cfg.state.grace_ms)
         self.stalls = StallRule(cfg.topic, cfg.stall_timeout_s)
         self.pacer = Pacer(self._consumer, cfg.topic, cfg.state.forward_wait_ms)
         self.assignment = Assignment(cfg.bootstrap, cfg.topic, cfg.changelog_topic, cfg.repartition_topic, cfg.state,
-                                     self._consumer, self._admin, self._forwarded_in, self._loaded, cfg.start_ms)
+                                     self._consumer, self._admin, self._forwarded_in, self._loaded,
+                                     cfg.transactional_id, cfg.start_ms)
         self.policy = FlushPolicy(cfg.flush_interval_s, cfg.backlog_flush_interval_s, cfg.batch_size,
                                   cfg.flush_records, cfg.detail_interval_s, cfg.detail_flushes,
                                   cfg.user_writes_per_1000, cfg.user_floor)

@@ -14,19 +14,24 @@ the committed positions; late events never make a duplicate, so those the partit
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from confluent_kafka import OFFSET_END, TopicPartition
+from confluent_kafka import OFFSET_END, KafkaException, TopicPartition
 
 from pulse.aggregate._core import PARALLELISM, SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER, restore_all
 from pulse.aggregate.partition import Partition, StateConfig, remember_recent
 from pulse.aggregate.repartition import read_forwarded
+from pulse.aggregate.transactions import WRITER_HEADER, fence
 from pulse.errors import PulseError
-from pulse.kafkaio import read_messages, read_range, reader
+from pulse.kafkaio import read_batches, read_messages, read_range, reader
 from pulse.topics import topic_exists
+
+_LOG = logging.getLogger("pulse.aggregate")
 
 RESTORE_SLACK_MS = 5_000
 """How far before the horizon to start re-reading, for records whose event time is ahead of their timestamp."""
@@ -34,13 +39,45 @@ RESTORE_SLACK_MS = 5_000
 
 @dataclass(frozen=True)
 class Sources:
-    """Where a restore reads: the changelog, and for a changelog without event ids, the inputs and late events."""
+    """Where a restore reads: the changelog, and for a changelog without event ids, the inputs and late events.
+    ``writer``: this instance's own transactional id, never fenced."""
 
     bootstrap: str
     changelog: str
     input: str
     repartition: str
     late: str
+    writer: str
+
+
+class Fencer:
+    """Fences, once each, the writers whose open transactions hold a restore's changelog reads.
+
+    A changelog record says which transactional id wrote it (``WRITER_HEADER``). A read that stalls short of the
+    end waits on a transaction still open; on assignment that is the previous owner's, which died mid-flush (one
+    that handed the partition over committed first). Its transaction would be aborted only after its timeout,
+    which would keep the partition dark that long; fencing its id aborts it now. A previous owner that is in fact
+    alive (a zombie the group has given up on) gets fenced, as it should be."""
+
+    def __init__(self, sources: Sources) -> None:
+        self._sources = sources
+        self._lock = threading.Lock()
+        self._fenced: set[str] = set()
+
+    def __call__(self, partition: int, writer: str | None) -> None:
+        if writer is None or writer == self._sources.writer:
+            return
+        with self._lock:
+            if writer in self._fenced:
+                return
+            self._fenced.add(writer)
+            _LOG.info("partition %d: its changelog waits on a transaction left open by %s (gone?); fencing it so "
+                      "that the broker aborts it now", partition, writer)
+            try:
+                fence(self._sources.bootstrap, writer)
+            except KafkaException as exc:
+                _LOG.warning("could not fence %s (%s); waiting for its transaction to time out", writer,
+                             exc.args[0].str())
 
 
 @dataclass(frozen=True)
@@ -54,24 +91,42 @@ def restore_partitions(states: list[Partition], cfg: StateConfig, sources: Sourc
     """Load each of ``states`` (fresh) from its changelog partition and refill its duplicate-detection ids,
     yielding each as it is whole."""
     started = time.monotonic()
+    fencer = Fencer(sources)
     with ThreadPoolExecutor(PARALLELISM, thread_name_prefix="pulse-restore") as pool:
         for i in range(0, len(states), PARALLELISM):
             group = states[i:i + PARALLELISM]
             # the reader threads get partition numbers: a native state belongs to the thread that made it
-            logs = list(pool.map(lambda p: _changelog(sources, p), [st.partition for st in group]))
+            began = time.monotonic()
+            logs = list(pool.map(lambda p: read_changelog(sources, p, fencer), [st.partition for st in group]))
+            read = time.monotonic()
             try:
                 keys = restore_all(group, logs)
             except ValueError as exc:
                 raise PulseError(f"{sources.changelog} {exc}") from None
+            size = sum(len(key) + len(value or b"") for log in logs for _, key, value in log)
+            _LOG.info("partitions %s: changelogs read in %.2fs (%.0f MiB), decoded in %.2fs",
+                      [st.partition for st in group], read - began, size / 2**20, time.monotonic() - read)
             for st, n in zip(group, keys, strict=True):
                 _refill_ids(st, cfg, sources)
                 yield Restored(st, n, time.monotonic() - started)
 
 
-def _changelog(sources: Sources, partition: int) -> list[tuple[int, bytes, bytes | None]]:
-    """The changelog partition's records, to its end once every transaction on it has ended (see ``settled``)."""
-    return [(offset, key, value) for offset, key, value, _ in
-            read_range(sources.bootstrap, sources.changelog, partition, 0, settled=True) if key is not None]
+Logged = tuple[int, bytes, bytes | None]
+"""A changelog record as restore takes it: offset, key, value (None: a tombstone)."""
+
+
+def read_changelog(sources: Sources, partition: int,
+                   fence_writer: Callable[[int, str | None], None] | None = None) -> list[Logged]:
+    """The changelog partition's records, to its end once every transaction on it has ended (see ``settled``).
+    ``fence_writer`` is told the last writer seen whenever the read is held short of its end."""
+    records: list[Logged] = []
+    writer: list[str | None] = [None]
+    stalled = None if fence_writer is None else lambda: fence_writer(partition, writer[0])
+    for batch in read_batches(sources.bootstrap, sources.changelog, partition, 0, settled=True, stalled=stalled):
+        records.extend((msg.offset(), key, msg.value()) for msg in batch if (key := msg.key()) is not None)
+        found = dict(batch[-1].headers() or []).get(WRITER_HEADER)
+        writer[0] = found.decode() if found is not None else writer[0]
+    return records
 
 
 def _refill_ids(st: Partition, cfg: StateConfig, sources: Sources) -> None:

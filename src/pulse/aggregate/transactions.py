@@ -29,6 +29,11 @@ OUTAGE_PATIENCE_S = 600.0
 
 PRODUCER_CLIENT = "aggregate.producer"
 
+WRITER_HEADER = "pulse.writer"
+"""On changelog records: the transactional id that wrote them. A partition's new owner whose restore waits on a
+transaction its dead predecessor left open fences that id (:func:`fence`), so the broker aborts the transaction
+at once rather than after its timeout."""
+
 
 def producer_settings(transactional_id: str, transaction_timeout_ms: int) -> dict[str, object]:
     # A transaction begun right after a commit is refused with CONCURRENT_TRANSACTIONS until the broker has
@@ -45,6 +50,14 @@ def producer_settings(transactional_id: str, transaction_timeout_ms: int) -> dic
 def transactional_producer(bootstrap: str, transactional_id: str, transaction_timeout_ms: int) -> Producer:
     return Producer(client_config(bootstrap, producer_settings(transactional_id, transaction_timeout_ms),
                                   client=PRODUCER_CLIENT))
+
+
+def fence(bootstrap: str, transactional_id: str, timeout_s: float = 30.0) -> None:
+    """Take ``transactional_id`` over for a moment: the broker aborts its open transaction (one already asked to
+    commit still commits first) and fences the producer that had it. Raises KafkaException if it cannot."""
+    producer = transactional_producer(bootstrap, transactional_id, 60_000)
+    producer.init_transactions(timeout_s)
+    producer.flush(0)
 
 
 def send_offsets(producer: Producer, positions: list[TopicPartition], metadata: object) -> None:

@@ -1,0 +1,54 @@
+"""A partition's new owner whose changelog read is held by a transaction its dead predecessor left open fences the
+predecessor's transactional id (named on its changelog records): the broker aborts that transaction at once, not
+after its timeout, and the restore gets exactly the committed records."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from pulse.aggregate.restore import Fencer, Sources, read_changelog
+from pulse.aggregate.transactions import WRITER_HEADER
+from pulse.kafkaio import end_offsets
+from tests.names import unique
+
+DEAD_WRITER = textwrap.dedent("""
+    import os, signal, sys
+    from confluent_kafka import Producer
+    bootstrap, topic, writer, header = sys.argv[1:]
+    p = Producer({"bootstrap.servers": bootstrap, "transactional.id": writer, "transaction.timeout.ms": 300000})
+    p.init_transactions(30)
+    for n, commit in ((1, True), (2, False)):
+        p.begin_transaction()
+        p.produce(topic, f"v{n}".encode(), f"k{n}".encode(), 0, headers=[(header, writer.encode())])
+        p.flush(30)
+        if commit:
+            p.commit_transaction(30)
+    os.kill(os.getpid(), signal.SIGKILL)  # dies with the second transaction open
+""")
+
+
+def test_a_transaction_left_open_by_a_dead_writer_is_fenced_and_the_restore_goes_on(bootstrap: str) -> None:
+    tag = unique("fence")
+    changelog, dead = f"{tag}.changelog", f"{tag}-a"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(changelog, 1, 1)])[changelog].result(30)
+    try:
+        died = subprocess.run([sys.executable, "-c", DEAD_WRITER, bootstrap, changelog, dead, WRITER_HEADER],
+                              capture_output=True, text=True, timeout=120)
+        assert died.returncode == -9, died.stderr
+        # the open transaction holds read_committed readers: its timeout is 5 minutes
+        assert end_offsets(admin, changelog, [0], committed=True)[0] < end_offsets(admin, changelog, [0])[0]
+
+        sources = Sources(bootstrap, changelog, tag, f"{tag}.repartition", f"{tag}.late", writer=f"{tag}-b")
+        started = time.monotonic()
+        records = read_changelog(sources, 0, Fencer(sources))
+        assert time.monotonic() - started < 30
+        assert records == [(0, b"k1", b"v1")]  # the committed record; the open one was aborted
+        assert end_offsets(admin, changelog, [0], committed=True)[0] == end_offsets(admin, changelog, [0])[0]
+    finally:
+        admin.delete_topics([changelog])
