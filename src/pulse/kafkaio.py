@@ -134,7 +134,7 @@ def read_batches(bootstrap: str, topic: str, partition: int, start: int, end: in
     try:
         low, high = watermarks(consumer, topic, partition)
         if settled:
-            high = max(high, end_offsets(admin_client(bootstrap), topic, [partition])[partition])
+            high = max(high, _settled_end(bootstrap, topic, partition))
         stop = high if end is None else min(end, high)
         if stop <= max(start, low):
             return
@@ -167,6 +167,19 @@ def read_batches(bootstrap: str, topic: str, partition: int, start: int, end: in
                          "(an open transaction from a crashed instance? it aborts within transaction.timeout.ms)")
     finally:
         consumer.close()
+
+
+def _settled_end(bootstrap: str, topic: str, partition: int, timeout_s: float = 30.0) -> int:
+    """The end of everything written to a partition, waiting out a broker that restarts (no leader yet)."""
+    admin = admin_client(bootstrap)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return end_offsets(admin, topic, [partition])[partition]
+        except KafkaException as exc:
+            if time.monotonic() > deadline:
+                raise PulseError(f"cannot read the end of {topic}[{partition}]: {exc.args[0].str()}") from None
+            time.sleep(0.5)
 
 
 def end_offsets(admin: AdminClient, topic: str, partitions: list[int], timeout_s: float = 10.0,

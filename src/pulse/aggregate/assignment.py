@@ -4,7 +4,12 @@ group skips that), dropped when lost, reloaded after a failed transaction.
 A state handed over after its last flush committed is kept until the rebalance ends: if this instance gets the
 partition back and nobody wrote to its changelog meanwhile, the state is current and is used as it is. A group's
 rebalance revokes every partition of every member, so without this a member restores its own partitions again
-whenever another one joins, leaves or dies."""
+whenever another one joins, leaves or dies.
+
+Lookups made while the group's consumer runs a rebalance callback go through a second consumer of the same group
+(``_lookups``), never the group's own: confluent-kafka keeps one call state per client and thread, a blocking
+call on the consumer inside its own callback clears the state of the ``consume()`` that runs the callback, and
+the next callback that ``consume()`` serves (a log line, an error) then aborts the process."""
 
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ from pulse.aggregate.partition import Partition, new_partition
 from pulse.aggregate.repartition import ForwardedInput
 from pulse.aggregate.restore import Sources, restore_partitions
 from pulse.errors import PulseError
-from pulse.kafkaio import end_offsets, offsets_at, read_batches
+from pulse.kafkaio import end_offsets, lag_reader, offsets_at, read_batches
 from pulse.kafkastart import start_where_committed
 from pulse.topics import late_topic
 
@@ -33,7 +38,7 @@ Loaded = Callable[[Partition, "float | None"], None]
 class Assignment:
     def __init__(self, bootstrap: str, topic: str, changelog_topic: str, repartition_topic: str, state: StateConfig,
                  consumer: Consumer, admin: AdminClient, forwarded_in: ForwardedInput, loaded: Loaded, writer: str,
-                 start_ms: int | None = None) -> None:
+                 group: str, start_ms: int | None = None) -> None:
         """``writer``: this instance's transactional id; ``start_ms``: a partition without committed state starts
         at this record time (replay)."""
         self.bootstrap, self.topic, self.state = bootstrap, topic, state
@@ -43,6 +48,8 @@ class Assignment:
         self.states: dict[int, Partition] = {}
         self.restored_keys = 0
         self._consumer, self._admin, self._forwarded_in, self._loaded = consumer, admin, forwarded_in, loaded
+        self._group = group
+        self._lookup: Consumer | None = None  # see the module's docstring
         self._partition_count = 0  # the input topic's, read on assignment
         self._starts: dict[int, int] = {}  # partition → where it started reading without restored state
         self._kept: dict[int, tuple[Partition, int]] = {}  # handed over: its state, its changelog's end then
@@ -75,7 +82,7 @@ class Assignment:
         Otherwise one batched end-offset lookup; the topic may have been created a moment ago by the start-up
         thread, and this client's metadata may predate it, so the lookup is retried for about a second before every
         partition is restored instead (a failed first lookup would cost a whole retry backoff)."""
-        topics = self._consumer.list_topics(timeout=10).topics
+        topics = self._lookups().list_topics(timeout=10).topics
         if self.topic in topics:
             self._partition_count = len(topics[self.topic].partitions)
         if self.changelog_topic not in topics:
@@ -103,16 +110,27 @@ class Assignment:
             if st.next_offset == 0 and self.start_ms is not None:
                 fresh.append(tp)
         if fresh:
-            starts = offsets_at(consumer, self.topic, [tp.partition for tp in fresh], self.start_ms)
+            starts = offsets_at(self._lookups(), self.topic, [tp.partition for tp in fresh], self.start_ms)
             for tp in fresh:
                 tp.offset = starts[tp.partition]
-        start_where_committed(consumer, [tp for tp in partitions if tp.offset == OFFSET_STORED])
+        start_where_committed(self._lookups(), [tp for tp in partitions if tp.offset == OFFSET_STORED])
         for tp in partitions:
             self._starts[tp.partition] = tp.offset if tp.offset >= 0 or tp.offset == OFFSET_BEGINNING \
                 else OFFSET_BEGINNING
         consumer.assign(partitions)
         self.follow_forwarded()
         _LOG.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
+
+    def _lookups(self) -> Consumer:
+        """The second consumer of the group, for lookups inside rebalance callbacks (made on first use)."""
+        if self._lookup is None:
+            self._lookup = lag_reader(self.bootstrap, self._group)
+        return self._lookup
+
+    def close(self) -> None:
+        if self._lookup is not None:
+            self._lookup.close()
+            self._lookup = None
 
     def _current(self, partitions: list[int]) -> dict[int, Partition]:
         """The states kept from the handover that are assigned again and still current: their changelogs have no

@@ -155,7 +155,7 @@ class Engine:
         self.pacer = Pacer(self._consumer, cfg.topic, cfg.state.forward_wait_ms)
         self.assignment = Assignment(cfg.bootstrap, cfg.topic, cfg.changelog_topic, cfg.repartition_topic, cfg.state,
                                      self._consumer, self._admin, self._forwarded_in, self._loaded,
-                                     cfg.transactional_id, cfg.start_ms)
+                                     cfg.transactional_id, cfg.group, cfg.start_ms)
         self.policy = FlushPolicy(cfg.flush_interval_s, cfg.backlog_flush_interval_s, cfg.batch_size,
                                   cfg.flush_records, cfg.detail_interval_s, cfg.detail_flushes,
                                   cfg.user_writes_per_1000, cfg.user_floor)
@@ -208,6 +208,7 @@ class Engine:
         finally:
             self._consumer.close()  # leaves the group (revoke → flush already done above)
             self._forwarded_in.close()
+            self.assignment.close()
         return self.stats
 
     def _await_prepared(self) -> None:
@@ -327,6 +328,12 @@ class Engine:
         users_due = [EVERY_USER if complete else self.policy.users_budget(st.partition, st.counters.accepted)
                      for st in parts]
         items = Details.ALL if complete else Details.DUE if details else Details.CLOSING
+        try:
+            group_metadata = self._consumer.consumer_group_metadata()
+        except RuntimeError:  # the consumer is closing and has left its group: no transaction can carry positions
+            _LOG.info("no last flush: the consumer has left its group; the partitions' next owner redoes what this "
+                      "instance had not committed")
+            return False
         outputs = self._outputs(parts, items, users_due, now_wall, decided)
         first = next(outputs, None)
         if first is None:
@@ -336,7 +343,7 @@ class Engine:
         positions += [TopicPartition(self.cfg.repartition_topic, st.partition, st.repartition_offset)
                       for st in parts if st.repartition_offset > 0]
         try:
-            self.checkpoint.write(positions, self._consumer.consumer_group_metadata(), chain([first], outputs))
+            self.checkpoint.write(positions, group_metadata, chain([first], outputs))
         except KafkaException as exc:
             self._transaction_failed(exc.args[0])
             return False

@@ -58,11 +58,12 @@ class ChaosReport:
     follow_checked: int = 0  # window documents `pulse verify --follow` compared during the run
     follow_differences: int = -1  # the differences it found (-1: it did not catch up with the input)
     rolling_stall_s: float | None = None  # longest the aggregator committed nothing in the brokers' rolling restart
+    failures: list[str] = field(default_factory=list)  # stages that ended other than as the plan told them to
 
     @property
     def exact(self) -> bool:
         return (self.verify_ok and self.produced == self.delivered == self.in_topic == sum(self.counted.values())
-                and self.follow_checked > 0 and self.follow_differences == 0)
+                and self.follow_checked > 0 and self.follow_differences == 0 and not self.failures)
 
 
 def run_chaos(settings: Settings, rate: float, seconds: float, logs: Path,
@@ -87,6 +88,7 @@ def run_chaos(settings: Settings, rate: float, seconds: float, logs: Path,
             _follower_caught_up(port, report, say)
         finally:
             follower.stop()
+            report.failures += follower.failures
     return report
 
 
@@ -103,7 +105,8 @@ def _faults(stack: PrivateStack, env: dict[str, str], report: ChaosReport, logs:
 
     summaries = logs / "generate-summary.jsonl"
     generator = Stage(stack.env | env, logs / "generate.log", "generate", "--rate", str(report.rate), "--duration",
-                       str(report.seconds), "--no-progress", "--summary-json", str(summaries), *TRAFFIC)
+                       str(report.seconds), "--no-progress", "--summary-json", str(summaries), *TRAFFIC,
+                      ends_itself=True)
     first = Stage(stack.env | env, logs / "aggregate-a.log", "aggregate", "--instance", "chaos-a")
     writer = Stage(stack.env | env, logs / "store.log", "store")
     mark("generator, aggregator a and writer started")
@@ -146,8 +149,9 @@ def _faults(stack: PrivateStack, env: dict[str, str], report: ChaosReport, logs:
         mark("aggregator a and writer stopped")
     finally:  # on a failure too: nothing of the run is left behind
         for stage in (generator, first, writer, second):
-            if stage is not None and stage.proc.poll() is None:
+            if stage is not None:
                 stage.stop(timeout=30)
+                report.failures += stage.failures
 
 
 def _down(stack: PrivateStack, service: str, seconds: float) -> None:

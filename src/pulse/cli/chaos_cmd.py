@@ -61,6 +61,7 @@ def chaos(settings: Settings, rate: float, seconds: float, brokers: int) -> None
     if report.rolling_stall_s is not None:
         table.add_row("longest the aggregator committed nothing in the rolling restart",
                       f"{report.rolling_stall_s:.1f} s")
+    table.add_row("stages that ended unasked", "; ".join(report.failures) or "none")
     table_console().print(table)
     for at, what in report.faults:
         click.echo(f"  {at:6.1f}s  {what}")

@@ -29,9 +29,23 @@ def _serve_metrics(settings: Settings, metrics_addr: str | None) -> None:
     serve(metrics_addr, every(2.0, lambda: _writer_readiness(settings)))
 
 
-def require_es(settings: Settings) -> None:
-    if settings.es.status() not in {"green", "yellow"}:
-        raise PulseError(f"Elasticsearch is not reachable at {settings.es.display} (is the stack up? `pulse stack up`)")
+WRITER_START_PATIENCE_S = 60.0
+"""How long a writer that starts while Elasticsearch is away (restarting with it, say) waits for it."""
+
+
+def require_es(settings: Settings, patience_s: float = 0.0) -> None:
+    """Elasticsearch answers, or a one-line error; with ``patience_s``, wait that long first, saying so once."""
+    deadline = time.monotonic() + patience_s
+    said = False
+    while settings.es.status() not in {"green", "yellow"}:
+        if time.monotonic() >= deadline:
+            raise PulseError(f"Elasticsearch is not reachable at {settings.es.display} (is the stack up? "
+                             "`pulse stack up`)")
+        if not said:
+            click.echo(f"Elasticsearch is not reachable at {settings.es.display}; waiting up to "
+                       f"{patience_s:.0f} s for it", err=True)
+            said = True
+        time.sleep(1.0)
 
 
 def parse_instant(value: str) -> int:
@@ -91,7 +105,7 @@ def store(settings: Settings, topic: str, group: str, index_prefix: str, flush_i
     from pulse.topics import require_broker
 
     require_broker(settings.bootstrap)
-    require_es(settings)
+    require_es(settings, WRITER_START_PATIENCE_S)
     _serve_metrics(settings, metrics_addr)
     es = settings.es.client()
     ensure_indices(es, index_prefix)
@@ -132,7 +146,7 @@ def archive(settings: Settings, topic: str, index_prefix: str, retention_days: f
     from pulse.topics import partition_count
 
     partition_count(settings.bootstrap, topic)  # clear error if the broker or the topic is missing
-    require_es(settings)
+    require_es(settings, WRITER_START_PATIENCE_S)
     _serve_metrics(settings, metrics_addr)
     ensure_indices(settings.es.client(), index_prefix)
     cfg = ArchiveConfig(bootstrap=settings.bootstrap, es=settings.es, topic=topic, index_prefix=index_prefix,
