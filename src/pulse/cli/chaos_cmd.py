@@ -37,7 +37,8 @@ def chaos(settings: Settings, rate: float, seconds: float, brokers: int) -> None
     partitions are each SIGKILLed and restarted 30 s later, then every broker is restarted in turn (the next once
     every replica is back in sync), and the longest the aggregator committed nothing meanwhile is given (use
     --seconds 6m or more). It ends with `pulse
-    verify` exact and every delivered record counted once; exit status 1 otherwise. The private stack (own ports,
+    verify` exact, every delivered record counted once and no stage ended but as told to (a crash the drain would
+    hide); exit status 1 otherwise. The private stack (own ports,
     under PULSE_HOME/chaos) is removed at the end; logs stay in PULSE_HOME/logs/chaos-<time>/.
     """
     from pulse.bench.chaos import run_chaos
