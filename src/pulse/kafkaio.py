@@ -111,6 +111,23 @@ def read_range(bootstrap: str, topic: str, partition: int, start: int, end: int 
         yield msg.offset(), msg.key(), msg.value(), msg.timestamp()[1]
 
 
+def record_at(bootstrap: str, topic: str, partition: int, offset: int, timeout_s: float = 5.0) -> Message | None:
+    """The record at ``offset`` as written, committed or not (None if none comes within ``timeout_s``): what an
+    open transaction wrote first, say."""
+    consumer = Consumer(client_config(bootstrap, reader_settings() | {"isolation.level": "read_uncommitted"},
+                                      client="restore.consumer"))
+    try:
+        consumer.assign([TopicPartition(topic, partition, offset)])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for msg in consumer.consume(1, 0.2):
+                if msg.error() is None:
+                    return msg if msg.offset() == offset else None
+        return None
+    finally:
+        consumer.close()
+
+
 def read_messages(bootstrap: str, topic: str, partition: int, start: int, end: int | None = None,
                   timeout_s: float = 120.0, settled: bool = False) -> Iterator[Message]:
     """Yield the committed records from ``start`` up to ``end`` (or the end), as consumed messages; fails once

@@ -11,7 +11,7 @@ import time
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from pulse.aggregate.restore import Fencer, Sources, read_changelog
+from pulse.aggregate.restore import Fencer, Sources, open_writer, read_changelog
 from pulse.aggregate.transactions import WRITER_HEADER
 from pulse.kafkaio import end_offsets
 from tests.names import unique
@@ -43,6 +43,11 @@ def test_a_transaction_left_open_by_a_dead_writer_is_fenced_and_the_restore_goes
         assert died.returncode == -9, died.stderr
         # the open transaction holds read_committed readers: its timeout is 5 minutes
         assert end_offsets(admin, changelog, [0], committed=True)[0] < end_offsets(admin, changelog, [0])[0]
+        assert open_writer(bootstrap, changelog, 0) == dead  # named by the open transaction's first record
+        # an instance never fences its own id (here: the dead writer's, as if it had come back)
+        itself = Sources(bootstrap, changelog, tag, f"{tag}.repartition", f"{tag}.late", writer=dead)
+        Fencer(itself)(0)
+        assert open_writer(bootstrap, changelog, 0) == dead
 
         sources = Sources(bootstrap, changelog, tag, f"{tag}.repartition", f"{tag}.late", writer=f"{tag}-b")
         started = time.monotonic()
@@ -50,5 +55,6 @@ def test_a_transaction_left_open_by_a_dead_writer_is_fenced_and_the_restore_goes
         assert time.monotonic() - started < 30
         assert records == [(0, b"k1", b"v1")]  # the committed record; the open one was aborted
         assert end_offsets(admin, changelog, [0], committed=True)[0] == end_offsets(admin, changelog, [0])[0]
+        assert open_writer(bootstrap, changelog, 0) is None
     finally:
         admin.delete_topics([changelog])

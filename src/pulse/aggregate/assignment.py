@@ -54,13 +54,15 @@ class Assignment:
         self._starts: dict[int, int] = {}  # partition → where it started reading without restored state
         self._kept: dict[int, tuple[Partition, int]] = {}  # handed over: its state, its changelog's end then
 
-    def load_all(self, partitions: list[int], logged: set[int]) -> dict[int, Partition]:
-        """Fresh states for ``partitions``, those in ``logged`` restored from their changelogs."""
+    def load_all(self, partitions: list[int], logged: set[int], assigned: bool = True) -> dict[int, Partition]:
+        """Fresh states for ``partitions``, those in ``logged`` restored from their changelogs (``assigned``: just
+        assigned, not reloaded; see ``restore_partitions``)."""
         states = {p: new_partition(p, self.state, self._partition_count) for p in partitions}
         for p in partitions:
             if p not in logged:
                 self._announce(states[p], None, 0)
-        for done in restore_partitions([states[p] for p in partitions if p in logged], self.state, self._sources):
+        restoring = [states[p] for p in partitions if p in logged]
+        for done in restore_partitions(restoring, self.state, self._sources, assigned):
             _LOG.info("partition %d restored: %d keys in %.2fs", done.state.partition, done.keys, done.seconds)
             self._announce(done.state, done.seconds, done.keys)
         return states
@@ -185,7 +187,7 @@ class Assignment:
     def reload(self, partitions: list[int]) -> None:
         """Reload from the changelog and read the input again from there (after a failed transaction); a
         partition whose first transaction failed reads again from where it started."""
-        self.states.update(self.load_all(partitions, set(partitions)))
+        self.states.update(self.load_all(partitions, set(partitions), assigned=False))
         for p in partitions:
             st = self.states[p]
             offset = st.next_offset if st.next_offset > 0 else self._starts.get(p, OFFSET_BEGINNING)

@@ -28,7 +28,7 @@ from pulse.aggregate.partition import Partition, StateConfig, remember_recent
 from pulse.aggregate.repartition import read_forwarded
 from pulse.aggregate.transactions import WRITER_HEADER, fence
 from pulse.errors import PulseError
-from pulse.kafkaio import read_batches, read_messages, read_range, reader
+from pulse.kafkaio import admin_client, end_offsets, read_batches, read_messages, read_range, reader, record_at
 from pulse.topics import topic_exists
 
 _LOG = logging.getLogger("pulse.aggregate")
@@ -53,18 +53,19 @@ class Sources:
 class Fencer:
     """Fences, once each, the writers whose open transactions hold a restore's changelog reads.
 
-    A changelog record says which transactional id wrote it (``WRITER_HEADER``). A read that stalls short of the
-    end waits on a transaction still open; on assignment that is the previous owner's, which died mid-flush (one
-    that handed the partition over committed first). Its transaction would be aborted only after its timeout,
-    which would keep the partition dark that long; fencing its id aborts it now. A previous owner that is in fact
-    alive (a zombie the group has given up on) gets fenced, as it should be."""
+    Only a partition's new owner fences, on assignment: every live member that had the partition committed its
+    last flush before handing it over, so a transaction still open on its changelog is a dead writer's (or a
+    zombie's the group has given up on). Its transaction would be aborted only after its timeout, keeping the
+    partition dark that long; fencing its transactional id aborts it now. The writer is read from the open
+    transaction's first record (``WRITER_HEADER``), never guessed, and this instance never fences itself."""
 
     def __init__(self, sources: Sources) -> None:
         self._sources = sources
         self._lock = threading.Lock()
         self._fenced: set[str] = set()
 
-    def __call__(self, partition: int, writer: str | None) -> None:
+    def __call__(self, partition: int) -> None:
+        writer = open_writer(self._sources.bootstrap, self._sources.changelog, partition)
         if writer is None or writer == self._sources.writer:
             return
         with self._lock:
@@ -80,6 +81,21 @@ class Fencer:
                              exc.args[0].str())
 
 
+def open_writer(bootstrap: str, topic: str, partition: int) -> str | None:
+    """The transactional id of the transaction open on a partition (the first record past its last stable
+    offset names it), or None when none is open or it cannot be told."""
+    try:
+        admin = admin_client(bootstrap)
+        stable = end_offsets(admin, topic, [partition], committed=True)[partition]
+        if stable >= end_offsets(admin, topic, [partition])[partition]:
+            return None
+        first = record_at(bootstrap, topic, partition, stable)
+    except KafkaException:
+        return None
+    found = dict(first.headers() or []).get(WRITER_HEADER) if first is not None else None
+    return found.decode() if found is not None else None
+
+
 @dataclass(frozen=True)
 class Restored:
     state: Partition
@@ -87,11 +103,14 @@ class Restored:
     seconds: float  # from the start of the restore until this state was whole
 
 
-def restore_partitions(states: list[Partition], cfg: StateConfig, sources: Sources) -> Iterator[Restored]:
+def restore_partitions(states: list[Partition], cfg: StateConfig, sources: Sources,
+                       assigned: bool = True) -> Iterator[Restored]:
     """Load each of ``states`` (fresh) from its changelog partition and refill its duplicate-detection ids,
-    yielding each as it is whole."""
+    yielding each as it is whole. ``assigned``: the partitions were just assigned to this instance, which may
+    then fence a dead writer's open transaction (see :class:`Fencer`); a reload after a failed transaction may
+    come from an instance the group has already given up on, and only waits."""
     started = time.monotonic()
-    fencer = Fencer(sources)
+    fencer = Fencer(sources) if assigned else None
     with ThreadPoolExecutor(PARALLELISM, thread_name_prefix="pulse-restore") as pool:
         for i in range(0, len(states), PARALLELISM):
             group = states[i:i + PARALLELISM]
@@ -115,18 +134,14 @@ Logged = tuple[int, bytes, bytes | None]
 """A changelog record as restore takes it: offset, key, value (None: a tombstone)."""
 
 
-def read_changelog(sources: Sources, partition: int,
-                   fence_writer: Callable[[int, str | None], None] | None = None) -> list[Logged]:
+def read_changelog(sources: Sources, partition: int, held: Callable[[int], None] | None = None) -> list[Logged]:
     """The changelog partition's records, to its end once every transaction on it has ended (see ``settled``).
-    ``fence_writer`` is told the last writer seen whenever the read is held short of its end."""
-    records: list[Logged] = []
-    writer: list[str | None] = [None]
-    stalled = None if fence_writer is None else lambda: fence_writer(partition, writer[0])
-    for batch in read_batches(sources.bootstrap, sources.changelog, partition, 0, settled=True, stalled=stalled):
-        records.extend((msg.offset(), key, msg.value()) for msg in batch if (key := msg.key()) is not None)
-        found = dict(batch[-1].headers() or []).get(WRITER_HEADER)
-        writer[0] = found.decode() if found is not None else writer[0]
-    return records
+    ``held`` is told the partition whenever the read is held short of its end."""
+    stalled = None if held is None else lambda: held(partition)
+    return [(msg.offset(), key, msg.value())
+            for batch in read_batches(sources.bootstrap, sources.changelog, partition, 0, settled=True,
+                                      stalled=stalled)
+            for msg in batch if (key := msg.key()) is not None]
 
 
 def _refill_ids(st: Partition, cfg: StateConfig, sources: Sources) -> None:
