@@ -92,7 +92,10 @@ def watermarks(consumer: Consumer, topic: str, partition: int, timeout_s: float 
 
 
 _TRANSIENT = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError._UNKNOWN_PARTITION,
-              KafkaError.UNKNOWN_TOPIC_OR_PART)
+              KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT,
+              KafkaError._TIMED_OUT)
+"""Errors of a broker restarting or electing leaders: a read retries them (an aggregator restoring while its
+broker restarts waits for it, as it waits on everything else)."""
 
 
 Record = tuple[int, bytes | None, bytes | None, int]
@@ -165,7 +168,9 @@ def read_batches(bootstrap: str, topic: str, partition: int, start: int, end: in
             for msg in consumer.consume(10_000, 0.05):
                 err = msg.error()
                 if err is not None and err.code() != KafkaError._PARTITION_EOF:
-                    raise PulseError(f"reading {topic}[{partition}] failed: {err.str()}")
+                    if err.fatal() or not (err.retriable() or err.code() in _TRANSIENT):
+                        raise PulseError(f"reading {topic}[{partition}] failed: {err.str()}")
+                    continue  # the broker is away: the read waits (up to ``timeout_s`` without a record)
                 if msg.offset() >= stop:
                     done = True
                     break
