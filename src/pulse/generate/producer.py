@@ -19,16 +19,12 @@ from pulse.connect.kafka import client_config
 from pulse.errors import BrokerUnavailable, PulseError
 from pulse.generate.chaos import Record, Tag
 from pulse.generate.ledger import LedgerWriter
+from pulse.generate.outage import AckWatch
 from pulse.generate.partitioner import cached_partition, crc32_partition
 from pulse.kafkaio import QUIET_LOG
 from pulse.topics import require_broker
 
 _LOG = logging.getLogger("pulse.generate")
-
-ACK_STALL_S = 10.0
-"""Records waiting this long with none acknowledged is an outage even with every broker reachable: a quorum or
-too few in-sync replicas to take a write (``min.insync.replicas``), which librdkafka retries without a word."""
-
 
 def producer_config(bootstrap: str, client: str = "generate.producer", **overrides: object) -> dict[str, object]:
     """The producer settings Pulse uses everywhere it writes input events (``client``: the name operators' scoped
@@ -94,10 +90,7 @@ class EventProducer:
         self.ledger = ledger
         self.report = GenerateReport(requested=None)
         self._fatal: str | None = None
-        self._bootstrap = bootstrap
-        self._outage: float | None = None  # when the brokers went away (monotonic), while they are away
-        self._acked_at = time.monotonic()  # when a record was last acknowledged, or nothing was waiting
-        self._acked = 0  # records acknowledged as of _acked_at
+        self._acks = AckWatch(bootstrap, started=time.monotonic())
         # Without a ledger only failures need a Python callback: the rest are counted from the queue length.
         self._per_record = ledger is not None
         self._producer = Producer(producer_config(bootstrap, on_delivery=self._on_delivery,
@@ -111,8 +104,6 @@ class EventProducer:
             self.report.first_error = self.report.first_error or err.str()
             return
         self.report.delivered += 1
-        if self._outage is not None:
-            self._outage_over()
         if self.ledger is not None:
             kind, ts = msg.timestamp()  # type: ignore[attr-defined]
             self.ledger.delivered(msg.partition(), msg.offset(),  # type: ignore[attr-defined]
@@ -121,16 +112,8 @@ class EventProducer:
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():
             self._fatal = err.str()
-        elif err.code() == KafkaError._ALL_BROKERS_DOWN and self._outage is None:
-            self._outage = time.monotonic()
-            _LOG.warning("Kafka at %s is unreachable; waiting for it (records are kept and resent, none is dropped)",
-                         self._bootstrap)
-
-    def _outage_over(self) -> None:
-        """Called when deliveries progress again."""
-        if self._outage is not None:
-            _LOG.warning("Kafka acknowledges again after %.0fs; resuming", time.monotonic() - self._outage)
-            self._outage = None
+        elif err.code() == KafkaError._ALL_BROKERS_DOWN:
+            self._acks.all_brokers_down()
 
     def run(self, records: Iterator[Record], limits: RunLimits, clock_elapsed: Callable[[], float],
             on_progress: Callable[[GenerateReport], None] | None = None) -> GenerateReport:
@@ -163,9 +146,10 @@ class EventProducer:
                     try:
                         produce(topic, value, key, partition=partition, timestamp=send_ms)
                         break
-                    except BufferError:
+                    except BufferError:  # the queue is full: Kafka is slow or away
                         poll(0.05)
                         self._check_fatal()
+                        self._count_delivered(n)
                 n += 1
                 by_tag[tag] += 1
                 report.bytes += len(value)
@@ -198,18 +182,13 @@ class EventProducer:
         return report
 
     def _count_delivered(self, produced: int) -> None:
+        """Count what was acknowledged; say once when acknowledgements stop and once when they resume."""
         waiting = len(self._producer)
         if not self._per_record:  # else the delivery callback counts them
             self.report.delivered = produced - waiting - self.report.failed
-        now = time.monotonic()
-        if self.report.delivered > self._acked or not waiting:
-            self._acked_at, self._acked = now, self.report.delivered
-            self._outage_over()
-        elif self._outage is None and now - self._acked_at >= ACK_STALL_S:
-            self._outage = self._acked_at
-            _LOG.warning("Kafka has acknowledged none of %d records for %.0fs (brokers down, or too few replicas in "
-                         "sync to take a write); waiting (records are kept and resent, none is dropped)",
-                         waiting, now - self._acked_at)
+        line = self._acks.observe(self.report.delivered, waiting, time.monotonic())
+        if line:
+            _LOG.warning(line)
 
     def _check_fatal(self) -> None:
         if self._fatal:
@@ -224,6 +203,7 @@ class EventProducer:
                 if self._producer.flush(1.0) == 0:
                     return
                 self._check_fatal()
+                self._count_delivered(report.produced)
             except KeyboardInterrupt:
                 report.interrupted = True
                 deadline = min(deadline, time.monotonic() + 60)
