@@ -7,6 +7,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from typing import TypeVar
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -22,6 +23,8 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from pulse.connect.kafka import client_config
 from pulse.errors import PulseError
+
+T = TypeVar("T")
 
 QUIET_LOG = logging.getLogger("pulse.librdkafka")
 """Give this as a client's ``logger`` where Pulse reports errors itself (no librdkafka chatter on stderr)."""
@@ -81,13 +84,20 @@ def reader(bootstrap: str) -> Consumer:
 
 def watermarks(consumer: Consumer, topic: str, partition: int, timeout_s: float = 30.0) -> tuple[int, int]:
     """(low, high) offsets, retrying while a new topic's leader is still being elected."""
+    return _retrying(lambda: consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10),
+                     timeout_s, f"cannot read offsets of {topic}[{partition}]")
+
+
+def _retrying(lookup: Callable[[], T], timeout_s: float, failure: str) -> T:
+    """``lookup()``, retried on a broker's transient errors for up to ``timeout_s``; then ``failure: <error>``."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            return lookup()
         except KafkaException as exc:
-            if (not exc.args[0].retriable() and exc.args[0].code() not in _TRANSIENT) or time.monotonic() > deadline:
-                raise PulseError(f"cannot read offsets of {topic}[{partition}]: {exc.args[0].str()}") from None
+            err = exc.args[0]
+            if (not err.retriable() and err.code() not in _TRANSIENT) or time.monotonic() > deadline:
+                raise PulseError(f"{failure}: {err.str()}") from None
             time.sleep(0.5)
 
 
@@ -194,14 +204,8 @@ def read_batches(bootstrap: str, topic: str, partition: int, start: int, end: in
 def _settled_end(bootstrap: str, topic: str, partition: int, timeout_s: float = 30.0) -> int:
     """The end of everything written to a partition, waiting out a broker that restarts (no leader yet)."""
     admin = admin_client(bootstrap)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return end_offsets(admin, topic, [partition])[partition]
-        except KafkaException as exc:
-            if time.monotonic() > deadline:
-                raise PulseError(f"cannot read the end of {topic}[{partition}]: {exc.args[0].str()}") from None
-            time.sleep(0.5)
+    return _retrying(lambda: end_offsets(admin, topic, [partition])[partition], timeout_s,
+                     f"cannot read the end of {topic}[{partition}]")
 
 
 def end_offsets(admin: AdminClient, topic: str, partitions: list[int], timeout_s: float = 10.0,
