@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import httpx
 
 from pulse.cli.run_cmd import GENERATE_SUMMARY
 from pulse.generate.summary import read_summaries
+from pulse.polling import poll_until
 from tests.names import unique
 from tests.realworld.plain import count_records
 from tests.realworld.private_stack import PrivateStack, free_port
@@ -35,12 +35,7 @@ def children(pid: int) -> dict[str, int]:
 
 
 def wait(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}")
+    poll_until(check, timeout, what, every_s=1)
 
 
 @dataclass

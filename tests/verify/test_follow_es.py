@@ -19,6 +19,7 @@ import httpx
 import pytest
 from elasticsearch import Elasticsearch
 
+from pulse.polling import WaitFailed, poll_until
 from pulse.store.indices import alias
 from tests.names import unique
 from tests.realworld.private_stack import free_port
@@ -61,12 +62,10 @@ def _metric(port: int, name: str) -> float:
 
 
 def _wait(check: Callable[[], bool], timeout: float, what: str, log: Callable[[], str]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}:\n{log()[-3000:]}")
+    try:
+        poll_until(check, timeout, what, every_s=0.2)
+    except WaitFailed as exc:
+        raise AssertionError(f"{exc}:\n{log()[-3000:]}") from None
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from pulse.config import Settings
 from pulse.errors import PulseError
 from pulse.generate.summary import read_summaries
 from pulse.kafkaio import admin_client
+from pulse.polling import poll_until
 from pulse.stack import manager
 from pulse.stack.kafka import node_name
 from pulse.stack.leaders import busiest_leader, transaction_coordinator, under_replicated
@@ -196,15 +197,12 @@ def _broker_faults(stack: PrivateStack, env: dict[str, str],
 
 def _in_sync(admin: AdminClient, timeout_s: float = 180) -> None:
     """Wait until every replica is back in sync (a broker that cannot be asked counts as not yet)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def synced() -> bool:
         try:
-            if under_replicated(admin) == 0:
-                return
+            return under_replicated(admin) == 0
         except KafkaException:
-            pass
-        time.sleep(1)
-    raise PulseError(f"replicas were not back in sync {timeout_s:.0f} s after a broker restarted")
+            return False
+    poll_until(synced, timeout_s, "every replica back in sync after a broker restarted", every_s=1)
 
 
 def _dead(stack: PrivateStack, node: str) -> None:

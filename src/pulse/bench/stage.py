@@ -6,11 +6,10 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pulse.errors import PulseError
+from pulse.polling import poll_until
 
 CLEAN_STOPS = (0, 130)  # a stage stopped with SIGINT exits with one of these
 
@@ -72,11 +71,7 @@ class Stage:
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str, stages: list[Stage] | None = None) -> None:
     """Poll ``check`` until true; fails on timeout, or at once when one of ``stages`` has exited."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        gone = [stage for stage in stages or [] if not stage.alive]
-        if gone:
-            raise PulseError(f"{gone[0].name} exited (code {gone[0].proc.returncode}) while waiting for {what}")
-        if time.monotonic() > deadline:
-            raise PulseError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.5)
+    def gone() -> str | None:
+        return next((f"{stage.name} exited (code {stage.proc.returncode})" for stage in stages or []
+                     if not stage.alive), None)
+    poll_until(check, timeout, what, stop=gone)

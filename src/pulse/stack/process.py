@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pulse.errors import StackError
+from pulse.polling import WaitFailed, poll_until
 
 
 @dataclass(frozen=True)
@@ -137,14 +138,11 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
 def wait_until(check: Callable[[], bool], *, timeout: float, alive: Callable[[], bool], what: str,
                log_tail: Callable[[], str]) -> None:
     """Poll ``check`` until true; fail fast with the log tail if the process died, or on timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        if not alive():
-            raise StackError(f"{what} exited during start-up; last log lines:\n{log_tail()}")
-        time.sleep(0.5)
-    raise StackError(f"{what} did not become healthy within {timeout:.0f}s; last log lines:\n{log_tail()}")
+    try:
+        poll_until(check, timeout, f"{what} to become healthy",
+                   stop=lambda: None if alive() else f"{what} exited during start-up")
+    except WaitFailed as exc:
+        raise StackError(f"{exc}; last log lines:\n{log_tail()}") from None
 
 
 def interrupt(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
