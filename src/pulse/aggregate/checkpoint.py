@@ -171,15 +171,18 @@ class Checkpoint:
             send(topics.decisions, decision, None, p)
 
     def _produce_all(self, topic: str, p: int, records: Iterable[tuple[bytes, bytes | None]],
-                     headers: list[tuple[str, bytes]] | None = None) -> None:
+                     first_headers: list[tuple[str, bytes]] | None = None) -> None:
         """A flush writes tens of thousands of these: produce directly (a wrapper call per record costs ~0.5 us
-        of ~2.5), and wait for room only when the producer's queue is full."""
+        of ~2.5), and wait for room only when the producer's queue is full. ``first_headers`` go on the first
+        record only: a transaction's first record on a partition is all a new owner reads of it."""
         produce, poll = self._producer.produce, self._producer.poll
+        headers = first_headers
         for n, (key, value) in enumerate(records, 1):
             try:
                 produce(topic, value, key, p, headers=headers)
             except BufferError:
                 self._send(topic, value, key, p, headers)
+            headers = None
             if n % DELIVERY_POLL_EVERY == 0:
                 poll(0)  # frees the records delivered so far: the producer holds each one until its report is served
 

@@ -30,9 +30,9 @@ OUTAGE_PATIENCE_S = 600.0
 PRODUCER_CLIENT = "aggregate.producer"
 
 WRITER_HEADER = "pulse.writer"
-"""On changelog records: the transactional id that wrote them. A partition's new owner whose restore waits on a
-transaction its dead predecessor left open fences that id (:func:`fence`), so the broker aborts the transaction
-at once rather than after its timeout."""
+"""On the first changelog record of each partition in each transaction: the transactional id that wrote it. A
+partition's new owner whose restore waits on a transaction its dead predecessor left open fences that id
+(:func:`fence`), so the broker aborts the transaction at once rather than after its timeout."""
 
 
 def producer_settings(transactional_id: str, transaction_timeout_ms: int) -> dict[str, object]:
