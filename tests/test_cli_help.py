@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import socket
-
 import click
 import pytest
 from click.testing import CliRunner
 
 from pulse.cli.main import cli
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from pulse.stack.private import free_port
 
 
 def _command_paths(group: click.Group, ctx: click.Context, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -29,7 +22,7 @@ def _command_paths(group: click.Group, ctx: click.Context, prefix: tuple[str, ..
 
 
 def test_every_command_has_help_with_the_stack_down(monkeypatch: pytest.MonkeyPatch) -> None:
-    dead = str(_free_port())  # nothing listens here
+    dead = str(free_port())  # nothing listens here
     monkeypatch.setenv("PULSE_KAFKA_PORT", dead)
     monkeypatch.setenv("PULSE_ES_PORT", dead)
     monkeypatch.delenv("PULSE_BOOTSTRAP", raising=False)

@@ -21,12 +21,13 @@ from elasticsearch import Elasticsearch
 from pulse.aggregate.config import StateConfig
 from pulse.events.schema import Event
 from pulse.events.validate import validate
+from pulse.stack.private import free_port
 from pulse.stack.process import interrupt
 from pulse.store import query
 from pulse.verify.source import topic_rows
 from tests.aggregate.harness import run_aggregator_until_idle, run_store, start_aggregator
 from tests.cli_helpers import run_pulse
-from tests.dashboard.test_dashboard_errors import _first_answer, _free_port
+from tests.dashboard.test_dashboard_errors import _first_answer
 from tests.names import unique
 from tests.realworld.plain import count_records, headers_of, now_ms, produce
 
@@ -48,7 +49,7 @@ def _dashboard_shows_the_revisions(es_url: str, prefix: str, now: int, events: d
     """The dashboard's API over the ten minutes replayed from two hours ago: every event there came late, so each
     window's total is the distinct history events in it, all of them "+N late events", and its revisions add up
     to that."""
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ) | {"PULSE_ES_URL": es_url, "PULSE_INDEX_PREFIX": prefix}
     proc = subprocess.Popen([sys.executable, "-m", "pulse", "dashboard", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)

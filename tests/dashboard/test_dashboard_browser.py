@@ -13,7 +13,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from selenium.webdriver.support.ui import Select
 from pulse.aggregate.config import StateConfig
 from pulse.aggregate.model import FUNNEL, QUANTILES, SKETCH_ACCURACY, SKETCHED, quantile_name, sketch_field
 from pulse.config import Settings
+from pulse.stack.private import free_port
 from pulse.stack.process import interrupt
 from pulse.store import query
 from pulse.store.indices import alias
@@ -105,19 +105,13 @@ def _expected(ref: Expected, start: int, end: int, dim: str | None = None, value
                  errors / events if errors is not None and events else None, users, top)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def pipeline(es_url: str, bootstrap: str) -> Iterator[Pipeline]:
     tag = unique("dash")[len("dash-"):]
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ) | {"PULSE_TOPIC": f"dash-{tag}", "PULSE_GROUP": f"dash-{tag}",
                               "PULSE_INDEX_PREFIX": f"d{tag}", "PULSE_DASHBOARD_PORT": str(port),
-                              "PULSE_COLLECT_PORT": str(_free_port()),
+                              "PULSE_COLLECT_PORT": str(free_port()),
                               "PULSE_GEN_RATE": "300", "PULSE_USER_MAX_DELAY": f"{USER_MAX_DELAY_S}s",
                               "PULSE_RUN_VERIFY": "true",
                               # late records up to 15 s beyond the grace: windows settle sooner (see SETTLED_MS)

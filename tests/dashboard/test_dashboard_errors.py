@@ -4,21 +4,15 @@ tokens."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 
 import httpx
 
+from pulse.stack.private import free_port
 from pulse.stack.process import interrupt
 from tests.cli_helpers import one_line_error, run_pulse
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _first_answer(proc: subprocess.Popen[bytes], url: str) -> httpx.Response:
@@ -33,7 +27,7 @@ def _first_answer(proc: subprocess.Popen[bytes], url: str) -> httpx.Response:
 
 
 def test_unreachable_elasticsearch_is_a_503_with_a_reason_and_a_taken_port_one_line() -> None:
-    port = _free_port()
+    port = free_port()
     # nothing listens on port 9; the password written into the URL must never be shown
     env = dict(os.environ) | {"PULSE_ES_URL": "http://pulse:s3cr3t-pw@127.0.0.1:9"}
     proc = subprocess.Popen([sys.executable, "-m", "pulse", "dashboard", "--port", str(port)], env=env,
@@ -52,7 +46,7 @@ def test_unreachable_elasticsearch_is_a_503_with_a_reason_and_a_taken_port_one_l
 
 
 def test_host_check_security_headers_and_a_cap_on_live_streams() -> None:
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ) | {"PULSE_ES_URL": "http://127.0.0.1:9"}
     proc = subprocess.Popen([sys.executable, "-m", "pulse", "dashboard", "--port", str(port), "--max-streams", "1",
                              "--allowed-hosts", "pulse.internal"], env=env, stdout=subprocess.DEVNULL,
@@ -86,9 +80,9 @@ def test_host_check_security_headers_and_a_cap_on_live_streams() -> None:
 
 
 def test_read_tokens_guard_every_page_and_call_and_a_public_address_needs_them() -> None:
-    exposed = run_pulse("dashboard", "--host", "0.0.0.0", "--port", str(_free_port()))
+    exposed = run_pulse("dashboard", "--host", "0.0.0.0", "--port", str(free_port()))
     assert "without read tokens" in one_line_error(exposed)
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ) | {"PULSE_ES_URL": "http://127.0.0.1:9",
                               "PULSE_DASHBOARD_TOKENS": "team-token-1,ops-token-2"}
     proc = subprocess.Popen([sys.executable, "-m", "pulse", "dashboard", "--port", str(port)], env=env,

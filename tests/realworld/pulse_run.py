@@ -16,7 +16,7 @@ import httpx
 
 from pulse.cli.run_cmd import GENERATE_SUMMARY
 from pulse.generate.summary import read_summaries
-from pulse.polling import poll_until
+from pulse.polling import WaitFailed, poll_until
 from tests.names import unique
 from tests.realworld.plain import count_records
 from tests.realworld.private_stack import PrivateStack, free_port
@@ -74,7 +74,11 @@ class Run:
     def progresses(self, by: int, timeout: float, what: str) -> None:
         """Wait until the aggregator accepts ``by`` more records."""
         before = self.accepted()
-        wait(lambda: self.accepted() > before + by, timeout, what)
+        try:
+            wait(lambda: self.accepted() > before + by, timeout, what)
+        except WaitFailed as exc:
+            raise AssertionError(f"{exc} (accepted {before:,}, then {self.accepted():,})\n"
+                                 f"== aggregate.log\n{self.stage_log('aggregate', 80)}") from None
 
     def pulse_env(self) -> dict[str, str]:
         return {k: v for k, v in self.env.items() if k.startswith("PULSE_")}

@@ -4,6 +4,7 @@ stop and restart services, so that they stop only what they started (`pulse chao
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -15,23 +16,36 @@ from dataclasses import dataclass
 from pulse.config import Settings
 from pulse.errors import StackError
 from pulse.stack import manager
-from pulse.stack.process import port_in_use
 from pulse.stack.secure import SecureMaterial
+
+PRIVATE_PORTS = range(20_000, 32_000)
+"""Where private services' ports are drawn: below Linux's ephemeral range (32768-60999), where every outgoing
+connection takes its local port, so a port found free there could be taken before a slow server binds it."""
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port on 127.0.0.1 nothing holds now, for a server to listen on."""
+    return free_ports(1)
 
 
 def free_ports(count: int) -> int:
     """The first of ``count`` consecutive free ports (a cluster's nodes take consecutive ports)."""
-    for _ in range(100):
-        first = free_port()
-        if first + count < 65536 and not any(port_in_use(first + i) for i in range(1, count)):
+    draw = random.SystemRandom().randrange
+    for _ in range(200):
+        first = draw(PRIVATE_PORTS.start, PRIVATE_PORTS.stop - count)
+        if all(_bindable(first + i) for i in range(count)):
             return first
-    raise StackError(f"no {count} consecutive free ports on 127.0.0.1")
+    raise StackError(f"no {count} consecutive free ports on 127.0.0.1 in {PRIVATE_PORTS.start}-{PRIVATE_PORTS.stop}")
+
+
+def _bindable(port: int) -> bool:
+    """Nothing listens on the port, nor uses it as a connection's local end (which a listener cannot share)."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 @dataclass(frozen=True)
