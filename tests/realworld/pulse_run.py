@@ -77,8 +77,8 @@ class Run:
         try:
             wait(lambda: self.accepted() > before + by, timeout, what)
         except WaitFailed as exc:
-            raise AssertionError(f"{exc} (accepted {before:,}, then {self.accepted():,})\n"
-                                 f"== aggregate.log\n{self.stage_log('aggregate', 80)}") from None
+            logs = "".join(f"\n== {stage}.log\n{self.stage_log(stage, 60)}" for stage in ("aggregate", "store"))
+            raise AssertionError(f"{exc} (accepted {before:,}, then {self.accepted():,}){logs}") from None
 
     def pulse_env(self) -> dict[str, str]:
         return {k: v for k, v in self.env.items() if k.startswith("PULSE_")}
