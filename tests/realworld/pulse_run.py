@@ -117,7 +117,9 @@ def assert_delivered_and_exact(run: Run) -> None:
     runs = _summaries(run.stack)[run.summaries_before:]
     delivered, produced = (sum(int(r[n]) for r in runs) for n in ("delivered", "produced"))  # type: ignore[call-overload]
     assert delivered == produced > 0, runs
-    assert count_records(run.stack.env["PULSE_BOOTSTRAP"], run.env["PULSE_TOPIC"], run.stack.kafka_client) == delivered
+    held = count_records(run.stack.env["PULSE_BOOTSTRAP"], run.env["PULSE_TOPIC"], run.stack.kafka_client)
+    assert held == delivered, (f"the topic holds {held:,} records, the generator counted {delivered:,} delivered",
+                               runs, run.stage_log("generate", 30))
     for verb in ("aggregate", "store"):
         drained = run.stack.pulse(verb, "--exit-when-idle", "2", **run.pulse_env())
         assert drained.returncode == 0, drained.stderr[-2000:]

@@ -85,6 +85,9 @@ def step(settings: Settings, records: int, log: Path, workers: int, crc32_keys: 
         report = json.loads(out)
     except ValueError:
         raise PulseError(f"`pulse verify` printed no report (exit {proc.returncode}); see {log}") from None
+    if not report["ok"]:  # what differed, for the log the failure points to
+        with log.open("a") as f:
+            f.write(json.dumps(report, indent=1)[:20_000] + "\n")
     es = settings.es.client()
     es.indices.delete(index=f"{prefix}-*", ignore_unavailable=True, expand_wildcards="all")
     es.options(ignore_status=404).indices.delete_index_template(name=f"{prefix}-*")
