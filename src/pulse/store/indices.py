@@ -195,6 +195,9 @@ def _create(es: Elasticsearch, index: str, **body: Any) -> bool:
     except BadRequestError as exc:
         if exc.error != "resource_already_exists_exception":
             raise
+        # the other process's create may still be starting the primary shard: reads of the index fail with 503
+        # (no_shard_available_action_exception) until it is up
+        es.cluster.health(index=index, wait_for_status="yellow", timeout="30s")
         return False
     return True
 
