@@ -67,6 +67,23 @@ def dead_letter_settings() -> dict[str, object]:
     return {"enable.idempotence": True, "acks": "all", "message.timeout.ms": 0, "logger": QUIET_LOG}
 
 
+class ShutdownPatience:
+    """How long a stopping writer keeps retrying: `SHUTDOWN_PATIENCE_S` from the moment it saw the stop, not from
+    the start of the outage, so that a stop arriving just as Elasticsearch returns still gets its retries."""
+
+    def __init__(self, patience_s: float = SHUTDOWN_PATIENCE_S) -> None:
+        self.patience_s = patience_s
+        self._stop_seen: float | None = None
+
+    def exhausted(self, stopping: bool, now: float) -> bool:
+        """Give up? Asked after each failed attempt; never on the attempt that first sees the stop."""
+        if not stopping:
+            return False
+        if self._stop_seen is None:
+            self._stop_seen = now
+        return now - self._stop_seen > self.patience_s
+
+
 class BulkSink:
     def __init__(self, es: Elasticsearch, bootstrap: str, dlq_topic: str, stats: SinkStats, component: str) -> None:
         self.es, self.stats, self.dlq_topic = es, stats, dlq_topic
@@ -81,8 +98,8 @@ class BulkSink:
 
     def write(self, ops: list[BulkOp], stopping: Callable[[], bool] = lambda: False) -> None:
         """Write every op: returns once each one succeeded, was stale, or was dead-lettered (or raises once
-        ``stopping`` and Elasticsearch kept failing for `SHUTDOWN_PATIENCE_S`)."""
-        todo, delay, outage_started = ops, 0.2, None
+        ``stopping`` and Elasticsearch kept failing for `SHUTDOWN_PATIENCE_S` after the stop was asked)."""
+        todo, delay, outage_started, patience = ops, 0.2, None, ShutdownPatience()
         while todo:
             try:
                 todo = self._bulk(todo)
@@ -94,14 +111,14 @@ class BulkSink:
                 outage_started = time.monotonic()
                 _LOG.warning("Elasticsearch did not take %d documents (%s); retrying with backoff", len(todo),
                              self.stats.last_error)
+            if patience.exhausted(stopping(), time.monotonic()):
+                raise PulseError(f"Elasticsearch still failing after {SHUTDOWN_PATIENCE_S:.0f}s at shutdown "
+                                 f"({self.stats.last_error}): the documents not taken stay in Kafka, uncommitted, "
+                                 f"for the next run")
             self.stats.retries += 1
             self._retries.inc()
             self._wait(delay)
             delay = min(delay * 2, 10.0)
-            if stopping() and time.monotonic() - outage_started > SHUTDOWN_PATIENCE_S:
-                raise PulseError(f"Elasticsearch still failing after {SHUTDOWN_PATIENCE_S:.0f}s at shutdown "
-                                 f"({self.stats.last_error}): the documents not taken stay in Kafka, uncommitted, "
-                                 f"for the next run")
         if outage_started is not None:
             self.stats.outage_s += time.monotonic() - outage_started
             _LOG.info("Elasticsearch took them after %.1fs", time.monotonic() - outage_started)
