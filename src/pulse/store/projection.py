@@ -82,6 +82,7 @@ class Projection(Generic[S]):
         self._in_flight: deque[_InFlight] = deque()  # oldest first
         self._halt = threading.Event()  # the loop ended without a final flush: the worker gives up in time
         self._commits_failing_since: float | None = None  # monotonic, while commits fail
+        self._committed: dict[tuple[str, int], int] = {}  # what this instance last committed
         self.heartbeat = Heartbeat(bootstrap, component)
 
     # -- what subclasses provide --------------------------------------------------------------------------------
@@ -169,9 +170,18 @@ class Projection(Generic[S]):
                 self._commits_failing_since = time.monotonic()
                 _LOG.warning("offsets not committed (%s); later flushes commit them", err.str())
             return
+        self._committed |= {(tp.topic, tp.partition): tp.offset for tp in positions}
         if self._commits_failing_since is not None:
             _LOG.warning("offsets committed again after %.0fs", time.monotonic() - self._commits_failing_since)
             self._commits_failing_since = None
+
+    def _commit_passed(self) -> None:
+        """With every record read so far written, commit positions that moved past records which gave no
+        document: above all an aborted transaction, whose records a read_committed consumer skips. Otherwise a
+        quiet source whose last transaction was aborted would never be committed to its end (its lag would stay,
+        and `--exit-when-idle` would wait for ever)."""
+        moved = [tp for tp in self._positions() if self._committed.get((tp.topic, tp.partition)) != tp.offset]
+        self._commit(moved)
 
     def on_tick(self) -> None:
         """Housekeeping before each poll (e.g. retention)."""
@@ -217,6 +227,8 @@ class Projection(Generic[S]):
             self._in_flight.append(_InFlight(self._writer.submit(self._write, requests, stop), positions))
         if final or settle:
             self._settle()
+        if not requests and not self._in_flight:
+            self._commit_passed()
         if final:
             self.finished()
         if final or self.heartbeat.due():
