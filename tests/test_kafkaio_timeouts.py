@@ -7,10 +7,10 @@ import socket
 import threading
 
 import pytest
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
-from pulse.kafkaio import end_offsets
+from pulse.kafkaio import end_offsets, transient
 
 
 def test_end_offsets_from_a_broker_that_never_answers_raise_kafka_exception() -> None:
@@ -40,3 +40,16 @@ def test_end_offsets_from_a_broker_that_never_answers_raise_kafka_exception() ->
         for conn in held:
             conn.close()
         silent.close()
+
+
+@pytest.mark.parametrize("code", [KafkaError._DESTROY_BROKER, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
+                                  KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError._TIMED_OUT])
+def test_what_a_restarting_broker_answers_is_waited_out(code: int) -> None:
+    """The errors a rolling restart showed (a request in flight to a broker that left the metadata ended an
+    aggregator's restore) are retried, not raised."""
+    assert transient(KafkaError(code))
+
+
+@pytest.mark.parametrize("code", [KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError._INVALID_ARG])
+def test_what_waiting_cannot_fix_is_raised(code: int) -> None:
+    assert not transient(KafkaError(code))

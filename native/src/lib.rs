@@ -463,6 +463,14 @@ impl Partition {
         self.route(offset, || Ok(key), value, &e, record_ts)
     }
 
+    /// Move the input position to `offset`, past records the consumer skipped without returning them (transaction
+    /// markers, aborted transactions): only ever forward, and only to where the consumer has really read.
+    fn skip_to(&mut self, offset: i64) -> PyResult<()> {
+        self.ready()?;
+        self.st.skip_to(offset);
+        Ok(())
+    }
+
     /// Dead-letter one record that Python's validator rejected (with its typed reason).
     fn reject(&mut self, offset: i64, key: PyObject, value: PyObject, reason: String, detail: String) -> PyResult<()> {
         self.ready()?;

@@ -273,6 +273,15 @@ impl State {
         self.pos.processed += 1;
     }
 
+    /// The consumer passed `offset` without a record to route: transaction markers and the records of aborted
+    /// transactions, which a read_committed consumer never returns. Not input activity (the idle rule).
+    pub fn skip_to(&mut self, offset: i64) {
+        if offset > self.pos.next_offset {
+            self.pos.next_offset = offset;
+            self.pos.dirty = true;
+        }
+    }
+
     /// Before routing the repartition topic's record at `offset` (a record or a watermark another partition
     /// sent here). Not counted in `processed`, which says whether the partition's own input is active.
     pub fn begin_forwarded(&mut self, offset: i64) {

@@ -96,19 +96,20 @@ def _retrying(lookup: Callable[[], T], timeout_s: float, failure: str) -> T:
             return lookup()
         except KafkaException as exc:
             err = exc.args[0]
-            if not _transient(err) or time.monotonic() > deadline:
+            if not transient(err) or time.monotonic() > deadline:
                 raise PulseError(f"{failure}: {err.str()}") from None
             time.sleep(0.5)
 
 
 _TRANSIENT = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError._UNKNOWN_PARTITION,
               KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT,
-              KafkaError._TIMED_OUT)
+              KafkaError._TIMED_OUT, KafkaError._DESTROY_BROKER)
 """Errors of a broker restarting or electing leaders: a read retries them (an aggregator restoring while its
-broker restarts waits for it, as it waits on everything else)."""
+broker restarts waits for it, as it waits on everything else). _DESTROY_BROKER: a request in flight to a broker
+that left the cluster's metadata while it restarted."""
 
 
-def _transient(err: KafkaError) -> bool:
+def transient(err: KafkaError) -> bool:
     """Whether a read or lookup that met ``err`` should wait and try again (see ``_TRANSIENT``)."""
     return not err.fatal() and (err.retriable() or err.code() in _TRANSIENT)
 
@@ -183,7 +184,7 @@ def read_batches(bootstrap: str, topic: str, partition: int, start: int, end: in
             for msg in consumer.consume(10_000, 0.05):
                 err = msg.error()
                 if err is not None and err.code() != KafkaError._PARTITION_EOF:
-                    if not _transient(err):
+                    if not transient(err):
                         raise PulseError(f"reading {topic}[{partition}] failed: {err.str()}")
                     continue  # the broker is away: the read waits (up to ``timeout_s`` without a record)
                 if msg.offset() >= stop:

@@ -219,6 +219,7 @@ class Engine:
     def _at_end(self) -> bool:
         """Every owned partition read to its end as last fetched."""
         self._routed()
+        self.positions.skip_passed(self.states)
         return self.positions.at_end(self.states)
 
     def _fetched_to_end(self) -> bool:
@@ -307,6 +308,7 @@ class Engine:
         keep routing (see :meth:`_flush_drained`)."""
         if only is None:
             self._routed()
+            self.positions.skip_passed(self.states)
         self._settle()
         self._await_prepared()
         self.checkpoint.ready()

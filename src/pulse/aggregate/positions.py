@@ -53,6 +53,23 @@ class ReadPositions:
         return [(tp.partition, max(tp.offset, 0), self._consumer.get_watermark_offsets(tp, cached=True)[1])
                 for tp in positions]
 
+    def skip_passed(self, states: dict[int, Partition]) -> None:
+        """Move each owned partition's input position up to the consumer's, past what a read_committed consumer
+        passes without returning: transaction markers and aborted transactions. Without this, input from a
+        transactional producer would never be read "to its end" (each transaction ends in a marker), so its
+        committed position, the idle rule and `--exit-when-idle` would all wait for a record that never comes.
+
+        ``states`` are settled: every record consumed is routed. The consumer's position moves past a marker only
+        once the records before it were returned, and an assignment or a seek back (a reload) resets it before
+        they return (tests/aggregate/test_positions_kafka.py holds librdkafka to both), so it is never ahead of
+        a record not yet routed."""
+        if not states:
+            return
+        for tp in self._consumer.position([TopicPartition(self.topic, p) for p in states]):
+            st = states[tp.partition]
+            if tp.offset > st.next_offset:
+                st.skip_to(tp.offset)
+
     def fetched_to_end(self, partitions: list[int]) -> bool:
         """Every one of ``partitions`` consumed up to its end as last fetched."""
         positions = self.read(partitions)
