@@ -34,6 +34,10 @@ from pulse.events.deadletter import letter_headers
 _LOG = logging.getLogger("pulse.aggregate")
 
 DEAD_LETTER_BYTES = 64 * 1024
+RENEWALS_PER_10_MIN = 10
+"""Producers replaced before the aggregator ends as fenced by a twin: two instances with one transactional id fence
+each other at every flush, so they pass this within a minute or two, while a rolling restart of a cluster costs a
+few (each broker that holds a transaction past its timeout fences it)."""
 """A dead letter keeps at most this much of its record (an input record can be up to the topic's limit, and the
 dead letter's headers and batch must fit under the same limit); the rest is described by headers."""
 
@@ -130,15 +134,19 @@ class Checkpoint:
         An abortable error (a rebalance, say) is aborted. A producer whose call timed out or failed for good (a
         broker restart: librdkafka can keep asking a coordinator that is gone, and the broker fences a transaction
         that outlived its timeout) is replaced: the new one's ``init_transactions`` ends whatever the old one left
-        open. A few times at most, since an instance fenced by another one with the same transactional id would
-        only fence it back."""
+        open. An abort that fails that way too is handled the same. `RENEWALS_PER_10_MIN` at most, since an instance
+        fenced by another one with the same transactional id would only fence it back."""
         if err.txn_requires_abort() and not err.fatal():
             _LOG.warning("transaction failed (%s); aborting it and reloading state from the changelog", err.str())
-            patiently(lambda: self._producer.abort_transaction(60), "abort the transaction")
-        elif err.fatal() or err.retriable() or err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED):
+            try:
+                patiently(lambda: self._producer.abort_transaction(60), "abort the transaction")
+                return
+            except KafkaException as exc:  # the abort failed too: the broker fenced the transaction meanwhile
+                err = exc.args[0]
+        if err.fatal() or err.retriable() or err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED):
             now = time.monotonic()
             self._renewals = [t for t in self._renewals if now - t < 600] + [now]
-            if len(self._renewals) > 3:
+            if len(self._renewals) > RENEWALS_PER_10_MIN:
                 raise PulseError(f"this aggregator was fenced ({err.str()}): another instance uses transactional "
                                  f"id {self._transactional_id}; give each instance its own --instance")
             _LOG.warning("transaction failed (%s); starting a new producer and reloading state from the changelog",
