@@ -5,6 +5,8 @@ still read each partition to its end: commit past the markers, stop a batch run,
 
 from __future__ import annotations
 
+import json
+
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -19,17 +21,19 @@ PARTITIONS = 4
 ONLY_ABORTED = 3  # a partition that never gets a committed record: just an aborted transaction and its marker
 
 
-def _write_in_transactions(bootstrap: str, topic: str) -> list[dict]:
-    """Committed and aborted transactions, ending in an aborted one; returns the committed events."""
+def _write_in_transactions(bootstrap: str, topic: str, partitions: int = PARTITIONS,
+                           committed_to: int = ONLY_ABORTED) -> list[dict]:
+    """Committed and aborted transactions, ending in an aborted one; committed events go to the first
+    ``committed_to`` partitions; returns the committed events."""
     producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": unique("upstream-app")})
     producer.init_transactions(30)
-    base, committed = now_ms() - 120_000, []
+    base, committed = now_ms() - 300_000, []
     for t, commit in enumerate((True, False, True, True, False)):
-        events = [event(n, base + 50 * n) if commit else event(n, base + 50 * n, user_id=f"ghost{n}")
+        events = [event(n, base + 200 * n) if commit else event(n, base + 200 * n, user_id=f"ghost{n}")
                   for n in range(200 * t, 200 * t + 200)]
         producer.begin_transaction()
         for n, e in enumerate(events):  # partitions chosen as an app's own partitioner would
-            partition = n % ONLY_ABORTED if commit else n % PARTITIONS
+            partition = n % committed_to if commit else n % partitions
             producer.produce(topic, orjson.dumps(e), e["user_id"].encode(), partition)
         producer.flush(30)
         if commit:
@@ -63,5 +67,22 @@ def test_input_from_a_transactional_producer_is_read_to_its_end(bootstrap, es_ur
     assert users == {e["user_id"] for e in committed}  # no event of an aborted transaction counted
 
     run_store(topic, group, index_prefix)
-    verify = run_pulse("verify", "--topic", topic, "--group", group, "--index-prefix", index_prefix)
+    where = ("--topic", topic, "--group", group, "--index-prefix", index_prefix)
+    verify = run_pulse("verify", *where)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+
+def test_windows_up_to_a_time_are_reached_on_input_that_ends_in_markers(bootstrap, es_url, new_topic,
+                                                                        index_prefix) -> None:
+    """`pulse verify --to`: the aggregator's last decisions sit past the markers, where no record comes to apply
+    them in the walk; the walk applies them once its input has run out."""
+    topic, group = new_topic(partitions=3, prefix="txto"), unique("g")
+    committed = _write_in_transactions(bootstrap, topic, partitions=3, committed_to=3)
+    run_aggregator_until_idle(topic, group, timeout=120)
+    run_store(topic, group, index_prefix)
+    until = (committed[-1]["ts"] - 60_000) // 10_000 * 10_000  # well behind the newest event, less the grace
+    bounded = run_pulse("verify", "--topic", topic, "--group", group, "--index-prefix", index_prefix,
+                        "--to", str(until), "--json")
+    assert bounded.returncode == 0, bounded.stdout + bounded.stderr
+    assert json.loads(bounded.stdout)["range"]["compared_up_to"] == until

@@ -217,6 +217,14 @@ impl VerifyWalk {
         self.decide(py, Some(self.position)) // the decisions taken once the input was read up to here
     }
 
+    /// The input was read up to `offset` (exclusive): no record before it is still to come, including what a
+    /// read_committed reader passes without a record (transaction markers, aborted records), where the
+    /// aggregator's decisions can sit. Applies the decisions taken up to there.
+    fn read_to(&mut self, py: Python<'_>, offset: i64) -> PyResult<()> {
+        self.position = self.position.max(offset);
+        self.decide(py, Some(self.position))
+    }
+
     /// The end of the input: every decision left, and what was forwarded but not taken yet.
     fn close(&mut self, py: Python<'_>) -> PyResult<()> {
         self.decide(py, None)?;

@@ -34,12 +34,13 @@ from pulse.events.deadletter import letter_headers
 _LOG = logging.getLogger("pulse.aggregate")
 
 DEAD_LETTER_BYTES = 64 * 1024
+"""A dead letter keeps at most this much of its record (an input record can be up to the topic's limit, and the
+dead letter's headers and batch must fit under the same limit); the rest is described by headers."""
+
 RENEWALS_PER_10_MIN = 10
 """Producers replaced before the aggregator ends as fenced by a twin: two instances with one transactional id fence
 each other at every flush, so they pass this within a minute or two, while a rolling restart of a cluster costs a
 few (each broker that holds a transaction past its timeout fences it)."""
-"""A dead letter keeps at most this much of its record (an input record can be up to the topic's limit, and the
-dead letter's headers and batch must fit under the same limit); the rest is described by headers."""
 
 DELIVERY_POLL_EVERY = 10_000
 """A flush serves its delivery reports every this many records it writes, so that the producer lets go of the ones

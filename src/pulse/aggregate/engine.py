@@ -263,6 +263,7 @@ class Engine:
         partition waits for the next batch)."""
         if self.checkpoint.committing:
             return
+        self.positions.skip_passed({p: st for p, st in self.states.items() if not st.busy})  # settled ones
         drained = []
         for p, position, high in self.positions.read(list(self.states)):
             st = self.states.get(p)

@@ -96,10 +96,12 @@ class BulkSink:
         self._dlq = Producer(client_config(bootstrap, dead_letter_settings(),
                                            client=f"{component.split(':')[0]}.producer"))
 
-    def write(self, ops: list[BulkOp], stopping: Callable[[], bool] = lambda: False) -> None:
+    def write(self, ops: list[BulkOp], stopping: Callable[[], bool] = lambda: False,
+              patience: ShutdownPatience | None = None) -> None:
         """Write every op: returns once each one succeeded, was stale, or was dead-lettered (or raises once
-        ``stopping`` and Elasticsearch kept failing for `SHUTDOWN_PATIENCE_S` after the stop was asked)."""
-        todo, delay, outage_started, patience = ops, 0.2, None, ShutdownPatience()
+        ``stopping`` and Elasticsearch kept failing for `SHUTDOWN_PATIENCE_S` after the stop was asked;
+        ``patience``: one shared by the requests of a flush, so that a stop waits that long once, not per request)."""
+        todo, delay, outage_started, patience = ops, 0.2, None, patience or ShutdownPatience()
         while todo:
             try:
                 todo = self._bulk(todo)

@@ -29,7 +29,7 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from pulse.connect.elasticsearch import EsConnection
 from pulse.connect.kafka import client_config
 from pulse.kafkaio import QUIET_LOG, admin_client, group_caught_up, outage_log
-from pulse.store.bulk import BulkOp, BulkSink, SinkStats
+from pulse.store.bulk import BulkOp, BulkSink, ShutdownPatience, SinkStats
 from pulse.store.heartbeat import Heartbeat
 
 S = TypeVar("S", bound=SinkStats)
@@ -188,8 +188,9 @@ class Projection(Generic[S]):
 
     def _write(self, requests: list[list[BulkOp]], stop: threading.Event | None) -> None:
         """On the worker thread: every request, then what the subclass does once they are written."""
+        patience = ShutdownPatience()
         for ops in requests:
-            self._sink.write(ops, lambda: self._halt.is_set() or (stop is not None and stop.is_set()))
+            self._sink.write(ops, lambda: self._halt.is_set() or (stop is not None and stop.is_set()), patience)
         self.written(requests)
 
     def _settle(self, wait: bool = True, keep: int = 0) -> None:
@@ -213,13 +214,17 @@ class Projection(Generic[S]):
         self._consumer.pause(assignment)
         try:
             while not written.done():
-                self._consumer.poll(0.1)  # stays in the group; paused partitions fetch nothing
+                msg = self._consumer.poll(0.1)  # stays in the group; paused partitions fetch nothing
+                if msg is not None and msg.error() is None:  # from a partition assigned meanwhile: not paused
+                    self.add(msg)
+                    self.stats.consumed += 1
         finally:
             self._consumer.resume(assignment)
 
     def flush(self, stop: threading.Event | None = None, final: bool = False, settle: bool = False) -> None:
         """Hand what is pending to a worker (waiting for one to be free); ``final`` or ``settle``: and wait until
         every flush is written."""
+        consumed = self.stats.consumed  # what the requests taken now cover
         requests = self.take()
         if requests:
             positions = self._positions()
@@ -227,7 +232,7 @@ class Projection(Generic[S]):
             self._in_flight.append(_InFlight(self._writer.submit(self._write, requests, stop), positions))
         if final or settle:
             self._settle()
-        if not requests and not self._in_flight:
+        if not requests and not self._in_flight and self.stats.consumed == consumed:  # none added while waiting
             self._commit_passed()
         if final:
             self.finished()

@@ -173,7 +173,7 @@ def check_partition(plan: Plan, p: int, decisions: list[Decision], markers: list
                     lookahead: Lookahead | None) -> _Checked:
     """Walk input partition ``p`` and diff its documents against Elasticsearch as they finish."""
     from pulse.store.readback import entities
-    from pulse.verify.source import input_batches, repartitioned
+    from pulse.verify.source import input_batches, input_end, repartitioned
 
     es, scope = plan.es.client(serializer=OrjsonSerializer()), plan.scope  # read-only: its fastest parser
     diff = DocDiff()
@@ -183,17 +183,20 @@ def check_partition(plan: Plan, p: int, decisions: list[Decision], markers: list
     start, end = plan.span.get(p, (0, 0))
     taken: Iterator[Taken] | None = repartitioned(plan.bootstrap, plan.group, p)
     to = scope.windows_to  # with it, read on past the range only until every window of it is final
+    read_to = input_end(plan.bootstrap, plan.topic, p) if to is not None else end  # the reading below gets there
     for batch in _reported(p, input_batches(plan.bootstrap, plan.topic, p, start, None if to is not None else end)):
         walk.feed(batch, taken, to)
         taken = None
         if to is not None and walk.published >= to:
             break
+    if taken is not None:  # the input had no records
+        walk.feed([], taken)
     if to is not None:
+        if walk.published < to:  # the input ran out: the decisions past its last record (after markers) apply
+            walk.read_to(read_to)
         reached = min(walk.published, to)
         windows.flush(reached)
         return _Checked(walk.out, diff, reached)
-    if taken is not None:  # the input had no records
-        walk.feed([], taken)
     walked = walk.close()
     rest, owned = walk.finish()
     windows.batch.update(d for d in rest if scope.wants(d[1]))

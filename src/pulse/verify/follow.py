@@ -225,6 +225,7 @@ class Follower:
             walk.extend(decided.get(p, []), markers.get(p, []))
             mine = rows.get(p, [])
             walk.feed(mine, taken.get(p, []))
+            walk.read_to(frontier[p])  # every record before the frontier was read (the reader waits for it)
             walked += len(mine)
             # the corrections of windows no correction can reach any more
             final = walk.published - self.plan.rules.horizon_ms

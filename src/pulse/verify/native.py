@@ -97,6 +97,11 @@ class NativeWalk:
         needed). ``until``: stop walking records once every window ending up to it was handed out."""
         self._core.feed(records, taken, until)
 
+    def read_to(self, offset: int) -> None:
+        """The input was read up to ``offset`` (exclusive), past any transaction markers and aborted records
+        before it: the decisions taken up to there apply now, not when the next record comes."""
+        self._core.read_to(offset)
+
     def close(self) -> Walked:
         """The end of the input: every decision left, and what was forwarded but not taken yet."""
         self._core.close()

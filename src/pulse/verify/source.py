@@ -13,7 +13,16 @@ from pulse.aggregate.decisions import Decision as RecordedDecision
 from pulse.aggregate.decisions import read_decisions
 from pulse.aggregate.repartition import Origin, read_forwarded, watermark_of
 from pulse.generate.ledger import read_ledger
-from pulse.kafkaio import offsets_at, read_batches, read_messages, read_range, reader, watermarks
+from pulse.kafkaio import (
+    admin_client,
+    end_offsets,
+    offsets_at,
+    read_batches,
+    read_messages,
+    read_range,
+    reader,
+    watermarks,
+)
 from pulse.topics import partition_count, repartition_topic, topic_exists
 from pulse.verify.lookahead import Entry, Lookahead, index
 from pulse.verify.order import Decision, Decisions, Floor, Forward, Marker, Stall, Take, Taken
@@ -45,6 +54,12 @@ def input_batches(bootstrap: str, topic: str, partition: int, start: int,
                   end: int | None = None) -> Iterator[list[Message]]:
     """:func:`input_rows` as the consumer fetched them: lists of messages (for the native walk)."""
     return read_batches(bootstrap, topic, partition, start, end)
+
+
+def input_end(bootstrap: str, topic: str, partition: int) -> int:
+    """Where a read_committed reader of the partition stops now (its last stable offset): every record before it is
+    committed or aborted, and a read that ran out of records has passed any transaction markers up to it."""
+    return end_offsets(admin_client(bootstrap), topic, [partition], committed=True)[partition]
 
 
 def topic_rows(bootstrap: str, topic: str) -> list[tuple[int, int, bytes | None, int]]:
