@@ -168,9 +168,10 @@ def read_batches(bootstrap: str, topic: str, partition: int, start: int, end: in
     :data:`STALLED_AFTER_S` short of the end (an open transaction may hold the reader)."""
     consumer = reader(bootstrap)
     try:
-        low, high = watermarks(consumer, topic, partition)
+        # the ends wait out a broker as long as the read would (a restore during a broker restart)
+        low, high = watermarks(consumer, topic, partition, timeout_s)
         if settled:
-            high = max(high, _settled_end(bootstrap, topic, partition))
+            high = max(high, _settled_end(bootstrap, topic, partition, timeout_s))
         stop = high if end is None else min(end, high)
         if stop <= max(start, low):
             return
