@@ -166,15 +166,16 @@ def read_batches(bootstrap: str, topic: str, partition: int, start: int, end: in
     had already asked to commit still commits after the predecessor is gone, and state restored without it
     would disagree with the changelog it is about to extend. ``stalled`` is called whenever no record has come for
     :data:`STALLED_AFTER_S` short of the end (an open transaction may hold the reader)."""
+    # the ends wait out a broker as long as the read would (a restore during a broker restart); the reader is made
+    # once they are known: one made while the broker was away kept the partition unknown after it came back
+    low, high = _bounds(bootstrap, topic, partition, timeout_s)
+    if settled:
+        high = max(high, _settled_end(bootstrap, topic, partition, timeout_s))
+    stop = high if end is None else min(end, high)
+    if stop <= max(start, low):
+        return
     consumer = reader(bootstrap)
     try:
-        # the ends wait out a broker as long as the read would (a restore during a broker restart)
-        low, high = watermarks(consumer, topic, partition, timeout_s)
-        if settled:
-            high = max(high, _settled_end(bootstrap, topic, partition, timeout_s))
-        stop = high if end is None else min(end, high)
-        if stop <= max(start, low):
-            return
         consumer.assign([TopicPartition(topic, partition, start if start >= 0 else OFFSET_BEGINNING)])
         deadline = time.monotonic() + timeout_s  # moved on by every record: a long read is not a stuck one
         moved = time.monotonic()
@@ -206,6 +207,18 @@ def read_batches(bootstrap: str, topic: str, partition: int, start: int, end: in
                          "(an open transaction from a crashed instance? it aborts within transaction.timeout.ms)")
     finally:
         consumer.close()
+
+
+def _bounds(bootstrap: str, topic: str, partition: int, timeout_s: float) -> tuple[int, int]:
+    """(low, high) offsets of a partition, each attempt with a new reader (see :func:`read_batches`)."""
+    def lookup() -> tuple[int, int]:
+        consumer = reader(bootstrap)
+        try:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            return low, high
+        finally:
+            consumer.close()
+    return _retrying(lookup, timeout_s, f"cannot read offsets of {topic}[{partition}]")
 
 
 def _settled_end(bootstrap: str, topic: str, partition: int, timeout_s: float = 30.0) -> int:
