@@ -183,7 +183,8 @@ def check_partition(plan: Plan, p: int, decisions: list[Decision], markers: list
     start, end = plan.span.get(p, (0, 0))
     taken: Iterator[Taken] | None = repartitioned(plan.bootstrap, plan.group, p)
     to = scope.windows_to  # with it, read on past the range only until every window of it is final
-    read_to = input_end(plan.bootstrap, plan.topic, p) if to is not None else end  # the reading below gets there
+    # with --to: where the reading below gets to at least, should the input run out (looked up before it starts)
+    ends_at = input_end(plan.bootstrap, plan.topic, p) if to is not None else None
     for batch in _reported(p, input_batches(plan.bootstrap, plan.topic, p, start, None if to is not None else end)):
         walk.feed(batch, taken, to)
         taken = None
@@ -192,8 +193,8 @@ def check_partition(plan: Plan, p: int, decisions: list[Decision], markers: list
     if taken is not None:  # the input had no records
         walk.feed([], taken)
     if to is not None:
-        if walk.published < to:  # the input ran out: the decisions past its last record (after markers) apply
-            walk.read_to(read_to)
+        if walk.published < to and ends_at is not None:  # the input ran out: decisions past its last record apply
+            walk.read_to(ends_at)
         reached = min(walk.published, to)
         windows.flush(reached)
         return _Checked(walk.out, diff, reached)
