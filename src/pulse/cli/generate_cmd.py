@@ -58,11 +58,11 @@ def setup(settings: Settings, topic: str, partitions: int, retention_hours: floa
     for name, state in ensure_topics(settings.bootstrap, input_topics(topic, partitions, retention_hours)):
         click.echo(f"{name:<28} {state}")
 
+    from pulse.cli.store_cmd import require_es
     from pulse.store.indices import FAMILIES, alias, current_generation, ensure_indices
     from pulse.store.lineage import check_source
 
-    if settings.es.status() not in {"green", "yellow"}:
-        raise PulseError(f"Elasticsearch is not reachable at {settings.es.display} (is the stack up? `pulse stack up`)")
+    require_es(settings)
     es = settings.es.client()
     made = set(ensure_indices(es))
     for family in FAMILIES:

@@ -53,6 +53,14 @@ class PulseGroup(click.Group):
             detail = exc.strerror or str(exc) or type(exc).__name__  # a bare TimeoutError has no message
             click.secho(f"pulse: error: {detail}: {exc.filename or ''}".rstrip(": "), fg="red", err=True)
             sys.exit(1)
+        except Exception as exc:
+            # Elasticsearch's refusals that outlast a command's patience (matched by module, so that commands
+            # which never talk to it do not pay for importing its client)
+            if not type(exc).__module__.startswith(("elasticsearch", "elastic_transport")):
+                raise
+            detail = " ".join(str(exc).split())[:400]
+            click.secho(f"pulse: error: Elasticsearch: {detail}", fg="red", err=True)
+            sys.exit(1)
 
 
 def show_envvars(command: click.Command, ctx: click.Context) -> None:

@@ -6,6 +6,8 @@ import datetime as dt
 import signal
 import threading
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import click
 from rich.console import Console
@@ -29,15 +31,43 @@ def _serve_metrics(settings: Settings, metrics_addr: str | None) -> None:
     serve(metrics_addr, every(2.0, lambda: _writer_readiness(settings)))
 
 
-WRITER_START_PATIENCE_S = 60.0
-"""How long a writer that starts while Elasticsearch is away (restarting with it, say) waits for it."""
+T = TypeVar("T")
+
+es_patience_option = click.option(
+    "--es-patience", envvar="PULSE_ES_PATIENCE", type=Duration(0), default="60s", show_default=True,
+    help="How long a writer that starts while Elasticsearch is away or busy (restarting with it, say) waits for it "
+         "to answer and for Pulse's indices to be ready.")
+
+
+def start_writer(settings: Settings, patience_s: float, setup: Callable[[], T]) -> T:
+    """Wait for Elasticsearch, then run a writer's ``setup`` (indices, checks), waiting out momentary refusals (a
+    shard still recovering after a restart answers 503) for up to ``patience_s``, saying so once."""
+    from elasticsearch import ApiError, TransportError
+
+    from pulse.store.bulk import transient
+
+    require_es(settings, patience_s)
+    deadline, said = time.monotonic() + patience_s, False
+    while True:
+        try:
+            return setup()
+        except (ApiError, TransportError) as exc:
+            if not transient(exc) or time.monotonic() >= deadline:
+                raise
+            if not said:
+                click.echo(f"Elasticsearch refused for now ({str(exc)[:160]}); retrying for up to "
+                           f"{patience_s:.0f} s", err=True)
+                said = True
+            time.sleep(1.0)
 
 
 def require_es(settings: Settings, patience_s: float = 0.0) -> None:
-    """Elasticsearch answers, or a one-line error; with ``patience_s``, wait that long first, saying so once."""
+    """Elasticsearch answers, or a one-line error; with ``patience_s``, wait that long first, saying so once. A red
+    cluster answers: the index that makes it red may be someone else's, and Pulse's own are waited for by name
+    (`pulse.store.indices.await_ready`)."""
     deadline = time.monotonic() + patience_s
     said = False
-    while settings.es.status() not in {"green", "yellow"}:
+    while settings.es.status() is None:
         if time.monotonic() >= deadline:
             raise PulseError(f"Elasticsearch is not reachable at {settings.es.display} (is the stack up? "
                              "`pulse stack up`)")
@@ -90,10 +120,11 @@ def _stop_on_signals() -> threading.Event:
               default="250ms", show_default=True, help="Time between bulk writes (more when behind: coalesced).")
 @click.option("--exit-when-idle", type=Duration(0.1), default=None,
               help="Stop once no documents arrived for this long (batch jobs, tests).")
+@es_patience_option
 @metrics_addr_option
 @click.pass_obj
 def store(settings: Settings, topic: str, group: str, index_prefix: str, flush_interval: float,
-          exit_when_idle: float | None, metrics_addr: str | None) -> None:
+          exit_when_idle: float | None, es_patience: float, metrics_addr: str | None) -> None:
     """Write the aggregator's documents to Elasticsearch with external versions (idempotent, exactly-once effect).
 
     Also refreshes the pipeline heartbeat (`<prefix>-heartbeat`: freshness and lag) about once a second.
@@ -105,11 +136,14 @@ def store(settings: Settings, topic: str, group: str, index_prefix: str, flush_i
     from pulse.topics import require_broker
 
     require_broker(settings.bootstrap)
-    require_es(settings, WRITER_START_PATIENCE_S)
     _serve_metrics(settings, metrics_addr)
     es = settings.es.client()
-    ensure_indices(es, index_prefix)
-    check_source(es, settings.bootstrap, topic, group, current_generation(es, index_prefix), index_prefix)
+
+    def setup() -> None:
+        ensure_indices(es, index_prefix, ready_patience_s=es_patience)
+        check_source(es, settings.bootstrap, topic, group, current_generation(es, index_prefix), index_prefix)
+
+    start_writer(settings, es_patience, setup)
     cfg = WriterConfig(bootstrap=settings.bootstrap, es=settings.es, group=group, input_topic=topic,
                        flush_interval_s=flush_interval, index_prefix=index_prefix)
     stop = _stop_on_signals()
@@ -135,10 +169,11 @@ def store(settings: Settings, topic: str, group: str, index_prefix: str, flush_i
               help="Archive valid input events (dead letters and late events are always archived).")
 @click.option("--exit-when-idle", type=Duration(0.1), default=None,
               help="Stop once nothing arrived for this long (batch jobs, tests).")
+@es_patience_option
 @metrics_addr_option
 @click.pass_obj
 def archive(settings: Settings, topic: str, index_prefix: str, retention_days: float, events: bool,
-            exit_when_idle: float | None, metrics_addr: str | None) -> None:
+            exit_when_idle: float | None, es_patience: float, metrics_addr: str | None) -> None:
     """Keep raw events, dead letters and late events in daily indices for drill-down (`<prefix>-events` etc.)."""
 
     from pulse.store.archive import ArchiveConfig, ArchiveWriter
@@ -146,9 +181,9 @@ def archive(settings: Settings, topic: str, index_prefix: str, retention_days: f
     from pulse.topics import partition_count
 
     partition_count(settings.bootstrap, topic)  # clear error if the broker or the topic is missing
-    require_es(settings, WRITER_START_PATIENCE_S)
     _serve_metrics(settings, metrics_addr)
-    ensure_indices(settings.es.client(), index_prefix)
+    es = settings.es.client()
+    start_writer(settings, es_patience, lambda: ensure_indices(es, index_prefix, ready_patience_s=es_patience))
     cfg = ArchiveConfig(bootstrap=settings.bootstrap, es=settings.es, topic=topic, index_prefix=index_prefix,
                         retention_days=retention_days, events=events)
     stats = ArchiveWriter(cfg).run(_stop_on_signals(), exit_when_idle)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import orjson
 from confluent_kafka import Producer
-from elasticsearch import ApiError, Elasticsearch, TransportError
+from elasticsearch import ApiError, ConnectionError, ConnectionTimeout, Elasticsearch, TransportError
 
 from pulse.connect.kafka import client_config
 from pulse.errors import PulseError
@@ -28,6 +28,13 @@ from pulse.topics import TopicSpec, ensure_topics
 _LOG = logging.getLogger("pulse.store")
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
+
+
+def transient(exc: Exception) -> bool:
+    """Elasticsearch refused for a moment (overloaded, restarting, a shard still starting), not for good."""
+    if isinstance(exc, ApiError):
+        return exc.meta.status in RETRY_STATUSES
+    return isinstance(exc, (ConnectionError, ConnectionTimeout))
 SHUTDOWN_PATIENCE_S = 30.0
 
 

@@ -11,12 +11,15 @@ as a long.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from elasticsearch import BadRequestError, Elasticsearch
 
 from pulse.aggregate.model import DIMENSIONS, OUTCOMES, SKETCHED, USERS_SKETCH, sketch_field
 from pulse.errors import PulseError
+
+_LOG = logging.getLogger("pulse.store")
 
 DEFAULT_PREFIX = "pulse"
 KIND_FAMILY = {"window": "windows", "window_dims": "windows", "window_users": "windows",
@@ -195,11 +198,28 @@ def _create(es: Elasticsearch, index: str, **body: Any) -> bool:
     except BadRequestError as exc:
         if exc.error != "resource_already_exists_exception":
             raise
-        # the other process's create may still be starting the primary shard: reads of the index fail with 503
-        # (no_shard_available_action_exception) until it is up
-        es.cluster.health(index=index, wait_for_status="yellow", timeout="30s")
         return False
     return True
+
+
+READY_PATIENCE_S = 60.0
+"""How long a start waits for Pulse's indices to have their primary shards started."""
+
+
+def await_ready(es: Elasticsearch, indices: list[str], patience_s: float = READY_PATIENCE_S) -> None:
+    """Wait until every one of ``indices`` has its primary shards started. An index another process created a moment
+    ago, or one still recovering after Elasticsearch restarted, answers reads with 503
+    (no_shard_available_action_exception) until then. A one-line error if that takes longer than ``patience_s``."""
+    names = ",".join(indices)
+    health = es.options(ignore_status=408).cluster.health(index=names, wait_for_status="yellow", timeout="0s")
+    if health.get("timed_out"):
+        _LOG.info("waiting up to %.0f s for Pulse's indices to be ready (%s now)", patience_s, health.get("status"))
+        health = es.options(request_timeout=patience_s + 10, ignore_status=408).cluster.health(
+            index=names, wait_for_status="yellow", timeout=f"{patience_s:.0f}s")
+    if health.get("timed_out"):
+        raise PulseError(f"Pulse's indices ({', '.join(indices)}) are {health.get('status')}, not ready after "
+                         f"{patience_s:.0f} s: a primary shard has not started "
+                         "(GET _cluster/allocation/explain says why)")
 
 
 def current_generation(es: Elasticsearch, prefix: str = DEFAULT_PREFIX) -> int:
@@ -210,21 +230,26 @@ def current_generation(es: Elasticsearch, prefix: str = DEFAULT_PREFIX) -> int:
     return max(int(index.rsplit("-", 1)[1]) for index in es.indices.get_alias(name=name))
 
 
-def ensure_indices(es: Elasticsearch, prefix: str = DEFAULT_PREFIX) -> list[str]:
+def ensure_indices(es: Elasticsearch, prefix: str = DEFAULT_PREFIX,
+                   ready_patience_s: float = READY_PATIENCE_S) -> list[str]:
     """Create templates (always refreshed), the first generation behind the aliases if missing, and the
-    heartbeat and metadata indices. Returns the names of the indices created."""
+    heartbeat and metadata indices, and wait up to ``ready_patience_s`` for all of them to be ready. Returns the
+    names of the indices created."""
     for family in FAMILIES:
         es.indices.put_index_template(name=alias(family, prefix), **template_body(family, prefix))
     for family in ARCHIVE_FAMILIES:
         es.indices.put_index_template(name=alias(family, prefix), **archive_template_body(family, prefix))
     # a family an older version did not have gets its index in the current generation
     made = create_generation(es, current_generation(es, prefix) or 1, prefix, with_alias=True)
-    upgrade_mappings(es, prefix)
-    move_kind(es, "window_items", "windows", prefix)
-    for index, properties in ((heartbeat_index(prefix), HEARTBEAT_PROPERTIES), (meta_index(prefix), _META)):
+    own = ((heartbeat_index(prefix), HEARTBEAT_PROPERTIES), (meta_index(prefix), _META))
+    for index, properties in own:
         if not es.indices.exists(index=index) and _create(es, index, **_strict(properties)):
             made.append(index)
-        else:  # an index from an older version: take the fields this one writes
+    await_ready(es, [alias(family, prefix) for family in FAMILIES] + [index for index, _ in own], ready_patience_s)
+    upgrade_mappings(es, prefix)
+    move_kind(es, "window_items", "windows", prefix)
+    for index, properties in own:
+        if index not in made:  # an index from an older version: take the fields this one writes
             es.indices.put_mapping(index=index, properties=properties)
     return made
 
