@@ -76,3 +76,22 @@ def test_a_range_is_exact_reads_only_its_lead_in_and_catches_what_changed_inside
     # the whole input still sees both
     code, everything = _verify(topic, group, index_prefix)
     assert code == 1 and everything["documents"]["mismatched"] == 2, everything
+
+
+def test_a_range_up_to_a_time_is_exact_on_input_another_partitioner_spread(
+        new_topic: Callable[..., str], es_url: str, index_prefix: str, tmp_path: Path) -> None:
+    # keyed by a CRC32 partitioner: most records are forwarded to the partition that owns their user, and each
+    # partition's walk stops at --to at its own place in the input and in the repartition topic
+    topic, group = new_topic(partitions=4, prefix="rc"), unique("g")
+    first = (int(time.time() * 1000) - 100 * MINUTE) // MINUTE * MINUTE
+    generate(topic, tmp_path / "l.gz", COUNT, "--rate", "0", "--event-rate", "8", "--start", str(first),
+             "--crc32-key-fraction", "0.9", *CHAOS)
+    run_aggregator_until_idle(topic, group)
+    run_store(topic, group, index_prefix)
+    Elasticsearch(es_url).indices.refresh(index=f"{index_prefix}-*")
+
+    for since, until in ((None, first + 30 * MINUTE), (first + 40 * MINUTE, first + 50 * MINUTE)):
+        extra = ("--to", str(until)) if since is None else ("--from", str(since), "--to", str(until))
+        code, report = _verify(topic, group, index_prefix, *extra)
+        assert code == 0, json.dumps(report)[:4000]
+        assert report["range"]["compared_up_to"] == until and report["documents"]["checked"] > 200, report

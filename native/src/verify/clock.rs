@@ -26,8 +26,9 @@ pub struct Counts {
     pub problems: Vec<String>,
 }
 
-/// Records sent from one partition to another: how many, and an order-free digest of them; and the same of those
-/// forwarded as corrections.
+/// Records sent from one partition to another: how many, and an order-free digest of them; the same of those
+/// forwarded as corrections; and the same of the early ones, those that count in windows before the end of a
+/// range (`until`), which both sides of a pair have seen whole when their walks stop there.
 #[derive(Default, Clone, Copy)]
 pub struct Flow {
     pub count: i64,
@@ -35,10 +36,14 @@ pub struct Flow {
     pub corrections: i64,
     pub corrections_digest: u64,
     pub unsure: i64, // sent by a range's walk before its clock was the partition's own: perhaps not forwarded
+    pub early: i64,
+    pub early_digest: u64,
+    pub early_unsure: i64,
 }
 
 impl Flow {
-    pub fn add(&mut self, offset: i64, value: &[u8], correction: bool) {
+    /// A record forwarded; `early`: not a correction, and its event time before the range's end.
+    pub fn add(&mut self, offset: i64, value: &[u8], correction: bool, early: bool) {
         // SipHash with fixed keys: the same in every worker of one build, which is all a digest needs
         #[allow(deprecated)]
         let mut h = std::hash::SipHasher::new();
@@ -50,6 +55,10 @@ impl Flow {
         if correction {
             self.corrections += 1;
             self.corrections_digest = self.corrections_digest.wrapping_add(h);
+        }
+        if early {
+            self.early += 1;
+            self.early_digest = self.early_digest.wrapping_add(h);
         }
     }
 }

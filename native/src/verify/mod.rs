@@ -35,6 +35,7 @@ pub struct VerifyWalk {
     partitions: usize,
     starts: BTreeMap<usize, i64>,
     unread_before: Option<i64>,
+    until: Option<i64>,
     owner: Owner,
     counts: Counts,
     sent: BTreeMap<usize, Flow>,
@@ -120,6 +121,7 @@ impl VerifyWalk {
             partitions,
             starts,
             unread_before: attr(rules, "unread_before_ms")?,
+            until: None,
             published: owner.watermark,
             owner,
             counts: Counts::default(),
@@ -155,7 +157,7 @@ impl VerifyWalk {
     /// Walk more of the input: `records` (consumed messages: `offset()`, `value()`, `timestamp()`) continue the
     /// partition's input in offset order, `taken` its repartition topic records ((offset there, `Forward` or
     /// `Marker`)), read as they are needed. With `until`, records stop being walked once every window ending
-    /// up to it was handed out.
+    /// up to it was handed out, and the flows count the early records apart (`Flow`).
     #[pyo3(signature = (records, taken=None, until=None))]
     fn feed(
         &mut self,
@@ -164,6 +166,7 @@ impl VerifyWalk {
         taken: Option<&Bound<'_, PyAny>>,
         until: Option<i64>,
     ) -> PyResult<()> {
+        self.until = until.or(self.until);
         if let Some(t) = taken {
             self.taken.push_back(t.try_iter()?.unbind());
         }
@@ -203,10 +206,12 @@ impl VerifyWalk {
             let to = if self.partitions > 0 { partition_for(&event.user_id, self.partitions) } else { self.p };
             if to != self.p {
                 self.counts.forwarded += 1;
+                let early = self.early(event.ts, correction);
                 let flow = self.sent.entry(to).or_default();
-                flow.add(offset, raw, correction);
+                flow.add(offset, raw, correction, early);
                 if self.unread_before.is_some_and(|u| self.owner.source.max_ts < u) {
                     flow.unsure += 1;
+                    flow.early_unsure += i64::from(early);
                 }
             } else {
                 self.count(&event, correction);
@@ -289,6 +294,9 @@ impl VerifyWalk {
             flow.set_item("corrections", f.corrections)?;
             flow.set_item("corrections_digest", f.corrections_digest)?;
             flow.set_item("unsure", f.unsure)?;
+            flow.set_item("early", f.early)?;
+            flow.set_item("early_digest", f.early_digest)?;
+            flow.set_item("early_unsure", f.early_unsure)?;
             out.set_item(q, flow)?;
         }
         Ok(out)
@@ -394,8 +402,12 @@ impl VerifyWalk {
                 Taken::Forward { partition, offset, record_ts, value, correction, .. } => {
                     if offset >= self.starts.get(&partition).copied().unwrap_or(0) {
                         let raw: &[u8] = value.as_ref().map(|b| b.as_bytes(py)).unwrap_or(b"");
-                        self.received.entry(partition).or_default().add(offset, raw, correction);
-                        self.take_forwarded(py, raw, record_ts, correction)?;
+                        let event = self.forwarded_event(py, raw, record_ts)?;
+                        let early = event.as_ref().is_some_and(|e| self.early(e.ts, correction));
+                        self.received.entry(partition).or_default().add(offset, raw, correction, early);
+                        if let Some(event) = event {
+                            self.count(&event, correction);
+                        }
                     }
                 }
             }
@@ -404,16 +416,18 @@ impl VerifyWalk {
         Ok(())
     }
 
-    fn take_forwarded(&mut self, py: Python<'_>, raw: &[u8], record_ts: i64, correction: bool) -> PyResult<()> {
-        let event = match fast_validate(raw, record_ts) {
-            Some(e) => e,
-            None => match self.slow_validate(py, raw, record_ts)? {
-                Some(e) => e,
-                None => return Ok(()),
-            },
-        };
-        self.count(&event, correction);
-        Ok(())
+    /// A forwarded record's event (None: invalid, which a sender does not forward).
+    fn forwarded_event<'a>(&self, py: Python<'_>, raw: &'a [u8], record_ts: i64) -> PyResult<Option<Event<'a>>> {
+        Ok(match fast_validate(raw, record_ts) {
+            Some(e) => Some(e),
+            None => self.slow_validate(py, raw, record_ts)?,
+        })
+    }
+
+    /// A forwarded record that counts in windows before the range's end: the sender walked all of them before
+    /// its clock passed the end, and the owner took all of them before its watermark did.
+    fn early(&self, ts: i64, correction: bool) -> bool {
+        !correction && self.until.is_some_and(|u| ts < u)
     }
 
     /// An event this partition owns, as the owner takes it (`correction`: its source judged it one).

@@ -122,6 +122,8 @@ class WindowDiff:
 
         if upto is not None and self.ceiling is not None:
             upto = min(upto, self.ceiling)
+        if self.scope.windows_to is not None:  # a walk's clock can jump past the range's end in one step
+            upto = self.scope.windows_to if upto is None else min(upto, self.scope.windows_to)
         if upto is not None and (upto <= NEVER or (self.compared_to is not None and upto <= self.compared_to)):
             return  # nothing is final yet, or nothing since the last flush
         stored = windows_ending(self.es, self.partition, self.compared_to, upto, self.prefix, self.scope.windows_from)
@@ -191,7 +193,7 @@ def check_partition(plan: Plan, p: int, decisions: list[Decision], markers: list
         if to is not None and walk.published >= to:
             break
     if taken is not None:  # the input had no records
-        walk.feed([], taken)
+        walk.feed([], taken, to)
     if to is not None:
         if walk.published < to and ends_at is not None:  # the input ran out: decisions past its last record apply
             walk.read_to(ends_at)
@@ -254,7 +256,8 @@ def run(plan: Plan, decisions: dict[int, list[Decision]], workers: int,
         counts.add(results[p].walked.counts)
         diff.add(results[p].diff)
     whole = not any(plan.rules.starts.values())
-    diff.problems[:0] = counts.problems + check_flows((r.walked for r in results.values()), corrections=whole)
+    diff.problems[:0] = counts.problems + check_flows((r.walked for r in results.values()), corrections=whole,
+                                                      early=plan.scope.windows_to is not None)
     es = plan.es.client()
     if plan.scope.whole:
         compare_totals(counts, partition_documents(es, plan.index_prefix), diff)

@@ -94,7 +94,8 @@ class NativeWalk:
 
     def feed(self, records: Iterable[Record], taken: Iterable[Taken] | None = None, until: int | None = None) -> None:
         """Walk more of the input (records in offset order; ``taken``: more of the repartition topic, read as it is
-        needed). ``until``: stop walking records once every window ending up to it was handed out."""
+        needed). ``until``: stop walking records once every window ending up to it was handed out; the flows then
+        count the early records apart (:class:`~pulse.verify.walk.Flow`)."""
         self._core.feed(records, taken, until)
 
     def read_to(self, offset: int) -> None:
