@@ -12,6 +12,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from pulse.config import Settings
 from pulse.kafkaio import broker_reachable
 from pulse.stack.elasticsearch import cluster_status
+from tests.live import Stage
 from tests.names import made_here, unique
 
 
@@ -85,3 +86,12 @@ def index_prefix(es_url: str) -> Iterator[str]:
     name = unique("t").replace("-", "")
     yield name
     Elasticsearch(es_url).indices.delete(index=f"{name}-*", ignore_unavailable=True)
+
+
+@pytest.fixture
+def stages() -> Iterator[list[Stage]]:
+    """`pulse` commands a test starts in the background (`tests.live.Stage`), stopped when it ends."""
+    running: list[Stage] = []
+    yield running
+    for stage in reversed(running):
+        stage.stop()

@@ -6,16 +6,21 @@ still read each partition to its end: commit past the markers, stop a batch run,
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 
 import orjson
+import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from pulse.kafkaio import end_offsets
 from tests.aggregate.harness import read_latest_docs, run_aggregator_until_idle, run_store
 from tests.cli_helpers import run_pulse
+from tests.live import Stage, metric, wait_for
 from tests.names import unique
 from tests.realworld.plain import event, now_ms
+from tests.realworld.private_stack import free_port
 
 PARTITIONS = 4
 ONLY_ABORTED = 3  # a partition that never gets a committed record: just an aborted transaction and its marker
@@ -86,3 +91,43 @@ def test_windows_up_to_a_time_are_reached_on_input_that_ends_in_markers(bootstra
                         "--to", str(until), "--json")
     assert bounded.returncode == 0, bounded.stdout + bounded.stderr
     assert json.loads(bounded.stdout)["range"]["compared_up_to"] == until
+
+
+def test_a_follower_checks_live_transactional_input_up_to_its_last_event(
+        bootstrap, es_url, new_topic, index_prefix, tmp_path: Path, stages: list[Stage],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pulse verify --follow` beside a live pipeline: once the input stops, the aggregator's decisions that close
+    the last windows sit past the last transaction's marker, and the follower applies them all the same."""
+    monkeypatch.setenv("PULSE_GRACE", "5s")
+    monkeypatch.setenv("PULSE_IDLE_TIMEOUT", "2s")
+    topic, group, port = new_topic(partitions=3, prefix="txfo"), unique("g"), free_port()
+    where = ("--topic", topic, "--group", group)
+    stages.append(Stage(tmp_path / "aggregate.log", "aggregate", *where))
+    stages.append(Stage(tmp_path / "store.log", "store", *where, "--index-prefix", index_prefix))
+    follow = Stage(tmp_path / "verify.log", "verify", "--follow", *where, "--index-prefix", index_prefix,
+                   "--state-file", str(tmp_path / "verify.json"), "--metrics-addr", f"127.0.0.1:{port}")
+    stages.append(follow)
+
+    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": unique("upstream-app")})
+    producer.init_transactions(30)
+    last_ts, n, deadline = 0, 0, time.monotonic() + 25
+    while time.monotonic() < deadline or n // 10 % 4 != 3:  # every fourth aborted, the last one too
+        commit = n // 10 % 4 != 3
+        producer.begin_transaction()
+        for _ in range(10):  # live events, spread by the app's own partitioner: most are forwarded
+            e = event(n, now_ms()) if commit else event(n, now_ms(), user_id=f"ghost{n}")
+            producer.produce(topic, orjson.dumps(e), e["user_id"].encode(), n % 3)
+            last_ts = max(last_ts, e["ts"]) if commit else last_ts
+            n += 1
+        producer.flush(30)
+        producer.commit_transaction(30) if commit else producer.abort_transaction(30)
+        time.sleep(0.1)
+
+    def checked_past_the_last_event() -> bool:
+        return metric(port, "pulse_verify_checked_up_to_ms") > last_ts
+
+    wait_for(checked_past_the_last_event, 120, "windows checked past the last event", follow.text)
+    assert metric(port, "pulse_verify_windows_checked_total") > 10, follow.text()[-3000:]
+    assert metric(port, "pulse_verify_mismatches_total") == 0, follow.text()[-3000:]
+    docs = read_latest_docs(bootstrap, f"{group}.aggregates")
+    assert not any(d.get("user_id", "").startswith("ghost") for d in docs.values())  # no aborted event counted

@@ -8,72 +8,20 @@ from __future__ import annotations
 import json
 import re
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO
 
 import httpx
 import pytest
 from elasticsearch import Elasticsearch
 
-from pulse.polling import WaitFailed, poll_until
 from pulse.store.indices import alias
+from tests.live import Stage, metric, wait_for
 from tests.names import unique
 from tests.realworld.private_stack import free_port
 
 FLUSHES = re.compile(r"^pulse_flush_seconds_count (\S+)$", re.M)
-
-
-class Stage:
-    """One `pulse` command running in the background, its output in a file."""
-
-    def __init__(self, log: Path, *args: str) -> None:
-        self.log = log
-        self._out: IO[bytes] = log.open("wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "pulse", *args], stdout=self._out,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.send_signal(signal.SIGINT)
-        try:
-            return self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(10)
-        finally:
-            self._out.close()
-
-
-def _metric(port: int, name: str) -> float:
-    try:
-        body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    except httpx.HTTPError:
-        return -1.0
-    found = re.search(rf"^{name} (\S+)$", body, re.M)
-    return float(found.group(1)) if found else -1.0
-
-
-def _wait(check: Callable[[], bool], timeout: float, what: str, log: Callable[[], str]) -> None:
-    try:
-        poll_until(check, timeout, what, every_s=0.2)
-    except WaitFailed as exc:
-        raise AssertionError(f"{exc}:\n{log()[-3000:]}") from None
-
-
-@pytest.fixture
-def stages() -> Iterator[list[Stage]]:
-    running: list[Stage] = []
-    yield running
-    for stage in reversed(running):
-        stage.stop()
 
 
 def _final_unchecked_window(es: Elasticsearch, prefix: str, checked_to: dict[int, int]) -> dict | None:
@@ -115,14 +63,14 @@ def test_follow_catches_an_altered_window_in_its_next_round_and_resumes_from_its
     stages.append(follow)
 
     def checked() -> float:
-        return _metric(verify_port, "pulse_verify_windows_checked_total")
+        return metric(verify_port, "pulse_verify_windows_checked_total")
 
-    _wait(lambda: checked() > 0 and _metric(verify_port, "pulse_verify_checked_up_to_ms") > 0, 150,
-          "the follower's first checked windows", follow.text)
-    assert _metric(verify_port, "pulse_verify_mismatches_total") == 0, follow.text()
+    wait_for(lambda: checked() > 0 and metric(verify_port, "pulse_verify_checked_up_to_ms") > 0, 150,
+             "the follower's first checked windows", follow.text)
+    assert metric(verify_port, "pulse_verify_mismatches_total") == 0, follow.text()
 
     # hold the follower while a window it has not compared yet becomes final and stored, then alter that window
-    rounds = _metric(verify_port, "pulse_verify_rounds_total")
+    rounds = metric(verify_port, "pulse_verify_rounds_total")
     follow.proc.send_signal(signal.SIGSTOP)
     es = Elasticsearch(es_url)
     checked_to = json.loads(state.read_text())["checked_to"]
@@ -137,23 +85,23 @@ def test_follow_catches_an_altered_window_in_its_next_round_and_resumes_from_its
               refresh=True)
     flushes = float(FLUSHES.search(httpx.get(f"http://127.0.0.1:{agg_port}/metrics").text).group(1))  # type: ignore[union-attr]
     follow.proc.send_signal(signal.SIGCONT)
-    _wait(lambda: _metric(verify_port, "pulse_verify_mismatches_total") >= 1, 60, "the mismatch", follow.text)
+    wait_for(lambda: metric(verify_port, "pulse_verify_mismatches_total") >= 1, 60, "the mismatch", follow.text)
     after = float(FLUSHES.search(httpx.get(f"http://127.0.0.1:{agg_port}/metrics").text).group(1))  # type: ignore[union-attr]
     # caught by the first round that starts after the alteration (the one held may have been under way): how
     # many of the aggregator's flushes that takes depends on how fast the store writes (two on an idle machine)
-    took = _metric(verify_port, "pulse_verify_rounds_total") - rounds
+    took = metric(verify_port, "pulse_verify_rounds_total") - rounds
     assert took <= 2, f"caught {took:.0f} rounds later ({after - flushes:.0f} flushes):\n{follow.text()[-3000:]}"
-    assert _metric(verify_port, "pulse_verify_mismatches_total") == 1
+    assert metric(verify_port, "pulse_verify_mismatches_total") == 1
     # windows' corrections are compared too, once beyond the horizon, and equal the recompute's
-    _wait(lambda: _metric(verify_port, "pulse_verify_revisions_checked_total") > 0, 60, "compared corrections",
-          follow.text)
-    assert _metric(verify_port, "pulse_verify_mismatches_total") == 1, follow.text()
+    wait_for(lambda: metric(verify_port, "pulse_verify_revisions_checked_total") > 0, 60, "compared corrections",
+             follow.text)
+    assert metric(verify_port, "pulse_verify_mismatches_total") == 1, follow.text()
     line = next(x for x in follow.text().splitlines() if "verify mismatch" in x)
     assert f"{victim['_id']}.events" in line, line
     # the dashboard's health shows it
     from pulse.store import query
-    _wait(lambda: query.pipeline_health(es, index_prefix)["verify_differences"] == 1, 10,  # searchable within 1 s
-          "the heartbeat with the difference", follow.text)
+    wait_for(lambda: query.pipeline_health(es, index_prefix)["verify_differences"] == 1, 10,  # searchable within 1 s
+             "the heartbeat with the difference", follow.text)
     assert victim["_id"] in query.pipeline_health(es, index_prefix)["verify_first_difference"]
 
     # a restart walks from the start again but reports nothing it reported before, and goes on checking
@@ -162,9 +110,9 @@ def test_follow_catches_an_altered_window_in_its_next_round_and_resumes_from_its
     again = Stage(tmp_path / "verify2.log", "verify", "--follow", *where, "--index-prefix", index_prefix,
                   "--state-file", str(state), "--metrics-addr", f"127.0.0.1:{verify_port}")
     stages.append(again)
-    _wait(lambda: _metric(verify_port, "pulse_verify_checked_up_to_ms") > max(saved.values()) + 10_000, 120,
-          "windows past the checkpoint", again.text)
-    assert _metric(verify_port, "pulse_verify_mismatches_total") == 0, again.text()
+    wait_for(lambda: metric(verify_port, "pulse_verify_checked_up_to_ms") > max(saved.values()) + 10_000, 120,
+             "windows past the checkpoint", again.text)
+    assert metric(verify_port, "pulse_verify_mismatches_total") == 0, again.text()
     assert victim["_id"] not in again.text() and checked() > 0
     # each window was compared once over the two runs: the restart started past where the first run stopped
     assert all(int(v) >= saved[p] for p, v in json.loads(state.read_text())["checked_to"].items())
