@@ -110,8 +110,8 @@ def test_a_follower_checks_live_transactional_input_up_to_its_last_event(
 
     producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": unique("upstream-app")})
     producer.init_transactions(30)
-    last_ts, n, deadline = 0, 0, time.monotonic() + 25
-    while time.monotonic() < deadline or n // 10 % 4 != 3:  # every fourth aborted, the last one too
+    last_ts, n, deadline, commit = 0, 0, time.monotonic() + 25, True
+    while time.monotonic() < deadline or commit:  # every fourth aborted, the last one too
         commit = n // 10 % 4 != 3
         producer.begin_transaction()
         for _ in range(10):  # live events, spread by the app's own partitioner: most are forwarded

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from pulse.verify.order import Forward, Marker
 from pulse.verify.ranges import rebuild_from
-from pulse.verify.reference import Expected, recompute
+from pulse.verify.reference import Expected, _filled, recompute
+from pulse.verify.walk import Rules, Walked, check_flows, sent_markers
 from tests.aggregate.test_partition_vs_reference import SIZES
 from tests.aggregate.test_repartition import CFG, PARTITIONS, _rows, in_order, played
 
@@ -102,3 +103,57 @@ def test_native_takes_what_only_the_contracts_slow_path_accepts() -> None:
     values = {d.get("value") for d in native.docs.values()}
     assert {"ÉS", "web", "ios"} <= values
     _same(python, native)
+
+
+def _walked_to(rows: list[tuple[int, int, bytes, int]], c: Any, forwarded: dict, until: int) -> list[Walked]:
+    """Each partition's native walk as `pulse verify --to` runs it: stopped once its windows up to ``until`` are
+    final, each at its own place in its input and in the repartition topic."""
+    from pulse.verify.native import NativeWalk, RowRecord
+
+    mine: dict[int, list[tuple[int, bytes, int]]] = {}
+    for p, offset, value, ts in rows:
+        mine.setdefault(p, []).append((offset, value, ts))
+    at = {(p, o): (v, ts) for p, rs in mine.items() for o, v, ts in rs}
+    taken = {q: [(o, _filled(item, at)) for o, item in items] for q, items in forwarded.items()}
+    markers = sent_markers(item for items in taken.values() for item in items)
+    rules = Rules(CFG.grace_ms, CFG.correct_within_ms, 300_000, PARTITIONS, {}, None)
+    walks = []
+    for p in range(PARTITIONS):
+        walk = NativeWalk(p, rules, list(SIZES), SESSION_MS, None, lambda _w, _d: None, c.decisions.get(p, []),
+                          markers.get(p, []), None)
+        walk.feed([RowRecord(*row) for row in sorted(mine.get(p, []))], taken.get(p, []), until)
+        walks.append(walk.out)
+    return walks
+
+
+def test_records_between_partitions_are_compared_up_to_a_time_where_both_sides_saw_them_whole() -> None:
+    rows = _rows(11, 0.02, 0.02, 0.0, n=4_000)
+    c = in_order(rows)
+    first, last = min(r[3] for r in rows), max(r[3] for r in rows)
+    until = (first + (last - first) // 2) // 10_000 * 10_000
+    clean = c.forwarded()
+    walks = _walked_to(rows, c, clean, until)
+    early = sum(f.early for w in walks for f in w.sent.values())
+    assert early > 500 and all(len(w.early_whole) == PARTITIONS for w in walks)  # every pair compared
+    assert check_flows(walks, early=True) == []
+    # whole flows differ: each walk stopped at its own place
+    assert check_flows(walks, corrections=False) != []
+
+    # an early record lost on the way is named; one from past the end is not compared
+    event_ts = {(p, o): orjson.loads(v)["ts"] for p, o, v, _ in rows}
+
+    def lose(early: bool) -> dict:
+        lost = copy.deepcopy(clean)
+        for q, items in lost.items():
+            for n, (_, item) in enumerate(items):
+                if not isinstance(item, Forward) or item.correction:
+                    continue
+                ts = event_ts[(item.partition, item.offset)]
+                if (ts < until - 5_000) if early else (ts > until + 5_000):
+                    del lost[q][n]
+                    return lost
+        raise AssertionError("no such record")
+
+    assert any("a record lost or sent twice" in x for x in check_flows(_walked_to(rows, c, lose(True), until),
+                                                                     early=True))
+    assert check_flows(_walked_to(rows, c, lose(False), until), early=True) == []

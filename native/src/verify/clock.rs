@@ -202,6 +202,13 @@ impl Owner {
         }
     }
 
+    /// The other sources whose watermark, as taken here, reached `until`: every record they forwarded on time
+    /// with an earlier event time came before that watermark.
+    pub fn sources_past(&self, until: i64) -> Vec<usize> {
+        let past = |(q, m): (usize, &Option<(i64, bool)>)| m.filter(|(value, _)| *value >= until).map(|_| q);
+        self.marks.iter().enumerate().filter_map(past).collect()
+    }
+
     pub fn stall(&mut self, source: usize) {
         if let Some(m) = self.mark_of(source) {
             m.1 = true;

@@ -284,6 +284,19 @@ impl VerifyWalk {
         Ok(out)
     }
 
+    /// The partitions whose early records (`Flow`) this walk has seen whole: itself as their sender once its own
+    /// clock passed the range's end, and each sender whose watermark it took passed it (none without a range end).
+    fn early_whole(&self) -> Vec<usize> {
+        let Some(until) = self.until else {
+            return Vec::new();
+        };
+        let mut whole = self.owner.sources_past(until);
+        if self.owner.source.value() >= until {
+            whole.push(self.p);
+        }
+        whole
+    }
+
     /// The flows sent (by owner) or received (by source), as {partition: {"count", "digest"}}.
     fn flows<'py>(&self, py: Python<'py>, sent: bool) -> PyResult<Bound<'py, PyDict>> {
         let out = PyDict::new(py);

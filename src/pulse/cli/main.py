@@ -60,7 +60,7 @@ class PulseGroup(click.Group):
                 raise
             detail = " ".join(str(exc).split())[:400]
             click.secho(f"pulse: error: Elasticsearch: {detail}", fg="red", err=True)
-            sys.exit(1)
+            sys.exit(3)  # a service failed, as with Kafka (`BrokerUnavailable`): not what `pulse verify`'s 1 says
 
 
 def show_envvars(command: click.Command, ctx: click.Context) -> None:

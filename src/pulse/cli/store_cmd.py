@@ -39,18 +39,19 @@ es_patience_option = click.option(
          "to answer and for Pulse's indices to be ready.")
 
 
-def start_writer(settings: Settings, patience_s: float, setup: Callable[[], T]) -> T:
-    """Wait for Elasticsearch, then run a writer's ``setup`` (indices, checks), waiting out momentary refusals (a
-    shard still recovering after a restart answers 503) for up to ``patience_s``, saying so once."""
+def start_writer(settings: Settings, patience_s: float, setup: Callable[[float], T]) -> T:
+    """Wait for Elasticsearch, then run a writer's ``setup`` (indices, checks; given the patience left), waiting
+    out momentary refusals (a shard still recovering after a restart answers 503), all within ``patience_s``,
+    saying so once."""
     from elasticsearch import ApiError, TransportError
 
     from pulse.store.bulk import transient
 
-    require_es(settings, patience_s)
     deadline, said = time.monotonic() + patience_s, False
+    require_es(settings, patience_s)
     while True:
         try:
-            return setup()
+            return setup(max(1.0, deadline - time.monotonic()))
         except (ApiError, TransportError) as exc:
             if not transient(exc) or time.monotonic() >= deadline:
                 raise
@@ -139,8 +140,8 @@ def store(settings: Settings, topic: str, group: str, index_prefix: str, flush_i
     _serve_metrics(settings, metrics_addr)
     es = settings.es.client()
 
-    def setup() -> None:
-        ensure_indices(es, index_prefix, ready_patience_s=es_patience)
+    def setup(patience_s: float) -> None:
+        ensure_indices(es, index_prefix, ready_patience_s=patience_s)
         check_source(es, settings.bootstrap, topic, group, current_generation(es, index_prefix), index_prefix)
 
     start_writer(settings, es_patience, setup)
@@ -183,7 +184,7 @@ def archive(settings: Settings, topic: str, index_prefix: str, retention_days: f
     partition_count(settings.bootstrap, topic)  # clear error if the broker or the topic is missing
     _serve_metrics(settings, metrics_addr)
     es = settings.es.client()
-    start_writer(settings, es_patience, lambda: ensure_indices(es, index_prefix, ready_patience_s=es_patience))
+    start_writer(settings, es_patience, lambda left: ensure_indices(es, index_prefix, ready_patience_s=left))
     cfg = ArchiveConfig(bootstrap=settings.bootstrap, es=settings.es, topic=topic, index_prefix=index_prefix,
                         retention_days=retention_days, events=events)
     stats = ArchiveWriter(cfg).run(_stop_on_signals(), exit_when_idle)

@@ -217,6 +217,10 @@ def await_ready(es: Elasticsearch, indices: list[str], patience_s: float = READY
         health = es.options(request_timeout=patience_s + 10, ignore_status=408).cluster.health(
             index=names, wait_for_status="yellow", timeout=f"{patience_s:.0f}s")
     if health.get("timed_out"):
+        missing = [name for name in indices if not es.indices.exists(index=name)]
+        if missing:  # health waits for these too, and says only "red"
+            raise PulseError(f"{', '.join(missing)} went missing while Pulse started (deleted by hand?): run "
+                             "`pulse setup` or start the writer again to create them")
         raise PulseError(f"Pulse's indices ({', '.join(indices)}) are {health.get('status')}, not ready after "
                          f"{patience_s:.0f} s: a primary shard has not started "
                          "(GET _cluster/allocation/explain says why)")

@@ -128,7 +128,8 @@ class NativeWalk:
     def out(self) -> Walked:
         raw: dict[str, Any] = self._core.counts()
         counts = Counts(**raw)
-        return Walked(self.partition, counts, _flows(self._core.flows(True)), _flows(self._core.flows(False)))
+        return Walked(self.partition, counts, _flows(self._core.flows(True)), _flows(self._core.flows(False)),
+                      frozenset(self._core.early_whole()))
 
 
 def _flows(raw: dict[int, dict[str, int]]) -> dict[int, Flow]:
