@@ -215,7 +215,7 @@ def _bounds(bootstrap: str, topic: str, partition: int, timeout_s: float) -> tup
         consumer = reader(bootstrap)
         try:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-            return low, high
+            return int(low), int(high)
         finally:
             consumer.close()
     return _retrying(lookup, timeout_s, f"cannot read offsets of {topic}[{partition}]")

@@ -28,6 +28,7 @@ from pulse.topics import TopicSpec, ensure_topics
 _LOG = logging.getLogger("pulse.store")
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
+SHUTDOWN_PATIENCE_S = 30.0
 
 
 def transient(exc: Exception) -> bool:
@@ -35,7 +36,6 @@ def transient(exc: Exception) -> bool:
     if isinstance(exc, ApiError):
         return exc.meta.status in RETRY_STATUSES
     return isinstance(exc, (ConnectionError, ConnectionTimeout))
-SHUTDOWN_PATIENCE_S = 30.0
 
 
 @dataclass(frozen=True)
